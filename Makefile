@@ -1,0 +1,39 @@
+# Two entry points for a fresh machine (Python 3.11+, node/npm, git): `make run` and `make test`.
+# Each creates .venv and node_modules when missing or stale; nothing is installed outside the repo.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYSTAMP   := $(VENV)/.installed
+NODESTAMP := node_modules/.installed
+
+.PHONY: setup run demo test lint typecheck pytest clean
+
+setup: $(PYSTAMP) $(NODESTAMP)
+
+$(PYSTAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+$(NODESTAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+run: setup
+	$(PY) scripts/demo_ledger.py
+
+test: setup lint typecheck pytest
+
+lint:
+	$(VENV)/bin/ruff check .
+
+typecheck:
+	$(VENV)/bin/mypy ledger store
+
+# pytest exits 5 when it collected nothing: make treats that as the failure it is.
+pytest:
+	$(PY) -m pytest -n 2 --dist loadgroup -q
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

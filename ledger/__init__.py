@@ -1,0 +1,71 @@
+"""mrledger's pure core: records → salted leaves → RFC 9162 batches → proofs → receipts.
+
+CONSENSUS-CRITICAL. The leaf encoding (``mrl-leaf/1``), the tree hashing (RFC 9162) and the receipt
+format (``mrl-receipt/1``) decide whether a receipt already handed to a patient still verifies. Never
+change them in place: add a new version tag and keep the old one verifying. Parsers reject trailing data
+and unknown fields (extensions go under ``extensions``; unknown *critical* ones are refused).
+
+This package does no I/O and imports no database, chain, web or clock library (a test enforces it):
+time and randomness are arguments.
+"""
+
+from ledger.batch import MAX_BATCH_SIZE, BatchHead, build_batch, hospital_key
+from ledger.canonical import canonicalize, parse_json
+from ledger.errors import (
+    EncodingError,
+    MrLedgerError,
+    ProofError,
+    RecordError,
+    RootMismatchError,
+    VerificationError,
+)
+from ledger.leaf import LEAF_FORMAT, SALT_BYTES, commit, content_digest, leaf_data
+from ledger.merkle import (
+    MerkleTree,
+    leaf_hash,
+    merkle_root,
+    node_hash,
+    root_from_inclusion_proof,
+    roots_from_consistency_proof,
+    verify_consistency,
+    verify_inclusion,
+)
+from ledger.receipt import RECEIPT_FORMAT, Anchor, Receipt
+from ledger.records import MAX_RECORD_BYTES, ResultRecord
+from ledger.verify import Check, Verdict, verify_receipt
+
+__all__ = [
+    "LEAF_FORMAT",
+    "MAX_BATCH_SIZE",
+    "MAX_RECORD_BYTES",
+    "RECEIPT_FORMAT",
+    "SALT_BYTES",
+    "Anchor",
+    "BatchHead",
+    "Check",
+    "EncodingError",
+    "MerkleTree",
+    "MrLedgerError",
+    "ProofError",
+    "Receipt",
+    "RecordError",
+    "ResultRecord",
+    "RootMismatchError",
+    "Verdict",
+    "VerificationError",
+    "build_batch",
+    "canonicalize",
+    "commit",
+    "content_digest",
+    "hospital_key",
+    "leaf_data",
+    "leaf_hash",
+    "merkle_root",
+    "node_hash",
+    "parse_json",
+    "root_from_inclusion_proof",
+    "roots_from_consistency_proof",
+    "verify_consistency",
+    "verify_inclusion",
+    "verify_receipt",
+]

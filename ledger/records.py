@@ -1,0 +1,239 @@
+"""Result records: what a hospital commits to, validated once at construction and immutable after.
+
+Consensus-critical: ``ResultRecord.canonical_bytes()`` feeds the leaf commitment. Normalisation happens
+here, at construction, not in the hash: strings are NFC-normalised (a name typed on a Mac and on
+Windows is the same name), times are converted to UTC with a ``Z`` suffix, and absent optional fields
+are omitted rather than written as ``null``. A receipt carries the already-normalised record, so a
+verifier in another language needs only RFC 8785 and SHA-256, not these rules.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
+
+from ledger.canonical import canonicalize, parse_json
+from ledger.errors import EncodingError, RecordError
+
+#: Bounds, checked at construction. A record's canonical form above this size is refused.
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_OBSERVATIONS = 1000
+MAX_INSTANCES = 5000
+MAX_TEXT = 4096
+MAX_VERSION = 2**31 - 1
+#: JSON numbers must survive an IEEE-754 double round trip (RFC 8785 §3.2.2.3, I-JSON).
+MAX_SAFE_INTEGER = 2**53 - 1
+
+Kind = Literal["lab", "imaging", "ecg", "other"]
+Status = Literal["final", "amended", "corrected", "entered-in-error", "preliminary"]
+STATUSES: tuple[str, ...] = ("final", "amended", "corrected", "entered-in-error", "preliminary")
+
+
+def _nfc(value: str) -> str:
+    value = unicodedata.normalize("NFC", value)
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("time must carry a UTC offset (e.g. 2024-05-01T08:30:00+08:00)")
+    return value.astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with ``Z``; fractional seconds only when present. One spelling per instant."""
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def _finite(value: float | int) -> float | int:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("number must be finite")
+    if abs(value) > MAX_SAFE_INTEGER and (isinstance(value, int) or value == int(value)):
+        raise ValueError(f"number magnitude above {MAX_SAFE_INTEGER} is not portable JSON")
+    return value
+
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_nfc)]
+Ident = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_nfc)]
+HospitalId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+UtcTime = Annotated[datetime, AfterValidator(_utc), PlainSerializer(format_time, return_type=str)]
+Number = Annotated[float | int, AfterValidator(_finite)]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class Coding(_Frozen):
+    """A code in a code system, e.g. LOINC ``http://loinc.org`` / ``2345-7``."""
+
+    system: Text
+    code: Ident
+    display: Text | None = None
+
+
+class Identifier(_Frozen):
+    """The patient as the submitting hospital knows them (never leaves the hospital's database in clear
+    except inside a receipt the patient holds)."""
+
+    system: Text | None = None
+    value: Ident
+
+
+class Range(_Frozen):
+    low: Number | None = None
+    high: Number | None = None
+    text: Text | None = None
+
+
+class Observation(_Frozen):
+    """One measured value: a number with its unit, a text, or a coded answer."""
+
+    code: Coding
+    value: Number | Text | Coding | StrictBool | None = None
+    unit: Text | None = None
+    reference_range: Range | None = None
+    interpretation: Text | None = None
+    note: Text | None = None
+
+
+class ObservationsContent(_Frozen):
+    type: Literal["observations"] = "observations"
+    observations: Annotated[list[Observation], Field(min_length=1, max_length=MAX_OBSERVATIONS)]
+    conclusion: Text | None = None
+
+
+class InstanceFingerprint(_Frozen):
+    sop_instance_uid: Ident
+    pixel_sha256: Sha256Hex
+
+
+class ImagingStudyContent(_Frozen):
+    """The fingerprint of a study: enough to prove the images shown are the images anchored."""
+
+    type: Literal["imaging-study"] = "imaging-study"
+    study_instance_uid: Ident
+    modality: Ident
+    body_part: Text | None = None
+    accession: Ident | None = None
+    instances: Annotated[list[InstanceFingerprint], Field(max_length=MAX_INSTANCES)] = []
+    conclusion: Text | None = None
+
+
+Content = Annotated[ObservationsContent | ImagingStudyContent, Field(discriminator="type")]
+
+
+class ResultRecord(_Frozen):
+    """One version of one result of one hospital. ``(hospital_id, result_id, version)`` is its identity."""
+
+    hospital_id: HospitalId
+    result_id: Ident
+    version: Annotated[int, Field(ge=1, le=MAX_VERSION)]
+    kind: Kind
+    code: Coding
+    subject: Identifier
+    effective: UtcTime
+    issued: UtcTime
+    status: Status
+    supersedes: Annotated[int, Field(ge=1, le=MAX_VERSION)] | None = None
+    content: Content
+
+    @model_validator(mode="after")
+    def _lineage(self) -> ResultRecord:
+        if self.version == 1 and self.supersedes is not None:
+            raise ValueError("supersedes: version 1 cannot supersede anything")
+        if self.version > 1 and (self.supersedes is None or self.supersedes >= self.version):
+            raise ValueError("supersedes: a later version must name an earlier version it supersedes")
+        if self.status in ("amended", "corrected") and self.version == 1:
+            raise ValueError("status: an amended or corrected result must be version 2 or later")
+        if self.content.type == "imaging-study" and self.kind != "imaging":
+            raise ValueError("kind: imaging-study content requires kind 'imaging'")
+        return self
+
+    # -- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> ResultRecord:
+        """Validate a parsed JSON object; raise RecordError naming the first bad field."""
+        if not isinstance(obj, dict):
+            raise RecordError("a record must be a JSON object")
+        try:
+            record = cls.model_validate(obj)
+        except ValidationError as exc:
+            raise _record_error(exc) from exc
+        size = len(record.canonical_bytes())
+        if size > MAX_RECORD_BYTES:
+            raise RecordError(f"canonical record is {size} bytes, limit {MAX_RECORD_BYTES}")
+        return record
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> ResultRecord:
+        try:
+            obj = parse_json(data)
+        except EncodingError as exc:
+            raise RecordError(str(exc)) from exc
+        return cls.from_obj(obj)
+
+    # -- encoding -----------------------------------------------------------------------------------
+
+    def to_obj(self) -> dict[str, Any]:
+        """The normalised JSON object: what the receipt carries and what is canonicalised."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def canonical_bytes(self) -> bytes:
+        return canonicalize(self.to_obj())
+
+    def to_json(self) -> str:
+        return self.canonical_bytes().decode("utf-8")
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.hospital_id, self.result_id, self.version)
+
+
+def _record_error(exc: ValidationError) -> RecordError:
+    first = exc.errors(include_url=False)[0]
+    loc = _field_path(first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "value_error" and ": " in message:
+        # Our model validators prefix the field ("supersedes: …"); surface it as the field.
+        field, _, reason = message.partition(": ")
+        return RecordError(reason, field=f"{loc}.{field}" if loc else field)
+    return RecordError(message, field=loc or None)
+
+
+_UNION_MEMBERS = frozenset({"float", "int", "str", "bool", "Coding"})
+_CONTENT_TAGS = frozenset({"observations", "imaging-study"})
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """Dotted path as the user wrote it: pydantic inserts union member names and discriminator tags
+    into locations (``content.observations.observations.0``); drop those."""
+    parts: list[str] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and (part in _UNION_MEMBERS or "[" in part):
+            continue
+        if isinstance(part, str) and part in _CONTENT_TAGS and i > 0 and loc[i - 1] == "content":
+            continue
+        parts.append(str(part))
+    return ".".join(parts)

@@ -1,0 +1,163 @@
+"""Generate the test vectors in tests/vectors/ from known-good inputs, plus systematic mutations.
+
+Known-good: the Certificate Transparency reference tree of 8 leaves (RFC 6962/9162 test data used by
+transparency-dev/merkle and certificate-transparency-go), whose roots and proofs
+tests/ledger/test_merkle.py pins as known answers, and a fixed receipt built with a fixed salt.
+Mutations are the ways proofs get broken in practice: a flipped bit, index or size off by one, a
+truncated or extended path, another tree's root.
+
+Run:  .venv/bin/python scripts/gen_vectors.py   (idempotent; rewrites tests/vectors/)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ledger import MerkleTree, ResultRecord, build_batch, commit, leaf_hash
+from ledger.receipt import Receipt
+
+OUT = Path(__file__).resolve().parents[1] / "tests" / "vectors"
+CT_LEAVES = [b"", b"\x00", b"\x10", b"\x20\x21", b"\x30\x31", b"\x40\x41\x42\x43",
+             bytes(range(0x50, 0x58)), bytes(range(0x60, 0x70))]
+
+
+def _flip(h: str, bit: int = 0) -> str:
+    b = bytearray(bytes.fromhex(h))
+    b[bit // 8 % len(b)] ^= 1 << (bit % 8)
+    return b.hex()
+
+
+def _write(folder: str, name: str, obj: dict[str, Any]) -> None:
+    path = OUT / folder / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def inclusion_vectors() -> None:
+    hashes = [leaf_hash(x) for x in CT_LEAVES]
+    for size in range(1, 9):
+        tree = MerkleTree(hashes[:size])
+        root = tree.root.hex()
+        other_root = MerkleTree(hashes[: size - 1] or hashes[1:2]).root.hex()
+        for index in range(size):
+            path = [p.hex() for p in tree.inclusion_proof(index)]
+            base = {"index": index, "size": size, "leaf_hash": hashes[index].hex(), "path": path, "root": root}
+            stem = f"s{size}_i{index}"
+            _write("inclusion", f"{stem}_ok", {**base, "desc": f"{stem} valid", "want_error": None})
+            if size < 4 and index not in (0, size - 1):
+                continue
+            muts: list[tuple[str, dict[str, Any], str]] = [
+                ("leaf_flip", {"leaf_hash": _flip(base["leaf_hash"])}, "root-mismatch"),
+                ("root_swapped", {"root": other_root}, "root-mismatch"),
+                ("index_plus1", {"index": index + 1}, "proof" if index + 1 >= size else "any"),
+                ("path_extended", {"path": [*path, hashes[0].hex()]}, "proof"),
+            ]
+            if index > 0:
+                muts.append(("index_minus1", {"index": index - 1}, "any"))
+            # A wrong size is only detectable from the proof when it changes the path's length; otherwise
+            # (e.g. the leftmost leaf of 5 vs 6 leaves) the same path fits both sizes, which is why the
+            # size is bound by the anchored batch head, not by the proof.
+            for name, other in (("size_plus1", size + 1), ("size_minus1", size - 1)):
+                if index >= other or len(MerkleTree(hashes[:other]).inclusion_proof(index)) != len(path):
+                    muts.append((name, {"size": other}, "proof"))
+            if path:
+                muts.append(("path_flip", {"path": [_flip(path[0], 7), *path[1:]]}, "root-mismatch"))
+                muts.append(("path_truncated", {"path": path[:-1]}, "proof"))
+                muts.append(("path_bad_length", {"path": [path[0][:62], *path[1:]]}, "proof"))
+            for name, change, err in muts:
+                _write("inclusion", f"{stem}_{name}", {**base, **change, "desc": f"{stem} {name}", "want_error": err})
+
+
+def consistency_vectors() -> None:
+    hashes = [leaf_hash(x) for x in CT_LEAVES]
+    for new in range(1, 9):
+        tree = MerkleTree(hashes[:new])
+        for old in range(1, new + 1):
+            old_root = MerkleTree(hashes[:old]).root.hex()
+            path = [p.hex() for p in tree.consistency_proof(old)]
+            base = {"old_size": old, "new_size": new, "old_root": old_root, "new_root": tree.root.hex(), "path": path}
+            stem = f"o{old}_n{new}"
+            _write("consistency", f"{stem}_ok", {**base, "desc": f"{stem} valid", "want_error": None})
+            if old == new or new < 5:
+                continue
+            muts: list[tuple[str, dict[str, Any]]] = [
+                ("old_root_flip", {"old_root": _flip(old_root)}),
+                ("new_root_flip", {"new_root": _flip(tree.root.hex())}),
+                ("sizes_swapped", {"old_size": new, "new_size": old}),
+            ]
+            if path:
+                muts.append(("path_flip", {"path": [*path[:-1], _flip(path[-1], 3)]}))
+                muts.append(("path_truncated", {"path": path[:-1]}))
+            for name, change in muts:
+                vec = {**base, **change, "desc": f"{stem} {name}", "want_error": "any"}
+                _write("consistency", f"{stem}_{name}", vec)
+
+
+RECORD = {
+    "hospital_id": "qd-municipal-01", "result_id": "LAB-2024-000042", "version": 1, "kind": "lab",
+    "code": {"system": "http://loinc.org", "code": "2345-7", "display": "Glucose [Mass/volume] in Serum or Plasma"},
+    "subject": {"system": "urn:oid:2.16.840.1.113883.2.4.6.3", "value": "P-738291"},
+    "effective": "2024-05-01T08:30:00+08:00", "issued": "2024-05-01T10:02:00+08:00", "status": "final",
+    "content": {"type": "observations", "observations": [
+        {"code": {"system": "http://loinc.org", "code": "2345-7"}, "value": 5.4, "unit": "mmol/L",
+         "reference_range": {"low": 3.9, "high": 6.1}}]},
+}
+
+
+def receipt_vectors() -> None:
+    record = ResultRecord.from_obj(RECORD)
+    salt = bytes(range(16))
+    others = [commit(record.model_copy(update={"result_id": f"LAB-{i}"}), salt) for i in range(6)]
+    leaves = [*others[:3], commit(record, salt), *others[3:]]
+    head, tree = build_batch(record.hospital_id, 7, leaves, datetime(2024, 5, 1, 2, 5, tzinfo=UTC))
+    good = Receipt(record, salt, 3, leaves[3], tuple(tree.inclusion_proof(3)), head).to_obj()
+    _write("receipt", "ok_unanchored", {"desc": "valid unanchored receipt", "receipt": good, "want_error": None})
+    anchored = {**good, "anchor": {"chain_id": 31337, "contract": "0x" + "ab" * 20, "tx_hash": "0x" + "cd" * 32,
+                                   "block_number": 12, "block_hash": "0x" + "ef" * 32}}
+    _write("receipt", "ok_anchored", {"desc": "valid anchored receipt", "receipt": anchored, "want_error": None})
+
+    def mutate(name: str, err: str | None, fn: Any) -> None:
+        r = json.loads(json.dumps(good))
+        fn(r)
+        _write("receipt", name, {"desc": name.replace("_", " "), "receipt": r, "want_error": err})
+
+    mutate("value_altered", "leaf-hash", lambda r: r["record"]["content"]["observations"][0].update(value=5.5))
+    mutate("subject_altered", "leaf-hash", lambda r: r["record"]["subject"].update(value="P-738292"))
+    mutate("status_altered", "leaf-hash", lambda r: r["record"].update(status="preliminary"))
+    mutate("salt_altered", "leaf-hash", lambda r: r.update(salt=_flip(r["salt"])))
+    mutate("leaf_index_minus1", "inclusion", lambda r: r["leaf"].update(index=2))
+    mutate("leaf_index_out_of_range", "inclusion", lambda r: r["leaf"].update(index=7))
+    mutate("path_truncated", "inclusion", lambda r: r.update(audit_path=r["audit_path"][:-1]))
+    mutate("path_flip", "inclusion", lambda r: r["audit_path"].__setitem__(0, _flip(r["audit_path"][0])))
+    # (size 8 would fit the same path: the size is bound by the anchored head, checked on chain)
+    mutate("batch_size_below_index", "inclusion", lambda r: r["batch"].update(size=3))
+    mutate("batch_root_swapped", "inclusion", lambda r: r["batch"].update(root=leaves[0].hex()))
+    mutate("batch_other_hospital", "batch-identity", lambda r: r["batch"].update(hospital_id="gz-002"))
+    mutate("unknown_field", "format", lambda r: r.update(note="hi"))
+    mutate("wrong_format_tag", "format", lambda r: r.update(format="mrl-receipt/2"))
+    mutate("upper_case_hex", "format", lambda r: r.update(salt=r["salt"].upper()))
+    mutate("record_invalid", "format", lambda r: r["record"].update(version=0))
+    mutate("unknown_critical_extension", "critical-extensions",
+           lambda r: r.update(extensions={"x-future": {}}, critical=["x-future"]))
+    mutate("noncritical_extension_ok", None, lambda r: r.update(extensions={"x-note": {"a": 1}}))
+
+
+def main() -> None:
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    inclusion_vectors()
+    consistency_vectors()
+    receipt_vectors()
+    for folder in sorted(OUT.iterdir()):
+        print(f"{folder.name}: {len(list(folder.glob('*.json')))} vectors")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""The core must stay pure: importing every ledger module pulls in no database, chain, web or I/O library."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+LEDGER = Path(__file__).resolve().parents[2] / "ledger"
+FORBIDDEN = ("sqlalchemy", "alembic", "web3", "eth_account", "fastapi", "httpx", "requests", "psycopg",
+             "store", "anchoring", "api", "socket", "time", "random", "os", "subprocess", "urllib")
+
+
+def test_ledger_modules_import_nothing_forbidden() -> None:
+    modules = sorted(p.stem for p in LEDGER.glob("*.py") if p.stem != "__init__")
+    assert modules, "no ledger modules found"
+    heavy = ["sqlalchemy", "alembic", "web3", "eth_account", "fastapi", "httpx", "psycopg", "store", "anchoring", "api"]
+    code = (
+        "import sys\n"
+        + "".join(f"import ledger.{m}\n" for m in modules)
+        + f"print(','.join(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_ledger_sources_do_not_import_io_or_clock() -> None:
+    for path in LEDGER.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
