@@ -74,7 +74,8 @@ def _finite(value: float | int) -> float | int:
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_nfc)]
 Ident = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_nfc)]
-HospitalId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+HOSPITAL_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+HospitalId = Annotated[str, Field(pattern=f"^{HOSPITAL_ID_PATTERN}$")]
 UtcTime = Annotated[datetime, AfterValidator(_utc), PlainSerializer(format_time, return_type=str)]
 Number = Annotated[float | int, AfterValidator(_finite)]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]

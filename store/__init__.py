@@ -1,0 +1,30 @@
+"""Persistence for the ledger: SQLAlchemy 2 models, Alembic migrations and a small repository API.
+
+Imports only point down: ``store`` uses ``ledger``; nothing here knows about chains or HTTP.
+"""
+
+from store.db import make_engine, migrate
+from store.errors import (
+    ConflictError,
+    LineageError,
+    NotFoundError,
+    StoreError,
+    SubmissionError,
+    UnknownHospitalError,
+)
+from store.repository import MAX_SUBMISSION, Accepted, Store, VersionInfo
+
+__all__ = [
+    "MAX_SUBMISSION",
+    "Accepted",
+    "ConflictError",
+    "LineageError",
+    "NotFoundError",
+    "Store",
+    "StoreError",
+    "SubmissionError",
+    "UnknownHospitalError",
+    "VersionInfo",
+    "make_engine",
+    "migrate",
+]

@@ -1,0 +1,145 @@
+"""SQLAlchemy 2 models. Schema changes go through Alembic (store/migrations); a test proves the
+migrations and these models agree.
+
+Record versions are append-only: accepting a result inserts a row and never updates it, so the row a
+receipt was made from is the row an auditor reads. Sealing moves a version from ``pending_leaves`` (a
+small outbox, so finding unsealed work never scans the history) into ``batch_leaves``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: 64-bit ids on PostgreSQL; SQLite only auto-increments a column declared INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite would otherwise hand back naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime written to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        result: datetime = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return result
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Hospital(Base):
+    __tablename__ = "hospitals"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RecordVersion(Base):
+    __tablename__ = "record_versions"
+    __table_args__ = (UniqueConstraint("hospital_id", "result_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    hospital_id: Mapped[str] = mapped_column(ForeignKey("hospitals.id"))
+    result_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32))
+    supersedes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: RFC 8785 JSON of the normalised record (the exact bytes whose digest is committed).
+    record_json: Mapped[str] = mapped_column(Text)
+    content_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    salt: Mapped[bytes] = mapped_column(LargeBinary(16))
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    accepted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PendingLeaf(Base):
+    """Accepted but not yet sealed. Rows leave this table in the transaction that seals them."""
+
+    __tablename__ = "pending_leaves"
+    __table_args__ = (Index(None, "hospital_id", "record_version_id"),)
+
+    record_version_id: Mapped[int] = mapped_column(ForeignKey("record_versions.id"), primary_key=True,
+                                                   autoincrement=False)
+    hospital_id: Mapped[str] = mapped_column(ForeignKey("hospitals.id"))
+    accepted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+
+    hospital_id: Mapped[str] = mapped_column(ForeignKey("hospitals.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(Integer)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    sealed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BatchLeaf(Base):
+    __tablename__ = "batch_leaves"
+    __table_args__ = (
+        ForeignKeyConstraint(["hospital_id", "seq"], ["batches.hospital_id", "batches.seq"]),
+        UniqueConstraint("record_version_id"),
+    )
+
+    hospital_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    leaf_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    record_version_id: Mapped[int] = mapped_column(ForeignKey("record_versions.id"))
+
+
+class Anchor(Base):
+    """Where a batch root landed on chain. Written by the anchoring worker (anchoring issue); a receipt
+    carries it once ``status`` is ``confirmed``."""
+
+    __tablename__ = "anchors"
+    __table_args__ = (
+        ForeignKeyConstraint(["hospital_id", "seq"], ["batches.hospital_id", "batches.seq"]),
+    )
+
+    hospital_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    status: Mapped[str] = mapped_column(String(16))
+    chain_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    contract: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    block_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

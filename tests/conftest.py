@@ -1,0 +1,47 @@
+"""Shared fixtures: a fresh database per test, on SQLite and on the machine's real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from store import make_engine, migrate
+
+#: The PostgreSQL every machine (and CI) runs: trust auth, database `test`. Not skipped when absent:
+#: the store must be proven on the production database, so an unreachable server fails the run.
+PG_URL = os.environ.get("MRL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def _pg_schema_engine() -> Iterator[Engine]:
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = make_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as c:
+            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty database: a new SQLite file or a new PostgreSQL schema for every test."""
+    if request.param == "sqlite":
+        eng = make_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+        migrate(eng)
+        yield eng
+        eng.dispose()
+    else:
+        for eng in _pg_schema_engine():
+            migrate(eng)
+            yield eng
