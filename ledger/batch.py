@@ -76,7 +76,10 @@ class BatchHead:
             sealed_at = datetime.fromisoformat(obj["sealed_at"])
         except (TypeError, ValueError) as exc:
             raise EncodingError("batch sealed_at must be an RFC 3339 time") from exc
-        return cls(obj["hospital_id"], seq, size, parse_hex(obj["root"], size=32, what="batch root"), sealed_at)
+        head = cls(obj["hospital_id"], seq, size, parse_hex(obj["root"], size=32, what="batch root"), sealed_at)
+        if head.to_obj() != obj:
+            raise EncodingError("batch head is not in canonical form (sealed_at as YYYY-MM-DDTHH:MM:SS[.f]Z)")
+        return head
 
 
 def build_batch(

@@ -81,8 +81,11 @@ class MerkleTree:
     __slots__ = ("_levels", "size")
 
     def __init__(self, leaf_hashes: Sequence[bytes]) -> None:
-        for h in leaf_hashes:
-            _check_hash(h, "leaf hash")
+        # One pass over lengths and types instead of a call per leaf: the per-leaf check cost a fifth
+        # of the build time at 100k leaves (scripts/bench_tree.py).
+        if leaf_hashes and (set(map(len, leaf_hashes)) != {HASH_SIZE}
+                            or not set(map(type, leaf_hashes)) <= {bytes, bytearray}):
+            raise ProofError(f"every leaf hash must be {HASH_SIZE} bytes")
         self.size = len(leaf_hashes)
         self._levels = _levels(leaf_hashes) if leaf_hashes else [[]]
 

@@ -139,8 +139,14 @@ class Receipt:
             raise EncodingError("critical must list names of present extensions")
         if not isinstance(obj["record"], dict):
             raise RecordError("record must be a JSON object")
+        record = ResultRecord.from_obj(obj["record"])
+        if canonicalize(obj["record"]) != record.canonical_bytes():
+            # The leaf commits to the normalised record. Accepting another spelling here would let this
+            # verifier pass receipts that a verifier hashing the record as written (RFC 8785 + SHA-256
+            # only, as docs/receipt.md specifies) rejects: one leaf, many receipts, two verdicts.
+            raise EncodingError("record is not in normalised form (UTC 'Z' times, NFC text, no nulls)")
         return cls(
-            record=ResultRecord.from_obj(obj["record"]),
+            record=record,
             salt=parse_hex(obj["salt"], size=SALT_BYTES, what="salt"),
             leaf_index=_int(leaf["index"], "leaf.index"),
             leaf_hash=parse_hex(leaf["hash"], size=HASH_SIZE, what="leaf.hash"),

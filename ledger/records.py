@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from functools import cached_property
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -58,7 +60,7 @@ def _utc(value: datetime) -> datetime:
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with ``Z``; fractional seconds only when present. One spelling per instant."""
     value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    text = f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
     if value.microsecond:
         text += f".{value.microsecond:06d}".rstrip("0")
     return text + "Z"
@@ -202,10 +204,20 @@ class ResultRecord(_Frozen):
         return self.model_dump(mode="json", exclude_none=True)
 
     def canonical_bytes(self) -> bytes:
+        return self._canonical
+
+    @cached_property
+    def _canonical(self) -> bytes:
+        # Computed once: the record is immutable, and the digest, the leaf and the stored JSON all need it.
         return canonicalize(self.to_obj())
 
     def to_json(self) -> str:
-        return self.canonical_bytes().decode("utf-8")
+        return self._canonical.decode("utf-8")
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy is built through validation again: an update must neither bypass the record's rules
+        nor inherit the cached canonical bytes of the original."""
+        return self.model_validate({**self.to_obj(), **(update or {})})
 
     @property
     def key(self) -> tuple[str, str, int]:

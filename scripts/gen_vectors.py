@@ -144,6 +144,11 @@ def receipt_vectors() -> None:
     mutate("wrong_format_tag", "format", lambda r: r.update(format="mrl-receipt/2"))
     mutate("upper_case_hex", "format", lambda r: r.update(salt=r["salt"].upper()))
     mutate("record_invalid", "format", lambda r: r["record"].update(version=0))
+    # Another spelling of the same record or head must not verify: the leaf commits to one spelling.
+    mutate("record_time_not_utc", "format", lambda r: r["record"].update(effective="2024-05-01T08:30:00+08:00"))
+    mutate("record_version_as_string", "format", lambda r: r["record"].update(version="1"))
+    mutate("record_null_optional", "format", lambda r: r["record"].update(supersedes=None))
+    mutate("sealed_at_basic_format", "format", lambda r: r["batch"].update(sealed_at="20240501T020500Z"))
     mutate("unknown_critical_extension", "critical-extensions",
            lambda r: r.update(extensions={"x-future": {}}, critical=["x-future"]))
     mutate("noncritical_extension_ok", None, lambda r: r.update(extensions={"x-note": {"a": 1}}))

@@ -176,3 +176,12 @@ def test_records_are_immutable_and_round_trip() -> None:
     again = ResultRecord.from_json(record.to_json())
     assert again == record and again.canonical_bytes() == record.canonical_bytes()
     assert canonicalize(parse_json(record.to_json())) == record.canonical_bytes()
+
+
+def test_copies_are_revalidated_and_recanonicalised() -> None:
+    record = ResultRecord.from_obj(base())
+    before = record.canonical_bytes()
+    copy_ = record.model_copy(update={"result_id": "R-2"})
+    assert b'"result_id":"R-2"' in copy_.canonical_bytes() and record.canonical_bytes() == before
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's ValidationError
+        record.model_copy(update={"version": 0})
