@@ -28,7 +28,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
         _sqlite_setup(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # psycopg 3 prepares a statement after 5 runs and PostgreSQL then switches to a generic plan chosen
+    # while the tables were empty: the duplicate check became a sequential scan and ingest fell from
+    # ~7,700 to ~650 records/s over 100k records (scripts/bench_store.py). Plan every statement afresh.
+    connect_args = {"prepare_threshold": None, **kwargs.pop("connect_args", {})}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 
 def _sqlite_setup(engine: Engine) -> None:
