@@ -1,0 +1,265 @@
+"""A local anvil (Foundry) chain as a managed child process.
+
+Why anvil: it is a single static binary shipped on npm (``@foundry-rs/anvil``), starts in well under a
+second, and can persist its whole chain to a file (``--state``), so a development or test chain survives
+restarts of the process — which the anchoring worker's restart tests need. Why a class of our own rather
+than a pytest plugin: the benchmark script and the worker's local mode use it outside pytest too.
+
+The node listens on 127.0.0.1 only. Its output goes to a log file of its own so it never interleaves
+with ours. Stopping sends SIGTERM first: anvil writes its ``--state`` file on SIGTERM and SIGINT (checked
+with anvil 1.7.1), but not on SIGKILL, which is only the fallback for a node that does not exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+from eth_utils.address import to_checksum_address
+
+from ledger.errors import MrLedgerError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_PLATFORM_PACKAGES = {
+    ("linux", "x86_64"): "anvil-linux-amd64",
+    ("linux", "aarch64"): "anvil-linux-arm64",
+    ("darwin", "x86_64"): "anvil-darwin-amd64",
+    ("darwin", "arm64"): "anvil-darwin-arm64",
+}
+LOOPBACK = "127.0.0.1"
+
+
+class AnvilError(MrLedgerError, RuntimeError):
+    """anvil is missing, would not start, or died."""
+
+
+def find_anvil(repo_root: Path = REPO_ROOT) -> Path:
+    """Path of the anvil binary that ``npm ci`` installed from the platform package.
+
+    ``ANVIL_BIN`` overrides (e.g. a Foundry install). We do not go through ``node_modules/.bin/anvil``:
+    that is a node shim that would add ~50 ms and a node process between us and the signal we send.
+    """
+    override = os.environ.get("ANVIL_BIN")
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise AnvilError(f"ANVIL_BIN={override} is not a file")
+        return path
+    uname = os.uname()
+    package = _PLATFORM_PACKAGES.get((uname.sysname.lower(), uname.machine))
+    if package is None:
+        raise AnvilError(f"no @foundry-rs/anvil binary package for {uname.sysname}/{uname.machine}")
+    path = repo_root / "node_modules" / "@foundry-rs" / package / "bin" / "anvil"
+    if not path.is_file():
+        raise AnvilError(f"anvil binary not found at {path}; run `npm ci` in {repo_root}")
+    return path
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port that was free a moment ago; start() retries if another process takes it meanwhile."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rpc_request(url: str, method: str, params: list[Any] | None = None, timeout: float = 5.0) -> Any:
+    """One JSON-RPC call without web3, so readiness checks do not depend on web3's provider stack."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        reply = json.loads(resp.read())
+    if "error" in reply:
+        raise AnvilError(f"{method}: {reply['error']}")
+    return reply["result"]
+
+
+class AnvilNode:
+    """Start, query and stop one anvil process. Use as a context manager or call start()/stop().
+
+    ``state_path``: the chain is loaded from and saved to this file (anvil ``--state``), so stopping and
+    starting again with the same path resumes the same chain. ``block_time``: seconds between blocks
+    (default: a block per transaction, which keeps tests fast and deterministic).
+    """
+
+    def __init__(
+        self,
+        *,
+        state_path: Path | str | None = None,
+        chain_id: int | None = None,
+        block_time: float | None = None,
+        accounts: int = 10,
+        hardfork: str | None = None,
+        port: int | None = None,
+        log_path: Path | str | None = None,
+        startup_timeout: float = 15.0,
+        extra_args: tuple[str, ...] = (),
+        binary: Path | None = None,
+    ) -> None:
+        self.state_path = Path(state_path) if state_path is not None else None
+        self.chain_id = chain_id
+        self.block_time = block_time
+        self.accounts = accounts
+        self.hardfork = hardfork
+        self._requested_port = port
+        self.startup_timeout = startup_timeout
+        self.extra_args = extra_args
+        self._binary = binary
+        self._workdir = Path(tempfile.mkdtemp(prefix="mrledger-anvil-"))
+        self.log_path = Path(log_path) if log_path is not None else self._workdir / "anvil.log"
+        self._config_path = self._workdir / "anvil-config.json"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._port: int | None = None
+        self._private_keys: list[str] = []
+        self._addresses: list[str] = []
+
+    # -------------------------------------------------------------- lifecycle
+
+    def _command(self, binary: Path, port: int) -> list[str]:
+        cmd = [str(binary), "--host", LOOPBACK, "--port", str(port), "--accounts", str(self.accounts)]
+        cmd += ["--config-out", str(self._config_path)]
+        if self.state_path is not None:
+            cmd += ["--state", str(self.state_path)]
+        if self.chain_id is not None:
+            cmd += ["--chain-id", str(self.chain_id)]
+        if self.block_time is not None:
+            cmd += ["--block-time", str(self.block_time)]
+        if self.hardfork is not None:
+            cmd += ["--hardfork", self.hardfork]
+        return cmd + list(self.extra_args)
+
+    def start(self) -> Self:
+        if self.is_running:
+            return self
+        binary = self._binary or find_anvil()
+        if self.state_path is not None:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        attempts = 1 if self._requested_port is not None else 3
+        last_error: AnvilError | None = None
+        for _ in range(attempts):
+            port = self._requested_port or free_port()
+            try:
+                self._spawn(binary, port)
+                return self
+            except AnvilError as exc:  # most likely the port was taken between probe and bind
+                last_error = exc
+                self._terminate()
+        assert last_error is not None
+        raise last_error
+
+    def _spawn(self, binary: Path, port: int) -> None:
+        self._config_path.unlink(missing_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self._proc = subprocess.Popen(
+            self._command(binary, port),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in our terminal must not reach anvil before we stop it
+        )
+        self._port = port
+        self._wait_ready()
+        config = json.loads(self._config_path.read_text())
+        self._private_keys = list(config["private_keys"])
+        self._addresses = [to_checksum_address(a) for a in config["available_accounts"]]
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise AnvilError(f"anvil exited with code {self._proc.returncode} during start-up; see {self.log_path}")
+            try:
+                rpc_request(self.rpc_url, "eth_chainId", timeout=1.0)
+                if self._config_path.is_file() and self._config_path.stat().st_size > 0:
+                    return
+            except (OSError, urllib.error.URLError, AnvilError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise AnvilError(f"anvil did not answer within {self.startup_timeout}s; see {self.log_path}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (anvil dumps ``--state`` then exits), SIGKILL only if it does not exit in time."""
+        self._terminate(timeout)
+
+    def _terminate(self, timeout: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self._port = None
+
+    def restart(self) -> Self:
+        """Stop and start again; with ``state_path`` the chain resumes where it was."""
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __del__(self) -> None:  # last resort: never leave an orphaned node behind
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+    # -------------------------------------------------------------- queries
+
+    @property
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise AnvilError("anvil is not running")
+        return self._port
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def private_keys(self) -> list[str]:
+        """The dev accounts' keys (anvil's well-known test mnemonic): for local chains only."""
+        return list(self._private_keys)
+
+    @property
+    def addresses(self) -> list[str]:
+        """Checksummed, as web3 requires."""
+        return list(self._addresses)
+
+    def rpc(self, method: str, *params: Any) -> Any:
+        """Raw JSON-RPC, for anvil-specific methods (evm_snapshot, anvil_reorg, evm_mine, ...)."""
+        return rpc_request(self.rpc_url, method, list(params))

@@ -1,0 +1,150 @@
+"""Gas of anchoring a batch with MrLedgerRegistry versus one transaction per result and versus the
+Ethereum Attestation Service, all measured on one local anvil (receipt gasUsed, 21,000 base included).
+
+Why: the project's claim is that a Merkle batch makes the per-result cost of anchoring negligible; this
+script produces the numbers behind that claim instead of estimates. EAS is deployed from the compiled
+artefacts that its npm package ships (no compiler needed), so the comparison uses EAS's real bytecode.
+
+Usage: ``python scripts/bench_gas.py [--json]`` (needs ``npm ci``). Starts and stops its own anvil.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from eth_account import Account  # noqa: E402
+from web3 import Web3  # noqa: E402
+
+from anchoring import contract as api  # noqa: E402
+from anchoring.node import AnvilNode  # noqa: E402
+from ledger.merkle import MerkleTree, leaf_hash  # noqa: E402
+
+EAS_ARTIFACTS = REPO / "node_modules" / "@ethereum-attestation-service" / "eas-contracts" / "artifacts" / "contracts"
+BATCH_SIZES = (1, 100, 10_000)
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+def _h(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+def _load_eas(name: str) -> dict[str, Any]:
+    path = EAS_ARTIFACTS / f"{name}.sol" / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"EAS artefact {path} missing; run `npm ci`")
+    artefact: dict[str, Any] = json.loads(path.read_text())
+    return artefact
+
+
+def _transact(w3: Web3, fn: Any, sender: str) -> Any:
+    """EAS calls go through anvil's unlocked dev account: this is a benchmark, not production code."""
+    tx_hash = fn.transact({"from": sender})
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    if receipt["status"] != 1:
+        raise SystemExit(f"transaction {tx_hash.hex()} reverted")
+    return receipt
+
+
+def bench_registry(w3: Web3, admin: Any, submitter: Any) -> dict[str, Any]:
+    address = api.deploy_registry(w3, admin)
+    key = _h("bench-hospital")
+    api.register_hospital(w3, address, admin, key, _h("name"), [submitter.address])
+    first = api.anchor(w3, address, submitter, key, 1, _h("warm-up"), 1).gas_used
+    seq = 1
+    per_batch: dict[str, int] = {}
+    for n in BATCH_SIZES:
+        seq += 1
+        root = MerkleTree([leaf_hash(f"result-{i}".encode()) for i in range(n)]).root
+        per_batch[str(n)] = api.anchor(w3, address, submitter, key, seq, root, n).gas_used
+    # one transaction per result = every result is its own batch of size 1
+    per_result = []
+    for i in range(10):
+        seq += 1
+        per_result.append(api.anchor(w3, address, submitter, key, seq, leaf_hash(f"single-{i}".encode()), 1).gas_used)
+    # a hub anchoring 10 hospitals' batches in one transaction
+    keys = [_h(f"hub-{i}") for i in range(10)]
+    for k in keys:
+        api.register_hospital(w3, address, admin, k, _h("n"), [submitter.address])
+    many = api.anchor_many(
+        w3, address, submitter, [api.AnchorItem(k, 1, _h(f"root-{i}"), 1000) for i, k in enumerate(keys)]
+    ).gas_used
+    return {
+        "first_anchor_gas": first,
+        "anchor_gas": per_batch[str(BATCH_SIZES[-1])],
+        "anchor_gas_by_batch_size": per_batch,
+        "gas_per_result": {n: round(g / int(n), 2) for n, g in per_batch.items()},
+        "per_result_tx_gas": round(sum(per_result) / len(per_result)),
+        "anchor_many_10_gas": many,
+        "anchor_many_gas_per_item": round(many / len(keys)),
+    }
+
+
+def bench_eas(w3: Web3, sender: str) -> dict[str, Any]:
+    reg_art, eas_art = _load_eas("SchemaRegistry"), _load_eas("EAS")
+    receipt = _transact(w3, w3.eth.contract(abi=reg_art["abi"], bytecode=reg_art["bytecode"]).constructor(), sender)
+    registry = w3.eth.contract(address=receipt["contractAddress"], abi=reg_art["abi"])
+    eas_factory = w3.eth.contract(abi=eas_art["abi"], bytecode=eas_art["bytecode"])
+    receipt = _transact(w3, eas_factory.constructor(registry.address), sender)
+    eas = w3.eth.contract(address=receipt["contractAddress"], abi=eas_art["abi"])
+
+    schema_text = "bytes32 resultLeafHash"
+    schema_uid = registry.functions.register(schema_text, ZERO_ADDRESS, False).call({"from": sender})
+    _transact(w3, registry.functions.register(schema_text, ZERO_ADDRESS, False), sender)
+
+    def request(i: int) -> tuple[Any, ...]:
+        # (recipient, expirationTime, revocable, refUID, data, value)
+        return (ZERO_ADDRESS, 0, False, bytes(32), leaf_hash(f"eas-{i}".encode()), 0)
+
+    _transact(w3, eas.functions.attest((schema_uid, request(-1))), sender)  # warm-up: first-use slots
+    attest = [_transact(w3, eas.functions.attest((schema_uid, request(i))), sender)["gasUsed"] for i in range(5)]
+    multi = _transact(w3, eas.functions.multiAttest([(schema_uid, [request(1000 + i) for i in range(100)])]), sender)
+    stamps = [_transact(w3, eas.functions.timestamp(_h(f"ts-{i}")), sender)["gasUsed"] for i in range(5)]
+    return {
+        "eas_attest_gas": round(sum(attest) / len(attest)),
+        "eas_multi_attest_100_gas": multi["gasUsed"],
+        "eas_multi_attest_gas_per_result": round(multi["gasUsed"] / 100),
+        "eas_timestamp_gas": round(sum(stamps) / len(stamps)),
+    }
+
+
+def run() -> dict[str, Any]:
+    with AnvilNode() as node:
+        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+        admin, submitter = (Account.from_key(k) for k in node.private_keys[:2])
+        ours = bench_registry(w3, admin, submitter)
+        eas = bench_eas(w3, node.addresses[2])
+        client = node.rpc("web3_clientVersion")
+    ratio = {
+        n: {
+            "attest": round(eas["eas_attest_gas"] / g, 1),
+            "multi_attest": round(eas["eas_multi_attest_gas_per_result"] / g, 1),
+            "timestamp": round(eas["eas_timestamp_gas"] / g, 1),
+        }
+        for n, g in ours["gas_per_result"].items()
+    }
+    return {**ours, **eas, "ratio_vs_eas": ratio, "node": client}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    args = parser.parse_args(argv)
+    result = run()
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        for key, value in result.items():
+            print(f"{key:36} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
