@@ -29,7 +29,7 @@ lint:
 	$(VENV)/bin/ruff check .
 
 typecheck:
-	$(VENV)/bin/mypy ledger store
+	$(VENV)/bin/mypy ledger store anchoring api
 
 # pytest exits 5 when it collected nothing: make treats that as the failure it is.
 pytest:

@@ -301,6 +301,32 @@ def anchor_many(w3: Web3, address: str, submitter_account: LocalAccount, items: 
     return _send(w3, fn, submitter_account)[0]
 
 
+def build_anchor_tx(
+    w3: Web3, address: str, sender: str, items: Sequence[AnchorItem], *, nonce: int, fees: dict[str, int]
+) -> dict[str, Any]:
+    """The unsigned transaction anchoring ``items`` (``anchor`` for one, ``anchorMany`` for several),
+    simulated first so a rule violation raises ContractRevert before anything is signed. The worker
+    signs it, persists it, and only then broadcasts it (anchoring/worker.py)."""
+    reg = registry(w3, address).functions
+    if len(items) == 1:
+        i = items[0]
+        fn = reg.anchor(_b32(i.hospital_key, "hospital key"), i.seq, _b32(i.root, "root"), i.size)
+    else:
+        fn = reg.anchorMany([(_b32(i.hospital_key, "hospital key"), i.seq, _b32(i.root, "root"), i.size)
+                             for i in items])
+    with _reverts():
+        estimate = int(fn.estimate_gas({"from": sender}))
+    params: dict[str, Any] = {
+        "from": sender, "nonce": nonce, "gas": int(estimate * GAS_MARGIN), "chainId": w3.eth.chain_id,
+        "type": 2, **fees,
+    }
+    return dict(fn.build_transaction(params))  # type: ignore[arg-type]
+
+
+def suggested_fees(w3: Web3) -> dict[str, int]:
+    return _fees(w3)
+
+
 # ------------------------------------------------------------------ reads (eth_call, free)
 
 

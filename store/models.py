@@ -126,12 +126,18 @@ class BatchLeaf(Base):
 
 
 class Anchor(Base):
-    """Where a batch root landed on chain. Written by the anchoring worker (anchoring issue); a receipt
-    carries it once ``status`` is ``confirmed``."""
+    """The anchoring state of one batch (the outbox of the anchoring worker).
+
+    No row: SEALED. ``submitted``: a signed transaction carrying the batch exists (``tx_id``).
+    ``included``: the registry holds the root, in ``block_number``/``block_hash``. ``confirmed``: that
+    block is ``MRL_CONFIRMATIONS`` deep. A reorg moves ``included`` back to ``submitted``; a lost or
+    failed transaction removes the row (back to SEALED). Receipts carry the anchor once confirmed.
+    """
 
     __tablename__ = "anchors"
     __table_args__ = (
         ForeignKeyConstraint(["hospital_id", "seq"], ["batches.hospital_id", "batches.seq"]),
+        Index(None, "status"),
     )
 
     hospital_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -143,3 +149,39 @@ class Anchor(Base):
     block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     block_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    tx_id: Mapped[int | None] = mapped_column(ForeignKey("anchor_txs.id"), nullable=True)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AnchorTx(Base):
+    """A signed anchoring transaction, written *before* it is broadcast, so a crash at any point leaves
+    either nothing sent or a transaction the worker can find again and rebroadcast byte for byte.
+    Replacements (same nonce, higher fee) are new rows; ``status`` is pending | mined | replaced | lost."""
+
+    __tablename__ = "anchor_txs"
+    __table_args__ = (Index(None, "signer", "status"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    contract: Mapped[str] = mapped_column(String(42))
+    signer: Mapped[str] = mapped_column(String(42))
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(String(66), unique=True)
+    raw_tx: Mapped[bytes] = mapped_column(LargeBinary)
+    max_fee_per_gas: Mapped[int] = mapped_column(BigInteger)
+    max_priority_fee_per_gas: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Deployment(Base):
+    """Where the registry lives: recorded by ``mrledger chain deploy`` so every node and receipt agrees."""
+
+    __tablename__ = "deployments"
+
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    contract: Mapped[str] = mapped_column(String(42), primary_key=True)
+    deployed_block: Mapped[int] = mapped_column(BigInteger)
+    admin: Mapped[str] = mapped_column(String(42))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -23,7 +23,8 @@ def _pg_schema_engine() -> Iterator[Engine]:
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    # The search path goes into the URL (not connect_args) so a subprocess given the URL sees the same schema.
+    engine = make_engine(f"{PG_URL}?options=-csearch_path%3D{schema}")
     try:
         yield engine
     finally:
@@ -45,3 +46,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         for eng in _pg_schema_engine():
             migrate(eng)
             yield eng
+
+
+def db_url(engine: Engine) -> str:
+    """The URL of a test database, with credentials, for handing to a subprocess."""
+    return engine.url.render_as_string(hide_password=False)

@@ -1,0 +1,293 @@
+"""The anchoring worker: every sealed batch ends up anchored exactly once, across crashes, node outages,
+stuck transactions and reorgs.
+
+Why it is safe:
+- **The chain is the source of truth.** Before sending, and whenever a batch's fate is unclear, the
+  worker reads the registry's ``batchOf(hospital, seq)``. If the root is already there (a crash after a
+  broadcast, another instance), it records that anchor instead of sending again; and the contract's
+  gap-free ``seq`` rule makes any duplicate send revert harmlessly.
+- **Write-ahead of the transaction.** A transaction is signed and stored (outbox) *before* it is
+  broadcast, so after a crash at any point the worker finds it and rebroadcasts the same bytes (same
+  hash, same nonce) instead of minting a second one.
+- **One transaction in flight per key.** It carries every due batch (``anchorMany``), so throughput does
+  not suffer, and nonces never race. A stuck one is replaced with the same nonce and a higher fee.
+- **Reorgs.** Until a batch is ``MRL_CONFIRMATIONS`` deep, each step re-reads the block that held it; if
+  its hash changed the batch goes back to ``submitted`` and is found again or rebroadcast.
+
+Keys are ``eth-account`` LocalAccounts built by the caller from a file or the environment; this module
+never logs or stores them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.exceptions import TransactionNotFound, Web3RPCError
+
+from anchoring import contract as reg
+from anchoring.errors import AnchoringError, ContractRevert
+from ledger import BatchHead, hospital_key
+from store import Store
+from store.anchors import CONFIRMED, INCLUDED, SUBMITTED, NewTx, Outbox, TxInfo
+
+log = logging.getLogger("mrledger.anchoring")
+
+#: Test-only fault injection: ``MRL_FAULT_INJECT=crash-after-broadcast`` makes the worker SIGKILL
+#: itself right after a transaction left for the node and before anything else is recorded, which is
+#: the window the crash-recovery test needs to hit deterministically.
+FAULT_ENV = "MRL_FAULT_INJECT"
+
+
+class AnchorConflict(AnchoringError):
+    """The registry holds a different root for a (hospital, seq) than this database: the ledger and the
+    chain disagree. Never resolved automatically; an operator must look."""
+
+
+@dataclass
+class WorkerConfig:
+    confirmations: int = 1
+    max_items: int = 32
+    replace_after: timedelta = timedelta(seconds=30)
+    fee_bump: float = 1.125  # geth and anvil require >= 10 % more for a replacement
+
+
+@dataclass
+class StepReport:
+    sent: int = 0
+    included: int = 0
+    confirmed: int = 0
+    reorged: int = 0
+    rebroadcast: int = 0
+    replaced: int = 0
+    released: int = 0
+    waiting: list[str] = field(default_factory=list)
+
+    @property
+    def busy(self) -> bool:
+        return any((self.sent, self.included, self.confirmed, self.reorged, self.rebroadcast, self.replaced,
+                    self.released))
+
+
+def _hex(value: bytes | str) -> str:
+    return value if isinstance(value, str) else "0x" + bytes(value).hex()
+
+
+class AnchorWorker:
+    """Drives the outbox state machine for one signing key. Call ``step()`` repeatedly (``run()`` does)."""
+
+    def __init__(
+        self,
+        store: Store,
+        w3: Web3,
+        contract: str,
+        account: LocalAccount,
+        config: WorkerConfig | None = None,
+        *,
+        hospitals: Collection[str] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store, self.w3, self.contract, self.account = store, w3, contract, account
+        self.config = config or WorkerConfig()
+        self.hospitals = hospitals
+        self.outbox = Outbox(store)
+        self._clock = clock
+        self._fault = os.environ.get(FAULT_ENV)
+        self._chain_id: int | None = None
+
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(self.w3.eth.chain_id)
+        return self._chain_id
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def step(self) -> StepReport:
+        report = StepReport()
+        self._track_submitted(report)
+        self._check_included(report)
+        self._send_due(report)
+        return report
+
+    def run(self, stop: threading.Event, interval: float = 0.5, max_backoff: float = 10.0) -> None:
+        """Step until ``stop`` is set. A node outage is waited out with backoff: nothing is lost, since
+        every state lives in the database and the chain."""
+        backoff = interval
+        while not stop.is_set():
+            try:
+                report = self.step()
+                backoff = interval
+                if report.busy:
+                    log.info("anchoring step: %s", report)
+                    continue
+            except ContractRevert as exc:
+                log.warning("registry refused anchoring: %s", exc)
+                backoff = min(max_backoff, backoff * 2)
+            except AnchorConflict:
+                log.exception("ledger and chain disagree; anchoring stopped for an operator to look")
+                raise
+            except Exception as exc:  # node down, timeouts, database busy: retry later
+                log.warning("anchoring step failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff)
+                backoff = min(max_backoff, backoff * 2)
+            stop.wait(backoff)
+
+    # -- submitted → included -----------------------------------------------------------------------
+
+    def _on_chain(self, head: BatchHead) -> tuple[str, int, str] | None:
+        """(tx hash, block number, block hash) of the anchor of ``head`` on chain, or None."""
+        hk = hospital_key(head.hospital_id)
+        stored = reg.batch_of(self.w3, self.contract, hk, head.seq)
+        if stored is None:
+            return None
+        if stored.root != head.root or stored.size != head.size:
+            raise AnchorConflict(f"registry holds root {stored.root.hex()} size {stored.size} for "
+                                 f"{head.hospital_id}/{head.seq}; the ledger has {head.root.hex()} size {head.size}")
+        events = [e for e in reg.anchored_events(self.w3, self.contract, from_block=stored.anchored_block,
+                                                  to_block=stored.anchored_block, hospital_key=hk)
+                  if e.seq == head.seq]
+        if not events:
+            return None  # the block moved under us (reorg between the two reads): look again next step
+        block = self.w3.eth.get_block(stored.anchored_block)
+        return events[0].tx_hash, stored.anchored_block, _hex(block["hash"])
+
+    def _record_found(self, head: BatchHead, found: tuple[str, int, str], report: StepReport) -> None:
+        tx_hash, number, block_hash = found
+        self.outbox.mark_included(head.hospital_id, head.seq, chain_id=self.chain_id, contract=self.contract,
+                                  tx_hash=tx_hash, block_number=number, block_hash=block_hash, now=self._clock())
+        report.included += 1
+
+    def _track_submitted(self, report: StepReport) -> None:
+        unresolved: set[int] = set()
+        for st in self.outbox.states(SUBMITTED):
+            found = self._on_chain(st.head)
+            if found is not None:
+                self._record_found(st.head, found, report)
+            elif st.tx_id is not None:
+                unresolved.add(st.tx_id)
+        for tx in sorted((self.outbox.tx(i) for i in unresolved), key=lambda t: (t.nonce, t.id)):
+            self._nurse(tx, report)
+
+    def _nurse(self, tx: TxInfo, report: StepReport) -> None:
+        """A transaction whose batches are not on chain yet: rebroadcast, replace, or release it."""
+        try:
+            seen = self.w3.eth.get_transaction(tx.tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            seen = None
+        if seen is None:
+            # Unknown to the node: never broadcast (crash), dropped by a node restart, or by a reorg.
+            if self.w3.eth.get_transaction_count(self.account.address, "latest") > tx.nonce:
+                # The nonce was used, and not by this transaction (it would be on chain): lost for good.
+                batches = self.outbox.release(tx.id)
+                log.warning("transaction %s can no longer be mined; %d batch(es) will be sent again",
+                            tx.tx_hash, len(batches))
+                report.released += len(batches)
+                return
+            self._broadcast(tx.raw_tx)
+            report.rebroadcast += 1
+            return
+        if seen.get("blockNumber") is not None:
+            receipt = self.w3.eth.get_transaction_receipt(tx.tx_hash)  # type: ignore[arg-type]
+            if receipt["status"] == 0:
+                batches = self.outbox.release(tx.id)
+                log.warning("anchoring transaction %s reverted; %d batch(es) will be sent again", tx.tx_hash,
+                            len(batches))
+                report.released += len(batches)
+            return  # status 1: the registry read was older than the block; found next step
+        if self._clock() - tx.created_at >= self.config.replace_after:
+            self._replace(tx, report)
+
+    def _replace(self, tx: TxInfo, report: StepReport) -> None:
+        heads = [self.store.batch(h, s) for h, s in self.outbox.batches_of_tx(tx.id)]
+        if not heads:
+            return
+        fees = reg.suggested_fees(self.w3)
+        bump = self.config.fee_bump
+        fees = {
+            "maxFeePerGas": max(fees["maxFeePerGas"], int(tx.max_fee_per_gas * bump) + 1),
+            "maxPriorityFeePerGas": max(fees["maxPriorityFeePerGas"], int(tx.max_priority_fee_per_gas * bump) + 1),
+        }
+        new = self._sign(heads, tx.nonce, fees)
+        new_id = self.outbox.record_replacement(tx.id, new, self._clock())
+        log.info("replacing stuck transaction %s (nonce %d) with %s", tx.tx_hash, tx.nonce, new.tx_hash)
+        self._broadcast(new.raw_tx)
+        report.replaced += 1
+        del new_id
+
+    # -- included → confirmed (or back, on a reorg) -------------------------------------------------
+
+    def _check_included(self, report: StepReport) -> None:
+        states = self.outbox.states(INCLUDED)
+        if not states:
+            return
+        head = int(self.w3.eth.block_number)
+        for st in states:
+            assert st.block_number is not None
+            block = self.w3.eth.get_block(st.block_number) if st.block_number <= head else None
+            if block is None or _hex(block["hash"]) != st.block_hash:
+                log.warning("reorg: block %s of %s/%d is gone; re-anchoring", st.block_number, st.head.hospital_id,
+                            st.head.seq)
+                self.outbox.mark_reorged(st.head.hospital_id, st.head.seq, self._clock())
+                report.reorged += 1
+            elif head - st.block_number + 1 >= self.config.confirmations:
+                self.outbox.mark_confirmed(st.head.hospital_id, st.head.seq, self._clock())
+                report.confirmed += 1
+
+    # -- SEALED → submitted -------------------------------------------------------------------------
+
+    def _send_due(self, report: StepReport) -> None:
+        if self.outbox.txs(self.account.address):
+            return  # one transaction in flight per key; the next step carries whatever is due then
+        items: list[BatchHead] = []
+        expected: dict[str, int] = {}
+        for head in self.outbox.sealed(self.config.max_items, self.hospitals):
+            hid = head.hospital_id
+            if hid not in expected:
+                expected[hid] = reg.last_seq(self.w3, self.contract, hospital_key(hid)) + 1
+            if head.seq < expected[hid]:
+                # Already on chain though the database never saw it confirmed: a crash after broadcast,
+                # or another instance. Record it; never send it twice.
+                found = self._on_chain(head)
+                if found is not None:
+                    self._record_found(head, found, report)
+                continue
+            if head.seq != expected[hid]:
+                report.waiting.append(f"{hid}/{head.seq}")
+                continue
+            items.append(head)
+            expected[hid] += 1
+        if not items:
+            return
+        nonce = self.w3.eth.get_transaction_count(self.account.address, "pending")
+        new = self._sign(items, nonce, reg.suggested_fees(self.w3))
+        self.outbox.record_submission(new, [(h.hospital_id, h.seq) for h in items], self._clock())
+        self._broadcast(new.raw_tx)
+        if self._fault == "crash-after-broadcast":
+            os.kill(os.getpid(), signal.SIGKILL)
+        report.sent += len(items)
+
+    def _sign(self, heads: list[BatchHead], nonce: int, fees: dict[str, int]) -> NewTx:
+        items = [reg.AnchorItem(hospital_key(h.hospital_id), h.seq, h.root, h.size) for h in heads]
+        tx = reg.build_anchor_tx(self.w3, self.contract, self.account.address, items, nonce=nonce, fees=fees)
+        signed = self.account.sign_transaction(tx)
+        return NewTx(self.chain_id, self.contract, self.account.address, nonce, _hex(signed.hash),
+                     bytes(signed.raw_transaction), int(tx["maxFeePerGas"]), int(tx["maxPriorityFeePerGas"]))
+
+    def _broadcast(self, raw: bytes) -> None:
+        try:
+            self.w3.eth.send_raw_transaction(raw)
+        except Web3RPCError as exc:
+            text = str(exc).lower()
+            if "already known" in text or "already imported" in text or "nonce too low" in text:
+                return  # the node has it, or it was mined: the next step reads the outcome from the chain
+            raise
+
+
+__all__ = ["CONFIRMED", "AnchorConflict", "AnchorWorker", "StepReport", "WorkerConfig"]

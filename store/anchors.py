@@ -1,0 +1,222 @@
+"""The anchoring outbox: per-batch anchoring state and the signed transactions that carry it.
+
+The anchoring worker (``anchoring/worker.py``) drives the state machine; this module only persists it,
+each transition one transaction, so that after a crash the database says exactly what may have reached
+the chain. States of a batch: no ``anchors`` row = SEALED → ``submitted`` → ``included`` → ``confirmed``;
+a reorg moves ``included`` back to ``submitted``, a lost transaction moves ``submitted`` back to SEALED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+
+from ledger import BatchHead
+from store.models import Anchor, AnchorTx, Batch, Deployment
+from store.repository import Store
+
+SUBMITTED, INCLUDED, CONFIRMED = "submitted", "included", "confirmed"
+TX_PENDING, TX_MINED, TX_REPLACED, TX_LOST = "pending", "mined", "replaced", "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class NewTx:
+    chain_id: int
+    contract: str
+    signer: str
+    nonce: int
+    tx_hash: str
+    raw_tx: bytes
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxInfo:
+    id: int
+    signer: str
+    nonce: int
+    tx_hash: str
+    raw_tx: bytes
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorState:
+    head: BatchHead
+    status: str
+    tx_id: int | None
+    tx_hash: str | None
+    block_number: int | None
+    block_hash: str | None
+    chain_id: int | None
+    contract: str | None
+    submitted_at: datetime | None
+    confirmed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentInfo:
+    chain_id: int
+    contract: str
+    deployed_block: int
+    admin: str
+
+
+def _tx(row: AnchorTx) -> TxInfo:
+    return TxInfo(row.id, row.signer, row.nonce, row.tx_hash, row.raw_tx, row.max_fee_per_gas,
+                  row.max_priority_fee_per_gas, row.status, row.created_at)
+
+
+def _state(a: Anchor, b: Batch) -> AnchorState:
+    head = BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at)
+    return AnchorState(head, a.status, a.tx_id, a.tx_hash, a.block_number, a.block_hash, a.chain_id, a.contract,
+                       a.submitted_at, a.confirmed_at)
+
+
+class Outbox:
+    """Persistence of the anchoring state machine, on the store's database."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    # -- deployments --------------------------------------------------------------------------------
+
+    def record_deployment(self, chain_id: int, contract: str, deployed_block: int, admin: str, now: datetime) -> None:
+        with self._store._unit(write=True) as s:
+            if s.get(Deployment, (chain_id, contract)) is None:
+                s.add(Deployment(chain_id=chain_id, contract=contract, deployed_block=deployed_block, admin=admin,
+                                 created_at=now))
+
+    def deployment(self, chain_id: int | None = None) -> DeploymentInfo | None:
+        """The most recent deployment (on ``chain_id`` if given)."""
+        with self._store._unit() as s:
+            q = select(Deployment).order_by(Deployment.created_at.desc()).limit(1)
+            if chain_id is not None:
+                q = q.where(Deployment.chain_id == chain_id)
+            d = s.scalar(q)
+            return None if d is None else DeploymentInfo(d.chain_id, d.contract, d.deployed_block, d.admin)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def sealed(self, limit: int, hospitals: Collection[str] | None = None) -> list[BatchHead]:
+        """Batches with no anchoring state yet, in (hospital, seq) order — the order the chain needs."""
+        with self._store._unit() as s:
+            q = (select(Batch).outerjoin(Anchor, (Anchor.hospital_id == Batch.hospital_id) & (Anchor.seq == Batch.seq))
+                 .where(Anchor.hospital_id.is_(None)).order_by(Batch.hospital_id, Batch.seq).limit(limit))
+            if hospitals is not None:
+                q = q.where(Batch.hospital_id.in_(list(hospitals)))
+            return [BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at) for b in s.scalars(q)]
+
+    def states(self, status: str) -> list[AnchorState]:
+        with self._store._unit() as s:
+            rows = s.execute(select(Anchor, Batch).join(Batch, (Batch.hospital_id == Anchor.hospital_id)
+                                                         & (Batch.seq == Anchor.seq))
+                             .where(Anchor.status == status).order_by(Anchor.hospital_id, Anchor.seq)).all()
+            return [_state(a, b) for a, b in rows]
+
+    def state(self, hospital_id: str, seq: int) -> AnchorState | None:
+        with self._store._unit() as s:
+            row = s.execute(select(Anchor, Batch).join(Batch, (Batch.hospital_id == Anchor.hospital_id)
+                                                        & (Batch.seq == Anchor.seq))
+                            .where(Anchor.hospital_id == hospital_id, Anchor.seq == seq)).first()
+            return None if row is None else _state(row[0], row[1])
+
+    def txs(self, signer: str, status: str = TX_PENDING) -> list[TxInfo]:
+        with self._store._unit() as s:
+            q = select(AnchorTx).where(AnchorTx.signer == signer, AnchorTx.status == status).order_by(
+                AnchorTx.nonce, AnchorTx.id)
+            return [_tx(t) for t in s.scalars(q)]
+
+    def tx(self, tx_id: int) -> TxInfo:
+        with self._store._unit() as s:
+            row = s.get(AnchorTx, tx_id)
+            assert row is not None
+            return _tx(row)
+
+    def batches_of_tx(self, tx_id: int) -> list[tuple[str, int]]:
+        with self._store._unit() as s:
+            return [(h, q) for h, q in s.execute(select(Anchor.hospital_id, Anchor.seq).where(Anchor.tx_id == tx_id))]
+
+    # -- transitions --------------------------------------------------------------------------------
+
+    def record_submission(self, tx: NewTx, batches: Sequence[tuple[str, int]], now: datetime) -> int:
+        """SEALED → submitted, for all ``batches`` at once, with the signed transaction carrying them.
+        Called before the transaction is broadcast."""
+        with self._store._unit(write=True) as s:
+            row = AnchorTx(chain_id=tx.chain_id, contract=tx.contract, signer=tx.signer, nonce=tx.nonce,
+                           tx_hash=tx.tx_hash, raw_tx=tx.raw_tx, max_fee_per_gas=tx.max_fee_per_gas,
+                           max_priority_fee_per_gas=tx.max_priority_fee_per_gas, status=TX_PENDING, created_at=now)
+            s.add(row)
+            s.flush()
+            s.add_all(Anchor(hospital_id=h, seq=q, status=SUBMITTED, chain_id=tx.chain_id, contract=tx.contract,
+                             tx_id=row.id, tx_hash=tx.tx_hash, submitted_at=now, updated_at=now) for h, q in batches)
+            return row.id
+
+    def record_replacement(self, old_id: int, tx: NewTx, now: datetime) -> int:
+        """Same nonce, higher fee: the new transaction takes over the old one's batches. Either may still
+        be mined; the worker learns which from the chain, not from this table."""
+        with self._store._unit(write=True) as s:
+            row = AnchorTx(chain_id=tx.chain_id, contract=tx.contract, signer=tx.signer, nonce=tx.nonce,
+                           tx_hash=tx.tx_hash, raw_tx=tx.raw_tx, max_fee_per_gas=tx.max_fee_per_gas,
+                           max_priority_fee_per_gas=tx.max_priority_fee_per_gas, status=TX_PENDING, created_at=now)
+            s.add(row)
+            s.flush()
+            s.execute(update(AnchorTx).where(AnchorTx.id == old_id).values(status=TX_REPLACED))
+            s.execute(update(Anchor).where(Anchor.tx_id == old_id, Anchor.status == SUBMITTED)
+                      .values(tx_id=row.id, tx_hash=tx.tx_hash, updated_at=now))
+            return row.id
+
+    def mark_included(self, hospital_id: str, seq: int, *, chain_id: int, contract: str, tx_hash: str,
+                      block_number: int, block_hash: str, now: datetime) -> None:
+        """submitted (or SEALED, when the chain already holds the root after a crash) → included."""
+        with self._store._unit(write=True) as s:
+            a = s.get(Anchor, (hospital_id, seq))
+            if a is None:
+                a = Anchor(hospital_id=hospital_id, seq=seq, submitted_at=now)
+                s.add(a)
+            a.status, a.chain_id, a.contract, a.tx_hash = INCLUDED, chain_id, contract, tx_hash
+            a.block_number, a.block_hash, a.updated_at = block_number, block_hash, now
+            mined = s.scalar(select(AnchorTx).where(AnchorTx.tx_hash == tx_hash))
+            if mined is not None:
+                a.tx_id = mined.id
+                mined.status = TX_MINED
+                s.execute(update(AnchorTx).where(AnchorTx.signer == mined.signer, AnchorTx.nonce == mined.nonce,
+                                                 AnchorTx.id != mined.id, AnchorTx.status == TX_PENDING)
+                          .values(status=TX_REPLACED))
+
+    def mark_confirmed(self, hospital_id: str, seq: int, now: datetime) -> None:
+        with self._store._unit(write=True) as s:
+            s.execute(update(Anchor).where(Anchor.hospital_id == hospital_id, Anchor.seq == seq,
+                                           Anchor.status == INCLUDED)
+                      .values(status=CONFIRMED, confirmed_at=now, updated_at=now))
+
+    def mark_reorged(self, hospital_id: str, seq: int, now: datetime) -> None:
+        """included → submitted: the block that held the anchor is no longer canonical."""
+        with self._store._unit(write=True) as s:
+            a = s.get(Anchor, (hospital_id, seq))
+            if a is None or a.status != INCLUDED:
+                return
+            a.status, a.block_number, a.block_hash, a.updated_at = SUBMITTED, None, None, now
+            if a.tx_id is not None:
+                s.execute(update(AnchorTx).where(AnchorTx.id == a.tx_id).values(status=TX_PENDING))
+
+    def release(self, tx_id: int) -> list[tuple[str, int]]:
+        """A transaction that can no longer be mined (its nonce was used by nothing of ours): its
+        still-submitted batches go back to SEALED and will be sent again."""
+        with self._store._unit(write=True) as s:
+            batches = [(h, q) for h, q in s.execute(
+                select(Anchor.hospital_id, Anchor.seq).where(Anchor.tx_id == tx_id, Anchor.status == SUBMITTED))]
+            s.execute(delete(Anchor).where(Anchor.tx_id == tx_id, Anchor.status == SUBMITTED))
+            s.execute(update(AnchorTx).where(AnchorTx.id == tx_id).values(status=TX_LOST))
+            return batches
+
+    def set_tx_status(self, tx_id: int, status: str) -> None:
+        with self._store._unit(write=True) as s:
+            s.execute(update(AnchorTx).where(AnchorTx.id == tx_id).values(status=status))

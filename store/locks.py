@@ -1,0 +1,52 @@
+"""One anchoring worker per signing key at a time: two would race for nonces and double-send.
+
+PostgreSQL: a session-level advisory lock, held on a dedicated connection for the worker's life (it is
+released by the server if the process dies). SQLite: an exclusive ``flock`` on a file beside the
+database (released by the kernel if the process dies).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+from store.errors import StoreError
+
+
+class LockHeld(StoreError):
+    """Another process holds this lock (e.g. another worker for the same key)."""
+
+
+@contextmanager
+def exclusive(engine: Engine, name: str) -> Iterator[None]:
+    if engine.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        with engine.connect() as conn:
+            if not conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}):
+                raise LockHeld(f"lock {name!r} is held by another process")
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield  # an in-memory database belongs to this process alone
+        return
+    path = Path(f"{database}.{hashlib.sha256(name.encode()).hexdigest()[:16]}.lock")
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise LockHeld(f"lock {name!r} is held by another process") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

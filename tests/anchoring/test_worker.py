@@ -1,0 +1,284 @@
+"""The anchoring worker against a real anvil node, on SQLite and PostgreSQL: anchor and confirm, crash
+after broadcast (kill -9), node outage, reorg, stuck transaction replacement, paused registry.
+
+Every scenario ends with the same invariant: each sealed batch is on chain exactly once (one
+BatchAnchored event per (hospital, seq)) and confirmed in the database with the canonical block.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from sqlalchemy import Engine
+from web3 import Web3
+
+from anchoring import contract as reg
+from anchoring.node import AnvilNode, free_port
+from anchoring.verify import verify_on_chain
+from anchoring.worker import AnchorWorker, StepReport, WorkerConfig
+from ledger import hospital_key, verify_receipt
+from store import Store
+from store.anchors import CONFIRMED, INCLUDED, SUBMITTED, Outbox
+from store.locks import LockHeld, exclusive
+from tests.conftest import db_url
+from tests.store.test_repository import rec
+
+pytestmark = pytest.mark.anvil
+REPO = Path(__file__).resolve().parents[2]
+HOSPITALS = ("gz-001", "qd-002", "bj-003")
+
+
+@dataclass
+class Env:
+    node: AnvilNode
+    w3: Web3
+    admin: LocalAccount
+    hub: LocalAccount
+    contract: str
+    store: Store
+
+    def worker(self, confirmations: int = 1, **kw: object) -> AnchorWorker:
+        return AnchorWorker(self.store, self.w3, self.contract, self.hub,
+                            WorkerConfig(confirmations=confirmations, **kw))  # type: ignore[arg-type]
+
+    def mine(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.node.rpc("evm_mine")
+
+    def seal_all(self, max_size: int = 10) -> int:
+        n = 0
+        for h in HOSPITALS:
+            while self.store.seal(h, max_size) is not None:
+                n += 1
+        return n
+
+    def assert_exactly_once_and_confirmed(self) -> None:
+        outbox = Outbox(self.store)
+        events = reg.anchored_events(self.w3, self.contract)
+        seen = [(e.hospital_key, e.seq) for e in events]
+        assert len(seen) == len(set(seen)), "a batch was anchored twice"
+        for h in HOSPITALS:
+            for head in self.store.batches(h):
+                state = outbox.state(h, head.seq)
+                assert state is not None and state.status == CONFIRMED, (h, head.seq, state)
+                assert (hospital_key(h), head.seq) in seen
+                block = self.w3.eth.get_block(state.block_number)  # type: ignore[arg-type]
+                assert "0x" + bytes(block["hash"]).hex() == state.block_hash
+        assert len(seen) == sum(len(self.store.batches(h)) for h in HOSPITALS)
+
+
+@pytest.fixture
+def env(engine: Engine, tmp_path: Path) -> Iterator[Env]:
+    node = AnvilNode(state_path=tmp_path / "anvil-state.json", port=free_port(), log_path=tmp_path / "anvil.log")
+    with node:
+        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+        admin, hub = (Account.from_key(k) for k in node.private_keys[:2])
+        contract = reg.deploy_registry(w3, admin)
+        store = Store(engine)
+        for h in HOSPITALS:
+            store.register_hospital(h, f"Hospital {h}")
+            reg.register_hospital(w3, contract, admin, hospital_key(h), bytes(32), [hub.address])
+        yield Env(node, w3, admin, hub, contract, store)
+
+
+def submit(env: Env, n: int, start: int = 0) -> None:
+    for h in HOSPITALS:
+        env.store.submit(h, [rec(i, hospital=h) for i in range(start, start + n)])
+
+
+def drive(worker: AnchorWorker, env: Env, steps: int = 12) -> list[StepReport]:
+    reports = []
+    for _ in range(steps):
+        reports.append(worker.step())
+        env.mine()
+    return reports
+
+
+def test_anchor_confirm_and_verify_on_chain(env: Env) -> None:
+    submit(env, 25)
+    assert env.seal_all() == 9
+    worker = env.worker(confirmations=3)
+    first = worker.step()
+    assert first.sent == 9  # one anchorMany transaction carries every due batch
+    reports = drive(worker, env)
+    assert sum(r.confirmed for r in reports) == 9
+    env.assert_exactly_once_and_confirmed()
+
+    receipt = env.store.receipt("qd-002", "R7")
+    assert receipt is not None and receipt.anchor is not None
+    assert receipt.anchor.contract == env.contract and receipt.anchor.chain_id == 31337
+    assert verify_receipt(receipt.to_json()).status == "valid"
+    verdict = verify_on_chain(receipt.to_json(), env.w3)
+    assert verdict.status == "valid", verdict.to_obj()
+    assert verdict.extra["confirmations"] >= 3
+
+    tampered = json.loads(receipt.to_json())
+    tampered["record"]["content"]["observations"][0]["value"] = 99.9
+    assert verify_on_chain(tampered, env.w3).failed == "leaf-hash"
+    # A receipt forged wholesale (record, leaf and path consistent, root its own) passes offline but
+    # not on chain: the registry holds another root for that batch.
+    forged = json.loads(receipt.to_json())
+    forged["batch"]["root"] = forged["leaf"]["hash"]
+    forged["audit_path"] = []
+    forged["batch"]["size"] = 1
+    forged["leaf"]["index"] = 0
+    assert verify_receipt(forged).status == "valid"
+    assert verify_on_chain(forged, env.w3).failed == "anchor-root"
+
+
+def test_later_batches_follow_in_order(env: Env) -> None:
+    submit(env, 5)
+    env.seal_all()
+    worker = env.worker()
+    drive(worker, env, 4)
+    submit(env, 5, start=5)
+    env.seal_all()
+    drive(worker, env, 4)
+    env.assert_exactly_once_and_confirmed()
+    assert [b.seq for b in env.store.batches("gz-001")] == [1, 2]
+
+
+def test_kill_9_after_broadcast_then_restart_anchors_exactly_once(env: Env, engine: Engine) -> None:
+    submit(env, 12)
+    env.seal_all()
+    cmd = [sys.executable, "-m", "anchoring", "--db", db_url(engine), "--rpc", env.node.rpc_url,
+           "--contract", env.contract, "--interval", "0.05"]
+    proc_env = {**os.environ, "MRL_SUBMITTER_KEY": env.node.private_keys[1],
+                "MRL_FAULT_INJECT": "crash-after-broadcast", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, env=proc_env, cwd=REPO, capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    # The transaction reached the chain, the database only knows it was submitted.
+    outbox = Outbox(env.store)
+    assert {s.status for h in HOSPITALS for s in [outbox.state(h, 1)] if s} == {SUBMITTED}
+    assert len(reg.anchored_events(env.w3, env.contract)) == 6
+    nonce_before = env.w3.eth.get_transaction_count(env.hub.address)
+
+    del proc_env["MRL_FAULT_INJECT"]
+    restarted = subprocess.Popen(cmd, env=proc_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all(s and s.status == CONFIRMED for h in HOSPITALS for s in [outbox.state(h, 2)]):
+                break
+            time.sleep(0.2)
+    finally:
+        restarted.terminate()
+        restarted.wait(timeout=30)
+    env.assert_exactly_once_and_confirmed()
+    assert env.w3.eth.get_transaction_count(env.hub.address) == nonce_before  # nothing was sent again
+
+
+def test_root_already_on_chain_is_recorded_not_resent(env: Env) -> None:
+    submit(env, 3)
+    env.seal_all()
+    head = env.store.batch("gz-001", 1)
+    reg.anchor(env.w3, env.contract, env.hub, hospital_key("gz-001"), 1, head.root, head.size)
+    worker = env.worker()
+    report = worker.step()
+    assert report.included == 1 and report.sent == 2  # the other two hospitals
+    drive(worker, env, 3)
+    env.assert_exactly_once_and_confirmed()
+
+
+def test_node_outage_is_waited_out(env: Env) -> None:
+    submit(env, 10)
+    env.seal_all()
+    worker = env.worker(confirmations=2)
+    worker.step()
+    env.node.stop()  # state is dumped; batches are submitted but not confirmed
+    submit(env, 10, start=10)
+    env.seal_all()
+    with pytest.raises(Exception):  # noqa: B017 - a connection error of the HTTP stack
+        worker.step()
+    stop = threading.Event()
+    runner = threading.Thread(target=worker.run, args=(stop,), kwargs={"interval": 0.05, "max_backoff": 0.5})
+    runner.start()
+    time.sleep(1.0)  # the worker retries against the dead node meanwhile
+    env.node.start()  # same port, same state file
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            env.mine()
+            if not Outbox(env.store).sealed(100) and not Outbox(env.store).states(SUBMITTED) \
+                    and not Outbox(env.store).states(INCLUDED):
+                break
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+    env.assert_exactly_once_and_confirmed()
+
+
+def test_reorg_of_an_included_batch_is_detected_and_reanchored(env: Env) -> None:
+    submit(env, 4)
+    env.seal_all()
+    worker = env.worker(confirmations=4)
+    worker.step()  # sent and mined (automine)
+    report = worker.step()
+    assert report.included == 3
+    included = {h: Outbox(env.store).state(h, 1) for h in HOSPITALS}
+    old_block = included["gz-001"].block_hash  # type: ignore[union-attr]
+    # Replace the last block (the one holding the anchor) with an empty one.
+    env.node.rpc("anvil_reorg", 1, [])
+    report = worker.step()
+    assert report.reorged == 3
+    reports = drive(worker, env, 8)
+    assert sum(r.rebroadcast for r in reports) + sum(r.included for r in reports) >= 1
+    env.assert_exactly_once_and_confirmed()
+    assert Outbox(env.store).state("gz-001", 1).block_hash != old_block  # type: ignore[union-attr]
+    receipt = env.store.receipt("gz-001", "R1")
+    assert receipt is not None and verify_on_chain(receipt, env.w3).status == "valid"
+
+
+def test_stuck_transaction_is_replaced_with_a_higher_fee(env: Env) -> None:
+    submit(env, 2)
+    env.seal_all()
+    env.node.rpc("evm_setAutomine", False)
+    worker = env.worker(replace_after=timedelta(0))
+    assert worker.step().sent == 3
+    first = Outbox(env.store).txs(env.hub.address)[0]
+    report = worker.step()
+    assert report.replaced == 1
+    pending = Outbox(env.store).txs(env.hub.address)
+    assert len(pending) == 1 and pending[0].nonce == first.nonce
+    assert pending[0].max_priority_fee_per_gas > first.max_priority_fee_per_gas
+    env.node.rpc("evm_setAutomine", True)
+    env.mine()
+    drive(worker, env, 3)
+    env.assert_exactly_once_and_confirmed()
+    mined = Outbox(env.store).txs(env.hub.address, "mined")
+    assert [t.tx_hash for t in mined] == [pending[0].tx_hash]
+
+
+def test_paused_registry_holds_batches_until_unpaused(env: Env) -> None:
+    submit(env, 2)
+    env.seal_all()
+    reg.pause(env.w3, env.contract, env.admin)
+    worker = env.worker()
+    with pytest.raises(reg.ContractRevert) as info:
+        worker.step()
+    assert info.value.name == "EnforcedPause"
+    assert len(Outbox(env.store).sealed(10)) == 3  # nothing recorded as submitted
+    reg.unpause(env.w3, env.contract, env.admin)
+    drive(worker, env, 3)
+    env.assert_exactly_once_and_confirmed()
+
+
+def test_one_worker_per_key(env: Env) -> None:
+    name = f"anchoring-worker:{env.hub.address}"
+    with exclusive(env.store.engine, name), pytest.raises(LockHeld), exclusive(env.store.engine, name):
+        pass
+    with exclusive(env.store.engine, name):  # released again
+        pass
