@@ -37,8 +37,12 @@ def verify(
     receipt_file: Annotated[Path, typer.Argument(help="The receipt (mrl-receipt/1 JSON) to check.",
                                                  show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    rpc: Annotated[str | None, typer.Option("--rpc", help="A JSON-RPC endpoint of the receipt's chain: also "
+                                            "check the root on chain and count confirmations.")] = None,
 ) -> None:
-    """Verify a receipt offline: format, leaf hash, batch identity, inclusion proof, anchor presence.
+    """Verify a receipt offline: format, leaf hash, batch identity, inclusion proof, anchor presence;
+    with --rpc also on chain: chain id, the registry's stored root and size, its RFC 9162 verifier, and
+    that the anchoring block is still canonical.
 
     Exit codes:
 
@@ -48,7 +52,7 @@ def verify(
 
     • 1  invalid: a check failed (tampered record, broken proof, not a receipt)
 
-    • 2  usage error: the file is missing or unreadable
+    • 2  usage error: the file is missing or unreadable, or the --rpc endpoint cannot be reached
     """
     try:
         data = receipt_file.read_bytes()
@@ -56,7 +60,19 @@ def verify(
         Console(stderr=True).print(f"[red]error:[/] cannot read receipt file {str(receipt_file)!r}: "
                                    f"{exc.strerror or exc}", soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
-    verdict = verify_receipt(data)
+    if rpc is None:
+        verdict = verify_receipt(data)
+    else:
+        from web3 import Web3
+
+        from anchoring.verify import verify_on_chain
+
+        try:
+            verdict = verify_on_chain(data, Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 10})))
+        except Exception as exc:  # unreachable endpoint, not an EVM node: a usage problem, not a verdict
+            Console(stderr=True).print(f"[red]error:[/] cannot check the chain at {rpc}: {type(exc).__name__}: {exc}",
+                                       soft_wrap=True)
+            raise typer.Exit(EXIT_USAGE) from None
     if as_json:
         typer.echo(json.dumps(verdict.to_obj(), indent=2, ensure_ascii=False))
     else:
@@ -94,3 +110,47 @@ def demo(
     spec.loader.exec_module(module)
     summary = module.run_demo(data_dir, Console())
     raise typer.Exit(0 if summary["ok"] else 1)
+
+
+chain_app = typer.Typer(help="Manage the registry contract on a chain.", no_args_is_help=True)
+app.add_typer(chain_app, name="chain")
+DEFAULT_DB = "sqlite:///.mrledger/mrledger.db"
+
+
+@chain_app.command("deploy")
+def chain_deploy(
+    rpc: Annotated[str, typer.Option("--rpc", help="JSON-RPC endpoint of the chain.")],
+    db: Annotated[str, typer.Option("--db", envvar="MRL_DATABASE_URL", help="Database to record it in.")]
+    = DEFAULT_DB,
+    key_file: Annotated[Path | None, typer.Option("--key-file", help="File holding the admin's private key "
+                                                  "(default: the MRL_ADMIN_KEY environment variable).")] = None,
+) -> None:
+    """Deploy MrLedgerRegistry and record its chain id and address in the database.
+
+    The admin key is read from a file or the environment, never from the command line (other users can
+    read command lines in the process list); it gets the registry's admin role.
+    """
+    import os
+
+    from eth_account import Account
+    from web3 import Web3
+
+    from anchoring.deploy import deploy_and_record
+    from store import Store
+
+    key = key_file.read_text().strip() if key_file else os.environ.get("MRL_ADMIN_KEY", "")
+    if not key:
+        Console(stderr=True).print("[red]error:[/] no admin key: pass --key-file or set MRL_ADMIN_KEY")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        admin = Account.from_key(key)
+    except Exception:
+        Console(stderr=True).print("[red]error:[/] the admin key is not a valid private key")
+        raise typer.Exit(EXIT_USAGE) from None
+    w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 30}))
+    if not w3.is_connected():
+        Console(stderr=True).print(f"[red]error:[/] no chain answers at {rpc}")
+        raise typer.Exit(EXIT_USAGE)
+    info = deploy_and_record(Store.open(db), w3, admin)
+    typer.echo(json.dumps({"chain_id": info.chain_id, "contract": info.contract,
+                           "deployed_block": info.deployed_block, "admin": info.admin}))

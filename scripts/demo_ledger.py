@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
-def run_demo(data_dir: Path, console: Console) -> dict[str, Any]:
+def run_demo(data_dir: Path, console: Console, *, chain: bool = True) -> dict[str, Any]:
     """Run the whole story against a fresh database in ``data_dir`` and return what happened.
 
     The summary (hospitals, record and batch figures, receipt paths, verdict statuses) is what the tests
@@ -170,12 +171,12 @@ def run_demo(data_dir: Path, console: Console) -> dict[str, Any]:
     store = Store.open(f"sqlite:///{db}")
     console.print(f"SQLite database [bold]{db}[/] (migrated to head)")
     try:
-        return _story(store, data_dir, console) | {"data_dir": str(data_dir), "database": str(db)}
+        return _story(store, data_dir, console, chain) | {"data_dir": str(data_dir), "database": str(db)}
     finally:
         store.engine.dispose()
 
 
-def _story(store: Store, data_dir: Path, console: Console) -> dict[str, Any]:
+def _story(store: Store, data_dir: Path, console: Console, chain: bool) -> dict[str, Any]:
     _step(console, 2, "register hospitals")
     for hospital_id, name in HOSPITALS:
         store.register_hospital(hospital_id, name)
@@ -213,7 +214,12 @@ def _story(store: Store, data_dir: Path, console: Console) -> dict[str, Any]:
                       head.sealed_at.isoformat(timespec="seconds"))
     console.print(table)
 
-    _step(console, 7, "issue the patient's receipt")
+    anchored: dict[str, Any] = {}
+    if chain:
+        _step(console, 7, "anchor the batch roots on a local chain (anvil) and wait for confirmation")
+        anchored = _anchor_on_local_chain(store, console)
+
+    _step(console, 8, "issue the patient's receipt")
     receipt = store.receipt(hospital_id, result_id)
     if receipt is None:
         raise RuntimeError(f"{result_id} was not sealed into a batch")
@@ -224,11 +230,18 @@ def _story(store: Store, data_dir: Path, console: Console) -> dict[str, Any]:
                   f"{len(receipt.audit_path)} audit-path hashes, "
                   + ("anchored" if receipt.anchor else "not anchored on chain yet"))
 
-    _step(console, 8, "verify the receipt offline (nothing but the file)")
+    _step(console, 9, "verify the receipt offline (nothing but the file)" + (", then on chain" if chain else ""))
     verdict = verify_receipt(receipt_path.read_bytes())
     _print_verdict(console, verdict)
+    on_chain_status, confirmations = None, None
+    if chain:
+        on_chain = anchored["verify"](receipt_path.read_bytes())
+        console.print("  [bold]on chain[/] (JSON-RPC " + anchored["rpc_url"] + "):")
+        _print_verdict(console, on_chain)
+        on_chain_status, confirmations = on_chain.status, on_chain.extra.get("confirmations")
+        anchored["stop"]()
 
-    _step(console, 9, "tamper with a copy and verify again")
+    _step(console, 10, "tamper with a copy and verify again")
     doctored = json.loads(receipt_path.read_text(encoding="utf-8"))
     observation = doctored["record"]["content"]["observations"][0]
     before, observation["value"] = observation["value"], 4.8
@@ -238,7 +251,9 @@ def _story(store: Store, data_dir: Path, console: Console) -> dict[str, Any]:
     tampered = verify_receipt(tampered_path.read_bytes())
     _print_verdict(console, tampered)
 
-    ok = same_leaf and verdict.status == "unanchored" and tampered.failed == "leaf-hash"
+    expected = "valid" if chain else "unanchored"
+    ok = same_leaf and verdict.status == expected and tampered.failed == "leaf-hash" \
+        and on_chain_status in (None, "valid")
     console.rule("[bold green]demo complete" if ok else "[bold red]demo did not go as expected", align="left")
     return {
         "ok": ok,
@@ -253,17 +268,60 @@ def _story(store: Store, data_dir: Path, console: Console) -> dict[str, Any]:
         "receipt_path": receipt_path,
         "tampered_path": tampered_path,
         "verdict": verdict.status,
+        "on_chain_verdict": on_chain_status,
+        "confirmations": confirmations,
         "tampered_verdict": tampered.status,
         "tampered_failed": tampered.failed,
     }
+
+
+def _anchor_on_local_chain(store: Store, console: Console) -> dict[str, Any]:
+    """Start a throwaway anvil, deploy the registry, register the hospitals with a hub key, and run the
+    anchoring worker until every sealed batch is confirmed. Returns an on-chain verifier and a stopper."""
+    from eth_account import Account
+    from web3 import Web3
+
+    from anchoring.deploy import deploy_and_record, ensure_hospital_on_chain
+    from anchoring.node import AnvilNode
+    from anchoring.verify import verify_on_chain
+    from anchoring.worker import AnchorWorker, WorkerConfig
+
+    node = AnvilNode(block_time=None).start()
+    w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+    admin, hub = (Account.from_key(k) for k in node.private_keys[:2])
+    deployment = deploy_and_record(store, w3, admin)
+    console.print(f"  anvil at {node.rpc_url} (chain {deployment.chain_id}); registry deployed at "
+                  f"[bold]{deployment.contract}[/]")
+    for hospital_id, name in HOSPITALS:
+        ensure_hospital_on_chain(w3, deployment.contract, admin, hospital_id, name, [hub.address])
+    console.print(f"  hospitals registered on chain with submitter {hub.address} (a dev key of anvil's)")
+    worker = AnchorWorker(store, w3, deployment.contract, hub, WorkerConfig(confirmations=2))
+    started = time.monotonic()
+    for _ in range(20):
+        report = worker.step()
+        if report.sent:
+            console.print(f"  sent {report.sent} batch root(s) in one transaction")
+        if report.confirmed:
+            console.print(f"  {report.confirmed} batch(es) confirmed at depth 2")
+        if not store.pending_count() and not worker.outbox.sealed(1) and not any(
+                worker.outbox.states(s) for s in ("submitted", "included")):
+            break
+        node.rpc("evm_mine")
+    console.print(f"  sealed → confirmed in {time.monotonic() - started:.2f} s")
+
+    def check(data: bytes) -> Verdict:
+        return verify_on_chain(data, w3)
+
+    return {"verify": check, "stop": node.stop, "rpc_url": node.rpc_url}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help=f"where the demo database and receipts go (default {DEFAULT_DATA_DIR})")
+    parser.add_argument("--no-chain", action="store_true", help="skip anchoring on a local anvil chain")
     args = parser.parse_args(argv)
-    summary = run_demo(args.data_dir, Console())
+    summary = run_demo(args.data_dir, Console(), chain=not args.no_chain)
     return 0 if summary["ok"] else 1
 
 

@@ -29,12 +29,22 @@ def test_demo_succeeds(demo: tuple[dict[str, Any], str]) -> None:
     assert "demo complete" in output
 
 
-def test_receipt_file_verifies_unanchored(demo: tuple[dict[str, Any], str]) -> None:
-    summary, _ = demo
+@pytest.mark.anvil
+def test_receipt_is_anchored_and_verifies_on_chain(demo: tuple[dict[str, Any], str]) -> None:
+    summary, output = demo
     path = Path(summary["receipt_path"])
     assert path.is_file() and path.name == "receipt-gz-001-LAB-GZ-2024-0001.json"
-    assert summary["verdict"] == "unanchored"
-    assert verify_receipt(path.read_bytes()).status == "unanchored"
+    assert summary["verdict"] == "valid" and summary["on_chain_verdict"] == "valid"
+    assert summary["confirmations"] >= 2
+    assert verify_receipt(path.read_bytes()).status == "valid"
+    assert json.loads(path.read_text())["anchor"]["chain_id"] == 31337
+    assert "anchor-root" in output
+
+
+def test_without_a_chain_the_receipt_is_unanchored(tmp_path: Path) -> None:
+    summary = run_demo(tmp_path, Console(file=io.StringIO()), chain=False)
+    assert summary["ok"] and summary["verdict"] == "unanchored" and summary["on_chain_verdict"] is None
+    assert verify_receipt(Path(summary["receipt_path"]).read_bytes()).status == "unanchored"
 
 
 def test_tampered_copy_fails_leaf_hash(demo: tuple[dict[str, Any], str]) -> None:
@@ -72,5 +82,5 @@ def test_demo_covers_imaging_correction_and_synthetic_subjects(demo: tuple[dict[
 def test_rerun_starts_from_a_fresh_database(tmp_path: Path) -> None:
     """A second run in the same directory must not trip over the first run's records (no conflicts)."""
     for _ in range(2):
-        summary = run_demo(tmp_path, Console(file=io.StringIO()))
+        summary = run_demo(tmp_path, Console(file=io.StringIO()), chain=False)
         assert summary["ok"] and {b["seq"] for b in summary["batches"]} == {1}
