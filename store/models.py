@@ -185,3 +185,33 @@ class Deployment(Base):
     deployed_block: Mapped[int] = mapped_column(BigInteger)
     admin: Mapped[str] = mapped_column(String(42))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ApiToken(Base):
+    """A bearer token. Only its SHA-256 is stored: a database dump yields no usable token."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    role: Mapped[str] = mapped_column(String(80))
+    label: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AccessLog(Base):
+    """Who verified or audited what, when, with which verdict. Identifiers only, never patient data."""
+
+    __tablename__ = "access_log"
+    __table_args__ = (Index(None, "at"), Index(None, "hospital_id", "result_id"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"), nullable=True)
+    role: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    action: Mapped[str] = mapped_column(String(32))
+    hospital_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    result_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    verdict: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -1,0 +1,44 @@
+"""The FastAPI application: routers, problem handlers, body-size limit. Built by ``create_app(ledger)`` so
+tests and ``mrledger serve`` wire the same app to different ledgers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from api import problems
+from api.routes import audit, health, hospitals, results, verify
+from api.service import Ledger
+from api.settings import MAX_BODY_BYTES
+
+DESCRIPTION = """
+Hospitals submit results; each becomes a salted RFC 8785 commitment, batched per hospital into an RFC 9162
+Merkle tree whose root is anchored on an EVM chain. Doctors verify a result or a patient's receipt;
+auditors trace lineage and check the database against the chain.
+
+Authentication: `Authorization: Bearer <token>`; roles `admin`, `hospital:<id>`, `doctor`, `auditor`
+(`mrledger token create --role …`). Errors are RFC 9457 `application/problem+json` with a stable `type`.
+"""
+
+
+def create_app(ledger: Ledger) -> FastAPI:
+    app = FastAPI(title="mrledger", version="1", description=DESCRIPTION,
+                  openapi_tags=[{"name": "health"}, {"name": "hospitals"}, {"name": "results"},
+                                {"name": "verify"}, {"name": "audit"}])
+    app.state.ledger = ledger
+    problems.install(app)
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            body = problems.problem_body(413, "payload-too-large", "Request body too large",
+                                         f"the limit is {MAX_BODY_BYTES} bytes", request.url.path)
+            return JSONResponse(body, status_code=413, media_type=problems.MEDIA_TYPE)
+        return await call_next(request)
+
+    for module in (health, hospitals, results, verify, audit):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,55 @@
+"""Typed FastAPI dependencies: the ledger, the caller, and role checks.
+
+Authorisation is declared per route with ``authorize(principal, ...)``: a token of the wrong role is a
+403, a missing or unknown token a 401, both RFC 9457 problems.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.problems import Problem
+from api.service import Ledger
+from store.access import ANONYMOUS, Principal
+
+
+def get_ledger(request: Request) -> Ledger:
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+
+
+def get_principal(request: Request, ledger: LedgerDep) -> Principal:
+    header = request.headers.get("authorization")
+    if header is None:
+        return ANONYMOUS
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Problem(401, "unauthenticated", "Bearer token required", "use 'Authorization: Bearer <token>'")
+    principal = ledger.access.authenticate(token.strip())
+    if principal is None:
+        raise Problem(401, "unauthenticated", "Unknown or revoked token")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def authorize(principal: Principal, *roles: str, hospital_id: str | None = None) -> None:
+    """Allow ``roles`` (``admin``, ``doctor``, ``auditor``, ``hospital``); a ``hospital`` token only for
+    its own ``hospital_id``."""
+    if principal is ANONYMOUS or principal.token_id is None:
+        raise Problem(401, "unauthenticated", "Bearer token required", "this endpoint needs a token")
+    kind = principal.kind
+    if kind == "hospital" and "hospital" in roles:
+        if hospital_id is None or principal.hospital == hospital_id:
+            return
+        raise Problem(403, "forbidden", "Not your hospital",
+                      f"a token of hospital {principal.hospital} cannot act for {hospital_id}")
+    if kind not in roles:
+        raise Problem(403, "forbidden", "Role not allowed", f"role {kind!r} may not use this endpoint; "
+                      f"allowed: {', '.join(sorted(roles))}")

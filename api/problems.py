@@ -1,0 +1,101 @@
+"""RFC 9457 problem details: every error the API returns, from one exception handler.
+
+Each problem has a stable ``type`` (a URN, so clients can switch on it without parsing text), a
+``title``, the HTTP ``status`` and a ``detail`` for people. Routes raise domain errors or ``Problem``;
+they never build error responses by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from anchoring.errors import AnchoringError
+from ledger.errors import EncodingError, RecordError
+from store.errors import (
+    ConflictError,
+    LineageError,
+    NotFoundError,
+    StoreError,
+    SubmissionError,
+    UnknownHospitalError,
+)
+
+MEDIA_TYPE = "application/problem+json"
+PREFIX = "urn:mrledger:problem:"
+
+
+class Problem(Exception):
+    def __init__(self, status: int, name: str, title: str, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or title)
+        self.status, self.name, self.title, self.detail, self.extra = status, name, title, detail, extra
+
+
+def problem_body(status: int, name: str, title: str, detail: str = "", instance: str | None = None,
+                 **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": PREFIX + name, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return body
+
+
+def _response(request: Request, status: int, name: str, title: str, detail: str = "", **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(problem_body(status, name, title, detail, request.url.path, **extra), status_code=status,
+                        media_type=MEDIA_TYPE, headers=headers)
+
+
+_STATUS_NAMES = {400: "bad-request", 401: "unauthenticated", 403: "forbidden", 404: "not-found",
+                 405: "method-not-allowed", 406: "not-acceptable", 409: "conflict", 413: "payload-too-large",
+                 415: "unsupported-media-type", 422: "validation", 429: "too-many-requests"}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return _response(request, exc.status, exc.name, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in exc.errors()]
+        first = str(errors[0]["msg"]) if errors else ""
+        return _response(request, 422, "validation", "Request does not match the schema", first, errors=errors[:20])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        name = _STATUS_NAMES.get(exc.status_code, "http-error")
+        return _response(request, exc.status_code, name, str(exc.detail))
+
+    @app.exception_handler(RecordError)
+    async def _record(request: Request, exc: RecordError) -> JSONResponse:
+        return _response(request, 422, "invalid-record", "A record is not valid", str(exc), field=exc.field)
+
+    @app.exception_handler(EncodingError)
+    async def _encoding(request: Request, exc: EncodingError) -> JSONResponse:
+        return _response(request, 400, "malformed", "Malformed input", str(exc))
+
+    @app.exception_handler(StoreError)
+    async def _store(request: Request, exc: StoreError) -> JSONResponse:
+        if isinstance(exc, UnknownHospitalError):
+            return _response(request, 404, "unknown-hospital", "Unknown hospital", str(exc))
+        if isinstance(exc, NotFoundError):
+            return _response(request, 404, "not-found", "Not found", str(exc))
+        if isinstance(exc, ConflictError):
+            keys = [{"hospital_id": h, "result_id": r, "version": v} for h, r, v in exc.keys]
+            return _response(request, 409, "conflict", "Conflicts with what the ledger holds", str(exc), keys=keys)
+        if isinstance(exc, LineageError):
+            return _response(request, 422, "lineage", "Version lineage is broken", str(exc))
+        if isinstance(exc, SubmissionError):
+            return _response(request, 422, "invalid-submission", "Submission is not valid", str(exc))
+        return _response(request, 503, "store-unavailable", "The ledger database is unavailable", str(exc))
+
+    @app.exception_handler(AnchoringError)
+    async def _chain(request: Request, exc: AnchoringError) -> JSONResponse:
+        return _response(request, 503, "chain-unavailable", "The chain could not be used", str(exc))

@@ -1,0 +1,7 @@
+"""Hospitals: registration (admin) and listing."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/v1", tags=["hospitals"])

@@ -1,0 +1,76 @@
+"""API fixtures: a ledger on a fresh database (SQLite and PostgreSQL, via ``engine``), a TestClient, one
+token per role, and — for tests marked ``anvil`` — a real chain with the registry deployed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from eth_account import Account
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from web3 import Web3
+
+from anchoring.deploy import deploy_and_record
+from anchoring.node import AnvilNode
+from anchoring.worker import AnchorWorker, WorkerConfig
+from api.app import create_app
+from api.service import ChainContext, Ledger
+from store import Store
+
+HOSPITALS = {"gz-001": "Guangzhou First People's Hospital", "qd-002": "Qingdao Municipal Hospital"}
+ROLES = ("admin", "doctor", "auditor", "hospital:gz-001", "hospital:qd-002")
+
+
+@dataclass
+class Api:
+    ledger: Ledger
+    client: TestClient
+    tokens: dict[str, str]
+    node: AnvilNode | None = None
+
+    def auth(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def anchor_all(self, steps: int = 20) -> None:
+        """Seal every pending result and run the anchoring worker until nothing is left to anchor."""
+        assert self.ledger.chain is not None and self.node is not None
+        for h in HOSPITALS:
+            while self.ledger.store.seal(h, 10_000) is not None:
+                pass
+        chain = self.ledger.chain
+        assert chain.submitter is not None
+        worker = AnchorWorker(self.ledger.store, chain.w3, chain.contract, chain.submitter, WorkerConfig())
+        outbox = self.ledger.outbox
+        for _ in range(steps):
+            worker.step()
+            if not outbox.sealed(1) and not outbox.states("submitted") and not outbox.states("included"):
+                return
+        raise AssertionError("anchoring did not finish")
+
+
+def _make(ledger: Ledger, node: AnvilNode | None = None) -> Api:
+    for hid, name in HOSPITALS.items():
+        ledger.register_hospital(hid, name)
+    tokens = {role: ledger.access.create_token(role, f"test {role}", ledger.clock()) for role in ROLES}
+    return Api(ledger, TestClient(create_app(ledger)), tokens, node)
+
+
+@pytest.fixture
+def api(engine: Engine) -> Api:
+    """The API without a chain (submission, lookups, authorisation, problems)."""
+    return _make(Ledger(Store(engine)))
+
+
+@pytest.fixture
+def chain_api(engine: Engine) -> Iterator[Api]:
+    """The API with a real anvil node and a deployed registry; ``anchor_all()`` anchors what is sealed."""
+    with AnvilNode() as node:
+        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+        admin, hub = (Account.from_key(k) for k in node.private_keys[:2])
+        store = Store(engine)
+        deployment = deploy_and_record(store, w3, admin)
+        chain = ChainContext(w3, deployment.contract, deployment.chain_id, submitter=hub, admin=admin,
+                             rpc_url=node.rpc_url)
+        yield _make(Ledger(store, chain), node)
