@@ -303,8 +303,7 @@ def _anchor_on_local_chain(store: Store, console: Console) -> dict[str, Any]:
             console.print(f"  sent {report.sent} batch root(s) in one transaction")
         if report.confirmed:
             console.print(f"  {report.confirmed} batch(es) confirmed at depth 2")
-        if not store.pending_count() and not worker.outbox.sealed(1) and not any(
-                worker.outbox.states(s) for s in ("submitted", "included")):
+        if not store.pending_count() and not worker.outbox.unconfirmed():
             break
         node.rpc("evm_mine")
     console.print(f"  sealed → confirmed in {time.monotonic() - started:.2f} s")

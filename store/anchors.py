@@ -12,7 +12,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from ledger import BatchHead
 from store.models import Anchor, AnchorTx, Batch, Deployment
@@ -80,6 +81,15 @@ def _state(a: Anchor, b: Batch) -> AnchorState:
                        a.submitted_at, a.confirmed_at)
 
 
+def _insert_tx(s: Session, tx: NewTx, now: datetime) -> AnchorTx:
+    row = AnchorTx(chain_id=tx.chain_id, contract=tx.contract, signer=tx.signer, nonce=tx.nonce,
+                   tx_hash=tx.tx_hash, raw_tx=tx.raw_tx, max_fee_per_gas=tx.max_fee_per_gas,
+                   max_priority_fee_per_gas=tx.max_priority_fee_per_gas, status=TX_PENDING, created_at=now)
+    s.add(row)
+    s.flush()
+    return row
+
+
 class Outbox:
     """Persistence of the anchoring state machine, on the store's database."""
 
@@ -113,6 +123,14 @@ class Outbox:
             if hospitals is not None:
                 q = q.where(Batch.hospital_id.in_(list(hospitals)))
             return [BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at) for b in s.scalars(q)]
+
+    def unconfirmed(self) -> int:
+        """Batches whose anchor is not confirmed yet (sealed, submitted or included): 0 means settled."""
+        with self._store._unit() as s:
+            q = (select(func.count()).select_from(Batch)
+                 .outerjoin(Anchor, (Anchor.hospital_id == Batch.hospital_id) & (Anchor.seq == Batch.seq))
+                 .where((Anchor.status.is_(None)) | (Anchor.status != CONFIRMED)))
+            return int(s.scalar(q) or 0)
 
     def states(self, status: str) -> list[AnchorState]:
         with self._store._unit() as s:
@@ -150,11 +168,7 @@ class Outbox:
         """SEALED → submitted, for all ``batches`` at once, with the signed transaction carrying them.
         Called before the transaction is broadcast."""
         with self._store._unit(write=True) as s:
-            row = AnchorTx(chain_id=tx.chain_id, contract=tx.contract, signer=tx.signer, nonce=tx.nonce,
-                           tx_hash=tx.tx_hash, raw_tx=tx.raw_tx, max_fee_per_gas=tx.max_fee_per_gas,
-                           max_priority_fee_per_gas=tx.max_priority_fee_per_gas, status=TX_PENDING, created_at=now)
-            s.add(row)
-            s.flush()
+            row = _insert_tx(s, tx, now)
             s.add_all(Anchor(hospital_id=h, seq=q, status=SUBMITTED, chain_id=tx.chain_id, contract=tx.contract,
                              tx_id=row.id, tx_hash=tx.tx_hash, submitted_at=now, updated_at=now) for h, q in batches)
             return row.id
@@ -163,11 +177,7 @@ class Outbox:
         """Same nonce, higher fee: the new transaction takes over the old one's batches. Either may still
         be mined; the worker learns which from the chain, not from this table."""
         with self._store._unit(write=True) as s:
-            row = AnchorTx(chain_id=tx.chain_id, contract=tx.contract, signer=tx.signer, nonce=tx.nonce,
-                           tx_hash=tx.tx_hash, raw_tx=tx.raw_tx, max_fee_per_gas=tx.max_fee_per_gas,
-                           max_priority_fee_per_gas=tx.max_priority_fee_per_gas, status=TX_PENDING, created_at=now)
-            s.add(row)
-            s.flush()
+            row = _insert_tx(s, tx, now)
             s.execute(update(AnchorTx).where(AnchorTx.id == old_id).values(status=TX_REPLACED))
             s.execute(update(Anchor).where(Anchor.tx_id == old_id, Anchor.status == SUBMITTED)
                       .values(tx_id=row.id, tx_hash=tx.tx_hash, updated_at=now))

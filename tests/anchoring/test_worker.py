@@ -30,7 +30,7 @@ from anchoring.verify import verify_on_chain
 from anchoring.worker import AnchorWorker, StepReport, WorkerConfig
 from ledger import hospital_key, verify_receipt
 from store import Store
-from store.anchors import CONFIRMED, INCLUDED, SUBMITTED, Outbox
+from store.anchors import CONFIRMED, SUBMITTED, Outbox
 from store.locks import LockHeld, exclusive
 from tests.conftest import db_url
 from tests.store.test_repository import rec
@@ -211,8 +211,7 @@ def test_node_outage_is_waited_out(env: Env) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             env.mine()
-            if not Outbox(env.store).sealed(100) and not Outbox(env.store).states(SUBMITTED) \
-                    and not Outbox(env.store).states(INCLUDED):
+            if Outbox(env.store).unconfirmed() == 0:
                 break
             time.sleep(0.1)
     finally:

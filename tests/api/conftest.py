@@ -45,7 +45,7 @@ class Api:
         outbox = self.ledger.outbox
         for _ in range(steps):
             worker.step()
-            if not outbox.sealed(1) and not outbox.states("submitted") and not outbox.states("included"):
+            if outbox.unconfirmed() == 0:
                 return
         raise AssertionError("anchoring did not finish")
 
