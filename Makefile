@@ -20,8 +20,9 @@ $(NODESTAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The node: API, sealer, anchoring worker and a managed anvil, state in ./.mrledger/ (Ctrl-C stops it).
 run: setup
-	$(PY) scripts/demo_ledger.py
+	$(VENV)/bin/mrledger serve
 
 test: setup lint typecheck pytest
 

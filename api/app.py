@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from api import problems
+from api import metrics, problems
 from api.routes import audit, health, hospitals, results, verify
 from api.service import Ledger
 from api.settings import MAX_BODY_BYTES
@@ -41,4 +41,5 @@ def create_app(ledger: Ledger) -> FastAPI:
 
     for module in (health, hospitals, results, verify, audit):
         app.include_router(module.router)
+    metrics.install(app, ledger)  # /metrics and the latency middleware (outermost: it times the 413s too)
     return app

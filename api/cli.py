@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from api.settings import Settings
 from ledger import Verdict, verify_receipt
 
 app = typer.Typer(
@@ -154,3 +155,207 @@ def chain_deploy(
     info = deploy_and_record(Store.open(db), w3, admin)
     typer.echo(json.dumps({"chain_id": info.chain_id, "contract": info.contract,
                            "deployed_block": info.deployed_block, "admin": info.admin}))
+
+
+# -------------------------------------------------------------------------------- the node
+
+
+#: Exit codes of the commands that talk to a server: 1 the server refused, 2 usage / unreachable, 3 pending.
+EXIT_REFUSED, EXIT_PENDING = 1, 3
+
+
+def _settings_help() -> str:
+    """The MRL_* variables and their descriptions, straight from ``Settings`` so the help cannot drift."""
+    lines = []
+    for name, info in Settings.model_fields.items():
+        default = "" if info.default is None else f" [dim]\\[default: {info.default}][/]"
+        lines.append(f"MRL_{name.upper()}: {info.description}{default}")
+    return "\n\n".join(lines)
+
+
+def _err(message: str) -> None:
+    Console(stderr=True).print(f"[red]error:[/] {message}", soft_wrap=True, highlight=False, markup=True)
+
+
+def _settings(**overrides: object) -> Settings:
+    """Settings from MRL_* / .env, with command-line options (when given) taking precedence."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        _err(f"invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@app.command(help="Run the ledger node: the HTTP API, the sealer, the anchoring worker and (unless "
+                  "MRL_RPC_URL is set) a managed local anvil chain, with state in the data dir. Ctrl-C stops "
+                  "it cleanly; a restart on the same data dir resumes (nothing accepted is lost).\n\n"
+                  "Settings (environment variables or a .env file; the options below override them):\n\n"
+                  + _settings_help())
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on (MRL_HOST).",
+                                             show_default=False)] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on, 0 for any (MRL_PORT).",
+                                             show_default=False)] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data directory (MRL_DATA_DIR).",
+                                                  show_default=False)] = None,
+) -> None:
+    import logging
+
+    from api.serve import serve as run_node
+
+    settings = _settings(host=host, port=port, data_dir=data_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise typer.Exit(run_node(settings, echo=typer.echo))
+
+
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option("--role", help="admin, doctor, auditor or hospital:<id>.", show_default=False)],
+    label: Annotated[str, typer.Option("--label", help="What the token is for (shown in audits).")] = "",
+) -> None:
+    """Create a token in the node's database (MRL_DATA_DIR / MRL_DATABASE_URL) and print it once.
+
+    Only its hash is stored: save it now, it cannot be shown again.
+    """
+    from datetime import UTC, datetime
+
+    from api.serve import ServeError, open_existing_store
+    from store.access import Access
+    from store.errors import NotFoundError, SubmissionError
+
+    try:
+        store = open_existing_store(_settings())
+        token = Access(store).create_token(role, label or f"cli {role}", datetime.now(UTC))
+    except ServeError as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_USAGE) from None
+    except (SubmissionError, NotFoundError) as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_USAGE) from None
+    typer.echo(token)
+
+
+hospital_app = typer.Typer(help="Hospitals.", no_args_is_help=True)
+app.add_typer(hospital_app, name="hospital")
+
+
+@hospital_app.command("register")
+def hospital_register(
+    hospital_id: Annotated[str, typer.Argument(metavar="ID", help="Stable id, e.g. gz-001.", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The hospital's name.", show_default=False)],
+) -> None:
+    """Register a hospital in the node's database (MRL_DATA_DIR / MRL_DATABASE_URL).
+
+    A running `mrledger serve` puts it on chain within seconds (otherwise its next start does): the
+    node is the only process that spends the admin key, so two processes never race for its nonces.
+    With a server running you can instead POST /v1/hospitals with an admin token.
+    """
+    from api.serve import ServeError, open_existing_store
+    from store.errors import StoreError
+
+    try:
+        open_existing_store(_settings()).register_hospital(hospital_id, name)
+    except ServeError as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_USAGE) from None
+    except StoreError as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_REFUSED) from None
+    typer.echo(f"registered {hospital_id}; `mrledger serve` puts it on chain")
+
+
+def _default_api() -> str:
+    settings = Settings()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+    return f"http://{host}:{settings.port}/v1"
+
+
+ApiOpt = Annotated[str | None, typer.Option("--api", envvar="MRL_API_URL", show_default=False,
+                                            help="Base URL of the API [default: http://MRL_HOST:MRL_PORT/v1].")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="MRL_TOKEN", show_default=False,
+                                              help="Bearer token; prefer MRL_TOKEN (command lines are visible "
+                                                   "to other users).")]
+
+
+@app.command()
+def submit(
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="JSON record(s), a JSON array, "
+                                                "{\"records\": [...]}, or JSON Lines.", show_default=False)],
+    hospital: Annotated[str, typer.Option("--hospital", help="Hospital id.", show_default=False)],
+    api: ApiOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Submit results to a running server, 1,000 records per request.
+
+    Submission is idempotent: after an error, running the same command again is safe (what was already
+    accepted comes back as duplicates). Exit 0 when all were accepted, 1 if the server refused a chunk,
+    2 on unreadable files or an unreachable server.
+    """
+    from rich.progress import Progress
+
+    from api.client import ApiClient, ApiError, ClientError, chunks, load_records
+
+    try:
+        records = load_records(files)
+    except ClientError as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_USAGE) from None
+    accepted = duplicates = 0
+    with ApiClient(api or _default_api(), token) as client, Progress(console=Console(stderr=True)) as progress:
+        task = progress.add_task(f"submitting to {hospital}", total=len(records))
+        for chunk in chunks(records):
+            try:
+                answer = client.submit(hospital, chunk)
+            except ApiError as exc:
+                progress.stop()
+                _err(f"{exc.title}" + (f": {exc.detail}" if exc.detail else "")
+                     + f" (after {accepted + duplicates} of {len(records)} records were taken)")
+                raise typer.Exit(EXIT_REFUSED) from None
+            except ClientError as exc:
+                progress.stop()
+                _err(str(exc))
+                raise typer.Exit(EXIT_USAGE) from None
+            accepted += int(answer.get("accepted", 0))
+            duplicates += int(answer.get("duplicates", 0))
+            progress.advance(task, len(chunk))
+    typer.echo(f"{accepted} accepted, {duplicates} duplicates ({len(records)} records)")
+
+
+@app.command()
+def receipt(
+    hospital_id: Annotated[str, typer.Argument(metavar="HID", show_default=False, help="Hospital id.")],
+    result_id: Annotated[str, typer.Argument(metavar="RESULT_ID", show_default=False, help="Result id.")],
+    version: Annotated[int | None, typer.Option("--version", help="Version (default: the latest).",
+                                                show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the receipt here instead of stdout.",
+                                             show_default=False)] = None,
+    api: ApiOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Fetch a result's receipt (mrl-receipt/1 JSON) from a running server.
+
+    Exit 0 with the receipt, 3 while its batch is not anchored yet (try again shortly), 1 if the server
+    refused (unknown result, not allowed), 2 if no server answers.
+    """
+    from api.client import ApiClient, ApiError, ClientError
+
+    try:
+        with ApiClient(api or _default_api(), token) as client:
+            data = client.receipt(hospital_id, result_id, version)
+    except ApiError as exc:
+        _err(f"{exc.title}" + (f": {exc.detail}" if exc.detail else ""))
+        raise typer.Exit(EXIT_PENDING if exc.status == 409 else EXIT_REFUSED) from None
+    except ClientError as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_USAGE) from None
+    if out is None:
+        typer.echo(data.decode("utf-8"))
+    else:
+        out.write_bytes(data)
+        Console(stderr=True).print(f"receipt written to {out}", soft_wrap=True, highlight=False)

@@ -12,7 +12,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from anchoring.errors import AnchoringError
 from ledger.errors import EncodingError, RecordError
@@ -46,10 +48,13 @@ def problem_body(status: int, name: str, title: str, detail: str = "", instance:
     return body
 
 
-def _response(request: Request, status: int, name: str, title: str, detail: str = "", **extra: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def _response(request: Request, status: int, name: str, title: str, detail: str = "",
+              headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
     return JSONResponse(problem_body(status, name, title, detail, request.url.path, **extra), status_code=status,
-                        media_type=MEDIA_TYPE, headers=headers)
+                        media_type=MEDIA_TYPE, headers=headers or None)
 
 
 _STATUS_NAMES = {400: "bad-request", 401: "unauthenticated", 403: "forbidden", 404: "not-found",
@@ -71,7 +76,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         name = _STATUS_NAMES.get(exc.status_code, "http-error")
-        return _response(request, exc.status_code, name, str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # RFC 9110 §15.5.6: Allow lists every method of the resource. Starlette fills it from the first
+            # route that matched the path only, so with GET and POST on one path it would say "POST".
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return _response(request, exc.status_code, name, str(exc.detail), headers=headers)
 
     @app.exception_handler(RecordError)
     async def _record(request: Request, exc: RecordError) -> JSONResponse:
@@ -99,3 +109,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AnchoringError)
     async def _chain(request: Request, exc: AnchoringError) -> JSONResponse:
         return _response(request, 503, "chain-unavailable", "The chain could not be used", str(exc))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for ctx in iter_route_contexts(request.app.routes):
+        route = ctx.route
+        if isinstance(route, Route) and route.path_regex.match(request.url.path) and ctx.methods:
+            methods |= set(ctx.methods)
+    return sorted(methods)

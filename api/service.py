@@ -12,12 +12,14 @@ from datetime import UTC, datetime
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3._utils.rpc_abi import RPC
 
 from anchoring.deploy import ensure_hospital_on_chain
-from ledger import ResultRecord
-from store import Accepted, Store
-from store.access import Access
-from store.anchors import Outbox
+from api.verification import Outcome, Verifier
+from ledger import BatchHead, Receipt, ResultRecord
+from store import Accepted, Store, VersionInfo
+from store.access import Access, Principal
+from store.anchors import AnchorState, Outbox
 
 
 def utcnow() -> datetime:
@@ -37,6 +39,15 @@ class ChainContext:
     _head: tuple[float, int] = field(default=(0.0, 0), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __post_init__(self) -> None:
+        # web3 asks eth_chainId before every eth_call (validation middleware) and verify_on_chain asks it once
+        # more: five round trips of a receipt check's nine. An endpoint's chain id never changes, so let the
+        # provider cache exactly that request (nothing block-dependent is cached this way).
+        provider = self.w3.provider
+        if hasattr(provider, "cache_allowed_requests") and not provider.cache_allowed_requests:
+            provider.cacheable_requests = {RPC.eth_chainId}
+            provider.cache_allowed_requests = True
+
     def head(self, max_age: float = 0.5) -> int:
         """The latest block number, cached for ``max_age`` seconds: confirmations are reported on every
         verification, and asking the node each time would dominate the verification latency."""
@@ -51,21 +62,55 @@ class ChainContext:
         return number
 
 
+#: Where a result version stands on its way to the chain: ``pending`` (not sealed), ``sealed`` (in a batch
+#: not yet sent), then the anchoring states ``submitted`` → ``included`` → ``confirmed``.
+PENDING, SEALED = "pending", "sealed"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchView:
+    head: BatchHead
+    anchor: AnchorState | None
+    confirmations: int | None
+    leaf_hashes: list[bytes]
+
+
 class Ledger:
     """What the API and CLI operate on."""
 
     def __init__(self, store: Store, chain: ChainContext | None = None, *,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, confirmations: int = 1) -> None:
+        if confirmations < 1:
+            raise ValueError("confirmations must be >= 1")
         self.store = store
         self.chain = chain
         self.access = Access(store)
         self.outbox = Outbox(store)
         self.clock = clock
+        #: Depth at which verification calls an anchor final (``MRL_CONFIRMATIONS``).
+        self.confirmations = confirmations
+        self._verifier: Verifier | None = None
+
+    @property
+    def verifier(self) -> Verifier:
+        """Built on first use so that ``confirmations`` set after construction is honoured."""
+        v = self._verifier
+        if v is None or v.confirmations != self.confirmations or v.chain is not self.chain:
+            v = self._verifier = Verifier(self.store, self.chain, self.confirmations)
+        return v
+
+    def log(self, who: Principal, action: str, *, hospital_id: str | None = None, result_id: str | None = None,
+            version: int | None = None, verdict: str | None = None) -> None:
+        """Access-log entry: who looked at or verified what. Identities and verdicts only, never content."""
+        self.access.log(who, action, self.clock(), hospital_id=hospital_id, result_id=result_id, version=version,
+                        verdict=verdict)
 
     def register_hospital(self, hospital_id: str, name: str, submitters: Sequence[str] = ()) -> bool:
         """Register in the database and, when this node holds the registry's admin key, on chain with the
         node's anchoring account as submitter. Returns whether it was registered on chain now."""
         self.store.register_hospital(hospital_id, name)
+        if self._verifier is not None:
+            self._verifier.forget_hospitals()
         chain = self.chain
         if chain is None or chain.admin is None:
             return False
@@ -74,3 +119,57 @@ class Ledger:
 
     def submit(self, hospital_id: str, records: Sequence[ResultRecord]) -> list[Accepted]:
         return self.store.submit(hospital_id, records)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def anchor_status(self, hospital_id: str, seq: int | None, _cache: dict[int, str] | None = None) -> str:
+        if seq is None:
+            return PENDING
+        if _cache is not None and seq in _cache:
+            return _cache[seq]
+        state = self.outbox.state(hospital_id, seq)
+        status = SEALED if state is None else state.status
+        if _cache is not None:
+            _cache[seq] = status
+        return status
+
+    def versions(self, hospital_id: str, result_id: str) -> list[tuple[VersionInfo, str]]:
+        """Every version of a result with its anchoring status (NotFoundError when there is none)."""
+        cache: dict[int, str] = {}
+        return [(v, self.anchor_status(hospital_id, v.batch_seq, cache))
+                for v in self.store.versions(hospital_id, result_id)]
+
+    def receipt(self, hospital_id: str, result_id: str, version: int | None = None) -> tuple[Receipt | None, str]:
+        """The receipt once its batch anchor is confirmed, else None with the anchoring status
+        (NotFoundError for an unknown result or version)."""
+        receipt = self.store.receipt(hospital_id, result_id, version)
+        if receipt is None:
+            return None, PENDING
+        if receipt.anchor is None:
+            return None, self.anchor_status(hospital_id, receipt.batch.seq)
+        return receipt, "confirmed"
+
+    def batch(self, hospital_id: str, seq: int) -> BatchView:
+        head = self.store.batch(hospital_id, seq)
+        state = self.outbox.state(hospital_id, seq)
+        confirmations = None
+        if self.chain is not None and state is not None and state.block_number is not None:
+            confirmations = max(0, self.chain.head() - state.block_number + 1)
+        return BatchView(head, state, confirmations, self.store.batch_leaves(hospital_id, seq))
+
+    # -- verification -------------------------------------------------------------------------------
+
+    def verify_receipt(self, who: Principal, receipt: object) -> Outcome:
+        outcome = self.verifier.by_receipt(receipt)
+        self._log_verdict(who, outcome)
+        return outcome
+
+    def verify_record(self, who: Principal, hospital_id: str, result_id: str, version: int | None,
+                      record: object) -> Outcome:
+        outcome = self.verifier.by_record(hospital_id, result_id, version, record)
+        self._log_verdict(who, outcome)
+        return outcome
+
+    def _log_verdict(self, who: Principal, outcome: Outcome) -> None:
+        self.log(who, "verify", hospital_id=outcome.hospital_id, result_id=outcome.result_id,
+                 version=outcome.version, verdict=outcome.verdict)

@@ -2,6 +2,168 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi.responses import JSONResponse
+
+from api.deps import LedgerDep, PrincipalDep, authorize
+from api.problems import Problem
+from api.schemas import (
+    EXAMPLE_RECORD,
+    PARAM_422,
+    AcceptedOut,
+    BatchAnchorOut,
+    BatchDetailOut,
+    ReceiptDoc,
+    ResultOut,
+    ResultVersionOut,
+    SubmissionBatch,
+    SubmissionOut,
+    json_body,
+    problems,
+)
+from api.settings import MAX_RECORDS_PER_REQUEST
+from ledger import ResultRecord, parse_json
+from ledger.errors import RecordError
+from ledger.records import MAX_VERSION
 
 router = APIRouter(prefix="/v1", tags=["results"])
+#: Batch numbers are stored as 64-bit integers.
+MAX_SEQ = 2**63 - 1
+
+HospitalPath = Annotated[str, Path(description="Hospital id", examples=["gz-001"])]
+ResultPath = Annotated[str, Path(description="The hospital's result id", examples=["LAB-2024-000123"],
+                                 max_length=128)]
+
+
+async def raw_body(request: Request) -> bytes:
+    """The body as sent: parsed strictly by the route so what is committed is exactly what was sent (no
+    coercion, no duplicate keys, no NaN)."""
+    return await request.body()
+
+
+RawBody = Annotated[bytes, Depends(raw_body)]
+
+SUBMIT_DESCRIPTION = f"""
+Submit one record (the body is a `ResultRecord` object) or up to **{MAX_RECORDS_PER_REQUEST}** records at once
+(`{{"records": [...]}}`, 1..{MAX_RECORDS_PER_REQUEST} records; split larger uploads). Only the hospital's own token
+(`hospital:<id>`) may submit, and every record's `hospital_id` must be the path's.
+
+All or nothing: on any error nothing is written. Idempotent per (hospital, result_id, version): the same content
+again returns the leaf it got the first time (`status: "duplicate"`); other content is a 409 problem listing the
+conflicting keys. A later version must name the version it `supersedes`.
+
+Errors: malformed JSON (duplicate keys, NaN, trailing data) 400 `malformed`; an invalid record 422
+`invalid-record` whose `field` names the record and field (`records[3].content.observations.0.value`).
+"""
+
+
+def _records(obj: Any, hospital_id: str) -> list[ResultRecord]:
+    single = not (isinstance(obj, dict) and "records" in obj)
+    if single:
+        items, prefix = [obj], ""
+    else:
+        if set(obj) != {"records"}:
+            raise Problem(422, "invalid-submission", "Submission is not valid",
+                          f"unknown members next to 'records': {sorted(set(obj) - {'records'})}")
+        items = obj["records"]
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_RECORDS_PER_REQUEST:
+            raise Problem(422, "invalid-submission", "Submission is not valid",
+                          f"'records' must be a list of 1 to {MAX_RECORDS_PER_REQUEST} records "
+                          f"(got {len(items) if isinstance(items, list) else type(items).__name__})",
+                          field="records")
+        prefix = "records[{}]"
+    records = []
+    for i, item in enumerate(items):
+        where = prefix.format(i)
+        try:
+            record = ResultRecord.from_obj(item)
+        except RecordError as exc:
+            field = ".".join(p for p in (where, exc.field or "") if p) or None
+            raise RecordError(exc.reason, field=field) from exc
+        if record.hospital_id != hospital_id:
+            raise RecordError(f"record of hospital {record.hospital_id!r} submitted for {hospital_id!r}",
+                              field=".".join(p for p in (where, "hospital_id") if p))
+        records.append(record)
+    return records
+
+
+@router.post(
+    "/hospitals/{hospital_id}/results", status_code=status.HTTP_202_ACCEPTED, response_model=SubmissionOut,
+    summary="Submit results (the hospital's own token)", description=SUBMIT_DESCRIPTION,
+    responses=problems(400, 401, 403, 404, 409, 413, 422, 503),
+    openapi_extra=json_body(ResultRecord | SubmissionBatch, "One record, or {\"records\": [...]}",
+                            {"single": EXAMPLE_RECORD, "list": {"records": [EXAMPLE_RECORD]}}),
+)
+def submit(hospital_id: HospitalPath, body: RawBody, ledger: LedgerDep, principal: PrincipalDep) -> SubmissionOut:
+    authorize(principal, "hospital", hospital_id=hospital_id)
+    records = _records(parse_json(body), hospital_id)
+    accepted = ledger.submit(hospital_id, records)
+    new = sum(a.status == "accepted" for a in accepted)
+    return SubmissionOut(
+        hospital_id=hospital_id, accepted=new, duplicates=len(accepted) - new,
+        results=[AcceptedOut(result_id=a.result_id, version=a.version, leaf_hash=a.leaf_hash.hex(), status=a.status)
+                 for a in accepted])
+
+
+@router.get(
+    "/hospitals/{hospital_id}/results/{result_id}", response_model=ResultOut,
+    summary="Versions of a result (own hospital, doctor, auditor, admin)",
+    description="Every version with its leaf and anchoring progress. Each lookup is written to the access log.",
+    responses=problems(401, 403, 404, 422, s422=PARAM_422),
+)
+def result_versions(hospital_id: HospitalPath, result_id: ResultPath, ledger: LedgerDep,
+                    principal: PrincipalDep) -> ResultOut:
+    authorize(principal, "hospital", "doctor", "auditor", "admin", hospital_id=hospital_id)
+    versions = ledger.versions(hospital_id, result_id)
+    ledger.log(principal, "lookup", hospital_id=hospital_id, result_id=result_id)
+    return ResultOut(hospital_id=hospital_id, result_id=result_id, versions=[
+        ResultVersionOut(version=v.version, status=v.status, supersedes=v.supersedes, leaf_hash=v.leaf_hash.hex(),
+                   accepted_at=v.accepted_at, batch_seq=v.batch_seq, leaf_index=v.leaf_index,
+                   anchor_status=anchor_status)
+        for v, anchor_status in versions])
+
+
+@router.get(
+    "/hospitals/{hospital_id}/results/{result_id}/receipt", response_model=ReceiptDoc,
+    summary="The patient's receipt (own hospital, auditor, admin)",
+    description="The `mrl-receipt/1` document (docs/receipt.md) once the batch anchor is confirmed. Before that a "
+                "409 problem `urn:mrledger:problem:receipt-pending` whose `anchor_status` says how far anchoring "
+                "got (pending | sealed | submitted | included).",
+    responses=problems(401, 403, 404, 409, 422, s422=PARAM_422, s409=(
+        "receipt-pending", "The receipt is not available yet", "the batch anchor is submitted, not confirmed",
+        {"anchor_status": "submitted"})),
+)
+def receipt(hospital_id: HospitalPath, result_id: ResultPath, ledger: LedgerDep, principal: PrincipalDep,
+            version: Annotated[int | None, Query(ge=1, le=MAX_VERSION, description="Default: the latest version")]
+            = None) -> Any:
+    authorize(principal, "hospital", "auditor", "admin", hospital_id=hospital_id)
+    found, anchor_status = ledger.receipt(hospital_id, result_id, version)
+    if found is None:
+        raise Problem(409, "receipt-pending", "The receipt is not available yet",
+                      f"the batch anchor is {anchor_status}, not confirmed", anchor_status=anchor_status)
+    ledger.log(principal, "receipt", hospital_id=hospital_id, result_id=result_id, version=found.record.version)
+    # Returned as built: a model round trip could re-spell the record (nulls, numbers) and break the leaf.
+    return JSONResponse(found.to_obj())
+
+
+@router.get(
+    "/hospitals/{hospital_id}/batches/{seq}", response_model=BatchDetailOut,
+    summary="A sealed batch (own hospital, auditor, admin)",
+    description="The batch head, its anchoring state (with confirmations when this node has a chain) and its "
+                "leaf hashes in tree order.",
+    responses=problems(401, 403, 404, 422, s422=PARAM_422),
+)
+def batch(hospital_id: HospitalPath, seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], ledger: LedgerDep,
+          principal: PrincipalDep) -> BatchDetailOut:
+    authorize(principal, "hospital", "auditor", "admin", hospital_id=hospital_id)
+    view = ledger.batch(hospital_id, seq)
+    a = view.anchor
+    anchor = BatchAnchorOut(status="sealed") if a is None else BatchAnchorOut(
+        status=a.status,
+        chain_id=a.chain_id, contract=a.contract, tx_hash=a.tx_hash, block_number=a.block_number,
+        block_hash=a.block_hash, confirmations=view.confirmations)
+    return BatchDetailOut(hospital_id=hospital_id, seq=seq, size=view.head.size, root=view.head.root.hex(),
+                    sealed_at=view.head.sealed_at, anchor=anchor, leaf_hashes=[h.hex() for h in view.leaf_hashes])
+

@@ -1,0 +1,135 @@
+"""A small HTTP client of a running ``mrledger serve``, for ``mrledger submit`` and ``mrledger receipt``.
+
+Why a client at all rather than writing to the database: a hospital's upload machine holds a hospital
+token, not database credentials, and the API is where authorisation, validation and the access log
+live. Errors come back as RFC 9457 problems; this module turns them into ``ApiError`` carrying the
+problem's ``title`` and ``detail`` so the CLI can print them as the server phrased them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from api.settings import MAX_RECORDS_PER_REQUEST
+
+
+class ClientError(Exception):
+    """Something the user has to fix before calling again (unreadable file, malformed records)."""
+
+
+class ApiUnreachable(ClientError):
+    """No server answered: wrong URL, or ``mrledger serve`` is not running."""
+
+
+@dataclass
+class ApiError(Exception):
+    """The server answered with an error (an RFC 9457 problem when it is mrledger)."""
+
+    status: int
+    title: str
+    detail: str = ""
+    problem: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.title}" + (f": {self.detail}" if self.detail else "")
+
+
+def api_root(url: str) -> str:
+    """``http://host:port``, ``…/`` and ``…/v1`` all name the same API; normalise to the ``/v1`` root."""
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def load_records(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Records from files holding one record, a JSON array of records, ``{"records": [...]}``, or JSON
+    Lines (one record per line) — the shapes hospital export jobs produce. Validation is the server's."""
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ClientError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+        try:
+            items = _items(json.loads(text))
+        except json.JSONDecodeError:
+            try:
+                items = [json.loads(line) for line in text.splitlines() if line.strip()]
+            except json.JSONDecodeError as exc:
+                raise ClientError(f"{path} is neither JSON nor JSON Lines: {exc}") from exc
+        bad = next((i for i, item in enumerate(items) if not isinstance(item, dict)), None)
+        if bad is not None:
+            raise ClientError(f"{path}: item {bad} is not a JSON object")
+        records.extend(items)
+    return records
+
+
+def _items(doc: Any) -> list[Any]:
+    if isinstance(doc, dict) and isinstance(doc.get("records"), list):
+        return list(doc["records"])
+    if isinstance(doc, list):
+        return doc
+    return [doc]
+
+
+def chunks(records: Sequence[dict[str, Any]], size: int = MAX_RECORDS_PER_REQUEST) -> Iterator[list[dict[str, Any]]]:
+    """Requests of at most ``size`` records: the server refuses larger ones."""
+    for i in range(0, len(records), size):
+        yield list(records[i:i + size])
+
+
+class ApiClient:
+    """Calls of the mrledger API; one ``httpx.Client`` (keep-alive) per instance."""
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.root = api_root(url)
+        self._http = httpx.Client(base_url=self.root, headers=headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(f"no mrledger API answers at {self.root} ({type(exc).__name__}); "
+                                 "is `mrledger serve` running?") from exc
+        if response.status_code >= 400:
+            raise _api_error(response)
+        return response
+
+    def submit(self, hospital_id: str, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """One submission request (at most ``MAX_RECORDS_PER_REQUEST`` records); the server answers 202
+        only once the records are committed, so an answered chunk is never lost."""
+        response = self._request("POST", f"/hospitals/{quote(hospital_id, safe='')}/results",
+                                 json={"records": list(records)})
+        body: dict[str, Any] = response.json()
+        return body
+
+    def receipt(self, hospital_id: str, result_id: str, version: int | None = None) -> bytes:
+        """The receipt's bytes exactly as served (so a saved file is byte-identical to what was issued)."""
+        params = {"version": version} if version is not None else None
+        path = f"/hospitals/{quote(hospital_id, safe='')}/results/{quote(result_id, safe='')}/receipt"
+        return self._request("GET", path, params=params).content
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "title" in body:
+        return ApiError(response.status_code, str(body["title"]), str(body.get("detail", "")), body)
+    reason = response.reason_phrase or "HTTP error"
+    return ApiError(response.status_code, reason, response.text[:200] if response.text else "")

@@ -1,0 +1,175 @@
+"""Prometheus metrics at ``GET /metrics``: ledger progress read from the database at scrape time, and
+HTTP latency per route template.
+
+Why computed at scrape time: the database is the source of truth and is shared by every API process and
+the anchoring worker. Counters kept in process memory would reset on restart and differ between
+replicas; a handful of ``COUNT`` queries per scrape (every 15-60 s) gives every replica the same, exact
+numbers. If the database does not answer, the scrape still succeeds with ``mrledger_database_up 0``, so
+an outage shows up as a metric instead of a failed scrape.
+
+Why a ``CollectorRegistry`` per app: the process-global default registry refuses a second metric of the
+same name, and tests build many apps in one process.
+
+``/metrics`` needs no token (scrapers rarely hold one): it exposes counts and latencies only, never
+identifiers or patient data. Restrict it at the network edge if counts per deployment are sensitive.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.service import Ledger
+from store.models import Anchor, Batch, PendingLeaf, RecordVersion
+
+#: Label for requests that matched no route, so scanners probing random paths cannot blow up the
+#: number of time series.
+UNMATCHED = "<unmatched>"
+#: Buckets in seconds: verification is expected in single-digit milliseconds, submissions of 1,000
+#: records in hundreds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+router = APIRouter(tags=["health"])
+
+
+class LedgerCollector(Collector):
+    """Reads the ledger's progress with one aggregate statement per scrape.
+
+    The statement lives here rather than in ``store/`` only because the store's public API has no
+    "stats" call yet; it is read-only and uses the indexed, small ``pending_leaves`` outbox for the
+    pending figures.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily("mrledger_database_up", "1 if the last scrape could read the ledger database")
+        try:
+            figures, per_hospital = self._read()
+        except Exception:  # a scrape must answer even when the database does not
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        # Gauges, not counters: the values are read, not incremented here, and must be exposed without
+        # the ``_total`` suffix handling of a CounterMetricFamily (they are still monotonic except the
+        # pending ones, so ``rate()`` works on the first three).
+        for name, doc, value in (
+            ("mrledger_results_submitted", "Record versions accepted (all hospitals)", figures[0]),
+            ("mrledger_batches_sealed", "Batches sealed (all hospitals)", figures[1]),
+            ("mrledger_batches_anchored", "Batches whose anchor is confirmed on chain", figures[2]),
+            ("mrledger_batches_awaiting_anchor", "Sealed batches whose anchor is not confirmed yet",
+             figures[1] - figures[2]),
+        ):
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], value)
+            yield g
+        now = self._ledger.clock()
+        pending = GaugeMetricFamily("mrledger_results_pending", "Accepted results not yet sealed into a batch")
+        oldest = GaugeMetricFamily("mrledger_oldest_pending_age_seconds",
+                                   "Age of the oldest result waiting to be sealed (0 if none)")
+        by_hospital = GaugeMetricFamily("mrledger_hospital_results_pending",
+                                        "Accepted results not yet sealed, per hospital that has any",
+                                        labels=["hospital_id"])
+        ages = [max(0.0, (now - _aware(first)).total_seconds()) for _, _, first in per_hospital]
+        for hospital_id, count, _ in per_hospital:
+            by_hospital.add_metric([hospital_id], count)
+        pending.add_metric([], sum(count for _, count, _ in per_hospital))
+        oldest.add_metric([], max(ages, default=0.0))
+        yield pending
+        yield oldest
+        yield by_hospital
+
+    def _read(self) -> tuple[tuple[int, int, int], list[tuple[str, int, datetime]]]:
+        totals = select(
+            select(func.count()).select_from(RecordVersion).scalar_subquery(),
+            select(func.count()).select_from(Batch).scalar_subquery(),
+            select(func.count()).select_from(Anchor).where(Anchor.status == "confirmed").scalar_subquery(),
+        )
+        pending = (select(PendingLeaf.hospital_id, func.count(), func.min(PendingLeaf.accepted_at))
+                   .group_by(PendingLeaf.hospital_id).order_by(PendingLeaf.hospital_id))
+        with self._ledger.store.engine.connect() as conn:
+            results, batches, anchored = conn.execute(totals).one()
+            rows = [(str(h), int(c), m) for h, c, m in conn.execute(pending)]
+        return (int(results), int(batches), int(anchored)), rows
+
+
+def _aware(value: datetime | str) -> datetime:
+    """``min()`` over the UTC column comes back untyped (naive, or a string on SQLite)."""
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+class LatencyMiddleware:
+    """Pure ASGI middleware (no ``BaseHTTPMiddleware``: that would buffer bodies and add a task per
+    request) observing each response's latency under the route *template* — ``/v1/hospitals/{hid}/…``,
+    never the concrete path, whose ids would make one time series per result."""
+
+    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+        self.app = app
+        self.histogram = histogram
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the client gets if the app raises before sending a response
+
+        async def _send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            self.histogram.labels(_template(scope), scope["method"], str(status)).observe(
+                time.perf_counter() - start)
+
+
+def _template(scope: Scope) -> str:
+    route = scope.get("route")  # set by the router on a match (Starlette >= 0.33)
+    if route is not None and hasattr(route, "path"):
+        return str(route.path)
+    # Answered before routing (e.g. the body-size limit): find the route the path would have matched.
+    app = scope.get("app")
+    for candidate in getattr(app, "routes", ()):
+        match, child = candidate.matches(scope)
+        if match is Match.FULL:  # FastAPI >= 0.16x nests included routers; the child scope names the route
+            return str(getattr(child.get("route", candidate), "path", UNMATCHED))
+    return UNMATCHED
+
+
+def install(app: FastAPI, ledger: Ledger) -> None:
+    """Give ``app`` its own registry, the ledger collector, the latency middleware and ``/metrics``."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(LedgerCollector(ledger))
+    histogram = Histogram("mrledger_http_request_duration_seconds", "HTTP request latency by route template",
+                          ["route", "method", "status"], registry=registry, buckets=LATENCY_BUCKETS)
+    app.state.metrics_registry = registry
+    app.add_middleware(LatencyMiddleware, histogram=histogram)
+    app.include_router(router)
+
+
+@router.get("/metrics", summary="Prometheus metrics (no token needed)", response_class=Response,
+            responses={200: {"description": "Prometheus text exposition format 0.0.4: ledger counts read "
+                                            "from the database and request latency per route template.",
+                             "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}})
+def metrics(request: Request) -> Response:
+    """No authentication on purpose: Prometheus scrapers rarely carry bearer tokens, and the output holds
+    counts and latencies only (no result, patient or token identifiers)."""
+    registry: CollectorRegistry = request.app.state.metrics_registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

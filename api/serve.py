@@ -1,0 +1,377 @@
+"""``mrledger serve``: the whole node in one process tree — the HTTP API (uvicorn), the sealer, the
+anchoring worker and, unless ``MRL_RPC_URL`` names a chain, a managed anvil with persisted state.
+
+Why one process: a hospital or a developer should get a working ledger from one command with no
+configuration. Nothing accepted is lost on a crash: a result is committed before its 202, sealing is
+one transaction, and the worker is exactly-once across crashes (see ``anchoring.worker``), so a restart
+on the same data dir simply drains what was pending.
+
+The data dir holds the SQLite database, ``anvil-state.json``, the dev keys (``admin.key``,
+``submitter.key``) and ``admin-token``, all secrets 0600. ``serve.json`` says where the running node
+listens (API, chain RPC, registry) for tools and tests; it holds no secret. ``anvil.pid`` lets a
+restart after ``kill -9`` find the anvil that outlived us (it runs in its own session, so it survives its
+parent) and stop it with SIGTERM — which makes it write the chain to the state file — before a new
+anvil loads that file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from anchoring.deploy import deploy_and_record, ensure_hospital_on_chain
+from anchoring.node import AnvilNode
+from anchoring.worker import AnchorWorker, WorkerConfig
+from api.service import ChainContext, Ledger
+from api.settings import Settings
+from ledger.errors import MrLedgerError
+from store import Store
+from store.anchors import Outbox
+from store.locks import exclusive
+
+log = logging.getLogger("mrledger.serve")
+
+SEAL_EVERY = 0.2  # seconds between sealer passes
+WORKER_INTERVAL = 0.2
+#: A hospital registered in the database (by ``mrledger hospital register``) is put on chain by the
+#: sealer after this many seconds, unless whoever registered it did so already.
+REGISTER_GRACE = 2.0
+RETRY_REGISTER = 30.0  # seconds before a failed on-chain registration is tried again
+DEV_BALANCE = 10_000 * 10**18  # wei given to the dev keys on the managed anvil
+ADMIN_TOKEN = "admin-token"
+SERVE_INFO = "serve.json"
+ANVIL_PID = "anvil.pid"
+ANVIL_STATE = "anvil-state.json"
+
+
+class ServeError(Exception):
+    """The node cannot start as configured; the message says what to change."""
+
+
+# -------------------------------------------------------------------------------- secrets on disk
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Create ``path`` readable by its owner only, from the first byte (no chmod window)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+
+
+def load_key(path: Path, *, create: bool) -> LocalAccount:
+    """A private key from a file; with ``create``, a new random key is generated when it is missing."""
+    if not path.exists():
+        if not create:
+            raise ServeError(f"key file {path} does not exist")
+        account: LocalAccount = Account.create()
+        write_secret(path, "0x" + bytes(account.key).hex())
+        log.info("generated dev key %s for %s", path, account.address)
+        return account
+    if path.stat().st_mode & 0o077:
+        log.warning("key file %s is readable by others; chmod 600 it", path)
+    try:
+        loaded: LocalAccount = Account.from_key(path.read_text().strip())
+    except Exception as exc:  # never echo the file's content
+        raise ServeError(f"{path} does not hold a valid private key") from exc
+    return loaded
+
+
+def open_existing_store(settings: Settings) -> Store:
+    """The node's database for the CLI: refuse to create an empty one in the wrong directory."""
+    if settings.database_url is None and not (settings.data_dir / "mrledger.db").is_file():
+        raise ServeError(f"no mrledger database in {settings.data_dir}/ — start `mrledger serve` there first, "
+                         "or set MRL_DATA_DIR / MRL_DATABASE_URL")
+    return Store.open(settings.db_url)
+
+
+# -------------------------------------------------------------------------------- managed anvil
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):  # a zombie nobody reaps has exited (and dumped its state)
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        import subprocess
+
+        out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False)
+        return out.stdout
+
+
+def stop_stale_anvil(data_dir: Path, timeout: float = 15.0) -> int | None:
+    """Stop an anvil left running on this data dir's state file (our parent was SIGKILLed); its pid.
+
+    SIGTERM, not SIGKILL: anvil writes the chain to ``--state`` on SIGTERM, and that chain holds
+    anchors the database already records. The pid is only signalled if its command line names our
+    state file, so a recycled pid is never touched."""
+    pid_file = data_dir / ANVIL_PID
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    state = str((data_dir / ANVIL_STATE).resolve())
+    if not _pid_alive(pid) or state not in _cmdline(pid):
+        pid_file.unlink(missing_ok=True)
+        return None
+    log.warning("stopping anvil %d left running by a previous serve (it saves the chain on SIGTERM)", pid)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
+            log.error("anvil %d ignored SIGTERM for %.0fs; killing it (its latest blocks are lost)", pid, timeout)
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    pid_file.unlink(missing_ok=True)
+    return pid
+
+
+def start_anvil(data_dir: Path, fund: list[str]) -> AnvilNode:
+    stop_stale_anvil(data_dir)
+    node = AnvilNode(state_path=data_dir.resolve() / ANVIL_STATE, log_path=data_dir / "anvil.log").start()
+    (data_dir / ANVIL_PID).write_text(f"{node.pid}\n")
+    for address in fund:  # our own random keys, not anvil's well-known ones
+        node.rpc("anvil_setBalance", address, hex(DEV_BALANCE))
+    return node
+
+
+# -------------------------------------------------------------------------------- chain wiring
+
+
+def resolve_contract(store: Store, w3: Web3, admin: LocalAccount, configured: str | None) -> str:
+    """MRL_CONTRACT_ADDRESS if set; else the deployment recorded for this chain if it still has code
+    (a deleted anvil state file loses it); else deploy one now and record it."""
+    chain_id = int(w3.eth.chain_id)
+    if configured:
+        address = Web3.to_checksum_address(configured)
+        if not w3.eth.get_code(address):
+            raise ServeError(f"MRL_CONTRACT_ADDRESS {address} has no code on chain {chain_id}")
+        return address
+    recorded = Outbox(store).deployment(chain_id)
+    if recorded is not None and w3.eth.get_code(Web3.to_checksum_address(recorded.contract)):
+        return recorded.contract
+    if recorded is not None:
+        log.warning("recorded registry %s has no code on chain %d (chain reset?); deploying a new one",
+                    recorded.contract, chain_id)
+    info = deploy_and_record(store, w3, admin)
+    log.info("deployed registry %s on chain %d at block %d", info.contract, chain_id, info.deployed_block)
+    return info.contract
+
+
+class Sealer:
+    """Seals a hospital's open batch once it is full or its oldest result is older than the interval,
+    and puts hospitals registered in the database on chain (``mrledger hospital register`` writes the
+    database only, so that a single process — this one — spends the admin key's nonces)."""
+
+    def __init__(self, store: Store, chain: ChainContext, settings: Settings) -> None:
+        self.store, self.chain = store, chain
+        self.size, self.interval = settings.batch_size, timedelta(seconds=settings.batch_interval)
+        self.on_chain: set[str] = set()
+        self._first_seen: dict[str, float] = {}
+        self._last_reconcile = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception as exc:  # database busy or chain down: try again next pass
+                log.warning("sealer pass failed (%s: %s)", type(exc).__name__, exc)
+            stop.wait(SEAL_EVERY)
+
+    def step(self) -> None:
+        for hospital in self.store.due_hospitals(self.size, self.interval):
+            head = self.store.seal(hospital, self.size)
+            if head is not None:
+                log.info("sealed %s batch %d (%d results)", hospital, head.seq, head.size)
+        if time.monotonic() - self._last_reconcile >= 1.0:
+            self._last_reconcile = time.monotonic()
+            self.reconcile_hospitals()
+
+    def reconcile_hospitals(self, grace: float = REGISTER_GRACE) -> None:
+        chain = self.chain
+        if chain.admin is None:
+            return
+        now = time.monotonic()
+        for hospital_id, name in self.store.hospitals():
+            if hospital_id in self.on_chain:
+                continue
+            if now - self._first_seen.setdefault(hospital_id, now) < grace:
+                continue
+            accounts = [chain.submitter.address] if chain.submitter else []
+            try:
+                if ensure_hospital_on_chain(chain.w3, chain.contract, chain.admin, hospital_id, name, accounts):
+                    log.info("registered hospital %s on chain", hospital_id)
+            except Exception as exc:  # e.g. our admin key is not the registry's admin: say so, retry later
+                log.warning("cannot put hospital %s on chain (%s: %s); retrying in %.0fs", hospital_id,
+                            type(exc).__name__, exc, RETRY_REGISTER)
+                self._first_seen[hospital_id] = now + RETRY_REGISTER
+                continue
+            self.on_chain.add(hospital_id)
+
+
+# -------------------------------------------------------------------------------- the node
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+@contextlib.contextmanager
+def _data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """One serve per data dir: two would run two anvils on one state file."""
+    with open(data_dir / "serve.lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ServeError(f"another mrledger serve is running on {data_dir}/") from None
+        yield
+
+
+def _admin_token(ledger: Ledger, data_dir: Path) -> Path | None:
+    """Create the first admin token and leave it in a 0600 file (it is never printed or logged)."""
+    path = data_dir / ADMIN_TOKEN
+    if ledger.access.count_tokens("admin") == 0:
+        path.unlink(missing_ok=True)
+        write_secret(path, ledger.access.create_token("admin", "created by mrledger serve", datetime.now(UTC)))
+    return path if path.is_file() else None
+
+
+def _http_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
+    """Run the node until SIGINT or SIGTERM; 0 after a clean shutdown, 1 if a part failed."""
+    import uvicorn
+
+    from api.app import create_app
+
+    stop = threading.Event()
+    server: uvicorn.Server | None = None
+
+    def _on_signal(signum: int, frame: object) -> None:
+        if stop.is_set() and server is not None:
+            server.force_exit = True  # a second Ctrl-C: do not wait for open connections
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
+    data_dir = settings.data_dir
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    node: AnvilNode | None = None
+    threads: list[threading.Thread] = []
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_data_dir_lock(data_dir))
+            admin = load_key(settings.admin_key_file or data_dir / "admin.key", create=not settings.admin_key_file)
+            submitter = load_key(settings.submitter_key_file or data_dir / "submitter.key",
+                                 create=not settings.submitter_key_file)
+            if settings.rpc_url:
+                rpc_url = settings.rpc_url
+            else:
+                node = start_anvil(data_dir, [admin.address, submitter.address])
+                rpc_url = node.rpc_url
+            w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+            store = Store.open(settings.db_url)
+            contract = resolve_contract(store, w3, admin, settings.contract_address)
+            chain = ChainContext(w3, contract, int(w3.eth.chain_id), submitter=submitter, admin=admin,
+                                 rpc_url=rpc_url)
+            ledger = Ledger(store, chain)
+            # Idempotent; catches up with hospitals registered while the node was down (or a chain reset).
+            sealer = Sealer(store, chain, settings)
+            sealer.reconcile_hospitals(grace=0)
+            token_file = _admin_token(ledger, data_dir)
+            if settings.worker:
+                stack.enter_context(exclusive(store.engine, f"anchoring-worker:{submitter.address}"))
+                worker_w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+                worker = AnchorWorker(store, worker_w3, contract, submitter, WorkerConfig(
+                    confirmations=settings.confirmations, replace_after=timedelta(seconds=settings.replace_after)))
+                threads += [threading.Thread(target=sealer.run, args=(stop,), name="sealer", daemon=True),
+                            threading.Thread(target=worker.run, args=(stop,), kwargs={"interval": WORKER_INTERVAL},
+                                             name="anchoring-worker", daemon=True)]
+            sock = _bind(settings.host, settings.port)
+            port = sock.getsockname()[1]
+            config = uvicorn.Config(create_app(ledger), host=settings.host, port=port, lifespan="on",
+                                    access_log=False, log_level="info", log_config=None)
+            server = uvicorn.Server(config)
+            threads.append(threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True))
+            for t in threads:
+                t.start()
+            while not server.started:
+                if not threads[-1].is_alive():
+                    raise ServeError("the HTTP server did not start (see the log above)")
+                if stop.wait(0.05):
+                    return 0
+            base = _http_url(settings.host, port)
+            info: dict[str, Any] = {"pid": os.getpid(), "api": base + "/v1", "rpc_url": rpc_url,
+                                    "chain_id": chain.chain_id, "contract": contract,
+                                    "anvil_pid": node.pid if node else None}
+            (data_dir / SERVE_INFO).write_text(json.dumps(info, indent=2) + "\n")
+            log.info("chain %d at %s, registry %s, anchoring as %s", chain.chain_id, rpc_url, contract,
+                     submitter.address)
+            echo(f"mrledger is serving on {base}\n"
+                 f"  API           {base}/v1\n"
+                 f"  OpenAPI docs  {base}/docs\n"
+                 + (f"  admin token   in {token_file} (0600)\n" if token_file else
+                    "  admin token   file removed; make another: mrledger token create --role admin\n")
+                 + f"  chain         {chain.chain_id} at {rpc_url}" + (" (managed anvil)" if node else "")
+                 + f", registry {contract}\n  data          {data_dir}/\nPress Ctrl-C to stop.")
+            while not stop.wait(0.5):
+                dead = [t.name for t in threads if not t.is_alive()]
+                if dead:
+                    log.error("%s stopped unexpectedly; shutting down", ", ".join(dead))
+                    return 1
+            log.info("shutting down")
+            return 0
+        except (ServeError, MrLedgerError) as exc:
+            log.error("cannot serve: %s", exc)
+            return 1
+        except Exception:
+            log.exception("cannot serve")
+            return 1
+        finally:
+            if server is not None:
+                server.should_exit = True
+            stop.set()
+            for t in threads:
+                t.join(timeout=15)
+            if node is not None:
+                node.stop()  # SIGTERM: anvil writes the chain to its state file
+                (data_dir / ANVIL_PID).unlink(missing_ok=True)
+            (data_dir / SERVE_INFO).unlink(missing_ok=True)
