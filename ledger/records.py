@@ -143,7 +143,60 @@ class ImagingStudyContent(_Frozen):
     conclusion: Text | None = None
 
 
-Content = Annotated[ObservationsContent | ImagingStudyContent, Field(discriminator="type")]
+#: Bounds of a committed FHIR resource projection (beyond MAX_RECORD_BYTES): nesting depth, so a hostile
+#: document cannot exhaust the recursion of the validator or of the canonicaliser.
+MAX_RESOURCE_DEPTH = 64
+_ALLOWED_CONTROLS = frozenset("\t\n\r")  # FHIR strings may hold these (FHIR string: [ \r\n\t\S]+)
+
+
+def _json_value(value: Any, depth: int) -> Any:
+    """A JSON value normalised like the rest of the record: NFC strings, portable numbers; deep-copied so
+    the caller's dict can change afterwards without changing what was committed."""
+    if depth > MAX_RESOURCE_DEPTH:
+        raise ValueError(f"resource is nested deeper than {MAX_RESOURCE_DEPTH} levels")
+    if isinstance(value, str):
+        value = unicodedata.normalize("NFC", value)
+        if any(unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROLS for c in value):
+            raise ValueError("control characters other than tab, CR and LF are not allowed")
+        return value
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return _finite(value)
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise ValueError("object keys must be strings")
+        return {unicodedata.normalize("NFC", k): _json_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v, depth + 1) for v in value]
+    raise ValueError(f"{type(value).__name__} is not a JSON value")
+
+
+def _json_object(value: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = _json_value(value, 0)
+    return out
+
+
+class FhirResourceContent(_Frozen):
+    """A FHIR resource committed as a whole: its canonical projection (``ledger.formats.fhir``: the
+    resource's JSON minus ``meta`` and ``text`` of every resource in it). The projection, not a summary,
+    is committed because a FHIR result carries more than ``Observation`` can say (components, panels,
+    specimens, interpretations), and any of it may be what a receiving doctor relies on."""
+
+    type: Literal["fhir-resource"] = "fhir-resource"
+    resource_type: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z]{1,63}$")]
+    resource: Annotated[dict[str, Any], AfterValidator(_json_object)]
+
+    @model_validator(mode="after")
+    def _same_type(self) -> FhirResourceContent:
+        if self.resource.get("resourceType") != self.resource_type:
+            raise ValueError("resource_type: must equal resource.resourceType")
+        return self
+
+
+Content = Annotated[
+    ObservationsContent | ImagingStudyContent | FhirResourceContent, Field(discriminator="type")
+]
 
 
 class ResultRecord(_Frozen):
@@ -236,7 +289,7 @@ def _record_error(exc: ValidationError) -> RecordError:
 
 
 _UNION_MEMBERS = frozenset({"float", "int", "str", "bool", "Coding"})
-_CONTENT_TAGS = frozenset({"observations", "imaging-study"})
+_CONTENT_TAGS = frozenset({"observations", "imaging-study", "fhir-resource"})
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
