@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PYSTAMP   := $(VENV)/.installed
 NODESTAMP := node_modules/.installed
 
-.PHONY: setup run demo test lint typecheck pytest clean
+.PHONY: setup run test lint typecheck pytest clean
 
 setup: $(PYSTAMP) $(NODESTAMP)
 

@@ -50,7 +50,8 @@ class HospitalCreate(BaseModel):
          "submitters": ["0x70997970C51812dc3A010C7d01b50e0d17dc79C8"]}]})
 
     id: HospitalId
-    name: Annotated[str, Field(min_length=1, max_length=256)]
+    # At least one visible character: the store refuses a blank name, so the schema says so too.
+    name: Annotated[str, Field(min_length=1, max_length=256, pattern=r"\S")]
     submitters: Annotated[list[Annotated[str, Field(pattern=ADDRESS)]], Field(max_length=32)] = Field(
         default_factory=list,
         description="Accounts allowed to anchor this hospital's batches on chain (default: this node's "
@@ -159,7 +160,7 @@ class ReceiptDoc(BaseModel):
     """Documentation model of ``mrl-receipt/1`` (docs/receipt.md); the route returns the receipt's own JSON."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "format": "mrl-receipt/1", "record": EXAMPLE_RECORD, "salt": "00" * 32,
+        "format": "mrl-receipt/1", "record": EXAMPLE_RECORD, "salt": "00" * 16,
         "leaf": {"index": 42, "hash": _LEAF}, "audit_path": [_ROOT],
         "batch": {"format": "mrl-batch/1", "hospital_id": "gz-001", "seq": 17, "size": 100, "root": _ROOT,
                   "sealed_at": "2024-05-01T07:35:00Z"},
@@ -172,9 +173,9 @@ class ReceiptDoc(BaseModel):
     leaf: LeafOut
     audit_path: list[str]
     batch: BatchHeadOut
-    anchor: AnchorSection | None
-    extensions: dict[str, Any] | None = None
-    critical: list[str] | None = None
+    anchor: AnchorSection | None = None
+    extensions: dict[str, Any] = Field(default_factory=dict)
+    critical: list[str] = Field(default_factory=list)
 
 
 class BatchAnchorOut(_Out):

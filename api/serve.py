@@ -34,7 +34,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from anchoring.deploy import deploy_and_record, ensure_hospital_on_chain
+from anchoring.deploy import deploy_and_record
 from anchoring.node import AnvilNode
 from anchoring.worker import AnchorWorker, WorkerConfig
 from api.service import ChainContext, Ledger
@@ -224,9 +224,8 @@ class Sealer:
                 continue
             if now - self._first_seen.setdefault(hospital_id, now) < grace:
                 continue
-            accounts = [chain.submitter.address] if chain.submitter else []
             try:
-                if ensure_hospital_on_chain(chain.w3, chain.contract, chain.admin, hospital_id, name, accounts):
+                if chain.register_hospital(hospital_id, name):
                     log.info("registered hospital %s on chain", hospital_id)
             except Exception as exc:  # e.g. our admin key is not the registry's admin: say so, retry later
                 log.warning("cannot put hospital %s on chain (%s: %s); retrying in %.0fs", hospital_id,
@@ -312,7 +311,7 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             contract = resolve_contract(store, w3, admin, settings.contract_address)
             chain = ChainContext(w3, contract, int(w3.eth.chain_id), submitter=submitter, admin=admin,
                                  rpc_url=rpc_url)
-            ledger = Ledger(store, chain)
+            ledger = Ledger(store, chain, confirmations=settings.confirmations)
             # Idempotent; catches up with hospitals registered while the node was down (or a chain reset).
             sealer = Sealer(store, chain, settings)
             sealer.reconcile_hospitals(grace=0)

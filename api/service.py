@@ -38,6 +38,7 @@ class ChainContext:
     rpc_url: str = ""
     _head: tuple[float, int] = field(default=(0.0, 0), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _admin_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         # web3 asks eth_chainId before every eth_call (validation middleware) and verify_on_chain asks it once
@@ -47,6 +48,16 @@ class ChainContext:
         if hasattr(provider, "cache_allowed_requests") and not provider.cache_allowed_requests:
             provider.cacheable_requests = {RPC.eth_chainId}
             provider.cache_allowed_requests = True
+
+    def register_hospital(self, hospital_id: str, name: str, submitters: Sequence[str] = ()) -> bool:
+        """Put a hospital on the registry (idempotent) with the admin key. Serialised: the API's request
+        threads and the sealer's start-up reconciliation share one admin nonce, and two concurrent sends
+        would race for it."""
+        if self.admin is None:
+            return False
+        accounts = list(submitters) or ([self.submitter.address] if self.submitter else [])
+        with self._admin_lock:
+            return ensure_hospital_on_chain(self.w3, self.contract, self.admin, hospital_id, name, accounts)
 
     def head(self, max_age: float = 0.5) -> int:
         """The latest block number, cached for ``max_age`` seconds: confirmations are reported on every
@@ -111,11 +122,7 @@ class Ledger:
         self.store.register_hospital(hospital_id, name)
         if self._verifier is not None:
             self._verifier.forget_hospitals()
-        chain = self.chain
-        if chain is None or chain.admin is None:
-            return False
-        accounts = list(submitters) or ([chain.submitter.address] if chain.submitter else [])
-        return ensure_hospital_on_chain(chain.w3, chain.contract, chain.admin, hospital_id, name, accounts)
+        return self.chain is not None and self.chain.register_hospital(hospital_id, name, submitters)
 
     def submit(self, hospital_id: str, records: Sequence[ResultRecord]) -> list[Accepted]:
         return self.store.submit(hospital_id, records)

@@ -204,14 +204,15 @@ class ResultRecord(_Frozen):
 
     hospital_id: HospitalId
     result_id: Ident
-    version: Annotated[int, Field(ge=1, le=MAX_VERSION)]
+    # Strict: "1" is not a version. A lax int would accept what the hospital did not send.
+    version: Annotated[int, Field(ge=1, le=MAX_VERSION, strict=True)]
     kind: Kind
     code: Coding
     subject: Identifier
     effective: UtcTime
     issued: UtcTime
     status: Status
-    supersedes: Annotated[int, Field(ge=1, le=MAX_VERSION)] | None = None
+    supersedes: Annotated[int, Field(ge=1, le=MAX_VERSION, strict=True)] | None = None
     content: Content
 
     @model_validator(mode="after")

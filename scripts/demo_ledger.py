@@ -1,8 +1,8 @@
-"""End-to-end demo of the ledger on a throw-away SQLite database: submit, seal, issue a receipt, verify, tamper.
+"""End-to-end demo on a throw-away SQLite database and anvil chain: submit, seal, anchor, receipt, verify, tamper.
 
 Why it exists: it is the shortest path from a fresh clone to seeing the whole promise of the project —
 a hospital commits results, a patient carries a receipt away, and anyone can check it offline and see a
-single changed digit caught. ``make run`` and ``mrledger demo`` both run it; tests call ``run_demo``
+single changed digit caught, with no server to set up. ``mrledger demo`` runs it; tests call ``run_demo``
 directly, so the demo cannot silently rot.
 
 Every patient identifier here is synthetic (``SYNTHETIC-…`` under a ``urn:mrledger:demo`` system): a demo

@@ -1,4 +1,4 @@
-"""The end-to-end demo: ``make run`` is the first thing a newcomer sees, so its story is asserted, not eyeballed."""
+"""The end-to-end demo (``mrledger demo``) is a newcomer's first walkthrough, asserted, not eyeballed."""
 
 from __future__ import annotations
 
