@@ -17,7 +17,7 @@ import ast
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from eth_abi.abi import decode as abi_decode
@@ -90,7 +90,20 @@ class AnchoredEvent:
 
 
 def registry(w3: Web3, address: str) -> Contract:
-    """A web3 contract object for the deployed registry (ABI from the committed artefact)."""
+    """A web3 contract object for the deployed registry (ABI from the committed artefact).
+
+    Cached per (w3, address): building the object parses and validates the whole ABI, ~5 ms of CPU — more
+    than the eth_call it serves on a local node — and every function in this module needs one. The object
+    is never mutated after construction (``functions.x(...)`` returns a copy), so sharing it between
+    threads is safe. The cache keys on the ``Web3`` instance itself (identity hash) and therefore keeps it
+    alive while cached, so a recycled ``id()`` can never return another client's contract; it is bounded,
+    so test suites creating thousands of clients do not accumulate them.
+    """
+    return _registry(w3, address)
+
+
+@lru_cache(maxsize=64)
+def _registry(w3: Web3, address: str) -> Contract:
     return w3.eth.contract(address=to_checksum_address(address), abi=load_artefact()["abi"])
 
 

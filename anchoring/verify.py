@@ -2,57 +2,287 @@
 JSON-RPC endpoint (her own node, a public one), so she need not trust the hospital's server.
 
 Adds to the offline checks (ledger.verify_receipt): the endpoint is the receipt's chain, the registry
-holds this batch's root and size for (hospital, seq), the registry's own RFC 9162 verifier accepts the
-proof (one eth_call), and the anchoring block is still canonical. Reports the confirmations.
+holds this batch's root and size for (hospital, seq), the proof holds against that on-chain root (by
+default with the registry's own RFC 9162 verifier, one eth_call), and the anchoring block is still
+canonical. Reports the confirmations.
+
+Where the chain is read from is pluggable (``ChainReader``): the CLI asks the node every time
+(``DirectReader``); the API, which answers hundreds of verifications a second from a handful of
+batches, uses ``CachedReader``, whose docstring explains why its caches cannot hide a reorg.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from web3 import Web3
+from web3.exceptions import BlockNotFound
 
 from anchoring import contract as reg
+from anchoring.contract import BatchRecord
 from ledger import Check, Receipt, Verdict, hospital_key, verify_receipt
+from ledger.errors import MrLedgerError
+from ledger.merkle import verify_inclusion
 
 ONCHAIN_CHECKS = ("chain-id", "anchor-root", "on-chain-proof", "anchor-block")
+#: A block at least this deep below the head is treated as final by ``CachedReader``: its hash, and any
+#: registry entry anchored in it, are cached. 12 blocks is the customary "safe" depth on Ethereum
+#: (post-merge reorgs deeper than 1–2 blocks have not been observed; full finality is ~64 blocks).
+FINAL_DEPTH = 12
+
+log = logging.getLogger("mrledger.anchoring")
 
 
-def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3) -> Verdict:
-    """Offline checks first (a tampered receipt fails without touching the network), then the chain."""
+@dataclass(frozen=True, slots=True)
+class BlockInfo:
+    number: int
+    hash: str  # 0x-prefixed, lower case
+    timestamp: int
+
+
+class ChainReader(Protocol):
+    """The chain state a verification needs; implementations decide what may be cached."""
+
+    def chain_id(self) -> int: ...
+
+    def head(self) -> int: ...
+
+    def block(self, number: int) -> BlockInfo | None: ...
+
+    def batch(self, contract: str, hospital_key: bytes, seq: int) -> BatchRecord | None: ...
+
+
+def _fetch_block(w3: Web3, number: int) -> BlockInfo | None:
+    try:
+        block = w3.eth.get_block(number)
+    except BlockNotFound:
+        return None
+    return BlockInfo(number, "0x" + bytes(block["hash"]).hex(), int(block["timestamp"]))
+
+
+class DirectReader:
+    """Asks the node every time: what a one-off verification (the CLI) wants."""
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+
+    def chain_id(self) -> int:
+        return int(self.w3.eth.chain_id)
+
+    def head(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    def block(self, number: int) -> BlockInfo | None:
+        return _fetch_block(self.w3, number)
+
+    def batch(self, contract: str, hospital_key: bytes, seq: int) -> BatchRecord | None:
+        return reg.batch_of(self.w3, contract, hospital_key, seq)
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Lru(Generic[K, V]):
+    """A small thread-safe LRU (functools.lru_cache cannot refuse to cache a value, nor be flushed
+    separately per instance without holding the instance)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def values(self) -> list[V]:
+        with self._lock:
+            return list(self._data.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class CachedReader:
+    """A ``ChainReader`` for a long-running service: a verification of an old anchor costs no round trip.
+
+    What is cached, and why it cannot serve a reorged-away anchor:
+
+    * The chain id, forever: an endpoint's chain id does not change.
+    * The head number, for ``max_age`` seconds (0.5 by default). Confirmations are therefore up to half
+      a second stale — harmless, a confirmation count is stale by the time the doctor reads it anyway.
+    * A block's hash and timestamp by number, and a registry entry (root, size, anchoring block) by
+      (contract, hospital, seq) — but **only once the block is ``final_depth`` (default 12) or more below
+      the head**. A reorg replaces a suffix of the chain; one shallower than ``final_depth`` cannot touch
+      a cached block, so a cached hash at a number is the canonical hash at that number, and the registry
+      (append-only, gap-free: an anchored (hospital, seq) is never overwritten) still holds the cached
+      entry. Anchors shallower than that are asked every time, so a shallow reorg — the only kind that
+      happens in practice — is seen by the very next verification. Absent batches are never cached (they
+      will be anchored). A root mismatch is never hidden: the cache holds what the chain says, and every
+      request still compares it with the receipt.
+    * Tripwire for the assumption itself: each head refresh (once per ``max_age``, off the common path)
+      re-reads the highest cached block. Block hashes chain, so if the chain below that block had changed,
+      its hash would have too; on a mismatch every cache is dropped and a warning logged. Entries are only
+      added at ``final_depth``, so entries fetched on both sides of a reorg would need a reorg deeper than
+      ``final_depth`` — the case the tripwire catches.
+
+    ``final_depth`` should be at least the deepest reorg the chain can plausibly suffer (and at least the
+    configured confirmations, which are meant as the same promise). Thread-safe.
+    """
+
+    def __init__(self, w3: Web3, *, final_depth: int = FINAL_DEPTH, max_age: float = 0.5,
+                 chain_id: int | None = None, blocks: int = 4096, batches: int = 65536,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if final_depth < 1:
+            raise ValueError("final_depth must be >= 1")
+        self.w3, self.final_depth, self.max_age, self.clock = w3, final_depth, max_age, clock
+        self._chain_id = chain_id
+        self._head: tuple[float, int] | None = None
+        self._head_lock = threading.Lock()
+        self._refresh = threading.Lock()
+        self._blocks: _Lru[int, BlockInfo] = _Lru(blocks)
+        self._batches: _Lru[tuple[str, bytes, int], BatchRecord] = _Lru(batches)
+        #: Reorgs detected by the tripwire (the caches were dropped); exported for tests and metrics.
+        self.flushes = 0
+
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(self.w3.eth.chain_id)
+        return self._chain_id
+
+    def head(self, max_age: float | None = None) -> int:
+        """The latest block number, at most ``max_age`` seconds old. One thread refreshes; the others keep
+        using the previous number meanwhile rather than queueing behind the round trip."""
+        age = self.max_age if max_age is None else max_age
+        now = self.clock()
+        with self._head_lock:
+            cached = self._head
+        if cached is not None and now - cached[0] <= age:
+            return cached[1]
+        if not self._refresh.acquire(blocking=cached is None or age == 0):
+            assert cached is not None
+            return cached[1]
+        try:
+            number = int(self.w3.eth.block_number)
+            self._tripwire(number)
+            with self._head_lock:
+                self._head = (now, number)
+            return number
+        finally:
+            self._refresh.release()
+
+    def _tripwire(self, head: int) -> None:
+        cached = [b for b in self._blocks.values() if b.number <= head]
+        if not cached:
+            return
+        top = max(cached, key=lambda b: b.number)
+        now = _fetch_block(self.w3, top.number)
+        if now is None or now.hash != top.hash:
+            log.warning("block %d changed (%s -> %s): a reorg deeper than %d blocks; dropping the chain caches",
+                        top.number, top.hash, now.hash if now else None, self.final_depth)
+            self.flush()
+
+    def flush(self) -> None:
+        self._blocks.clear()
+        self._batches.clear()
+        self.flushes += 1
+
+    def _final(self, number: int) -> bool:
+        return self.head() - number + 1 >= self.final_depth
+
+    def block(self, number: int) -> BlockInfo | None:
+        found = self._blocks.get(number)
+        if found is not None:
+            return found
+        found = _fetch_block(self.w3, number)
+        if found is not None and self._final(number):
+            self._blocks.put(number, found)
+        return found
+
+    def batch(self, contract: str, hospital_key: bytes, seq: int) -> BatchRecord | None:
+        key = (contract.lower(), bytes(hospital_key), seq)
+        found = self._batches.get(key)
+        if found is not None:
+            return found
+        found = reg.batch_of(self.w3, contract, hospital_key, seq)
+        # Cached with its anchoring block, so that the tripwire watches every block a cached entry rests on.
+        if found is not None and self._final(found.anchored_block) and self.block(found.anchored_block):
+            self._batches.put(key, found)
+        return found
+
+
+def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *,
+                    reader: ChainReader | None = None, onchain_proof: bool = True) -> Verdict:
+    """Offline checks first (a tampered receipt fails without touching the network), then the chain.
+
+    ``reader``: where chain state comes from (default: ask ``w3`` every time). ``onchain_proof``: check
+    the inclusion proof with the registry's own verifier (an eth_call: a second, independent RFC 9162
+    implementation, worth it for a one-off check); with False the proof is checked locally against the
+    root and size the registry holds — equivalent, since the contract's verifier agreeing with ``ledger``
+    is proven by the test suite, and one round trip cheaper. Either way the root comes from the chain.
+    """
     offline = verify_receipt(receipt)
     r = offline.receipt
     if offline.status == "invalid" or r is None or r.anchor is None:
         return offline
     anchor, checks = r.anchor, list(offline.checks)
+    chain = reader if reader is not None else DirectReader(w3)
 
     def fail(name: str, detail: str) -> Verdict:
         checks.append(Check(name, False, detail))
         return Verdict("invalid", tuple(checks), r, {"on_chain": True})
 
-    chain_id = int(w3.eth.chain_id)
+    chain_id = chain.chain_id()
     if chain_id != anchor.chain_id:
         return fail("chain-id", f"endpoint serves chain {chain_id}, the receipt was anchored on {anchor.chain_id}")
     checks.append(Check("chain-id", True))
 
     hk = hospital_key(r.batch.hospital_id)
-    stored = reg.batch_of(w3, anchor.contract, hk, r.batch.seq)
+    stored = chain.batch(anchor.contract, hk, r.batch.seq)
     if stored is None:
         return fail("anchor-root", f"the registry holds no batch {r.batch.seq} for {r.batch.hospital_id}")
     if stored.root != r.batch.root or stored.size != r.batch.size:
         return fail("anchor-root", f"the registry holds root {stored.root.hex()} size {stored.size} for this batch")
     checks.append(Check("anchor-root", True))
 
-    if not reg.verify_receipt(w3, anchor.contract, hk, r.batch.seq, r.leaf_hash, r.leaf_index, r.batch.size,
-                              r.audit_path):
-        return fail("on-chain-proof", "the registry's RFC 9162 verifier rejects the proof")
-    checks.append(Check("on-chain-proof", True))
+    if onchain_proof:
+        if not reg.verify_receipt(w3, anchor.contract, hk, r.batch.seq, r.leaf_hash, r.leaf_index, r.batch.size,
+                                  r.audit_path):
+            return fail("on-chain-proof", "the registry's RFC 9162 verifier rejects the proof")
+        checks.append(Check("on-chain-proof", True))
+    else:
+        try:
+            verify_inclusion(r.leaf_index, stored.size, r.leaf_hash, r.audit_path, stored.root)
+        except MrLedgerError as exc:
+            return fail("on-chain-proof", f"the proof does not lead to the registry's root: {exc}")
+        checks.append(Check("on-chain-proof", True, "checked against the registry's root and size"))
 
-    head = int(w3.eth.block_number)
-    block = w3.eth.get_block(anchor.block_number) if anchor.block_number <= head else None
-    block_hash = "0x" + bytes(block["hash"]).hex() if block is not None else None
-    if block_hash is None or block_hash.lower() != anchor.block_hash.lower() \
-            or stored.anchored_block != anchor.block_number:
+    head = chain.head()
+    block = chain.block(anchor.block_number)
+    if block is not None:
+        head = max(head, block.number)  # a cached head may lag the block we were just given
+    if block is None or block.hash != anchor.block_hash.lower() or stored.anchored_block != anchor.block_number:
         return fail("anchor-block", f"block {anchor.block_number} is not the receipt's block (reorg?)")
     confirmations = head - anchor.block_number + 1
     checks.append(Check("anchor-block", True, f"{confirmations} confirmation(s)"))

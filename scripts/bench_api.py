@@ -1,0 +1,390 @@
+"""Service benchmark: a real ``mrledger serve`` (1 uvicorn worker, SQLite, its managed anvil) driven over
+HTTP — bulk ingest, then doctors' receipt verifications at a fixed open-loop rate. Not a test.
+
+Usage:  python scripts/bench_api.py [--preload 100000] [--rate 500] [--seconds 20] [--json]
+        [--py-spy DIR]   (also record py-spy profiles of the server during ingest and during verification)
+
+What is measured, precisely:
+
+* ``ingest_per_s``: results accepted per second of wall time over all ``POST /v1/hospitals/{h}/results``
+  requests of ``--chunk`` (1,000) records, spread over ``--hospitals`` hospitals and sent by ``--ingest-clients``
+  concurrent clients. Request bodies are built and serialised before the clock starts.
+* ``seal_to_confirmed_s``: from the ``sealed_at`` of the newest batch (the one holding the last results
+  submitted; the database's clock, which is this machine's) to the first poll (every 50 ms, read-only on the
+  SQLite file) that finds nothing pending, nothing sealed-but-unconfirmed: i.e. how long the last batch
+  waited for its anchor to be sent, mined and confirmed (``MRL_CONFIRMATIONS``, default 1).
+* ``verify_*``: ``--sample`` receipts are fetched from the receipt endpoint; then a separate process (so
+  the client's event loop does not share the GIL with the measurement's bookkeeping here) sends
+  ``POST /v1/verify {"receipt": …}`` for ``--seconds`` at ``--rate`` per second, open loop: request i is
+  due at t0 + i/rate and its latency is taken from that due time, not from when it was actually sent, so a
+  slow server cannot slow the generator down and hide its own queueing (no coordinated omission). An error
+  is a transport failure or any status other than 200. ``achieved_rate`` is completed requests / time from
+  t0 to the last response. Verdicts are counted (all must be ``authentic``).
+
+The machine's cores are shared by the server, its anvil and the load generator: on a 2-core box the
+generator's ~0.2 ms of CPU per request is taken from the server. ``cores`` is reported alongside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from anchoring.node import free_port  # noqa: E402
+from anchoring.verify import FINAL_DEPTH  # noqa: E402
+from store import Store  # noqa: E402
+from store.anchors import Outbox  # noqa: E402
+
+_MRLEDGER = Path(sys.executable).with_name("mrledger")
+COMMAND = [str(_MRLEDGER)] if _MRLEDGER.is_file() else [sys.executable, "-c", "from api.cli import app; app()"]
+
+
+def record(hospital: str, i: int) -> dict[str, Any]:
+    """The records of scripts/bench_store.py (make_records), as JSON."""
+    return {
+        "hospital_id": hospital, "result_id": f"LAB-{i:08d}", "version": 1, "kind": "lab",
+        "code": {"system": "http://loinc.org", "code": "2345-7", "display": "Glucose"},
+        "subject": {"system": "urn:mrn", "value": f"P{i % 9973}"},
+        "effective": "2024-05-01T07:00:00Z", "issued": "2024-05-01T07:30:00Z", "status": "final",
+        "content": {"type": "observations", "observations": [
+            {"code": {"system": "http://loinc.org", "code": "2345-7"}, "value": 3.9 + (i % 50) / 10,
+             "unit": "mmol/L", "reference_range": {"low": 3.9, "high": 6.1}}]},
+    }
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Server:
+    """``mrledger serve`` on a temp data dir and a free loopback port."""
+
+    def __init__(self, data_dir: Path, batch_interval: float) -> None:
+        self.data_dir, self.port = data_dir, free_port()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MRL_")}
+        self.env.update(MRL_DATA_DIR=str(data_dir), MRL_PORT=str(self.port), MRL_HOST="127.0.0.1",
+                        MRL_BATCH_INTERVAL=str(batch_interval))
+        self.api = f"http://127.0.0.1:{self.port}/v1"
+        self.log = data_dir.parent / "serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.data_dir.mkdir(mode=0o700)
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([*COMMAND, "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"serve exited with {self.proc.returncode}; see {self.log}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit(f"serve not ready in 120 s; see {self.log}")
+
+    def token(self, role: str) -> str:
+        out = subprocess.run([*COMMAND, "token", "create", "--role", role, "--label", "bench"], env=self.env,
+                             capture_output=True, text=True, check=True, timeout=120)
+        return out.stdout.strip()
+
+    def stop(self) -> int | None:
+        """SIGINT, as Ctrl-C: serve stops uvicorn, the sealer and the worker, and anvil saves its state."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+class Profiler:
+    """``py-spy record`` on the server for one phase (needs ptrace rights on the server's pid)."""
+
+    def __init__(self, out_dir: Path | None, pid: int) -> None:
+        self.out_dir, self.pid, self.proc = out_dir, pid, None
+
+    def start(self, phase: str) -> None:
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        spy = Path(sys.executable).with_name("py-spy")
+        self.proc = subprocess.Popen(  # type: ignore[assignment]
+            [str(spy), "record", "--pid", str(self.pid), "--rate", "200", "--format", "raw", "--threads",
+             "--nonblocking",
+             "--output", str(self.out_dir / f"{phase}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)  # type: ignore[attr-defined]
+            self.proc.wait(timeout=60)  # type: ignore[attr-defined]
+            self.proc = None
+
+
+# -------------------------------------------------------------------------------- load generator (own process)
+
+
+def _loadgen(api: str, bodies: list[bytes], rate: float, seconds: float, connections: int,
+             out: Any) -> None:
+    """Open-loop verification load, in its own process; sends back (latencies ms, errors, verdicts, span)."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    async def run() -> tuple[list[float], int, dict[str, int], float, int]:
+        n = int(rate * seconds)
+        latencies: list[float] = []
+        verdicts: Counter[str] = Counter()
+        errors = 0
+        last = 0.0
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        headers = {"content-type": "application/json"}
+        async with httpx.AsyncClient(base_url=api, limits=limits, timeout=30) as client:
+            for body in bodies[:connections]:  # open the connections before the clock starts
+                await client.post("/verify", content=body, headers=headers)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time() + 0.2
+            # Due requests wait in this queue for one of ``connections`` senders, never inside httpx's pool
+            # (whose waiter list is O(n) per release: a backlog would melt the generator, not the server).
+            due_queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
+
+            async def sender() -> None:
+                nonlocal errors, last
+                while (item := await due_queue.get()) is not None:
+                    i, due = item
+                    try:
+                        r = await client.post("/verify", content=bodies[i % len(bodies)], headers=headers)
+                        ok = r.status_code == 200
+                        if ok:
+                            verdicts[r.json()["verdict"]] += 1
+                    except httpx.HTTPError:
+                        ok = False
+                    done = loop.time()
+                    last = max(last, done)
+                    if ok:
+                        latencies.append((done - due) * 1000)  # from the due time: no coordinated omission
+                    else:
+                        errors += 1
+
+            senders = [asyncio.create_task(sender()) for _ in range(connections)]
+            for i in range(n):
+                due = t0 + i / rate
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                due_queue.put_nowait((i, due))
+            for _ in senders:
+                due_queue.put_nowait(None)
+            await asyncio.gather(*senders)
+        return latencies, errors, dict(verdicts), last - t0, n
+
+    out.send(asyncio.run(run()))
+    out.close()
+
+
+# -------------------------------------------------------------------------------- phases
+
+
+def ingest(server: Server, tokens: dict[str, str], preload: int, chunk: int, clients: int) -> tuple[float, int]:
+    hospitals = list(tokens)
+    per = preload // len(hospitals)
+    per_hospital: list[list[tuple[str, bytes]]] = []
+    for h in hospitals:
+        per_hospital.append([(h, json.dumps({"records": [record(h, i) for i in range(start, min(per, start + chunk))]},
+                                            separators=(",", ":")).encode())
+                             for start in range(0, per, chunk)])
+    # Interleaved across hospitals, as many hospitals uploading at once would be.
+    order = [job for jobs in zip_longest(*per_hospital) for job in jobs if job is not None]
+    local = threading.local()
+
+    def send(job: tuple[str, bytes]) -> int:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client(timeout=120)
+        h, body = job
+        r = client.post(f"{server.api}/hospitals/{h}/results", content=body,
+                        headers={"Authorization": f"Bearer {tokens[h]}", "content-type": "application/json"})
+        if r.status_code != 202:
+            raise SystemExit(f"submission failed: {r.status_code} {r.text[:300]}")
+        return int(r.json()["accepted"])
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        accepted = sum(pool.map(send, order))
+    return time.perf_counter() - t0, accepted
+
+
+def wait_confirmed(store: Store, hospitals: list[str], timeout: float) -> tuple[float, int]:
+    """Seconds from the newest batch's seal to the first poll that finds everything confirmed; batches."""
+    outbox = Outbox(store)
+    deadline = time.monotonic() + timeout
+    while True:
+        if store.pending_count() == 0 and outbox.unconfirmed() == 0:
+            now = datetime.now(UTC)
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit("anchoring did not finish in time")
+        time.sleep(0.05)
+    heads = [b for h in hospitals for b in store.batches(h)]
+    newest = max(b.sealed_at for b in heads)
+    if newest.tzinfo is None:
+        newest = newest.replace(tzinfo=UTC)
+    return (now - newest).total_seconds(), len(heads)
+
+
+def fetch_receipts(server: Server, tokens: dict[str, str], per_hospital: dict[str, int], sample: int
+                   ) -> list[dict[str, Any]]:
+    hospitals = list(tokens)
+    wanted = [(hospitals[k % len(hospitals)], k // len(hospitals)) for k in range(sample)]
+    wanted = [(h, (i * 7919) % per_hospital[h]) for h, i in wanted]  # spread over every batch
+    with httpx.Client(timeout=30) as client:
+        def get(item: tuple[str, int]) -> dict[str, Any]:
+            h, i = item
+            r = client.get(f"{server.api}/hospitals/{h}/results/LAB-{i:08d}/receipt",
+                           headers={"Authorization": f"Bearer {tokens[h]}"})
+            r.raise_for_status()
+            doc: dict[str, Any] = r.json()
+            return doc
+
+        with ThreadPoolExecutor(4) as pool:
+            return list(pool.map(get, wanted))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preload", type=int, default=100_000)
+    ap.add_argument("--hospitals", type=int, default=10)
+    ap.add_argument("--chunk", type=int, default=1000)
+    ap.add_argument("--ingest-clients", type=int, default=4)
+    ap.add_argument("--sample", type=int, default=2000)
+    ap.add_argument("--rate", type=float, default=500)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--batch-interval", type=float, default=1.0)
+    ap.add_argument("--mine", type=int, default=0,
+                    help="mine this many empty blocks after anchoring (a real chain keeps producing blocks; the "
+                         "managed anvil automines only on transactions, so its anchors stay shallow)")
+    ap.add_argument("--py-spy", type=Path, default=None, help="directory for py-spy raw profiles per phase")
+    ap.add_argument("--keep", action="store_true", help="keep the temp data dir")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="mrl-bench-api-"))
+    server = Server(tmp / "data", args.batch_interval)
+    result: dict[str, Any] = {}
+    try:
+        server.start()
+        assert server.proc is not None
+        profiler = Profiler(args.py_spy, server.proc.pid)
+        admin = (server.data_dir / "admin-token").read_text().strip()
+        hospitals = [f"bench-{k:02d}" for k in range(1, args.hospitals + 1)]
+        with httpx.Client(timeout=60) as client:
+            for h in hospitals:
+                r = client.post(f"{server.api}/hospitals", json={"id": h, "name": f"Benchmark Hospital {h}"},
+                                headers={"Authorization": f"Bearer {admin}"})
+                if r.status_code != 201:
+                    raise SystemExit(f"cannot register {h}: {r.status_code} {r.text}")
+        tokens = {h: server.token(f"hospital:{h}") for h in hospitals}
+        server.token("doctor")  # the receipt form needs none; created to exercise the CLI path the brief names
+
+        profiler.start("ingest")
+        ingest_s, accepted = ingest(server, tokens, args.preload, args.chunk, args.ingest_clients)
+        profiler.stop()
+        print(f"ingest: {accepted} results in {ingest_s:.1f} s", file=sys.stderr)
+        store = Store.open(f"sqlite:///{server.data_dir.resolve() / 'mrledger.db'}")
+        seal_to_confirmed, batches = wait_confirmed(store, hospitals, timeout=600)
+        if args.mine:
+            rpc_url = json.loads((server.data_dir / "serve.json").read_text())["rpc_url"]
+            httpx.post(rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "anvil_mine", "params": [hex(args.mine)]},
+                       timeout=30).raise_for_status()
+            time.sleep(1.0)  # let the server's cached head (0.5 s) see the new blocks
+        head = int(json.loads(httpx.get(f"http://127.0.0.1:{server.port}/readyz", timeout=10).text)
+                   .get("checks", {}).get("chain", {}).get("head", 0) or 0)
+        store.engine.dispose()
+
+        per_hospital = {h: args.preload // len(hospitals) for h in hospitals}
+        receipts = fetch_receipts(server, tokens, per_hospital, args.sample)
+        blocks = [r["anchor"]["block_number"] for r in receipts]
+        bodies = [json.dumps({"receipt": r}, separators=(",", ":")).encode() for r in receipts]
+
+        profiler.start("verify")
+        recv, send = mp.get_context("spawn").Pipe(duplex=False)
+        gen = mp.get_context("spawn").Process(target=_loadgen, args=(server.api, bodies, args.rate, args.seconds,
+                                                                      args.connections, send))
+        gen.start()
+        send.close()
+        latencies, errors, verdicts, span, requests = recv.recv()
+        gen.join()
+        profiler.stop()
+
+        result = {
+            "rate": args.rate,
+            "verify_p50_ms": round(pct(latencies, 0.50), 2),
+            "verify_p99_ms": round(pct(latencies, 0.99), 2),
+            "errors": errors,
+            "ingest_per_s": round(accepted / ingest_s),
+            "seal_to_confirmed_s": round(seal_to_confirmed, 2),
+            "achieved_rate": round(len(latencies) / span, 1) if span > 0 else 0.0,
+            "requests": requests,
+            "preloaded": accepted,
+            "verify_p90_ms": round(pct(latencies, 0.90), 2),
+            "verify_p999_ms": round(pct(latencies, 0.999), 2),
+            "verify_max_ms": round(max(latencies), 2) if latencies else None,
+            "verify_mean_ms": round(statistics.fmean(latencies), 2) if latencies else None,
+            "verdicts": verdicts,
+            "ingest_s": round(ingest_s, 2),
+            "batches": batches,
+            "head_block": head,
+            "sample_receipts": len(receipts),
+            "sample_anchor_blocks": len(set(blocks)),
+            # Receipts whose anchor is shallower than the cache's final depth cost round trips to anvil.
+            "sample_shallow": sum(head - b + 1 < FINAL_DEPTH for b in blocks) if head else None,
+            "mined_after_anchoring": args.mine,
+            "cores": os.cpu_count(),
+        }
+    finally:
+        code = server.stop()
+        result["serve_exit"] = code
+        if not args.keep:
+            subprocess.run(["rm", "-rf", str(tmp)], check=False)
+        else:
+            result["data_dir"] = str(tmp)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>22}: {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The chain caches behind fast verification, against a real anvil: they save the round trips they promise
+to save, and they never hide a reorg (shallow: seen by the very next verification; deeper than the final
+depth: caught by the head-refresh tripwire) nor a root, size or block hash that differs from the chain's.
+
+Anchors are made the way the node makes them (store → seal → worker), on SQLite: the caches sit above the
+database, so running them on PostgreSQL as well would prove nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from anchoring import contract as reg
+from anchoring import verify as averify
+from anchoring.node import AnvilNode, free_port
+from anchoring.verify import CachedReader, DirectReader, verify_on_chain
+from anchoring.worker import AnchorWorker, WorkerConfig
+from api.service import ChainContext, Ledger
+from ledger import hospital_key
+from store import Store, make_engine, migrate
+from tests.store.test_repository import rec
+
+pytestmark = pytest.mark.anvil
+DEPTH = 4  # final depth used by these tests (small, so that "deep" takes few blocks)
+
+
+class Clock:
+    """A monotonic clock the test advances, to expire the head cache on demand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, seconds: float = 1.0) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Chain:
+    node: AnvilNode
+    w3: Web3
+    admin: LocalAccount
+    hub: LocalAccount
+    contract: str
+    store: Store
+
+    def mine(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.node.rpc("evm_mine")
+
+    def anchor(self, n: int = 3, start: int = 0) -> list[dict[str, Any]]:
+        """Submit, seal and anchor ``n`` results of gz-001; their receipts (anchor confirmed at depth 1)."""
+        self.store.submit("gz-001", [rec(i) for i in range(start, start + n)])
+        self.store.seal("gz-001", 100)
+        worker = AnchorWorker(self.store, self.w3, self.contract, self.hub, WorkerConfig(confirmations=1))
+        for _ in range(10):
+            worker.step()
+            receipts = [self.store.receipt("gz-001", f"R{i}") for i in range(start, start + n)]
+            if all(r is not None and r.anchor is not None for r in receipts):
+                return [json.loads(r.to_json()) for r in receipts if r is not None]
+        raise AssertionError("not anchored")
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[Chain]:
+    node = AnvilNode(state_path=tmp_path / "anvil-state.json", port=free_port(), log_path=tmp_path / "anvil.log")
+    with node:
+        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+        admin, hub = (Account.from_key(k) for k in node.private_keys[:2])
+        contract = reg.deploy_registry(w3, admin)
+        engine = make_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+        migrate(engine)
+        store = Store(engine)
+        store.register_hospital("gz-001", "Hospital gz-001")
+        reg.register_hospital(w3, contract, admin, hospital_key("gz-001"), bytes(32), [hub.address])
+        yield Chain(node, w3, admin, hub, contract, store)
+        engine.dispose()
+
+
+class Counting:
+    """Wraps a reader's network access (registry reads and block fetches) to count round trips."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batch_of = self.blocks = 0
+        real_batch_of, real_fetch = reg.batch_of, averify._fetch_block
+
+        def batch_of(*args: Any) -> Any:
+            self.batch_of += 1
+            return real_batch_of(*args)
+
+        def fetch(*args: Any) -> Any:
+            self.blocks += 1
+            return real_fetch(*args)
+
+        monkeypatch.setattr(reg, "batch_of", batch_of)
+        monkeypatch.setattr(averify, "_fetch_block", fetch)
+
+
+def test_registry_object_is_built_once_per_client(chain: Chain) -> None:
+    first = reg.registry(chain.w3, chain.contract)
+    assert reg.registry(chain.w3, chain.contract) is first
+    other = Web3(Web3.HTTPProvider(chain.node.rpc_url))
+    assert reg.registry(other, chain.contract) is not first  # never another client's contract object
+    assert reg.registry(other, chain.contract).w3 is other
+
+
+def test_final_anchor_is_served_from_cache(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    [receipt, *_] = chain.anchor()
+    chain.mine(DEPTH)
+    reader = CachedReader(chain.w3, final_depth=DEPTH)
+    first = verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)
+    assert first.status == "valid", first.to_obj()
+    counting = Counting(monkeypatch)
+    for _ in range(5):
+        again = verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)
+        assert again.status == "valid" and again.extra["confirmations"] == first.extra["confirmations"]
+    assert (counting.batch_of, counting.blocks) == (0, 0)
+
+
+def test_shallow_anchor_is_asked_every_time_and_a_reorg_is_seen_at_once(chain: Chain) -> None:
+    [receipt, *_] = chain.anchor()
+    reader = CachedReader(chain.w3, final_depth=DEPTH)  # default max_age: the head number stays cached
+    before = verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)
+    assert before.status == "valid" and before.extra["confirmations"] < DEPTH
+    chain.node.rpc("anvil_reorg", 1, [])  # the anchoring block is replaced by an empty one
+    after = verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)
+    assert after.status == "invalid" and after.failed in ("anchor-root", "anchor-block"), after.to_obj()
+    assert verify_on_chain(receipt, chain.w3).failed == after.failed  # what an uncached check says
+
+
+def test_reorg_deeper_than_final_depth_trips_the_wire(chain: Chain) -> None:
+    [receipt, *_] = chain.anchor()
+    chain.mine(DEPTH)
+    clock = Clock()
+    reader = CachedReader(chain.w3, final_depth=DEPTH, clock=clock)
+    assert verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).status == "valid"
+    anchored = receipt["anchor"]["block_number"]
+    chain.node.rpc("anvil_reorg", int(chain.w3.eth.block_number) - anchored + 1, [])  # the anchor is gone
+    clock.tick()  # the next head refresh re-reads the highest cached block and finds it changed
+    after = verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)
+    assert reader.flushes == 1
+    assert after.status == "invalid" and after.failed in ("anchor-root", "anchor-block"), after.to_obj()
+
+
+def test_cache_never_hides_a_mismatch(chain: Chain) -> None:
+    receipts = chain.anchor(4)
+    chain.mine(DEPTH)
+    reader = CachedReader(chain.w3, final_depth=DEPTH)
+    receipt = receipts[1]
+    assert verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).status == "valid"
+
+    # Forged wholesale (consistent one-leaf "batch"): passes offline, the cached on-chain root refutes it.
+    forged = json.loads(json.dumps(receipt))
+    forged["batch"].update(root=forged["leaf"]["hash"], size=1)
+    forged.update(audit_path=[], leaf={"index": 0, "hash": forged["leaf"]["hash"]})
+    assert verify_on_chain(forged, chain.w3, reader=reader, onchain_proof=False).failed == "anchor-root"
+    # A block hash other than the canonical one.
+    wrong_block = json.loads(json.dumps(receipt))
+    wrong_block["anchor"]["block_hash"] = "0x" + "ab" * 32
+    assert verify_on_chain(wrong_block, chain.w3, reader=reader, onchain_proof=False).failed == "anchor-block"
+    # The right block hash at the wrong number.
+    moved = json.loads(json.dumps(receipt))
+    moved["anchor"]["block_number"] -= 1
+    assert verify_on_chain(moved, chain.w3, reader=reader, onchain_proof=False).failed == "anchor-block"
+    # A batch never anchored is not cached as "absent" and is reported as such.
+    unknown = json.loads(json.dumps(receipt))
+    unknown["batch"]["seq"] = 99
+    assert verify_on_chain(unknown, chain.w3, reader=reader, onchain_proof=False).failed == "anchor-root"
+    # Local and contract proof checks agree on every case.
+    for doc in (receipt, forged, wrong_block, moved, unknown):
+        local = verify_on_chain(doc, chain.w3, reader=reader, onchain_proof=False)
+        assert (local.status, local.failed) == ((v := verify_on_chain(doc, chain.w3)).status, v.failed)
+
+
+def test_readers_agree_on_confirmations(chain: Chain) -> None:
+    [receipt, *_] = chain.anchor()
+    chain.mine(2)
+    cached = verify_on_chain(receipt, chain.w3, reader=CachedReader(chain.w3, final_depth=DEPTH))
+    direct = verify_on_chain(receipt, chain.w3, reader=DirectReader(chain.w3))
+    assert cached.to_obj() == direct.to_obj()
+    assert [c.name for c in cached.checks][-4:] == list(averify.ONCHAIN_CHECKS)
+
+
+def test_service_verdict_follows_a_shallow_reorg(chain: Chain) -> None:
+    """Through the API's Verifier, with the node's ChainContext: authentic, then tampered after a reorg
+    of the anchoring block (by receipt and by record), without waiting for any cache to expire."""
+    receipts = chain.anchor(2)
+    context = ChainContext(chain.w3, chain.contract, int(chain.w3.eth.chain_id))
+    ledger = Ledger(chain.store, context)
+    assert ledger.verifier.by_receipt(receipts[0]).verdict == "authentic"
+    held = rec(0).to_obj()
+    assert ledger.verifier.by_record("gz-001", "R0", None, held).verdict == "authentic"
+    chain.node.rpc("anvil_reorg", 1, [])
+    assert ledger.verifier.by_receipt(receipts[0]).verdict == "tampered"
+    assert ledger.verifier.by_record("gz-001", "R0", None, held).verdict == "tampered"
+
+
+def test_final_depth_must_be_positive(chain: Chain) -> None:
+    with pytest.raises(ValueError, match="final_depth"):
+        CachedReader(chain.w3, final_depth=0)
+
+
+
+def test_anchor_re_included_at_the_same_height_is_seen(chain: Chain) -> None:
+    """The nastiest shallow reorg: the anchoring transaction is mined again at the same height, so the
+    registry still holds the same root, size and block number — only the block hash tells. A hash cached
+    by number at this depth would hide it."""
+    [receipt, *_] = chain.anchor()
+    reader = CachedReader(chain.w3, final_depth=DEPTH)
+    assert verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).status == "valid"
+    raw = chain.node.rpc("eth_getRawTransactionByHash", receipt["anchor"]["tx_hash"])
+    chain.node.rpc("anvil_reorg", 1, [[raw, 0]])  # replace the last block by one carrying the same anchor
+    stored = reg.batch_of(chain.w3, chain.contract, hospital_key("gz-001"), receipt["batch"]["seq"])
+    assert stored is not None and stored.anchored_block == receipt["anchor"]["block_number"]
+    after = verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)
+    assert after.failed == "anchor-block", after.to_obj()
