@@ -9,6 +9,7 @@ problem's ``title`` and ``detail`` so the CLI can print them as the server phras
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,11 @@ from urllib.parse import quote
 import httpx
 
 from api.settings import MAX_RECORDS_PER_REQUEST
+
+#: ``mrledger submit --format``: records as JSON (``json``, ``dicom`` — fingerprinted locally) or the raw
+#: content of the files, posted to the intake endpoints with these media types.
+RAW_MEDIA_TYPES = {"fhir": "application/fhir+json", "hl7v2": "x-application/hl7-v2+er7"}
+FORMATS = ("json", "fhir", "hl7v2", "dicom")
 
 
 class ClientError(Exception):
@@ -70,6 +76,58 @@ def load_records(paths: Sequence[Path]) -> list[dict[str, Any]]:
     return records
 
 
+def dicom_files(paths: Sequence[Path]) -> list[Path]:
+    """The files to fingerprint: each file given, and every file under each directory given (recursively,
+    sorted; hidden files and DICOMDIR media indexes skipped, they hold no pixels)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.name != "DICOMDIR"
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ClientError(f"cannot read {path}: no such file or directory")
+    if not files:
+        raise ClientError("no DICOM files found in " + ", ".join(str(p) for p in paths))
+    return files
+
+
+def load_dicom_records(paths: Sequence[Path], hospital_id: str, tz: str) -> list[dict[str, Any]]:
+    """Imaging records built here, from the files on this machine: DICOM studies are large and the
+    ledger commits only their fingerprints (SHA-256 per instance's pixel data), so only those travel and
+    are posted as JSON records to ``POST …/results``. ``tz`` is the modality's zone (IANA name), applied
+    when an instance has no TimezoneOffsetFromUTC."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from ledger.formats import FormatError, from_dicom
+
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ClientError(f"--tz {tz!r} is not an IANA time zone name (e.g. Europe/Berlin, UTC)") from exc
+    files = dicom_files(paths)
+
+    def blobs() -> Iterator[bytes]:
+        for path in files:
+            try:
+                yield path.read_bytes()
+            except OSError as exc:
+                raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+    try:
+        records = from_dicom(blobs(), hospital_id, default_tz=zone)
+    except FormatError as exc:
+        # The adapter numbers instances from 1 in the order given; name the file instead.
+        message = re.sub(r"instance (\d+)", lambda m: _file_name(files, int(m[1])), str(exc))
+        raise ClientError(message) from exc
+    return [r.to_obj() for r in records]
+
+
+def _file_name(files: Sequence[Path], number: int) -> str:
+    return str(files[number - 1]) if 1 <= number <= len(files) else f"instance {number}"
+
+
 def _items(doc: Any) -> list[Any]:
     if isinstance(doc, dict) and isinstance(doc.get("records"), list):
         return list(doc["records"])
@@ -114,6 +172,15 @@ class ApiClient:
         only once the records are committed, so an answered chunk is never lost."""
         response = self._request("POST", f"/hospitals/{quote(hospital_id, safe='')}/results",
                                  json={"records": list(records)})
+        body: dict[str, Any] = response.json()
+        return body
+
+    def submit_raw(self, hospital_id: str, fmt: str, data: bytes, tz: str | None = None) -> dict[str, Any]:
+        """Post a FHIR resource/Bundle or HL7 v2 messages as they are; the server parses, versions and
+        stores them (one request per file: all or nothing, as the file was exported)."""
+        params = {"tz": tz} if tz else None
+        response = self._request("POST", f"/hospitals/{quote(hospital_id, safe='')}/{fmt}", content=data,
+                                 params=params, headers={"Content-Type": RAW_MEDIA_TYPES[fmt]})
         body: dict[str, Any] = response.json()
         return body
 

@@ -1,0 +1,198 @@
+"""Intake of real formats (FHIR R4, HL7 v2) with result lineage: which version a received result becomes.
+
+Why this lives in the service layer: a FHIR resource or an HL7 message carries no ledger version number,
+only a status (``amended``, OBX-11 ``C``, ``entered-in-error``, …). Only the ledger knows what it already
+holds for (hospital, result_id), so the adapters build every record with a provisional version and
+``plan`` renumbers them against the stored lineage (docs/formats.md, "HTTP and CLI intake"):
+
+* nothing held → version 1, unless the result is an amendment/correction (the record rules forbid one at
+  version 1, and there is nothing it could correct): ``UnknownCorrectionError`` (422);
+* the same content as a held version (any spelling of the same resource or message) → that version again,
+  a duplicate with the same leaf: feeds resend, and a replayed original must not read as a reversion;
+* changed and ``amended``/``corrected`` (HL7 ``C``) → latest + 1, superseding the latest;
+* changed and ``entered-in-error`` (HL7 ``D``/``W``) → latest + 1, a revocation superseding the latest;
+* changed, ``preliminary`` held and ``final``/``preliminary`` received → latest + 1 (a preliminary result
+  is expected to change until it is final);
+* any other change (final → final, final → preliminary, a re-issue after a revocation that is not sent
+  as a correction) → ``UnannouncedChangeError`` (409): a silently changed result is exactly what the
+  ledger exists to expose, so the sender must say that it changed.
+
+All or nothing per request: the whole plan goes to the store in one ``submit`` call. Two requests racing
+for the same result both plan version n + 1; the store accepts one and answers the other 409 (a retry
+then resolves against the winner).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Literal
+
+from api.service import Ledger
+from ledger import ResultRecord
+from ledger.canonical import canonicalize
+from ledger.errors import MrLedgerError
+from ledger.formats import FormatError, from_fhir, from_hl7v2
+from ledger.records import Status
+from store import Store
+from store.errors import ConflictError, LineageError, NotFoundError
+
+AMENDMENTS = frozenset({"amended", "corrected"})
+REVOCATION = "entered-in-error"
+#: The version the adapters are asked to build before ``plan`` renumbers: 2, because at version 1 the
+#: record rules refuse an ``amended``/``corrected`` result before the ledger could say which version it is.
+#: No record leaves this module with it; every one is rebuilt through ``ResultRecord.model_copy``.
+PROVISIONAL_VERSION = 2
+_LINEAGE_FIELDS = ("version", "supersedes")
+
+
+class UnknownCorrectionError(LineageError):
+    """An amendment or correction of a result this ledger never received (422 ``lineage``)."""
+
+
+class UnannouncedChangeError(ConflictError):
+    """A result that differs from the held one without saying it was amended or corrected (409)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeOutcome:
+    """One received result: the version it became, its leaf, and whether this request created it."""
+
+    result_id: str
+    version: int
+    supersedes: int | None
+    result_status: Status
+    leaf_hash: bytes
+    status: Literal["accepted", "duplicate"]
+
+
+# -- lineage (pure) ----------------------------------------------------------------------------------
+
+
+def _body(record: ResultRecord) -> bytes:
+    """Everything the sender said, without the numbers the ledger assigns: the identity of a resubmission."""
+    return canonicalize({k: v for k, v in record.to_obj().items() if k not in _LINEAGE_FIELDS})
+
+
+def plan(candidates: Sequence[ResultRecord], held: Mapping[str, Sequence[ResultRecord]]) -> list[ResultRecord]:
+    """The records to store for ``candidates`` (adapter output, any version) given the ``held`` versions of
+    each result id (ascending). A duplicate is returned as the held record itself, so the store answers it
+    with its original leaf. Records of one request are planned in order, each seeing those before it: a
+    Bundle holding a result and then its correction yields versions n + 1 and n + 2."""
+    lineage = {rid: list(versions) for rid, versions in held.items()}
+    out: list[ResultRecord] = []
+    for candidate in candidates:
+        versions = lineage.setdefault(candidate.result_id, [])
+        body = _body(candidate)
+        same = next((v for v in reversed(versions) if _body(v) == body), None)
+        if same is None:
+            same = _next_version(candidate, versions)
+            versions.append(same)
+        out.append(same)
+    return out
+
+
+def _next_version(candidate: ResultRecord, versions: Sequence[ResultRecord]) -> ResultRecord:
+    rid, status = candidate.result_id, candidate.status
+    if not versions:
+        if status in AMENDMENTS:
+            raise UnknownCorrectionError(
+                f"result {rid!r} is sent as {status}, a correction of a result this ledger never received: "
+                "send the original result first")
+        # final and preliminary are first versions; so is entered-in-error, which the record rules allow
+        # at version 1 and which tells every later verifier that this result id is void.
+        return candidate.model_copy(update={"version": 1, "supersedes": None})
+    latest = versions[-1]
+    reason = _refusal(status, latest.status)
+    if reason is not None:
+        raise UnannouncedChangeError(
+            f"result {rid!r} differs from version {latest.version} ({latest.status}) held by this ledger, "
+            f"but is sent as {status}: {reason}", [(candidate.hospital_id, rid, latest.version)])
+    return candidate.model_copy(update={"version": latest.version + 1, "supersedes": latest.version})
+
+
+def _refusal(new: str, held: str) -> str | None:
+    """Why ``new`` may not follow ``held`` as a changed version, or None when it may."""
+    if new in AMENDMENTS or new == REVOCATION:
+        return None
+    if held == "preliminary":
+        return None  # preliminary → preliminary (an update) or → final (the result is complete)
+    if held == REVOCATION:
+        return ("the result was entered in error; a re-issue must be sent as corrected "
+                "(FHIR status corrected, HL7 OBX-11/OBR-25 'C')")
+    if new == "preliminary":
+        return "a result held as final cannot become preliminary again; send a correction"
+    return "a changed result must be sent as amended or corrected (FHIR status amended/corrected, HL7 'C')"
+
+
+# -- the store ---------------------------------------------------------------------------------------
+
+
+def held_versions(store: Store, hospital_id: str, result_ids: Sequence[str]) -> dict[str, list[ResultRecord]]:
+    """Every held version of each result id (ascending). Results normally have one to three versions,
+    so reading them whole is cheaper than being clever about which ones a comparison needs."""
+    out: dict[str, list[ResultRecord]] = {}
+    for rid in dict.fromkeys(result_ids):
+        try:
+            infos = store.versions(hospital_id, rid)
+        except NotFoundError:
+            continue
+        out[rid] = [store.record(hospital_id, rid, info.version) for info in infos]
+    return out
+
+
+def submit(ledger: Ledger, hospital_id: str, candidates: Sequence[ResultRecord]) -> list[IntakeOutcome]:
+    """Plan ``candidates`` against the stored lineage and store them in one unit of work."""
+    planned = plan(candidates, held_versions(ledger.store, hospital_id, [c.result_id for c in candidates]))
+    accepted = ledger.submit(hospital_id, planned)
+    return [IntakeOutcome(r.result_id, r.version, r.supersedes, r.status, a.leaf_hash, a.status)
+            for r, a in zip(planned, accepted, strict=True)]
+
+
+# -- the formats -------------------------------------------------------------------------------------
+
+
+class _ZoneNeeded(MrLedgerError):
+    """Raised from inside an adapter when a time has no UTC offset and the caller named no zone. Not a
+    ValueError on purpose: the adapters turn ValueErrors into "not a valid date/time", which this is not."""
+
+
+class ZoneRequired(tzinfo):
+    """The ``default_tz`` of a request that named no zone: harmless while every time carries its offset,
+    a clear refusal as soon as one does not (guessing the sender's zone would shift results by hours)."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        shown = dt.replace(tzinfo=None).isoformat() if dt is not None else "a time"
+        raise _ZoneNeeded(f"{shown} has no UTC offset; name the sender's time zone with the 'tz' parameter "
+                          "(an IANA name such as America/New_York)")
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def tzname(self, dt: datetime | None) -> str | None:
+        return None
+
+
+def _adapt(build: Callable[[], list[ResultRecord]]) -> list[ResultRecord]:
+    try:
+        return build()
+    except _ZoneNeeded as exc:
+        raise FormatError(str(exc)) from exc
+
+
+def submit_fhir(ledger: Ledger, hospital_id: str, data: bytes, tz: tzinfo | None = None) -> list[IntakeOutcome]:
+    """A FHIR R4 resource or Bundle. Without ``tz``, bare FHIR dates are read in UTC (the adapter's
+    default: a FHIR dateTime with a time must carry an offset, so only dates can lack one)."""
+    records = _adapt(lambda: from_fhir(data, hospital_id, version=PROVISIONAL_VERSION, default_tz=tz or UTC))
+    return submit(ledger, hospital_id, records)
+
+
+def submit_hl7v2(ledger: Ledger, hospital_id: str, data: bytes, tz: tzinfo | None = None,
+                 encoding: str = "utf-8") -> list[IntakeOutcome]:
+    """One or more ORU^R01 messages (batch wrappers allowed). Without ``tz`` every time must carry its
+    offset; HL7 times usually do not, and the sender's zone is the integrator's knowledge, not ours."""
+    zone = tz if tz is not None else ZoneRequired()
+    records = _adapt(lambda: from_hl7v2(data, hospital_id, default_tz=zone, version=PROVISIONAL_VERSION,
+                                        encoding=encoding))
+    return submit(ledger, hospital_id, records)
