@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api.recognition import CatalogueError, load_catalogue
 
 #: Most records in one submission request; larger uploads are split by the client.
 MAX_RECORDS_PER_REQUEST = 1000
@@ -36,6 +38,20 @@ class Settings(BaseSettings):
     replace_after: float = Field(30.0, gt=0, description="Seconds before a stuck transaction is re-sent with a "
                                                          "higher fee.")
     worker: bool = Field(True, description="Run the sealer and the anchoring worker in this process.")
+    catalogue_file: Path | None = Field(None, description="Mutual-recognition catalogue (TOML, mrl-catalogue/1); "
+                                                          "unset: the shipped default (docs/recognition.md).")
+
+    @field_validator("catalogue_file")
+    @classmethod
+    def _catalogue_loads(cls, value: Path | None) -> Path | None:
+        """Load the catalogue once here so a bad file stops the node at start-up with the file's problem,
+        not at the first verification."""
+        if value is not None:
+            try:
+                load_catalogue(value)
+            except CatalogueError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
 
     @property
     def db_url(self) -> str:

@@ -215,3 +215,21 @@ class AccessLog(Base):
     result_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     verdict: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class HospitalEligibility(Base):
+    """A hospital's eligibility for one mutual-recognition category (e.g. it passed external quality
+    assessment), as granted by the authority. Rows are never deleted: a revocation or a new grant closes the
+    open row (``revoked_at``), so "was it eligible when that result was recognised?" stays answerable."""
+
+    __tablename__ = "hospital_eligibility"
+    __table_args__ = (Index(None, "hospital_id", "category"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    hospital_id: Mapped[str] = mapped_column(ForeignKey("hospitals.id"))
+    category: Mapped[str] = mapped_column(String(64))
+    #: What the grant rests on, e.g. an EQA certificate id.
+    reference: Mapped[str] = mapped_column(String(256))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
