@@ -1,0 +1,140 @@
+// UI text in English, German and Chinese (Simplified). Elements carry data-i18n="key"; the language is
+// picked from ?lang=, then localStorage, then navigator.language, and switchable in the page.
+const T = {
+  en: {
+    "lang.name": "English", "skip": "Skip to the verdict",
+    "verify.title": "Check a medical result", "verify.intro": "Open the receipt file or QR code the patient brings. The result is checked in this browser first, then with the ledger.",
+    "in.receipt": "Receipt", "in.file": "Receipt file or photo of the QR code", "in.paste": "…or paste the receipt (JSON or MRL:/ text)",
+    "in.verify": "Check receipt", "in.camera": "Scan QR with camera", "in.camera.stop": "Stop camera",
+    "in.record": "Result without receipt (doctor)", "in.record.help": "Paste the record JSON as the hospital committed it, with its hospital and result id. Needs a doctor token.",
+    "in.hid": "Hospital id", "in.rid": "Result id", "in.version": "Version (optional)", "in.recordjson": "Record (JSON)",
+    "in.verifyrecord": "Check result", "set.title": "Settings", "set.token": "Doctor token (kept for this tab only)",
+    "set.rpc": "Your own JSON-RPC endpoint to check the root on chain (optional)",
+    "set.explorer": "Block explorer link, {tx} is replaced by the transaction hash (optional)",
+    "v.none": "No result checked yet", "v.working": "Checking…",
+    "v.authentic": "AUTHENTIC", "v.tampered": "TAMPERED — do not use", "v.unknown": "UNKNOWN — cannot be confirmed",
+    "v.pending": "PENDING — not yet anchored", "v.revoked": "REVOKED — entered in error", "v.superseded": "AUTHENTIC but SUPERSEDED",
+    "v.offline-only": "Checked in this browser only",
+    "rec.recognise": "May be recognised (no need to repeat the test)", "rec.reorder": "Repeat the test",
+    "off.title": "1. Checked in this browser", "off.ok": "Passed: the record, its salt and the Merkle proof give the batch root.",
+    "off.unanchored": "Passed, but the receipt has no anchor yet.", "off.fail": "Failed at check",
+    "srv.title": "2. Checked with the ledger", "srv.skip": "Not asked.", "srv.error": "The ledger could not be asked",
+    "chain.title": "3. Checked on your own chain endpoint", "chain.skip": "No endpoint configured.", "chain.ok": "The registry holds this root.", "chain.fail": "The registry does not confirm this root",
+    "d.hospital": "Hospital", "d.result": "Result", "d.version": "Version", "d.issued": "Issued", "d.sealed": "Batch sealed",
+    "d.anchored": "Anchored", "d.block": "Block", "d.conf": "Confirmations", "d.tx": "Transaction", "d.superseded": "Newer version",
+    "d.reasons": "Reasons", "d.checks": "Checks", "d.batch": "Batch",
+    "qr.reading": "Reading QR code…", "qr.none": "No QR code found in the image.", "qr.ref": "The QR code holds a reference; the proof was fetched from the ledger.",
+    "qr.refmin": "The QR code holds no record: paste the printed record below to compare.", "err.json": "This is not valid JSON.",
+    "cam.unavailable": "No camera available in this browser.",
+    "audit.title": "Audit a hospital's ledger", "audit.token": "Auditor token (kept for this tab only)", "audit.hospital": "Hospital",
+    "audit.load": "Load", "audit.batches": "Batches in sequence order", "audit.gaps": "Gaps", "audit.nogaps": "No gaps: every sequence number is present and anchored in order.",
+    "audit.missing": "Missing batch numbers", "audit.anchorgap": "Not anchored although a later batch is",
+    "audit.seq": "Seq", "audit.size": "Results", "audit.sealed": "Sealed", "audit.status": "Anchor status", "audit.root": "Root",
+    "audit.chart": "Batch sizes and anchoring delay over time", "audit.delay": "Anchoring delay (s)", "audit.delay.na": "Anchoring delay needs block times: set a JSON-RPC endpoint.",
+    "audit.lineage": "Lineage of a result", "audit.lineage.load": "Show lineage", "audit.intact": "Chain of versions intact", "audit.broken": "Chain of versions broken",
+    "audit.rpc": "JSON-RPC endpoint for block times (optional)", "audit.missingrow": "MISSING", "audit.vstatus": "Status", "audit.supersedes": "Supersedes",
+  },
+  de: {
+    "lang.name": "Deutsch", "skip": "Zum Ergebnis springen",
+    "verify.title": "Befund prüfen", "verify.intro": "Öffnen Sie die Quittung oder den QR-Code der Patientin. Geprüft wird zuerst in diesem Browser, dann beim Ledger.",
+    "in.receipt": "Quittung", "in.file": "Quittungsdatei oder Foto des QR-Codes", "in.paste": "…oder Quittung einfügen (JSON oder MRL:/-Text)",
+    "in.verify": "Quittung prüfen", "in.camera": "QR-Code mit Kamera scannen", "in.camera.stop": "Kamera beenden",
+    "in.record": "Befund ohne Quittung (Ärztin/Arzt)", "in.record.help": "Befund-JSON so einfügen, wie das Krankenhaus ihn festgeschrieben hat, mit Krankenhaus- und Befund-ID. Erfordert ein Arzt-Token.",
+    "in.hid": "Krankenhaus-ID", "in.rid": "Befund-ID", "in.version": "Version (optional)", "in.recordjson": "Befund (JSON)",
+    "in.verifyrecord": "Befund prüfen", "set.title": "Einstellungen", "set.token": "Arzt-Token (nur für diesen Tab gespeichert)",
+    "set.rpc": "Eigener JSON-RPC-Endpunkt zur Prüfung der Wurzel auf der Chain (optional)",
+    "set.explorer": "Link zum Block-Explorer, {tx} wird durch den Transaktions-Hash ersetzt (optional)",
+    "v.none": "Noch nichts geprüft", "v.working": "Wird geprüft…",
+    "v.authentic": "ECHT", "v.tampered": "VERFÄLSCHT — nicht verwenden", "v.unknown": "UNBEKANNT — nicht bestätigt",
+    "v.pending": "AUSSTEHEND — noch nicht verankert", "v.revoked": "WIDERRUFEN — irrtümlich erfasst", "v.superseded": "ECHT, aber ERSETZT",
+    "v.offline-only": "Nur in diesem Browser geprüft",
+    "rec.recognise": "Kann anerkannt werden (keine Wiederholung nötig)", "rec.reorder": "Untersuchung wiederholen",
+    "off.title": "1. In diesem Browser geprüft", "off.ok": "Bestanden: Befund, Salt und Merkle-Beweis ergeben die Wurzel des Stapels.",
+    "off.unanchored": "Bestanden, aber die Quittung ist noch nicht verankert.", "off.fail": "Fehlgeschlagen bei Prüfung",
+    "srv.title": "2. Beim Ledger geprüft", "srv.skip": "Nicht gefragt.", "srv.error": "Das Ledger war nicht erreichbar",
+    "chain.title": "3. Auf Ihrem eigenen Chain-Endpunkt geprüft", "chain.skip": "Kein Endpunkt eingestellt.", "chain.ok": "Das Register enthält diese Wurzel.", "chain.fail": "Das Register bestätigt diese Wurzel nicht",
+    "d.hospital": "Krankenhaus", "d.result": "Befund", "d.version": "Version", "d.issued": "Ausgestellt", "d.sealed": "Stapel versiegelt",
+    "d.anchored": "Verankert", "d.block": "Block", "d.conf": "Bestätigungen", "d.tx": "Transaktion", "d.superseded": "Neuere Version",
+    "d.reasons": "Gründe", "d.checks": "Prüfungen", "d.batch": "Stapel",
+    "qr.reading": "QR-Code wird gelesen…", "qr.none": "Kein QR-Code im Bild gefunden.", "qr.ref": "Der QR-Code enthält einen Verweis; der Beweis wurde vom Ledger geholt.",
+    "qr.refmin": "Der QR-Code enthält keinen Befund: gedruckten Befund unten einfügen.", "err.json": "Das ist kein gültiges JSON.",
+    "cam.unavailable": "Keine Kamera in diesem Browser verfügbar.",
+    "audit.title": "Ledger eines Krankenhauses prüfen", "audit.token": "Prüfer-Token (nur für diesen Tab gespeichert)", "audit.hospital": "Krankenhaus",
+    "audit.load": "Laden", "audit.batches": "Stapel in Reihenfolge", "audit.gaps": "Lücken", "audit.nogaps": "Keine Lücken: jede Nummer ist vorhanden und der Reihe nach verankert.",
+    "audit.missing": "Fehlende Stapelnummern", "audit.anchorgap": "Nicht verankert, obwohl ein späterer Stapel es ist",
+    "audit.seq": "Nr.", "audit.size": "Befunde", "audit.sealed": "Versiegelt", "audit.status": "Verankerung", "audit.root": "Wurzel",
+    "audit.chart": "Stapelgrößen und Verankerungsdauer im Zeitverlauf", "audit.delay": "Verankerungsdauer (s)", "audit.delay.na": "Die Verankerungsdauer braucht Blockzeiten: JSON-RPC-Endpunkt eintragen.",
+    "audit.lineage": "Versionsverlauf eines Befunds", "audit.lineage.load": "Verlauf zeigen", "audit.intact": "Versionskette intakt", "audit.broken": "Versionskette gebrochen",
+    "audit.rpc": "JSON-RPC-Endpunkt für Blockzeiten (optional)", "audit.missingrow": "FEHLT", "audit.vstatus": "Status", "audit.supersedes": "Ersetzt",
+  },
+  "zh-CN": {
+    "lang.name": "中文", "skip": "跳到核验结果",
+    "verify.title": "核验检查结果", "verify.intro": "打开患者带来的凭证文件或二维码。先在本浏览器内核验，再向账本核验。",
+    "in.receipt": "凭证", "in.file": "凭证文件或二维码照片", "in.paste": "…或粘贴凭证（JSON 或 MRL:/ 文本）",
+    "in.verify": "核验凭证", "in.camera": "用摄像头扫描二维码", "in.camera.stop": "关闭摄像头",
+    "in.record": "无凭证的结果（医生）", "in.record.help": "粘贴医院提交的结果 JSON，并填写医院编号和结果编号。需要医生令牌。",
+    "in.hid": "医院编号", "in.rid": "结果编号", "in.version": "版本（可选）", "in.recordjson": "结果（JSON）",
+    "in.verifyrecord": "核验结果", "set.title": "设置", "set.token": "医生令牌（仅保存在此标签页）",
+    "set.rpc": "用于链上核验根哈希的自有 JSON-RPC 节点（可选）",
+    "set.explorer": "区块浏览器链接，{tx} 替换为交易哈希（可选）",
+    "v.none": "尚未核验", "v.working": "正在核验…",
+    "v.authentic": "真实有效", "v.tampered": "已被篡改 — 请勿使用", "v.unknown": "未知 — 无法确认",
+    "v.pending": "待定 — 尚未上链", "v.revoked": "已撤销 — 录入错误", "v.superseded": "真实，但已被更新",
+    "v.offline-only": "仅在本浏览器内核验",
+    "rec.recognise": "可以互认（无需重复检查）", "rec.reorder": "请重新检查",
+    "off.title": "1. 本浏览器内核验", "off.ok": "通过：结果、盐值和默克尔证明得出批次根哈希。",
+    "off.unanchored": "通过，但凭证尚未上链。", "off.fail": "未通过的检查",
+    "srv.title": "2. 账本核验", "srv.skip": "未查询。", "srv.error": "无法连接账本",
+    "chain.title": "3. 在您自己的链节点上核验", "chain.skip": "未设置节点。", "chain.ok": "链上登记合约包含此根哈希。", "chain.fail": "链上登记合约未确认此根哈希",
+    "d.hospital": "医院", "d.result": "结果", "d.version": "版本", "d.issued": "签发时间", "d.sealed": "批次封存",
+    "d.anchored": "上链时间", "d.block": "区块", "d.conf": "确认数", "d.tx": "交易", "d.superseded": "更新版本",
+    "d.reasons": "原因", "d.checks": "检查项", "d.batch": "批次",
+    "qr.reading": "正在读取二维码…", "qr.none": "图片中未找到二维码。", "qr.ref": "二维码为引用；证明已从账本获取。",
+    "qr.refmin": "二维码不含结果内容：请在下方粘贴纸质报告上的结果。", "err.json": "不是有效的 JSON。",
+    "cam.unavailable": "此浏览器无可用摄像头。",
+    "audit.title": "审计医院账本", "audit.token": "审计令牌（仅保存在此标签页）", "audit.hospital": "医院",
+    "audit.load": "加载", "audit.batches": "按序号排列的批次", "audit.gaps": "缺口", "audit.nogaps": "无缺口：每个序号都存在且按序上链。",
+    "audit.missing": "缺失的批次序号", "audit.anchorgap": "未上链，但其后的批次已上链",
+    "audit.seq": "序号", "audit.size": "结果数", "audit.sealed": "封存时间", "audit.status": "上链状态", "audit.root": "根哈希",
+    "audit.chart": "批次大小与上链延迟随时间变化", "audit.delay": "上链延迟（秒）", "audit.delay.na": "上链延迟需要区块时间：请设置 JSON-RPC 节点。",
+    "audit.lineage": "结果的版本沿革", "audit.lineage.load": "显示沿革", "audit.intact": "版本链完整", "audit.broken": "版本链断裂",
+    "audit.rpc": "用于区块时间的 JSON-RPC 节点（可选）", "audit.missingrow": "缺失", "audit.vstatus": "状态", "audit.supersedes": "取代版本",
+  },
+};
+
+export const LANGS = Object.keys(T);
+
+function pick() {
+  const q = new URLSearchParams(location.search).get("lang");
+  const stored = localStorage.getItem("mrl.lang");
+  for (const c of [q, stored, ...(navigator.languages || [navigator.language])]) {
+    if (!c) continue;
+    if (T[c]) return c;
+    const base = c.toLowerCase().split("-")[0];
+    if (base === "zh") return "zh-CN";
+    if (T[base]) return base;
+  }
+  return "en";
+}
+
+export let lang = pick();
+export const t = (key) => (T[lang] && T[lang][key]) || T.en[key] || key;
+
+export function apply(root = document) {
+  document.documentElement.lang = lang;
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+}
+
+export function setLang(code, onChange) {
+  lang = T[code] ? code : "en";
+  localStorage.setItem("mrl.lang", lang);
+  apply();
+  if (onChange) onChange();
+}
+
+// A <select> of the languages, each named in its own language.
+export function mountSwitcher(select, onChange) {
+  select.replaceChildren(...LANGS.map((c) => new Option(T[c]["lang.name"], c, false, c === lang)));
+  select.addEventListener("change", () => setLang(select.value, onChange));
+  apply();
+}

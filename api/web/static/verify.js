@@ -1,0 +1,228 @@
+// The /verify page: receipt (file, paste, QR image, camera) or held record in; offline check first, then
+// the ledger (POST /v1/verify), then optionally the doctor's own JSON-RPC endpoint.
+import { checkRootOnChain, decodeQrText, isQrText, receiptFromReference, verifyOffline } from "./core.js";
+import { apply, mountSwitcher, t } from "./i18n.js";
+
+const $ = (id) => document.getElementById(id);
+const store = { token: sessionStorage, rpc: localStorage, explorer: localStorage };
+let last = null; // {offline, server, chain} of the last check, re-rendered when the language changes
+
+for (const [id, where] of Object.entries(store)) {
+  $(id).value = where.getItem("mrl." + id) || "";
+  $(id).addEventListener("change", () => where.setItem("mrl." + id, $(id).value.trim()));
+}
+
+function setVerdict(kind, word, sub = "") {
+  const box = $("verdict");
+  box.className = "v-" + kind;
+  box.dataset.verdict = kind;
+  delete $("verdict-word").dataset.i18n; // from now on render() owns the text, also across language switches
+  $("verdict-word").textContent = word;
+  $("verdict-sub").textContent = sub;
+}
+
+function step(id, state, text) {
+  $("step-" + id).className = "s-" + state;
+  $(id + "-status").textContent = text;
+}
+
+function fact(dl, key, value, href) {
+  if (value === null || value === undefined || value === "") return;
+  const dt = document.createElement("dt"), dd = document.createElement("dd");
+  dt.textContent = t(key);
+  if (href) {
+    const a = document.createElement("a");
+    a.href = href; a.textContent = value; a.rel = "noreferrer noopener"; a.target = "_blank";
+    dd.append(a);
+  } else dd.textContent = value;
+  dl.append(dt, dd);
+}
+
+const local = (iso) => (iso ? new Date(iso).toLocaleString(document.documentElement.lang) + ` (${iso})` : null);
+
+function render() {
+  if (!last) return;
+  const { offline, server, chain, receipt, error } = last;
+  $("steps").hidden = false;
+  // 1. offline
+  if (!offline) step("offline", "skip", t("srv.skip"));
+  else if (offline.status === "invalid") step("offline", "fail", `${t("off.fail")}: ${offline.failed} — ${offline.checks.at(-1).detail}`);
+  else step("offline", "ok", t(offline.status === "valid" ? "off.ok" : "off.unanchored"));
+  $("step-offline").dataset.state = offline ? offline.status : "skipped";
+  // 2. server
+  if (server) step("server", server.verdict === "tampered" ? "fail" : server.verdict === "authentic" ? "ok" : "skip",
+                   `${server.verdict}${server.failed_check ? " (" + server.failed_check + ")" : ""}`);
+  else step("server", error ? "fail" : "skip", error ? `${t("srv.error")}: ${error}` : t("srv.skip"));
+  // 3. chain
+  if (chain) step("chain", chain.ok ? "ok" : "fail", chain.ok ? `${t("chain.ok")} (${t("d.conf")}: ${chain.confirmations})`
+                                                         : `${t("chain.fail")}: ${chain.detail}`);
+  else step("chain", "skip", t("chain.skip"));
+
+  // The verdict: a failed offline check is final (tampered) whatever a server says.
+  let kind, word, sub = "";
+  if (offline && offline.status === "invalid") { kind = "tampered"; word = t("v.tampered"); }
+  else if (last.waiting) { kind = "working"; word = t("v.working"); sub = t("off.title"); }
+  // The doctor's own node outranks the ledger: another root on chain is tampering; no root there (or a
+  // wrong or unreachable endpoint) means this receipt cannot be confirmed independently.
+  else if (chain && chain.conflict) { kind = "tampered"; word = t("v.tampered"); sub = t("chain.fail"); }
+  else if (chain && !chain.ok) { kind = "unknown"; word = t("v.unknown"); sub = `${t("chain.fail")}: ${chain.detail}`; }
+  else if (server) {
+    kind = server.verdict;
+    if (kind === "authentic" && server.superseded_by) kind = "superseded";
+    word = t("v." + kind);
+    if (server.recognition) sub = t("rec." + server.recognition.decision);
+  } else if (offline) { kind = offline.status === "valid" ? "unknown" : "pending"; word = t("v." + kind); sub = t("v.offline-only"); }
+  setVerdict(kind, word, sub);
+
+  const dl = $("facts");
+  dl.replaceChildren();
+  const s = server || {}, rec = receipt ? receipt.record : {}, a = (receipt && receipt.anchor) || {};
+  fact(dl, "d.hospital", s.hospital_name ? `${s.hospital_name} (${s.hospital_id})` : s.hospital_id || rec.hospital_id);
+  fact(dl, "d.result", s.result_id || rec.result_id);
+  fact(dl, "d.version", s.version ?? rec.version);
+  fact(dl, "d.issued", local(s.issued || rec.issued));
+  if (receipt) fact(dl, "d.batch", `${receipt.batch.seq} (${receipt.leaf.index + 1} / ${receipt.batch.size})`);
+  if (receipt) fact(dl, "d.sealed", local(receipt.batch.sealed_at));
+  fact(dl, "d.anchored", local(s.anchored_at));
+  fact(dl, "d.block", s.block_number ?? a.block_number);
+  fact(dl, "d.conf", s.confirmations ?? (chain && chain.ok ? chain.confirmations : null));
+  const tx = s.tx_hash || a.tx_hash, tpl = $("explorer").value.trim();
+  fact(dl, "d.tx", tx, tx && tpl.includes("{tx}") ? tpl.replace("{tx}", tx) : null);
+  if (s.superseded_by) fact(dl, "d.superseded", `${s.superseded_by.version} (${s.superseded_by.status}, ${s.superseded_by.issued})`);
+  if (s.revoked_by) fact(dl, "d.superseded", `${s.revoked_by.version} (${s.revoked_by.status}, ${s.revoked_by.issued})`);
+  if (s.recognition && s.recognition.reasons.length) fact(dl, "d.reasons", s.recognition.reasons.map((r) => r.detail).join("; "));
+  const checks = (s.checks || (offline && offline.checks) || []).map((c) => `${c.ok ? "✔" : "✘"} ${c.name}`).join("  ");
+  fact(dl, "d.checks", checks);
+  $("details").hidden = false;
+}
+
+async function postVerify(body, auth) {
+  const headers = { "Content-Type": "application/json" };
+  const token = $("token").value.trim();
+  if (auth && token) headers.Authorization = "Bearer " + token;
+  const res = await fetch("/v1/verify", { method: "POST", headers, body: JSON.stringify(body) });
+  const out = await res.json();
+  if (!res.ok) throw new Error(out.detail || out.title || res.status);
+  return out;
+}
+
+async function checkReceipt(receipt) {
+  setVerdict("working", t("v.working"));
+  last = { receipt, offline: await verifyOffline(receipt), server: null, chain: null, waiting: true };
+  render(); // the offline result is on screen before any network request
+  if (last.offline.status === "invalid") return;
+  const rpc = $("rpc").value.trim();
+  // The ledger and the doctor's own chain endpoint are asked in parallel; neither waits for the other.
+  await Promise.all([
+    postVerify({ receipt }, false).then((v) => { last.server = v; }, (e) => { last.error = e.message; }),
+    rpc && receipt.anchor ? checkRootOnChain(rpc, receipt).then((c) => { last.chain = c; },
+                                                                 (e) => { last.chain = { ok: false, conflict: false, detail: e.message }; })
+      : null,
+  ]);
+  last.waiting = false;
+  render();
+}
+
+async function fromText(text) {
+  text = text.trim();
+  if (isQrText(text)) return fromPayload(await decodeQrText(text));
+  let obj;
+  try { obj = JSON.parse(text); } catch { throw new Error(t("err.json")); }
+  if (obj && obj.receipt && !obj.format) obj = obj.receipt;
+  return fromPayload(obj);
+}
+
+async function fromPayload(obj) {
+  if (obj.format !== "mrl-qref/1") return checkReceipt(obj);
+  if (!obj.record) { // ref-min: the reader supplies the printed record
+    $("qr-status").textContent = t("qr.refmin");
+    $("hid").value = obj.hospital_id; $("rid").value = obj.result_id; $("ver").value = obj.version;
+    $("record-box").open = true;
+    return;
+  }
+  const q = new URLSearchParams({ leaf_hash: obj.leaf_hash, version: obj.version });
+  const res = await fetch(`/v1/hospitals/${encodeURIComponent(obj.hospital_id)}/results/${encodeURIComponent(obj.result_id)}/proof?${q}`);
+  const proof = await res.json();
+  if (!res.ok) throw new Error(proof.detail || proof.title);
+  $("qr-status").textContent = t("qr.ref");
+  return checkReceipt(receiptFromReference(obj, proof));
+}
+
+let jsQRLoaded = null;
+function loadJsQR() { // 130 kB, so only fetched when a QR is actually decoded
+  jsQRLoaded ||= new Promise((ok, fail) => {
+    const s = document.createElement("script");
+    s.src = "/web/vendor/jsQR.min.js"; s.onload = () => ok(window.jsQR); s.onerror = fail;
+    document.head.append(s);
+  });
+  return jsQRLoaded;
+}
+
+async function qrFromImage(source, w, h) {
+  const jsQR = await loadJsQR();
+  const canvas = document.createElement("canvas");
+  const scale = Math.min(1, 1600 / Math.max(w, h));
+  canvas.width = Math.round(w * scale); canvas.height = Math.round(h * scale);
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(source, 0, 0, canvas.width, canvas.height);
+  const img = ctx.getImageData(0, 0, canvas.width, canvas.height);
+  const code = jsQR(img.data, img.width, img.height, { inversionAttempts: "attemptBoth" });
+  return code ? code.data : null;
+}
+
+async function fromFile(file) {
+  if (file.type.startsWith("image/")) {
+    $("qr-status").textContent = t("qr.reading");
+    const bmp = await createImageBitmap(file);
+    const text = await qrFromImage(bmp, bmp.width, bmp.height);
+    if (!text) { $("qr-status").textContent = t("qr.none"); return; }
+    $("qr-status").textContent = "";
+    return fromText(text);
+  }
+  return fromText(await file.text());
+}
+
+let stream = null;
+async function camera() {
+  if (stream) { stream.getTracks().forEach((tr) => tr.stop()); stream = null; $("video").hidden = true; $("cam").textContent = t("in.camera"); return; }
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) { $("qr-status").textContent = t("cam.unavailable"); return; }
+  try { stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } }); }
+  catch { $("qr-status").textContent = t("cam.unavailable"); return; }
+  const video = $("video");
+  video.srcObject = stream; video.hidden = false; await video.play();
+  $("cam").textContent = t("in.camera.stop");
+  const tick = async () => {
+    if (!stream) return;
+    if (video.videoWidth) {
+      const text = await qrFromImage(video, video.videoWidth, video.videoHeight);
+      if (text && isQrText(text)) { await camera(); return guard(() => fromText(text)); }
+    }
+    setTimeout(tick, 250);
+  };
+  tick();
+}
+
+async function checkRecord() {
+  let record;
+  try { record = JSON.parse($("record").value); } catch { throw new Error(t("err.json")); }
+  const body = { hospital_id: $("hid").value.trim(), result_id: $("rid").value.trim(), record };
+  if ($("ver").value) body.version = Number($("ver").value);
+  setVerdict("working", t("v.working"));
+  last = { receipt: null, offline: null, server: null, chain: null };
+  try { last.server = await postVerify(body, true); } catch (e) { last.error = e.message; }
+  render();
+}
+
+async function guard(fn) {
+  try { await fn(); } catch (e) {
+    setVerdict("unknown", t("v.unknown"), e.message);
+  }
+  $("verdict").focus();
+}
+
+$("go").addEventListener("click", () => guard(() => fromText($("paste").value)));
+$("file").addEventListener("change", (e) => e.target.files[0] && guard(() => fromFile(e.target.files[0])));
+$("cam").addEventListener("click", () => guard(camera));
+$("go-record").addEventListener("click", () => guard(checkRecord));
+mountSwitcher($("lang"), () => { apply(); render(); });
+document.body.dataset.ready = "1";
