@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine (Python 3.11+, node/npm, git): `make run` and `make test`.
-# Each creates .venv and node_modules when missing or stale; nothing is installed outside the repo.
+# Each creates .venv and node_modules when missing or stale; the only thing installed outside the repo is
+# Debian's chromium for the browser tests (apt-get, needs root; setup fails loudly otherwise).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +9,9 @@ NODESTAMP := node_modules/.installed
 
 .PHONY: setup run test lint typecheck pytest clean
 
-setup: $(PYSTAMP) $(NODESTAMP)
+CHROMIUM  := /usr/bin/chromium
+
+setup: $(PYSTAMP) $(NODESTAMP) $(CHROMIUM)
 
 $(PYSTAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +22,12 @@ $(PYSTAMP): pyproject.toml constraints.txt
 $(NODESTAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# The browser tests (tests/web/) drive Debian's Chromium; Playwright's own browser download is never used.
+$(CHROMIUM):
+	@if [ "$$(id -u)" != 0 ]; then echo "setup: $(CHROMIUM) is missing and installing it needs root:" \
+	  "run 'sudo apt-get update && sudo apt-get install -y --no-install-recommends chromium'" >&2; exit 1; fi
+	apt-get update && apt-get install -y --no-install-recommends chromium
 
 # The node: API, sealer, anchoring worker and a managed anvil, state in ./.mrledger/ (Ctrl-C stops it).
 run: setup

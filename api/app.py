@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from api import metrics, problems
-from api.routes import audit, health, hospitals, results, verify
+from api import metrics, problems, web
+from api.routes import audit, health, hospitals, receipt_qr, results, verify
+from api.routes import catalogue as recognition_routes
+from api.routes import intake as intake_routes
 from api.service import Ledger
 from api.settings import MAX_BODY_BYTES
 
@@ -41,5 +43,9 @@ def create_app(ledger: Ledger) -> FastAPI:
 
     for module in (health, hospitals, results, verify, audit):
         app.include_router(module.router)
+    app.include_router(intake_routes.router)  # FHIR / HL7 v2 intake (api/intake.py)
+    app.include_router(recognition_routes.router)  # catalogue and eligibility (api/recognition.py)
+    app.include_router(receipt_qr.router)  # receipt as QR, public proof for reference QRs (api/qr.py)
+    app.include_router(web.router)  # the /verify and /audit pages (api/web/)
     metrics.install(app, ledger)  # /metrics and the latency middleware (outermost: it times the 413s too)
     return app

@@ -237,6 +237,47 @@ class SupersededOut(_Out):
     issued: str
 
 
+class ItemOut(_Out):
+    """A mutual-recognition catalogue item (``GET /v1/catalogue``; ``recognition.item`` of a verification)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "code": "2345-7", "system": "http://loinc.org", "name": "Glucose [Mass/volume] in Serum or Plasma",
+        "category": "clinical-biochemistry", "window_days": 7}]})
+
+    code: str = Field(description="LOINC code of a lab item; our id (`ct-head`) of an imaging item.")
+    system: str = Field(description="`http://loinc.org` or `urn:mrledger:catalogue:imaging`.")
+    name: str
+    category: str
+    window_days: int = Field(description="A result is recognised until `issued` + this many days (inclusive).")
+    modalities: list[str] | None = Field(None, description="Imaging items: DICOM modalities.")
+    body_parts: list[str] | None = Field(None, description="Imaging items: DICOM BodyPartExamined terms or SNOMED "
+                                                           "CT codes; empty: any body part.")
+
+
+class ReasonOut(_Out):
+    code: Literal["not-authentic", "revoked", "superseded", "not-final", "not-in-catalogue", "too-old",
+                  "hospital-not-eligible", "anchor-pending"]
+    detail: str
+
+
+class RecognitionOut(_Out):
+    decision: Literal["recognise", "reorder"] = Field(
+        description="recognise: the doctor may accept the result instead of repeating the test; reorder: at "
+                    "least one reason below applies.")
+    reasons: list[ReasonOut] = Field(description="Every reason that applies, in a fixed order; empty when "
+                                                 "recognised.")
+    item: ItemOut | None = Field(description="The catalogue item the result is (for a panel: the one with the "
+                                             "shortest window); null when not in the catalogue.")
+    category: str | None
+    items: list[ItemOut] = Field(description="Every matched item (several for a panel or a multi-part study).")
+    valid_until: str | None = Field(description="When the result stops being recognised: issued + window.")
+
+
+_ITEM: dict[str, Any] = {"code": "2345-7", "system": "http://loinc.org",
+                         "name": "Glucose [Mass/volume] in Serum or Plasma", "category": "clinical-biochemistry",
+                         "window_days": 7}
+
+
 class VerifyOut(_Out):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "verdict": "authentic", "hospital_id": "gz-001", "hospital_name": "Guangzhou First People's Hospital",
@@ -246,12 +287,19 @@ class VerifyOut(_Out):
         "superseded_by": {"version": 2, "status": "corrected", "issued": "2024-05-02T09:00:00Z"},
         "failed_check": None,
         "checks": [{"name": "leaf-hash", "ok": True, "detail": ""},
-                   {"name": "anchor-root", "ok": True, "detail": ""}]}]})
+                   {"name": "anchor-root", "ok": True, "detail": ""}],
+        "revoked_by": None,
+        "recognition": {"decision": "reorder", "reasons": [{"code": "superseded", "detail": "version 2 (corrected, "
+                                                                                        "issued 2024-05-02T09:00:00Z) "
+                                                                                        "supersedes version 1"}],
+                        "item": _ITEM, "category": "clinical-biochemistry", "items": [_ITEM],
+                        "valid_until": "2024-05-08T07:30:00Z"}}]})
 
-    verdict: Literal["authentic", "tampered", "unknown", "pending"] = Field(
+    verdict: Literal["authentic", "tampered", "unknown", "pending", "revoked"] = Field(
         description="authentic: the content is what the hospital anchored and the anchor is confirmed; tampered: "
                     "a check failed; unknown: this ledger cannot vouch for it (result not held, or no chain to "
-                    "check against); pending: genuine so far but not (yet) confirmed on chain.")
+                    "check against); pending: genuine so far but not (yet) confirmed on chain; revoked: genuine, "
+                    "but the hospital has since declared the result entered-in-error (see revoked_by).")
     hospital_id: str | None
     hospital_name: str | None
     result_id: str | None
@@ -267,6 +315,10 @@ class VerifyOut(_Out):
                                                             "may be authentic yet outdated.")
     failed_check: str | None
     checks: list[CheckOut]
+    revoked_by: SupersededOut | None = Field(None, description="The version (status entered-in-error) that "
+                                                               "revoked the result, and when it was issued.")
+    recognition: RecognitionOut | None = Field(None, description="May the doctor accept this result instead "
+                                                                 "of repeating the test (docs/recognition.md)?")
 
 
 # -- OpenAPI helpers --------------------------------------------------------------------------------

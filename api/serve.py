@@ -37,6 +37,7 @@ from web3 import Web3
 from anchoring.deploy import deploy_and_record
 from anchoring.node import AnvilNode
 from anchoring.worker import AnchorWorker, WorkerConfig
+from api.recognition import load_catalogue
 from api.service import ChainContext, Ledger
 from api.settings import Settings
 from ledger.errors import MrLedgerError
@@ -311,7 +312,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             contract = resolve_contract(store, w3, admin, settings.contract_address)
             chain = ChainContext(w3, contract, int(w3.eth.chain_id), submitter=submitter, admin=admin,
                                  rpc_url=rpc_url)
-            ledger = Ledger(store, chain, confirmations=settings.confirmations)
+            ledger = Ledger(store, chain, confirmations=settings.confirmations,
+                            catalogue=load_catalogue(settings.catalogue_file))
             # Idempotent; catches up with hospitals registered while the node was down (or a chain reset).
             sealer = Sealer(store, chain, settings)
             sealer.reconcile_hospitals(grace=0)

@@ -5,7 +5,6 @@ the operations the HTTP routes and the CLI share. Routes stay thin (parse, autho
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,7 +13,10 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3._utils.rpc_abi import RPC
 
+from anchoring.contract import BatchRecord
 from anchoring.deploy import ensure_hospital_on_chain
+from anchoring.verify import FINAL_DEPTH, BlockInfo, CachedReader
+from api.recognition import Catalogue, default_catalogue
 from api.verification import Outcome, Verifier
 from ledger import BatchHead, Receipt, ResultRecord
 from store import Accepted, Store, VersionInfo
@@ -28,7 +30,14 @@ def utcnow() -> datetime:
 
 @dataclass
 class ChainContext:
-    """The chain this node anchors on: a web3 client, the registry, and the accounts it may use."""
+    """The chain this node anchors on: a web3 client, the registry, and the accounts it may use.
+
+    ``reader`` is the node's cached view of the chain (``anchoring.verify.CachedReader``): head number,
+    final blocks and final registry entries, shared by every verification so that checking an old
+    anchor costs no round trip. ``final_depth`` is the depth from which it caches (see its docstring for
+    why that cannot hide a reorg); set it to at least the chain's plausible reorg depth and at least the
+    configured confirmations.
+    """
 
     w3: Web3
     contract: str
@@ -36,8 +45,8 @@ class ChainContext:
     submitter: LocalAccount | None = None
     admin: LocalAccount | None = None
     rpc_url: str = ""
-    _head: tuple[float, int] = field(default=(0.0, 0), repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    final_depth: int = FINAL_DEPTH
+    reader: CachedReader = field(init=False, repr=False)
     _admin_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -48,6 +57,7 @@ class ChainContext:
         if hasattr(provider, "cache_allowed_requests") and not provider.cache_allowed_requests:
             provider.cacheable_requests = {RPC.eth_chainId}
             provider.cache_allowed_requests = True
+        self.reader = CachedReader(self.w3, final_depth=self.final_depth, chain_id=self.chain_id)
 
     def register_hospital(self, hospital_id: str, name: str, submitters: Sequence[str] = ()) -> bool:
         """Put a hospital on the registry (idempotent) with the admin key. Serialised: the API's request
@@ -62,15 +72,15 @@ class ChainContext:
     def head(self, max_age: float = 0.5) -> int:
         """The latest block number, cached for ``max_age`` seconds: confirmations are reported on every
         verification, and asking the node each time would dominate the verification latency."""
-        now = time.monotonic()
-        with self._lock:
-            at, number = self._head
-            if now - at <= max_age:
-                return number
-        number = int(self.w3.eth.block_number)
-        with self._lock:
-            self._head = (now, number)
-        return number
+        return self.reader.head(max_age)
+
+    def batch_of(self, contract: str, hospital_key: bytes, seq: int) -> BatchRecord | None:
+        """The registry's entry for (hospital, seq), cached once its block is final (``reader``)."""
+        return self.reader.batch(contract, hospital_key, seq)
+
+    def block(self, number: int) -> BlockInfo | None:
+        """Hash and timestamp of a block, cached once final; None if there is no such block (yet)."""
+        return self.reader.block(number)
 
 
 #: Where a result version stands on its way to the chain: ``pending`` (not sealed), ``sealed`` (in a batch
@@ -90,7 +100,8 @@ class Ledger:
     """What the API and CLI operate on."""
 
     def __init__(self, store: Store, chain: ChainContext | None = None, *,
-                 clock: Callable[[], datetime] = utcnow, confirmations: int = 1) -> None:
+                 clock: Callable[[], datetime] = utcnow, confirmations: int = 1,
+                 catalogue: Catalogue | None = None) -> None:
         if confirmations < 1:
             raise ValueError("confirmations must be >= 1")
         self.store = store
@@ -100,14 +111,19 @@ class Ledger:
         self.clock = clock
         #: Depth at which verification calls an anchor final (``MRL_CONFIRMATIONS``).
         self.confirmations = confirmations
+        #: Mutual-recognition catalogue (``MRL_CATALOGUE_FILE``; default: the shipped one).
+        self.catalogue = catalogue or default_catalogue()
         self._verifier: Verifier | None = None
 
     @property
     def verifier(self) -> Verifier:
         """Built on first use so that ``confirmations`` set after construction is honoured."""
         v = self._verifier
-        if v is None or v.confirmations != self.confirmations or v.chain is not self.chain:
-            v = self._verifier = Verifier(self.store, self.chain, self.confirmations)
+        if v is None or v.confirmations != self.confirmations or v.chain is not self.chain \
+                or v.catalogue is not self.catalogue:
+            # The clock is read through the ledger so a test (or a caller) replacing ``ledger.clock`` is honoured.
+            v = self._verifier = Verifier(self.store, self.chain, self.confirmations, catalogue=self.catalogue,
+                                          clock=lambda: self.clock())
         return v
 
     def log(self, who: Principal, action: str, *, hospital_id: str | None = None, result_id: str | None = None,

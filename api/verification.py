@@ -19,22 +19,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from anchoring import contract as reg
 from anchoring.errors import AnchoringError
 from anchoring.verify import verify_on_chain
+from api.recognition import Catalogue, Later, Recognition, decide, default_catalogue
 from ledger import Check, ResultRecord, hospital_key, verify_receipt
 from ledger.errors import MrLedgerError
 from ledger.records import format_time
-from store import NotFoundError, Store
+from store import NotFoundError, Store, VersionInfo
 from store.anchors import Outbox
+from store.eligibility import Eligibility
 
 if TYPE_CHECKING:
     from api.service import ChainContext
 
-VerdictName = Literal["authentic", "tampered", "unknown", "pending"]
+#: ``revoked``: genuine (authentic or pending), but the result's latest version is ``entered-in-error``.
+VerdictName = Literal["authentic", "tampered", "unknown", "pending", "revoked"]
 T = TypeVar("T")
 #: Hospital names are re-read at most this often when a name is missing (unknown hospitals are common
 #: in receipt checks: the chain vouches for hospitals this node never registered).
@@ -75,6 +76,11 @@ class Outcome:
     confirmations: int | None = None
     superseded_by: Superseded | None = None
     failed_check: str | None = None
+    #: The version that revoked the result (its latest, status ``entered-in-error``), if any.
+    revoked_by: Superseded | None = None
+    recognition: Recognition | None = None
+    #: The record the verdict is about (held or from the receipt), for the recognition decision.
+    record: ResultRecord | None = field(default=None, repr=False, compare=False)
 
     def to_obj(self) -> dict[str, Any]:
         return {
@@ -87,6 +93,10 @@ class Outcome:
                 "issued": self.superseded_by.issued},
             "failed_check": self.failed_check,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "revoked_by": None if self.revoked_by is None else {
+                "version": self.revoked_by.version, "status": self.revoked_by.status,
+                "issued": self.revoked_by.issued},
+            "recognition": None if self.recognition is None else self.recognition.to_obj(),
         }
 
 
@@ -104,18 +114,27 @@ class Verifier:
     chain: ChainContext | None
     confirmations: int = 1
     block_cache: int = 4096
+    #: What recognition matches items against, and the ledger's clock (result age, eligibility).
+    catalogue: Catalogue = field(default_factory=default_catalogue)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _names: dict[str, str] = field(default_factory=dict, repr=False)
     _names_at: float = field(default=-_NAMES_TTL, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.outbox = Outbox(self.store)
-        self._block: Callable[[int], _Block] = lru_cache(maxsize=self.block_cache)(self._load_block)
+        self.eligibility = Eligibility(self.store)
+        # Not memoised here: ChainContext caches blocks once they are final (safe against reorgs).
+        self._block: Callable[[int], _Block] = self._load_block
 
     # -- by receipt ---------------------------------------------------------------------------------
 
     def by_receipt(self, receipt: Any) -> Outcome:
-        """Verdict on a patient-held receipt (parsed JSON). Raises NotAReceiptError when it is not one."""
+        """Verdict on a patient-held receipt (parsed JSON), with revocation and recognition. Raises
+        NotAReceiptError when it is not one."""
+        return self._conclude(self._by_receipt(receipt))
+
+    def _by_receipt(self, receipt: Any) -> Outcome:
         if not isinstance(receipt, dict):
             raise NotAReceiptError("a receipt must be a JSON object")
         offline = verify_receipt(receipt)
@@ -145,7 +164,8 @@ class Verifier:
             # registry vouches for its hospitals.
             return self._fail(base, "unknown", checks, "contract",
                               f"anchored in {anchor.contract}, not in this ledger's registry {chain.contract}")
-        on_chain = self._ask(lambda: verify_on_chain(r, chain.w3))
+        # The node's cached chain view; the proof is checked locally against the root the chain holds.
+        on_chain = self._ask(lambda: verify_on_chain(r, chain.w3, reader=chain.reader, onchain_proof=False))
         checks = list(on_chain.checks)
         if on_chain.status != "valid":
             return replace(base, verdict="tampered", checks=tuple(checks), failed_check=on_chain.failed)
@@ -155,6 +175,10 @@ class Verifier:
     # -- by record ----------------------------------------------------------------------------------
 
     def by_record(self, hospital_id: str, result_id: str, version: int | None, record: Any) -> Outcome:
+        """``_by_record`` with revocation and recognition."""
+        return self._conclude(self._by_record(hospital_id, result_id, version, record))
+
+    def _by_record(self, hospital_id: str, result_id: str, version: int | None, record: Any) -> Outcome:
         """Verdict on a record a doctor holds, against what this ledger committed for (hospital, result,
         version). ``version`` defaults to the held record's own version: a doctor holding version 1 of a
         corrected result must hear "authentic, superseded", not "tampered". Raises RecordError (→ 422)
@@ -162,7 +186,7 @@ class Verifier:
         held = ResultRecord.from_obj(record)
         wanted = held.version if version is None else version
         base = Outcome("unknown", (), hospital_id=hospital_id, hospital_name=self.hospital_name(hospital_id),
-                       result_id=result_id, version=wanted)
+                       result_id=result_id, version=wanted, record=held)
         checks = [Check("record", True)]
         try:
             versions = self.store.versions(hospital_id, result_id)
@@ -172,9 +196,8 @@ class Verifier:
         if info is None:
             return self._fail(base, "unknown", checks, "lookup", "this ledger holds no such result version")
         checks.append(Check("lookup", True))
-        newer = [v for v in versions if v.version > wanted]
-        base = replace(base, superseded_by=self._superseded(hospital_id, result_id, newer[-1].version)
-                       if newer else None)
+        superseded_by, revoked_by = self._later(hospital_id, result_id, wanted, versions)
+        base = replace(base, superseded_by=superseded_by, revoked_by=revoked_by)
         receipt = self.store.receipt(hospital_id, result_id, wanted) if info.batch_seq is not None else None
         stored = receipt.record if receipt is not None else self.store.record(hospital_id, result_id, wanted)
         base = replace(base, issued=format_time(stored.issued))
@@ -204,8 +227,7 @@ class Verifier:
             return self._fail(base, "unknown", checks, "chain-id",
                               f"anchored on chain {anchor.chain_id}; this node checks chain {chain.chain_id}")
         batch = receipt.batch
-        stored_on_chain = self._ask(lambda: reg.batch_of(chain.w3, anchor.contract, hospital_key(hospital_id),
-                                                         batch.seq))
+        stored_on_chain = self._ask(lambda: chain.batch_of(anchor.contract, hospital_key(hospital_id), batch.seq))
         if stored_on_chain is None:
             return self._fail(base, "tampered", checks, "anchor-root",
                               f"the registry holds no batch {batch.seq} for {hospital_id}")
@@ -242,17 +264,49 @@ class Verifier:
 
     def _base(self, record: ResultRecord) -> Outcome:
         hid, rid, version = record.key
-        return Outcome("unknown", (), hospital_id=hid, hospital_name=self.hospital_name(hid), result_id=rid,
-                       version=version, issued=format_time(record.issued),
-                       superseded_by=self._newest_after(hid, rid, version))
-
-    def _newest_after(self, hospital_id: str, result_id: str, version: int) -> Superseded | None:
         try:
-            versions = self.store.versions(hospital_id, result_id)
+            versions = self.store.versions(hid, rid)
         except NotFoundError:
-            return None
-        newer = [v.version for v in versions if v.version > version]
-        return self._superseded(hospital_id, result_id, newer[-1]) if newer else None
+            versions = []
+        superseded_by, revoked_by = self._later(hid, rid, version, versions)
+        return Outcome("unknown", (), hospital_id=hid, hospital_name=self.hospital_name(hid), result_id=rid,
+                       version=version, issued=format_time(record.issued), superseded_by=superseded_by,
+                       revoked_by=revoked_by, record=record)
+
+    def _later(self, hospital_id: str, result_id: str, version: int,
+               versions: list[VersionInfo]) -> tuple[Superseded | None, Superseded | None]:
+        """(newest later version, revoking version): the result is revoked when its *latest* version is
+        ``entered-in-error`` — a later corrected version reinstates it. One record read at most."""
+        if not versions:
+            return None, None
+        latest = versions[-1]
+        newer = latest if latest.version > version else None
+        revoking = latest if latest.status == "entered-in-error" else None
+        if newer is None and revoking is None:
+            return None, None
+        info = self._superseded(hospital_id, result_id, latest.version)
+        return (info if newer else None), (info if revoking else None)
+
+    def _conclude(self, outcome: Outcome) -> Outcome:
+        """Revocation and recognition on top of the verification verdict. A genuine (authentic or pending)
+        result that was revoked answers ``revoked``; tampered and unknown stay as they are (they say more).
+        Recognition sees the verdict from before the revocation, so a pending anchor is still reported."""
+        verdict = outcome.verdict
+        if outcome.revoked_by is not None and verdict in ("authentic", "pending"):
+            by = outcome.revoked_by
+            checks = [*outcome.checks, Check("revocation", False, f"version {by.version} ({by.status}, issued "
+                                                                  f"{by.issued}) revokes this result")]
+            outcome = replace(outcome, verdict="revoked", checks=tuple(checks), failed_check="revocation")
+        record = outcome.record
+        if record is None:
+            return outcome
+        now = self.clock()
+        later = [None if s is None else Later(s.version, s.status, s.issued)
+                 for s in (outcome.superseded_by, outcome.revoked_by)]
+        recognition = decide(verdict=verdict, record=record, catalogue=self.catalogue,
+                             eligible=self.eligibility.categories(record.hospital_id, now), now=now,
+                             superseded_by=later[0], revoked_by=later[1], failed_check=outcome.failed_check)
+        return replace(outcome, recognition=recognition)
 
     def _superseded(self, hospital_id: str, result_id: str, version: int) -> Superseded:
         record = self.store.record(hospital_id, result_id, version)
@@ -274,8 +328,10 @@ class Verifier:
 
     def _load_block(self, number: int) -> _Block:
         assert self.chain is not None
-        block = self.chain.w3.eth.get_block(number)
-        return _Block("0x" + bytes(block["hash"]).hex(), datetime.fromtimestamp(int(block["timestamp"]), UTC))
+        block = self.chain.block(number)
+        if block is None:
+            raise ChainUnavailableError(f"block {number} is not on chain (reorg?)")
+        return _Block(block.hash, datetime.fromtimestamp(block.timestamp, UTC))
 
     @staticmethod
     def _ask(call: Callable[[], T]) -> T:

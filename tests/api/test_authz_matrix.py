@@ -31,7 +31,9 @@ OWN, OTHER = "gz-001", "qd-002"
 #: Callers: no token, the four roles, and the hospital token on its own and on another hospital.
 CALLERS = ("none", "admin", "doctor", "auditor", "own", "other")
 #: Routes outside /v1 that are public by design (probes and the Prometheus scrape).
-PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
+          # the doctor's and auditor's pages and their scripts (api/web/): tokens are typed into the page
+          ("GET", "/verify"), ("GET", "/audit"), ("GET", "/web/{name}")}
 
 ok, U, F = "ok", "401", "403"
 
@@ -71,8 +73,14 @@ TABLE = [
     Row("POST", "/v1/hospitals", only({"admin"}), lambda api, hid: {"id": "xx-003", "name": "Xiamen"}),
     Row("GET", "/v1/hospitals", only({"admin", "doctor", "auditor", "own", "other"})),
     Row("POST", "/v1/hospitals/{hid}/results", only({"own"}), lambda api, hid: {"records": [rec(1, hid).to_obj()]}),
+    Row("POST", "/v1/hospitals/{hid}/fhir", only({"own"}), lambda api, hid: {"resourceType": "Patient"}),
+    Row("POST", "/v1/hospitals/{hid}/hl7v2", only({"own"})),
     Row("GET", "/v1/hospitals/{hid}/results/R1", only({"own", "doctor", "auditor", "admin"})),
     Row("GET", "/v1/hospitals/{hid}/results/R1/receipt", only({"own", "auditor", "admin"})),
+    Row("GET", "/v1/hospitals/{hid}/results/R1/receipt.png", only({"own", "auditor", "admin"})),
+    Row("GET", "/v1/hospitals/{hid}/results/R1/receipt.svg", only({"own", "auditor", "admin"})),
+    # public: hashes only, and only for a caller who names the leaf hash (api/routes/receipt_qr.py)
+    Row("GET", "/v1/hospitals/{hid}/results/R1/proof", dict.fromkeys(CALLERS, ok)),
     Row("GET", "/v1/hospitals/{hid}/batches/1", only({"own", "auditor", "admin"})),
     Row("POST", "/v1/verify", dict.fromkeys(CALLERS, ok), _receipt_body, "receipt"),
     Row("POST", "/v1/verify", only({"doctor", "admin", "auditor"}), _record_body, "record"),
@@ -80,6 +88,12 @@ TABLE = [
     Row("GET", "/v1/audit/hospitals/{hid}/batches", AUDIT),
     Row("GET", "/v1/audit/hospitals/{hid}/consistency", AUDIT),
     Row("GET", "/v1/audit/access-log", AUDIT),
+    # Mutual recognition: the catalogue is public configuration; eligibility is written by admins.
+    Row("GET", "/v1/catalogue", dict.fromkeys(CALLERS, ok)),
+    Row("PUT", "/v1/hospitals/{hid}/eligibility/clinical-biochemistry", only({"admin"}),
+        lambda api, hid: {"reference": "EQA-2024-001"}),
+    Row("DELETE", "/v1/hospitals/{hid}/eligibility/clinical-biochemistry", only({"admin"})),
+    Row("GET", "/v1/hospitals/{hid}/eligibility", only({"admin", "doctor", "auditor"})),
 ]
 
 
@@ -87,7 +101,8 @@ def normalise(template: str) -> str:
     """Compare route templates and table paths by shape: ``/h/{hid}/r/{rid}`` ≡ ``/h/gz-001/r/R1``, so a
     colleague naming a parameter ``{hospital_id}`` does not break the table."""
     template = re.sub(r"\{[^}]+\}", "{}", template)
-    return re.sub(r"(?<=/hospitals/)[^/{]+|(?<=/results/)[^/{]+|(?<=/batches/)[^/{]+", "{}", template)
+    return re.sub(r"(?<=/hospitals/)[^/{]+|(?<=/results/)[^/{]+|(?<=/batches/)[^/{]+|(?<=/eligibility/)[^/{]+",
+                  "{}", template)
 
 
 def app_routes(api: Api) -> set[tuple[str, str]]:
