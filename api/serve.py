@@ -317,6 +317,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             # Idempotent; catches up with hospitals registered while the node was down (or a chain reset).
             sealer = Sealer(store, chain, settings)
             sealer.reconcile_hospitals(grace=0)
+            ledger.access.start_buffering()
+            stack.callback(ledger.access.close)  # flushes the buffered access log on the way out
             token_file = _admin_token(ledger, data_dir)
             if settings.worker:
                 stack.enter_context(exclusive(store.engine, f"anchoring-worker:{submitter.address}"))
