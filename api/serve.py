@@ -299,6 +299,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(_data_dir_lock(data_dir))
+            # A crashed run leaves its serve.json behind; it must not describe this run until this run writes it.
+            (data_dir / SERVE_INFO).unlink(missing_ok=True)
             admin = load_key(settings.admin_key_file or data_dir / "admin.key", create=not settings.admin_key_file)
             submitter = load_key(settings.submitter_key_file or data_dir / "submitter.key",
                                  create=not settings.submitter_key_file)
@@ -345,7 +347,9 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             info: dict[str, Any] = {"pid": os.getpid(), "api": base + "/v1", "rpc_url": rpc_url,
                                     "chain_id": chain.chain_id, "contract": contract,
                                     "anvil_pid": node.pid if node else None}
-            (data_dir / SERVE_INFO).write_text(json.dumps(info, indent=2) + "\n")
+            partial = data_dir / (SERVE_INFO + ".tmp")
+            partial.write_text(json.dumps(info, indent=2) + "\n")
+            partial.replace(data_dir / SERVE_INFO)  # atomic: readers never see half a file
             log.info("chain %d at %s, registry %s, anchoring as %s", chain.chain_id, rpc_url, contract,
                      submitter.address)
             echo(f"mrledger is serving on {base}\n"

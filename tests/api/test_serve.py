@@ -85,8 +85,10 @@ class Node:
             assert self.proc.poll() is None, f"serve exited with {self.proc.returncode}:\n{self.log}"
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status_code == 200:
-                    return dict(json.loads((self.data_dir / "serve.json").read_text()))
-            except (httpx.TransportError, FileNotFoundError):
+                    info = dict(json.loads((self.data_dir / "serve.json").read_text()))
+                    if info["pid"] == self.proc.pid:  # not a file left by a crashed run
+                        return info
+            except (httpx.TransportError, FileNotFoundError, json.JSONDecodeError):
                 pass
             time.sleep(0.1)
         raise AssertionError(f"serve not ready in 90 s:\n{self.log}")
