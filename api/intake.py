@@ -27,9 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from api.service import Ledger
 from ledger import ResultRecord
 from ledger.canonical import canonicalize
 from ledger.errors import MrLedgerError
@@ -37,6 +36,9 @@ from ledger.formats import FormatError, from_fhir, from_hl7v2
 from ledger.records import Status
 from store import Store
 from store.errors import ConflictError, LineageError, NotFoundError
+
+if TYPE_CHECKING:  # api.service → api.verification → this module (FHIR verification): no runtime import
+    from api.service import Ledger
 
 AMENDMENTS = frozenset({"amended", "corrected"})
 REVOCATION = "entered-in-error"
@@ -75,6 +77,14 @@ def _body(record: ResultRecord) -> bytes:
     return canonicalize({k: v for k, v in record.to_obj().items() if k not in _LINEAGE_FIELDS})
 
 
+def same_version(candidate: ResultRecord, versions: Sequence[ResultRecord]) -> ResultRecord | None:
+    """The newest of ``versions`` with the same content as ``candidate`` (version and supersedes aside),
+    or None. Shared by intake (a resend is a duplicate) and verification (which held version a FHIR
+    resource a doctor holds is), so both answer the same question the same way."""
+    body = _body(candidate)
+    return next((v for v in reversed(versions) if _body(v) == body), None)
+
+
 def plan(candidates: Sequence[ResultRecord], held: Mapping[str, Sequence[ResultRecord]]) -> list[ResultRecord]:
     """The records to store for ``candidates`` (adapter output, any version) given the ``held`` versions of
     each result id (ascending). A duplicate is returned as the held record itself, so the store answers it
@@ -84,8 +94,7 @@ def plan(candidates: Sequence[ResultRecord], held: Mapping[str, Sequence[ResultR
     out: list[ResultRecord] = []
     for candidate in candidates:
         versions = lineage.setdefault(candidate.result_id, [])
-        body = _body(candidate)
-        same = next((v for v in reversed(versions) if _body(v) == body), None)
+        same = same_version(candidate, versions)
         if same is None:
             same = _next_version(candidate, versions)
             versions.append(same)
@@ -181,11 +190,17 @@ def _adapt(build: Callable[[], list[ResultRecord]]) -> list[ResultRecord]:
         raise FormatError(str(exc)) from exc
 
 
+def fhir_records(hospital_id: str, data: bytes | dict[str, Any], tz: tzinfo | None = None) -> list[ResultRecord]:
+    """A FHIR R4 resource or Bundle as intake maps it (provisional version; ``plan`` renumbers). Public so
+    that verification projects a resource a doctor holds exactly as the hospital's submission was.
+    Without ``tz``, bare FHIR dates are read in UTC (the adapter's default: a FHIR dateTime with a time
+    must carry an offset, so only dates can lack one)."""
+    return _adapt(lambda: from_fhir(data, hospital_id, version=PROVISIONAL_VERSION, default_tz=tz or UTC))
+
+
 def submit_fhir(ledger: Ledger, hospital_id: str, data: bytes, tz: tzinfo | None = None) -> list[IntakeOutcome]:
-    """A FHIR R4 resource or Bundle. Without ``tz``, bare FHIR dates are read in UTC (the adapter's
-    default: a FHIR dateTime with a time must carry an offset, so only dates can lack one)."""
-    records = _adapt(lambda: from_fhir(data, hospital_id, version=PROVISIONAL_VERSION, default_tz=tz or UTC))
-    return submit(ledger, hospital_id, records)
+    """A FHIR R4 resource or Bundle (``fhir_records``)."""
+    return submit(ledger, hospital_id, fhir_records(hospital_id, data, tz))
 
 
 def submit_hl7v2(ledger: Ledger, hospital_id: str, data: bytes, tz: tzinfo | None = None,

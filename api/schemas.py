@@ -225,6 +225,30 @@ class VerifyByRecord(BaseModel):
     record: dict[str, Any] = Field(description="The result as the doctor holds it (a ResultRecord object).")
 
 
+EXAMPLE_FHIR: dict[str, Any] = {
+    "resourceType": "Observation", "id": "f001", "status": "final",
+    "identifier": [{"system": "http://www.bmc.nl/zorgportal/identifiers/observations", "value": "6323"}],
+    "code": {"coding": [{"system": "http://loinc.org", "code": "15074-8",
+                         "display": "Glucose [Moles/volume] in Blood"}]},
+    "subject": {"reference": "Patient/f001"}, "effectivePeriod": {"start": "2013-04-02T09:30:10+01:00"},
+    "issued": "2013-04-03T15:30:10+01:00", "valueQuantity": {"value": 6.3, "unit": "mmol/l"}}
+
+
+class VerifyByFhir(BaseModel):
+    """The FHIR form: the resource the other hospital sent, mapped and matched by the server."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "hospital_id": "gz-001", "fhir": EXAMPLE_FHIR}]})
+
+    hospital_id: HospitalId
+    fhir: dict[str, Any] = Field(description="A FHIR R4 Observation, DiagnosticReport or ImagingStudy, or a "
+                                             "Bundle holding exactly one such result (a DiagnosticReport with "
+                                             "its Observations counts as one).")
+    tz: Annotated[str, Field(min_length=1, max_length=64, examples=["Asia/Shanghai"],
+                             description="IANA zone for FHIR dates without a time: the one the hospital "
+                                         "submitted with (default UTC, as at intake).")] | None = None
+
+
 class CheckOut(_Out):
     name: str
     ok: bool

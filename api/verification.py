@@ -1,11 +1,13 @@
 """Verification for doctors: is the result in front of me the one the hospital anchored, and is it current?
 
-Two entry points. ``by_receipt``: anyone holding an ``mrl-receipt/1`` may check it — offline checks first
+Three entry points. ``by_receipt``: anyone holding an ``mrl-receipt/1`` may check it — offline checks first
 (``ledger.verify_receipt``; a tampered receipt fails without touching the network), then the chain
 (``anchoring.verify.verify_on_chain``). The chain is the proof, so a hospital this node never heard of
 still verifies. ``by_record``: a doctor holding only the record asks this node; the node rebuilds the
 record's receipt from its database, checks it offline (which also catches a tampered database) and checks
-the batch root against the registry with one ``eth_call``.
+the batch root against the registry with one ``eth_call``. ``by_fhir``: a doctor holding the FHIR
+resource the other hospital sent; mapped as intake maps it, matched to the held version with the same
+content, then checked like a held record.
 
 Pure service code: no FastAPI. Fast on purpose (a benchmark drives 500 verifications/s): the head block
 number comes from ``ChainContext.head()`` (cached), block timestamps are cached per block number once the
@@ -18,14 +20,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from anchoring.errors import AnchoringError
 from anchoring.verify import verify_on_chain
+from api import intake
 from api.recognition import Catalogue, Later, Recognition, decide, default_catalogue
 from ledger import Check, ResultRecord, hospital_key, verify_receipt
 from ledger.errors import MrLedgerError
+from ledger.formats import FormatError
 from ledger.records import format_time
 from store import NotFoundError, Store, VersionInfo
 from store.anchors import Outbox
@@ -240,6 +244,45 @@ class Verifier:
         confirmations = max(0, self._ask(chain.head) - block + 1)
         base = replace(base, block_number=block, confirmations=confirmations)
         return self._depth(base, checks, block, confirmations)
+
+    # -- by FHIR resource ---------------------------------------------------------------------------
+
+    def by_fhir(self, hospital_id: str, resource: Any, tz: tzinfo | None = None) -> Outcome:
+        """Verdict on a FHIR resource a doctor holds (what the other hospital sent, not our record).
+
+        Mapped exactly as intake maps it (``intake.fhir_records``, same projection, same ``tz`` rule) and
+        matched against every held version of its result id as intake matches a resend
+        (``intake.same_version``): a spelling of the same resource is that version, so an outdated copy
+        answers authentic + ``superseded_by``, never tampered. The matched version is then checked like a
+        held record. Result id held but no version matches → tampered (``content``); not held → unknown.
+        A Bundle must yield exactly one result: "authentic" for the first of several would be read as
+        vouching for the others. Raises FormatError (→ 422) when the resource cannot be mapped."""
+        records = intake.fhir_records(hospital_id, resource, tz)
+        if len(records) != 1:
+            ids = ", ".join(r.result_id for r in records[:10]) + (", …" if len(records) > 10 else "")
+            raise FormatError(f"the Bundle holds {len(records)} results ({ids}); send one result to verify "
+                              "(the DiagnosticReport, or one Observation or ImagingStudy)", where="Bundle")
+        candidate = records[0]
+        rid = candidate.result_id
+        mapped = Check("fhir", True, f"mapped as intake does: result {rid}, status {candidate.status}")
+        held = intake.held_versions(self.store, hospital_id, [rid]).get(rid, [])
+        same = intake.same_version(candidate, held)
+        if same is None:
+            # ``record`` is the mapped candidate (provisional version, never shown) for the recognition
+            # decision, which says "reorder" for anything not authentic.
+            base = Outcome("unknown", (), hospital_id=hospital_id, hospital_name=self.hospital_name(hospital_id),
+                           result_id=rid, record=candidate)
+            if not held:
+                outcome = self._fail(base, "unknown", [mapped], "lookup", "this ledger holds no such result")
+            else:
+                numbers = ", ".join(str(v.version) for v in held)
+                outcome = self._fail(base, "tampered", [mapped, Check("lookup", True)], "content",
+                                     f"the resource differs from every version the hospital committed "
+                                     f"(version {numbers})")
+            return self._conclude(outcome)
+        outcome = self._by_record(hospital_id, rid, same.version, same.to_obj())
+        checks = (mapped, *(c for c in outcome.checks if c.name != "record"))
+        return self._conclude(replace(outcome, checks=checks))
 
     # -- helpers ------------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
-"""Verification for doctors: a receipt (anyone) or a held record (doctor token)."""
+"""Verification for doctors: a receipt (anyone), a held record or a held FHIR resource (doctor token)."""
 
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter
 from pydantic import ValidationError
@@ -10,20 +11,38 @@ from pydantic import ValidationError
 from api.deps import LedgerDep, PrincipalDep, authorize
 from api.problems import Problem
 from api.routes.results import RawBody
-from api.schemas import EXAMPLE_RECORD, VerifyByReceipt, VerifyByRecord, VerifyOut, json_body, problems
+from api.schemas import (
+    EXAMPLE_FHIR,
+    EXAMPLE_RECORD,
+    VerifyByFhir,
+    VerifyByReceipt,
+    VerifyByRecord,
+    VerifyOut,
+    json_body,
+    problems,
+)
 from api.verification import NotAReceiptError
 from ledger import parse_json
+from ledger.formats import FormatError
 
 router = APIRouter(prefix="/v1", tags=["verify"])
 
 DESCRIPTION = """
-Two forms:
+Three forms:
 
 * `{"receipt": {...}}` — an `mrl-receipt/1` document. **No token needed**: anyone holding a receipt may check it.
   Checked offline (record → leaf → inclusion proof), then against this ledger's registry on chain. The chain is
   the proof, so a hospital this node never registered still verifies.
 * `{"hospital_id", "result_id", "version"?, "record": {...}}` — the result a doctor holds, compared with what the
   hospital committed (`doctor`, `auditor` or `admin` token). `version` defaults to the held record's own version.
+* `{"hospital_id", "fhir": {...}, "tz"?}` — the FHIR R4 resource the doctor received (Observation,
+  DiagnosticReport, ImagingStudy, or a Bundle holding exactly one of them; same tokens as the record form). Mapped
+  exactly as `POST /v1/hospitals/{hid}/fhir` maps it; the result id comes from the resource. The held version with
+  the same content (version and supersedes aside, however the JSON is spelt) is verified like a held record, so an
+  older copy answers authentic with `superseded_by`. The result id held but no version matches: **tampered**
+  (`content`); not held: **unknown** (`lookup`). `tz`: the zone the hospital submitted with (bare FHIR dates only;
+  default UTC). A resource that cannot be mapped, or a Bundle with several results, is a 422
+  `unsupported-content` problem: verifying only the first would read as vouching for the others.
 
 `verdict`: **authentic** (content committed and anchored, anchor confirmed), **tampered** (a check failed;
 `failed_check` names it), **unknown** (this ledger holds no such result, or cannot check the anchor's chain or
@@ -34,18 +53,23 @@ result was amended or corrected. Every verification is written to the access log
 
 
 @router.post(
-    "/verify", response_model=VerifyOut, summary="Verify a receipt (anyone) or a held record (doctor)",
+    "/verify", response_model=VerifyOut,
+    summary="Verify a receipt (anyone) or a held record or FHIR resource (doctor)",
     description=DESCRIPTION,
     responses=problems(400, 401, 403, 413, 422, 503, s422=(
         "not-a-receipt", "Not an mrl-receipt/1 document", "missing receipt fields: ['leaf']", {})),
-    openapi_extra=json_body(VerifyByReceipt | VerifyByRecord, "A receipt, or a record with its identity", {
+    openapi_extra=json_body(VerifyByReceipt | VerifyByRecord | VerifyByFhir,
+                            "A receipt, a record with its identity, or a FHIR resource with its hospital", {
         "receipt": {"receipt": {"format": "mrl-receipt/1", "record": EXAMPLE_RECORD, "salt": "…",
                                 "leaf": {"index": 0, "hash": "…"}, "audit_path": [], "batch": {}, "anchor": None}},
         "record": {"hospital_id": "gz-001", "result_id": EXAMPLE_RECORD["result_id"], "version": 1,
-                   "record": EXAMPLE_RECORD}}),
+                   "record": EXAMPLE_RECORD},
+        "fhir": {"hospital_id": "gz-001", "fhir": EXAMPLE_FHIR}}),
 )
 def verify(body: RawBody, ledger: LedgerDep, principal: PrincipalDep) -> Any:
     obj = parse_json(body)
+    if isinstance(obj, dict) and "fhir" in obj:
+        return _verify_fhir(obj, ledger, principal)
     if isinstance(obj, dict) and "receipt" in obj:
         if set(obj) != {"receipt"}:
             raise Problem(422, "validation", "Request does not match the schema",
@@ -65,3 +89,29 @@ def verify(body: RawBody, ledger: LedgerDep, principal: PrincipalDep) -> Any:
                       errors=errors[:20]) from exc
     return ledger.verify_record(principal, request.hospital_id, request.result_id, request.version,
                                 request.record).to_obj()
+
+
+def _verify_fhir(obj: dict[str, Any], ledger: LedgerDep, principal: PrincipalDep) -> Any:
+    """The FHIR form (``Verifier.by_fhir``). Logged like the other forms: identities and verdict only."""
+    authorize(principal, "doctor", "auditor", "admin")
+    try:
+        request = VerifyByFhir.model_validate(obj, strict=True)
+    except ValidationError as exc:
+        errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors(include_url=False)]
+        raise Problem(422, "validation", "Request does not match the schema",
+                      "send {\"hospital_id\", \"fhir\": {...FHIR resource...}, \"tz\"?}", errors=errors[:20]) from exc
+    try:
+        zone = None if request.tz is None else ZoneInfo(request.tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise Problem(422, "validation", "Request does not match the schema",
+                      f"tz {request.tz!r} is not an IANA time zone name (e.g. Asia/Shanghai, Europe/Berlin, UTC)",
+                      errors=[{"loc": ["tz"], "msg": "unknown time zone"}]) from exc
+    try:
+        outcome = ledger.verifier.by_fhir(request.hospital_id, request.fhir, zone)
+    except FormatError as exc:  # the adapter's reason, as intake words it (not the generic invalid-record)
+        extra = {"where": exc.where} if exc.where else {}
+        raise Problem(422, "unsupported-content", "The content cannot be taken as results", str(exc),
+                      **extra) from exc
+    ledger.log(principal, "verify", hospital_id=outcome.hospital_id, result_id=outcome.result_id,
+               version=outcome.version, verdict=outcome.verdict)
+    return outcome.to_obj()

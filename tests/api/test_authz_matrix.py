@@ -22,6 +22,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
+from api.schemas import EXAMPLE_FHIR
 from api.service import Ledger
 from store import Store, make_engine, migrate
 from tests.api.conftest import Api, _make
@@ -42,6 +43,10 @@ Body = Callable[[Api, str], Any]
 
 def _record_body(api: Api, hid: str) -> Any:
     return {"hospital_id": hid, "result_id": "R1", "version": 1, "record": rec(1, hid).to_obj()}
+
+
+def _fhir_body(api: Api, hid: str) -> Any:
+    return {"hospital_id": hid, "fhir": EXAMPLE_FHIR}
 
 
 def _receipt_body(api: Api, hid: str) -> Any:
@@ -84,6 +89,7 @@ TABLE = [
     Row("GET", "/v1/hospitals/{hid}/batches/1", only({"own", "auditor", "admin"})),
     Row("POST", "/v1/verify", dict.fromkeys(CALLERS, ok), _receipt_body, "receipt"),
     Row("POST", "/v1/verify", only({"doctor", "admin", "auditor"}), _record_body, "record"),
+    Row("POST", "/v1/verify", only({"doctor", "admin", "auditor"}), _fhir_body, "fhir"),
     Row("GET", "/v1/audit/hospitals/{hid}/results/R1/lineage", AUDIT),
     Row("GET", "/v1/audit/hospitals/{hid}/batches", AUDIT),
     Row("GET", "/v1/audit/hospitals/{hid}/consistency", AUDIT),

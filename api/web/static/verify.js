@@ -1,5 +1,6 @@
-// The /verify page: receipt (file, paste, QR image, camera) or held record in; offline check first, then
-// the ledger (POST /v1/verify), then optionally the doctor's own JSON-RPC endpoint.
+// The /verify page: receipt (file, paste, QR image, camera), held record or held FHIR resource in; offline
+// check first (receipts), then the ledger (POST /v1/verify), then optionally the doctor's own JSON-RPC endpoint.
+// A FHIR resource has no proof to check offline: the ledger maps it as intake did and finds its version.
 import { checkRootOnChain, decodeQrText, isQrText, receiptFromReference, verifyOffline } from "./core.js";
 import { apply, mountSwitcher, t } from "./i18n.js";
 
@@ -72,6 +73,7 @@ function render() {
     word = t("v." + kind);
     if (server.recognition) sub = t("rec." + server.recognition.decision);
   } else if (offline) { kind = offline.status === "valid" ? "unknown" : "pending"; word = t("v." + kind); sub = t("v.offline-only"); }
+  else { kind = "unknown"; word = t("v.unknown"); sub = error ? `${t("srv.error")}: ${error}` : ""; }
   setVerdict(kind, word, sub);
 
   const dl = $("facts");
@@ -128,6 +130,7 @@ async function fromText(text) {
   if (isQrText(text)) return fromPayload(await decodeQrText(text));
   let obj;
   try { obj = JSON.parse(text); } catch { throw new Error(t("err.json")); }
+  if (obj && typeof obj.resourceType === "string") return toFhirBox(obj, "");
   if (obj && obj.receipt && !obj.format) obj = obj.receipt;
   return fromPayload(obj);
 }
@@ -205,6 +208,7 @@ async function camera() {
 async function checkRecord() {
   let record;
   try { record = JSON.parse($("record").value); } catch { throw new Error(t("err.json")); }
+  if (record && typeof record.resourceType === "string") return toFhirBox(record, $("hid").value.trim());
   const body = { hospital_id: $("hid").value.trim(), result_id: $("rid").value.trim(), record };
   if ($("ver").value) body.version = Number($("ver").value);
   setVerdict("working", t("v.working"));
@@ -213,8 +217,39 @@ async function checkRecord() {
   render();
 }
 
+// A FHIR resource pasted or opened where a receipt or record was expected: move it to the FHIR form.
+// With a hospital id it is checked at once; without one the doctor is asked for it (focus stays there).
+async function toFhirBox(resource, hid) {
+  $("fhir").value = JSON.stringify(resource, null, 2);
+  if (hid) $("fhir-hid").value = hid;
+  $("fhir-box").open = true;
+  $("qr-status").textContent = t("in.fhir.moved");
+  if ($("fhir-hid").value.trim()) return checkFhir();
+  $("fhir-status").textContent = t("err.hid");
+  $("fhir-hid").focus();
+  return KEEP_FOCUS;
+}
+
+async function checkFhir() {
+  let fhir;
+  try { fhir = JSON.parse($("fhir").value); } catch { throw new Error(t("err.json")); }
+  const hid = $("fhir-hid").value.trim();
+  if (!hid) { $("fhir-status").textContent = t("err.hid"); $("fhir-hid").focus(); return KEEP_FOCUS; }
+  $("fhir-status").textContent = "";
+  const body = { hospital_id: hid, fhir };
+  if ($("fhir-tz").value.trim()) body.tz = $("fhir-tz").value.trim();
+  setVerdict("working", t("v.working"));
+  last = { receipt: null, offline: null, server: null, chain: null };
+  try { last.server = await postVerify(body, true); } catch (e) { last.error = e.message; }
+  render();
+}
+
+const KEEP_FOCUS = Symbol("keep focus"); // returned when the page asked for input and focused that field
+
 async function guard(fn) {
-  try { await fn(); } catch (e) {
+  try {
+    if ((await fn()) === KEEP_FOCUS) return;
+  } catch (e) {
     setVerdict("unknown", t("v.unknown"), e.message);
   }
   $("verdict").focus();
@@ -224,5 +259,6 @@ $("go").addEventListener("click", () => guard(() => fromText($("paste").value)))
 $("file").addEventListener("change", (e) => e.target.files[0] && guard(() => fromFile(e.target.files[0])));
 $("cam").addEventListener("click", () => guard(camera));
 $("go-record").addEventListener("click", () => guard(checkRecord));
+$("go-fhir").addEventListener("click", () => guard(checkFhir));
 mountSwitcher($("lang"), () => { apply(); render(); });
 document.body.dataset.ready = "1";
