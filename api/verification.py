@@ -356,6 +356,12 @@ class Verifier:
         return Superseded(version, record.status, format_time(record.issued))
 
     def _depth(self, base: Outcome, checks: list[Check], block: int, confirmations: int) -> Outcome:
+        chain = self.chain
+        if confirmations < self.confirmations and chain is not None:
+            # The head is cached for half a second; before calling an anchor "pending", look once more, or
+            # a result confirmed a moment ago would read as pending.
+            confirmations = max(confirmations, self._ask(lambda: chain.head(max_age=0)) - block + 1)
+            base = replace(base, confirmations=confirmations)
         if confirmations < self.confirmations:
             return self._fail(base, "pending", checks, "anchor-confirmed",
                               f"{confirmations} of {self.confirmations} confirmation(s)")
