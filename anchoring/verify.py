@@ -172,18 +172,25 @@ class CachedReader:
         return self._chain_id
 
     def head(self, max_age: float | None = None) -> int:
-        """The latest block number, at most ``max_age`` seconds old. One thread refreshes; the others keep
-        using the previous number meanwhile rather than queueing behind the round trip."""
+        """The latest block number, at most ``max_age`` seconds old. One thread refreshes; while the cached
+        number is only slightly stale the others keep using it rather than queueing behind the round trip,
+        but a number far older than ``max_age`` (after an idle spell, say) is never served: then they wait
+        for the refresh — otherwise a burst after idling reads "0 confirmations" for confirmed anchors."""
         age = self.max_age if max_age is None else max_age
         now = self.clock()
         with self._head_lock:
             cached = self._head
         if cached is not None and now - cached[0] <= age:
             return cached[1]
-        if not self._refresh.acquire(blocking=cached is None or age == 0):
+        must_wait = cached is None or age == 0 or now - cached[0] > max(2.0, 4 * age)
+        if not self._refresh.acquire(blocking=must_wait):
             assert cached is not None
             return cached[1]
         try:
+            with self._head_lock:
+                fresh = self._head
+            if fresh is not None and fresh is not cached and self.clock() - fresh[0] <= age:
+                return fresh[1]  # another thread refreshed while this one waited
             number = int(self.w3.eth.block_number)
             self._tripwire(number)
             with self._head_lock:

@@ -225,3 +225,20 @@ def test_anchor_re_included_at_the_same_height_is_seen(chain: Chain) -> None:
     assert stored is not None and stored.anchored_block == receipt["anchor"]["block_number"]
     after = verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)
     assert after.failed == "anchor-block", after.to_obj()
+
+
+def test_a_long_stale_head_is_never_served_while_another_thread_refreshes(chain: Chain) -> None:
+    """Slightly stale: served at once while another thread refreshes. Long stale (an idle spell): waits for
+    the refresh, so a burst after idling does not read '0 confirmations' for confirmed anchors."""
+    import threading
+
+    clock = Clock()
+    reader = CachedReader(chain.w3, clock=clock, max_age=0.5)
+    before = reader.head()
+    chain.mine(3)
+    reader._refresh.acquire()  # another thread is in the middle of a refresh
+    clock.tick(1.0)  # stale, but only a little: the old number, without waiting
+    assert reader.head() == before
+    clock.tick(10.0)  # long stale: wait for the refresh to finish, then read the new head
+    threading.Timer(0.3, reader._refresh.release).start()
+    assert reader.head() == before + 3
