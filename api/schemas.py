@@ -259,6 +259,11 @@ class SupersededOut(_Out):
     version: int
     status: str
     issued: str
+    batch_seq: int | None = None
+    anchor_status: str | None = Field(None, description="pending (not sealed) | sealed | submitted | included | "
+                                                         "confirmed")
+    block_number: int | None = None
+    tx_hash: str | None = None
 
 
 class ItemOut(_Out):

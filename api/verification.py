@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -59,6 +59,13 @@ class Superseded:
     version: int
     status: str
     issued: str
+    #: Where that later version stands — its batch and, once anchored, the anchor — so a doctor sees
+    #: whether the correction itself is on chain yet (pending: not sealed; sealed; submitted; included;
+    #: confirmed).
+    batch_seq: int | None = None
+    anchor_status: str | None = None
+    block_number: int | None = None
+    tx_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +99,10 @@ class Outcome:
             "result_id": self.result_id, "version": self.version, "issued": self.issued,
             "anchored_at": self.anchored_at, "chain_id": self.chain_id, "contract": self.contract,
             "tx_hash": self.tx_hash, "block_number": self.block_number, "confirmations": self.confirmations,
-            "superseded_by": None if self.superseded_by is None else {
-                "version": self.superseded_by.version, "status": self.superseded_by.status,
-                "issued": self.superseded_by.issued},
+            "superseded_by": None if self.superseded_by is None else asdict(self.superseded_by),
             "failed_check": self.failed_check,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
-            "revoked_by": None if self.revoked_by is None else {
-                "version": self.revoked_by.version, "status": self.revoked_by.status,
-                "issued": self.revoked_by.issued},
+            "revoked_by": None if self.revoked_by is None else asdict(self.revoked_by),
             "recognition": None if self.recognition is None else self.recognition.to_obj(),
         }
 
@@ -327,7 +330,7 @@ class Verifier:
         revoking = latest if latest.status == "entered-in-error" else None
         if newer is None and revoking is None:
             return None, None
-        info = self._superseded(hospital_id, result_id, latest.version)
+        info = self._superseded(hospital_id, result_id, latest.version, latest.batch_seq)
         return (info if newer else None), (info if revoking else None)
 
     def _conclude(self, outcome: Outcome) -> Outcome:
@@ -351,9 +354,12 @@ class Verifier:
                              superseded_by=later[0], revoked_by=later[1], failed_check=outcome.failed_check)
         return replace(outcome, recognition=recognition)
 
-    def _superseded(self, hospital_id: str, result_id: str, version: int) -> Superseded:
+    def _superseded(self, hospital_id: str, result_id: str, version: int, batch_seq: int | None = None) -> Superseded:
         record = self.store.record(hospital_id, result_id, version)
-        return Superseded(version, record.status, format_time(record.issued))
+        state = self.outbox.state(hospital_id, batch_seq) if batch_seq is not None else None
+        status = state.status if state is not None else ("sealed" if batch_seq is not None else "pending")
+        return Superseded(version, record.status, format_time(record.issued), batch_seq, status,
+                          state.block_number if state else None, state.tx_hash if state else None)
 
     def _depth(self, base: Outcome, checks: list[Check], block: int, confirmations: int) -> Outcome:
         chain = self.chain

@@ -294,7 +294,8 @@ def test_revoked_without_chain(api: Api) -> None:
     assert submit(api, revocation).status_code == 202
     v1 = verify(api, body(), "doctor")
     assert v1["verdict"] == "revoked" and v1["failed_check"] == "revocation"
-    assert v1["revoked_by"] == {"version": 2, "status": "entered-in-error", "issued": "2024-05-02T07:30:00Z"}
+    assert v1["revoked_by"] == {"version": 2, "status": "entered-in-error", "issued": "2024-05-02T07:30:00Z",
+        "batch_seq": None, "anchor_status": "pending", "block_number": None, "tx_hash": None}
     assert v1["superseded_by"] == v1["revoked_by"]
     assert _codes(v1) == ["revoked", "superseded", "anchor-pending"]  # the anchor was pending before revocation
     v2 = verify(api, {**body(), "version": 2, "record": revocation}, "doctor")

@@ -149,7 +149,8 @@ def test_receipt_authentic_tampered_superseded(chain_api: Api) -> None:
     assert corrected.status_code == 202
     superseded = verify(api, {"receipt": receipt})
     assert superseded["verdict"] == "authentic"
-    assert superseded["superseded_by"] == {"version": 2, "status": "corrected", "issued": "2024-05-02T07:30:00Z"}
+    assert superseded["superseded_by"] == {"version": 2, "status": "corrected", "issued": "2024-05-02T07:30:00Z",
+        "batch_seq": None, "anchor_status": "pending", "block_number": None, "tx_hash": None}
 
     api.ledger.confirmations = 10_000
     deep = verify(api, {"receipt": receipt})

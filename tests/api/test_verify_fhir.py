@@ -163,7 +163,8 @@ def test_real_resources_authentic_tampered_unknown_superseded(chain_api: Api) ->
     assert submitted(api, amended_f001())["version"] == 2
     old = ok(api, respelt(f001))
     assert old["verdict"] == "authentic" and old["version"] == 1
-    assert old["superseded_by"] == {"version": 2, "status": "amended", "issued": "2013-04-04T09:00:00Z"}
+    assert old["superseded_by"] == {"version": 2, "status": "amended", "issued": "2013-04-04T09:00:00Z",
+        "batch_seq": None, "anchor_status": "pending", "block_number": None, "tx_hash": None}
     assert old["recognition"]["decision"] == "reorder"
     assert "superseded" in {r["code"] for r in old["recognition"]["reasons"]}
     new = ok(api, amended_f001())
@@ -173,11 +174,16 @@ def test_real_resources_authentic_tampered_unknown_superseded(chain_api: Api) ->
     api.ledger.chain.head(max_age=0)  # the head is cached for 0.5 s; the new anchor may be younger than that
     latest = ok(api, amended_f001())
     assert latest["verdict"] == "authentic", latest["checks"]
+    # Once the amendment is anchored, the original's answer says where: its batch, block and transaction.
+    later = ok(api, respelt(f001))["superseded_by"]
+    assert later["anchor_status"] == "confirmed" and later["batch_seq"] == 2
+    assert later["tx_hash"] == latest["tx_hash"] and later["block_number"] == latest["block_number"]
 
     assert [(e.verdict, e.result_id, e.version) for e in reversed(verify_logs(api))] == [
         ("authentic", "6323", 1), ("authentic", "DiagnosticReport/f201", 1), ("authentic", "6323", 1),
         ("authentic", "6323", 1), ("tampered", "6323", None), ("tampered", "DiagnosticReport/f201", None),
-        ("unknown", "6324", None), ("authentic", "6323", 1), ("pending", "6323", 2), ("authentic", "6323", 2)]
+        ("unknown", "6324", None), ("authentic", "6323", 1), ("pending", "6323", 2), ("authentic", "6323", 2),
+        ("authentic", "6323", 1)]
 
 
 @pytest.mark.anvil
