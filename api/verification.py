@@ -27,7 +27,7 @@ from anchoring.errors import AnchoringError
 from anchoring.verify import verify_on_chain
 from api import intake
 from api.recognition import Catalogue, Later, Recognition, decide, default_catalogue
-from ledger import Check, ResultRecord, hospital_key, verify_receipt
+from ledger import Anchor, Check, ResultRecord, hospital_key, verify_receipt
 from ledger.errors import MrLedgerError
 from ledger.formats import FormatError
 from ledger.records import format_time
@@ -157,15 +157,10 @@ class Verifier:
                               "the batch was not anchored when this receipt was issued; ask the hospital for "
                               "the receipt again once its anchor is confirmed")
         anchor = r.anchor
-        base = replace(base, chain_id=anchor.chain_id, contract=anchor.contract, tx_hash=anchor.tx_hash,
-                       block_number=anchor.block_number)
-        chain = self.chain
-        if chain is None:
-            return self._fail(base, "unknown", checks, "chain", "this node has no chain configured to check the "
-                                                                "anchor against")
-        if anchor.chain_id != chain.chain_id:
-            return self._fail(base, "unknown", checks, "chain-id",
-                              f"anchored on chain {anchor.chain_id}; this node checks chain {chain.chain_id}")
+        found = self._chain_for(base, checks, anchor)
+        if isinstance(found, Outcome):
+            return found
+        base, chain = found
         if anchor.contract.lower() != chain.contract.lower():
             # Anyone can deploy a look-alike registry and anchor a forged batch there; only the ledger's own
             # registry vouches for its hospitals.
@@ -224,15 +219,10 @@ class Verifier:
             status = "sealed" if state is None else state.status
             return self._fail(base, "pending", checks, "anchor-confirmed", f"batch anchor is {status}")
         anchor = receipt.anchor
-        base = replace(base, chain_id=anchor.chain_id, contract=anchor.contract, tx_hash=anchor.tx_hash,
-                       block_number=anchor.block_number)
-        chain = self.chain
-        if chain is None:
-            return self._fail(base, "unknown", checks, "chain", "this node has no chain configured to check the "
-                                                                "anchor against")
-        if anchor.chain_id != chain.chain_id:
-            return self._fail(base, "unknown", checks, "chain-id",
-                              f"anchored on chain {anchor.chain_id}; this node checks chain {chain.chain_id}")
+        found = self._chain_for(base, checks, anchor)
+        if isinstance(found, Outcome):
+            return found
+        base, chain = found
         batch = receipt.batch
         stored_on_chain = self._ask(lambda: chain.batch_of(anchor.contract, hospital_key(hospital_id), batch.seq))
         if stored_on_chain is None:
@@ -353,6 +343,20 @@ class Verifier:
                              eligible=self.eligibility.categories(record.hospital_id, now), now=now,
                              superseded_by=later[0], revoked_by=later[1], failed_check=outcome.failed_check)
         return replace(outcome, recognition=recognition)
+
+    def _chain_for(self, base: Outcome, checks: list[Check], anchor: Anchor) -> tuple[Outcome, ChainContext] | Outcome:
+        """The anchor's fields on the answer, and this node's chain if it is the anchor's chain; otherwise the
+        answer is ``unknown`` (no chain here, or another chain: this node cannot vouch for it)."""
+        base = replace(base, chain_id=anchor.chain_id, contract=anchor.contract, tx_hash=anchor.tx_hash,
+                       block_number=anchor.block_number)
+        chain = self.chain
+        if chain is None:
+            return self._fail(base, "unknown", checks, "chain", "this node has no chain configured to check the "
+                                                                "anchor against")
+        if anchor.chain_id != chain.chain_id:
+            return self._fail(base, "unknown", checks, "chain-id",
+                              f"anchored on chain {anchor.chain_id}; this node checks chain {chain.chain_id}")
+        return base, chain
 
     def _superseded(self, hospital_id: str, result_id: str, version: int, batch_seq: int | None = None) -> Superseded:
         record = self.store.record(hospital_id, result_id, version)
