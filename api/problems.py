@@ -7,12 +7,14 @@ they never build error responses by hand.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
@@ -35,6 +37,18 @@ class Problem(Exception):
     def __init__(self, status: int, name: str, title: str, detail: str = "", **extra: Any) -> None:
         super().__init__(detail or title)
         self.status, self.name, self.title, self.detail, self.extra = status, name, title, detail, extra
+
+
+def error_list(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """pydantic/FastAPI validation errors as the ``errors`` member of a problem: location and message only
+    (never the offending input, which may be patient data), at most 20."""
+    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in errors][:20]
+
+
+def invalid_body(exc: ValidationError, hint: str) -> Problem:
+    """A 422 for a request body that does not match its model; ``hint`` says what to send instead."""
+    return Problem(422, "validation", "Request does not match the schema", hint,
+                   errors=error_list(exc.errors(include_url=False)))
 
 
 def problem_body(status: int, name: str, title: str, detail: str = "", instance: str | None = None,
@@ -69,9 +83,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in exc.errors()]
+        errors = error_list(exc.errors())
         first = str(errors[0]["msg"]) if errors else ""
-        return _response(request, 422, "validation", "Request does not match the schema", first, errors=errors[:20])
+        return _response(request, 422, "validation", "Request does not match the schema", first, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

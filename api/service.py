@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -190,6 +190,11 @@ class Ledger:
     def verify_record(self, who: Principal, hospital_id: str, result_id: str, version: int | None,
                       record: object) -> Outcome:
         outcome = self.verifier.by_record(hospital_id, result_id, version, record)
+        self._log_verdict(who, outcome)
+        return outcome
+
+    def verify_fhir(self, who: Principal, hospital_id: str, resource: object, tz: tzinfo | None) -> Outcome:
+        outcome = self.verifier.by_fhir(hospital_id, resource, tz)
         self._log_verdict(who, outcome)
         return outcome
 

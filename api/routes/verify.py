@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from pydantic import ValidationError
 
 from api.deps import LedgerDep, PrincipalDep, authorize
-from api.problems import Problem
+from api.problems import Problem, invalid_body
 from api.routes.results import RawBody
 from api.schemas import (
     EXAMPLE_FHIR,
@@ -83,23 +83,19 @@ def verify(body: RawBody, ledger: LedgerDep, principal: PrincipalDep) -> Any:
     try:
         request = VerifyByRecord.model_validate(obj, strict=True)
     except ValidationError as exc:
-        errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors(include_url=False)]
-        raise Problem(422, "validation", "Request does not match the schema",
-                      "send {\"receipt\": {...}} or {\"hospital_id\", \"result_id\", \"version\"?, \"record\"}",
-                      errors=errors[:20]) from exc
+        raise invalid_body(exc, "send {\"receipt\": {...}} or "
+                                "{\"hospital_id\", \"result_id\", \"version\"?, \"record\"}") from exc
     return ledger.verify_record(principal, request.hospital_id, request.result_id, request.version,
                                 request.record).to_obj()
 
 
 def _verify_fhir(obj: dict[str, Any], ledger: LedgerDep, principal: PrincipalDep) -> Any:
-    """The FHIR form (``Verifier.by_fhir``). Logged like the other forms: identities and verdict only."""
+    """The FHIR form (``Ledger.verify_fhir``), logged like the other forms: identities and verdict only."""
     authorize(principal, "doctor", "auditor", "admin")
     try:
         request = VerifyByFhir.model_validate(obj, strict=True)
     except ValidationError as exc:
-        errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors(include_url=False)]
-        raise Problem(422, "validation", "Request does not match the schema",
-                      "send {\"hospital_id\", \"fhir\": {...FHIR resource...}, \"tz\"?}", errors=errors[:20]) from exc
+        raise invalid_body(exc, "send {\"hospital_id\", \"fhir\": {...FHIR resource...}, \"tz\"?}") from exc
     try:
         zone = None if request.tz is None else ZoneInfo(request.tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -107,11 +103,9 @@ def _verify_fhir(obj: dict[str, Any], ledger: LedgerDep, principal: PrincipalDep
                       f"tz {request.tz!r} is not an IANA time zone name (e.g. Asia/Shanghai, Europe/Berlin, UTC)",
                       errors=[{"loc": ["tz"], "msg": "unknown time zone"}]) from exc
     try:
-        outcome = ledger.verifier.by_fhir(request.hospital_id, request.fhir, zone)
+        outcome = ledger.verify_fhir(principal, request.hospital_id, request.fhir, zone)
     except FormatError as exc:  # the adapter's reason, as intake words it (not the generic invalid-record)
         extra = {"where": exc.where} if exc.where else {}
         raise Problem(422, "unsupported-content", "The content cannot be taken as results", str(exc),
                       **extra) from exc
-    ledger.log(principal, "verify", hospital_id=outcome.hospital_id, result_id=outcome.result_id,
-               version=outcome.version, verdict=outcome.verdict)
     return outcome.to_obj()
