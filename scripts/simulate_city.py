@@ -132,15 +132,21 @@ class Test:
 
 
 T = Test
+# Tests that appear in more than one panel below, defined once.
+ALT = T("1742-6", "Alanine aminotransferase [Enzymatic activity/volume] in Serum or Plasma", "U/L", 9, 50, 0)
+AST = T("1920-8", "Aspartate aminotransferase [Enzymatic activity/volume] in Serum or Plasma", "U/L", 15, 40, 0)
+POTASSIUM = T("2823-3", "Potassium [Moles/volume] in Serum or Plasma", "mmol/L", 3.5, 5.3)
+SODIUM = T("2951-2", "Sodium [Moles/volume] in Serum or Plasma", "mmol/L", 137, 147, 0)
+WBC = T("6690-2", "Leukocytes [#/volume] in Blood by Automated count", "10*9/L", 3.5, 9.5, 2)
 BIOCHEMISTRY = [
     T("14749-6", "Glucose [Moles/volume] in Serum or Plasma", "mmol/L", 3.9, 6.1),
     T("14682-9", "Creatinine [Moles/volume] in Serum or Plasma", "umol/L", 57, 111, 0),
     T("3094-0", "Urea nitrogen [Mass/volume] in Serum or Plasma", "mg/dL", 7, 20, 0),
     T("14933-6", "Urate [Moles/volume] in Serum or Plasma", "umol/L", 208, 428, 0),
-    T("1742-6", "Alanine aminotransferase [Enzymatic activity/volume] in Serum or Plasma", "U/L", 9, 50, 0),
-    T("1920-8", "Aspartate aminotransferase [Enzymatic activity/volume] in Serum or Plasma", "U/L", 15, 40, 0),
-    T("2823-3", "Potassium [Moles/volume] in Serum or Plasma", "mmol/L", 3.5, 5.3),
-    T("2951-2", "Sodium [Moles/volume] in Serum or Plasma", "mmol/L", 137, 147, 0),
+    ALT,
+    AST,
+    POTASSIUM,
+    SODIUM,
     T("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", 4.0, 6.0),
     T("2157-6", "Creatine kinase [Enzymatic activity/volume] in Serum or Plasma", "U/L", 50, 310, 0),
     T("17861-6", "Calcium [Mass/volume] in Serum or Plasma", "mg/dL", 8.6, 10.3),
@@ -149,15 +155,15 @@ LIPIDS = [T("14647-2", "Cholesterol [Moles/volume] in Serum or Plasma", "mmol/L"
           T("14927-8", "Triglyceride [Moles/volume] in Serum or Plasma", "mmol/L", 0.45, 1.7, 2),
           T("14646-4", "Cholesterol in HDL [Moles/volume] in Serum or Plasma", "mmol/L", 1.04, 1.55, 2),
           T("22748-8", "Cholesterol in LDL [Moles/volume] in Serum or Plasma", "mmol/L", 1.5, 3.4, 2)]
-LIVER = [T("1742-6", "Alanine aminotransferase [Enzymatic activity/volume] in Serum or Plasma", "U/L", 9, 50, 0),
-         T("1920-8", "Aspartate aminotransferase [Enzymatic activity/volume] in Serum or Plasma", "U/L", 15, 40, 0),
+LIVER = [ALT,
+         AST,
          T("6768-6", "Alkaline phosphatase [Enzymatic activity/volume] in Serum or Plasma", "U/L", 45, 125, 0),
          T("2324-2", "Gamma glutamyl transferase [Enzymatic activity/volume] in Serum or Plasma", "U/L", 10, 60, 0),
          T("14631-6", "Bilirubin.total [Moles/volume] in Serum or Plasma", "umol/L", 3.4, 20.5),
          T("2885-2", "Protein [Mass/volume] in Serum or Plasma", "g/L", 65, 85, 0),
          T("1751-7", "Albumin [Mass/volume] in Serum or Plasma", "g/L", 40, 55, 0)]
-ELECTROLYTES = [T("2823-3", "Potassium [Moles/volume] in Serum or Plasma", "mmol/L", 3.5, 5.3),
-                T("2951-2", "Sodium [Moles/volume] in Serum or Plasma", "mmol/L", 137, 147, 0),
+ELECTROLYTES = [POTASSIUM,
+                SODIUM,
                 T("2075-0", "Chloride [Moles/volume] in Serum or Plasma", "mmol/L", 99, 110, 0)]
 IMMUNOLOGY = [
     T("5196-1", "Hepatitis B virus surface Ag [Presence] in Serum or Plasma by Immunoassay", high=0.06, qual=True),
@@ -174,14 +180,14 @@ IMMUNOLOGY = [
 ]
 HEMATOLOGY = [
     T("718-7", "Hemoglobin [Mass/volume] in Blood", "g/L", 130, 175, 0),
-    T("6690-2", "Leukocytes [#/volume] in Blood by Automated count", "10*9/L", 3.5, 9.5, 2),
+    WBC,
     T("777-3", "Platelets [#/volume] in Blood by Automated count", "10*9/L", 125, 350, 0),
     T("5902-2", "Prothrombin time (PT)", "s", 11, 14.5),
     T("6301-6", "INR in Platelet poor plasma by Coagulation assay", "{INR}", 0.8, 1.2, 2),
     T("14979-9", "aPTT in Platelet poor plasma by Coagulation assay", "s", 25, 37),
     T("3255-7", "Fibrinogen [Mass/volume] in Platelet poor plasma by Coagulation assay", "g/L", 2, 4, 2),
 ]
-CBC = [T("6690-2", "Leukocytes [#/volume] in Blood by Automated count", "10*9/L", 3.5, 9.5, 2),
+CBC = [WBC,
        T("789-8", "Erythrocytes [#/volume] in Blood by Automated count", "10*12/L", 4.3, 5.8, 2),
        T("718-7", "Hemoglobin [Mass/volume] in Blood", "g/L", 130, 175, 0),
        T("4544-3", "Hematocrit [Volume Fraction] of Blood by Automated count", "%", 40, 50),
