@@ -3,17 +3,22 @@ token per role, and — for tests marked ``anvil`` — a real chain with the reg
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
+import uvicorn
 from eth_account import Account
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from web3 import Web3
 
 from anchoring.deploy import deploy_and_record
-from anchoring.node import AnvilNode
+from anchoring.node import AnvilNode, free_port
 from anchoring.worker import AnchorWorker, WorkerConfig
 from api.app import create_app
 from api.service import ChainContext, Ledger
@@ -74,3 +79,22 @@ def chain_api(engine: Engine) -> Iterator[Api]:
         chain = ChainContext(w3, deployment.contract, deployment.chain_id, submitter=hub, admin=admin,
                              rpc_url=node.rpc_url)
         yield _make(Ledger(store, chain), node)
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI) -> Iterator[str]:
+    """``app`` under a real uvicorn on a free loopback port, for clients that need real HTTP (the CLI, a
+    browser); yields the base URL and stops the server on exit."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

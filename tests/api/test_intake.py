@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from pydicom.data import get_testdata_file
 from sqlalchemy import func, select
 from typer.testing import CliRunner
@@ -25,7 +21,7 @@ from typer.testing import CliRunner
 from api.cli import app as cli
 from api.settings import MAX_BODY_BYTES
 from store.models import RecordVersion
-from tests.api.conftest import Api
+from tests.api.conftest import Api, serve_in_thread
 from tests.api.test_hospitals import assert_problem
 from tests.ledger.formats.test_fhir import EXAMPLES, EXPECTED_ACCEPTED, EXPECTED_FILES, FILES, REFUSED
 
@@ -181,19 +177,8 @@ def test_hl7_refusals_name_segment_and_field(api: Api) -> None:
 @pytest.fixture
 def live(api: Api) -> Iterator[tuple[Api, str]]:
     """The fixture's app served by uvicorn on a free port: the CLI speaks real HTTP."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(api.client.app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield api, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(api.client.app) as url:  # type: ignore[arg-type]
+        yield api, url
 
 
 def run(url: str, *args: str) -> Any:

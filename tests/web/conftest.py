@@ -8,21 +8,17 @@ directory (artifacts, never committed); the path is printed at the end of the se
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from sqlalchemy import Engine
 
 from api.app import create_app
 from store import make_engine, migrate
-from tests.api.conftest import Api, chain_api
+from tests.api.conftest import Api, chain_api, serve_in_thread
 
 __all__ = ["chain_api"]  # re-exported fixture: the real-anvil ledger of the API tests
 
@@ -47,28 +43,11 @@ class Served:
     url: str
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def served(chain_api: Api) -> Iterator[Served]:
     """The app over the chain ledger, on 127.0.0.1 (WebCrypto needs a secure context: localhost counts)."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(chain_api.ledger), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield Served(chain_api, f"http://127.0.0.1:{port}")
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(chain_api.ledger)) as url:
+        yield Served(chain_api, url)
 
 
 @pytest.fixture(scope="session")
