@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from anchoring import contract as reg
@@ -27,6 +25,7 @@ from anchoring.worker import AnchorWorker, WorkerConfig
 from api.service import ChainContext, Ledger
 from ledger import hospital_key
 from store import Store, make_engine, migrate
+from tests.anchoring.test_worker import Env
 from tests.store.test_repository import rec
 
 pytestmark = pytest.mark.anvil
@@ -46,18 +45,8 @@ class Clock:
         self.now += seconds
 
 
-@dataclass
-class Chain:
-    node: AnvilNode
-    w3: Web3
-    admin: LocalAccount
-    hub: LocalAccount
-    contract: str
-    store: Store
-
-    def mine(self, n: int = 1) -> None:
-        for _ in range(n):
-            self.node.rpc("evm_mine")
+class Chain(Env):
+    """The worker tests' environment (one hospital here), plus anchoring a few results in one go."""
 
     def anchor(self, n: int = 3, start: int = 0) -> list[dict[str, Any]]:
         """Submit, seal and anchor ``n`` results of gz-001; their receipts (anchor confirmed at depth 1)."""
