@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -93,6 +93,14 @@ def env(engine: Engine, tmp_path: Path) -> Iterator[Env]:
         yield Env(node, w3, admin, hub, contract, store)
 
 
+def wait_until(done: Callable[[], bool], timeout: float = 60, tick: float = 0.1) -> None:
+    """Poll ``done`` until it holds; fail with a clear message when ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"not done within {timeout} s"
+        time.sleep(tick)
+
+
 def submit(env: Env, n: int, start: int = 0) -> None:
     for h in HOSPITALS:
         env.store.submit(h, [rec(i, hospital=h) for i in range(start, start + n)])
@@ -168,11 +176,7 @@ def test_kill_9_after_broadcast_then_restart_anchors_exactly_once(env: Env, engi
     del proc_env["MRL_FAULT_INJECT"]
     restarted = subprocess.Popen(cmd, env=proc_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if all(s and s.status == CONFIRMED for h in HOSPITALS for s in [outbox.state(h, 2)]):
-                break
-            time.sleep(0.2)
+        wait_until(lambda: outbox.unconfirmed() == 0)
     finally:
         restarted.terminate()
         restarted.wait(timeout=30)
@@ -208,12 +212,11 @@ def test_node_outage_is_waited_out(env: Env) -> None:
     time.sleep(1.0)  # the worker retries against the dead node meanwhile
     env.node.start()  # same port, same state file
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            env.mine()
-            if Outbox(env.store).unconfirmed() == 0:
-                break
-            time.sleep(0.1)
+        def settled() -> bool:
+            env.mine()  # confirmations need blocks after the anchor
+            return Outbox(env.store).unconfirmed() == 0
+
+        wait_until(settled)
     finally:
         stop.set()
         runner.join(timeout=30)
