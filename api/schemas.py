@@ -91,7 +91,8 @@ class AcceptedOut(_Out):
     result_id: str
     version: int
     leaf_hash: Annotated[str, Field(pattern=HEX32, description="SHA-256 leaf (mrl-leaf/1), hex")]
-    status: Literal["accepted", "duplicate"]
+    status: Literal["accepted", "duplicate"] = Field(
+        description="accepted: new to the ledger; duplicate: the ledger held this content (same leaf back).")
 
 
 class SubmissionOut(_Out):

@@ -16,13 +16,13 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from api import intake
 from api.deps import LedgerDep, PrincipalDep, authorize
 from api.problems import MEDIA_TYPE, PREFIX, Problem
 from api.routes.results import HospitalPath, RawBody
-from api.schemas import HEX32, ProblemOut, problems
+from api.schemas import AcceptedOut, ProblemOut, SubmissionOut, problems
 from api.settings import MAX_BODY_BYTES
 from ledger.formats import FormatError
 
@@ -37,28 +37,21 @@ TzQuery = Annotated[str | None, Query(
                 "any time lacks an offset (422 otherwise). FHIR: only bare dates lack one; default UTC.")]
 
 
-class IntakeResultOut(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class IntakeResultOut(AcceptedOut):
+    """A JSON submission's answer per record, plus what lineage decided (formats carry no version numbers)."""
 
-    result_id: str
     version: int = Field(description="The version the ledger assigned (lineage: docs/formats.md).")
     supersedes: int | None = Field(description="The version this one supersedes (null for version 1).")
     result_status: Literal["final", "amended", "corrected", "entered-in-error", "preliminary"]
-    leaf_hash: Annotated[str, Field(pattern=HEX32, description="SHA-256 leaf (mrl-leaf/1), hex")]
-    status: Literal["accepted", "duplicate"] = Field(
-        description="accepted: new to the ledger; duplicate: the ledger held this content (same leaf back).")
 
 
-class IntakeOut(BaseModel):
+class IntakeOut(SubmissionOut):
     model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
         "hospital_id": "gz-001", "accepted": 1, "duplicates": 0,
         "results": [{"result_id": "f001", "version": 2, "supersedes": 1, "result_status": "amended",
                      "leaf_hash": "9f" * 32, "status": "accepted"}]}]})
 
-    hospital_id: str
-    accepted: int
-    duplicates: int
-    results: list[IntakeResultOut]
+    results: list[IntakeResultOut]  # type: ignore[assignment]
 
 
 LINEAGE = """
