@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from store.errors import NotFoundError, SubmissionError, UnknownHospitalError
@@ -42,6 +42,13 @@ class Grant:
 
 def _grant(row: HospitalEligibility) -> Grant:
     return Grant(row.hospital_id, row.category, row.reference, row.granted_at, row.valid_until, row.revoked_at)
+
+
+_E = HospitalEligibility
+#: Built once: composing the statement per call cost more than running it.
+_CATEGORIES = select(_E.category, _E.granted_at, _E.valid_until, _E.revoked_at).where(
+    _E.hospital_id == bindparam("hid"), _E.granted_at <= bindparam("at"),
+    or_(_E.revoked_at.is_(None), _E.revoked_at > bindparam("at")))
 
 
 class Eligibility:
@@ -97,12 +104,12 @@ class Eligibility:
             return [_grant(r) for r in s.scalars(q)]
 
     def categories(self, hospital_id: str, at: datetime) -> frozenset[str]:
-        """Every category ``hospital_id`` is eligible for at ``at`` (one query: asked per verification)."""
-        with self._store._unit() as s:
-            rows = s.scalars(select(HospitalEligibility).where(
-                HospitalEligibility.hospital_id == hospital_id, HospitalEligibility.granted_at <= at,
-                or_(HospitalEligibility.revoked_at.is_(None), HospitalEligibility.revoked_at > at)))
-            return frozenset(g.category for g in map(_grant, rows) if g.active(at))
+        """Every category ``hospital_id`` is eligible for at ``at``: one plain-connection query, because it is
+        asked on every verification (see ``Store._read``)."""
+        with self._store._read() as conn:
+            rows = conn.execute(_CATEGORIES, {"hid": hospital_id, "at": at})
+            return frozenset(c for c, g, v, r in rows
+                             if Grant(hospital_id, c, "", g, v, r).active(at))
 
     def is_eligible(self, hospital_id: str, category: str, at: datetime) -> bool:
         return category in self.categories(hospital_id, at)
