@@ -167,7 +167,8 @@ class Verifier:
             return self._fail(base, "unknown", checks, "contract",
                               f"anchored in {anchor.contract}, not in this ledger's registry {chain.contract}")
         # The node's cached chain view; the proof is checked locally against the root the chain holds.
-        on_chain = self._ask(lambda: verify_on_chain(r, chain.w3, reader=chain.reader, onchain_proof=False))
+        on_chain = self._ask(lambda: verify_on_chain(r, chain.w3, reader=chain.reader, onchain_proof=False,
+                                                     offline=offline))
         checks = list(on_chain.checks)
         if on_chain.status != "valid":
             return replace(base, verdict="tampered", checks=tuple(checks), failed_check=on_chain.failed)
