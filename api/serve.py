@@ -332,8 +332,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
                                              name="anchoring-worker", daemon=True)]
             sock = _bind(settings.host, settings.port)
             port = sock.getsockname()[1]
-            config = uvicorn.Config(create_app(ledger), host=settings.host, port=port, lifespan="on",
-                                    access_log=False, log_level="info", log_config=None)
+            config = uvicorn.Config(create_app(ledger, threads=settings.api_threads), host=settings.host, port=port,
+                                    lifespan="on", access_log=False, log_level="info", log_config=None)
             server = uvicorn.Server(config)
             threads.append(threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True))
             for t in threads:

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     admin_key_file: Path | None = Field(None, description="Private key of the registry admin (file, 0600).")
     replace_after: float = Field(30.0, gt=0, description="Seconds before a stuck transaction is re-sent with a "
                                                          "higher fee.")
+    api_threads: int = Field(4, ge=1, le=256, description="Threads that run request handlers. Verification is "
+                             "CPU-bound under one interpreter lock, so a small pool avoids a lock convoy (benchmark: "
+                             "see docs); raise it when a remote RPC endpoint keeps requests waiting on the network.")
     worker: bool = Field(True, description="Run the sealer and the anchoring worker in this process.")
     catalogue_file: Path | None = Field(None, description="Mutual-recognition catalogue (TOML, mrl-catalogue/1); "
                                                           "unset: the shipped default (docs/recognition.md).")

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 
 from store.errors import NotFoundError, SubmissionError
 from store.models import AccessLog, ApiToken, Hospital
@@ -43,6 +43,10 @@ class Principal:
 
 
 ANONYMOUS = Principal(None, "anonymous")
+
+
+_TOKEN = select(ApiToken.id, ApiToken.role).where(ApiToken.token_hash == bindparam("hash"),
+                                                  ApiToken.revoked_at.is_(None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +87,9 @@ class Access:
     def authenticate(self, token: str) -> Principal | None:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
             return None
-        with self._store._unit() as s:
-            row = s.scalar(select(ApiToken).where(ApiToken.token_hash == _digest(token),
-                                                  ApiToken.revoked_at.is_(None)))
-            return None if row is None else Principal(row.id, row.role)
+        with self._store._read() as conn:  # every authenticated request asks: the plain-connection path
+            row = conn.execute(_TOKEN, {"hash": _digest(token)}).first()
+        return None if row is None else Principal(row.id, row.role)
 
     def count_tokens(self, role: str) -> int:
         with self._store._unit() as s:
