@@ -1,7 +1,8 @@
 """mrledger's pure core: records → salted leaves → RFC 9162 batches → proofs → receipts.
 
-CONSENSUS-CRITICAL. The leaf encoding (``mrl-leaf/1``), the tree hashing (RFC 9162) and the receipt
-format (``mrl-receipt/1``) decide whether a receipt already handed to a patient still verifies. Never
+CONSENSUS-CRITICAL. The leaf encoding (``mrl-leaf/1``), the tree hashing (RFC 9162), the signed batch
+encoding (``mrl-batch-sig/1``) and the receipt format (``mrl-receipt/1``) decide whether a receipt already
+handed to a patient still verifies. Never
 change them in place: add a new version tag and keep the old one verifying. Parsers reject trailing data
 and unknown fields (extensions go under ``extensions``; unknown *critical* ones are refused).
 
@@ -17,6 +18,8 @@ from ledger.errors import (
     ProofError,
     RecordError,
     RootMismatchError,
+    SignatureError,
+    SigningError,
     VerificationError,
 )
 from ledger.leaf import LEAF_FORMAT, SALT_BYTES, commit, content_digest, leaf_data
@@ -32,18 +35,38 @@ from ledger.merkle import (
 )
 from ledger.receipt import RECEIPT_FORMAT, Anchor, Receipt
 from ledger.records import MAX_RECORD_BYTES, ResultRecord
-from ledger.verify import Check, Verdict, verify_receipt
+from ledger.signing import (
+    BATCH_SIG_FORMAT,
+    SIGNATURE_REASONS,
+    BatchSignature,
+    KeySigner,
+    Signer,
+    SignerInfo,
+    TrustStore,
+    batch_signing_bytes,
+    describe_signer,
+    load_certificate_chain,
+    load_signing_key,
+    sign_batch,
+    sign_batch_with,
+    verify_batch_signature,
+)
+from ledger.verify import Check, SignatureResult, Verdict, verify_receipt
 
 __all__ = [
+    "BATCH_SIG_FORMAT",
     "LEAF_FORMAT",
     "MAX_BATCH_SIZE",
     "MAX_RECORD_BYTES",
     "RECEIPT_FORMAT",
     "SALT_BYTES",
+    "SIGNATURE_REASONS",
     "Anchor",
     "BatchHead",
+    "BatchSignature",
     "Check",
     "EncodingError",
+    "KeySigner",
     "MerkleTree",
     "MrLedgerError",
     "ProofError",
@@ -51,20 +74,33 @@ __all__ = [
     "RecordError",
     "ResultRecord",
     "RootMismatchError",
+    "SignatureError",
+    "SignatureResult",
+    "Signer",
+    "SignerInfo",
+    "SigningError",
+    "TrustStore",
     "Verdict",
     "VerificationError",
+    "batch_signing_bytes",
     "build_batch",
     "canonicalize",
     "commit",
     "content_digest",
+    "describe_signer",
     "hospital_key",
     "leaf_data",
     "leaf_hash",
+    "load_certificate_chain",
+    "load_signing_key",
     "merkle_root",
     "node_hash",
     "parse_json",
     "root_from_inclusion_proof",
     "roots_from_consistency_proof",
+    "sign_batch",
+    "sign_batch_with",
+    "verify_batch_signature",
     "verify_consistency",
     "verify_inclusion",
     "verify_receipt",

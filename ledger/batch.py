@@ -1,8 +1,8 @@
 """Sealed batches: a hospital's leaves in a fixed order, summarised by one RFC 9162 root.
 
-Consensus-critical: the batch head is what gets anchored on chain (hospital key, seq, root, size) and,
-later, what the hospital signs. ``seq`` is gap-free per hospital so an auditor can prove that no batch
-was left out between two anchored ones.
+Consensus-critical: the batch head is what gets anchored on chain (hospital key, seq, root, size) and
+what the hospital signs (inside ``mrl-batch-sig/1``, ledger/signing.py). ``seq`` is gap-free per
+hospital so an auditor can prove that no batch was left out between two anchored ones.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ class BatchHead:
         }
 
     def canonical_bytes(self) -> bytes:
-        """The bytes a hospital signs (signature issue): RFC 8785 of ``to_obj()``."""
+        """RFC 8785 of ``to_obj()``. Not what a hospital signs: the signature covers
+        ``ledger.signing.batch_signing_bytes``, which embeds this object together with the deployment
+        (chain id, registry), so that one signature cannot be replayed for another deployment."""
         return canonicalize(self.to_obj())
 
     @classmethod

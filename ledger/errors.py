@@ -6,6 +6,25 @@ ValueError keeps working.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
+#: Why a batch signature failed, one stable string per failure (docs/signatures.md §4). The first eight
+#: come from ``verify_batch_signature``; the last two only from ``verify_receipt``, which also sees the
+#: anchor and whether a signature was required.
+SignatureReason = Literal[
+    "signature-malformed",
+    "signature-algorithm",
+    "signature-invalid",
+    "certificate-untrusted",
+    "certificate-key-usage",
+    "certificate-expired",
+    "certificate-revoked",
+    "certificate-hospital-mismatch",
+    "signature-anchor-mismatch",
+    "signature-missing",
+]
+SIGNATURE_REASONS: tuple[SignatureReason, ...] = get_args(SignatureReason)
+
 
 class MrLedgerError(Exception):
     """Root of every error mrledger raises on purpose."""
@@ -39,3 +58,20 @@ class RootMismatchError(VerificationError):
         super().__init__(f"root mismatch: expected {expected.hex()}, calculated {calculated.hex()}")
         self.expected = expected
         self.calculated = calculated
+
+
+class SignatureError(VerificationError):
+    """A batch signature that does not verify. ``reason`` is one stable, machine-readable string from
+    ``SIGNATURE_REASONS`` above (``certificate-expired``, ``signature-invalid`` …): verdicts,
+    logs and the API report it as is, so it must never be reworded; ``detail`` is for humans."""
+
+    def __init__(self, reason: SignatureReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class SigningError(MrLedgerError, ValueError):
+    """A signing key, certificate or trust configuration that cannot be used (wrong passphrase, key and
+    certificate that do not match, a CRL no configured CA signed). Raised when configuring, never as the
+    result of verifying a signature, and never carries key material."""

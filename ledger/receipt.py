@@ -5,10 +5,15 @@ Consensus-critical: receipts live for years in patients' hands, so the format is
 strictly. Unknown top-level fields are refused; forward-compatible additions go under ``extensions``,
 and an extension a verifier must understand is listed in ``critical`` — a verifier that does not know a
 critical extension refuses the receipt instead of silently ignoring it (the X.509 rule).
+
+The optional ``signature`` section (``ledger.signing.BatchSignature``) is the hospital's signature over
+the batch head. It is a top-level field rather than an extension because its meaning is fixed by this
+version; a receipt without it is exactly the receipt it always was.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,12 +23,13 @@ from ledger.errors import EncodingError, RecordError
 from ledger.leaf import SALT_BYTES
 from ledger.merkle import HASH_SIZE, MAX_PATH_LENGTH
 from ledger.records import ResultRecord
+from ledger.signing import BatchSignature
 
 RECEIPT_FORMAT = "mrl-receipt/1"
 #: Critical extensions this version of the verifier understands.
 KNOWN_CRITICAL: frozenset[str] = frozenset()
-_FIELDS = {"format", "record", "salt", "leaf", "audit_path", "batch", "anchor", "extensions", "critical"}
-_REQUIRED = _FIELDS - {"anchor", "extensions", "critical"}
+_FIELDS = {"format", "record", "salt", "leaf", "audit_path", "batch", "anchor", "signature", "extensions", "critical"}
+_REQUIRED = _FIELDS - {"anchor", "signature", "extensions", "critical"}
 
 
 def _chain_hex(value: Any, size: int, what: str) -> str:
@@ -83,6 +89,7 @@ class Receipt:
     anchor: Anchor | None = None
     extensions: dict[str, Any] = field(default_factory=dict)
     critical: tuple[str, ...] = ()
+    signature: BatchSignature | None = None
 
     def to_obj(self) -> dict[str, Any]:
         obj: dict[str, Any] = {
@@ -94,6 +101,8 @@ class Receipt:
             "batch": self.batch.to_obj(),
             "anchor": self.anchor.to_obj() if self.anchor else None,
         }
+        if self.signature is not None:  # omitted, never null: unsigned receipts keep their exact bytes
+            obj["signature"] = self.signature.to_obj()
         if self.extensions:
             obj["extensions"] = self.extensions
         if self.critical:
@@ -105,8 +114,10 @@ class Receipt:
         return canonicalize(self.to_obj()).decode("utf-8")
 
     def with_anchor(self, anchor: Anchor | None) -> Receipt:
-        return Receipt(self.record, self.salt, self.leaf_index, self.leaf_hash, self.audit_path,
-                       self.batch, anchor, self.extensions, self.critical)
+        return dataclasses.replace(self, anchor=anchor)
+
+    def with_signature(self, signature: BatchSignature | None) -> Receipt:
+        return dataclasses.replace(self, signature=signature)
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Receipt:
@@ -155,4 +166,6 @@ class Receipt:
             anchor=None if obj.get("anchor") is None else Anchor.from_obj(obj["anchor"]),
             extensions=extensions,
             critical=tuple(critical),
+            # Absent means unsigned; ``null`` is refused (BatchSignature.from_obj) so there is one spelling.
+            signature=None if "signature" not in obj else BatchSignature.from_obj(obj["signature"]),
         )

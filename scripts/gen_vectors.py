@@ -2,7 +2,9 @@
 
 Known-good: the Certificate Transparency reference tree of 8 leaves (RFC 6962/9162 test data used by
 transparency-dev/merkle and certificate-transparency-go), whose roots and proofs
-tests/ledger/test_merkle.py pins as known answers, and a fixed receipt built with a fixed salt.
+tests/ledger/test_merkle.py pins as known answers, and a fixed receipt built with a fixed salt. Signed
+receipts (tests/vectors/signature/) use tests/pki.py with fixed serials: its keys are derived from labels
+and every signature is deterministic (RFC 6979 ECDSA, Ed25519), so regenerating changes no byte.
 Mutations are the ways proofs get broken in practice: a flipped bit, index or size off by one, a
 truncated or extended path, another tree's root.
 
@@ -11,6 +13,7 @@ Run:  .venv/bin/python scripts/gen_vectors.py   (idempotent; rewrites tests/vect
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import sys
@@ -20,8 +23,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ledger import MerkleTree, ResultRecord, build_batch, commit, leaf_hash
+from ledger import MerkleTree, ResultRecord, build_batch, commit, leaf_hash, sign_batch
 from ledger.receipt import Receipt
+from tests.pki import Leaf, Pki, der
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "vectors"
 CT_LEAVES = [b"", b"\x00", b"\x10", b"\x20\x21", b"\x30\x31", b"\x40\x41\x42\x43",
@@ -154,12 +158,86 @@ def receipt_vectors() -> None:
     mutate("noncritical_extension_ok", None, lambda r: r.update(extensions={"x-note": {"a": 1}}))
 
 
+def signature_vectors() -> None:
+    """The worked-example receipt, signed, with the trust configuration to check it against; one vector per
+    failure reason plus the ways a signature section gets mangled. ``want_error`` is the failing check,
+    ``want_signature`` the verdict's signature status (docs/signatures.md §4-§5)."""
+    base = json.loads((OUT / "receipt" / "ok_unanchored.json").read_text())["receipt"]
+    anchor = json.loads((OUT / "receipt" / "ok_anchored.json").read_text())["receipt"]["anchor"]
+    receipt = Receipt.from_obj(base)
+    chain_id, contract = anchor["chain_id"], anchor["contract"]
+    pki = Pki("Vectors", serials=(0x1001, 0x1002))
+    ed = Pki("Vectors Ed25519", kind="ed25519", serials=(0x2001, 0x2002))
+    other = Pki("Vectors Other", serials=(0x3001, 0x3002))
+    hid = receipt.batch.hospital_id
+    good = pki.hospital(hid, serial=0x1101)
+
+    def signed(leaf: Leaf = good, cid: int = chain_id) -> dict[str, Any]:
+        sig = sign_batch(receipt.batch, cid, contract, leaf.key, leaf.chain)  # type: ignore[arg-type]
+        return receipt.with_signature(sig).to_obj()
+
+    def trust(p: Pki = pki, crls: tuple[bytes, ...] = ()) -> dict[str, list[str]]:
+        return {"roots": [p.root.pem.decode()], "intermediates": [p.intermediate.pem.decode()],
+                "crls": [c.decode() for c in crls]}
+
+    def write(name: str, obj: dict[str, Any], err: str | None, status: str, *, t: dict[str, list[str]] | None = None,
+              require: bool = False, mutate: Any = None) -> None:
+        obj = json.loads(json.dumps(obj))
+        if mutate:
+            mutate(obj)
+        _write("signature", name, {"desc": name.replace("_", " "), "receipt": obj, "trust": t or trust(),
+                                   "require_signature": require, "want_error": err, "want_signature": status})
+
+    def window(a: int, b: int) -> tuple[datetime, datetime]:
+        return datetime(a, 1, 1, tzinfo=UTC), datetime(b, 1, 1, tzinfo=UTC)
+
+    ok = signed()
+    write("ok_es256_unanchored", ok, None, "valid")
+    write("ok_es256_anchored", {**ok, "anchor": anchor}, None, "valid", require=True)
+    write("ok_ed25519", signed(ed.hospital(hid, kind="ed25519", serial=0x2101)), None, "valid", t=trust(ed))
+    root_b64 = base64.b64encode(der(pki.root.cert)).decode()
+    write("ok_chain_with_root", ok, None, "valid", mutate=lambda r: r["signature"]["certificates"].append(root_b64))
+    write("unsigned_but_required", base, "signature", "signature-missing", require=True)
+    def flip_value(r: dict[str, Any]) -> None:  # one base64 digit inside r: still DER, no longer valid
+        v = r["signature"]["value"]
+        r["signature"]["value"] = v[:20] + ("A" if v[20] != "A" else "B") + v[21:]
+
+    write("value_flipped", ok, "signature", "signature-invalid", mutate=flip_value)
+    write("chain_id_altered", ok, "signature", "signature-invalid", mutate=lambda r: r["signature"].update(chain_id=1))
+    # seq and size are not bound by the inclusion proof (size 8 fits the same path); the signature binds them.
+    write("batch_seq_altered", ok, "signature", "signature-invalid", mutate=lambda r: r["batch"].update(seq=8))
+    write("batch_size_altered", ok, "signature", "signature-invalid", mutate=lambda r: r["batch"].update(size=8))
+    write("anchor_other_chain", {**signed(cid=1), "anchor": anchor}, "signature", "signature-anchor-mismatch")
+    write("other_hospital_certificate", signed(pki.hospital("gz-002", serial=0x1102)), "signature",
+          "certificate-hospital-mismatch")
+    write("untrusted_root", signed(other.hospital(hid, serial=0x3101)), "signature", "certificate-untrusted")
+    expired = pki.hospital(hid, key_label="expired", serial=0x1103, window=window(2022, 2024))
+    write("expired_at_sealing", signed(expired), "signature", "certificate-expired")
+    write("not_yet_valid_at_sealing",
+          signed(pki.hospital(hid, key_label="later", serial=0x1104, window=(datetime(2024, 6, 1, tzinfo=UTC),
+                                                                             datetime(2030, 1, 1, tzinfo=UTC)))),
+          "signature", "certificate-expired")
+    write("revoked", ok, "signature", "certificate-revoked", t=trust(crls=(pki.intermediate.crl([0x1101]),)))
+    write("not_revoked", ok, None, "valid", t=trust(crls=(pki.intermediate.crl([0x1199]),)))
+    write("no_digital_signature",
+          signed(pki.hospital(hid, key_label="ku", serial=0x1105, usage={"key_encipherment": True})),
+          "signature", "certificate-key-usage")
+    write("unknown_alg", ok, "signature", "signature-algorithm", mutate=lambda r: r["signature"].update(alg="ES384"))
+    write("certificate_garbage", ok, "signature", "signature-malformed",
+          mutate=lambda r: r["signature"].update(certificates=["AAAA"]))
+    write("signature_unknown_field", ok, "format", "not-checked", mutate=lambda r: r["signature"].update(note="x"))
+    write("signature_null", ok, "format", "not-checked", mutate=lambda r: r.update(signature=None))
+    write("signature_contract_upper_case", ok, "format", "not-checked",
+          mutate=lambda r: r["signature"].update(contract=r["signature"]["contract"].upper().replace("0X", "0x")))
+
+
 def main() -> None:
     if OUT.exists():
         shutil.rmtree(OUT)
     inclusion_vectors()
     consistency_vectors()
     receipt_vectors()
+    signature_vectors()
     for folder in sorted(OUT.iterdir()):
         print(f"{folder.name}: {len(list(folder.glob('*.json')))} vectors")
 
