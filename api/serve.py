@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -239,6 +240,16 @@ class Sealer:
 # -------------------------------------------------------------------------------- the node
 
 
+def tune_gc() -> None:
+    """Freeze the start-up heap and run the full collection rarely. Ingest allocates ~100 container objects
+    per record and keeps a thousand records alive per request; under the default thresholds (700, 10, 10)
+    the collector kept traversing them: validating a record took 108 µs with it, 54 µs without it, 49 µs
+    with (10,000, 20, 100) after ``gc.freeze()`` (in-process, 3,000 lab records). The collector still runs."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 100)
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
@@ -336,6 +347,7 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
                                     lifespan="on", access_log=False, log_level="info", log_config=None)
             server = uvicorn.Server(config)
             threads.append(threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True))
+            tune_gc()
             for t in threads:
                 t.start()
             while not server.started:

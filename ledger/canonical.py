@@ -111,7 +111,7 @@ def _prepare(value: Any) -> Any:
     if t is dict:
         out = {}
         for k, v in value.items():
-            if type(k) is not str or (k and max(k) > "\ud7ff"):
+            if type(k) is not str or (not k.isascii() and max(k) > "\ud7ff"):
                 raise _Fallback
             out[k] = _prepare(v)
         return out

