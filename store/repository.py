@@ -8,7 +8,6 @@ writes the batch. Callers never see a session.
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from store.errors import (
     UnknownHospitalError,
 )
 from store.models import Anchor, Batch, BatchLeaf, Hospital, PendingLeaf, RecordVersion
+from store.salts import SaltPool
 
 #: Most records one submission may carry (the API documents the same limit).
 MAX_SUBMISSION = 10_000
@@ -84,13 +84,13 @@ _VERSIONS = (
 class Store:
     """Repository over one database. Thread-safe: each call opens its own session."""
 
-    def __init__(self, engine: Engine, *, clock: Clock = utcnow, salts: SaltSource = secrets.token_bytes) -> None:
+    def __init__(self, engine: Engine, *, clock: Clock = utcnow, salts: SaltSource | None = None) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._writers = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
         self._reader = engine.execution_options(**{SINGLE_READ_OPTION: True})
         self._clock = clock
-        self._salts = salts
+        self._salts = salts or SaltPool()  # the OS CSPRNG in 64 KiB draws (store/salts.py)
         self._tree = lru_cache(maxsize=64)(self._load_tree)
 
     @classmethod
