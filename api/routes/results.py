@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, status
+import pydantic_core
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from api.deps import LedgerDep, PrincipalDep, authorize
@@ -12,7 +13,6 @@ from api.problems import Problem
 from api.schemas import (
     EXAMPLE_RECORD,
     PARAM_422,
-    AcceptedOut,
     BatchAnchorOut,
     BatchDetailOut,
     ReceiptDoc,
@@ -96,15 +96,19 @@ def _records(obj: Any, hospital_id: str) -> list[ResultRecord]:
     openapi_extra=json_body(ResultRecord | SubmissionBatch, "One record, or {\"records\": [...]}",
                             {"single": EXAMPLE_RECORD, "list": {"records": [EXAMPLE_RECORD]}}),
 )
-def submit(hospital_id: HospitalPath, body: RawBody, ledger: LedgerDep, principal: PrincipalDep) -> SubmissionOut:
+def submit(hospital_id: HospitalPath, body: RawBody, ledger: LedgerDep, principal: PrincipalDep) -> Response:
     authorize(principal, "hospital", hospital_id=hospital_id)
     records = _records(parse_json(body), hospital_id)
     accepted = ledger.submit(hospital_id, records)
     new = sum(a.status == "accepted" for a in accepted)
-    return SubmissionOut(
-        hospital_id=hospital_id, accepted=new, duplicates=len(accepted) - new,
-        results=[AcceptedOut(result_id=a.result_id, version=a.version, leaf_hash=a.leaf_hash.hex(), status=a.status)
-                 for a in accepted])
+    # Written directly in SubmissionOut's shape: building 1,000 AcceptedOut models and having FastAPI
+    # validate them again through the response model cost ~4 µs per record, 5 % of the request
+    # (in-process ASGI measurement); schemathesis holds the answer to the schema.
+    answer = {"hospital_id": hospital_id, "accepted": new, "duplicates": len(accepted) - new,
+              "results": [{"result_id": a.result_id, "version": a.version, "leaf_hash": a.leaf_hash.hex(),
+                           "status": a.status} for a in accepted]}
+    return Response(pydantic_core.to_json(answer), status_code=status.HTTP_202_ACCEPTED,
+                    media_type="application/json")
 
 
 @router.get(
