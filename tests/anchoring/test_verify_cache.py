@@ -231,3 +231,33 @@ def test_a_long_stale_head_is_never_served_while_another_thread_refreshes(chain:
     clock.tick(10.0)  # long stale: wait for the refresh to finish, then read the new head
     threading.Timer(0.3, reader._refresh.release).start()
     assert reader.head() == before + 3
+
+
+def test_cache_only_answers_from_the_caches_or_raises_before_asking(chain: Chain,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API's event-loop path: a final anchor verifies with no round trip; anything that would need one
+    (a shallow anchor, a stale head) raises CacheMiss without touching the node, and the normal path then
+    answers as before."""
+    [receipt, *_] = chain.anchor()
+    clock = Clock()
+    reader = CachedReader(chain.w3, final_depth=DEPTH, clock=clock)
+    with averify.cache_only(), pytest.raises(averify.CacheMiss):
+        verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)  # nothing cached yet
+    shallow = verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)
+    assert shallow.status == "valid"
+    counting = Counting(monkeypatch)
+    with averify.cache_only(), pytest.raises(averify.CacheMiss):  # shallow: never cached
+        verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)
+    assert (counting.batch_of, counting.blocks) == (0, 0)
+    chain.mine(DEPTH)
+    clock.tick(1.0)
+    verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)  # now final: cached
+    before = (counting.batch_of, counting.blocks)
+    with averify.cache_only():
+        final = verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)
+    assert final.status == "valid" and final.extra["confirmations"] >= DEPTH
+    assert (counting.batch_of, counting.blocks) == before
+    clock.tick(1.0)  # the head is now older than max_age
+    with averify.cache_only(), pytest.raises(averify.CacheMiss):
+        reader.head()
+    assert not averify._CACHE_ONLY.get()  # the mode ends with the block
