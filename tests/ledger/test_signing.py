@@ -699,3 +699,14 @@ def test_every_reason_is_produced_and_none_is_authentic() -> None:
         assert verdict.checks[-1].detail.startswith(want + ": "), verdict.checks[-1]
         assert verdict.signature.signer is None  # an unverified certificate is not shown as the signer
         assert verdict.to_obj()["signature"]["status"] == want
+
+
+def test_a_remembered_good_signature_vouches_for_nothing_else() -> None:
+    """The memo of passed checks (one ECDSA check per batch) is keyed by the exact signature, certificate
+    and signed bytes: after the good one, a flipped value or another head still fails."""
+    trust = PKI.trust()
+    assert reason(HEAD, SIG, trust) is None and reason(HEAD, SIG, trust) is None
+    flipped = dataclasses.replace(SIG, value=SIG.value[:-1] + bytes([SIG.value[-1] ^ 1]))
+    assert reason(HEAD, flipped, trust) in ("signature-invalid", "signature-malformed")
+    other = dataclasses.replace(HEAD, seq=HEAD.seq + 1)
+    assert reason(other, SIG, trust) == "signature-invalid"
