@@ -14,7 +14,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api import metrics, problems, web
 from api.routes import audit, health, hospitals, receipt_qr, results, verify
 from api.routes import catalogue as recognition_routes
+from api.routes import decisions as decision_routes
 from api.routes import intake as intake_routes
+from api.routes import kpis as kpi_routes
 from api.service import Ledger
 from api.settings import MAX_BODY_BYTES
 
@@ -23,7 +25,8 @@ Hospitals submit results; each becomes a salted RFC 8785 commitment, batched per
 Merkle tree whose root is anchored on an EVM chain. Doctors verify a result or a patient's receipt;
 auditors trace lineage and check the database against the chain.
 
-Authentication: `Authorization: Bearer <token>`; roles `admin`, `hospital:<id>`, `doctor`, `auditor`
+Authentication: `Authorization: Bearer <token>`; roles `admin`, `hospital:<id>`, `doctor`, `doctor:<id>`
+(a doctor affiliated with a hospital: needed to record recognition decisions), `auditor`
 (`mrledger token create --role …`). Errors are RFC 9457 `application/problem+json` with a stable `type`.
 """
 
@@ -70,6 +73,8 @@ def create_app(ledger: Ledger, *, threads: int | None = None) -> FastAPI:
     app.include_router(intake_routes.router)  # FHIR / HL7 v2 intake (api/intake.py)
     app.include_router(recognition_routes.router)  # catalogue and eligibility (api/recognition.py)
     app.include_router(receipt_qr.router)  # receipt as QR, public proof for reference QRs (api/qr.py)
+    app.include_router(decision_routes.router)  # recognition decisions and encounters (api/decisions.py)
+    app.include_router(kpi_routes.router)  # KPIs and their audit check (api/kpis.py, api/kpi_audit.py)
     app.include_router(web.router)  # the /verify and /audit pages (api/web/)
     metrics.install(app, ledger)  # /metrics and the latency middleware (outermost: it times the 413s too)
     return app

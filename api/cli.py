@@ -18,6 +18,9 @@ from rich.console import Console
 from api.cli_client import receipt, submit
 from api.cli_common import EXIT_REFUSED, EXIT_USAGE, _err, _settings
 from api.cli_eligibility import eligibility_app
+from api.cli_keys import keys_app
+from api.cli_kpis import kpis
+from api.cli_pki import pki_app
 from api.settings import Settings
 from ledger import Verdict, verify_receipt
 
@@ -42,20 +45,33 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
     rpc: Annotated[str | None, typer.Option("--rpc", help="A JSON-RPC endpoint of the receipt's chain: also "
                                             "check the root on chain and count confirmations.")] = None,
+    trust: Annotated[list[Path] | None, typer.Option("--trust", help="PEM file of a CA the hospital's signature "
+                                                     "must chain to (repeatable). Without it the signature is "
+                                                     "not checked.", show_default=False)] = None,
+    intermediate: Annotated[list[Path] | None, typer.Option("--intermediate", help="PEM file of an intermediate "
+                                                            "CA whose --crl you give (repeatable).",
+                                                            show_default=False)] = None,
+    crl: Annotated[list[Path] | None, typer.Option("--crl", help="CRL file, PEM or DER (repeatable): a listed "
+                                                   "certificate fails as revoked.", show_default=False)] = None,
+    allow_unsigned: Annotated[bool, typer.Option("--allow-unsigned", help="With --trust, accept a receipt "
+                                                 "that carries no signature.")] = False,
 ) -> None:
     """Verify a receipt offline: format, leaf hash, batch identity, inclusion proof, anchor presence;
     with --rpc also on chain: chain id, the registry's stored root and size, its RFC 9162 verifier, and
-    that the anchoring block is still canonical.
+    that the anchoring block is still canonical; with --trust the hospital's signature (certificate chain
+    to your CA, valid when the batch was sealed, not on a --crl, naming the batch's hospital) — and an
+    unsigned receipt fails unless --allow-unsigned.
 
     Exit codes:
 
-    • 0  valid: every offline check passed and the receipt names an anchor
+    • 0  valid: every check passed (with --trust: signed by the hospital) and the receipt names an anchor
 
     • 3  unanchored: the proof holds but the batch is not anchored on chain yet
 
     • 1  invalid: a check failed (tampered record, broken proof, not a receipt)
 
-    • 2  usage error: the file is missing or unreadable, or the --rpc endpoint cannot be reached
+    • 2  usage error: the file is missing or unreadable, a --trust/--crl file is unusable, or the --rpc
+      endpoint cannot be reached
     """
     try:
         data = receipt_file.read_bytes()
@@ -63,15 +79,27 @@ def verify(
         Console(stderr=True).print(f"[red]error:[/] cannot read receipt file {str(receipt_file)!r}: "
                                    f"{exc.strerror or exc}", soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
-    if rpc is None:
-        verdict = verify_receipt(data)
-    else:
+    store = None
+    if trust:
+        from api.pki import PkiError, load_trust
+
+        try:
+            store = load_trust(trust, crl or [], intermediate or [])
+        except PkiError as exc:
+            _err(str(exc))
+            raise typer.Exit(EXIT_USAGE) from None
+    elif crl or intermediate:
+        _err("--crl and --intermediate need --trust (the CA the signature must chain to)")
+        raise typer.Exit(EXIT_USAGE)
+    verdict = verify_receipt(data, trust=store, require_signature=store is not None and not allow_unsigned)
+    if rpc is not None:
         from web3 import Web3
 
         from anchoring.verify import verify_on_chain
 
         try:
-            verdict = verify_on_chain(data, Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 10})))
+            verdict = verify_on_chain(data, Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 10})),
+                                      offline=verdict)
         except Exception as exc:  # unreachable endpoint, not an EVM node: a usage problem, not a verdict
             Console(stderr=True).print(f"[red]error:[/] cannot check the chain at {rpc}: {type(exc).__name__}: {exc}",
                                        soft_wrap=True)
@@ -93,6 +121,15 @@ def _print_verdict(console: Console, path: Path, verdict: Verdict) -> None:
         mark = "[green]✓[/]" if check.ok else "[red]✗[/]"
         detail = f"  [dim]{check.detail}[/]" if check.detail else ""
         console.print(f"  {mark} {check.name}{detail}", highlight=False)
+    sig, who = verdict.signature, verdict.signature.signer
+    if who is not None:
+        console.print(f"  signed by hospital {who.hospital_id}: {who.subject}, certificate {who.serial} from "
+                      f"{who.issuer}, valid {who.not_before:%Y-%m-%d} to {who.not_after:%Y-%m-%d}",
+                      highlight=False, markup=False, soft_wrap=True)
+    elif sig.status == "not-checked" and r is not None and r.signature is not None:
+        console.print("  signature present, not checked (give --trust CA.pem)", highlight=False)
+    elif sig.status == "absent":
+        console.print("  no signature", highlight=False)
     failed = f" (failed check: [bold]{verdict.failed}[/])" if verdict.failed else ""
     console.print(f"[bold {_COLOURS[verdict.status]}]{verdict.status}[/]{failed}")
 
@@ -199,7 +236,9 @@ app.add_typer(token_app, name="token")
 
 @token_app.command("create")
 def token_create(
-    role: Annotated[str, typer.Option("--role", help="admin, doctor, auditor or hospital:<id>.", show_default=False)],
+    role: Annotated[str, typer.Option("--role", help="admin, doctor, doctor:<id> (a doctor of that hospital: may "
+                                      "record recognition decisions), auditor or hospital:<id>.",
+                                      show_default=False)],
     label: Annotated[str, typer.Option("--label", help="What the token is for (shown in audits).")] = "",
 ) -> None:
     """Create a token in the node's database (MRL_DATA_DIR / MRL_DATABASE_URL) and print it once.
@@ -241,7 +280,11 @@ def hospital_register(
     """
     from api.serve import ServeError, open_existing_store
     from store.errors import StoreError
+    from store.events import STREAM_SUFFIX, is_event_stream
 
+    if is_event_stream(hospital_id):
+        _err(f"ids ending in {STREAM_SUFFIX} name event streams (docs/kpis.md), not hospitals")
+        raise typer.Exit(EXIT_USAGE)
     try:
         open_existing_store(_settings()).register_hospital(hospital_id, name)
     except ServeError as exc:
@@ -256,4 +299,7 @@ def hospital_register(
 # Commands that live in their own modules (kept apart so each file stays readable).
 app.command()(submit)
 app.command()(receipt)
+app.command()(kpis)
 app.add_typer(eligibility_app, name="eligibility")
+app.add_typer(keys_app, name="keys")
+app.add_typer(pki_app, name="pki")

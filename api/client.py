@@ -191,6 +191,12 @@ class ApiClient:
         return self._request("GET", path, params=params).content
 
 
+    def kpis(self, params: dict[str, str], *, csv: bool = False) -> Any:
+        """The KPI report (``GET /v1/kpis``) as parsed JSON, or with ``csv`` the CSV text (``/v1/kpis.csv``)."""
+        response = self._request("GET", "/kpis.csv" if csv else "/kpis", params=params)
+        return response.text if csv else response.json()
+
+
 def _api_error(response: httpx.Response) -> ApiError:
     try:
         body = response.json()

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.routing import Match
@@ -53,6 +53,13 @@ class LedgerCollector(Collector):
         self._ledger = ledger
 
     def collect(self) -> Iterable[Metric]:
+        stats = getattr(self._ledger, "sign_stats", None)
+        if stats is not None:  # in process memory: this node's sealer, answered even when the database is not
+            buckets, total, _count = stats.snapshot()
+            signing = HistogramMetricFamily("mrledger_batch_sign_seconds", "Time the sealer spent signing a batch "
+                                            "(signature and its check against this node's trust store)")
+            signing.add_metric([], buckets, total)
+            yield signing
         up = GaugeMetricFamily("mrledger_database_up", "1 if the last scrape could read the ledger database")
         try:
             figures, per_hospital = self._read()

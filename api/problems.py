@@ -22,6 +22,7 @@ from anchoring.errors import AnchoringError
 from ledger.errors import EncodingError, RecordError
 from store.errors import (
     ConflictError,
+    DecryptionError,
     LineageError,
     NotFoundError,
     StoreError,
@@ -118,6 +119,9 @@ def install(app: FastAPI) -> None:
             return _response(request, 422, "lineage", "Version lineage is broken", str(exc))
         if isinstance(exc, SubmissionError):
             return _response(request, 422, "invalid-submission", "Submission is not valid", str(exc))
+        if isinstance(exc, DecryptionError):  # the database was altered: say so, never answer with other data
+            return _response(request, 500, "stored-data-integrity", "Stored data failed its integrity check",
+                             str(exc))
         return _response(request, 503, "store-unavailable", "The ledger database is unavailable", str(exc))
 
     @app.exception_handler(AnchoringError)

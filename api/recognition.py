@@ -19,12 +19,13 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ledger.errors import MrLedgerError
 from ledger.records import ResultRecord, format_time
@@ -38,6 +39,9 @@ CATALOGUE_FORMAT = "mrl-catalogue/1"
 #: Bounds of a catalogue: a window above ten years is a typo, not a policy.
 MAX_WINDOW_DAYS = 3650
 MAX_ITEMS = 2000
+#: Most a single catalogue item may cost, in currency units: a price above a million is a typo.
+MAX_PRICE = 1_000_000
+MAX_REORDER_REASONS = 64
 
 Decision = Literal["recognise", "reorder"]
 ReasonCode = Literal["not-authentic", "revoked", "superseded", "not-final", "not-in-catalogue", "too-old",
@@ -61,6 +65,19 @@ Window = Annotated[int, Field(ge=1, le=MAX_WINDOW_DAYS, strict=True)]
 Loinc = Annotated[str, Field(pattern=r"^[0-9]{1,7}-[0-9]$")]
 
 
+def _cents(value: float | int) -> float | int:
+    """Prices are money: at most two decimals (``12.5`` yuan, not ``12.345``), so money saved adds up exactly
+    in minor units (``Item.price_minor``) instead of drifting with binary floating point."""
+    if Decimal(str(value)).as_tuple().exponent < -2:  # type: ignore[operator]
+        raise ValueError("a price has at most two decimals")
+    return value
+
+
+#: Price of one catalogue item in the catalogue's currency (what a repeated test would have cost).
+Price = Annotated[Annotated[float, Field(strict=True)] | Annotated[int, Field(strict=True)],
+                  Field(ge=0, le=MAX_PRICE), AfterValidator(_cents)]
+
+
 def _norm(term: str) -> str:
     """Body parts and modalities compare case- and separator-insensitively (``L SPINE`` = ``lspine``)."""
     return re.sub(r"[\s_\-]+", "", term).upper()
@@ -73,6 +90,7 @@ class _Strict(BaseModel):
 class CategorySpec(_Strict):
     name: Name
     window_days: Window = Field(description="Validity window of the category's items unless an item says otherwise.")
+    price: Price | None = Field(None, description="Price of the category's items unless an item says otherwise.")
 
 
 class LabSpec(_Strict):
@@ -80,6 +98,7 @@ class LabSpec(_Strict):
     name: Name
     category: Slug
     window_days: Window | None = None
+    price: Price | None = None
 
 
 class ImagingSpec(_Strict):
@@ -90,6 +109,27 @@ class ImagingSpec(_Strict):
     #: DICOM BodyPartExamined terms, SNOMED CT codes or displays; empty: any body part (or none).
     body_parts: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
     window_days: Window | None = None
+    price: Price | None = None
+
+
+class ReorderReasonSpec(_Strict):
+    """A reason a doctor may give for repeating a test (``POST /v1/decisions``, docs/kpis.md)."""
+
+    name: Name
+    #: Free text with the reason: ``required`` (``other``), ``optional`` or ``none``.
+    detail: Literal["required", "optional", "none"] = "optional"
+
+
+#: The reorder reasons when the catalogue file has no ``[reorder_reasons]`` table.
+DEFAULT_REORDER_REASONS: dict[str, ReorderReasonSpec] = {
+    "condition-changed": ReorderReasonSpec(name="The patient's condition has changed"),
+    "result-too-old": ReorderReasonSpec(name="The result is too old"),
+    "quality-doubt": ReorderReasonSpec(name="Doubt about the quality of the result"),
+    "emergency": ReorderReasonSpec(name="Emergency"),
+    "patient-request": ReorderReasonSpec(name="The patient asked for it"),
+    "not-in-catalogue": ReorderReasonSpec(name="The test is not in the catalogue"),
+    "other": ReorderReasonSpec(name="Other (explain)", detail="required"),
+}
 
 
 class CatalogueSpec(_Strict):
@@ -97,9 +137,13 @@ class CatalogueSpec(_Strict):
 
     format: Literal["mrl-catalogue/1"]
     title: Name = "mrledger catalogue"
+    #: ISO 4217 code of the prices (money saved is reported in it).
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "CNY"
     categories: Annotated[dict[Slug, CategorySpec], Field(min_length=1)]
     lab: list[LabSpec] = []
     imaging: list[ImagingSpec] = []
+    reorder_reasons: Annotated[dict[Slug, ReorderReasonSpec], Field(min_length=1, max_length=MAX_REORDER_REASONS)] \
+        = Field(default_factory=lambda: dict(DEFAULT_REORDER_REASONS))
 
     @field_validator("lab", "imaging")
     @classmethod
@@ -135,6 +179,9 @@ class Item:
     window_days: int
     modalities: tuple[str, ...] = ()
     body_parts: tuple[str, ...] = ()
+    #: Price in minor units of the catalogue's currency (fen for CNY); None when the catalogue sets none.
+    #: Not in ``to_obj``: verification answers stay as they were; ``GET /v1/catalogue`` adds it.
+    price_minor: int | None = None
 
     def to_obj(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"code": self.code, "system": self.system, "name": self.name,
@@ -151,16 +198,34 @@ class Category:
     window_days: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReorderReason:
+    code: str
+    name: str
+    detail: Literal["required", "optional", "none"]
+
+
+def _minor(price: float | int | None) -> int | None:
+    return None if price is None else int(Decimal(str(price)) * 100)
+
+
 class Catalogue:
     """Immutable, validated catalogue with lookups by LOINC code and by modality / body part."""
 
     def __init__(self, spec: CatalogueSpec, source: str) -> None:
-        self.source, self.title = source, spec.title
+        self.source, self.title, self.currency = source, spec.title, spec.currency
         self.categories = {k: Category(k, c.name, c.window_days) for k, c in spec.categories.items()}
+        self.reorder_reasons = {k: ReorderReason(k, r.name, r.detail) for k, r in spec.reorder_reasons.items()}
         window = {k: c.window_days for k, c in spec.categories.items()}
-        lab = [Item(i.loinc, LOINC, i.name, i.category, i.window_days or window[i.category]) for i in spec.lab]
+        price = {k: c.price for k, c in spec.categories.items()}
+
+        def cost(item: LabSpec | ImagingSpec) -> int | None:
+            return _minor(item.price if item.price is not None else price[item.category])
+
+        lab = [Item(i.loinc, LOINC, i.name, i.category, i.window_days or window[i.category], price_minor=cost(i))
+               for i in spec.lab]
         imaging = [Item(i.code, IMAGING_SYSTEM, i.name, i.category, i.window_days or window[i.category],
-                        tuple(m.upper() for m in i.modalities), tuple(i.body_parts)) for i in spec.imaging]
+                        tuple(m.upper() for m in i.modalities), tuple(i.body_parts), cost(i)) for i in spec.imaging]
         self.items: tuple[Item, ...] = (*lab, *imaging)
         self._lab = {i.code: i for i in lab}
         self._imaging = tuple(imaging)
@@ -352,6 +417,6 @@ def decide(*, verdict: str, record: ResultRecord, catalogue: Catalogue, eligible
                        item.category if item else None, valid_until)
 
 
-__all__ = ["CATALOGUE_FORMAT", "DCM", "IMAGING_SYSTEM", "LOINC", "REASON_CODES", "Catalogue", "CatalogueError",
-           "Item", "Later", "Reason", "Recognition", "decide", "default_catalogue", "load_catalogue",
-           "match_items", "parse_catalogue"]
+__all__ = ["CATALOGUE_FORMAT", "DCM", "DEFAULT_REORDER_REASONS", "IMAGING_SYSTEM", "LOINC", "REASON_CODES",
+           "Catalogue", "CatalogueError", "Item", "Later", "Reason", "Recognition", "ReorderReason", "decide",
+           "default_catalogue", "load_catalogue", "match_items", "parse_catalogue"]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from api.problems import MEDIA_TYPE, PREFIX
 from api.settings import MAX_RECORDS_PER_REQUEST
 from ledger.records import HOSPITAL_ID_PATTERN, MAX_VERSION, ResultRecord
+from ledger.verify import SignatureStatus
 
 HEX32 = r"^[0-9a-f]{64}$"
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
@@ -157,6 +158,17 @@ class AnchorSection(BaseModel):
     block_hash: str
 
 
+class SignatureSection(BaseModel):
+    """The receipt's ``signature``: the hospital's ``mrl-batch-sig/1`` signature of the batch head
+    (docs/signatures.md §3). Absent on receipts of unsigned batches; never ``null``."""
+
+    alg: str = Field(description="ES256 (ECDSA P-256, DER) or Ed25519", examples=["ES256"])
+    chain_id: int
+    contract: str = Field(description="The registry that was signed: 0x + 40 lower-case hex digits")
+    value: str = Field(description="The signature value, standard base64")
+    certificates: list[str] = Field(description="DER certificates in base64, leaf first, then intermediates")
+
+
 class ReceiptDoc(BaseModel):
     """Documentation model of ``mrl-receipt/1`` (docs/receipt.md); the route returns the receipt's own JSON."""
 
@@ -175,6 +187,7 @@ class ReceiptDoc(BaseModel):
     audit_path: list[str]
     batch: BatchHeadOut
     anchor: AnchorSection | None = None
+    signature: SignatureSection = Field(None, description="Present when the batch is signed")  # type: ignore[assignment]
     extensions: dict[str, Any] = Field(default_factory=dict)
     critical: list[str] = Field(default_factory=list)
 
@@ -303,6 +316,29 @@ class RecognitionOut(_Out):
     valid_until: str | None = Field(description="When the result stops being recognised: issued + window.")
 
 
+class SignerOut(_Out):
+    hospital_id: str | None = Field(description="The hospital the certificate names (SAN urn:mrledger:hospital:…)")
+    subject: str = Field(description="Certificate subject, RFC 4514")
+    issuer: str = Field(description="Issuing CA, RFC 4514")
+    serial: str = Field(description="Certificate serial number, lower-case hex")
+    not_before: str
+    not_after: str
+    fingerprint: str = Field(description="SHA-256 of the certificate's DER, lower-case hex")
+
+
+class SignatureOut(_Out):
+    status: SignatureStatus = Field(description="valid | absent (unsigned batch) | not-checked (this node has no "
+                                                "trust anchors, or an earlier check failed) | the failure reason")
+    alg: str | None = Field(description="ES256 or Ed25519, as the receipt says")
+    signer: SignerOut | None = Field(description="Who signed — only once the signature verified (before that the "
+                                                 "certificate's subject is an unproven claim).")
+
+
+_SIGNER: dict[str, Any] = {
+    "hospital_id": "gz-001", "subject": "CN=gz-001 batch signing,O=Guangzhou First People's Hospital",
+    "issuer": "CN=Guangdong Health Issuing CA,O=Guangdong Health CA", "serial": "5f1c0e7a",
+    "not_before": "2024-01-01T00:00:00Z", "not_after": "2026-01-01T00:00:00Z", "fingerprint": _LEAF}
+
 _ITEM: dict[str, Any] = {"code": "2345-7", "system": "http://loinc.org",
                          "name": "Glucose [Mass/volume] in Serum or Plasma", "category": "clinical-biochemistry",
                          "window_days": 7}
@@ -323,7 +359,9 @@ class VerifyOut(_Out):
                                                                                         "issued 2024-05-02T09:00:00Z) "
                                                                                         "supersedes version 1"}],
                         "item": _ITEM, "category": "clinical-biochemistry", "items": [_ITEM],
-                        "valid_until": "2024-05-08T07:30:00Z"}}]})
+                        "valid_until": "2024-05-08T07:30:00Z"},
+        "signature": {"status": "valid", "alg": "ES256", "signer": _SIGNER},
+        "verification_id": "01JD3S4V6Q8E2N7W0X5K9C1B2A"}]})
 
     verdict: Literal["authentic", "tampered", "unknown", "pending", "revoked"] = Field(
         description="authentic: the content is what the hospital anchored and the anchor is confirmed; tampered: "
@@ -349,6 +387,12 @@ class VerifyOut(_Out):
                                                                "revoked the result, and when it was issued.")
     recognition: RecognitionOut | None = Field(None, description="May the doctor accept this result instead "
                                                                  "of repeating the test (docs/recognition.md)?")
+    signature: SignatureOut | None = Field(None, description="The hospital's signature of the batch, as this node "
+                                                             "checked it (docs/signatures.md). A failed signature "
+                                                             "makes the verdict tampered (failed_check signature).")
+    verification_id: str | None = Field(None, examples=["01JD3S4V6Q8E2N7W0X5K9C1B2A"],
+                                        description="Names this verification for the doctor's decision "
+                                                    "(POST /v1/decisions, docs/kpis.md): a ULID.")
 
 
 # -- OpenAPI helpers --------------------------------------------------------------------------------

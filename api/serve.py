@@ -7,7 +7,8 @@ one transaction, and the worker is exactly-once across crashes (see ``anchoring.
 on the same data dir simply drains what was pending.
 
 The data dir holds the SQLite database, ``anvil-state.json``, the dev keys (``admin.key``,
-``submitter.key``) and ``admin-token``, all secrets 0600. ``serve.json`` says where the running node
+``submitter.key``), ``master.key`` (encryption at rest, unless configured elsewhere: docs/encryption.md)
+and ``admin-token``, all secrets 0600. ``serve.json`` says where the running node
 listens (API, chain RPC, registry) for tools and tests; it holds no secret. ``anvil.pid`` lets a
 restart after ``kill -9`` find the anvil that outlived us (it runs in its own session, so it survives its
 parent) and stop it with SIGTERM — which makes it write the chain to the state file — before a new
@@ -38,12 +39,15 @@ from web3 import Web3
 from anchoring.deploy import deploy_and_record
 from anchoring.node import AnvilNode
 from anchoring.worker import AnchorWorker, WorkerConfig
+from api.pki import BatchSigning, configure
 from api.recognition import load_catalogue
 from api.service import ChainContext, Ledger
 from api.settings import Settings
 from ledger.errors import MrLedgerError
 from store import Store
 from store.anchors import Outbox
+from store.crypto import MasterKey, write_master_key_file
+from store.errors import MasterKeyError
 from store.locks import exclusive
 
 log = logging.getLogger("mrledger.serve")
@@ -54,11 +58,13 @@ WORKER_INTERVAL = 0.2
 #: sealer after this many seconds, unless whoever registered it did so already.
 REGISTER_GRACE = 2.0
 RETRY_REGISTER = 30.0  # seconds before a failed on-chain registration is tried again
+SIGN_WARN_EVERY = 60.0  # seconds between repeated warnings that a hospital's batches cannot be signed
 DEV_BALANCE = 10_000 * 10**18  # wei given to the dev keys on the managed anvil
 ADMIN_TOKEN = "admin-token"
 SERVE_INFO = "serve.json"
 ANVIL_PID = "anvil.pid"
 ANVIL_STATE = "anvil-state.json"
+MASTER_KEY = "master.key"
 
 
 class ServeError(Exception):
@@ -94,11 +100,60 @@ def load_key(path: Path, *, create: bool) -> LocalAccount:
 
 
 def open_existing_store(settings: Settings) -> Store:
-    """The node's database for the CLI: refuse to create an empty one in the wrong directory."""
+    """The node's database for the CLI: refuse to create an empty one in the wrong directory. With the
+    node's master key when one is configured or in the data dir (checked at open); without one, commands
+    that need no record (tokens, hospitals, eligibility) still work: an admin box needs no patient-data key."""
     if settings.database_url is None and not (settings.data_dir / "mrledger.db").is_file():
         raise ServeError(f"no mrledger database in {settings.data_dir}/ — start `mrledger serve` there first, "
                          "or set MRL_DATA_DIR / MRL_DATABASE_URL")
-    return Store.open(settings.db_url)
+    try:
+        return Store.open(settings.db_url, master_key=master_key_for(settings, create=False))
+    except MasterKeyError as exc:
+        raise ServeError(str(exc)) from exc
+
+
+def master_key_for(settings: Settings, *, create: bool) -> MasterKey | Path | None:
+    """Where the node's master key comes from (docs/encryption.md): MRL_MASTER_KEY_FILE (returned as a
+    path: the store re-reads it after a rotation), MRL_MASTER_KEY, else ``<data_dir>/master.key`` — with
+    ``create``, generated there (0600) when missing, so ``mrledger serve`` with no configuration encrypts
+    too. None when nothing is configured and ``create`` is false."""
+    if settings.master_key_file is not None and settings.master_key is not None:
+        raise ServeError("set MRL_MASTER_KEY_FILE or MRL_MASTER_KEY, not both")
+    if settings.master_key_file is not None:
+        if not settings.master_key_file.is_file():
+            raise ServeError(f"MRL_MASTER_KEY_FILE {settings.master_key_file} does not exist")
+        return settings.master_key_file.resolve()
+    if settings.master_key is not None:
+        try:
+            return MasterKey.from_text(settings.master_key.get_secret_value(), "MRL_MASTER_KEY")
+        except MasterKeyError as exc:
+            raise ServeError(str(exc)) from exc
+    path = (settings.data_dir / MASTER_KEY).resolve()
+    if path.is_file():
+        return path
+    if not create:
+        return None
+    write_master_key_file(path, MasterKey.generate())
+    log.info("generated the master key %s (0600): the database cannot be read without it, so keep a copy "
+             "apart from the database's backups (docs/encryption.md)", path)
+    return path
+
+
+def open_node_store(settings: Settings) -> Store:
+    """The store ``mrledger serve`` runs on, always encrypted. A master key generated just now for a
+    database that already has keys is the wrong one (the file was lost): it is removed again and the error
+    says to restore the file, rather than leaving a key that will never fit."""
+    default = settings.master_key_file is None and settings.master_key is None
+    generated = default and not (settings.data_dir / MASTER_KEY).is_file()
+    source = master_key_for(settings, create=True)
+    try:
+        return Store.open(settings.db_url, master_key=source)
+    except MasterKeyError as exc:
+        if generated and isinstance(source, Path):
+            source.unlink(missing_ok=True)
+            raise ServeError(f"{source} is missing and the database already has keys: restore this database's "
+                             "master key file (or set MRL_MASTER_KEY_FILE / MRL_MASTER_KEY)") from exc
+        raise
 
 
 # -------------------------------------------------------------------------------- managed anvil
@@ -190,14 +245,23 @@ def resolve_contract(store: Store, w3: Web3, admin: LocalAccount, configured: st
 class Sealer:
     """Seals a hospital's open batch once it is full or its oldest result is older than the interval,
     and puts hospitals registered in the database on chain (``mrledger hospital register`` writes the
-    database only, so that a single process — this one — spends the admin key's nonces)."""
+    database only, so that a single process — this one — spends the admin key's nonces).
 
-    def __init__(self, store: Store, chain: ChainContext, settings: Settings) -> None:
+    With ``signing``, every batch is signed with its hospital's current key for this chain and registry,
+    inside the sealing transaction: a hospital whose batch cannot be signed (no valid key, a certificate
+    this node's trust rejects) is not sealed at all — its results wait, the log says why every minute —
+    while the other hospitals seal as usual."""
+
+    def __init__(self, store: Store, chain: ChainContext, settings: Settings,
+                 signing: BatchSigning | None = None) -> None:
         self.store, self.chain = store, chain
         self.size, self.interval = settings.batch_size, timedelta(seconds=settings.batch_interval)
+        self.sign = None if signing is None else signing.for_chain(chain.chain_id, chain.contract)
+        self.signing = signing
         self.on_chain: set[str] = set()
         self._first_seen: dict[str, float] = {}
         self._last_reconcile = 0.0
+        self._sign_warned: dict[str, float] = {}
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -209,9 +273,18 @@ class Sealer:
 
     def step(self) -> None:
         for hospital in self.store.due_hospitals(self.size, self.interval):
-            head = self.store.seal(hospital, self.size)
+            try:
+                head = self.store.seal(hospital, self.size, sign=self.sign)
+            except MrLedgerError as exc:  # signing refused: this hospital waits, the others are sealed
+                now = time.monotonic()
+                if now - self._sign_warned.get(hospital, -SIGN_WARN_EVERY) >= SIGN_WARN_EVERY:
+                    self._sign_warned[hospital] = now
+                    log.error("cannot sign %s's batch, its results stay unsealed: %s", hospital, exc)
+                continue
+            self._sign_warned.pop(hospital, None)
             if head is not None:
-                log.info("sealed %s batch %d (%d results)", hospital, head.seq, head.size)
+                log.info("sealed %s batch %d (%d results%s)", hospital, head.seq, head.size,
+                         ", signed" if self.sign else "")
         if time.monotonic() - self._last_reconcile >= 1.0:
             self._last_reconcile = time.monotonic()
             self.reconcile_hospitals()
@@ -224,6 +297,12 @@ class Sealer:
         for hospital_id, name in self.store.hospitals():
             if hospital_id in self.on_chain:
                 continue
+            if self.signing is not None and self.signing.dev is not None:
+                # Dev PKI: a hospital registered while the node runs gets its key now, not at its first seal.
+                try:
+                    self.signing.ensure_key(hospital_id)
+                except MrLedgerError as exc:
+                    log.error("dev PKI: cannot issue a signing key for %s: %s", hospital_id, exc)
             if now - self._first_seen.setdefault(hospital_id, now) < grace:
                 continue
             try:
@@ -321,14 +400,18 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
                 node = start_anvil(data_dir, [admin.address, submitter.address])
                 rpc_url = node.rpc_url
             w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
-            store = Store.open(settings.db_url)
+            store = open_node_store(settings)
             contract = resolve_contract(store, w3, admin, settings.contract_address)
             chain = ChainContext(w3, contract, int(w3.eth.chain_id), submitter=submitter, admin=admin,
                                  rpc_url=rpc_url)
+            pki = configure(settings, seal=settings.worker)
             ledger = Ledger(store, chain, confirmations=settings.confirmations,
-                            catalogue=load_catalogue(settings.catalogue_file))
+                            catalogue=load_catalogue(settings.catalogue_file),
+                            trust=pki.trust.store if pki.trust else None, require_signatures=pki.require_signatures)
+            if pki.signing is not None:
+                pki.signing.stats = ledger.sign_stats  # exported on /metrics
             # Idempotent; catches up with hospitals registered while the node was down (or a chain reset).
-            sealer = Sealer(store, chain, settings)
+            sealer = Sealer(store, chain, settings, pki.signing)
             sealer.reconcile_hospitals(grace=0)
             ledger.access.start_buffering()
             stack.callback(ledger.access.close)  # flushes the buffered access log on the way out
@@ -358,7 +441,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             base = _http_url(settings.host, port)
             info: dict[str, Any] = {"pid": os.getpid(), "api": base + "/v1", "rpc_url": rpc_url,
                                     "chain_id": chain.chain_id, "contract": contract,
-                                    "anvil_pid": node.pid if node else None}
+                                    "anvil_pid": node.pid if node else None,
+                                    **pki.info()}  # certificate paths only, for `mrledger verify --trust`
             partial = data_dir / (SERVE_INFO + ".tmp")
             partial.write_text(json.dumps(info, indent=2) + "\n")
             partial.replace(data_dir / SERVE_INFO)  # atomic: readers never see half a file
@@ -370,8 +454,12 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
                  + (f"  admin token   in {token_file} (0600)\n" if token_file else
                     "  admin token   file removed; make another: mrledger token create --role admin\n")
                  + f"  chain         {chain.chain_id} at {rpc_url}" + (" (managed anvil)" if node else "")
-                 + f", registry {contract}\n  data          {data_dir}/\nPress Ctrl-C to stop.")
+                 + f", registry {contract}\n"
+                 + f"  signatures    {pki.describe()}\n"
+                 + f"  data          {data_dir}/\nPress Ctrl-C to stop.")
             while not stop.wait(0.5):
+                if pki.trust is not None:
+                    pki.trust.refresh(datetime.now(UTC))  # new CRL files take effect without a restart
                 dead = [t.name for t in threads if not t.is_alive()]
                 if dead:
                     log.error("%s stopped unexpectedly; shutting down", ", ".join(dead))

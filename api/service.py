@@ -4,6 +4,7 @@ the operations the HTTP routes and the CLI share. Routes stay thin (parse, autho
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,12 +17,15 @@ from web3._utils.rpc_abi import RPC
 from anchoring.contract import BatchRecord
 from anchoring.deploy import ensure_hospital_on_chain
 from anchoring.verify import FINAL_DEPTH, BlockInfo, CachedReader
+from api.decisions import DecisionService
+from api.pki import SignStats
 from api.recognition import Catalogue, default_catalogue
 from api.verification import Outcome, Verifier
-from ledger import BatchHead, Receipt, ResultRecord
+from ledger import BatchHead, Receipt, ResultRecord, TrustStore
 from store import Accepted, Store, VersionInfo
 from store.access import Access, Principal
 from store.anchors import AnchorState, Outbox
+from store.decisions import EventIndex
 
 
 def utcnow() -> datetime:
@@ -101,9 +105,12 @@ class Ledger:
 
     def __init__(self, store: Store, chain: ChainContext | None = None, *,
                  clock: Callable[[], datetime] = utcnow, confirmations: int = 1,
-                 catalogue: Catalogue | None = None) -> None:
+                 catalogue: Catalogue | None = None, trust: TrustStore | None = None,
+                 require_signatures: bool = False, regional_key: bytes | None = None) -> None:
         if confirmations < 1:
             raise ValueError("confirmations must be >= 1")
+        if require_signatures and trust is None:
+            raise ValueError("require_signatures needs a trust store to check signatures with")
         self.store = store
         self.chain = chain
         self.access = Access(store)
@@ -113,17 +120,30 @@ class Ledger:
         self.confirmations = confirmations
         #: Mutual-recognition catalogue (``MRL_CATALOGUE_FILE``; default: the shipped one).
         self.catalogue = catalogue or default_catalogue()
+        #: Whom hospital signatures must chain to (``MRL_TRUST_*``), and whether unsigned receipts fail.
+        self.trust = trust
+        self.require_signatures = require_signatures
+        #: Time the sealer spent signing batches (``/metrics``: ``mrledger_batch_sign_seconds``).
+        self.sign_stats = SignStats()
         self._verifier: Verifier | None = None
+        #: Verifications, decisions and encounters (store/decisions.py); buffered under ``mrledger serve``.
+        self.events = EventIndex(store)
+        #: Key of the patient hashes of encounters (``MRL_REGIONAL_KEY``; a random one per ledger when unset,
+        #: which only library users and tests get: ``mrledger serve`` always passes the configured key).
+        self.regional_key = regional_key or secrets.token_bytes(32)
+        self._decisions: DecisionService | None = None
 
     @property
     def verifier(self) -> Verifier:
         """Built on first use so that ``confirmations`` set after construction is honoured."""
         v = self._verifier
         if v is None or v.confirmations != self.confirmations or v.chain is not self.chain \
-                or v.catalogue is not self.catalogue:
+                or v.catalogue is not self.catalogue or v.trust is not self.trust \
+                or v.require_signatures != self.require_signatures:
             # The clock is read through the ledger so a test (or a caller) replacing ``ledger.clock`` is honoured.
             v = self._verifier = Verifier(self.store, self.chain, self.confirmations, catalogue=self.catalogue,
-                                          clock=lambda: self.clock())
+                                          clock=lambda: self.clock(), trust=self.trust,
+                                          require_signatures=self.require_signatures)
         return v
 
     def log(self, who: Principal, action: str, *, hospital_id: str | None = None, result_id: str | None = None,
@@ -184,20 +204,30 @@ class Ledger:
 
     def verify_receipt(self, who: Principal, receipt: object) -> Outcome:
         outcome = self.verifier.by_receipt(receipt)
-        self._log_verdict(who, outcome)
-        return outcome
+        return self._log_verdict(who, outcome)
 
     def verify_record(self, who: Principal, hospital_id: str, result_id: str, version: int | None,
                       record: object) -> Outcome:
         outcome = self.verifier.by_record(hospital_id, result_id, version, record)
-        self._log_verdict(who, outcome)
-        return outcome
+        return self._log_verdict(who, outcome)
 
     def verify_fhir(self, who: Principal, hospital_id: str, resource: object, tz: tzinfo | None) -> Outcome:
         outcome = self.verifier.by_fhir(hospital_id, resource, tz)
-        self._log_verdict(who, outcome)
-        return outcome
+        return self._log_verdict(who, outcome)
 
-    def _log_verdict(self, who: Principal, outcome: Outcome) -> None:
+    def _log_verdict(self, who: Principal, outcome: Outcome) -> Outcome:
+        """Access-log the verification and give it the ``verification_id`` a decision will name."""
         self.log(who, "verify", hospital_id=outcome.hospital_id, result_id=outcome.result_id,
                  version=outcome.version, verdict=outcome.verdict)
+        return self.decisions.remember(who, outcome)
+
+    # -- decisions and encounters (api/decisions.py) --------------------------------------------------
+
+    @property
+    def decisions(self) -> DecisionService:
+        """Built on first use, like the verifier (it reads the catalogue and the regional key through the
+        ledger, so a caller replacing either is honoured)."""
+        d = self._decisions
+        if d is None:
+            d = self._decisions = DecisionService(self, self.events)
+        return d

@@ -7,10 +7,12 @@ Embedded defaults (SQLite in the data dir, a managed anvil, dev keys generated o
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from api.recognition import CatalogueError, load_catalogue
 
@@ -18,6 +20,8 @@ from api.recognition import CatalogueError, load_catalogue
 MAX_RECORDS_PER_REQUEST = 1000
 #: Largest request body accepted (a 1,000-record submission is ~1 MiB).
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: A list of files from one environment variable, split by the validator below (not parsed as JSON).
+PathList = Annotated[list[Path], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -43,6 +47,49 @@ class Settings(BaseSettings):
     worker: bool = Field(True, description="Run the sealer and the anchoring worker in this process.")
     catalogue_file: Path | None = Field(None, description="Mutual-recognition catalogue (TOML, mrl-catalogue/1); "
                                                           "unset: the shipped default (docs/recognition.md).")
+    # Hospital batch signatures (docs/signatures.md §10). No MRL_TRUST_ANCHORS: the dev PKI in <data_dir>/pki.
+    sign_batches: bool = Field(True, description="Sign every sealed batch with its hospital's X.509 key; a batch "
+                               "whose hospital has no usable key waits unsealed (the log says why).")
+    trust_anchors: PathList = Field([], description="PEM files of the CA certificates hospital "
+                                    "signatures must chain to (':'-separated). Unset: a dev CA in <data_dir>/pki, "
+                                    "created on first start, that issues every hospital a key automatically.")
+    trust_intermediates: PathList = Field([], description="PEM files of intermediate CAs whose "
+                                          "CRLs are configured (':'-separated); they must chain to an anchor.")
+    trust_crls: PathList = Field([], description="CRL files, PEM or DER (':'-separated); a "
+                                 "replaced file is reloaded within seconds, without a restart.")
+    signing_keys_dir: Path | None = Field(None, description="Hospital signing keys: <dir>/<hospital_id>/<name>"
+                                          ".key.pem (0600) + <name>.crt.pem (certificate, then intermediates); the "
+                                          "newest valid one signs. Default with the dev PKI: <data_dir>/pki/hospitals.")
+    signing_key_passphrase: SecretStr | None = Field(None, description="Passphrase of the signing keys (and of "
+                                                     "keys `mrledger pki` writes). Never logged.")
+    signer_factory: str | None = Field(None, description="'module:callable' returning the hospitals' key source "
+                                       "(an api.pki.SigningKeys subclass) instead of key files: the hook for "
+                                       "HSM / PKCS#11 signers (docs/signatures.md §10).")
+    require_signatures: bool | None = Field(None, description="Verification fails (signature-missing) for an "
+                                            "unsigned receipt, except of batches sealed before the hospital's first "
+                                            "signed one. Default: true when batches are signed.")
+    # Patient hashes of encounters (docs/kpis.md): every node of a region must hold the same key.
+    regional_key: SecretStr | None = Field(None, description="Regional key (hex, at least 32 bytes) under which "
+                                           "patient identifiers of encounters are hashed (HMAC-SHA256); never "
+                                           "logged. Unset: MRL_REGIONAL_KEY_FILE.")
+    regional_key_file: Path | None = Field(None, description="File holding the regional key (hex, 0600). Unset: "
+                                           "<data_dir>/regional.key, generated on first start (dev only: a region's "
+                                           "nodes must share one key).")
+    # Encryption at rest (docs/encryption.md): the master key wraps the database's data keys.
+    master_key_file: Path | None = Field(None, description="File holding the master key (64 hex digits, 0600) "
+                                         "that wraps the database's data keys; `mrledger keys rotate` replaces it "
+                                         "in place. Unset: MRL_MASTER_KEY, else <data_dir>/master.key, generated on "
+                                         "first start (keep a copy apart from the database's backups).")
+    master_key: SecretStr | None = Field(None, description="The master key itself (64 hex digits), e.g. from a "
+                                         "secret manager; never logged. Set this or MRL_MASTER_KEY_FILE, not both.")
+
+    @field_validator("trust_anchors", "trust_intermediates", "trust_crls", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        """A ':'-separated list, as in PATH: friendlier in an environment variable than a JSON array."""
+        if isinstance(value, str):
+            return [p for p in value.split(os.pathsep) if p.strip()]
+        return value
 
     @field_validator("catalogue_file")
     @classmethod

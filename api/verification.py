@@ -23,24 +23,44 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from sqlalchemy import bindparam, func, select
+
 from anchoring.errors import AnchoringError
 from anchoring.verify import verify_on_chain
 from api import intake
 from api.recognition import Catalogue, Later, Recognition, decide, default_catalogue
-from ledger import Anchor, Check, ResultRecord, hospital_key, verify_receipt
+from ledger import (
+    Anchor,
+    Check,
+    ResultRecord,
+    SignatureResult,
+    TrustStore,
+    Verdict,
+    hospital_key,
+    verify_receipt,
+)
 from ledger.errors import MrLedgerError
 from ledger.formats import FormatError
 from ledger.records import format_time
 from store import NotFoundError, Store, VersionInfo
 from store.anchors import Outbox
 from store.eligibility import Eligibility
+from store.models import Batch
 
 if TYPE_CHECKING:
     from api.service import ChainContext
 
+#: (first signed seq of a hospital, whether this ledger holds batch ``seq``): the legacy-receipt rule.
+_SIGNED_FROM = select(
+    select(func.min(Batch.seq)).where(Batch.hospital_id == bindparam("hid"), Batch.signature.is_not(None))
+    .scalar_subquery(),
+    select(func.count()).where(Batch.hospital_id == bindparam("hid"), Batch.seq == bindparam("seq"))
+    .scalar_subquery())
+
 #: ``revoked``: genuine (authentic or pending), but the result's latest version is ``entered-in-error``.
 VerdictName = Literal["authentic", "tampered", "unknown", "pending", "revoked"]
 T = TypeVar("T")
+NOT_CHECKED = SignatureResult("not-checked")
 #: Hospital names are re-read at most this often when a name is missing (unknown hospitals are common
 #: in receipt checks: the chain vouches for hospitals this node never registered).
 _NAMES_TTL = 5.0
@@ -90,8 +110,13 @@ class Outcome:
     #: The version that revoked the result (its latest, status ``entered-in-error``), if any.
     revoked_by: Superseded | None = None
     recognition: Recognition | None = None
+    #: The hospital's batch signature as this node checked it (docs/signatures.md §5): ``valid`` with the
+    #: signer, ``absent``, ``not-checked`` (no trust configured, or the check was not reached) or the reason.
+    signature: SignatureResult = NOT_CHECKED
     #: The record the verdict is about (held or from the receipt), for the recognition decision.
     record: ResultRecord | None = field(default=None, repr=False, compare=False)
+    #: Names this verification when the doctor records her decision (``POST /v1/decisions``, api/decisions.py).
+    verification_id: str | None = None
 
     def to_obj(self) -> dict[str, Any]:
         return {
@@ -104,6 +129,8 @@ class Outcome:
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
             "revoked_by": None if self.revoked_by is None else asdict(self.revoked_by),
             "recognition": None if self.recognition is None else self.recognition.to_obj(),
+            "signature": self.signature.to_obj(),
+            "verification_id": self.verification_id,
         }
 
 
@@ -124,6 +151,11 @@ class Verifier:
     #: What recognition matches items against, and the ledger's clock (result age, eligibility).
     catalogue: Catalogue = field(default_factory=default_catalogue)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: Whom hospital signatures must chain to; None: signatures are reported ``not-checked``.
+    trust: TrustStore | None = None
+    #: An unsigned receipt is tampered (``signature-missing``): where every batch is signed, stripping the
+    #: signature must not be a way around it.
+    require_signatures: bool = False
     _names: dict[str, str] = field(default_factory=dict, repr=False)
     _names_at: float = field(default=-_NAMES_TTL, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -133,6 +165,26 @@ class Verifier:
         self.eligibility = Eligibility(self.store)
         # Not memoised here: ChainContext caches blocks once they are final (safe against reorgs).
         self._block: Callable[[int], _Block] = self._load_block
+
+    def _offline(self, receipt: Any) -> Verdict:
+        """``verify_receipt`` with this node's trust. With ``require_signatures``, an unsigned receipt fails
+        (``signature-missing``) unless this ledger sealed that batch before its hospital's batches were
+        signed: receipts handed out before signing was switched on keep verifying, while a signature
+        stripped from a batch sealed since is caught — and so is a stored signature emptied in the database,
+        unless it is the hospital's first signed batch (nothing then tells it from a legacy one)."""
+        offline = verify_receipt(receipt, trust=self.trust)
+        r = offline.receipt
+        if (self.require_signatures and r is not None and r.signature is None and offline.status != "invalid"
+                and not self._sealed_before_signing(r.batch.hospital_id, r.batch.seq)):
+            offline = verify_receipt(r, trust=self.trust, require_signature=True)
+        return offline
+
+    def _sealed_before_signing(self, hospital_id: str, seq: int) -> bool:
+        """This ledger holds batches of the hospital, and ``seq`` precedes its first signed one (or none is
+        signed). Unknown hospitals and batches get no such allowance."""
+        with self.store._read() as conn:
+            first, held = conn.execute(_SIGNED_FROM, {"hid": hospital_id, "seq": seq}).one()
+        return bool(held) and (first is None or seq < first)
 
     # -- by receipt ---------------------------------------------------------------------------------
 
@@ -144,11 +196,11 @@ class Verifier:
     def _by_receipt(self, receipt: Any) -> Outcome:
         if not isinstance(receipt, dict):
             raise NotAReceiptError("a receipt must be a JSON object")
-        offline = verify_receipt(receipt)
+        offline = self._offline(receipt)
         r = offline.receipt
         if r is None:  # only the format check can fail before the receipt is parsed
             raise NotAReceiptError(offline.checks[-1].detail if offline.checks else "not a receipt")
-        base = self._base(r.record)
+        base = replace(self._base(r.record), signature=offline.signature)
         checks = list(offline.checks)
         if offline.status == "invalid":
             return replace(base, verdict="tampered", checks=tuple(checks), failed_check=offline.failed)
@@ -210,11 +262,15 @@ class Verifier:
         checks.append(Check("content", True))
         if receipt is None:
             return self._fail(base, "pending", checks, "anchor-confirmed", "not yet sealed into a batch")
-        offline = verify_receipt(receipt)
+        # The signature is checked here too: the hospital vouches for the batch the database holds, so a
+        # rewritten batch row (or a signature copied from another batch) is caught without the chain.
+        offline = self._offline(receipt)
+        base = replace(base, signature=offline.signature)
         if offline.status == "invalid":  # the database no longer agrees with itself
             checks.extend(c for c in offline.checks if not c.ok)
             return replace(base, verdict="tampered", checks=tuple(checks), failed_check=offline.failed)
         checks.append(Check("inclusion", True, f"leaf {receipt.leaf_index} of batch {receipt.batch.seq}"))
+        checks.extend(c for c in offline.checks if c.name == "signature")
         if receipt.anchor is None:
             state = self.outbox.state(hospital_id, receipt.batch.seq)
             status = "sealed" if state is None else state.status

@@ -20,6 +20,15 @@ What is measured, precisely:
   slow server cannot slow the generator down and hide its own queueing (no coordinated omission). An error
   is a transport failure or any status other than 200. ``achieved_rate`` is completed requests / time from
   t0 to the last response. Verdicts are counted (all must be ``authentic``).
+* ``sign_batch_ms``: mean time the server's sealer spent signing a batch — the ES256 signature, its check
+  against the leaf certificate and against the node's trust store (a batch is never sealed with a
+  signature the node itself would refuse) — measured inside the server and read back from ``/metrics``
+  (histogram ``mrledger_batch_sign_seconds``), so it is the sealer's own figure, not a re-enactment.
+  The server runs its default configuration: the dev CA, every batch signed, signatures required.
+* ``verify_signature_us``: mean ``verify_batch_signature`` over the sampled receipts' signatures with a
+  warm cache (certificates parsed, chains validated — what a running node pays per verification), timed
+  in this process against the server's trust anchors; ``verify_signature_cold_us`` is the first call on a
+  fresh trust store (certificate parsing and chain validation included).
 
 The machine's cores are shared by the server, its anvil and the load generator: on a 2-core box the
 generator's ~0.2 ms of CPU per request is taken from the server. ``cores`` is reported alongside.
@@ -53,6 +62,7 @@ sys.path.insert(0, str(ROOT))
 
 from anchoring.node import free_port  # noqa: E402
 from anchoring.verify import FINAL_DEPTH  # noqa: E402
+from ledger import BatchHead, BatchSignature, TrustStore, verify_batch_signature  # noqa: E402
 from store import Store  # noqa: E402
 from store.anchors import Outbox  # noqa: E402
 
@@ -83,11 +93,11 @@ def pct(values: list[float], q: float) -> float:
 class Server:
     """``mrledger serve`` on a temp data dir and a free loopback port."""
 
-    def __init__(self, data_dir: Path, batch_interval: float) -> None:
+    def __init__(self, data_dir: Path, batch_interval: float, sign: bool = True) -> None:
         self.data_dir, self.port = data_dir, free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MRL_")}
         self.env.update(MRL_DATA_DIR=str(data_dir), MRL_PORT=str(self.port), MRL_HOST="127.0.0.1",
-                        MRL_BATCH_INTERVAL=str(batch_interval))
+                        MRL_BATCH_INTERVAL=str(batch_interval), MRL_SIGN_BATCHES=str(sign).lower())
         self.api = f"http://127.0.0.1:{self.port}/v1"
         self.log = data_dir.parent / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -320,6 +330,39 @@ def fetch_receipts(server: Server, tokens: dict[str, str], per_hospital: dict[st
             return list(pool.map(get, wanted))
 
 
+def signing_figures(server: Server, receipts: list[dict[str, Any]], rounds: int = 5000) -> dict[str, Any]:
+    """``sign_batch_ms`` from the server's /metrics; ``verify_signature_us`` timed here (see the docstring)."""
+    metrics: dict[str, float] = {}
+    for line in httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("mrledger_batch_sign_seconds_sum", "mrledger_batch_sign_seconds_count"):
+            metrics[name] = float(value)
+    signed = metrics.get("mrledger_batch_sign_seconds_count", 0.0)
+    info = json.loads((server.data_dir / "serve.json").read_text())
+    trust = TrustStore.from_pem([Path(p).read_bytes() for p in info["trust_anchors"]], (),
+                                [Path(p).read_bytes() for p in info["trust_intermediates"]])
+    pairs = [(BatchHead.from_obj(r["batch"]), BatchSignature.from_obj(r["signature"])) for r in receipts
+             if "signature" in r]
+    if not pairs:
+        raise SystemExit("the sampled receipts carry no signature")
+    t0 = time.perf_counter()
+    verify_batch_signature(*pairs[0], trust)
+    cold = time.perf_counter() - t0
+    for head, sig in pairs:  # warm: every (chain, sealing time) validated once, as a running node has
+        verify_batch_signature(head, sig, trust)
+    t0 = time.perf_counter()
+    for i in range(rounds):
+        verify_batch_signature(*pairs[i % len(pairs)], trust)
+    warm = (time.perf_counter() - t0) / rounds
+    return {
+        "sign_batch_ms": round(metrics["mrledger_batch_sign_seconds_sum"] / signed * 1000, 3) if signed else None,
+        "batches_signed": int(signed),
+        "verify_signature_us": round(warm * 1e6, 1),
+        "verify_signature_cold_us": round(cold * 1e6, 1),
+        "receipts_signed": f"{len(pairs)}/{len(receipts)}",
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preload", type=int, default=100_000)
@@ -334,13 +377,15 @@ def main() -> None:
     ap.add_argument("--mine", type=int, default=0,
                     help="mine this many empty blocks after anchoring (a real chain keeps producing blocks; the "
                          "managed anvil automines only on transactions, so its anchors stay shallow)")
+    ap.add_argument("--unsigned", action="store_true",
+                    help="the server neither signs batches nor checks signatures (the baseline for their cost)")
     ap.add_argument("--py-spy", type=Path, default=None, help="directory for py-spy raw profiles per phase")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="mrl-bench-api-"))
-    server = Server(tmp / "data", args.batch_interval)
+    server = Server(tmp / "data", args.batch_interval, sign=not args.unsigned)
     result: dict[str, Any] = {}
     try:
         server.start()
@@ -361,7 +406,8 @@ def main() -> None:
         ingest_s, accepted = ingest(server, tokens, args.preload, args.chunk, args.ingest_clients)
         profiler.stop()
         print(f"ingest: {accepted} results in {ingest_s:.1f} s", file=sys.stderr)
-        store = Store.open(f"sqlite:///{server.data_dir.resolve() / 'mrledger.db'}")
+        store = Store.open(f"sqlite:///{server.data_dir.resolve() / 'mrledger.db'}",
+                           master_key=server.data_dir.resolve() / "master.key")  # the node's, made by serve
         seal_to_confirmed, batches = wait_confirmed(store, hospitals, timeout=600)
         if args.mine:
             rpc_url = json.loads((server.data_dir / "serve.json").read_text())["rpc_url"]
@@ -375,6 +421,7 @@ def main() -> None:
         per_hospital = {h: args.preload // len(hospitals) for h in hospitals}
         receipts = fetch_receipts(server, tokens, per_hospital, args.sample)
         blocks = [r["anchor"]["block_number"] for r in receipts]
+        signing = {"signed": False} if args.unsigned else signing_figures(server, receipts)
         bodies = [json.dumps({"receipt": r}, separators=(",", ":")).encode() for r in receipts]
 
         profiler.start("verify")
@@ -393,6 +440,8 @@ def main() -> None:
             "verify_p99_ms": round(pct(latencies, 0.99), 2),
             "errors": errors,
             "ingest_per_s": round(accepted / ingest_s),
+            "sign_batch_ms": signing.get("sign_batch_ms"),
+            "verify_signature_us": signing.get("verify_signature_us"),
             "seal_to_confirmed_s": round(seal_to_confirmed, 2),
             "achieved_rate": round(len(latencies) / span, 1) if span > 0 else 0.0,
             "requests": requests,
@@ -410,6 +459,7 @@ def main() -> None:
             # Receipts whose anchor is shallower than the cache's final depth cost round trips to anvil.
             "sample_shallow": sum(head - b + 1 < FINAL_DEPTH for b in blocks) if head else None,
             "mined_after_anchoring": args.mine,
+            **{k: v for k, v in signing.items() if k not in ("sign_batch_ms", "verify_signature_us")},
             "cores": os.cpu_count(),
         }
     finally:

@@ -127,11 +127,12 @@ def bench_latency(block_time: float | None, records: int = 1000) -> float:
     from scripts.bench_store import make_records
     from store import Store
     from store.anchors import Outbox
+    from store.crypto import MasterKey
 
     with AnvilNode(block_time=block_time) as node, tempfile.TemporaryDirectory() as tmp:
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
         admin, hub = (Account.from_key(k) for k in node.private_keys[:2])
-        store = Store.open(f"sqlite:///{tmp}/bench.db")
+        store = Store.open(f"sqlite:///{tmp}/bench.db", master_key=MasterKey.generate())  # a throwaway database
         contract = deploy_and_record(store, w3, admin).contract
         store.register_hospital("bench-01", "Benchmark Hospital")
         ensure_hospital_on_chain(w3, contract, admin, "bench-01", "Benchmark Hospital", [hub.address])

@@ -27,6 +27,7 @@ from sqlalchemy import create_engine, text
 
 from ledger import ResultRecord
 from store import Store, make_engine, migrate
+from store.crypto import MasterKey
 
 
 def make_records(n: int, hospital: str) -> list[ResultRecord]:
@@ -68,7 +69,7 @@ def run(records: int, db: str | None, chunk: int, batch: int) -> dict[str, Any]:
 
     try:
         migrate(engine)
-        store = Store(engine)
+        store = Store(engine, master_key=MasterKey.generate())  # encrypted as a node writes; a throwaway key
         store.register_hospital("bench-01", "Benchmark Hospital")
         recs = make_records(records, "bench-01")
         t0 = time.perf_counter()

@@ -31,6 +31,7 @@ from rich.table import Table
 
 from ledger import ResultRecord, Verdict, verify_receipt
 from store import Accepted, Store
+from store.crypto import MasterKey, write_master_key_file
 
 DEFAULT_DATA_DIR = Path(".mrledger/demo")
 DB_NAME = "demo.db"
@@ -168,7 +169,9 @@ def run_demo(data_dir: Path, console: Console, *, chain: bool = True) -> dict[st
     _step(console, 1, "fresh database")
     for stale in (db, db.with_name(DB_NAME + "-wal"), db.with_name(DB_NAME + "-shm")):
         stale.unlink(missing_ok=True)
-    store = Store.open(f"sqlite:///{db}")
+    key_file = data_dir / "master.key"  # a fresh database, a fresh key: encrypted at rest like a node's
+    write_master_key_file(key_file, MasterKey.generate())
+    store = Store.open(f"sqlite:///{db}", master_key=key_file)
     console.print(f"SQLite database [bold]{db}[/] (migrated to head)")
     try:
         return _story(store, data_dir, console, chain) | {"data_dir": str(data_dir), "database": str(db)}

@@ -45,6 +45,12 @@ Definitions of the printed numbers (``--json``):
 * ``verify_p99_ms``: 99th percentile of request latency (send to full response, closed loop, 1 % buckets).
   ``verify_rate_per_s``: verifications per second of the verification phase. ``wall_s``: the whole run,
   server start to shutdown. ``ingest_per_s``: versions accepted per second of the two submission passes.
+* ``kpis`` (docs/kpis.md; doctors' behaviour in scripts/sim_kpis.py): ``retrieval_rate`` = retrieved /
+  encounters the doctors' hospitals reported; ``recognition_rate`` = recognised / decisions on results the
+  programme recognised (post-retrieval recognition rate); ``tests_avoided``: catalogue items of recognised
+  results; ``money_saved``: their catalogue prices (CNY); ``matches_api``: true only if these four equal what
+  ``GET /v1/kpis`` returns for the run's days, after every decision and encounter is in a confirmed batch.
+  ``kpi_counts``: what was sent; ``decision_audit``: ``GET /v1/audit/decisions`` (KPI tables vs anchors).
 * ``by_scenario``: what each kind of receipt got (current, amended-current, amended-superseded, revoked,
   expired, not-in-catalogue). ``unexpected``: verifications whose verdict or set of reasons differs from what
   the simulation itself predicts from the hospital's eligibility, the catalogue and the result's fate; 0 means
@@ -98,6 +104,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from scripts import sim_kpis  # noqa: E402
 from scripts.bench_api import Server  # noqa: E402
 
 CHUNK = 1000  # records per submission request (the API's maximum) and verifications per seeded chunk
@@ -473,6 +480,8 @@ class Tally:
     errors: int = 0
     error_examples: list[str] = field(default_factory=list)
     latency: Histogram = field(default_factory=Histogram)
+    #: Decisions recorded and encounters reported after the verifications (scripts/sim_kpis.py).
+    kpi: sim_kpis.KpiTally = field(default_factory=sim_kpis.KpiTally)
 
     def merge(self, other: Tally) -> None:
         for mine, theirs in ((self.verdicts, other.verdicts), (self.decisions, other.decisions),
@@ -488,6 +497,7 @@ class Tally:
         self.errors += other.errors
         self.error_examples = (self.error_examples + other.error_examples)[:5]
         self.latency.counts.update(other.latency.counts)
+        self.kpi.merge(other.kpi)
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,6 +509,7 @@ class _Entry:
     verdict: str
     reasons: frozenset[str]
     label: str
+    patient: dict[str, str]  # the record's subject: what the doctor's hospital reports (hashed by the node)
 
 
 def _schedule(seed: int, chunk: int, count: int, pool: int, hospitals: int, record_share: float,
@@ -514,11 +525,16 @@ def _schedule(seed: int, chunk: int, count: int, pool: int, hospitals: int, reco
 
 
 def _verify_worker(wid: int, workers: int, api: str, pool_path: str, doctor_tokens: list[str], seed: int,
-                   count: int, concurrency: int, record_share: float, progress: Any) -> None:
+                   count: int, concurrency: int, record_share: float, progress: Any,
+                   kpi: tuple[list[str], list[str], dict[str, int]] | None = None) -> None:
     """One load process: ``concurrency`` connections, closed loop (a request is sent when one is answered),
     over the chunks ``wid, wid + workers, …`` of the schedule. A separate process so the generator's CPU is
     not the parent's, and several of them so one Python event loop is not the bottleneck. On a 2-core machine
-    the server, anvil and the generator share the cores, so the measured rate is a floor for a real node."""
+    the server, anvil and the generator share the cores, so the measured rate is a floor for a real node.
+
+    With ``kpi`` (hospital ids, hospital tokens, item prices) each answered verification is followed by the
+    doctor's decision and its encounter report (scripts/sim_kpis.py), in the same closed loop: the verification
+    rate then includes that traffic, as a node in service would carry it; the latencies are the verifications'."""
     try:
         import uvloop
 
@@ -536,7 +552,8 @@ def _verify_worker(wid: int, workers: int, api: str, pool_path: str, doctor_toke
                 json.dumps({"hospital_id": rec["hospital_id"], "result_id": rec["result_id"],
                             "version": rec["version"], "record": rec}, separators=(",", ":")).encode(),
                 e["hospital_index"], e["scenario"], e["verdict"], frozenset(e["reasons"]),
-                f"{rec['hospital_id']}/{rec['result_id']} v{rec['version']}"))
+                f"{rec['hospital_id']}/{rec['result_id']} v{rec['version']}",
+                {k: v for k, v in rec["subject"].items() if k in ("system", "value")}))
     issuer = [e.hospital_index for e in entries]
     tally = Tally()
     done = 0
@@ -544,12 +561,13 @@ def _verify_worker(wid: int, workers: int, api: str, pool_path: str, doctor_toke
     async def run() -> None:
         nonlocal done
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        work: asyncio.Queue[tuple[int, bool, int] | None] = asyncio.Queue(maxsize=concurrency * 4)
+        work: asyncio.Queue[tuple[int, bool, int, int, float, float] | None] = asyncio.Queue(maxsize=concurrency * 4)
+        reports: dict[int, list[dict[str, Any]]] = {}  # encounters waiting to be reported, per doctor's hospital
         async with httpx.AsyncClient(base_url=api, limits=limits, timeout=60) as client:
             async def sender() -> None:
                 nonlocal done
                 while (item := await work.get()) is not None:
-                    index, record_form, doctor = item
+                    index, record_form, doctor, number, u, v = item
                     entry = entries[index]
                     headers = {"content-type": "application/json"}
                     if record_form:
@@ -576,14 +594,28 @@ def _verify_worker(wid: int, workers: int, api: str, pool_path: str, doctor_toke
                             tally.error_examples.append(problem)
                         continue
                     _count(tally, entry, "record" if record_form else "receipt", answer)
+                    if kpi is not None:
+                        await sim_kpis.decide(client, tally.kpi, answer, doctor_tokens[doctor], u, doctor, kpi[2])
+                        waiting = reports.setdefault(doctor, [])
+                        waiting += sim_kpis.encounters(answer, number, seed, v, entry.patient)
+                        if len(waiting) >= sim_kpis.FLUSH:
+                            batch, reports[doctor] = waiting, []
+                            await sim_kpis.report(client, tally.kpi, kpi[0][doctor], doctor, kpi[1][doctor], batch)
 
             senders = [asyncio.create_task(sender()) for _ in range(concurrency)]
             for chunk in range(wid, math.ceil(count / CHUNK), workers):
-                for item in _schedule(seed, chunk, count, len(entries), len(doctor_tokens), record_share, issuer):
-                    await work.put(item)
+                # The doctors' decisions draw from their own generator: the verification schedule stays as it was.
+                decide = random.Random(f"{seed}:decide:{chunk}")
+                for k, item in enumerate(_schedule(seed, chunk, count, len(entries), len(doctor_tokens), record_share,
+                                                   issuer)):
+                    await work.put((*item, chunk * CHUNK + k, decide.random(), decide.random()))
             for _ in senders:
                 await work.put(None)
             await asyncio.gather(*senders)
+            if kpi is not None:
+                for doctor, batch in sorted(reports.items()):
+                    if batch:
+                        await sim_kpis.report(client, tally.kpi, kpi[0][doctor], doctor, kpi[1][doctor], batch)
 
     stop = threading.Event()
 
@@ -655,6 +687,7 @@ class City:
         self.categories: Counter[str] = Counter()
         self.phases: dict[str, float] = {}
         self.catalogue = Catalogue({}, {})
+        self.prices: dict[str, int] = {}
         self.pool_meta: dict[tuple[int, int], dict[str, Any]] = {}
         self.client = httpx.Client(base_url=server.api, timeout=120)
 
@@ -664,6 +697,7 @@ class City:
     def register(self, db_url: str) -> None:
         """Hospitals and eligibility through the API (admin token); tokens in the node's database."""
         cat = self.client.get("/catalogue").raise_for_status().json()
+        self.prices = sim_kpis.prices(cat)
         self.catalogue = Catalogue(
             {i["code"]: (i["category"], i["window_days"]) for i in cat["items"] if i["system"] == LOINC},
             {i["code"]: (i["category"], i["window_days"]) for i in cat["items"] if i["system"] != LOINC})
@@ -689,12 +723,13 @@ class City:
         from store import Store
         from store.access import Access
 
-        store = Store.open(db_url)
+        store = Store.open(db_url, master_key=self.server.data_dir / "master.key")  # the node's, made by serve
         try:
             access = Access(store)
             self.tokens = {h.id: access.create_token(f"hospital:{h.id}", "simulated LIS/RIS upload", self.now)
                            for h in self.hospitals}
-            self.doctors = [access.create_token("doctor", f"simulated doctor at {h.id}", self.now)
+            # Affiliated doctors (doctor:<hid>): their decisions count for their hospital (docs/kpis.md).
+            self.doctors = [access.create_token(f"doctor:{h.id}", f"simulated doctor at {h.id}", self.now)
                             for h in self.hospitals]
         finally:
             store.engine.dispose()
@@ -844,14 +879,48 @@ class City:
                                           "record": rec},
                          headers={"Authorization": f"Bearer {self.doctors[0]}"}).raise_for_status()
 
+    def check_kpis(self, k: sim_kpis.KpiTally, timeout: float) -> dict[str, Any]:
+        """Once every decision and encounter is anchored (the event streams' batches confirmed), compare the
+        simulation's own figures with ``GET /v1/kpis`` for the run's days and run the audit check."""
+        streams = {f"{self.hospitals[h].id}.events": n for h, n in k.records.items()}
+        deadline = time.monotonic() + timeout
+        with _progress(self.console) as bar:
+            task = bar.add_task("anchor decisions", total=sum(streams.values()))
+            while True:
+                done = {s: self._confirmed(s) for s in streams}
+                bar.update(task, completed=sum(done.values()))
+                if all(done[s] >= n for s, n in streams.items()):
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"decisions not anchored after {timeout:.0f} s: {done} of {streams}")
+                time.sleep(0.5)
+        auditor = {"Authorization": f"Bearer {self.auditor}"}
+        period = {"from": self.now.date().isoformat(), "to": datetime.now(UTC).date().isoformat()}
+        api = self.client.get("/kpis", params=period, headers=auditor).raise_for_status().json()
+        mine = sim_kpis.figures(k)
+        audit = self.client.get("/audit/decisions", headers=auditor).raise_for_status().json()
+        return {
+            "kpis": {**mine, "matches_api": sim_kpis.matches(mine, api)},
+            "kpi_counts": {"decisions": k.decisions, "recognisable": k.recognisable, "recognised": k.recognised,
+                           "reordered": k.reordered, "reorder_reasons": dict(sorted(k.reasons.items())),
+                           "encounters": k.encounters, "retrieved": k.retrieved,
+                           "anchored_records": api["sources"]["confirmed"], "errors": k.errors,
+                           "error_examples": k.error_examples},
+            "decision_audit": {"ok": audit["ok"], "records": audit["checked_records"],
+                               "problems": len(audit["problems"]),
+                               "chain_checked": all(x["chain_checked"] for x in audit["streams"])},
+        }
+
     def verify(self, path: Path) -> Tally:
         """Doctors verify from ``--workers`` processes; the parent only draws the progress bar and merges."""
         ctx = mp.get_context("spawn")
         progress: Any = ctx.Queue()
         workers = max(1, min(self.args.workers, math.ceil(self.args.verifications / CHUNK)))
+        kpi = ([h.id for h in self.hospitals], [self.tokens[h.id] for h in self.hospitals], self.prices) \
+            if self.args.decisions else None
         procs = [ctx.Process(target=_verify_worker, daemon=True, args=(
             w, workers, self.server.api, str(path), self.doctors, self.args.seed, self.args.verifications,
-            self.args.concurrency, self.args.record_form, progress)) for w in range(workers)]
+            self.args.concurrency, self.args.record_form, progress, kpi)) for w in range(workers)]
         self._warm_up(path)
         tally = Tally()
         finished = 0
@@ -930,6 +999,11 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         t = time.perf_counter()
         tally = city.verify(tmp / "pool.jsonl")
         city.phases["verify"] = time.perf_counter() - t
+        kpis: dict[str, Any] | None = None
+        if args.decisions:
+            t = time.perf_counter()
+            kpis = city.check_kpis(tally.kpi, timeout=300)
+            city.phases["kpis"] = time.perf_counter() - t
     finally:
         code = server.stop()
         if schema is not None and args.db:
@@ -965,6 +1039,7 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "pool": pool, "verdicts": dict(sorted(tally.verdicts.items())),
         "decisions": dict(sorted(tally.decisions.items())), "reasons": dict(sorted(tally.reasons.items())),
         "forms": dict(sorted(tally.forms.items())), "by_scenario": scenarios,
+        **(kpis or {}),
         "unexpected": tally.unexpected, "unexpected_examples": tally.examples,
         "errors": tally.errors, "error_examples": tally.error_examples,
         "phases_s": {k: round(v, 1) for k, v in city.phases.items()},
@@ -1005,6 +1080,9 @@ def main() -> None:
     ap.add_argument("--ingest-clients", type=int, default=4)
     ap.add_argument("--batch-interval", type=float, default=1.0)
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir")
+    ap.add_argument("--decisions", action=argparse.BooleanOptionalAction, default=True,
+                    help="doctors record a decision and hospitals report the encounter after each verification "
+                         "(scripts/sim_kpis.py); the JSON gets kpis, kpi_counts and decision_audit")
     args = ap.parse_args()
     if args.hospitals < 2:
         ap.error("--hospitals must be at least 2 (doctors verify other hospitals' results)")

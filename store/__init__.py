@@ -6,7 +6,11 @@ Imports only point down: ``store`` uses ``ledger``; nothing here knows about cha
 from store.db import make_engine, migrate
 from store.errors import (
     ConflictError,
+    DecryptionError,
+    EncryptionError,
+    KeysUnavailableError,
     LineageError,
+    MasterKeyError,
     NotFoundError,
     StoreError,
     SubmissionError,
@@ -18,7 +22,11 @@ __all__ = [
     "MAX_SUBMISSION",
     "Accepted",
     "ConflictError",
+    "DecryptionError",
+    "EncryptionError",
+    "KeysUnavailableError",
     "LineageError",
+    "MasterKeyError",
     "NotFoundError",
     "Store",
     "StoreError",

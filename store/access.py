@@ -1,7 +1,9 @@
 """Bearer tokens and the access log.
 
 Tokens are random (256 bits), shown once at creation and stored only as SHA-256: a stolen database or
-backup yields no usable token. Roles: ``admin``, ``hospital:<id>``, ``doctor``, ``auditor``.
+backup yields no usable token. Roles: ``admin``, ``hospital:<id>``, ``doctor``, ``doctor:<id>``, ``auditor``.
+A ``doctor:<id>`` token is a doctor affiliated with hospital ``<id>``: it may do what any doctor token may, and
+its recognition decisions count for that hospital (docs/kpis.md); a plain ``doctor`` token cannot record them.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, func, insert, select
 
+from store.crypto import ACCESS_RESULT_ID, access_context
 from store.errors import NotFoundError, SubmissionError
+from store.events import is_event_stream
 from store.models import AccessLog, ApiToken, Hospital
 from store.repository import Store
 
 log = logging.getLogger("mrledger.access")
 TOKEN_PREFIX = "mrl_"
-ROLE_PATTERN = re.compile(r"^(admin|doctor|auditor|hospital:[A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
+ROLE_PATTERN = re.compile(r"^(admin|doctor|auditor|(hospital|doctor):[A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,11 @@ class Principal:
     @property
     def hospital(self) -> str | None:
         return self.role.split(":", 1)[1] if self.role.startswith("hospital:") else None
+
+    @property
+    def affiliation(self) -> str | None:
+        """The hospital a ``doctor:<id>`` token belongs to (None for any other token)."""
+        return self.role.split(":", 1)[1] if self.role.startswith("doctor:") else None
 
 
 ANONYMOUS = Principal(None, "anonymous")
@@ -75,10 +84,14 @@ class Access:
     def create_token(self, role: str, label: str, now: datetime) -> str:
         """A new token for ``role``; the clear token is returned once and never stored."""
         if not ROLE_PATTERN.match(role):
-            raise SubmissionError("role must be admin, doctor, auditor or hospital:<id>")
+            raise SubmissionError("role must be admin, doctor, doctor:<id>, auditor or hospital:<id>")
+        hospital = role.split(":", 1)[1] if ":" in role else None
+        if hospital is not None and is_event_stream(hospital):
+            # An event stream is written by the node only (decisions, encounters); a token acting for it
+            # could add records the KPI index does not hold.
+            raise SubmissionError(f"{hospital!r} is an event stream, not a hospital")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self._store._unit(write=True) as s:
-            hospital = role.split(":", 1)[1] if role.startswith("hospital:") else None
             if hospital is not None and s.get(Hospital, hospital) is None:
                 raise NotFoundError(f"unknown hospital {hospital!r}")
             s.add(ApiToken(token_hash=_digest(token), role=role, label=label[:128], created_at=now))
@@ -98,9 +111,17 @@ class Access:
 
     def log(self, who: Principal, action: str, now: datetime, *, hospital_id: str | None = None,
             result_id: str | None = None, version: int | None = None, verdict: str | None = None) -> None:
+        """Record an access. A result id is stored as its keyed hash (the one ``record_versions`` holds, so
+        the log joins the records) plus a ciphertext for auditors: it can embed a patient identifier."""
+        result_hmac = result_enc = None
+        if result_id is not None:
+            keys = self._store.keys
+            result_hmac = keys.index(hospital_id or "", result_id)
+            result_enc = keys.encrypt(ACCESS_RESULT_ID, access_context(hospital_id, result_hmac),
+                                      result_id.encode("utf-8"))
         row: dict[str, object] = {"at": now, "token_id": who.token_id, "role": who.role, "action": action,
-                                  "hospital_id": hospital_id, "result_id": result_id, "version": version,
-                                  "verdict": verdict}
+                                  "hospital_id": hospital_id, "result_hmac": result_hmac, "result_enc": result_enc,
+                                  "version": version, "verdict": verdict}
         if self._queue is not None:
             self._queue.put(row)
             return
@@ -158,11 +179,25 @@ class Access:
         self.flush()
         self._queue = None
 
-    def entries(self, *, hospital_id: str | None = None, limit: int = 100, offset: int = 0) -> list[AccessEntry]:
+    def entries(self, *, hospital_id: str | None = None, result_id: str | None = None, limit: int = 100,
+                offset: int = 0) -> list[AccessEntry]:
+        """Newest first, result ids decrypted (DecryptionError if one was altered). ``result_id`` (clear; it
+        needs ``hospital_id``) filters by its keyed hash: the auditor names the result, the log never did."""
         self.flush()
+        q = select(AccessLog).order_by(AccessLog.id.desc()).limit(limit).offset(offset)
+        if hospital_id is not None:
+            q = q.where(AccessLog.hospital_id == hospital_id)
+        if result_id is not None:
+            if hospital_id is None:
+                raise SubmissionError("filtering the access log by result id needs the hospital id")
+            q = q.where(AccessLog.result_hmac == self._store.result_key(hospital_id, result_id))
         with self._store._unit() as s:
-            q = select(AccessLog).order_by(AccessLog.id.desc()).limit(limit).offset(offset)
-            if hospital_id is not None:
-                q = q.where(AccessLog.hospital_id == hospital_id)
-            return [AccessEntry(a.at, a.role, a.action, a.hospital_id, a.result_id, a.version, a.verdict)
-                    for a in s.scalars(q)]
+            rows = list(s.scalars(q))
+        return [AccessEntry(a.at, a.role, a.action, a.hospital_id, self._result_id(a), a.version, a.verdict)
+                for a in rows]
+
+    def _result_id(self, entry: AccessLog) -> str | None:
+        if entry.result_hmac is None or entry.result_enc is None:
+            return None
+        return self._store._decrypt(ACCESS_RESULT_ID, access_context(entry.hospital_id, entry.result_hmac),
+                                    entry.result_enc).decode("utf-8")

@@ -32,3 +32,29 @@ class LineageError(StoreError, ValueError):
 
 class SubmissionError(StoreError, ValueError):
     """A submission that is malformed as a whole (records of another hospital, too many records)."""
+
+
+class EncryptionError(StoreError):
+    """Root of the encryption-at-rest errors (docs/encryption.md). Unlike the errors above these are not the
+    client's doing: the API answers them 500/503, never with data."""
+
+
+class MasterKeyError(EncryptionError, ValueError):
+    """The master key is missing, malformed, or not the one that wraps this database's data keys."""
+
+
+class KeysUnavailableError(EncryptionError):
+    """Records were asked of a store opened without a master key (e.g. by the anchoring worker alone)."""
+
+
+class DecryptionError(EncryptionError):
+    """A stored ciphertext failed authentication: altered, or moved from another row or column. Raised
+    instead of returning anything, so tampered data never reads as a record."""
+
+
+class UnknownDataKeyError(DecryptionError):
+    """A ciphertext names a data key this process has not loaded (one made by a rotation after it started)."""
+
+    def __init__(self, message: str, key_id: int) -> None:
+        super().__init__(message)
+        self.key_id = key_id

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
@@ -74,18 +75,23 @@ class Hospital(Base):
 
 class RecordVersion(Base):
     __tablename__ = "record_versions"
-    __table_args__ = (UniqueConstraint("hospital_id", "result_id", "version"),)
+    __table_args__ = (UniqueConstraint("hospital_id", "result_hmac", "version"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     hospital_id: Mapped[str] = mapped_column(ForeignKey("hospitals.id"))
-    result_id: Mapped[str] = mapped_column(String(128))
+    #: HMAC-SHA256 (first 16 bytes) of the result id under the database's index key (``Keyring.index``): result
+    #: ids can embed patient identifiers, so the clear id lives only inside ``record_enc``. Query with
+    #: ``Store.result_key``.
+    result_hmac: Mapped[bytes] = mapped_column(LargeBinary(16))
     version: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(32))
     supersedes: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    #: RFC 8785 JSON of the normalised record (the exact bytes whose digest is committed).
-    record_json: Mapped[str] = mapped_column(Text)
+    #: AES-256-GCM of the RFC 8785 JSON of the normalised record (the exact bytes whose digest is committed),
+    #: bound to this row and column (``store.crypto``; docs/encryption.md).
+    record_enc: Mapped[bytes] = mapped_column(LargeBinary)
     content_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
-    salt: Mapped[bytes] = mapped_column(LargeBinary(16))
+    #: AES-256-GCM of the 16-byte salt, bound like ``record_enc``.
+    salt_enc: Mapped[bytes] = mapped_column(LargeBinary)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     accepted_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -110,6 +116,10 @@ class Batch(Base):
     size: Mapped[int] = mapped_column(Integer)
     root: Mapped[bytes] = mapped_column(LargeBinary(32))
     sealed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: The hospital's ``mrl-batch-sig/1`` signature of the head (docs/signatures.md): the RFC 8785 JSON of
+    #: ``BatchSignature.to_obj()``, exactly the receipt's ``signature`` section. Null for a batch sealed by a
+    #: node that does not sign. Written in the sealing transaction, never afterwards.
+    signature: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class BatchLeaf(Base):
@@ -201,10 +211,11 @@ class ApiToken(Base):
 
 
 class AccessLog(Base):
-    """Who verified or audited what, when, with which verdict. Identifiers only, never patient data."""
+    """Who verified or audited what, when, with which verdict. Identifiers only, never patient data; the
+    result id (which may embed one) is stored like ``RecordVersion``'s: keyed hash plus ciphertext."""
 
     __tablename__ = "access_log"
-    __table_args__ = (Index(None, "at"), Index(None, "hospital_id", "result_id"))
+    __table_args__ = (Index(None, "at"), Index(None, "hospital_id", "result_hmac"))
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -212,7 +223,10 @@ class AccessLog(Base):
     role: Mapped[str | None] = mapped_column(String(80), nullable=True)
     action: Mapped[str] = mapped_column(String(32))
     hospital_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    result_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: ``Keyring.index`` of (hospital_id, result id): auditors filter by it.
+    result_hmac: Mapped[bytes | None] = mapped_column(LargeBinary(16), nullable=True)
+    #: The result id, AES-256-GCM bound to ``hospital_id`` and ``result_hmac``: shown to auditors.
+    result_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     verdict: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
@@ -233,3 +247,113 @@ class HospitalEligibility(Base):
     granted_at: Mapped[datetime] = mapped_column(UTCDateTime())
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Verification(Base):
+    """What one verification told its caller, kept so that a doctor's decision can name it
+    (``verification_id`` in the answer of ``POST /v1/verify``). The id is made when the verification is
+    answered; the row is written like the access log (buffered under ``mrledger serve``). Identifiers,
+    verdicts and catalogue items only, never record content."""
+
+    __tablename__ = "verifications"
+    __table_args__ = (Index(None, "at"),)
+
+    #: A ULID: time-ordered, 128 bits, 80 of them random (unguessable: holding it is what lets a doctor decide).
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"), nullable=True)
+    role: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    #: The verified result (no foreign key: a receipt of a hospital this node never registered verifies too),
+    #: its result id only as a keyed hash (``result_ref``, docs/kpis.md): result ids can embed patient ids.
+    hospital_id: Mapped[str] = mapped_column(String(64))
+    result_ref: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(16))
+    recognition: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: Reason codes of the recognition verdict, comma-separated in the verdict's order.
+    reasons: Mapped[str] = mapped_column(String(256))
+    category: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: Matched catalogue items, RFC 8785 JSON ``[{"system", "code", "category"}]``.
+    items: Mapped[str] = mapped_column(Text)
+
+
+class Decision(Base):
+    """The KPI index of a doctor's recognition decision. The decision itself is a record in the event stream
+    of the doctor's hospital (``<hid>.events``), committed, sealed and anchored like a result; this row holds
+    every field of that record, so the record (and its leaf) can be rebuilt from it: the audit check does
+    exactly that to prove the KPI tables say what was anchored (docs/kpis.md)."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index(None, "decided_at"), Index(None, "hospital_id", "decided_at"))
+
+    verification_id: Mapped[str] = mapped_column(ForeignKey("verifications.id"), primary_key=True)
+    #: The doctor's hospital (``doctor:<hid>`` token): whose recognition this counts for.
+    hospital_id: Mapped[str] = mapped_column(ForeignKey("hospitals.id"))
+    stream: Mapped[str] = mapped_column(ForeignKey("hospitals.id"))
+    record_version_id: Mapped[int] = mapped_column(ForeignKey("record_versions.id"), unique=True)
+    token_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    verified_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    result_hospital_id: Mapped[str] = mapped_column(String(64))
+    result_ref: Mapped[str] = mapped_column(String(64))
+    result_version: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(16))
+    recognition: Mapped[str] = mapped_column(String(16))
+    rule_reasons: Mapped[str] = mapped_column(String(256))
+    category: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: RFC 8785 JSON ``[{"system", "code", "category", "price_minor"?}]``: prices as in force when decided.
+    items: Mapped[str] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(String(3))
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Encounter(Base):
+    """The KPI index of a reported encounter (a doctor saw a patient for whom recognisable results existed,
+    and retrieved them or not): the denominator of the retrieval rate. Like ``Decision``, a record in the
+    hospital's event stream holds the same fields. The patient appears only as a keyed hash."""
+
+    __tablename__ = "encounters"
+    __table_args__ = (Index(None, "seen_at"), Index(None, "hospital_id", "seen_at"))
+
+    hospital_id: Mapped[str] = mapped_column(ForeignKey("hospitals.id"), primary_key=True)
+    #: Keyed hash of the hospital's encounter id (visit numbers can embed patient identifiers too).
+    encounter_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    stream: Mapped[str] = mapped_column(ForeignKey("hospitals.id"))
+    record_version_id: Mapped[int] = mapped_column(ForeignKey("record_versions.id"), unique=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: hex HMAC-SHA256 of the patient identifier under the regional key (docs/kpis.md).
+    patient_hash: Mapped[str] = mapped_column(String(64))
+    retrieved: Mapped[bool] = mapped_column(Boolean)
+    #: Categories of the recognisable results, comma-separated and sorted (empty: not given).
+    categories: Mapped[str] = mapped_column(String(1024))
+
+
+class DataKey(Base):
+    """A key of the encryption at rest (docs/encryption.md), wrapped by the master key, which is never stored
+    here. ``purpose`` is ``index`` (the one HMAC key of the result-id index) or ``data`` (AES-256-GCM; the
+    highest id encrypts new rows, every one decrypts the rows that name it). ``master_key_id`` is the
+    fingerprint of the wrapping master key, so a wrong master key is told apart from a damaged row."""
+
+    __tablename__ = "data_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    purpose: Mapped[str] = mapped_column(String(16))
+    #: nonce || AES-256-GCM(master key, key), bound to purpose and id.
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    master_key_id: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EncryptionBacklog(Base):
+    """Rows written in clear by a version before encryption at rest, still to be converted: ids
+    ``next_id..last_id`` of ``table_name``. Migration 0007 fills it; the first open with a master key
+    converts the rows in chunks, advancing ``next_id`` in each chunk's transaction (so the conversion is
+    resumable and never converts a row twice), and deletes the entry at the end."""
+
+    __tablename__ = "encryption_backlog"
+
+    table_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_id: Mapped[int] = mapped_column(BigInteger)
+    last_id: Mapped[int] = mapped_column(BigInteger)

@@ -7,32 +7,53 @@ writes the batch. Callers never see a session.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal, cast
 
-from sqlalchemy import Connection, Engine, Table, and_, bindparam, delete, func, insert, select
+from sqlalchemy import Connection, Engine, Row, Table, and_, bindparam, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import Anchor as AnchorInfo
-from ledger import BatchHead, MerkleTree, Receipt, ResultRecord, build_batch, commit, content_digest
+from ledger import (
+    BatchHead,
+    BatchSignature,
+    MerkleTree,
+    Receipt,
+    ResultRecord,
+    build_batch,
+    canonicalize,
+    commit,
+    content_digest,
+    parse_json,
+)
 from ledger.leaf import SALT_BYTES
 from ledger.records import HOSPITAL_ID_PATTERN
+from store.crypto import RECORD_JSON, SALT, Keyring, MasterKey, master_key_from_env, record_context
 from store.db import SINGLE_READ_OPTION, WRITE_OPTION, make_engine, migrate
 from store.errors import (
     ConflictError,
+    KeysUnavailableError,
     LineageError,
+    MasterKeyError,
     NotFoundError,
     SubmissionError,
+    UnknownDataKeyError,
     UnknownHospitalError,
 )
+from store.keystore import convert_backlog, load_keyring, scrub_sqlite
 from store.models import Anchor, Batch, BatchLeaf, Hospital, PendingLeaf, RecordVersion
 from store.salts import SaltPool
+
+log = logging.getLogger("mrledger.store")
 
 #: Most records one submission may carry (the API documents the same limit).
 MAX_SUBMISSION = 10_000
@@ -76,16 +97,34 @@ _VERSIONS = (
     select(RecordVersion.version, RecordVersion.status, RecordVersion.supersedes, RecordVersion.leaf_hash,
            RecordVersion.accepted_at, BatchLeaf.seq, BatchLeaf.leaf_index)
     .outerjoin(BatchLeaf, BatchLeaf.record_version_id == RecordVersion.id)
-    .where(RecordVersion.hospital_id == bindparam("hid"), RecordVersion.result_id == bindparam("rid"))
+    .where(RecordVersion.hospital_id == bindparam("hid"), RecordVersion.result_hmac == bindparam("rid"))
     .order_by(RecordVersion.version)
 )
+#: One stored version (``rid`` is the keyed hash): what ``record`` decrypts, on the plain-connection path too.
+_ROW = select(RecordVersion.id, RecordVersion.version, RecordVersion.record_enc, RecordVersion.salt_enc,
+              RecordVersion.leaf_hash).where(RecordVersion.hospital_id == bindparam("hid"),
+                                             RecordVersion.result_hmac == bindparam("rid"))
+_VERSION_ROW = _ROW.where(RecordVersion.version == bindparam("v"))
+_LATEST_ROW = _ROW.order_by(RecordVersion.version.desc()).limit(1)
 
 
 class Store:
-    """Repository over one database. Thread-safe: each call opens its own session."""
+    """Repository over one database. Thread-safe: each call opens its own session.
 
-    def __init__(self, engine: Engine, *, clock: Clock = utcnow, salts: SaltSource | None = None) -> None:
+    Record contents, salts and result ids are encrypted at rest (``store.crypto``, docs/encryption.md) under
+    data keys that ``master_key`` unwraps: a key, or a key file (re-read when a rotation added a data key
+    this process has not seen). Without one, ``MRL_MASTER_KEY_FILE`` / ``MRL_MASTER_KEY`` are used, the
+    variables ``mrledger serve`` documents; with neither, the store still seals, anchors and reads batches
+    (the anchoring worker needs no more), but refuses to write or read records — there is no clear mode.
+    The keys are unwrapped once, on first use (``Store.open``: at open, so a wrong key stops the caller
+    there), and held for the life of the store."""
+
+    def __init__(self, engine: Engine, *, clock: Clock = utcnow, salts: SaltSource | None = None,
+                 master_key: MasterKey | Path | None = None) -> None:
         self.engine = engine
+        self._master_source = master_key if master_key is not None else master_key_from_env()
+        self._keys: Keyring | None = None
+        self._keys_lock = threading.Lock()
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._writers = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
         self._reader = engine.execution_options(**{SINGLE_READ_OPTION: True})
@@ -98,7 +137,10 @@ class Store:
         """Open (and migrate to head) the database at ``url``."""
         engine = make_engine(url)
         migrate(engine)
-        return cls(engine, **kwargs)  # type: ignore[arg-type]
+        store = cls(engine, **kwargs)  # type: ignore[arg-type]
+        if store._master_source is not None:
+            store.unlock()
+        return store
 
     @contextmanager
     def _unit(self, write: bool = False) -> Iterator[Session]:
@@ -113,6 +155,71 @@ class Store:
         statement per connection: on SQLite it runs without BEGIN (``SINGLE_READ_OPTION``)."""
         with self._reader.connect() as conn:
             yield conn
+
+    # -- keys ---------------------------------------------------------------------------------------
+
+    @property
+    def keys(self) -> Keyring:
+        keys = self._keys
+        return keys if keys is not None else self.unlock()
+
+    def unlock(self) -> Keyring:
+        """Unwrap this database's keys (creating them in a database that has none), then encrypt any rows an
+        earlier version wrote in clear. Idempotent; raises MasterKeyError for a key of another database."""
+        with self._keys_lock:
+            if self._keys is None:
+                if self._master_source is None:
+                    raise KeysUnavailableError("this store was opened without a master key: set MRL_MASTER_KEY_FILE "
+                                               "or MRL_MASTER_KEY (docs/encryption.md)")
+                keys = self._load_keys()
+                if convert_backlog(lambda: self._unit(write=True), keys) and self.engine.dialect.name == "sqlite":
+                    scrub_sqlite(self.engine)
+                self._keys = keys
+            return self._keys
+
+    def _load_keys(self) -> Keyring:
+        source = self._master_source
+        master = MasterKey.from_file(source) if isinstance(source, Path) else source
+        assert master is not None
+        try:
+            return load_keyring(lambda: self._unit(write=True), master, self._clock())
+        except MasterKeyError:
+            # `mrledger keys rotate` writes the new key next to the old one before its transaction and moves it
+            # over the old one after commit; a crash in between leaves the database under the new key.
+            pending = source.with_name(source.name + ".new") if isinstance(source, Path) else None
+            if pending is None or not pending.is_file():
+                raise
+            keys = load_keyring(lambda: self._unit(write=True), MasterKey.from_file(pending), self._clock())
+            log.warning("the database is under the master key in %s (an interrupted `mrledger keys rotate`); move "
+                        "it over %s", pending, source)
+            return keys
+
+    def _reload_keys(self) -> Keyring:
+        """Pick up a data key created after this process unwrapped its keys (``mrledger keys rotate
+        --new-data-key`` and a node that started since then wrote with it)."""
+        with self._keys_lock:
+            self._keys = self._load_keys()
+            return self._keys
+
+    def _decrypt(self, label: bytes, context: bytes, blob: bytes) -> bytes:
+        try:
+            return self.keys.decrypt(label, context, blob)
+        except UnknownDataKeyError as exc:
+            keys = self._reload_keys()
+            if exc.key_id not in keys.key_ids:
+                raise
+            return keys.decrypt(label, context, blob)
+
+    def result_key(self, hospital_id: str, result_id: str) -> bytes:
+        """What ``record_versions.result_hmac`` holds for a result id: query with this, never the clear id."""
+        return self.keys.index(hospital_id, result_id)
+
+    def _open_version(self, hospital_id: str, result_hmac: bytes, version: int, leaf: bytes, record_enc: bytes,
+                      salt_enc: bytes) -> tuple[str, bytes]:
+        """(record JSON, salt) of a stored version; DecryptionError if either was altered or moved."""
+        context = record_context(hospital_id, result_hmac, version, leaf)
+        return (self._decrypt(RECORD_JSON, context, record_enc).decode("utf-8"),
+                self._decrypt(SALT, context, salt_enc))
 
     # -- hospitals ----------------------------------------------------------------------------------
 
@@ -165,10 +272,13 @@ class Store:
             if wanted.setdefault(key, d) != d:
                 raise ConflictError(f"{r.key} appears twice with different content", [r.key])
         now = self._clock()
+        keys = self.keys
+        # Keyed hashes once per result id (a correction and its original share one).
+        hmacs = {rid: keys.index(hospital_id, rid) for rid in {r.result_id for r in records}}
         with self._unit(write=True) as s:
             if s.get(Hospital, hospital_id) is None:
                 raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
-            existing = self._existing(s, hospital_id, {r.result_id for r in records})
+            existing = self._existing(s, hospital_id, hmacs)
             conflicts = [(hospital_id, rid, v) for (rid, v), d in wanted.items()
                          if (rid, v) in existing and existing[(rid, v)][0] != d]
             if conflicts:
@@ -187,34 +297,39 @@ class Store:
                 salt = self._salts(SALT_BYTES)
                 leaf = commit(r, salt)
                 new_leaves[key] = leaf
+                result_hmac = hmacs[r.result_id]
+                record_enc, salt_enc = keys.encrypt_version(record_context(hospital_id, result_hmac, r.version, leaf),
+                                                            r.to_json().encode("utf-8"), salt)
                 rows.append({
-                    "hospital_id": hospital_id, "result_id": r.result_id, "version": r.version,
-                    "status": r.status, "supersedes": r.supersedes, "record_json": r.to_json(),
-                    "content_digest": d, "salt": salt, "leaf_hash": leaf, "accepted_at": now,
+                    "hospital_id": hospital_id, "result_hmac": result_hmac, "version": r.version,
+                    "status": r.status, "supersedes": r.supersedes, "record_enc": record_enc,
+                    "content_digest": d, "salt_enc": salt_enc, "leaf_hash": leaf, "accepted_at": now,
                 })
                 out.append(Accepted(hospital_id, r.result_id, r.version, leaf, "accepted"))
             if rows:
                 # RETURNING in any order, matched back by key: asking SQLAlchemy to keep parameter order made
                 # it insert one row per statement on SQLite (no sentinel column), a third of submit's time.
                 returned = s.execute(insert(_RECORD_VERSIONS).returning(
-                    RecordVersion.id, RecordVersion.result_id, RecordVersion.version), rows).all()
-                ids = {(rid, v): i for i, rid, v in returned}
+                    RecordVersion.id, RecordVersion.result_hmac, RecordVersion.version), rows).all()
+                ids = {(h, v): i for i, h, v in returned}
                 s.execute(insert(_PENDING_LEAVES), [
-                    {"record_version_id": ids[key], "hospital_id": hospital_id, "accepted_at": now}
-                    for key in new_leaves])
+                    {"record_version_id": ids[(hmacs[rid], v)], "hospital_id": hospital_id, "accepted_at": now}
+                    for rid, v in new_leaves])
             return out
 
     @staticmethod
-    def _existing(s: Session, hospital_id: str, result_ids: Iterable[str]) -> dict[tuple[str, int], _Known]:
-        """(result_id, version) -> (content digest, leaf hash) of what this hospital already submitted."""
+    def _existing(s: Session, hospital_id: str, hmacs: Mapping[str, bytes]) -> dict[tuple[str, int], _Known]:
+        """(result_id, version) -> (content digest, leaf hash) of what this hospital already submitted;
+        ``hmacs`` maps each result id to its keyed hash, which is what the rows hold."""
         found: dict[tuple[str, int], _Known] = {}
-        ids = sorted(result_ids)
-        for i in range(0, len(ids), _IN_CHUNK):
-            q = select(RecordVersion.result_id, RecordVersion.version, RecordVersion.content_digest,
+        by_hmac = {h: rid for rid, h in hmacs.items()}
+        keys = sorted(by_hmac)
+        for i in range(0, len(keys), _IN_CHUNK):
+            q = select(RecordVersion.result_hmac, RecordVersion.version, RecordVersion.content_digest,
                        RecordVersion.leaf_hash).where(RecordVersion.hospital_id == hospital_id,
-                                                      RecordVersion.result_id.in_(ids[i:i + _IN_CHUNK]))
-            for rid, v, d, leaf in s.execute(q):
-                found[(rid, v)] = (d, leaf)
+                                                      RecordVersion.result_hmac.in_(keys[i:i + _IN_CHUNK]))
+            for h, v, d, leaf in s.execute(q):
+                found[(by_hmac[h], v)] = (d, leaf)
         return found
 
     @staticmethod
@@ -226,8 +341,13 @@ class Store:
 
     # -- sealing ------------------------------------------------------------------------------------
 
-    def seal(self, hospital_id: str, max_size: int, now: datetime | None = None) -> BatchHead | None:
-        """Seal up to ``max_size`` pending leaves of a hospital (oldest first) into its next batch."""
+    def seal(self, hospital_id: str, max_size: int, now: datetime | None = None,
+             sign: Callable[[BatchHead], BatchSignature] | None = None) -> BatchHead | None:
+        """Seal up to ``max_size`` pending leaves of a hospital (oldest first) into its next batch.
+
+        ``sign`` returns the hospital's signature of the new head (docs/signatures.md). It runs inside the
+        sealing transaction, so a node that signs never commits an unsigned batch: if it raises, nothing is
+        sealed — the leaves stay pending, the seq is not used — and the error propagates to the caller."""
         if max_size < 1:
             raise ValueError("max_size must be >= 1")
         with self._unit(write=True) as s:
@@ -245,7 +365,9 @@ class Store:
                 return None
             seq = (s.scalar(select(func.max(Batch.seq)).where(Batch.hospital_id == hospital_id)) or 0) + 1
             head, _tree = build_batch(hospital_id, seq, [p[1] for p in pending], now or self._clock())
-            s.add(Batch(hospital_id=hospital_id, seq=seq, size=head.size, root=head.root, sealed_at=head.sealed_at))
+            signature = None if sign is None else canonicalize(sign(head).to_obj()).decode("utf-8")
+            s.add(Batch(hospital_id=hospital_id, seq=seq, size=head.size, root=head.root, sealed_at=head.sealed_at,
+                        signature=signature))
             s.flush()
             s.execute(insert(BatchLeaf), [
                 {"hospital_id": hospital_id, "seq": seq, "leaf_index": i, "record_version_id": p[0]}
@@ -304,24 +426,37 @@ class Store:
     def versions(self, hospital_id: str, result_id: str) -> list[VersionInfo]:
         """Every version of a result, oldest first, with its batch position once sealed (asked on every
         verification: read through ``_read``)."""
+        rid = self.keys.index(hospital_id, result_id)
         with self._read() as conn:
-            rows = conn.execute(_VERSIONS, {"hid": hospital_id, "rid": result_id}).all()
+            rows = conn.execute(_VERSIONS, {"hid": hospital_id, "rid": rid}).all()
         if not rows:
             raise NotFoundError(f"no result {result_id!r} at hospital {hospital_id!r}")
         return [VersionInfo(*row) for row in rows]
 
     def record(self, hospital_id: str, result_id: str, version: int | None = None) -> ResultRecord:
+        """The stored record (decrypted and checked: DecryptionError, never another row's record)."""
+        rid = self.keys.index(hospital_id, result_id)
+        with self._read() as conn:  # one statement: the plain-connection path, like ``versions``
+            row = self._version_row(conn, hospital_id, rid, result_id, version)
+        context = record_context(hospital_id, rid, row.version, row.leaf_hash)
+        return ResultRecord.from_json(self._decrypt(RECORD_JSON, context, row.record_enc).decode("utf-8"))
+
+    def records(self, hospital_id: str) -> list[ResultRecord]:
+        """Every record version a hospital holds, decrypted, in the order they were accepted. Reads the
+        whole history: for exports, audits and tests, not for request paths (which look up by result id)."""
+        q = (select(RecordVersion.result_hmac, RecordVersion.version, RecordVersion.leaf_hash, RecordVersion.record_enc)
+             .where(RecordVersion.hospital_id == hospital_id).order_by(RecordVersion.id))
         with self._unit() as s:
-            row = self._version_row(s, hospital_id, result_id, version)
-            return ResultRecord.from_json(row.record_json)
+            rows = s.execute(q).all()
+        return [ResultRecord.from_json(self._decrypt(RECORD_JSON, record_context(hospital_id, rid, version, leaf),
+                                                     record_enc).decode("utf-8"))
+                for rid, version, leaf, record_enc in rows]
 
     @staticmethod
-    def _version_row(s: Session, hospital_id: str, result_id: str, version: int | None) -> RecordVersion:
-        q = select(RecordVersion).where(RecordVersion.hospital_id == hospital_id,
-                                        RecordVersion.result_id == result_id)
-        q = q.where(RecordVersion.version == version) if version is not None else \
-            q.order_by(RecordVersion.version.desc()).limit(1)
-        row = s.scalar(q)
+    def _version_row(conn: Connection | Session, hospital_id: str, rid: bytes, result_id: str,
+                     version: int | None) -> Row[int, int, bytes, bytes, bytes]:
+        params = {"hid": hospital_id, "rid": rid, "v": version}
+        row = conn.execute(_VERSION_ROW if version is not None else _LATEST_ROW, params).first()
         if row is None:
             what = f"version {version} of " if version is not None else ""
             raise NotFoundError(f"no {what}result {result_id!r} at hospital {hospital_id!r}")
@@ -330,21 +465,26 @@ class Store:
     def receipt(self, hospital_id: str, result_id: str, version: int | None = None) -> Receipt | None:
         """The mrl-receipt/1 of a record version, or None while it is not yet sealed into a batch. The
         anchor section is filled once the batch's anchor is confirmed."""
+        rid = self.keys.index(hospital_id, result_id)
         with self._unit() as s:
-            row = self._version_row(s, hospital_id, result_id, version)
+            row = self._version_row(s, hospital_id, rid, result_id, version)
             member = s.scalar(select(BatchLeaf).where(BatchLeaf.record_version_id == row.id))
             if member is None:
                 return None
             b = s.get(Batch, (hospital_id, member.seq))
             anchor = s.scalar(select(Anchor).where(and_(Anchor.hospital_id == hospital_id, Anchor.seq == member.seq,
                                                         Anchor.status == "confirmed")))
-            record_json, salt, leaf, index = row.record_json, row.salt, row.leaf_hash, member.leaf_index
+            leaf, index = row.leaf_hash, member.leaf_index
         assert b is not None  # the foreign key guarantees it
+        record_json, salt = self._open_version(hospital_id, rid, row.version, leaf, row.record_enc, row.salt_enc)
         tree = self._tree(hospital_id, member.seq)
         head = BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at)
         anchor_info = None
         if anchor is not None and anchor.tx_hash and anchor.block_hash and anchor.contract and anchor.chain_id:
             anchor_info = AnchorInfo(anchor.chain_id, anchor.contract, anchor.tx_hash,
                                      anchor.block_number or 0, anchor.block_hash)
+        # The stored section is parsed as strictly as a patient's receipt: a mangled column raises
+        # EncodingError here rather than travelling on to a doctor.
+        signature = None if b.signature is None else BatchSignature.from_obj(parse_json(b.signature))
         return Receipt(ResultRecord.from_json(record_json), salt, index, leaf, tuple(tree.inclusion_proof(index)),
-                       head, anchor_info)
+                       head, anchor_info, signature=signature)

@@ -11,6 +11,14 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from store import make_engine, migrate
+from store.crypto import ENV_KEY, ENV_KEY_FILE, MasterKey
+
+#: The master key of every store the tests open (docs/encryption.md). In the environment, not passed around,
+#: because that is where ``Store(engine)`` and every subprocess (the CLI, ``mrledger serve`` unless a test
+#: clears MRL_*) look for it; fixed, so all of them agree. Derived: sha256(b"mrledger test master key").
+TEST_MASTER_KEY = "8545faca3213250ac047bdb607abc4a0120151eb9dd451c73030549000f508a0"
+os.environ.pop(ENV_KEY_FILE, None)
+os.environ[ENV_KEY] = TEST_MASTER_KEY
 
 #: The PostgreSQL every machine (and CI) runs: trust auth, database `test`. Not skipped when absent:
 #: the store must be proven on the production database, so an unreachable server fails the run.
@@ -51,3 +59,9 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 def db_url(engine: Engine) -> str:
     """The URL of a test database, with credentials, for handing to a subprocess."""
     return engine.url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def master_key() -> MasterKey:
+    """The master key the tests' stores use (``TEST_MASTER_KEY``)."""
+    return MasterKey.from_text(TEST_MASTER_KEY)

@@ -351,13 +351,19 @@ def consistency(hid: HospitalPath, ledger: LedgerDep, principal: PrincipalDep) -
             responses=ERRORS)
 def access_log(ledger: LedgerDep, principal: PrincipalDep,
                hospital_id: Annotated[str | None, Query(pattern=f"^{HOSPITAL_ID_PATTERN}$")] = None,
+               result_id: Annotated[str | None, Query(min_length=1, max_length=128, description="Only accesses "
+                                                      "to this result (needs hospital_id)")] = None,
                limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
                offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0) -> AccessLogPage:
     """The access log holds identifiers and verdicts only, never record content, so auditors may page
-    through it; reading it is logged like any other audit read."""
+    through it; reading it is logged like any other audit read. The database holds result ids as keyed
+    hashes (they can embed patient identifiers): an auditor asking about one names it in clear and the
+    store looks up its hash (docs/encryption.md)."""
     authorize(principal, *ROLES)
-    with _audited(ledger, principal, "audit-access-log", hospital_id):
-        entries = ledger.access.entries(hospital_id=hospital_id, limit=limit, offset=offset)
+    if result_id is not None and hospital_id is None:
+        raise Problem(422, "validation", "Request does not match the schema", "result_id needs hospital_id")
+    with _audited(ledger, principal, "audit-access-log", hospital_id, result_id):
+        entries = ledger.access.entries(hospital_id=hospital_id, result_id=result_id, limit=limit, offset=offset)
     return AccessLogPage(entries=[AccessEntryOut(at=e.at, role=e.role, action=e.action, hospital_id=e.hospital_id,
                                                  result_id=e.result_id, version=e.version, verdict=e.verdict)
                                   for e in entries], limit=limit, offset=offset)

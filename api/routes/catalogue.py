@@ -34,16 +34,34 @@ class CategoryOut(BaseModel):
     window_days: int = Field(description="Default validity window of the category's items.")
 
 
+class CatalogueItemOut(ItemOut):
+    price: float | None = Field(None, description="What repeating the test costs, in the catalogue's `currency` "
+                                                  "(money saved by recognition counts it; docs/kpis.md).")
+
+
+class ReorderReasonOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    name: str
+    detail: str = Field(description="Free text with the reason: required, optional or none.")
+
+
 class CatalogueOut(BaseModel):
     model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
-        "title": "mrledger default catalogue", "categories": [
+        "title": "mrledger default catalogue", "currency": "CNY", "categories": [
             {"id": "clinical-biochemistry", "name": "Clinical biochemistry", "window_days": 7}],
         "items": [{"code": "2345-7", "system": "http://loinc.org", "name": "Glucose [Mass/volume] in Serum or Plasma",
-                   "category": "clinical-biochemistry", "window_days": 7}]}]})
+                   "category": "clinical-biochemistry", "window_days": 7, "price": 5.0}],
+        "reorder_reasons": [{"code": "emergency", "name": "Emergency", "detail": "optional"},
+                            {"code": "other", "name": "Other (explain)", "detail": "required"}]}]})
 
     title: str
+    currency: str = Field("CNY", description="ISO 4217 code of the prices.")
     categories: list[CategoryOut]
-    items: list[ItemOut]
+    items: list[CatalogueItemOut]
+    reorder_reasons: list[ReorderReasonOut] = Field(
+        default_factory=list, description="Reasons a doctor may give for repeating a test (POST /v1/decisions).")
 
 
 class GrantIn(BaseModel):
@@ -86,7 +104,8 @@ def _out(grant: Grant, now: datetime) -> GrantOut:
 
 
 @router.get("/catalogue", response_model=CatalogueOut, summary="The mutual-recognition catalogue (public)",
-            description="Categories and items this node recognises, each with its validity window. Editable "
+            description="Categories and items this node recognises, each with its validity window and price, and "
+                        "the reasons a doctor may give for repeating a test. Editable "
                         "configuration of the programme (`MRL_CATALOGUE_FILE`), not clinical advice. No token "
                         "needed.",
             responses=problems(404, 422, s404=("not-found", "Not found", "no category 'pet' in the catalogue", {}),
@@ -96,10 +115,13 @@ def catalogue(ledger: LedgerDep,
     cat = ledger.catalogue
     if category is not None and category not in cat.categories:
         raise Problem(404, "not-found", "Not found", f"no category {category!r} in the catalogue")
-    return {"title": cat.title,
+    return {"title": cat.title, "currency": cat.currency,
             "categories": [{"id": c.id, "name": c.name, "window_days": c.window_days}
                            for c in cat.categories.values() if category in (None, c.id)],
-            "items": [i.to_obj() for i in cat.items if category in (None, i.category)]}
+            "items": [{**i.to_obj(), "price": None if i.price_minor is None else i.price_minor / 100}
+                      for i in cat.items if category in (None, i.category)],
+            "reorder_reasons": [{"code": r.code, "name": r.name, "detail": r.detail}
+                                for r in cat.reorder_reasons.values()]}
 
 
 @router.put("/hospitals/{hid}/eligibility/{category}", response_model=GrantOut,

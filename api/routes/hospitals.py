@@ -7,7 +7,9 @@ from typing import Any
 from fastapi import APIRouter, status
 
 from api.deps import LedgerDep, PrincipalDep, authorize
+from api.problems import Problem
 from api.schemas import HospitalCreate, HospitalOut, HospitalSummary, problems
+from store.events import STREAM_SUFFIX, is_event_stream
 
 router = APIRouter(prefix="/v1", tags=["hospitals"])
 
@@ -22,6 +24,9 @@ router = APIRouter(prefix="/v1", tags=["hospitals"])
 )
 def register_hospital(body: HospitalCreate, ledger: LedgerDep, principal: PrincipalDep) -> HospitalOut:
     authorize(principal, "admin")
+    if is_event_stream(body.id):
+        raise Problem(422, "reserved-id", "Reserved hospital id",
+                      f"ids ending in {STREAM_SUFFIX} name event streams (docs/kpis.md), not hospitals")
     on_chain = ledger.register_hospital(body.id, body.name, body.submitters)
     return HospitalOut(id=body.id, name=body.name, on_chain_registered=on_chain)
 

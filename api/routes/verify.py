@@ -51,6 +51,11 @@ Three forms:
 `failed_check` names it), **unknown** (this ledger holds no such result, or cannot check the anchor's chain or
 registry), **pending** (genuine so far, anchor not confirmed yet). `superseded_by` names a newer version when the
 result was amended or corrected. Every verification is written to the access log (identities and verdict only).
+
+`signature`: the hospital's signature of the batch as this node checked it against its trust anchors
+(docs/signatures.md): `valid` with the `signer` (subject, issuer, serial, validity, fingerprint), `absent`,
+`not-checked`, or the failure's reason — a failed signature makes the verdict **tampered** with `failed_check`
+`signature`, and so does an unsigned receipt where this node requires signatures (`signature-missing`).
 """
 
 

@@ -65,7 +65,8 @@ def test_lineage_lists_versions_with_batch_and_anchor_and_flags_a_break(api: Api
     assert all(len(v["leaf_hash"]) == 64 for v in versions)
 
     # The store refuses a broken lineage at submission, so a break means someone edited the database.
-    sql(api, "UPDATE record_versions SET version = 5 WHERE result_id = 'R1' AND version = 3")
+    sql(api, "UPDATE record_versions SET version = 5 WHERE result_hmac = :h AND version = 3",
+        h=api.ledger.store.result_key(GZ, "R1"))
     broken = api.client.get(AUDIT_PATHS[0], headers=api.auth("admin")).json()
     assert broken["chain_intact"] is False and [v["version"] for v in broken["versions"]] == [1, 2, 5]
     assert any("[3, 4]" in b for b in broken["breaks"])

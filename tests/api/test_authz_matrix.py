@@ -100,6 +100,15 @@ TABLE = [
         lambda api, hid: {"reference": "EQA-2024-001"}),
     Row("DELETE", "/v1/hospitals/{hid}/eligibility/clinical-biochemistry", only({"admin"})),
     Row("GET", "/v1/hospitals/{hid}/eligibility", only({"admin", "doctor", "auditor"})),
+    # Recognition decisions (affiliated doctors), encounters (the hospital itself), KPIs and their audit.
+    Row("POST", "/v1/decisions", only({"doctor"}), lambda api, hid: {"verification_id": "01JD3S4V6Q8E2N7W0X5K9C1B2A",
+                                                                     "decision": "recognised"}),
+    Row("POST", "/v1/encounters", only({"own"}), lambda api, hid: {"hospital_id": hid, "encounters": [
+        {"encounter_id": "E1", "patient": {"value": "P1"}, "seen_at": "2024-05-01T08:00:00+08:00",
+         "retrieved": True}]}),
+    Row("GET", "/v1/kpis", AUDIT),
+    Row("GET", "/v1/kpis.csv", AUDIT),
+    Row("GET", "/v1/audit/decisions", AUDIT),
 ]
 
 
@@ -131,6 +140,9 @@ def seeded(tmp_path: Path) -> Api:
     engine = make_engine(f"sqlite:///{tmp_path / 'authz.db'}")
     migrate(engine)
     api = _make(Ledger(Store(engine)))
+    # The doctor is affiliated (doctor:<hid>, docs/kpis.md), as recording a decision requires; for every other
+    # route the kind, doctor, is what counts. An unaffiliated doctor's 403 is tested in test_decisions.py.
+    api.tokens["doctor"] = api.ledger.access.create_token(f"doctor:{OWN}", "test doctor", api.ledger.clock())
     for hid in (OWN, OTHER):
         api.ledger.submit(hid, [rec(1, hid)])
         api.ledger.store.seal(hid, 100)

@@ -118,7 +118,8 @@ def test_get_catalogue_is_public(api: Api) -> None:
     assert {c["id"] for c in body["categories"]} == SIX and len(body["items"]) == len(default_catalogue().items)
     glucose = next(i for i in body["items"] if i["code"] == "2345-7")
     assert glucose == {"code": "2345-7", "system": LOINC, "name": "Glucose [Mass/volume] in Serum or Plasma",
-                       "category": "clinical-biochemistry", "window_days": 7, "modalities": None, "body_parts": None}
+                       "category": "clinical-biochemistry", "window_days": 7, "modalities": None, "body_parts": None,
+                       "price": 5.0}
     ct = api.client.get("/v1/catalogue?category=ct").json()
     assert [c["id"] for c in ct["categories"]] == ["ct"] and {i["category"] for i in ct["items"]} == {"ct"}
     assert all(i["modalities"] == ["CT"] for i in ct["items"])

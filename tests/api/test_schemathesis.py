@@ -9,6 +9,7 @@ database, PostgreSQL is covered by the other API tests).
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
 from api.app import create_app
 from api.service import Ledger
+from ledger.records import HOSPITAL_ID_PATTERN
 from store import Store, make_engine, migrate
 from tests.api.conftest import Api, _make
 from tests.store.test_repository import rec
@@ -36,6 +38,7 @@ def seeded(tmp_path: Path) -> Api:
     api = _make(Ledger(Store(engine)))
     api.ledger.submit(OWN, [rec(1)])
     api.ledger.store.seal(OWN, 100)
+    api.tokens[f"doctor:{OWN}"] = api.ledger.access.create_token(f"doctor:{OWN}", "doctor", api.ledger.clock())
     return api
 
 
@@ -59,6 +62,13 @@ def _headers(case: Any, tokens: dict[str, str]) -> dict[str, str]:
         name = next(iter(case.path_parameters))
         case.path_parameters[name] = OWN
         return {"Authorization": f"Bearer {tokens[f'hospital:{OWN}']}"}
+    if case.method == "POST" and case.path == "/v1/encounters":  # the hospital's own report, pinned likewise
+        hid = case.body.get("hospital_id") if isinstance(case.body, dict) else None
+        if isinstance(hid, str) and re.fullmatch(HOSPITAL_ID_PATTERN, hid):  # a deliberately invalid id stays
+            case.body["hospital_id"] = OWN
+        return {"Authorization": f"Bearer {tokens[f'hospital:{OWN}']}"}
+    if case.method == "POST" and case.path == "/v1/decisions":  # only an affiliated doctor may decide
+        return {"Authorization": f"Bearer {tokens[f'doctor:{OWN}']}"}
     return {"Authorization": f"Bearer {tokens['admin']}"}
 
 

@@ -2,9 +2,10 @@
 data dir, driven over HTTP and through the CLI.
 
 What is proven: a fresh start needs no configuration and leaves its secrets 0600; results go from a 202 to a
-receipt that verifies on chain; after ``kill -9`` with results pending (anvil outliving its parent), a restart
-on the same data dir stops the orphaned anvil without losing its chain and anchors every accepted result
-exactly once; Ctrl-C shuts everything down with exit 0 and the chain saved.
+receipt that verifies on chain, signed by its hospital with a key the dev CA issued when it was registered;
+after ``kill -9`` with results pending (anvil outliving its parent), a restart on the same data dir stops
+the orphaned anvil without losing its chain and anchors every accepted result exactly once; Ctrl-C shuts
+everything down with exit 0 and the chain saved.
 """
 
 from __future__ import annotations
@@ -159,8 +160,10 @@ def _wait_receipts(client: httpx.Client, node: Node, tokens: dict[str, str], acc
 def test_serve_end_to_end_and_crash_recovery(node: Node, tmp_path: Path) -> None:
     info = node.start()
     data = node.data_dir
-    for secret in ("admin-token", "admin.key", "submitter.key"):
+    for secret in ("admin-token", "admin.key", "submitter.key", "master.key", "pki/root.key.pem",
+                   "pki/intermediate.key.pem"):
         assert _mode(data / secret) == 0o600, secret
+    assert info["signs_batches"] and info["require_signatures"]  # the embedded default signs, with a dev CA
     admin_token = (data / "admin-token").read_text().strip()
     assert admin_token.startswith("mrl_")
     assert f"{node.api}" in node.log and "/docs" in node.log and str(data / "admin-token") in node.log
@@ -180,9 +183,19 @@ def test_serve_end_to_end_and_crash_recovery(node: Node, tmp_path: Path) -> None
         receipts = _wait_receipts(client, node, tokens, accepted)
         path = tmp_path / "receipt.json"
         path.write_text(json.dumps(receipts["gz-001", "LAB-00002"]))
-        verified = node.cli("verify", str(path), "--rpc", info["rpc_url"], "--json")
+        # Every batch is signed: the hospitals registered over the API got keys from the dev CA on the fly.
+        assert all("signature" in r for r in receipts.values())
+        for hid in HOSPITALS:
+            [key] = (data / "pki" / "hospitals" / hid).glob("*.key.pem")
+            assert _mode(key) == 0o600
+        trust = ["--trust", *info["trust_anchors"], "--intermediate", *info["trust_intermediates"]]
+        verified = node.cli("verify", str(path), "--rpc", info["rpc_url"], "--json", *trust)
         assert verified.returncode == 0, verified.stdout + verified.stderr
-        assert json.loads(verified.stdout)["status"] == "valid"
+        out = json.loads(verified.stdout)
+        assert out["status"] == "valid" and out["signature"]["status"] == "valid"
+        assert out["signature"]["signer"]["hospital_id"] == "gz-001"
+        answer = client.post(f"{node.api}/verify", json={"receipt": receipts["gz-001", "LAB-00002"]}).json()
+        assert answer["verdict"] == "authentic" and answer["signature"]["status"] == "valid", answer
 
         # ---- crash with results pending: kill -9 right after the 202s, before the sealer's interval is up
         for start in (100, 200, 300):
@@ -191,7 +204,7 @@ def test_serve_end_to_end_and_crash_recovery(node: Node, tmp_path: Path) -> None
         assert node.proc is not None
         node.proc.kill()
         node.proc.wait()
-        at_crash = Store.open(f"sqlite:///{data / 'mrledger.db'}")
+        at_crash = Store.open(f"sqlite:///{data / 'mrledger.db'}", master_key=data / "master.key")
         assert at_crash.pending_count() > 0  # the crash did hit results not yet sealed
         at_crash.engine.dispose()
         orphan = int((data / "anvil.pid").read_text())
@@ -212,7 +225,7 @@ def test_serve_end_to_end_and_crash_recovery(node: Node, tmp_path: Path) -> None
     events = reg.anchored_events(w3, info2["contract"])
     counts = Counter((e.hospital_key, e.seq) for e in events)
     assert counts and max(counts.values()) == 1, counts
-    store = Store.open(f"sqlite:///{data / 'mrledger.db'}")
+    store = Store.open(f"sqlite:///{data / 'mrledger.db'}", master_key=data / "master.key")
     for h in HOSPITALS:
         batches = store.batches(h)
         assert reg.last_seq(w3, info2["contract"], hospital_key(h)) == len(batches) >= 2
@@ -222,8 +235,10 @@ def test_serve_end_to_end_and_crash_recovery(node: Node, tmp_path: Path) -> None
 
     assert node.stop() == 0
     assert admin_token not in node.log and "mrl_" not in node.log  # tokens never logged
-    for key_file in ("admin.key", "submitter.key"):
-        assert (data / key_file).read_text().strip() not in node.log
+    for key_file in ("admin.key", "submitter.key", "master.key",
+                     *(str(p.relative_to(data)) for p in data.rglob("*.key.pem"))):
+        lines = [line for line in (data / key_file).read_text().splitlines() if line and "-----" not in line]
+        assert lines and not any(line in node.log for line in lines), key_file  # keys never logged
 
 
 def test_ctrl_c_stops_everything_and_saves_the_chain(node: Node) -> None:

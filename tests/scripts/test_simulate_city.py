@@ -80,3 +80,21 @@ def test_recognition_rate_is_recognised_over_authentic(runs: list[dict[str, Any]
 def test_same_seed_same_counts(runs: list[dict[str, Any]]) -> None:
     first, second = ({k: v for k, v in r.items() if k not in TIMING} for r in runs)
     assert first == second
+
+
+def test_decisions_are_recorded_and_the_kpis_match_the_api(runs: list[dict[str, Any]]) -> None:
+    r = runs[0]
+    k, c = r["kpis"], r["kpi_counts"]
+    assert set(k) == {"retrieval_rate", "recognition_rate", "tests_avoided", "money_saved", "matches_api"}
+    assert k["matches_api"] is True  # GET /v1/kpis says exactly what the simulation sent
+    assert c["errors"] == 0, c["error_examples"]
+    assert c["decisions"] == r["verifications"] == c["retrieved"] <= c["encounters"]  # one per verification
+    assert c["recognisable"] == r["recognised"]  # the programme's "recognise" verdicts
+    assert c["recognised"] + c["reordered"] == c["decisions"] and sum(c["reorder_reasons"].values()) == c["reordered"]
+    assert k["retrieval_rate"] == round(c["retrieved"] / c["encounters"], 6)
+    assert k["recognition_rate"] == round(c["recognised"] / c["recognisable"], 6)
+    assert 0 < k["tests_avoided"] <= r["reorders_avoided"] and k["money_saved"] > 0
+    # Every decision and encounter is anchored, and the KPI tables agree with the anchored records.
+    assert c["anchored_records"] == c["decisions"] + c["encounters"]
+    assert r["decision_audit"] == {"ok": True, "records": c["decisions"] + c["encounters"], "problems": 0,
+                                   "chain_checked": True}

@@ -1,6 +1,7 @@
 // The /audit page: a hospital's batches in seq order with gaps, a chart of batch sizes and anchoring
 // delay, and the lineage of a result. The auditor token lives in sessionStorage (this tab only).
 import { apply, mountSwitcher, t } from "./i18n.js";
+import { mountKpis, renderKpis } from "./kpi.js";
 
 const $ = (id) => document.getElementById(id);
 const NS = "http://www.w3.org/2000/svg";
@@ -169,6 +170,7 @@ async function hospitals() {
 $("load").addEventListener("click", load);
 $("lineage-go").addEventListener("click", lineage);
 $("token").addEventListener("change", hospitals);
-mountSwitcher($("lang"), () => { apply(); render(); });
+mountKpis();
+mountSwitcher($("lang"), () => { apply(); render(); renderKpis(); });
 if ($("token").value) hospitals();
 document.body.dataset.ready = "1";

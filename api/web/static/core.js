@@ -66,7 +66,8 @@ export async function rootFromInclusion(index, size, leaf, path) {
 
 // ---- offline receipt check (docs/receipt.md §10) -------------------------------------------------
 const HEX64 = /^[0-9a-f]{64}$/, HEX32 = /^[0-9a-f]{32}$/, UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
-const FIELDS = ["format", "record", "salt", "leaf", "audit_path", "batch", "anchor", "extensions", "critical"];
+const FIELDS = ["format", "record", "salt", "leaf", "audit_path", "batch", "anchor", "signature", "extensions",
+  "critical"];
 const isInt = (v, min = 0) => Number.isInteger(v) && v >= min;
 const same = (obj, keys) => obj && typeof obj === "object" && !Array.isArray(obj) &&
   Object.keys(obj).sort().join() === [...keys].sort().join();
@@ -99,6 +100,13 @@ function formatProblem(r) {
   if (a != null && (!same(a, ["chain_id", "contract", "tx_hash", "block_number", "block_hash"]) ||
       !isInt(a.chain_id, 1) || !isInt(a.block_number) || !/^0x[0-9a-fA-F]{40}$/.test(a.contract) ||
       !/^0x[0-9a-fA-F]{64}$/.test(a.tx_hash) || !/^0x[0-9a-fA-F]{64}$/.test(a.block_hash))) return "anchor";
+  // The hospital's signature (docs/signatures.md §3): only its shape here. X.509 paths and CRLs are the
+  // node's job; the page shows the node's result, never its own opinion of a certificate.
+  const s = r.signature;
+  if ("signature" in r && (!same(s, ["alg", "chain_id", "contract", "value", "certificates"]) ||
+      typeof s.alg !== "string" || !isInt(s.chain_id, 1) || !/^0x[0-9a-f]{40}$/.test(s.contract) ||
+      typeof s.value !== "string" || !Array.isArray(s.certificates) || s.certificates.length < 1 ||
+      s.certificates.length > 4 || !s.certificates.every((c) => typeof c === "string"))) return "signature";
   const ext = r.extensions ?? {}, crit = r.critical ?? [];
   if (typeof ext !== "object" || Array.isArray(ext)) return "extensions must be an object";
   if (!Array.isArray(crit) || !crit.every((c) => typeof c === "string" && c in ext)) return "critical";

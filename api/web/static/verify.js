@@ -2,6 +2,7 @@
 // check first (receipts), then the ledger (POST /v1/verify), then optionally the doctor's own JSON-RPC endpoint.
 // A FHIR resource has no proof to check offline: the ledger maps it as intake did and finds its version.
 import { checkRootOnChain, decodeQrText, isQrText, receiptFromReference, verifyOffline } from "./core.js";
+import { mountDecision, showDecision } from "./decision.js";
 import { apply, mountSwitcher, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
@@ -39,6 +40,19 @@ function fact(dl, key, value, href) {
   dl.append(dt, dd);
 }
 
+// The hospital's signature as the node checked it (the page re-checks no X.509: it says so).
+function signatureText(server, receipt) {
+  const sig = server && server.signature, signed = receipt && receipt.signature;
+  if (!sig) return signed ? t("sig.notasked") : null;
+  if (sig.status === "valid" && sig.signer) {
+    return `${t("sig.valid")} ${sig.signer.subject} (${sig.signer.hospital_id}) — ${t("sig.node")}`;
+  }
+  if (sig.status === "absent") return t("sig.absent");
+  if (sig.status === "not-checked") return signed ? t("sig.notchecked") : null;
+  const check = (server.checks || []).find((c) => c.name === "signature");
+  return `${t("sig.fail")}: ${check && check.detail ? check.detail : sig.status} — ${t("sig.node")}`;
+}
+
 const local = (iso) => (iso ? new Date(iso).toLocaleString(document.documentElement.lang) + ` (${iso})` : null);
 
 function render() {
@@ -72,6 +86,7 @@ function render() {
     if (kind === "authentic" && server.superseded_by) kind = "superseded";
     word = t("v." + kind);
     if (server.recognition) sub = t("rec." + server.recognition.decision);
+    if (server.failed_check === "signature") sub = `${t("sig.fail")}: ${server.signature ? server.signature.status : ""}`;
   } else if (offline) { kind = offline.status === "valid" ? "unknown" : "pending"; word = t("v." + kind); sub = t("v.offline-only"); }
   else { kind = "unknown"; word = t("v.unknown"); sub = error ? `${t("srv.error")}: ${error}` : ""; }
   setVerdict(kind, word, sub);
@@ -88,6 +103,7 @@ function render() {
   fact(dl, "d.anchored", local(s.anchored_at));
   fact(dl, "d.block", s.block_number ?? a.block_number);
   fact(dl, "d.conf", s.confirmations ?? (chain && chain.ok ? chain.confirmations : null));
+  fact(dl, "d.signature", signatureText(server, receipt));
   const tx = s.tx_hash || a.tx_hash, tpl = $("explorer").value.trim();
   fact(dl, "d.tx", tx, tx && tpl.includes("{tx}") ? tpl.replace("{tx}", tx) : null);
   if (s.superseded_by) fact(dl, "d.superseded", `${s.superseded_by.version} (${s.superseded_by.status}, ${s.superseded_by.issued})`);
@@ -96,6 +112,7 @@ function render() {
   const checks = (s.checks || (offline && offline.checks) || []).map((c) => `${c.ok ? "✔" : "✘"} ${c.name}`).join("  ");
   fact(dl, "d.checks", checks);
   $("details").hidden = false;
+  showDecision(server); // recognise / reorder buttons, with a doctor token (decision.js)
 }
 
 async function postVerify(body, auth) {
@@ -260,5 +277,6 @@ $("file").addEventListener("change", (e) => e.target.files[0] && guard(() => fro
 $("cam").addEventListener("click", () => guard(camera));
 $("go-record").addEventListener("click", () => guard(checkRecord));
 $("go-fhir").addEventListener("click", () => guard(checkFhir));
+mountDecision();
 mountSwitcher($("lang"), () => { apply(); render(); });
 document.body.dataset.ready = "1";
