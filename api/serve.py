@@ -415,6 +415,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             sealer.reconcile_hospitals(grace=0)
             ledger.access.start_buffering()
             stack.callback(ledger.access.close)  # flushes the buffered access log on the way out
+            ledger.events.start_buffering()  # verification ids (decisions look them up after a flush)
+            stack.callback(ledger.events.close)
             token_file = _admin_token(ledger, data_dir)
             if settings.worker:
                 stack.enter_context(exclusive(store.engine, f"anchoring-worker:{submitter.address}"))
