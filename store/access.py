@@ -9,23 +9,20 @@ its recognition decisions count for that hospital (docs/kpis.md); a plain ``doct
 from __future__ import annotations
 
 import hashlib
-import logging
-import queue
 import re
 import secrets
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, insert, select
 
+from store.buffer import BufferedWriter
 from store.crypto import ACCESS_RESULT_ID, access_context
 from store.errors import NotFoundError, SubmissionError
 from store.events import is_event_stream
 from store.models import AccessLog, ApiToken, Hospital
 from store.repository import Store
 
-log = logging.getLogger("mrledger.access")
 TOKEN_PREFIX = "mrl_"
 ROLE_PATTERN = re.compile(r"^(admin|doctor|auditor|(hospital|doctor):[A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
 
@@ -76,10 +73,7 @@ def _digest(token: str) -> bytes:
 class Access:
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._queue: queue.SimpleQueue[dict[str, object]] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._flush_lock = threading.Lock()
+        self._buffer = BufferedWriter(self._write, "access-log")
 
     def create_token(self, role: str, label: str, now: datetime) -> str:
         """A new token for ``role``; the clear token is returned once and never stored."""
@@ -122,62 +116,24 @@ class Access:
         row: dict[str, object] = {"at": now, "token_id": who.token_id, "role": who.role, "action": action,
                                   "hospital_id": hospital_id, "result_hmac": result_hmac, "result_enc": result_enc,
                                   "version": version, "verdict": verdict}
-        if self._queue is not None:
-            self._queue.put(row)
-            return
-        self._write([row])
+        self._buffer.put(row)
 
     def _write(self, rows: list[dict[str, object]]) -> None:
         with self._store._unit(write=True) as s:
             s.execute(insert(AccessLog), rows)
 
-    # -- buffered mode (mrledger serve) ------------------------------------------------------------------
-    # Why: one committed insert per verification took 37 % of a verification's time under load, mostly
-    # waiting for SQLite's single write lock against ingest (scripts/bench_api.py, py-spy). Buffered, a
-    # background thread writes the entries in one transaction every ``interval`` seconds. The price, stated
-    # in docs/anchoring.md: a crash (not a clean stop, which flushes) can lose the last interval's entries.
+    # -- buffered mode (mrledger serve): store/buffer.py says why ---------------------------------------
 
     def start_buffering(self, interval: float = 0.1) -> None:
-        if self._queue is not None:
-            return
-        self._queue = queue.SimpleQueue()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drain_loop, args=(interval,), name="access-log", daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        rows: list[dict[str, object]] = []
-        assert self._queue is not None
-        while True:
-            try:
-                rows.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        if rows:
-            self._write(rows)
-
-    def _drain_loop(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            try:
-                self._drain()
-            except Exception:  # the database is busy or down: keep the entries for the next round
-                log.warning("access log write failed; retrying", exc_info=True)
+        self._buffer.start(interval)
 
     def flush(self) -> None:
-        """Write what is buffered now (readers of the log call this, so they see their own requests)."""
-        if self._queue is not None:
-            with self._flush_lock:
-                self._drain()
+        """Write what is buffered now (readers call this, so they see their own requests)."""
+        self._buffer.flush()
 
     def close(self) -> None:
-        """Stop buffering and write everything still queued (clean shutdown loses nothing)."""
-        if self._queue is None:
-            return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.flush()
-        self._queue = None
+        """Stop buffering and write everything still queued (a clean stop loses nothing)."""
+        self._buffer.close()
 
     def entries(self, *, hospital_id: str | None = None, result_id: str | None = None, limit: int = 100,
                 offset: int = 0) -> list[AccessEntry]:

@@ -15,9 +15,6 @@ resolves to the same record, indexes it. The index rows hold every committed fie
 from __future__ import annotations
 
 import json
-import logging
-import queue
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ledger import canonicalize
+from store.buffer import BufferedWriter
 from store.errors import NotFoundError
 from store.events import (
     STREAM_SUFFIX,
@@ -40,8 +38,6 @@ from store.events import (
 )
 from store.models import Anchor, Batch, BatchLeaf, Decision, Encounter, Hospital, RecordVersion, Verification
 from store.repository import Store
-
-log = logging.getLogger("mrledger.decisions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +104,7 @@ class EventIndex:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._queue: queue.SimpleQueue[dict[str, object]] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._flush_lock = threading.Lock()
+        self._buffer = BufferedWriter(self._write, "verifications")
 
     # -- verifications --------------------------------------------------------------------------------
 
@@ -120,10 +113,7 @@ class EventIndex:
             "id": v.id, "at": v.at, "token_id": v.token_id, "role": v.role, "hospital_id": v.hospital_id,
             "result_ref": v.result_ref, "version": v.version, "verdict": v.verdict, "recognition": v.recognition,
             "reasons": join_codes(v.reasons), "category": v.category, "items": _items_json(v.items)}
-        if self._queue is not None:
-            self._queue.put(row)
-        else:
-            self._write([row])
+        self._buffer.put(row)
 
     def verification(self, verification_id: str) -> VerificationRow | None:
         self.flush()
@@ -138,49 +128,18 @@ class EventIndex:
         with self._store._unit(write=True) as s:
             s.execute(insert(Verification), rows)
 
+    # -- buffered mode (mrledger serve): store/buffer.py says why ---------------------------------------
+
     def start_buffering(self, interval: float = 0.1) -> None:
-        """Buffer verification rows and write them every ``interval`` seconds (``mrledger serve``)."""
-        if self._queue is not None:
-            return
-        self._queue = queue.SimpleQueue()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drain_loop, args=(interval,), name="verifications",
-                                        daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        rows: list[dict[str, object]] = []
-        assert self._queue is not None
-        while True:
-            try:
-                rows.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        if rows:
-            self._write(rows)
-
-    def _drain_loop(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            try:
-                with self._flush_lock:
-                    self._drain()
-            except Exception:  # the database is busy or down: the rows are lost only on a crash
-                log.warning("verification log write failed; retrying", exc_info=True)
+        self._buffer.start(interval)
 
     def flush(self) -> None:
-        if self._queue is not None:
-            with self._flush_lock:
-                self._drain()
+        """Write what is buffered now (readers call this, so they see their own requests)."""
+        self._buffer.flush()
 
     def close(self) -> None:
-        """Stop buffering and write what is queued (a clean stop loses nothing)."""
-        if self._queue is None:
-            return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.flush()
-        self._queue = None
+        """Stop buffering and write everything still queued (a clean stop loses nothing)."""
+        self._buffer.close()
 
     # -- the index --------------------------------------------------------------------------------------
 
