@@ -1,10 +1,9 @@
 // The /audit page: a hospital's batches in seq order with gaps, a chart of batch sizes and anchoring
 // delay, and the lineage of a result. The auditor token lives in sessionStorage (this tab only).
 import { apply, mountSwitcher, t } from "./i18n.js";
-import { mountKpis, renderKpis } from "./kpi.js";
+import { el, mountKpis, renderKpis, svg } from "./kpi.js";
 
 const $ = (id) => document.getElementById(id);
-const NS = "http://www.w3.org/2000/svg";
 let state = null;
 
 $("token").value = sessionStorage.getItem("mrl.auditToken") || "";
@@ -23,20 +22,6 @@ async function rpc(url, method, params) {
   const res = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" },
                                  body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }) });
   return (await res.json()).result;
-}
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-  e.append(...children);
-  return e;
-}
-
-function svg(tag, attrs = {}, text) {
-  const e = document.createElementNS(NS, tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-  if (text !== undefined) e.textContent = text;
-  return e;
 }
 
 async function load() {

@@ -8,14 +8,15 @@ const NS = "http://www.w3.org/2000/svg";
 const COLOURS = ["#1a5fb4", "#a4161a", "#0b6b2b", "#5a189a", "#7a4100", "#00607a", "#8a1c7c", "#3d3d3d"];
 let report = null;
 
-function el(tag, attrs = {}, ...children) {
+// Shared with audit.js (it imports these rather than keeping copies).
+export function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
   e.append(...children);
   return e;
 }
 
-function svg(tag, attrs = {}, text) {
+export function svg(tag, attrs = {}, text) {
   const e = document.createElementNS(NS, tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
   if (text !== undefined) e.textContent = text;
