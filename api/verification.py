@@ -23,8 +23,6 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from sqlalchemy import bindparam, func, select
-
 from anchoring.errors import AnchoringError
 from anchoring.verify import verify_on_chain
 from api import intake
@@ -45,17 +43,9 @@ from ledger.records import format_time
 from store import NotFoundError, Store, VersionInfo
 from store.anchors import Outbox
 from store.eligibility import Eligibility
-from store.models import Batch
 
 if TYPE_CHECKING:
     from api.service import ChainContext
-
-#: (first signed seq of a hospital, whether this ledger holds batch ``seq``): the legacy-receipt rule.
-_SIGNED_FROM = select(
-    select(func.min(Batch.seq)).where(Batch.hospital_id == bindparam("hid"), Batch.signature.is_not(None))
-    .scalar_subquery(),
-    select(func.count()).where(Batch.hospital_id == bindparam("hid"), Batch.seq == bindparam("seq"))
-    .scalar_subquery())
 
 #: ``revoked``: genuine (authentic or pending), but the result's latest version is ``entered-in-error``.
 VerdictName = Literal["authentic", "tampered", "unknown", "pending", "revoked"]
@@ -175,16 +165,9 @@ class Verifier:
         offline = verify_receipt(receipt, trust=self.trust)
         r = offline.receipt
         if (self.require_signatures and r is not None and r.signature is None and offline.status != "invalid"
-                and not self._sealed_before_signing(r.batch.hospital_id, r.batch.seq)):
+                and not self.store.sealed_before_signing(r.batch.hospital_id, r.batch.seq)):
             offline = verify_receipt(r, trust=self.trust, require_signature=True)
         return offline
-
-    def _sealed_before_signing(self, hospital_id: str, seq: int) -> bool:
-        """This ledger holds batches of the hospital, and ``seq`` precedes its first signed one (or none is
-        signed). Unknown hospitals and batches get no such allowance."""
-        with self.store._read() as conn:
-            first, held = conn.execute(_SIGNED_FROM, {"hid": hospital_id, "seq": seq}).one()
-        return bool(held) and (first is None or seq < first)
 
     # -- by receipt ---------------------------------------------------------------------------------
 

@@ -93,6 +93,12 @@ class VersionInfo:
 #: Core tables for the bulk inserts of a submission (the ORM's per-row bookkeeping is not needed there).
 _RECORD_VERSIONS = cast(Table, RecordVersion.__table__)
 _PENDING_LEAVES = cast(Table, PendingLeaf.__table__)
+#: (first signed seq of a hospital, whether this ledger holds batch ``seq``): ``sealed_before_signing``.
+_SIGNED_FROM = select(
+    select(func.min(Batch.seq)).where(Batch.hospital_id == bindparam("hid"), Batch.signature.is_not(None))
+    .scalar_subquery(),
+    select(func.count()).where(Batch.hospital_id == bindparam("hid"), Batch.seq == bindparam("seq"))
+    .scalar_subquery())
 _VERSIONS = (
     select(RecordVersion.version, RecordVersion.status, RecordVersion.supersedes, RecordVersion.leaf_hash,
            RecordVersion.accepted_at, BatchLeaf.seq, BatchLeaf.leaf_index)
@@ -394,6 +400,14 @@ class Store:
             return int(s.scalar(q) or 0)
 
     # -- reading ------------------------------------------------------------------------------------
+
+    def sealed_before_signing(self, hospital_id: str, seq: int) -> bool:
+        """This ledger holds batch ``seq`` of the hospital, and it precedes the hospital's first signed batch
+        (or none is signed): the allowance for receipts handed out before signing was switched on. Unknown
+        hospitals and batches get none (api/verification.py)."""
+        with self._read() as conn:
+            first, held = conn.execute(_SIGNED_FROM, {"hid": hospital_id, "seq": seq}).one()
+        return bool(held) and (first is None or seq < first)
 
     def batch(self, hospital_id: str, seq: int) -> BatchHead:
         with self._unit() as s:
