@@ -257,7 +257,16 @@ def test_cache_only_answers_from_the_caches_or_raises_before_asking(chain: Chain
         final = verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)
     assert final.status == "valid" and final.extra["confirmations"] >= DEPTH
     assert (counting.batch_of, counting.blocks) == before
-    clock.tick(1.0)  # the head is now older than max_age
+    seen = reader.head()
+    chain.mine(2)
+    clock.tick(1.0)  # the head is now older than max_age, but not by much: served, refreshed in the background
+    with averify.cache_only():
+        assert reader.head() == seen
+    assert reader.refresher is not None
+    reader.refresher.join(10)
+    with averify.cache_only():
+        assert reader.head() == seen + 2  # the refreshed number, still without a round trip here
+    clock.tick(10.0)  # long stale: never served, and an event loop must not wait for the node
     with averify.cache_only(), pytest.raises(averify.CacheMiss):
         reader.head()
     assert not averify._CACHE_ONLY.get()  # the mode ends with the block
