@@ -1,0 +1,66 @@
+"""Many-row statements handed to the driver as they are: no per-row work in SQLAlchemy.
+
+Why: a submission inserts 1,000 rows of ten columns. Through ``Session.execute(insert(table), rows)``
+SQLAlchemy builds each row's parameters in Python and runs every value through its type's bind
+processor (``LargeBinary`` wraps bytes the drivers take as they are; the datetime is formatted once per
+value although a request stamps every row with the same instant). cProfile of ``Store.submit`` on SQLite
+(30,000 records in 1,000-record requests): ``_init_compiled`` and the processors were 32 % of the time.
+
+So the statement is compiled once per dialect, and ``run`` passes rows straight to the DB-API's
+``executemany``. The price is that callers must pass values the driver takes unprocessed — ``str``,
+``int``, ``bytes``, ``None`` — and run anything else through ``processed`` themselves (once, where a
+value is the same in every row). Column defaults are not applied: name every column the row needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Column, Connection, Insert, bindparam, insert
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+
+
+class DriverInsert:
+    """One INSERT (or INSERT … SELECT) with bind parameters ``names``; rows are tuples in that order."""
+
+    def __init__(self, statement: Insert, names: Sequence[str]) -> None:
+        self.statement, self.names = statement, tuple(names)
+        self._compiled: dict[str, tuple[str, tuple[int, ...] | None]] = {}
+
+    @classmethod
+    def values(cls, table: Any, columns: Sequence[str]) -> DriverInsert:
+        """A plain multi-row INSERT of ``columns`` of ``table`` (bind names = column names)."""
+        return cls(insert(table).values({c: bindparam(c) for c in columns}), columns)
+
+    def _sql(self, dialect: Dialect) -> tuple[str, tuple[int, ...] | None]:
+        """The SQL text and, for positional paramstyles, where each placeholder's value sits in a row
+        (None for named paramstyles, which take dicts)."""
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            compiled = self.statement.compile(dialect=dialect)
+            assert isinstance(compiled, SQLCompiler)
+            order = (tuple(self.names.index(name) for name in compiled.positiontup or ())
+                     if compiled.positional else None)
+            found = self._compiled[dialect.name] = (compiled.string, order)
+        return found
+
+    def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        sql, order = self._sql(conn.dialect)
+        params: Sequence[Any]
+        if order is None:
+            params = [dict(zip(self.names, row, strict=True)) for row in rows]
+        elif order == tuple(range(len(self.names))):
+            params = rows
+        else:
+            params = [tuple(row[i] for i in order) for row in rows]
+        conn.exec_driver_sql(sql, params)
+
+
+def processed(column: Column[Any] | Any, value: Any, dialect: Dialect) -> Any:
+    """``value`` as ``column``'s type would hand it to the driver (its bind processor, if any)."""
+    process = column.type._cached_bind_processor(dialect)
+    return value if process is None else process(value)
