@@ -269,23 +269,36 @@ class SigningKeys:
 
 class SignStats:
     """Time spent signing batches (signature and self-check), as a Prometheus histogram's cumulative
-    buckets, sum and count. Kept in process memory: it measures this node's sealer, not the ledger."""
+    buckets, sum and count. Kept in memory: it measures this node's sealer, not the ledger. ``memory``:
+    shared cells (``api.background.shared_sign_stats``), when the sealer runs in another process than
+    the /metrics endpoint; ``cells`` of them, the bucket counts then the sum."""
 
-    def __init__(self, buckets: Sequence[float] = SIGN_BUCKETS) -> None:
+    def __init__(self, buckets: Sequence[float] = SIGN_BUCKETS, memory: Any = None) -> None:
         self.buckets = tuple(buckets)
-        self._counts = [0] * (len(self.buckets) + 1)
-        self._sum = 0.0
-        self._lock = threading.Lock()
+        self.memory = memory
+        size = self.cells(self.buckets)
+        if memory is None:
+            self._cells: Any = [0.0] * size
+            self._lock: Any = threading.Lock()
+        else:
+            if len(memory) != size:
+                raise ValueError(f"shared sign stats need {size} cells, got {len(memory)}")
+            self._cells, self._lock = memory, memory.get_lock()
+
+    @staticmethod
+    def cells(buckets: Sequence[float] = SIGN_BUCKETS) -> int:
+        return len(buckets) + 2  # each bucket, +Inf, the sum
 
     def observe(self, seconds: float) -> None:
         with self._lock:
-            self._counts[bisect_left(self.buckets, seconds)] += 1
-            self._sum += seconds
+            self._cells[bisect_left(self.buckets, seconds)] += 1
+            self._cells[-1] += seconds
 
     def snapshot(self) -> tuple[list[tuple[str, int]], float, int]:
         """(cumulative (le, count) pairs ending with +Inf, sum, count)."""
         with self._lock:
-            counts, total = list(self._counts), self._sum
+            values = list(self._cells)
+        counts, total = [int(v) for v in values[:-1]], values[-1]
         cumulative, running = [], 0
         for bound, n in zip((*[repr(b) for b in self.buckets], "+Inf"), counts, strict=True):
             running += n

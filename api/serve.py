@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,8 @@ from web3 import Web3
 
 from anchoring.deploy import deploy_and_record
 from anchoring.node import AnvilNode
-from anchoring.worker import AnchorWorker, WorkerConfig
-from api.pki import BatchSigning, configure
+from api.background import Background, Spec, shared_sign_stats
+from api.pki import configure
 from api.recognition import load_catalogue
 from api.service import ChainContext, Ledger
 from api.settings import Settings
@@ -48,17 +48,9 @@ from store import Store
 from store.anchors import Outbox
 from store.crypto import MasterKey, write_master_key_file
 from store.errors import MasterKeyError
-from store.locks import exclusive
 
 log = logging.getLogger("mrledger.serve")
 
-SEAL_EVERY = 0.2  # seconds between sealer passes
-WORKER_INTERVAL = 0.2
-#: A hospital registered in the database (by ``mrledger hospital register``) is put on chain by the
-#: sealer after this many seconds, unless whoever registered it did so already.
-REGISTER_GRACE = 2.0
-RETRY_REGISTER = 30.0  # seconds before a failed on-chain registration is tried again
-SIGN_WARN_EVERY = 60.0  # seconds between repeated warnings that a hospital's batches cannot be signed
 DEV_BALANCE = 10_000 * 10**18  # wei given to the dev keys on the managed anvil
 ADMIN_TOKEN = "admin-token"
 SERVE_INFO = "serve.json"
@@ -242,80 +234,6 @@ def resolve_contract(store: Store, w3: Web3, admin: LocalAccount, configured: st
     return info.contract
 
 
-class Sealer:
-    """Seals a hospital's open batch once it is full or its oldest result is older than the interval,
-    and puts hospitals registered in the database on chain (``mrledger hospital register`` writes the
-    database only, so that a single process — this one — spends the admin key's nonces).
-
-    With ``signing``, every batch is signed with its hospital's current key for this chain and registry,
-    inside the sealing transaction: a hospital whose batch cannot be signed (no valid key, a certificate
-    this node's trust rejects) is not sealed at all — its results wait, the log says why every minute —
-    while the other hospitals seal as usual."""
-
-    def __init__(self, store: Store, chain: ChainContext, settings: Settings,
-                 signing: BatchSigning | None = None) -> None:
-        self.store, self.chain = store, chain
-        self.size, self.interval = settings.batch_size, timedelta(seconds=settings.batch_interval)
-        self.sign = None if signing is None else signing.for_chain(chain.chain_id, chain.contract)
-        self.signing = signing
-        self.on_chain: set[str] = set()
-        self._first_seen: dict[str, float] = {}
-        self._last_reconcile = 0.0
-        self._sign_warned: dict[str, float] = {}
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.step()
-            except Exception as exc:  # database busy or chain down: try again next pass
-                log.warning("sealer pass failed (%s: %s)", type(exc).__name__, exc)
-            stop.wait(SEAL_EVERY)
-
-    def step(self) -> None:
-        for hospital in self.store.due_hospitals(self.size, self.interval):
-            try:
-                head = self.store.seal(hospital, self.size, sign=self.sign)
-            except MrLedgerError as exc:  # signing refused: this hospital waits, the others are sealed
-                now = time.monotonic()
-                if now - self._sign_warned.get(hospital, -SIGN_WARN_EVERY) >= SIGN_WARN_EVERY:
-                    self._sign_warned[hospital] = now
-                    log.error("cannot sign %s's batch, its results stay unsealed: %s", hospital, exc)
-                continue
-            self._sign_warned.pop(hospital, None)
-            if head is not None:
-                log.info("sealed %s batch %d (%d results%s)", hospital, head.seq, head.size,
-                         ", signed" if self.sign else "")
-        if time.monotonic() - self._last_reconcile >= 1.0:
-            self._last_reconcile = time.monotonic()
-            self.reconcile_hospitals()
-
-    def reconcile_hospitals(self, grace: float = REGISTER_GRACE) -> None:
-        chain = self.chain
-        if chain.admin is None:
-            return
-        now = time.monotonic()
-        for hospital_id, name in self.store.hospitals():
-            if hospital_id in self.on_chain:
-                continue
-            if self.signing is not None and self.signing.dev is not None:
-                # Dev PKI: a hospital registered while the node runs gets its key now, not at its first seal.
-                try:
-                    self.signing.ensure_key(hospital_id)
-                except MrLedgerError as exc:
-                    log.error("dev PKI: cannot issue a signing key for %s: %s", hospital_id, exc)
-            if now - self._first_seen.setdefault(hospital_id, now) < grace:
-                continue
-            try:
-                if chain.register_hospital(hospital_id, name):
-                    log.info("registered hospital %s on chain", hospital_id)
-            except Exception as exc:  # e.g. our admin key is not the registry's admin: say so, retry later
-                log.warning("cannot put hospital %s on chain (%s: %s); retrying in %.0fs", hospital_id,
-                            type(exc).__name__, exc, RETRY_REGISTER)
-                self._first_seen[hospital_id] = now + RETRY_REGISTER
-                continue
-            self.on_chain.add(hospital_id)
-
-
 # -------------------------------------------------------------------------------- the node
 
 
@@ -385,15 +303,17 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
     data_dir = settings.data_dir
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     node: AnvilNode | None = None
+    background: Background | None = None
     threads: list[threading.Thread] = []
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(_data_dir_lock(data_dir))
             # A crashed run leaves its serve.json behind; it must not describe this run until this run writes it.
             (data_dir / SERVE_INFO).unlink(missing_ok=True)
-            admin = load_key(settings.admin_key_file or data_dir / "admin.key", create=not settings.admin_key_file)
-            submitter = load_key(settings.submitter_key_file or data_dir / "submitter.key",
-                                 create=not settings.submitter_key_file)
+            admin_key_file = settings.admin_key_file or data_dir / "admin.key"
+            submitter_key_file = settings.submitter_key_file or data_dir / "submitter.key"
+            admin = load_key(admin_key_file, create=not settings.admin_key_file)
+            submitter = load_key(submitter_key_file, create=not settings.submitter_key_file)
             if settings.rpc_url:
                 rpc_url = settings.rpc_url
             else:
@@ -404,28 +324,22 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             contract = resolve_contract(store, w3, admin, settings.contract_address)
             chain = ChainContext(w3, contract, int(w3.eth.chain_id), submitter=submitter, admin=admin,
                                  rpc_url=rpc_url)
-            pki = configure(settings, seal=settings.worker)
+            pki = configure(settings, seal=settings.worker)  # creates the dev PKI the child then loads
             ledger = Ledger(store, chain, confirmations=settings.confirmations,
                             catalogue=load_catalogue(settings.catalogue_file),
                             trust=pki.trust.store if pki.trust else None, require_signatures=pki.require_signatures)
-            if pki.signing is not None:
-                pki.signing.stats = ledger.sign_stats  # exported on /metrics
-            # Idempotent; catches up with hospitals registered while the node was down (or a chain reset).
-            sealer = Sealer(store, chain, settings, pki.signing)
-            sealer.reconcile_hospitals(grace=0)
+            if settings.worker:
+                # The sealer and the anchoring worker: a child process (api/background.py says why).
+                ledger.sign_stats = shared_sign_stats()  # the child signs, /metrics here reports it
+                background = Background(Spec(
+                    settings, rpc_url, contract, chain.chain_id, admin_key_file, submitter_key_file,
+                    ledger.sign_stats.memory if pki.signing is not None else None))
+                background.start()
             ledger.access.start_buffering()
             stack.callback(ledger.access.close)  # flushes the buffered access log on the way out
             ledger.events.start_buffering()  # verification ids (decisions look them up after a flush)
             stack.callback(ledger.events.close)
             token_file = _admin_token(ledger, data_dir)
-            if settings.worker:
-                stack.enter_context(exclusive(store.engine, f"anchoring-worker:{submitter.address}"))
-                worker_w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
-                worker = AnchorWorker(store, worker_w3, contract, submitter, WorkerConfig(
-                    confirmations=settings.confirmations, replace_after=timedelta(seconds=settings.replace_after)))
-                threads += [threading.Thread(target=sealer.run, args=(stop,), name="sealer", daemon=True),
-                            threading.Thread(target=worker.run, args=(stop,), kwargs={"interval": WORKER_INTERVAL},
-                                             name="anchoring-worker", daemon=True)]
             sock = _bind(settings.host, settings.port)
             port = sock.getsockname()[1]
             config = uvicorn.Config(create_app(ledger, threads=settings.api_threads), host=settings.host, port=port,
@@ -440,10 +354,16 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
                     raise ServeError("the HTTP server did not start (see the log above)")
                 if stop.wait(0.05):
                     return 0
+            try:
+                if background is not None and not background.wait_ready(stop):
+                    return 0
+            except RuntimeError as exc:
+                raise ServeError(str(exc)) from exc
             base = _http_url(settings.host, port)
             info: dict[str, Any] = {"pid": os.getpid(), "api": base + "/v1", "rpc_url": rpc_url,
                                     "chain_id": chain.chain_id, "contract": contract,
                                     "anvil_pid": node.pid if node else None,
+                                    "worker_pid": background.process.pid if background else None,
                                     **pki.info()}  # certificate paths only, for `mrledger verify --trust`
             partial = data_dir / (SERVE_INFO + ".tmp")
             partial.write_text(json.dumps(info, indent=2) + "\n")
@@ -463,6 +383,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
                 if pki.trust is not None:
                     pki.trust.refresh(datetime.now(UTC))  # new CRL files take effect without a restart
                 dead = [t.name for t in threads if not t.is_alive()]
+                if background is not None and not background.alive():
+                    dead.append("the sealer/anchoring process")
                 if dead:
                     log.error("%s stopped unexpectedly; shutting down", ", ".join(dead))
                     return 1
@@ -478,6 +400,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             if server is not None:
                 server.should_exit = True
             stop.set()
+            if background is not None:
+                background.stop()
             for t in threads:
                 t.join(timeout=15)
             if node is not None:

@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     api_threads: int = Field(4, ge=1, le=256, description="Threads that run request handlers. Verification is "
                              "CPU-bound under one interpreter lock, so a small pool avoids a lock convoy (benchmark: "
                              "see docs); raise it when a remote RPC endpoint keeps requests waiting on the network.")
-    worker: bool = Field(True, description="Run the sealer and the anchoring worker in this process.")
+    worker: bool = Field(True, description="Run the sealer and the anchoring worker (in a child process of "
+                                           "serve); false for an API-only node beside one that does.")
     catalogue_file: Path | None = Field(None, description="Mutual-recognition catalogue (TOML, mrl-catalogue/1); "
                                                           "unset: the shipped default (docs/recognition.md).")
     # Hospital batch signatures (docs/signatures.md §10). No MRL_TRUST_ANCHORS: the dev PKI in <data_dir>/pki.

@@ -209,6 +209,10 @@ def test_serve_end_to_end_and_crash_recovery(node: Node, tmp_path: Path) -> None
         at_crash.engine.dispose()
         orphan = int((data / "anvil.pid").read_text())
         assert orphan == info["anvil_pid"] and _alive(orphan)  # anvil outlived its parent
+        deadline = time.monotonic() + 5
+        while _alive(info["worker_pid"]):  # the sealer/anchoring process did not: it died with serve
+            assert time.monotonic() < deadline, "the sealer/anchoring process outlived a kill -9 of serve"
+            time.sleep(0.05)
 
         info2 = node.start()
         assert not _alive(orphan), "the orphaned anvil was not stopped"
@@ -264,6 +268,18 @@ def test_ctrl_c_stops_everything_and_saves_the_chain(node: Node) -> None:
     assert again["contract"] == info["contract"] and again["chain_id"] == info["chain_id"]
     assert node.stop(signal.SIGTERM) == 0, node.log
     assert not _alive(again["anvil_pid"])
+
+
+def test_serve_stops_when_its_sealer_process_dies(node: Node) -> None:
+    """The sealer and the anchoring worker run in a child process: if it dies, the node does not go on
+    accepting results it would never anchor — it shuts down with exit code 1 (a supervisor restarts it)."""
+    info = node.start()
+    assert info["worker_pid"] and info["worker_pid"] != info["pid"]
+    os.kill(info["worker_pid"], signal.SIGKILL)
+    assert node.proc is not None
+    assert node.proc.wait(timeout=30) == 1
+    assert "the sealer/anchoring process stopped unexpectedly" in node.log
+    assert not _alive(info["anvil_pid"])
 
 
 def test_second_serve_on_the_same_data_dir_is_refused(node: Node) -> None:

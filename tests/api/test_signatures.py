@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature, encode_dss_signature
 from sqlalchemy import text
 
+from api.background import Sealer
 from api.pki import BatchSigning, KeyInfo, NoSigningKeyError, PkiError, SigningKeys, TrustFiles, configure
 from api.schemas import VerifyOut
-from api.serve import Sealer
 from api.settings import Settings
 from ledger import BatchHead, BatchSignature, SignatureError, TrustStore, sign_batch, verify_batch_signature
 from tests.api.conftest import Api
