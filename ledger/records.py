@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from ledger.canonical import canonicalize, parse_json
+from ledger.canonical import _Fallback, _prepare, canonicalize, encode_prepared, parse_json
 from ledger.errors import EncodingError, RecordError
 
 #: Bounds, checked at construction. A record's canonical form above this size is refused.
@@ -67,6 +67,11 @@ def _utc(value: datetime) -> datetime:
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with ``Z``; fractional seconds only when present. One spelling per instant."""
     value = value.astimezone(UTC)
+    if type(value) is datetime:
+        # The same text, faster (called twice per record): isoformat() of a datetime whose tzinfo is UTC is
+        # the fields below, zero-padded alike, then ".%06d" of the microseconds when non-zero, then "+00:00".
+        text = value.isoformat()[:-6]
+        return (text.rstrip("0") if value.microsecond else text) + "Z"
     text = f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:{value.second:02d}"
     if value.microsecond:
         text += f".{value.microsecond:06d}".rstrip("0")
@@ -154,6 +159,9 @@ class ImagingStudyContent(_Frozen):
 #: document cannot exhaust the recursion of the validator or of the canonicaliser.
 MAX_RESOURCE_DEPTH = 64
 _ALLOWED_CONTROLS = frozenset("\t\n\r")  # FHIR strings may hold these (FHIR string: [ \r\n\t\S]+)
+#: Category Cc (``_CONTROL``) but for _ALLOWED_CONTROLS: one regex search instead of a category lookup per
+#: character (a FHIR projection holds hundreds of characters; tests/ledger/test_fast_paths.py checks the set).
+_CONTROL_IN_JSON = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def _json_value(value: Any, depth: int) -> Any:
@@ -162,8 +170,9 @@ def _json_value(value: Any, depth: int) -> Any:
     if depth > MAX_RESOURCE_DEPTH:
         raise ValueError(f"resource is nested deeper than {MAX_RESOURCE_DEPTH} levels")
     if isinstance(value, str):
-        value = unicodedata.normalize("NFC", value)
-        if any(unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROLS for c in value):
+        if not str.isascii(value):  # ASCII is NFC already: normalize() would return it as is, after a scan
+            value = unicodedata.normalize("NFC", value)
+        if _CONTROL_IN_JSON.search(value):
             raise ValueError("control characters other than tab, CR and LF are not allowed")
         return value
     if isinstance(value, bool) or value is None:
@@ -173,7 +182,8 @@ def _json_value(value: Any, depth: int) -> Any:
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
             raise ValueError("object keys must be strings")
-        return {unicodedata.normalize("NFC", k): _json_value(v, depth + 1) for k, v in value.items()}
+        nfc = unicodedata.normalize
+        return {k if str.isascii(k) else nfc("NFC", k): _json_value(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_json_value(v, depth + 1) for v in value]
     raise ValueError(f"{type(value).__name__} is not a JSON value")
@@ -254,7 +264,8 @@ class ResultRecord(_Frozen):
         if not isinstance(obj, dict):
             raise RecordError("a record must be a JSON object")
         try:
-            record = cls.model_validate(obj)
+            # What model_validate(obj) calls, without its argument checks (~0.4 µs per record).
+            record: ResultRecord = cls.__pydantic_validator__.validate_python(obj)
         except ValidationError as exc:
             raise _record_error(exc) from exc
         size = len(record.canonical_bytes())
@@ -282,7 +293,10 @@ class ResultRecord(_Frozen):
         # lock shared by all instances, and ingest's request threads queued on it (6 % of server time).
         cached: bytes | None = self.__dict__.get("_canonical")
         if cached is None:
-            cached = self.__dict__["_canonical"] = canonicalize(self.to_obj())
+            cached = _canonical_fast(self)
+            if cached is None:
+                cached = canonicalize(self.to_obj())
+            self.__dict__["_canonical"] = cached
         return cached
 
     def to_json(self) -> str:
@@ -324,3 +338,116 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
             continue
         parts.append(str(part))
     return ".".join(parts)
+
+
+# -- fast canonical bytes ------------------------------------------------------------------------------
+# Why: ``canonicalize(self.to_obj())`` walks each record three times (pydantic's model_dump, the
+# canonicaliser's ``_prepare``, the JSON encoder): ~17 µs of a lab record's ~45 µs of ingest. ``_plain``
+# builds ``_prepare(self.to_obj())`` in one walk of the model, for what records hold once validated:
+# model_dump(mode="json", exclude_none=True) of such a model is its fields minus the None ones, with
+# ``format_time`` applied to the times, each nested model the same, and exact str/int/float/bool and JSON
+# dicts/lists unchanged (so ``_prepare`` of them is ``_prepare`` of the dump). Field names are walked in
+# sorted order, so the encoder need not sort them unless a JSON dict came from ``_prepare``. Anything
+# else (an unknown type or model, a model this reasoning does not cover) raises _Fallback, and the
+# record takes the reference path. tests/ledger/test_fast_paths.py compares both paths.
+
+#: Per model class, its field names in sorted order, and those of them that are times (format_time).
+_PLAIN: dict[type[BaseModel], tuple[tuple[str, ...], frozenset[str]]] = {}
+
+
+def _plain_fields(cls: type[BaseModel]) -> tuple[tuple[str, ...], frozenset[str]] | None:
+    """The field table of a model that model_dump serialises field by field, or None (the model takes the
+    reference path) for one whose dump may be more than that: a serialiser other than the times' anywhere
+    in its schema (nested models have their own table), computed, excluded or aliased fields."""
+    root = cls.__pydantic_core_schema__
+    definitions = {d["ref"]: d for d in root.get("definitions", ()) if isinstance(d, dict) and "ref" in d}
+    hooks = list(_serialisation_hooks(root, cls, definitions))
+    fields: list[tuple[str, bool]] = []
+    for name, info in cls.model_fields.items():
+        if info.exclude or info.alias is not None or info.serialization_alias is not None:
+            return None
+        is_time = any(isinstance(m, PlainSerializer) and m.func is format_time for m in info.metadata)
+        fields.append((name, is_time))
+    times = sum(is_time for _, is_time in fields)
+    if cls.model_computed_fields or len(hooks) != times or not all(_is_time_hook(h) for h in hooks):
+        return None
+    return tuple(sorted(name for name, _ in fields)), frozenset(name for name, is_time in fields if is_time)
+
+
+_HOOK_KEYS = frozenset({"serialization", "serialization_exclude", "serialization_alias", "serialization_exclude_if",
+                        "computed_fields"})
+
+
+def _is_time_hook(hook: Any) -> bool:
+    return isinstance(hook, dict) and hook.get("type") == "function-plain" and hook.get("function") is format_time
+
+
+def _serialisation_hooks(node: Any, cls: type[BaseModel], definitions: dict[str, Any]) -> Iterator[Any]:
+    """Everything in a core schema that can make a dump differ from the validated value, except inside
+    other models; a reference to anything but a model counts as one."""
+    if isinstance(node, list | tuple):
+        for item in node:
+            yield from _serialisation_hooks(item, cls, definitions)
+    elif isinstance(node, dict):
+        if node.get("type") == "model" and node.get("cls") is not cls:
+            return
+        if node.get("type") == "definition-ref":
+            if definitions.get(node.get("schema_ref", ""), {}).get("type") != "model":
+                yield node
+            return
+        for key, value in node.items():
+            if key in _HOOK_KEYS:
+                if value:
+                    yield value
+            elif key != "definitions":
+                yield from _serialisation_hooks(value, cls, definitions)
+
+
+def _plain(model: BaseModel, unsorted: list[bool]) -> dict[str, Any]:
+    """``_prepare(model.model_dump(mode="json", exclude_none=True))``, or _Fallback."""
+    spec = _PLAIN.get(type(model))
+    if spec is None:
+        raise _Fallback
+    names, times = spec
+    values = model.__dict__
+    for name in times:
+        if type(values[name]) is not datetime:
+            raise _Fallback
+    out: dict[str, Any] = {}
+    for name in names:
+        value = values[name]
+        t = type(value)
+        if t is str:
+            out[name] = value
+        elif value is None:
+            continue
+        elif t in _PLAIN:
+            out[name] = _plain(value, unsorted)
+        elif t is datetime:
+            if name not in times:
+                raise _Fallback
+            out[name] = format_time(value)
+        elif t is list:
+            out[name] = [_plain(item, unsorted) for item in value]
+        else:
+            if t is dict:
+                unsorted.append(True)
+            out[name] = _prepare(value)
+    return out
+
+
+def _canonical_fast(record: ResultRecord) -> bytes | None:
+    """``canonicalize(record.to_obj())`` where ``_plain`` proves the shortcut, else None."""
+    unsorted: list[bool] = []
+    try:
+        obj = _plain(record, unsorted)
+    except (_Fallback, KeyError):
+        return None
+    return encode_prepared(obj, keys_sorted=not unsorted)
+
+
+for _cls in (Coding, Identifier, Range, Observation, ObservationsContent, InstanceFingerprint,
+             ImagingStudyContent, FhirResourceContent, EventContent, ResultRecord):
+    _table = _plain_fields(_cls)
+    if _table is not None:
+        _PLAIN[_cls] = _table
