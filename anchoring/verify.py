@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from web3 import Web3
 from web3.exceptions import BlockNotFound
@@ -29,6 +29,7 @@ from web3.exceptions import BlockNotFound
 from anchoring import contract as reg
 from anchoring.contract import BatchRecord
 from anchoring.errors import AnchoringError
+from anchoring.rpc_async import AsyncRpc
 from ledger import Check, Receipt, Verdict, hospital_key, verify_receipt
 from ledger.errors import MrLedgerError
 from ledger.merkle import verify_inclusion
@@ -53,8 +54,33 @@ class BlockInfo:
 _CACHE_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("mrl_cache_only", default=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Need:
+    """The chain facts a receipt's verification reads: the registry entry and the anchoring block."""
+
+    contract: str
+    hospital_key: bytes
+    seq: int
+    block_number: int
+
+
 class CacheMiss(AnchoringError):
     """Raised by ``CachedReader`` in cache-only mode when the answer needs a round trip to the node."""
+
+
+#: Facts fetched for one request by ``CachedReader.fetch`` (see ``fresh``), by ("batch", key) / ("block", n).
+_FRESH: contextvars.ContextVar[dict[tuple[Any, ...], Any] | None] = contextvars.ContextVar("mrl_fresh", default=None)
+
+
+@contextmanager
+def fresh(facts: dict[tuple[Any, ...], Any]) -> Iterator[None]:
+    """Let ``CachedReader`` answer from ``facts`` — read from the node for this request, after it arrived —
+    as well as from its caches (the event-loop path for shallow anchors, api/routes/verify.py)."""
+    token = _FRESH.set(facts)
+    try:
+        yield
+    finally:
+        _FRESH.reset(token)
 
 
 @contextmanager
@@ -193,6 +219,8 @@ class CachedReader:
         self.flushes = 0
         #: The latest background head refresh started by a ``cache_only`` caller (tests join it).
         self.refresher: threading.Thread | None = None
+        self._rpc: AsyncRpc | None = None
+        self._rpc_known = False
 
     def chain_id(self) -> int:
         if self._chain_id is None:
@@ -278,6 +306,9 @@ class CachedReader:
         found = self._blocks.get(number)
         if found is not None:
             return found
+        facts = _FRESH.get()
+        if facts is not None and ("block", number) in facts:
+            return cast(BlockInfo | None, facts["block", number])
         if _CACHE_ONLY.get():
             raise CacheMiss(f"block {number} is not cached")
         found = _fetch_block(self.w3, number)
@@ -290,6 +321,9 @@ class CachedReader:
         found = self._batches.get(key)
         if found is not None:
             return found
+        facts = _FRESH.get()
+        if facts is not None and ("batch", key) in facts:
+            return cast(BatchRecord | None, facts["batch", key])
         if _CACHE_ONLY.get():
             raise CacheMiss(f"batch {seq} is not cached")
         found = reg.batch_of(self.w3, contract, hospital_key, seq)
@@ -297,6 +331,53 @@ class CachedReader:
         if found is not None and self._final(found.anchored_block) and self.block(found.anchored_block):
             self._batches.put(key, found)
         return found
+
+
+    @property
+    def rpc(self) -> AsyncRpc | None:
+        """The event-loop client for this reader's node (None: not a plain http:// endpoint)."""
+        if not self._rpc_known:
+            endpoint = getattr(self.w3.provider, "endpoint_uri", None)
+            self._rpc = AsyncRpc.for_url(str(endpoint)) if endpoint else None
+            self._rpc_known = True
+        return self._rpc
+
+    def missing(self, receipt: Any) -> Need | None:
+        """What verifying the receipt document ``receipt`` (parsed JSON, not yet validated) would have to ask
+        the node for: its registry entry and anchoring block, unless both are cached. None also for anything
+        that does not look like an anchored receipt (the verification proper reports what is wrong)."""
+        try:
+            anchor, batch = receipt["anchor"], receipt["batch"]
+            need = Need(str(anchor["contract"]), hospital_key(str(batch["hospital_id"])), int(batch["seq"]),
+                        int(anchor["block_number"]))
+        except (TypeError, KeyError, ValueError, MrLedgerError):
+            return None
+        cached = (self._batches.get((need.contract.lower(), need.hospital_key, need.seq)) is not None
+                  and self._blocks.get(need.block_number) is not None)
+        return None if cached else need
+
+    async def fetch(self, need: Need) -> dict[tuple[Any, ...], Any]:
+        """Read ``need`` from the node on the event loop (one round trip), for ``fresh``. Facts that are final
+        by the cached head go into the caches as ``batch``/``block`` would put them; the others serve this
+        request only, so a shallow anchor is still read from the node for every verification."""
+        rpc = self.rpc
+        if rpc is None:
+            raise CacheMiss("no event-loop client for this endpoint")
+        stored, block = await rpc.batch_and_block(need.contract, need.hospital_key, need.seq, need.block_number)
+        info = None if block is None else BlockInfo(need.block_number, block[0], block[1])
+        key = (need.contract.lower(), bytes(need.hospital_key), need.seq)
+        try:
+            with cache_only():
+                block_final = info is not None and self._final(need.block_number)
+                entry_final = (stored is not None and stored.anchored_block == need.block_number
+                               and block_final)
+        except CacheMiss:  # no fresh head: cache nothing
+            block_final = entry_final = False
+        if block_final and info is not None:
+            self._blocks.put(need.block_number, info)
+        if entry_final and stored is not None:
+            self._batches.put(key, stored)
+        return {("batch", key): stored, ("block", need.block_number): info}
 
 
 def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *,

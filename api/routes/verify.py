@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -10,7 +11,8 @@ from fastapi import APIRouter, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from anchoring.verify import CacheMiss, cache_only
+from anchoring.rpc_async import RpcError
+from anchoring.verify import CacheMiss, cache_only, fresh
 from api.deps import LedgerDep, PrincipalDep, authorize
 from api.problems import Problem, invalid_body
 from api.routes.results import RawBody
@@ -81,18 +83,30 @@ async def verify(body: RawBody, ledger: LedgerDep, principal: PrincipalDep) -> A
             raise Problem(422, "validation", "Request does not match the schema",
                           f"unknown members next to 'receipt': {sorted(set(obj) - {'receipt'})}")
         try:
-            try:
-                # On the event loop when every chain fact is cached (anchoring.verify.cache_only): the hand-off
-                # to a worker thread cost more CPU than the verification. A miss is retried on a worker
-                # thread, where waiting for the node blocks nobody else.
-                with cache_only():
-                    outcome = ledger.verify_receipt(principal, obj["receipt"])
-            except CacheMiss:
-                outcome = await run_in_threadpool(ledger.verify_receipt, principal, obj["receipt"])
+            outcome = await _verify_receipt(ledger, principal, obj["receipt"])
         except NotAReceiptError as exc:
             raise Problem(422, "not-a-receipt", "Not an mrl-receipt/1 document", str(exc)) from exc
         return _answer(outcome)
     return await run_in_threadpool(_verify_held, obj, ledger, principal)
+
+
+async def _verify_receipt(ledger: LedgerDep, principal: PrincipalDep, receipt: Any) -> Outcome:
+    """On the event loop when every chain fact is cached (``anchoring.verify.cache_only``): the hand-off to a
+    worker thread cost more CPU than the verification. A receipt anchored too recently to be cached has its
+    registry entry and block read from the node on the loop first (one round trip, ``CachedReader.fetch``),
+    for this request only, and is then verified there. Anything else missing (a long-stale head, an endpoint
+    the loop's client cannot speak to, a node that does not answer) is retried on a worker thread, where
+    waiting for the node blocks nobody else and an unreachable node becomes a 503."""
+    reader = ledger.chain.reader if ledger.chain is not None else None
+    facts: dict[Any, Any] = {}
+    if reader is not None and reader.rpc is not None and (need := reader.missing(receipt)) is not None:
+        with contextlib.suppress(OSError, TimeoutError, CacheMiss, RpcError):
+            facts = await reader.fetch(need)
+    try:
+        with cache_only(), fresh(facts):
+            return ledger.verify_receipt(principal, receipt)
+    except CacheMiss:
+        return await run_in_threadpool(ledger.verify_receipt, principal, receipt)
 
 
 def _verify_held(obj: Any, ledger: LedgerDep, principal: PrincipalDep) -> Any:

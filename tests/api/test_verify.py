@@ -180,3 +180,36 @@ def test_record_authentic_after_anchoring(chain_api: Api) -> None:
     assert later["verdict"] == "authentic" and later["superseded_by"]["version"] == 2
     latest = verify(api, {**body, "version": 2, "record": record(1, version=2, value=6.2)}, "doctor")
     assert latest["verdict"] == "pending" and latest["superseded_by"] is None
+
+
+@pytest.mark.anvil
+def test_a_shallow_receipt_is_read_from_the_node_on_the_loop_and_a_reorg_is_seen_at_once(
+        chain_api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receipt anchored fewer than the final depth of blocks ago: its registry entry and block are read from
+    the node for every request (on the event loop, ``CachedReader.fetch``), never cached; so the very next
+    verification after a reorg of the anchoring block says tampered — no cache has to expire first."""
+    api = chain_api
+    submit(api, {"records": [record(1), record(2)]})
+    api.anchor_all()
+    receipt = anchored_receipt(api)
+    assert api.ledger.chain is not None and api.node is not None
+    reader = api.ledger.chain.reader
+    fetched = []
+    real_fetch = reader.fetch
+
+    async def counting(need: Any) -> Any:
+        fetched.append(need)
+        return await real_fetch(need)
+
+    monkeypatch.setattr(reader, "fetch", counting)
+    for _ in range(3):
+        out = verify(api, {"receipt": receipt})
+        assert out["verdict"] == "authentic" and out["confirmations"] >= 1, out
+    assert len(fetched) == 3 and len(reader._batches) == 0  # asked each time, nothing shallow cached
+    raw = api.node.rpc("eth_getRawTransactionByHash", receipt["anchor"]["tx_hash"])
+    api.node.rpc("anvil_reorg", 1, [[raw, 0]])  # the same anchor, mined again at the same height
+    again = verify(api, {"receipt": receipt})
+    assert again["verdict"] == "tampered" and again["failed_check"] == "anchor-block", again
+    api.node.rpc("anvil_reorg", 1, [])  # now the anchor is gone altogether
+    gone = verify(api, {"receipt": receipt})
+    assert gone["verdict"] == "tampered" and gone["failed_check"] in ("anchor-root", "anchor-block"), gone
