@@ -97,11 +97,12 @@ async def _verify_receipt(ledger: LedgerDep, principal: PrincipalDep, receipt: A
     for this request only, and is then verified there. Anything else missing (a long-stale head, an endpoint
     the loop's client cannot speak to, a node that does not answer) is retried on a worker thread, where
     waiting for the node blocks nobody else and an unreachable node becomes a 503."""
-    reader = ledger.chain.reader if ledger.chain is not None else None
+    chain = ledger.chain
     facts: dict[Any, Any] = {}
-    if reader is not None and reader.rpc is not None and (need := reader.missing(receipt)) is not None:
+    if chain is not None and chain.reader.rpc is not None and (need := chain.reader.missing(receipt)) is not None \
+            and need.contract.lower() == chain.contract.lower():  # another registry is refused without a read
         with contextlib.suppress(OSError, TimeoutError, CacheMiss, RpcError):
-            facts = await reader.fetch(need)
+            facts = await chain.reader.fetch(need)
     try:
         with cache_only(), fresh(facts):
             return ledger.verify_receipt(principal, receipt)
