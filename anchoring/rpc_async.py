@@ -40,7 +40,8 @@ class AsyncRpc:
         self.host, self.port, self.path = host, port, path or "/"
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._head = (f"POST {self.path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        shown = f"[{host}]" if ":" in host else host
+        self._head = (f"POST {self.path} HTTP/1.1\r\nHost: {shown}:{port}\r\nContent-Type: application/json\r\n"
                       "Content-Length: ").encode()
 
     @classmethod
@@ -54,7 +55,17 @@ class AsyncRpc:
         """The results of ``calls`` (method, params), in order; RpcError if any failed."""
         body = json.dumps([{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)],
                           separators=(",", ":")).encode()
-        answer = await asyncio.wait_for(self._post(body), _TIMEOUT)
+        for attempt in (1, 2):
+            reused = bool(self._idle) and self._loop is asyncio.get_running_loop()
+            try:
+                answer = await asyncio.wait_for(self._post(body), _TIMEOUT)
+                break
+            except RpcError:
+                raise
+            except Exception as exc:  # CancelledError is not an Exception: cancellation passes through
+                if reused and attempt == 1:
+                    continue  # the node closed a kept-alive connection (idle timeout, restart): once more, afresh
+                raise RpcError(f"node request failed: {type(exc).__name__}: {exc}") from exc
         try:
             items = json.loads(answer)
             by_id = {item["id"]: item for item in items}
@@ -111,13 +122,16 @@ class AsyncRpc:
         data = "0x" + (_BATCH_OF + bytes(hospital_key).rjust(32, b"\0") + seq.to_bytes(32, "big")).hex()
         stored, block = await self.batch([("eth_call", [{"to": contract, "data": data}, "latest"]),
                                           ("eth_getBlockByNumber", [hex(number), False])])
-        raw = bytes.fromhex(stored[2:]) if isinstance(stored, str) else b""
-        if len(raw) != 96:
-            raise RpcError(f"batchOf answered {len(raw)} bytes, not 96")
-        root = raw[:32]
-        record = None if root == bytes(32) else BatchRecord(root=root, size=int.from_bytes(raw[32:64], "big"),
-                                                            anchored_block=int.from_bytes(raw[64:96], "big"))
-        info = None if block is None else (str(block["hash"]).lower(), int(block["timestamp"], 16))
+        try:
+            raw = bytes.fromhex(stored[2:]) if isinstance(stored, str) else b""
+            if len(raw) != 96:
+                raise RpcError(f"batchOf answered {len(raw)} bytes, not 96")
+            root = raw[:32]
+            record = None if root == bytes(32) else BatchRecord(root=root, size=int.from_bytes(raw[32:64], "big"),
+                                                                anchored_block=int.from_bytes(raw[64:96], "big"))
+            info = None if block is None else (str(block["hash"]).lower(), int(block["timestamp"], 16))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RpcError(f"unexpected answer from the node: {exc}") from exc
         return record, info
 
     def close(self) -> None:
@@ -132,7 +146,8 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     while True:
         size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
         if size == 0:
-            await reader.readuntil(b"\r\n")
+            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailer fields, then the empty line
+                pass
             return b"".join(parts)
         parts.append(await reader.readexactly(size))
         await reader.readexactly(2)

@@ -251,9 +251,13 @@ class CachedReader:
                 raise CacheMiss("the cached head is older than max_age")
             assert cached is not None
             if self._refresh.acquire(blocking=False):
-                self.refresher = threading.Thread(target=self._refresh_quietly, args=(now, cached, age),
-                                                  name="chain-head", daemon=True)
-                self.refresher.start()
+                try:
+                    self.refresher = threading.Thread(target=self._refresh_quietly, args=(now, cached, age),
+                                                      name="chain-head", daemon=True)
+                    self.refresher.start()
+                except BaseException:
+                    self._refresh.release()  # the thread that would have released it never ran
+                    raise
             return cached[1]
         if not self._refresh.acquire(blocking=must_wait):
             assert cached is not None
@@ -352,6 +356,8 @@ class CachedReader:
                         int(anchor["block_number"]))
         except (TypeError, KeyError, ValueError, MrLedgerError):
             return None
+        if not (0 <= need.seq < 2**64 and 0 <= need.block_number < 2**63):
+            return None  # not a registry entry or block there can be: the verification proper refuses it
         cached = (self._batches.get((need.contract.lower(), need.hospital_key, need.seq)) is not None
                   and self._blocks.get(need.block_number) is not None)
         return None if cached else need

@@ -29,7 +29,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from multiprocessing.context import SpawnProcess
 from multiprocessing.sharedctypes import SynchronizedArray
@@ -141,7 +141,8 @@ class Sealer:
 
 @dataclass(frozen=True)
 class Spec:
-    """What the child needs to build its half of the node (pickled to it: paths, not secrets)."""
+    """What the child needs to build its half of the node, pickled to it over the spawn pipe: the key files
+    by path (it reads them itself) and the settings (which hold what the environment gave serve)."""
 
     settings: Settings
     rpc_url: str
@@ -150,6 +151,8 @@ class Spec:
     admin_key: Path
     submitter_key: Path
     sign_stats: SynchronizedArray[float] | None
+    admin_lock: Path  # the file both processes lock around admin-key transactions (ChainContext)
+    parent: int = 0  # the spawning process: a child that finds another parent exits at once
 
 
 class Background:
@@ -161,12 +164,14 @@ class Background:
 
     def __init__(self, spec: Spec) -> None:
         ctx = multiprocessing.get_context("spawn")  # never fork a process that already runs threads
-        self._ready, ready = ctx.Pipe(duplex=False)
-        self.process: SpawnProcess = ctx.Process(target=_child, args=(spec, ready),
+        self._ready, self._ready_tx = ctx.Pipe(duplex=False)
+        self.process: SpawnProcess = ctx.Process(target=_child, args=(replace(spec, parent=os.getpid()),
+                                                                      self._ready_tx),
                                                  name="mrledger-sealer-worker", daemon=False)
 
     def start(self) -> None:
         self.process.start()
+        self._ready_tx.close()  # the child has its own copy; ours would hide its end-of-file
 
     def wait_ready(self, give_up: threading.Event) -> bool:
         """True once the child is ready; False if ``give_up`` was set first. A child that exits before it
@@ -180,6 +185,8 @@ class Background:
             self._ready.recv_bytes()
         except EOFError:
             raise RuntimeError("the sealer and anchoring worker did not start (see the log above)") from None
+        finally:
+            self._ready.close()
         return True
 
     def alive(self) -> bool:
@@ -198,26 +205,32 @@ class Background:
             self.process.join(5)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> bool:
     """SIGKILL this process when its parent dies, however it dies (Linux; elsewhere the parent-pid watch
-    in ``_child`` notices within half a second)."""
+    in ``_run`` notices within half a second). False if the parent is already gone: it may have died while
+    this interpreter was starting, before there was anything to ask the kernel."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d); watching the parent pid instead",
+                        ctypes.get_errno())
+    return os.getppid() == parent
 
 
 def _child(spec: Spec, ready: Connection) -> None:
     """The child's main: the sealer and the anchoring worker as threads, until SIGTERM."""
-    parent = os.getppid()
-    _die_with_parent()
-    stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it then sends SIGTERM
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # The handler only raises a flag: setting a threading.Event from a signal handler can deadlock on the
+    # event's lock if the signal lands while the main thread holds it (inside Event.wait).
+    asked: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: asked.append(signum))
+    if not _die_with_parent(spec.parent):
+        raise SystemExit(1)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    raise SystemExit(_run(spec, stop, ready, parent))
+    raise SystemExit(_run(spec, asked, ready, spec.parent))
 
 
-def _run(spec: Spec, stop: threading.Event, ready: Connection, parent: int) -> int:
+def _run(spec: Spec, asked: list[int], ready: Connection, parent: int) -> int:
     from api.serve import load_key, open_node_store  # the parent's module: imported here, in the child only
 
     settings = spec.settings
@@ -227,7 +240,7 @@ def _run(spec: Spec, stop: threading.Event, ready: Connection, parent: int) -> i
         w3 = Web3(Web3.HTTPProvider(spec.rpc_url, request_kwargs={"timeout": 30}))
         store = open_node_store(settings)
         chain = ChainContext(w3, spec.contract, spec.chain_id, submitter=submitter, admin=admin,
-                             rpc_url=spec.rpc_url)
+                             rpc_url=spec.rpc_url, admin_lock_file=spec.admin_lock)
         pki = configure(settings, seal=True)
         if pki.signing is not None and spec.sign_stats is not None:
             pki.signing.stats = SignStats(memory=spec.sign_stats)  # shared with the parent's /metrics
@@ -238,6 +251,7 @@ def _run(spec: Spec, stop: threading.Event, ready: Connection, parent: int) -> i
                                   spec.contract, submitter, WorkerConfig(
                                       confirmations=settings.confirmations,
                                       replace_after=timedelta(seconds=settings.replace_after)))
+            stop = threading.Event()
             threads = [threading.Thread(target=sealer.run, args=(stop,), name="sealer", daemon=True),
                        threading.Thread(target=worker.run, args=(stop,), kwargs={"interval": WORKER_INTERVAL},
                                         name="anchoring-worker", daemon=True)]
@@ -246,7 +260,8 @@ def _run(spec: Spec, stop: threading.Event, ready: Connection, parent: int) -> i
             ready.send_bytes(b"ready")
             ready.close()
             try:
-                while not stop.wait(0.5):
+                while not asked:
+                    time.sleep(0.2)
                     if pki.trust is not None:
                         pki.trust.refresh(datetime.now(UTC))  # the signer checks certificates against CRLs too
                     dead = [t.name for t in threads if not t.is_alive()]

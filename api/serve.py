@@ -322,8 +322,9 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
             store = open_node_store(settings)
             contract = resolve_contract(store, w3, admin, settings.contract_address)
+            admin_lock = data_dir.resolve() / "admin-key.lock"  # the API and the sealer process share the key
             chain = ChainContext(w3, contract, int(w3.eth.chain_id), submitter=submitter, admin=admin,
-                                 rpc_url=rpc_url)
+                                 rpc_url=rpc_url, admin_lock_file=admin_lock)
             pki = configure(settings, seal=settings.worker)  # creates the dev PKI the child then loads
             ledger = Ledger(store, chain, confirmations=settings.confirmations,
                             catalogue=load_catalogue(settings.catalogue_file),
@@ -333,7 +334,7 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
                 ledger.sign_stats = shared_sign_stats()  # the child signs, /metrics here reports it
                 background = Background(Spec(
                     settings, rpc_url, contract, chain.chain_id, admin_key_file, submitter_key_file,
-                    ledger.sign_stats.memory if pki.signing is not None else None))
+                    ledger.sign_stats.memory if pki.signing is not None else None, admin_lock))
                 background.start()
             ledger.access.start_buffering()
             stack.callback(ledger.access.close)  # flushes the buffered access log on the way out

@@ -4,11 +4,14 @@ the operations the HTTP routes and the CLI share. Routes stay thin (parse, autho
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -50,6 +53,9 @@ class ChainContext:
     admin: LocalAccount | None = None
     rpc_url: str = ""
     final_depth: int = FINAL_DEPTH
+    #: Locked (flock) around admin-key transactions when more than one process holds the admin key:
+    #: ``mrledger serve``'s API and its sealer process (api/background.py) share one nonce sequence.
+    admin_lock_file: Path | None = None
     reader: CachedReader = field(init=False, repr=False)
     _admin_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -70,7 +76,8 @@ class ChainContext:
         if self.admin is None:
             return False
         accounts = list(submitters) or ([self.submitter.address] if self.submitter else [])
-        with self._admin_lock:
+        with self._admin_lock, _locked(self.admin_lock_file):
+            # Under the lock the registry is read again: a registration the other process just made is seen.
             return ensure_hospital_on_chain(self.w3, self.contract, self.admin, hospital_id, name, accounts)
 
     def head(self, max_age: float = 0.5) -> int:
@@ -85,6 +92,20 @@ class ChainContext:
     def block(self, number: int) -> BlockInfo | None:
         """Hash and timestamp of a block, cached once final; None if there is no such block (yet)."""
         return self.reader.block(number)
+
+
+@contextlib.contextmanager
+def _locked(path: Path | None) -> Iterator[None]:
+    """An exclusive, blocking ``flock`` on ``path`` (nothing when None); released when a holder dies."""
+    if path is None:
+        yield
+        return
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 #: Where a result version stands on its way to the chain: ``pending`` (not sealed), ``sealed`` (in a batch

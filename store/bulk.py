@@ -32,18 +32,20 @@ class DriverInsert:
     @classmethod
     def values(cls, table: Any, columns: Sequence[str]) -> DriverInsert:
         """A plain multi-row INSERT of ``columns`` of ``table`` (bind names = column names)."""
-        return cls(insert(table).values({c: bindparam(c) for c in columns}), columns)
+        # inline(): no RETURNING of the generated key (PostgreSQL's compiler adds one otherwise); nobody reads it.
+        return cls(insert(table).values({c: bindparam(c) for c in columns}).inline(), columns)
 
     def _sql(self, dialect: Dialect) -> tuple[str, tuple[int, ...] | None]:
         """The SQL text and, for positional paramstyles, where each placeholder's value sits in a row
         (None for named paramstyles, which take dicts)."""
-        found = self._compiled.get(dialect.name)
+        kind = f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
+        found = self._compiled.get(kind)
         if found is None:
             compiled = self.statement.compile(dialect=dialect)
             assert isinstance(compiled, SQLCompiler)
             order = (tuple(self.names.index(name) for name in compiled.positiontup or ())
                      if compiled.positional else None)
-            found = self._compiled[dialect.name] = (compiled.string, order)
+            found = self._compiled[kind] = (compiled.string, order)
         return found
 
     def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:

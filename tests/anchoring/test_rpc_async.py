@@ -77,3 +77,59 @@ def test_fetch_caches_only_final_facts(chain: Chain) -> None:  # noqa: F811
     assert len(reader._batches) == len(reader._blocks) == 1 and reader.missing(receipt) is None  # final: cached
     with averify.cache_only():
         assert averify.verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).status == "valid"
+
+
+def _one_shot_server(answers: list[bytes]) -> tuple[asyncio.AbstractServer, list[int]]:
+    """Not a node: answers each connection's first request with the next of ``answers``, then hangs up
+    (as a node does when a kept-alive connection idles out); counts the connections."""
+    seen: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(1)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(v for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
+                          if k.lower() == b"content-length"))
+        await reader.readexactly(length)
+        body = answers.pop(0)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()  # no "Connection: close": the client believes it may reuse the connection
+
+    return handle, seen  # type: ignore[return-value]
+
+
+def test_a_connection_the_node_closed_is_retried_once_and_garbage_is_an_rpc_error() -> None:
+    async def run() -> tuple[list[Any], list[Any], list[int], str]:
+        handle, seen = _one_shot_server([b'[{"jsonrpc":"2.0","id":0,"result":"0x1"}]',
+                                         b'[{"jsonrpc":"2.0","id":0,"result":"0x2"}]', b"not json"])
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)  # type: ignore[arg-type]
+        port = server.sockets[0].getsockname()[1]
+        rpc = AsyncRpc.for_url(f"http://127.0.0.1:{port}/")
+        assert rpc is not None
+        try:
+            first = await rpc.batch([("eth_blockNumber", [])])
+            await asyncio.sleep(0.05)  # the server has hung up on the kept-alive connection by now
+            second = await rpc.batch([("eth_blockNumber", [])])
+            try:
+                await rpc.batch([("eth_blockNumber", [])])
+                error = ""
+            except RpcError as exc:
+                error = str(exc)
+            return first, second, seen, error
+        finally:
+            rpc.close()
+            server.close()
+
+    first, second, seen, error = asyncio.run(run())
+    assert first == ["0x1"] and second == ["0x2"]  # the second and third calls each found their pooled
+    assert len(seen) == 3  # connection hung up on and opened a fresh one
+    assert "not a JSON-RPC batch answer" in error
+
+
+def test_receipts_that_name_no_possible_entry_are_not_fetched(chain: Chain) -> None:  # noqa: F811
+    [receipt, *_] = chain.anchor()
+    reader = CachedReader(chain.w3, final_depth=DEPTH, chain_id=chain.w3.eth.chain_id)
+    for seq, block in ((-1, 1), (2**64, 1), (1, -5), ("x", 1)):
+        odd = {**receipt, "batch": {**receipt["batch"], "seq": seq},
+               "anchor": {**receipt["anchor"], "block_number": block}}
+        assert reader.missing(odd) is None
