@@ -18,7 +18,6 @@ anvil loads that file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import json
 import logging
@@ -27,7 +26,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from store import Store
 from store.anchors import Outbox
 from store.crypto import MasterKey, write_master_key_file
 from store.errors import MasterKeyError
+from store.locks import LockHeld, file_lock
 
 log = logging.getLogger("mrledger.serve")
 
@@ -259,17 +259,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-@contextlib.contextmanager
-def _data_dir_lock(data_dir: Path) -> Iterator[None]:
-    """One serve per data dir: two would run two anvils on one state file."""
-    with open(data_dir / "serve.lock", "a+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ServeError(f"another mrledger serve is running on {data_dir}/") from None
-        yield
-
-
 def _admin_token(ledger: Ledger, data_dir: Path) -> Path | None:
     """Create the first admin token and leave it in a 0600 file (it is never printed or logged)."""
     path = data_dir / ADMIN_TOKEN
@@ -307,7 +296,10 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
     threads: list[threading.Thread] = []
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(_data_dir_lock(data_dir))
+            try:  # one serve per data dir: two would run two anvils on one state file
+                stack.enter_context(file_lock(data_dir / "serve.lock"))
+            except LockHeld:
+                raise ServeError(f"another mrledger serve is running on {data_dir}/") from None
             # A crashed run leaves its serve.json behind; it must not describe this run until this run writes it.
             (data_dir / SERVE_INFO).unlink(missing_ok=True)
             admin_key_file = settings.admin_key_file or data_dir / "admin.key"

@@ -5,10 +5,9 @@ the operations the HTTP routes and the CLI share. Routes stay thin (parse, autho
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -29,6 +28,7 @@ from store import Accepted, Store, VersionInfo
 from store.access import Access, Principal
 from store.anchors import AnchorState, Outbox
 from store.decisions import EventIndex
+from store.locks import file_lock
 
 
 def utcnow() -> datetime:
@@ -76,7 +76,9 @@ class ChainContext:
         if self.admin is None:
             return False
         accounts = list(submitters) or ([self.submitter.address] if self.submitter else [])
-        with self._admin_lock, _locked(self.admin_lock_file):
+        other_processes = (file_lock(self.admin_lock_file, wait=True) if self.admin_lock_file
+                           else contextlib.nullcontext())
+        with self._admin_lock, other_processes:
             # Under the lock the registry is read again: a registration the other process just made is seen.
             return ensure_hospital_on_chain(self.w3, self.contract, self.admin, hospital_id, name, accounts)
 
@@ -92,20 +94,6 @@ class ChainContext:
     def block(self, number: int) -> BlockInfo | None:
         """Hash and timestamp of a block, cached once final; None if there is no such block (yet)."""
         return self.reader.block(number)
-
-
-@contextlib.contextmanager
-def _locked(path: Path | None) -> Iterator[None]:
-    """An exclusive, blocking ``flock`` on ``path`` (nothing when None); released when a holder dies."""
-    if path is None:
-        yield
-        return
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 #: Where a result version stands on its way to the chain: ``pending`` (not sealed), ``sealed`` (in a batch

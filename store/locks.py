@@ -1,4 +1,5 @@
-"""One anchoring worker per signing key at a time: two would race for nonces and double-send.
+"""One anchoring worker per signing key at a time: two would race for nonces and double-send. Also the
+file locks the node takes (``file_lock``): one serve per data dir, admin-key sends across its processes.
 
 PostgreSQL: a session-level advisory lock, held on a dedicated connection for the worker's life (it is
 released by the server if the process dies). SQLite: an exclusive ``flock`` on a file beside the
@@ -40,12 +41,19 @@ def exclusive(engine: Engine, name: str) -> Iterator[None]:
     if not database or database == ":memory:":
         yield  # an in-memory database belongs to this process alone
         return
-    path = Path(f"{database}.{hashlib.sha256(name.encode()).hexdigest()[:16]}.lock")
+    with file_lock(Path(f"{database}.{hashlib.sha256(name.encode()).hexdigest()[:16]}.lock"), what=repr(name)):
+        yield
+
+
+@contextmanager
+def file_lock(path: Path, *, wait: bool = False, what: str | None = None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if missing), released by the kernel if the holder dies.
+    ``wait``: block until it is free; otherwise raise LockHeld at once (naming ``what``, default the path)."""
     with open(path, "a+b") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError as exc:
-            raise LockHeld(f"lock {name!r} is held by another process") from exc
+            raise LockHeld(f"lock {what or str(path)} is held by another process") from exc
         try:
             yield
         finally:

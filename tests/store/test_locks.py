@@ -1,0 +1,33 @@
+"""store.locks.file_lock: refuse at once, or wait for the holder (flock: per open file, so threads suffice)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from store.locks import LockHeld, file_lock
+
+
+def test_file_lock_refuses_or_waits(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    got: list[float] = []
+
+    def waiter() -> None:
+        with file_lock(path, wait=True):
+            got.append(time.monotonic())
+
+    with file_lock(path):
+        with pytest.raises(LockHeld, match="the thing"), file_lock(path, what="the thing"):
+            pass
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.2)
+        assert not got  # still waiting for us
+        released = time.monotonic()
+    thread.join(5)
+    assert got and got[0] >= released
+    with file_lock(path):  # free again
+        pass
