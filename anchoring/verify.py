@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from web3 import Web3
@@ -219,8 +220,6 @@ class CachedReader:
         self.flushes = 0
         #: The latest background head refresh started by a ``cache_only`` caller (tests join it).
         self.refresher: threading.Thread | None = None
-        self._rpc: AsyncRpc | None = None
-        self._rpc_known = False
 
     def chain_id(self) -> int:
         if self._chain_id is None:
@@ -337,14 +336,11 @@ class CachedReader:
         return found
 
 
-    @property
+    @cached_property
     def rpc(self) -> AsyncRpc | None:
         """The event-loop client for this reader's node (None: not a plain http:// endpoint)."""
-        if not self._rpc_known:
-            endpoint = getattr(self.w3.provider, "endpoint_uri", None)
-            self._rpc = AsyncRpc.for_url(str(endpoint)) if endpoint else None
-            self._rpc_known = True
-        return self._rpc
+        endpoint = getattr(self.w3.provider, "endpoint_uri", None)
+        return AsyncRpc.for_url(str(endpoint)) if endpoint else None
 
     def missing(self, receipt: Any) -> Need | None:
         """What verifying the receipt document ``receipt`` (parsed JSON, not yet validated) would have to ask
