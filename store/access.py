@@ -13,10 +13,11 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import Table, bindparam, func, select
 
-from store.buffer import BufferedWriter
+from store.buffer import BufferedRows
 from store.crypto import ACCESS_RESULT_ID, access_context
 from store.errors import NotFoundError, SubmissionError
 from store.events import is_event_stream
@@ -70,10 +71,14 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
-class Access:
+#: The access log's columns, in the order rows are handed to the driver.
+_COLUMNS = ("at", "token_id", "role", "action", "hospital_id", "result_hmac", "result_enc", "version", "verdict")
+
+
+class Access(BufferedRows):
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._buffer = BufferedWriter(self._write, "access-log")
+        super().__init__(store._unit, cast(Table, AccessLog.__table__), _COLUMNS, "access-log")
 
     def create_token(self, role: str, label: str, now: datetime) -> str:
         """A new token for ``role``; the clear token is returned once and never stored."""
@@ -118,22 +123,6 @@ class Access:
                                   "version": version, "verdict": verdict}
         self._buffer.put(row)
 
-    def _write(self, rows: list[dict[str, object]]) -> None:
-        with self._store._unit(write=True) as s:
-            s.execute(insert(AccessLog), rows)
-
-    # -- buffered mode (mrledger serve): store/buffer.py says why ---------------------------------------
-
-    def start_buffering(self, interval: float = 0.1) -> None:
-        self._buffer.start(interval)
-
-    def flush(self) -> None:
-        """Write what is buffered now (readers call this, so they see their own requests)."""
-        self._buffer.flush()
-
-    def close(self) -> None:
-        """Stop buffering and write everything still queued (a clean stop loses nothing)."""
-        self._buffer.close()
 
     def entries(self, *, hospital_id: str | None = None, result_id: str | None = None, limit: int = 100,
                 offset: int = 0) -> list[AccessEntry]:

@@ -12,7 +12,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+
+from sqlalchemy import Table
+from sqlalchemy.orm import Session
+
+from store.bulk import DriverInsert
 
 log = logging.getLogger("mrledger.store")
 Row = dict[str, object]
@@ -75,3 +81,31 @@ class BufferedWriter:
                 self.flush()
             except Exception:  # the database is busy or down: the rows stay pending for the next round
                 log.warning("%s write failed; retrying", self._name, exc_info=True)
+
+
+class BufferedRows:
+    """Rows of one table, written at once or, after ``start_buffering``, by a ``BufferedWriter``'s thread:
+    the base of the access log (store/access.py) and the verification index (store/decisions.py). A row is
+    a dict of Python values by column; the write hands them to the driver (store/bulk.py), which costs the
+    background thread — and so the verifications it shares the interpreter lock with — less than an ORM
+    bulk insert."""
+
+    def __init__(self, unit: Callable[..., AbstractContextManager[Session]], table: Table, columns: Sequence[str],
+                 name: str) -> None:
+        self._unit, self._insert = unit, DriverInsert.values(table, columns)
+        self._buffer = BufferedWriter(self._write_rows, name)
+
+    def _write_rows(self, rows: list[Row]) -> None:
+        with self._unit(write=True) as s:
+            self._insert.run_values(s.connection(), rows)
+
+    def start_buffering(self, interval: float = 0.1) -> None:
+        self._buffer.start(interval)
+
+    def flush(self) -> None:
+        """Write what is buffered now (readers call this, so they see their own requests)."""
+        self._buffer.flush()
+
+    def close(self) -> None:
+        """Stop buffering and write everything still queued (a clean stop loses nothing)."""
+        self._buffer.close()

@@ -14,10 +14,10 @@ value is the same in every row). Column defaults are not applied: name every col
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Column, Connection, Insert, bindparam, insert
+from sqlalchemy import Column, Connection, Insert, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -25,15 +25,26 @@ from sqlalchemy.sql.compiler import SQLCompiler
 class DriverInsert:
     """One INSERT (or INSERT … SELECT) with bind parameters ``names``; rows are tuples in that order."""
 
-    def __init__(self, statement: Insert, names: Sequence[str]) -> None:
-        self.statement, self.names = statement, tuple(names)
+    def __init__(self, statement: Insert, names: Sequence[str], table: Table | None = None) -> None:
+        self.statement, self.names, self.table = statement, tuple(names), table
         self._compiled: dict[str, tuple[str, tuple[int, ...] | None]] = {}
 
     @classmethod
-    def values(cls, table: Any, columns: Sequence[str]) -> DriverInsert:
+    def values(cls, table: Table, columns: Sequence[str]) -> DriverInsert:
         """A plain multi-row INSERT of ``columns`` of ``table`` (bind names = column names)."""
         # inline(): no RETURNING of the generated key (PostgreSQL's compiler adds one otherwise); nobody reads it.
-        return cls(insert(table).values({c: bindparam(c) for c in columns}).inline(), columns)
+        return cls(insert(table).values({c: bindparam(c) for c in columns}).inline(), columns, table)
+
+    def run_values(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Rows of Python values by column name (a ``values`` insert), each value through its column type's
+        bind processor — what SQLAlchemy does for such rows, without its per-row machinery."""
+        assert self.table is not None, "run_values needs a DriverInsert.values statement"
+        process = [self.table.c[name].type._cached_bind_processor(conn.dialect) for name in self.names]
+        if any(len(row) != len(self.names) for row in rows):  # a column this statement does not name
+            raise ValueError(f"rows must hold exactly the columns {self.names}")
+        self.run(conn, [tuple(row[name] if p is None else p(row[name]) for name, p in zip(self.names, process,
+                                                                                          strict=True))
+                        for row in rows])
 
     def _sql(self, dialect: Dialect) -> tuple[str, tuple[int, ...] | None]:
         """The SQL text and, for positional paramstyles, where each placeholder's value sits in a row

@@ -18,14 +18,14 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, insert, select
+from sqlalchemy import Table, and_, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ledger import canonicalize
-from store.buffer import BufferedWriter
+from store.buffer import BufferedRows
 from store.errors import NotFoundError
 from store.events import (
     STREAM_SUFFIX,
@@ -99,12 +99,17 @@ def _encounter(e: Encounter) -> EncounterFacts:
                           split_codes(e.categories))
 
 
-class EventIndex:
+#: The verification index's columns, in the order rows are handed to the driver.
+_COLUMNS = ("id", "at", "token_id", "role", "hospital_id", "result_ref", "version", "verdict", "recognition",
+            "reasons", "category", "items")
+
+
+class EventIndex(BufferedRows):
     """The tables of decisions, encounters and the verifications they refer to. Thread-safe."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._buffer = BufferedWriter(self._write, "verifications")
+        super().__init__(store._unit, cast(Table, Verification.__table__), _COLUMNS, "verifications")
 
     # -- verifications --------------------------------------------------------------------------------
 
@@ -124,22 +129,6 @@ class EventIndex:
             return VerificationRow(v.id, v.at, v.token_id, v.role, v.hospital_id, v.result_ref, v.version, v.verdict,
                                    v.recognition, split_codes(v.reasons), v.category, _items(v.items))
 
-    def _write(self, rows: list[dict[str, object]]) -> None:
-        with self._store._unit(write=True) as s:
-            s.execute(insert(Verification), rows)
-
-    # -- buffered mode (mrledger serve): store/buffer.py says why ---------------------------------------
-
-    def start_buffering(self, interval: float = 0.1) -> None:
-        self._buffer.start(interval)
-
-    def flush(self) -> None:
-        """Write what is buffered now (readers call this, so they see their own requests)."""
-        self._buffer.flush()
-
-    def close(self) -> None:
-        """Stop buffering and write everything still queued (a clean stop loses nothing)."""
-        self._buffer.close()
 
     # -- the index --------------------------------------------------------------------------------------
 

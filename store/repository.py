@@ -97,7 +97,7 @@ _PENDING_LEAVES = cast(Table, PendingLeaf.__table__)
 _INSERT_VERSIONS = DriverInsert.values(_RECORD_VERSIONS, (
     "hospital_id", "result_hmac", "version", "status", "supersedes", "record_enc", "content_digest", "salt_enc",
     "leaf_hash", "accepted_at"))
-_INSERT_BATCH_LEAVES = DriverInsert.values(BatchLeaf.__table__,
+_INSERT_BATCH_LEAVES = DriverInsert.values(cast(Table, BatchLeaf.__table__),
                                            ("hospital_id", "seq", "leaf_index", "record_version_id"))
 #: A new version's pending row, its id looked up by the unique (hospital, result, version) in the same statement.
 _INSERT_PENDING = DriverInsert(insert(_PENDING_LEAVES).from_select(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import Column, Engine, Integer, LargeBinary, MetaData, String, Table, bindparam, insert, select
 
 from store.bulk import DriverInsert, processed
@@ -53,3 +54,19 @@ def test_each_pending_row_points_at_its_own_version(engine: Engine) -> None:
     assert len(pairs) == len(versions) == 400
     assert sorted(v for _, v, _, _ in pairs).count(2) == 100
     assert all(p == r for _, _, p, r in pairs)
+
+
+def test_run_values_processes_each_value_and_refuses_unnamed_columns(engine: Engine) -> None:
+    META.create_all(engine)
+    try:
+        statement = DriverInsert.values(T, ("a", "b", "c", "at"))
+        with engine.begin() as conn:
+            statement.run_values(conn, [{"a": 1, "b": "one", "c": b"\x01", "at": WHEN},
+                                        {"at": WHEN, "c": None, "b": "two", "a": 2}])
+            with pytest.raises(ValueError, match="exactly the columns"):
+                statement.run_values(conn, [{"a": 3, "b": "x", "c": None, "at": WHEN, "extra": 1}])
+        with engine.connect() as conn:
+            rows = conn.execute(select(T).order_by(T.c.a)).all()
+        assert [tuple(r) for r in rows] == [(1, "one", b"\x01", WHEN), (2, "two", None, WHEN)]
+    finally:
+        META.drop_all(engine)
