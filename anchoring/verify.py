@@ -13,6 +13,7 @@ batches, uses ``CachedReader``, whose docstring explains why its caches cannot h
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
@@ -310,11 +311,12 @@ class CachedReader:
         if found is not None:
             return found
         facts = _FRESH.get()
-        if facts is not None and ("block", number) in facts:
-            return cast(BlockInfo | None, facts["block", number])
-        if _CACHE_ONLY.get():
+        if facts is not None and ("block", number) in facts:  # read for this request: as good as asking now
+            found = cast(BlockInfo | None, facts["block", number])
+        elif _CACHE_ONLY.get():
             raise CacheMiss(f"block {number} is not cached")
-        found = _fetch_block(self.w3, number)
+        else:
+            found = _fetch_block(self.w3, number)
         if found is not None and self._final(number):
             self._blocks.put(number, found)
         return found
@@ -326,15 +328,15 @@ class CachedReader:
             return found
         facts = _FRESH.get()
         if facts is not None and ("batch", key) in facts:
-            return cast(BatchRecord | None, facts["batch", key])
-        if _CACHE_ONLY.get():
+            found = cast(BatchRecord | None, facts["batch", key])
+        elif _CACHE_ONLY.get():
             raise CacheMiss(f"batch {seq} is not cached")
-        found = reg.batch_of(self.w3, contract, hospital_key, seq)
+        else:
+            found = reg.batch_of(self.w3, contract, hospital_key, seq)
         # Cached with its anchoring block, so that the tripwire watches every block a cached entry rests on.
         if found is not None and self._final(found.anchored_block) and self.block(found.anchored_block):
             self._batches.put(key, found)
         return found
-
 
     @cached_property
     def rpc(self) -> AsyncRpc | None:
@@ -368,18 +370,12 @@ class CachedReader:
         stored, block = await rpc.batch_and_block(need.contract, need.hospital_key, need.seq, need.block_number)
         info = None if block is None else BlockInfo(need.block_number, block[0], block[1])
         key = (need.contract.lower(), bytes(need.hospital_key), need.seq)
-        try:
-            with cache_only():
-                block_final = info is not None and self._final(need.block_number)
-                entry_final = (stored is not None and stored.anchored_block == need.block_number
-                               and block_final)
-        except CacheMiss:  # no fresh head: cache nothing
-            block_final = entry_final = False
-        if block_final and info is not None:
-            self._blocks.put(need.block_number, info)
-        if entry_final and stored is not None:
-            self._batches.put(key, stored)
-        return {("batch", key): stored, ("block", need.block_number): info}
+        facts: dict[tuple[Any, ...], Any] = {("batch", key): stored, ("block", need.block_number): info}
+        # Read through ``block``/``batch``, which keep what is final by the one rule of a read from the node.
+        with fresh(facts), cache_only(), contextlib.suppress(CacheMiss):  # a miss: no fresh head, keep nothing
+            self.block(need.block_number)
+            self.batch(need.contract, need.hospital_key, need.seq)
+        return facts
 
 
 def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *,
