@@ -29,7 +29,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from multiprocessing.context import SpawnProcess
 from multiprocessing.sharedctypes import SynchronizedArray
@@ -152,7 +152,6 @@ class Spec:
     submitter_key: Path
     sign_stats: SynchronizedArray[float] | None
     admin_lock: Path  # the file both processes lock around admin-key transactions (ChainContext)
-    parent: int = 0  # the spawning process: a child that finds another parent exits at once
 
 
 class Background:
@@ -165,8 +164,8 @@ class Background:
     def __init__(self, spec: Spec) -> None:
         ctx = multiprocessing.get_context("spawn")  # never fork a process that already runs threads
         self._ready, self._ready_tx = ctx.Pipe(duplex=False)
-        self.process: SpawnProcess = ctx.Process(target=_child, args=(replace(spec, parent=os.getpid()),
-                                                                      self._ready_tx),
+        # os.getpid(): the parent; a child that finds another one (serve died while it started) exits at once.
+        self.process: SpawnProcess = ctx.Process(target=_child, args=(spec, self._ready_tx, os.getpid()),
                                                  name="mrledger-sealer-worker", daemon=False)
 
     def start(self) -> None:
@@ -217,17 +216,17 @@ def _die_with_parent(parent: int) -> bool:
     return os.getppid() == parent
 
 
-def _child(spec: Spec, ready: Connection) -> None:
+def _child(spec: Spec, ready: Connection, parent: int) -> None:
     """The child's main: the sealer and the anchoring worker as threads, until SIGTERM."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it then sends SIGTERM
     # The handler only raises a flag: setting a threading.Event from a signal handler can deadlock on the
     # event's lock if the signal lands while the main thread holds it (inside Event.wait).
     asked: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, _frame: asked.append(signum))
-    if not _die_with_parent(spec.parent):
+    if not _die_with_parent(parent):
         raise SystemExit(1)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    raise SystemExit(_run(spec, asked, ready, spec.parent))
+    raise SystemExit(_run(spec, asked, ready, parent))
 
 
 def _run(spec: Spec, asked: list[int], ready: Connection, parent: int) -> int:
