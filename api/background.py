@@ -65,7 +65,8 @@ _PR_SET_PDEATHSIG = 1
 class Sealer:
     """Seals a hospital's open batch once it is full or its oldest result is older than the interval,
     and puts hospitals registered in the database on chain (``mrledger hospital register`` writes the
-    database only, so that a single process — this one — spends the admin key's nonces).
+    database only, so that only the node spends the admin key's nonces; the API's own registrations and
+    this sealer's are serialised across the two processes by ``ChainContext.admin_lock_file``).
 
     With ``signing``, every batch is signed with its hospital's current key for this chain and registry,
     inside the sealing transaction: a hospital whose batch cannot be signed (no valid key, a certificate

@@ -71,8 +71,8 @@ class ChainContext:
 
     def register_hospital(self, hospital_id: str, name: str, submitters: Sequence[str] = ()) -> bool:
         """Put a hospital on the registry (idempotent) with the admin key. Serialised: the API's request
-        threads and the sealer's start-up reconciliation share one admin nonce, and two concurrent sends
-        would race for it."""
+        threads and the sealer share one admin nonce, and two concurrent sends would race for it — within
+        this process by a thread lock, across serve's two processes by ``admin_lock_file``."""
         if self.admin is None:
             return False
         accounts = list(submitters) or ([self.submitter.address] if self.submitter else [])
