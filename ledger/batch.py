@@ -20,6 +20,8 @@ from ledger.records import format_time
 
 #: Largest batch we seal; the service default is 10,000 (see the batching policy).
 MAX_BATCH_SIZE = 1 << 20
+#: The registry stores a batch's seq as a uint64 (contracts/MrLedgerRegistry.sol): no head beyond it can be anchored.
+MAX_SEQ = 2**64 - 1
 HEAD_FORMAT = "mrl-batch/1"
 
 
@@ -38,8 +40,8 @@ class BatchHead:
     sealed_at: datetime
 
     def __post_init__(self) -> None:
-        if self.seq < 1:
-            raise EncodingError("batch seq starts at 1")
+        if not 1 <= self.seq <= MAX_SEQ:
+            raise EncodingError(f"batch seq must be in 1..{MAX_SEQ}")
         if not 1 <= self.size <= MAX_BATCH_SIZE:
             raise EncodingError(f"batch size must be in 1..{MAX_BATCH_SIZE}")
         if len(self.root) != HASH_SIZE:

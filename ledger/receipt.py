@@ -39,9 +39,15 @@ def _chain_hex(value: Any, size: int, what: str) -> str:
     return value
 
 
-def _int(value: Any, what: str, minimum: int = 0) -> int:
+#: Ethereum block numbers are uint64 (the registry records the anchoring block as one too).
+MAX_BLOCK_NUMBER = 2**64 - 1
+
+
+def _int(value: Any, what: str, minimum: int = 0, maximum: int | None = None) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise EncodingError(f"{what} must be an integer >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise EncodingError(f"{what} must be an integer <= {maximum}")
     return value
 
 
@@ -73,7 +79,7 @@ class Anchor:
             chain_id=_int(obj["chain_id"], "anchor.chain_id", 1),
             contract=_chain_hex(obj["contract"], 20, "anchor.contract"),
             tx_hash=_chain_hex(obj["tx_hash"], 32, "anchor.tx_hash"),
-            block_number=_int(obj["block_number"], "anchor.block_number"),
+            block_number=_int(obj["block_number"], "anchor.block_number", maximum=MAX_BLOCK_NUMBER),
             block_hash=_chain_hex(obj["block_hash"], 32, "anchor.block_hash"),
         )
 

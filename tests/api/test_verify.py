@@ -213,3 +213,20 @@ def test_a_shallow_receipt_is_read_from_the_node_on_the_loop_and_a_reorg_is_seen
     api.node.rpc("anvil_reorg", 1, [])  # now the anchor is gone altogether
     gone = verify(api, {"receipt": receipt})
     assert gone["verdict"] == "tampered" and gone["failed_check"] in ("anchor-root", "anchor-block"), gone
+
+
+@pytest.mark.anvil
+def test_impossible_batch_or_block_numbers_are_answered_not_a_500(chain_api: Api) -> None:
+    """Numbers no registry entry or block can have (seq -1, beyond uint64) are refused by the receipt format
+    before any chain read (found by review: seq -1 was an HTTP 500, seq 2**64 a 503 from web3's encoder)."""
+    api = chain_api
+    submit(api, {"records": [record(1)]})
+    api.anchor_all()
+    receipt = anchored_receipt(api)
+    for seq, block in ((-1, receipt["anchor"]["block_number"]), (2**64, receipt["anchor"]["block_number"]),
+                       (receipt["batch"]["seq"], -3), (receipt["batch"]["seq"], 2**64)):
+        odd = copy.deepcopy(receipt)
+        odd["batch"]["seq"], odd["anchor"]["block_number"] = seq, block
+        got = api.client.post("/v1/verify", json={"receipt": odd})
+        assert got.status_code in (200, 422), got.text
+        assert got.status_code == 422 or got.json()["verdict"] != "authentic", got.text

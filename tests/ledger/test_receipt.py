@@ -60,3 +60,18 @@ def test_build_and_verify_every_leaf_of_a_batch() -> None:
         # the receipt of one record does not prove another
         other = Receipt(records[(i + 1) % 13], s, i, leaves[i], receipt.audit_path, head)
         assert verify_receipt(other).failed == "leaf-hash"
+
+
+def test_seq_and_block_number_beyond_uint64_are_format_failures() -> None:
+    """The registry stores seq and the anchoring block as uint64: no receipt beyond them can be genuine."""
+    good = next(c for c in CASES if c["desc"] == "valid unanchored receipt")["receipt"]
+    for seq, ok in ((2**64 - 1, "leaf"), (2**64, "format"), (0, "format")):
+        odd = json.loads(json.dumps(good))
+        odd["batch"]["seq"] = seq
+        failed = verify_receipt(json.dumps(odd)).failed
+        assert (failed == "format") == (ok == "format"), (seq, failed)
+    anchored = next(c for c in CASES if c["receipt"]["anchor"] and c["want_error"] is None)["receipt"]
+    for block, want in ((2**64 - 1, None), (2**64, "format")):
+        odd = json.loads(json.dumps(anchored))
+        odd["anchor"]["block_number"] = block
+        assert verify_receipt(json.dumps(odd)).failed == want, block
