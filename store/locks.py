@@ -2,7 +2,9 @@
 file locks the node takes (``file_lock``): one serve per data dir, admin-key sends across its processes.
 
 PostgreSQL: a session-level advisory lock, held on a dedicated connection for the worker's life (it is
-released by the server if the process dies). SQLite: an exclusive ``flock`` on a file beside the
+released by the server if the process dies). Advisory locks are per database, not per schema, so the key
+also names the schema: two ledgers in one database (a region's staging beside production, or parallel
+test runs) never block each other. SQLite: an exclusive ``flock`` on a file beside the
 database (released by the kernel if the process dies).
 """
 
@@ -26,8 +28,9 @@ class LockHeld(StoreError):
 @contextmanager
 def exclusive(engine: Engine, name: str) -> Iterator[None]:
     if engine.dialect.name == "postgresql":
-        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
         with engine.connect() as conn:
+            scope = conn.scalar(text("SELECT current_database() || '.' || coalesce(current_schema(), '')"))
+            key = int.from_bytes(hashlib.sha256(f"{scope}:{name}".encode()).digest()[:8], "big", signed=True)
             if not conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}):
                 raise LockHeld(f"lock {name!r} is held by another process")
             conn.commit()

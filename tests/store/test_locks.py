@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from store.locks import LockHeld, file_lock
+from store.locks import LockHeld, exclusive, file_lock
 
 
 def test_file_lock_refuses_or_waits(tmp_path: Path) -> None:
@@ -31,3 +32,23 @@ def test_file_lock_refuses_or_waits(tmp_path: Path) -> None:
     assert got and got[0] >= released
     with file_lock(path):  # free again
         pass
+
+
+@pytest.mark.postgres
+def test_advisory_lock_is_scoped_to_the_schema() -> None:
+    """Advisory locks are per database: without the schema in the key, two ledgers in one database (or two
+    test runs on the CI PostgreSQL) would refuse each other's worker."""
+    from tests.conftest import _pg_schema_engine
+
+    first, second = _pg_schema_engine(), _pg_schema_engine()
+    a, b = next(first), next(second)
+    try:
+        with exclusive(a, "anchoring-worker:0xabc"):
+            with pytest.raises(LockHeld), exclusive(a, "anchoring-worker:0xabc"):
+                pass
+            with exclusive(b, "anchoring-worker:0xabc"):  # another schema: free
+                pass
+    finally:
+        for gen in (first, second):
+            with contextlib.suppress(StopIteration):
+                next(gen)
