@@ -161,7 +161,7 @@ async function fromPayload(obj) {
     return;
   }
   const q = new URLSearchParams({ leaf_hash: obj.leaf_hash, version: obj.version });
-  const res = await fetch(`/v1/hospitals/${encodeURIComponent(obj.hospital_id)}/results/${encodeURIComponent(obj.result_id)}/proof?${q}`);
+  const res = await fetch(`/v1/hospitals/${encodeURIComponent(obj.hospital_id)}/results/${encodeURIComponent(obj.result_id).replace(/\./g, "%2E")}/proof?${q}`);
   const proof = await res.json();
   if (!res.ok) throw new Error(proof.detail || proof.title);
   $("qr-status").textContent = t("qr.ref");
