@@ -33,9 +33,11 @@ from ledger import ResultRecord
 from ledger.canonical import canonicalize
 from ledger.errors import MrLedgerError
 from ledger.formats import FormatError, from_fhir, from_hl7v2
+from ledger.formats.hl7v2 import legacy_result_id
 from ledger.records import Status
 from store import Store
-from store.errors import ConflictError, LineageError, NotFoundError
+from store.errors import ConflictError, IdentityChangeError, LineageError, NotFoundError
+from store.repository import identity_differs
 
 if TYPE_CHECKING:  # api.service → api.verification → this module (FHIR verification): no runtime import
     from api.service import Ledger
@@ -112,6 +114,10 @@ def _next_version(candidate: ResultRecord, versions: Sequence[ResultRecord]) -> 
         # final and preliminary are first versions; so is entered-in-error, which the record rules allow
         # at version 1 and which tells every later verifier that this result id is void.
         return candidate.model_copy(update={"version": 1, "supersedes": None})
+    differs = identity_differs(versions[0], candidate)
+    if differs:
+        raise IdentityChangeError(_identity_reason(candidate, versions[0], differs),
+                                  [(candidate.hospital_id, rid, versions[0].version)], differs)
     latest = versions[-1]
     reason = _refusal(status, latest.status)
     if reason is not None:
@@ -119,6 +125,23 @@ def _next_version(candidate: ResultRecord, versions: Sequence[ResultRecord]) -> 
             f"result {rid!r} differs from version {latest.version} ({latest.status}) held by this ledger, "
             f"but is sent as {status}: {reason}", [(candidate.hospital_id, rid, latest.version)])
     return candidate.model_copy(update={"version": latest.version + 1, "supersedes": latest.version})
+
+
+def _identity_reason(candidate: ResultRecord, first: ResultRecord, differs: list[str]) -> str:
+    """The real reason a received result cannot be a version of the held one (issue 16: the old answer,
+    "send as amended or corrected", was wrong advice for another patient's other test)."""
+    what = {"subject": "another patient", "code": "another test"}
+    parts = [what[d] for d in differs]
+    detail = []
+    if "subject" in differs:
+        detail.append("the patient identifier differs")
+    if "code" in differs:
+        detail.append(f"test {first.code.system}|{first.code.code} held, "
+                      f"{candidate.code.system}|{candidate.code.code} received")
+    return (f"result {candidate.result_id!r} received is for {' and '.join(parts)} than the result held under "
+            f"that id ({'; '.join(detail)}): it is a different result reusing the id, not a new version, and no "
+            "status makes it one. Give it an id of its own (HL7: the filler's namespace or universal id in "
+            "OBR-3.2/3.3; FHIR: an identifier with a system)")
 
 
 def _refusal(new: str, held: str) -> str | None:
@@ -151,8 +174,35 @@ def held_versions(store: Store, hospital_id: str, result_ids: Sequence[str]) -> 
     return out
 
 
-def submit(ledger: Ledger, hospital_id: str, candidates: Sequence[ResultRecord]) -> list[IntakeOutcome]:
-    """Plan ``candidates`` against the stored lineage and store them in one unit of work."""
+def continue_legacy(candidates: Sequence[ResultRecord], held: Mapping[str, Sequence[ResultRecord]],
+                    legacy: Callable[[str], str]) -> list[ResultRecord]:
+    """Candidates whose result id changed scheme keep the lineage they already have. HL7 result ids now carry
+    the filler's authority (``EM-811^LIS``, ledger.formats.hl7v2); results stored before under the bare
+    number (``EM-811``) keep that id, since it is inside their leaves and receipts. A later message for such a
+    result — nothing held under the new id, the old id held for the *same patient and test* — continues under
+    the old id (a resend is a duplicate, a correction its next version). One for another patient or test
+    keeps the new id and becomes a result of its own: the collision the new scheme exists to prevent."""
+    out = []
+    for candidate in candidates:
+        old = legacy(candidate.result_id)
+        versions = held.get(old, [])
+        if (old != candidate.result_id and not held.get(candidate.result_id) and versions
+                and not identity_differs(versions[0], candidate)):
+            candidate = candidate.model_copy(update={"result_id": old})
+        out.append(candidate)
+    return out
+
+
+def submit(ledger: Ledger, hospital_id: str, candidates: Sequence[ResultRecord],
+           legacy: Callable[[str], str] | None = None) -> list[IntakeOutcome]:
+    """Plan ``candidates`` against the stored lineage and store them in one unit of work. ``legacy`` maps a
+    result id to the one the same result had under an earlier id scheme (``continue_legacy``)."""
+    ids = [c.result_id for c in candidates]
+    if legacy is not None:
+        old = held_versions(ledger.store, hospital_id, [legacy(i) for i in ids if legacy(i) != i])
+        if old:
+            candidates = continue_legacy(candidates, {**old, **held_versions(ledger.store, hospital_id, ids)},
+                                         legacy)
     planned = plan(candidates, held_versions(ledger.store, hospital_id, [c.result_id for c in candidates]))
     accepted = ledger.submit(hospital_id, planned)
     return [IntakeOutcome(r.result_id, r.version, r.supersedes, r.status, a.leaf_hash, a.status)
@@ -210,4 +260,4 @@ def submit_hl7v2(ledger: Ledger, hospital_id: str, data: bytes, tz: tzinfo | Non
     zone = tz if tz is not None else ZoneRequired()
     records = _adapt(lambda: from_hl7v2(data, hospital_id, default_tz=zone, version=PROVISIONAL_VERSION,
                                         encoding=encoding))
-    return submit(ledger, hospital_id, records)
+    return submit(ledger, hospital_id, records, legacy=legacy_result_id)

@@ -42,6 +42,7 @@ from store.crypto import RECORD_JSON, SALT, Keyring, MasterKey, master_key_from_
 from store.db import SINGLE_READ_OPTION, WRITE_OPTION, make_engine, migrate
 from store.errors import (
     ConflictError,
+    IdentityChangeError,
     KeysUnavailableError,
     LineageError,
     MasterKeyError,
@@ -124,6 +125,28 @@ _ROW = select(RecordVersion.id, RecordVersion.version, RecordVersion.record_enc,
                                              RecordVersion.result_hmac == bindparam("rid"))
 _VERSION_ROW = _ROW.where(RecordVersion.version == bindparam("v"))
 _LATEST_ROW = _ROW.order_by(RecordVersion.version.desc()).limit(1)
+
+
+_IDENTITY_WORDS = {"subject": "another patient", "code": "another test"}
+
+
+def identity_differs(first: ResultRecord, later: ResultRecord) -> list[str]:
+    """Which of ``subject`` (the patient) and ``code`` (the test: system and code) ``later`` changes from
+    ``first``. Shared by the store's submission check and intake's lineage (api/intake.py)."""
+    out = []
+    if first.subject != later.subject:
+        out.append("subject")
+    if (first.code.system, first.code.code) != (later.code.system, later.code.code):
+        out.append("code")
+    return out
+
+
+def _identity_detail(field: str, first: ResultRecord | None, later: ResultRecord) -> str:
+    """What differs, in words an integrator can check. The patient's identifiers are not repeated (the answer
+    may be logged by the sender's engine); the test codes are not patient data and are shown."""
+    if field == "subject" or first is None:
+        return "the patient identifier differs"
+    return f"test {first.code.system}|{first.code.code} held, {later.code.system}|{later.code.code} received"
 
 
 class Store:
@@ -303,6 +326,7 @@ class Store:
                 raise ConflictError(f"{len(conflicts)} record(s) were submitted before with other content",
                                     conflicts)
             self._check_lineage(records, existing)
+            self._check_identity(s, hospital_id, records, existing, hmacs)
             rows: list[tuple[object, ...]] = []
             out: list[Accepted] = []
             new_leaves: dict[tuple[str, int], bytes] = {}
@@ -350,6 +374,35 @@ class Store:
         for r in records:
             if r.supersedes is not None and (r.result_id, r.supersedes) not in present:
                 raise LineageError(f"{r.key} supersedes version {r.supersedes}, which this ledger does not hold")
+
+    def _check_identity(self, s: Session, hospital_id: str, records: Sequence[ResultRecord],
+                        existing: Mapping[tuple[str, int], _Known], hmacs: Mapping[str, bytes]) -> None:
+        """Every later version keeps the patient (``subject``) and the test (``code``: system and code; the
+        display may change) of version 1. Two senders reusing one order number once made another patient's
+        test "version 2" of a result, and the first patient's receipt then read as superseded: a version
+        that changes who or what was tested is a different result, refused here for every intake path.
+        Version 1 is read from the submission, else decrypted from the store (one row per such result: only
+        later versions pay, and results rarely have more than three)."""
+        later = [r for r in records if r.version > 1 and (r.result_id, r.version) not in existing]
+        if not later:
+            return
+        firsts = {r.result_id: r for r in records if r.version == 1}
+        for rid in {r.result_id for r in later} - set(firsts):
+            if (rid, 1) not in existing:
+                continue  # nothing to compare with (the lineage check has the last word on what is held)
+            row = self._version_row(s, hospital_id, hmacs[rid], rid, 1)
+            context = record_context(hospital_id, hmacs[rid], 1, row.leaf_hash)
+            firsts[rid] = ResultRecord.from_json(self._decrypt(RECORD_JSON, context, row.record_enc).decode("utf-8"))
+        for r in later:
+            first = firsts.get(r.result_id)
+            differs = [] if first is None else identity_differs(first, r)
+            if differs:
+                raise IdentityChangeError(
+                    f"{r.key} names {' and '.join(_IDENTITY_WORDS[d] for d in differs)} than version 1 of result "
+                    f"{r.result_id!r} ({'; '.join(_identity_detail(d, first, r) for d in differs)}): a new version "
+                    "must keep the patient and the test of version 1. This is a different result reusing the id: "
+                    "give it an id of its own (HL7: the filler's namespace in OBR-3.2/3.3; FHIR: an identifier "
+                    "with a system)", [(hospital_id, r.result_id, 1)], differs)
 
     # -- sealing ------------------------------------------------------------------------------------
 

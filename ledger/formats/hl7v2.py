@@ -146,6 +146,7 @@ class _Order:
     pid: Any
     obr: Any
     where: str
+    orc: Any = None
     notes: list[str] = field(default_factory=list)
     results: list[tuple[Any, list[str]]] = field(default_factory=list)
 
@@ -153,13 +154,17 @@ class _Order:
 def _orders(message: Any, where: str) -> list[_Order]:
     orders: list[_Order] = []
     pid: Any = None
+    orc: Any = None
     for segment in message:
         sid = str(segment[0])
         if sid == "PID":
             pid = segment
+        elif sid == "ORC":
+            orc = segment
         elif sid == "OBR":
             filler = _get(segment, 3) or _get(segment, 2) or f"#{len(orders) + 1}"
-            orders.append(_Order(pid, segment, f"{where} OBR {filler}"))
+            orders.append(_Order(pid, segment, f"{where} OBR {filler}", orc))
+            orc = None  # an ORC belongs to the OBR that follows it
         elif sid == "OBX":
             if not orders:
                 raise FormatError("OBX before any OBR: a result must belong to an order", where=where)
@@ -187,7 +192,7 @@ def _record(
     default_kind: Kind,
 ) -> ResultRecord:
     obr, where = order.obr, order.where
-    result_id = _get(obr, 3) or _get(obr, 2)
+    result_id = _result_id(order, message.segment("MSH"))
     if not result_id:
         raise FormatError("OBR-3 (filler order number) and OBR-2 (placer order number) are both empty", where=where)
     if not order.results:
@@ -218,6 +223,57 @@ def _record(
     if s is not None:
         obj["supersedes"] = s
     return build_record(obj, where=where)
+
+
+#: HL7 escape sequences for the delimiters (v2.5 §2.7.4), used to spell a result id as an HL7 EI.
+_ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
+
+
+def _escape(text: str) -> str:
+    for plain, escaped in _ESCAPES:
+        text = text.replace(plain, escaped)
+    return text
+
+
+def _unescape(text: str) -> str:
+    for plain, escaped in reversed(_ESCAPES):
+        text = text.replace(escaped, plain)
+    return text
+
+
+def _ei(segment: Any, field_num: int) -> list[str]:
+    """An EI (entity id, namespace id, universal id, universal id type) or HD (the last three) as 4 parts."""
+    return [_get(segment, field_num, 1, i) for i in (1, 2, 3, 4)] if segment is not None else ["", "", "", ""]
+
+
+def _result_id(order: _Order, msh: Any) -> str:
+    """The result id: the filler order number *with its assigning authority*, spelt as the HL7 EI it is
+    (``EM-811^LIS``, ``4711^LAB^2.16.840.1.113883.3.72^ISO``; delimiters inside a component escaped, trailing
+    empty components dropped). A bare OBR-3.1 is unique only within the filler application that assigned it:
+    two senders behind one hospital's interface engine reused a number, and another patient's other test
+    became "version 2" of a result. The authority is OBR-3.2-3.4; else ORC-3's when ORC-3 names the same
+    number; else MSH-3, the sending application (which in an ORU is the filler that assigned it), else MSH-4.
+    Without OBR-3, the placer number OBR-2 the same way (its own authority, else ORC-2's). Results stored
+    under the bare number before (``legacy_result_id``) are continued by api/intake.py."""
+    for field_num in (3, 2):
+        entity, *authority = _ei(order.obr, field_num)
+        if not entity:
+            continue
+        if not any(authority) and order.orc is not None and _get(order.orc, field_num) == entity:
+            authority = _ei(order.orc, field_num)[1:]
+        if not any(authority) and field_num == 3:
+            authority = _ei(msh, 3)[:3] if any(_ei(msh, 3)[:3]) else _ei(msh, 4)[:3]
+        parts = [_escape(p) for p in (entity, *authority)]
+        while parts and not parts[-1]:
+            parts.pop()
+        return "^".join(parts)
+    return ""
+
+
+def legacy_result_id(result_id: str) -> str:
+    """The id the adapter gave the same OBR before result ids carried the filler's authority: OBR-3.1 (or
+    OBR-2.1) alone."""
+    return _unescape(result_id.split("^", 1)[0])
 
 
 def _system(name: str) -> str:

@@ -29,7 +29,8 @@ HID = "gz-001"
 BIOSENSE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "hl7v2" / "biosense-oru-r01-2005.txt"
 needs_shared = pytest.mark.skipif(not BIOSENSE.exists(), reason=f"{BIOSENSE} is absent (../shared not checked out)")
 needs_examples = pytest.mark.skipif(not EXAMPLES.is_dir(), reason=f"{EXAMPLES} is absent (run npm ci)")
-RESULT_IDS = ["EM-811", "EM-8.1.2", "EM-83", "EM-851", "EM-8.9", "EM-8.14", "EM-9.2"]
+#: OBR-3 with the filler's authority, here MSH-3 (the messages' OBR-3 has none): issue 16, point 2.
+RESULT_IDS = ["EM-811^OE", "EM-8.1.2^OE", "EM-83^LIS", "EM-851^LIS", "EM-8.9^LIS", "EM-8.14^LIS", "EM-9.2^LIS"]
 NAMED = ("Observation-f001.json", "DiagnosticReport-f201.json", "ImagingStudy-example-xr.json", "Bundle-lipids.json",
          "Bundle-ghp.json")
 HL7 = "x-application/hl7-v2+er7"
@@ -126,7 +127,7 @@ def test_biosense_file_with_its_corrected_result(api: Api) -> None:
     assert rows(api) == 0
 
     original = post(api, "hl7v2", em92_original().encode(), "application/hl7-v2", tz=tz).json()["results"]
-    assert [(r["result_id"], r["version"], r["result_status"]) for r in original] == [("EM-9.2", 1, "final")]
+    assert [(r["result_id"], r["version"], r["result_status"]) for r in original] == [("EM-9.2^LIS", 1, "final")]
     answer = post(api, "hl7v2", biosense().encode(), HL7, tz=tz)
     assert answer.status_code == 202, answer.text
     results = answer.json()["results"]
@@ -225,7 +226,7 @@ def test_cli_fhir_and_hl7v2_files(live: tuple[Api, str], tmp_path: Path) -> None
     out = run(url, "--format", "hl7v2", "--tz", "America/New_York", str(v1), str(BIOSENSE), "--token", token)
     assert out.exit_code == 0, out.output
     assert "8 accepted, 0 duplicates (2 files)" in out.stdout
-    assert [v.version for v in api.ledger.store.versions(HID, "EM-9.2")] == [1, 2]
+    assert [v.version for v in api.ledger.store.versions(HID, "EM-9.2^LIS")] == [1, 2]
     refused = run(url, "--format", "fhir", str(EXAMPLES / "Observation-unsat.json"), "--token", token)
     assert refused.exit_code == 1 and "Observation-unsat.json" in refused.output and "cancelled" in refused.output
     assert run(url, "--format", "xml", str(v1)).exit_code == 2
