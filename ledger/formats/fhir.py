@@ -23,7 +23,14 @@ from pydantic import ValidationError
 
 from ledger.canonical import parse_json
 from ledger.errors import EncodingError
-from ledger.formats._common import FormatError, VersionArg, build_record, fhir_instant, lineage
+from ledger.formats._common import (
+    FormatError,
+    VersionArg,
+    build_record,
+    fhir_span,
+    issued_not_before_effective,
+    lineage,
+)
 from ledger.formats._fhir_refs import (
     Index,
     Resource,
@@ -339,9 +346,11 @@ def _times(resource: Resource, default_tz: tzinfo, where: str) -> tuple[datetime
     first = effective or issued
     if first is None:
         raise FormatError("has neither effective[x] (or started) nor issued: the result has no time", where=where)
-    eff = fhir_instant(first, default_tz, "effective")
-    iss = fhir_instant(issued, default_tz, "issued") if issued else eff
-    return eff, iss
+    eff = fhir_span(first, default_tz, "effective")
+    iss = fhir_span(issued, default_tz, "issued") if issued else eff
+    if effective is not None and issued:
+        issued_not_before_effective(eff, iss, ("effective", "issued"), (effective, issued), where)
+    return eff[0], iss[0]
 
 
 def _subject(resource: Resource, index: Index, where: str) -> dict[str, Any]:

@@ -138,8 +138,11 @@ def _message(*, value: str = "5.4", vtype: str = "NM", obr25: str = "F", obx11: 
 
 
 def test_inline_message_with_offsets() -> None:
-    (record,) = from_hl7v2(_message(), "cn-test", default_tz=US_EAST)
-    assert record.to_obj()["issued"] == "2024-05-01T00:30:00Z"  # MSH-7 carries +0800: default_tz unused
+    # MSH-7 a day later than in _message(): an issued time standing in for OBR-22 is never before OBR-7
+    # (there 00:30Z against 12:30Z), which would have been taken as OBR-7 itself (issue 16, point 3).
+    msh = MSH.replace("20240501083000+0800", "20240502083000+0800")
+    (record,) = from_hl7v2(_message(msh=msh), "cn-test", default_tz=US_EAST)
+    assert record.to_obj()["issued"] == "2024-05-02T00:30:00Z"  # MSH-7 carries +0800: default_tz unused
     assert record.to_obj()["effective"] == "2024-05-01T12:30:00Z"  # OBR-7 without offset: US Eastern (EDT)
     assert (record.result_id, record.subject.system, record.subject.value) == ("FI-1^LIS", "urn:oid:1.2.3", "MRN-1")
     obs = record.content.observations[0]  # type: ignore[union-attr]
