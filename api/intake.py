@@ -24,15 +24,19 @@ then resolves against the winner).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from api.fhir_match import aliases, same_content
 from ledger import ResultRecord
-from ledger.canonical import canonicalize
 from ledger.errors import MrLedgerError
-from ledger.formats import FormatError, from_fhir, from_hl7v2
+from ledger.formats import FormatError, from_hl7v2
+from ledger.formats import _fhir_policy as fhir_policy
+from ledger.formats._fhir_policy import Skipped
+from ledger.formats.fhir import FhirResults
+from ledger.formats.fhir import read_fhir as _read_fhir
 from ledger.formats.hl7v2 import legacy_result_id
 from ledger.records import Status
 from store import Store
@@ -42,13 +46,13 @@ from store.repository import identity_differs
 if TYPE_CHECKING:  # api.service → api.verification → this module (FHIR verification): no runtime import
     from api.service import Ledger
 
+T = TypeVar("T")
 AMENDMENTS = frozenset({"amended", "corrected"})
 REVOCATION = "entered-in-error"
 #: The version the adapters are asked to build before ``plan`` renumbers: 2, because at version 1 the
 #: record rules refuse an ``amended``/``corrected`` result before the ledger could say which version it is.
 #: No record leaves this module with it; every one is rebuilt through ``ResultRecord.model_copy``.
 PROVISIONAL_VERSION = 2
-_LINEAGE_FIELDS = ("version", "supersedes")
 
 
 class UnknownCorrectionError(LineageError):
@@ -74,17 +78,12 @@ class IntakeOutcome:
 # -- lineage (pure) ----------------------------------------------------------------------------------
 
 
-def _body(record: ResultRecord) -> bytes:
-    """Everything the sender said, without the numbers the ledger assigns: the identity of a resubmission."""
-    return canonicalize({k: v for k, v in record.to_obj().items() if k not in _LINEAGE_FIELDS})
-
-
 def same_version(candidate: ResultRecord, versions: Sequence[ResultRecord]) -> ResultRecord | None:
-    """The newest of ``versions`` with the same content as ``candidate`` (version and supersedes aside),
-    or None. Shared by intake (a resend is a duplicate) and verification (which held version a FHIR
-    resource a doctor holds is), so both answer the same question the same way."""
-    body = _body(candidate)
-    return next((v for v in reversed(versions) if _body(v) == body), None)
+    """The newest of ``versions`` that says the same as ``candidate`` (version and supersedes aside; equal
+    instants however spelt, a date-only time in any zone: ``api.fhir_match.same_content``), or None. Shared by
+    intake (a resend is a duplicate) and verification (which held version a FHIR resource a doctor holds is),
+    so both answer the same question the same way."""
+    return next((v for v in reversed(versions) if same_content(candidate, v)), None)
 
 
 def plan(candidates: Sequence[ResultRecord], held: Mapping[str, Sequence[ResultRecord]]) -> list[ResultRecord]:
@@ -204,7 +203,9 @@ def submit(ledger: Ledger, hospital_id: str, candidates: Sequence[ResultRecord],
             candidates = continue_legacy(candidates, {**old, **held_versions(ledger.store, hospital_id, ids)},
                                          legacy)
     planned = plan(candidates, held_versions(ledger.store, hospital_id, [c.result_id for c in candidates]))
-    accepted = ledger.submit(hospital_id, planned)
+    # Observations folded into a report stay findable by their own ids (a doctor may hold one alone).
+    names = {r.result_id: found for r in planned if (found := aliases(r))}
+    accepted = ledger.submit(hospital_id, planned, names)
     return [IntakeOutcome(r.result_id, r.version, r.supersedes, r.status, a.leaf_hash, a.status)
             for r, a in zip(planned, accepted, strict=True)]
 
@@ -233,24 +234,41 @@ class ZoneRequired(tzinfo):
         return None
 
 
-def _adapt(build: Callable[[], list[ResultRecord]]) -> list[ResultRecord]:
+def _adapt(build: Callable[[], T]) -> T:
     try:
         return build()
     except _ZoneNeeded as exc:
         raise FormatError(str(exc)) from exc
 
 
-def fhir_records(hospital_id: str, data: bytes | dict[str, Any], tz: tzinfo | None = None) -> list[ResultRecord]:
-    """A FHIR R4 resource or Bundle as intake maps it (provisional version; ``plan`` renumbers). Public so
-    that verification projects a resource a doctor holds exactly as the hospital's submission was.
-    Without ``tz``, bare FHIR dates are read in UTC (the adapter's default: a FHIR dateTime with a time
-    must carry an offset, so only dates can lack one)."""
-    return _adapt(lambda: from_fhir(data, hospital_id, version=PROVISIONAL_VERSION, default_tz=tz or UTC))
+#: ``include`` that maps every Observation category (verification: a doctor may hold what a hospital chose to
+#: commit with ``include``).
+EVERY_CATEGORY = fhir_policy.EVERY_CATEGORY
 
 
-def submit_fhir(ledger: Ledger, hospital_id: str, data: bytes, tz: tzinfo | None = None) -> list[IntakeOutcome]:
-    """A FHIR R4 resource or Bundle (``fhir_records``)."""
-    return submit(ledger, hospital_id, fhir_records(hospital_id, data, tz))
+def read_fhir(hospital_id: str, data: bytes | dict[str, Any], tz: tzinfo | None = None,
+              include: Collection[str] = (), fhir_version: str | None = None) -> FhirResults:
+    """A FHIR R4 resource or Bundle as intake maps it (provisional version; ``plan`` renumbers), with the Bundle
+    entries skipped. Without ``tz``, bare FHIR dates are read in UTC (the adapter's default: a FHIR dateTime
+    with a time must carry an offset, so only dates can lack one). ``include``: Observation categories that are
+    not results, committed anyway (ledger/formats/_fhir_policy.py)."""
+    return _adapt(lambda: _read_fhir(data, hospital_id, version=PROVISIONAL_VERSION, default_tz=tz or UTC,
+                                     include=include, fhir_version=fhir_version))
+
+
+def fhir_records(hospital_id: str, data: bytes | dict[str, Any], tz: tzinfo | None = None,
+                 include: Collection[str] = ()) -> list[ResultRecord]:
+    """``read_fhir``'s records. Public so that verification projects a resource a doctor holds exactly as the
+    hospital's submission was."""
+    return read_fhir(hospital_id, data, tz, include).records
+
+
+def submit_fhir(ledger: Ledger, hospital_id: str, data: bytes, tz: tzinfo | None = None,
+                include: Collection[str] = (), fhir_version: str | None = None
+                ) -> tuple[list[IntakeOutcome], list[Skipped]]:
+    """A FHIR R4 resource or Bundle (``read_fhir``): what was stored, and what was skipped and why."""
+    found = read_fhir(hospital_id, data, tz, include, fhir_version)
+    return submit(ledger, hospital_id, found.records), found.skipped
 
 
 def submit_hl7v2(ledger: Ledger, hospital_id: str, data: bytes, tz: tzinfo | None = None,

@@ -115,7 +115,7 @@ def install(app: FastAPI) -> None:
             return _response(request, 404, "not-found", "Not found", str(exc))
         if isinstance(exc, ConflictError):
             keys = [{"hospital_id": h, "result_id": r, "version": v} for h, r, v in exc.keys]
-            extra = {"differs": exc.differs} if isinstance(exc, IdentityChangeError) else {}
+            extra: dict[str, Any] = {"differs": exc.differs} if isinstance(exc, IdentityChangeError) else {}
             return _response(request, 409, "conflict", "Conflicts with what the ledger holds", str(exc), keys=keys,
                              **extra)
         if isinstance(exc, LineageError):

@@ -52,7 +52,7 @@ from store.errors import (
     UnknownHospitalError,
 )
 from store.keystore import convert_backlog, load_keyring, scrub_sqlite
-from store.models import Anchor, Batch, BatchLeaf, Hospital, PendingLeaf, RecordVersion
+from store.models import Anchor, Batch, BatchLeaf, Hospital, PendingLeaf, RecordVersion, ResultAlias
 from store.salts import SaltPool
 
 log = logging.getLogger("mrledger.store")
@@ -284,7 +284,8 @@ class Store:
 
     # -- submission ---------------------------------------------------------------------------------
 
-    def submit(self, hospital_id: str, records: Sequence[ResultRecord]) -> list[Accepted]:
+    def submit(self, hospital_id: str, records: Sequence[ResultRecord],
+               aliases: Mapping[str, Sequence[str]] | None = None) -> list[Accepted]:
         """Accept records of one hospital, all or nothing.
 
         Idempotent per (hospital, result_id, version): the same content again returns the leaf it got
@@ -299,13 +300,14 @@ class Store:
         if foreign:
             raise SubmissionError(f"records of another hospital in a submission for {hospital_id!r}: {foreign[:3]}")
         try:
-            return self._submit(hospital_id, records)
+            return self._submit(hospital_id, records, aliases or {})
         except IntegrityError:
             # A concurrent submission inserted one of our keys between our read and our insert. Retry
             # once: the rows are now visible and resolve to duplicate or conflict.
-            return self._submit(hospital_id, records)
+            return self._submit(hospital_id, records, aliases or {})
 
-    def _submit(self, hospital_id: str, records: Sequence[ResultRecord]) -> list[Accepted]:
+    def _submit(self, hospital_id: str, records: Sequence[ResultRecord],
+                aliases: Mapping[str, Sequence[str]]) -> list[Accepted]:
         digests = [content_digest(r) for r in records]
         wanted: dict[tuple[str, int], bytes] = {}
         for r, d in zip(records, digests, strict=True):
@@ -351,7 +353,38 @@ class Store:
                 stamp = processed(_RECORD_VERSIONS.c.accepted_at, now, conn.dialect)
                 _INSERT_VERSIONS.run(conn, [(hospital_id, *row, stamp) for row in rows])
                 _INSERT_PENDING.run(conn, [(hospital_id, row[0], row[1]) for row in rows])
+            if aliases:
+                self._add_aliases(s, hospital_id, aliases, hmacs)
             return out
+
+    def _add_aliases(self, s: Session, hospital_id: str, aliases: Mapping[str, Sequence[str]],
+                     hmacs: Mapping[str, bytes]) -> None:
+        """``result_aliases`` rows for this submission's results (``submit``'s ``aliases``: result id → other ids
+        it answers to), skipping those already there: a resend adds nothing."""
+        wanted = {(self.keys.index(hospital_id, alias), hmacs[rid])
+                  for rid, names in aliases.items() if rid in hmacs for alias in names if alias != rid}
+        if not wanted:
+            return
+        held = set(s.execute(select(ResultAlias.alias_hmac, ResultAlias.result_hmac).where(
+            ResultAlias.hospital_id == hospital_id,
+            ResultAlias.alias_hmac.in_(sorted({a for a, _ in wanted})))).tuples())
+        s.add_all(ResultAlias(hospital_id=hospital_id, alias_hmac=a, result_hmac=r) for a, r in sorted(wanted - held))
+
+    def alias_targets(self, hospital_id: str, alias: str) -> list[str]:
+        """The result ids a result was also submitted as (``result_aliases``): e.g. the report an Observation
+        was committed inside. Each target is named by decrypting its latest stored version."""
+        found = []
+        with self._unit() as s:
+            targets = s.scalars(select(ResultAlias.result_hmac).where(
+                ResultAlias.hospital_id == hospital_id,
+                ResultAlias.alias_hmac == self.keys.index(hospital_id, alias)).order_by(ResultAlias.id)).all()
+            for rid in targets:
+                row = s.execute(_LATEST_ROW, {"hid": hospital_id, "rid": rid}).first()
+                if row is not None:
+                    context = record_context(hospital_id, rid, row.version, row.leaf_hash)
+                    record = ResultRecord.from_json(self._decrypt(RECORD_JSON, context, row.record_enc).decode())
+                    found.append(record.result_id)
+        return found
 
     @staticmethod
     def _existing(s: Session, hospital_id: str, hmacs: Mapping[str, bytes]) -> dict[tuple[str, int], _Known]:

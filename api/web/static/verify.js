@@ -86,6 +86,7 @@ function render() {
     if (kind === "authentic" && server.superseded_by) kind = "superseded";
     word = t("v." + kind);
     if (server.recognition) sub = t("rec." + server.recognition.decision);
+    if (kind === "cannot-match") sub = (server.checks.find((c) => c.name === server.failed_check) || {}).detail || sub;
     if (server.failed_check === "signature") sub = `${t("sig.fail")}: ${server.signature ? server.signature.status : ""}`;
   } else if (offline) { kind = offline.status === "valid" ? "unknown" : "pending"; word = t("v." + kind); sub = t("v.offline-only"); }
   else { kind = "unknown"; word = t("v.unknown"); sub = error ? `${t("srv.error")}: ${error}` : ""; }
