@@ -39,6 +39,7 @@ from ledger import (
 )
 from ledger.errors import MrLedgerError
 from ledger.formats import FormatError
+from ledger.formats.fhir import project
 from ledger.records import format_time
 from store import NotFoundError, Store, VersionInfo
 from store.anchors import Outbox
@@ -296,7 +297,15 @@ class Verifier:
         ``cannot-match``; not held → unknown. A Bundle must yield exactly one result: "authentic" for the first
         of several would be read as vouching for the others. Raises FormatError (→ 422) when the resource
         cannot be mapped."""
-        records = intake.fhir_records(hospital_id, resource, tz, include=intake.EVERY_CATEGORY)
+        try:
+            records = intake.fhir_records(hospital_id, resource, tz, include=intake.EVERY_CATEGORY)
+        except FormatError:
+            # An Observation that is no result on its own (a panel member without a time of its own) may still
+            # be one its hospital committed inside a report.
+            inside = self._inside_report(hospital_id, resource)
+            if inside is None:
+                raise
+            return inside
         if len(records) != 1:
             ids = ", ".join(r.result_id for r in records[:10]) + (", …" if len(records) > 10 else "")
             raise FormatError(f"the Bundle holds {len(records)} results ({ids}); send one result to verify "
@@ -340,19 +349,36 @@ class Verifier:
             return self._report_regrouped(hospital_id, candidate, report, mapped, tz, base)
         if held or candidate.content.resource_type != "Observation":
             return None
+        return self._inside_report(hospital_id, resource, mapped, base)
+
+    def _inside_report(self, hospital_id: str, resource: Any, mapped: Check | None = None,
+                       base: Outcome | None = None) -> Outcome | None:
+        """An Observation held alone that its hospital committed inside a report (``result_aliases``, written
+        at intake): authentic as that report's version when a folded Observation with one of its ids says the
+        same; tampered when one with its id says something else; None when no report holds it."""
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
+            return None
+        try:
+            projection = project(resource)
+        except FormatError:
+            return None
+        mapped = mapped or Check("fhir", True, "mapped as intake does: an Observation that is no result of its own")
         changed: ResultRecord | None = None
-        for target in self.store.alias_targets(hospital_id, candidate.result_id):
-            for version in reversed(intake.held_versions(self.store, hospital_id, [target]).get(target, [])):
-                named, same = fhir_match.find_inside(resource, version)
-                if same:
-                    return self._held_match(hospital_id, version, [mapped, Check(
-                        "grouping", True, f"the Observation is committed inside report {version.result_id} "
-                                          f"version {version.version}")])
-                changed = changed or (version if named else None)
+        for name in fhir_match.observation_ids(projection):
+            for target in self.store.alias_targets(hospital_id, name):
+                for version in reversed(intake.held_versions(self.store, hospital_id, [target]).get(target, [])):
+                    named, same = fhir_match.find_inside(projection, version)
+                    if same:
+                        return self._held_match(hospital_id, version, [mapped, Check(
+                            "grouping", True, f"the Observation is committed inside report {version.result_id} "
+                                              f"version {version.version}")])
+                    changed = changed or (version if named else None)
         if changed is None:
             return None
+        base = base or Outcome("unknown", (), hospital_id=hospital_id, hospital_name=self.hospital_name(hospital_id))
         return self._conclude(self._fail(
-            replace(base, result_id=changed.result_id), "tampered", [mapped, Check("lookup", True)], "content",
+            replace(base, result_id=changed.result_id, record=base.record or changed), "tampered",
+            [mapped, Check("lookup", True)], "content",
             f"an Observation with this id is committed inside report {changed.result_id}, with other content"))
 
     def _report_regrouped(self, hospital_id: str, candidate: ResultRecord, report: ResultRecord, mapped: Check,
