@@ -70,7 +70,8 @@ def not_a_result(observation: Mapping[str, Any], include: Collection[str]) -> st
 def skipped_reason(resource_type: str, bundle_type: str | None) -> str:
     if resource_type == "Composition" and bundle_type == "document":
         return "a Composition is not a result (the results its sections reference are taken from the Bundle)"
-    return f"a {resource_type} is not a result"
+    article = "an" if resource_type[:1] in "AEIOU" else "a"
+    return f"{article} {resource_type} is not a result"
 
 
 def declared_r5(resource: Mapping[str, Any], fhir_version: str | None) -> bool:
@@ -91,6 +92,31 @@ def r5_validates(resource: Mapping[str, Any]) -> bool:
     except (KeyError, ValidationError, ValueError, TypeError):
         return False
     return True
+
+
+#: LOINC codes of the Composition sections that hold results (IPS "Results", C-CDA "Relevant diagnostic tests
+#: and/or laboratory data"; diagnostic imaging studies).
+RESULT_SECTIONS = frozenset({"30954-2", "18748-4"})
+
+
+def document_sections(composition: Mapping[str, Any]) -> dict[str, tuple[str, bool]]:
+    """For a document Bundle: each reference its Composition's sections (nested too) make → (the section's
+    title or code, whether it is a results section)."""
+    out: dict[str, tuple[str, bool]] = {}
+    stack = list(composition.get("section", []))
+    while stack:
+        section = stack.pop()
+        if not isinstance(section, dict):
+            continue
+        codes = [c.get("code") for c in (section.get("code") or {}).get("coding", []) if isinstance(c, dict)]
+        title = section.get("title") or next((c for c in codes if c), "untitled")
+        results = any(c in RESULT_SECTIONS for c in codes)
+        for entry in section.get("entry", []):
+            if isinstance(entry, dict) and isinstance(entry.get("reference"), str):
+                known = out.get(entry["reference"])
+                out[entry["reference"]] = (title, results or bool(known and known[1]))
+        stack.extend(section.get("section", []))
+    return out
 
 
 R5_REFUSAL = "this is FHIR R5; this endpoint takes R4 (4.0.1, or R4B 4.3)"

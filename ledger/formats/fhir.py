@@ -36,8 +36,10 @@ from ledger.formats._fhir_policy import (
     ACCEPTED_VERSIONS,
     EVERY_CATEGORY,
     R5_REFUSAL,
+    RESULT_CATEGORIES,
     Skipped,
     declared_r5,
+    document_sections,
     not_a_result,
     r5_validates,
     skipped_reason,
@@ -250,6 +252,7 @@ def _from_bundle(
     index = Index(entries)
     folded = report_observations(index)
     inside = {pos for found in folded.values() for pos in found}
+    sections = _sections(index) if btype == "document" else {}
     records: list[ResultRecord] = []
     for pos, (full_url, resource) in enumerate(entries):
         rtype = resource["resourceType"]
@@ -257,6 +260,10 @@ def _from_bundle(
             continue
         reason = skipped_reason(rtype, btype) if rtype not in RESULT_TYPES else (
             not_a_result(resource, include) if rtype == "Observation" else None)
+        if reason is None and rtype == "Observation" and pos in sections and not sections[pos][1] \
+                and not any(c in RESULT_CATEGORIES for c in _category_codes(resource)):
+            reason = (f"listed in the document's section {sections[pos][0]!r}, not in its results section, "
+                      "and not categorised as a result")
         if reason is not None:
             skipped.append(Skipped(positions[pos], full_url, rtype, reason))
             continue
@@ -272,6 +279,20 @@ def _from_bundle(
         raise FormatError(f"holds no Observation, DiagnosticReport or ImagingStudy to commit{detail}",
                           where=f"Bundle {where}")
     return FhirResults(records, skipped)
+
+
+def _sections(index: Index) -> dict[int, tuple[str, bool]]:
+    """A document Bundle's entries (by position) that its Composition lists, with their section: an Observation
+    in "Reason for admission" is part of a narrative, one in "Results" a result."""
+    composition = next((r for _, r in index.entries if r["resourceType"] == "Composition"), None)
+    if composition is None:
+        return {}
+    out: dict[int, tuple[str, bool]] = {}
+    for reference, section in document_sections(composition).items():
+        pos = index.find(reference)
+        if pos is not None:
+            out[pos] = section
+    return out
 
 
 # -- one result --------------------------------------------------------------------------------------

@@ -164,3 +164,28 @@ def test_placer_number_when_there_is_no_filler_number() -> None:
     assert record.result_id == "PL-1^EHR"
     assert datetime(2024, 5, 1, tzinfo=UTC) < record.effective
     assert BIOSENSE.name  # the shared fixture's module is imported for its helpers only
+
+
+def test_fhir_answer_lists_skipped_entries_and_honours_include_and_fhir_version(api: Api) -> None:
+    """Issue 16, points 4 and 7, over HTTP: a patient's transaction Bundle (assembled from the R4 examples)."""
+    from tests.ledger.formats.test_fhir_policy import patient_bundle
+
+    body = json.dumps(patient_bundle()).encode()
+    answer = post(api, "fhir", body, "application/fhir+json")
+    assert answer.status_code == 202, answer.text
+    got = answer.json()
+    assert got["accepted"] == 2
+    assert [(s["entry"], s["resource_type"]) for s in got["skipped"]] == [
+        (0, "Patient"), (1, "Encounter"), (2, "Claim"), (3, "Observation"), (4, "Observation"), (5, "Observation")]
+    assert "ask with include=social-history" in got["skipped"][4]["reason"]
+    asked = post(api, "fhir", body, "application/fhir+json", params={"include": "vital-signs,social-history"})
+    assert (asked.json()["accepted"], asked.json()["duplicates"]) == (2, 2)
+    assert [s["resource_type"] for s in asked.json()["skipped"]] == ["Patient", "Encounter", "Claim", "Observation"]
+    bad = assert_problem(post(api, "fhir", body, "application/fhir+json", params={"include": "laboratory"}),
+                         422, "validation")
+    assert "'laboratory' is not an Observation category that needs asking for" in bad["detail"]
+    r5 = assert_problem(post(api, "fhir", body, "application/fhir+json; fhirVersion=5.0"), 422,
+                        "unsupported-content")
+    assert "this is FHIR R5; this endpoint takes R4" in r5["detail"]
+    hl7 = post(api, "hl7v2", _message("EM-83").encode(), HL7, tz=TZ) if BIOSENSE.exists() else None
+    assert hl7 is None or hl7.json()["skipped"] == []
