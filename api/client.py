@@ -103,7 +103,7 @@ def dicom_files(paths: Sequence[Path]) -> list[Path]:
 
 def load_dicom_records(paths: Sequence[Path], hospital_id: str, tz: str) -> list[dict[str, Any]]:
     """Imaging records built here, from the files on this machine: DICOM studies are large and the
-    ledger commits only their fingerprints (SHA-256 per instance's pixel data), so only those travel and
+    ledger commits only their fingerprints (SHA-256 per decoded frame), so only those travel and
     are posted as JSON records to ``POST …/results``. ``tz`` is the modality's zone (IANA name), applied
     when an instance has no TimezoneOffsetFromUTC."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

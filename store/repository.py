@@ -38,6 +38,7 @@ from ledger import (
 from ledger.leaf import SALT_BYTES
 from ledger.records import HOSPITAL_ID_PATTERN
 from store.bulk import DriverInsert, processed
+from store.changes import describe
 from store.crypto import RECORD_JSON, SALT, Keyring, MasterKey, master_key_from_env, record_context
 from store.db import SINGLE_READ_OPTION, WRITE_OPTION, make_engine, migrate
 from store.errors import (
@@ -325,8 +326,13 @@ class Store:
             conflicts = [(hospital_id, rid, v) for (rid, v), d in wanted.items()
                          if (rid, v) in existing and existing[(rid, v)][0] != d]
             if conflicts:
-                raise ConflictError(f"{len(conflicts)} record(s) were submitted before with other content",
-                                    conflicts)
+                _, rid, v = conflicts[0]
+                first = next(r for r in records if (r.result_id, r.version) == (rid, v))
+                row = self._version_row(s, hospital_id, hmacs[rid], rid, v)
+                held = ResultRecord.from_json(self._decrypt(
+                    RECORD_JSON, record_context(hospital_id, hmacs[rid], v, row.leaf_hash), row.record_enc).decode())
+                raise ConflictError(f"{len(conflicts)} record(s) were submitted before with other content; "
+                                    f"{first.key}: {describe(held, first)}", conflicts)
             self._check_lineage(records, existing)
             self._check_identity(s, hospital_id, records, existing, hmacs)
             rows: list[tuple[object, ...]] = []
