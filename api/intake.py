@@ -40,8 +40,8 @@ from ledger.formats.fhir import read_fhir as _read_fhir
 from ledger.formats.hl7v2 import legacy_result_id
 from ledger.records import Status
 from store import Store
+from store.changes import identity_differs
 from store.errors import ConflictError, IdentityChangeError, LineageError, NotFoundError
-from store.repository import identity_differs
 
 if TYPE_CHECKING:  # api.service → api.verification → this module (FHIR verification): no runtime import
     from api.service import Ledger

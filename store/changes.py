@@ -61,3 +61,25 @@ def describe(held: ResultRecord, new: ResultRecord) -> str:
     elif ca != cb:
         out.append("content differs")
     return "; ".join(out) or "the encoding differs"
+
+
+IDENTITY_WORDS = {"subject": "another patient", "code": "another test"}
+
+
+def identity_differs(first: ResultRecord, later: ResultRecord) -> list[str]:
+    """Which of ``subject`` (the patient) and ``code`` (the test: system and code) ``later`` changes from
+    ``first``. Shared by the store's submission check and intake's lineage (api/intake.py)."""
+    out = []
+    if first.subject != later.subject:
+        out.append("subject")
+    if (first.code.system, first.code.code) != (later.code.system, later.code.code):
+        out.append("code")
+    return out
+
+
+def identity_detail(field: str, first: ResultRecord | None, later: ResultRecord) -> str:
+    """What differs, in words an integrator can check. The patient's identifiers are not repeated (the answer
+    may be logged by the sender's engine); the test codes are not patient data and are shown."""
+    if field == "subject" or first is None:
+        return "the patient identifier differs"
+    return f"test {first.code.system}|{first.code.code} held, {later.code.system}|{later.code.code} received"

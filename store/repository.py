@@ -38,7 +38,7 @@ from ledger import (
 from ledger.leaf import SALT_BYTES
 from ledger.records import HOSPITAL_ID_PATTERN
 from store.bulk import DriverInsert, processed
-from store.changes import describe
+from store.changes import IDENTITY_WORDS, describe, identity_detail, identity_differs
 from store.crypto import RECORD_JSON, SALT, Keyring, MasterKey, master_key_from_env, record_context
 from store.db import SINGLE_READ_OPTION, WRITE_OPTION, make_engine, migrate
 from store.errors import (
@@ -126,28 +126,6 @@ _ROW = select(RecordVersion.id, RecordVersion.version, RecordVersion.record_enc,
                                              RecordVersion.result_hmac == bindparam("rid"))
 _VERSION_ROW = _ROW.where(RecordVersion.version == bindparam("v"))
 _LATEST_ROW = _ROW.order_by(RecordVersion.version.desc()).limit(1)
-
-
-_IDENTITY_WORDS = {"subject": "another patient", "code": "another test"}
-
-
-def identity_differs(first: ResultRecord, later: ResultRecord) -> list[str]:
-    """Which of ``subject`` (the patient) and ``code`` (the test: system and code) ``later`` changes from
-    ``first``. Shared by the store's submission check and intake's lineage (api/intake.py)."""
-    out = []
-    if first.subject != later.subject:
-        out.append("subject")
-    if (first.code.system, first.code.code) != (later.code.system, later.code.code):
-        out.append("code")
-    return out
-
-
-def _identity_detail(field: str, first: ResultRecord | None, later: ResultRecord) -> str:
-    """What differs, in words an integrator can check. The patient's identifiers are not repeated (the answer
-    may be logged by the sender's engine); the test codes are not patient data and are shown."""
-    if field == "subject" or first is None:
-        return "the patient identifier differs"
-    return f"test {first.code.system}|{first.code.code} held, {later.code.system}|{later.code.code} received"
 
 
 class Store:
@@ -437,8 +415,8 @@ class Store:
             differs = [] if first is None else identity_differs(first, r)
             if differs:
                 raise IdentityChangeError(
-                    f"{r.key} names {' and '.join(_IDENTITY_WORDS[d] for d in differs)} than version 1 of result "
-                    f"{r.result_id!r} ({'; '.join(_identity_detail(d, first, r) for d in differs)}): a new version "
+                    f"{r.key} names {' and '.join(IDENTITY_WORDS[d] for d in differs)} than version 1 of result "
+                    f"{r.result_id!r} ({'; '.join(identity_detail(d, first, r) for d in differs)}): a new version "
                     "must keep the patient and the test of version 1. This is a different result reusing the id: "
                     "give it an id of its own (HL7: the filler's namespace in OBR-3.2/3.3; FHIR: an identifier "
                     "with a system)", [(hospital_id, r.result_id, 1)], differs)
