@@ -19,7 +19,9 @@ that are not): for HL7 each OBX-3 code, OBX-5 component, OBX-6 unit, OBX-7 refer
 comment, each OBR-4 code and PID-3 id; for FHIR every leaf value of each committed Observation / DiagnosticReport /
 ImagingStudy (its narrative, ``meta``, and the references and local ids that folding rewrites aside); for DICOM
 the study, instance, patient and accession ids and the modality. A value counts as present when the record holds
-it as a string (HL7 escapes undone, instants compared as instants) or, for a number, as an equal number.
+it as a string (HL7 escapes undone, instants compared as instants) or, for a number, as an equal number. Not
+counted, because docs/formats.md lists them as deliberately not mapped: trailing zeros of decimals, and the
+alternate triplet of an HL7 coded value whose primary triplet has its code (a translation of the same concept).
 
 Prints one JSON line: ``{"files", "accepted", "refused", "5xx", "receipts_unreachable", "silent_changes"}``; details
 (refusal reasons by count, each silent change) go to stderr.

@@ -84,7 +84,7 @@ class ResultIdPath:
         if scope["type"] == "http":
             path = self.route_path(scope)
             if path is not None:
-                scope = {**scope, "path": path}
+                scope["path"] = path  # in place: the router writes the matched route into this scope (metrics)
         await self.app(scope, receive, send)
 
     @classmethod
