@@ -68,6 +68,7 @@ def create_app(ledger: Ledger, *, threads: int | None = None) -> FastAPI:
     problems.install(app)
 
     app.add_middleware(BodyLimit)
+    app.add_middleware(results.ResultIdPath)  # result ids with '/', '%', '?', … (api/routes/results.py)
     for module in (health, hospitals, results, verify, audit):
         app.include_router(module.router)
     app.include_router(intake_routes.router)  # FHIR / HL7 v2 intake (api/intake.py)

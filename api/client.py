@@ -26,6 +26,14 @@ RAW_MEDIA_TYPES = {"fhir": "application/fhir+json", "hl7v2": "x-application/hl7-
 FORMATS = ("json", "fhir", "hl7v2", "dicom")
 
 
+
+def result_segment(result_id: str) -> str:
+    """A result id as one URL path segment: every reserved character percent-encoded (``/`` too: ids like
+    ``Observation/f001`` are common), and ``.`` as ``%2E`` so that an id ``..`` is not a dot segment that
+    the client library resolves away before sending (RFC 3986 §5.2.4). The server decodes it back
+    (``api.routes.results.ResultIdPath``)."""
+    return quote(result_id, safe="").replace(".", "%2E")
+
 class ClientError(Exception):
     """Something the user has to fix before calling again (unreadable file, malformed records)."""
 
@@ -95,7 +103,7 @@ def dicom_files(paths: Sequence[Path]) -> list[Path]:
 
 def load_dicom_records(paths: Sequence[Path], hospital_id: str, tz: str) -> list[dict[str, Any]]:
     """Imaging records built here, from the files on this machine: DICOM studies are large and the
-    ledger commits only their fingerprints (SHA-256 per instance's pixel data), so only those travel and
+    ledger commits only their fingerprints (SHA-256 per decoded frame), so only those travel and
     are posted as JSON records to ``POST …/results``. ``tz`` is the modality's zone (IANA name), applied
     when an instance has no TimezoneOffsetFromUTC."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -187,7 +195,7 @@ class ApiClient:
     def receipt(self, hospital_id: str, result_id: str, version: int | None = None) -> bytes:
         """The receipt's bytes exactly as served (so a saved file is byte-identical to what was issued)."""
         params = {"version": version} if version is not None else None
-        path = f"/hospitals/{quote(hospital_id, safe='')}/results/{quote(result_id, safe='')}/receipt"
+        path = f"/hospitals/{quote(hospital_id, safe='')}/results/{result_segment(result_id)}/receipt"
         return self._request("GET", path, params=params).content
 
 

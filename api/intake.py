@@ -24,29 +24,35 @@ then resolves against the winner).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from api.fhir_match import aliases, same_content
 from ledger import ResultRecord
-from ledger.canonical import canonicalize
 from ledger.errors import MrLedgerError
-from ledger.formats import FormatError, from_fhir, from_hl7v2
+from ledger.formats import FormatError, from_hl7v2
+from ledger.formats import _fhir_policy as fhir_policy
+from ledger.formats._fhir_policy import Skipped
+from ledger.formats.fhir import FhirResults
+from ledger.formats.fhir import read_fhir as _read_fhir
+from ledger.formats.hl7v2 import legacy_result_id
 from ledger.records import Status
 from store import Store
-from store.errors import ConflictError, LineageError, NotFoundError
+from store.changes import identity_differs
+from store.errors import ConflictError, IdentityChangeError, LineageError, NotFoundError
 
 if TYPE_CHECKING:  # api.service → api.verification → this module (FHIR verification): no runtime import
     from api.service import Ledger
 
+T = TypeVar("T")
 AMENDMENTS = frozenset({"amended", "corrected"})
 REVOCATION = "entered-in-error"
 #: The version the adapters are asked to build before ``plan`` renumbers: 2, because at version 1 the
 #: record rules refuse an ``amended``/``corrected`` result before the ledger could say which version it is.
 #: No record leaves this module with it; every one is rebuilt through ``ResultRecord.model_copy``.
 PROVISIONAL_VERSION = 2
-_LINEAGE_FIELDS = ("version", "supersedes")
 
 
 class UnknownCorrectionError(LineageError):
@@ -72,17 +78,12 @@ class IntakeOutcome:
 # -- lineage (pure) ----------------------------------------------------------------------------------
 
 
-def _body(record: ResultRecord) -> bytes:
-    """Everything the sender said, without the numbers the ledger assigns: the identity of a resubmission."""
-    return canonicalize({k: v for k, v in record.to_obj().items() if k not in _LINEAGE_FIELDS})
-
-
 def same_version(candidate: ResultRecord, versions: Sequence[ResultRecord]) -> ResultRecord | None:
-    """The newest of ``versions`` with the same content as ``candidate`` (version and supersedes aside),
-    or None. Shared by intake (a resend is a duplicate) and verification (which held version a FHIR
-    resource a doctor holds is), so both answer the same question the same way."""
-    body = _body(candidate)
-    return next((v for v in reversed(versions) if _body(v) == body), None)
+    """The newest of ``versions`` that says the same as ``candidate`` (version and supersedes aside; equal
+    instants however spelt, a date-only time in any zone: ``api.fhir_match.same_content``), or None. Shared by
+    intake (a resend is a duplicate) and verification (which held version a FHIR resource a doctor holds is),
+    so both answer the same question the same way."""
+    return next((v for v in reversed(versions) if same_content(candidate, v)), None)
 
 
 def plan(candidates: Sequence[ResultRecord], held: Mapping[str, Sequence[ResultRecord]]) -> list[ResultRecord]:
@@ -112,6 +113,10 @@ def _next_version(candidate: ResultRecord, versions: Sequence[ResultRecord]) -> 
         # final and preliminary are first versions; so is entered-in-error, which the record rules allow
         # at version 1 and which tells every later verifier that this result id is void.
         return candidate.model_copy(update={"version": 1, "supersedes": None})
+    differs = identity_differs(versions[0], candidate)
+    if differs:
+        raise IdentityChangeError(_identity_reason(candidate, versions[0], differs),
+                                  [(candidate.hospital_id, rid, versions[0].version)], differs)
     latest = versions[-1]
     reason = _refusal(status, latest.status)
     if reason is not None:
@@ -119,6 +124,23 @@ def _next_version(candidate: ResultRecord, versions: Sequence[ResultRecord]) -> 
             f"result {rid!r} differs from version {latest.version} ({latest.status}) held by this ledger, "
             f"but is sent as {status}: {reason}", [(candidate.hospital_id, rid, latest.version)])
     return candidate.model_copy(update={"version": latest.version + 1, "supersedes": latest.version})
+
+
+def _identity_reason(candidate: ResultRecord, first: ResultRecord, differs: list[str]) -> str:
+    """The real reason a received result cannot be a version of the held one (issue 16: the old answer,
+    "send as amended or corrected", was wrong advice for another patient's other test)."""
+    what = {"subject": "another patient", "code": "another test"}
+    parts = [what[d] for d in differs]
+    detail = []
+    if "subject" in differs:
+        detail.append("the patient identifier differs")
+    if "code" in differs:
+        detail.append(f"test {first.code.system}|{first.code.code} held, "
+                      f"{candidate.code.system}|{candidate.code.code} received")
+    return (f"result {candidate.result_id!r} received is for {' and '.join(parts)} than the result held under "
+            f"that id ({'; '.join(detail)}): it is a different result reusing the id, not a new version, and no "
+            "status makes it one. Give it an id of its own (HL7: the filler's namespace or universal id in "
+            "OBR-3.2/3.3; FHIR: an identifier with a system)")
 
 
 def _refusal(new: str, held: str) -> str | None:
@@ -151,10 +173,39 @@ def held_versions(store: Store, hospital_id: str, result_ids: Sequence[str]) -> 
     return out
 
 
-def submit(ledger: Ledger, hospital_id: str, candidates: Sequence[ResultRecord]) -> list[IntakeOutcome]:
-    """Plan ``candidates`` against the stored lineage and store them in one unit of work."""
+def continue_legacy(candidates: Sequence[ResultRecord], held: Mapping[str, Sequence[ResultRecord]],
+                    legacy: Callable[[str], str]) -> list[ResultRecord]:
+    """Candidates whose result id changed scheme keep the lineage they already have. HL7 result ids now carry
+    the filler's authority (``EM-811^LIS``, ledger.formats.hl7v2); results stored before under the bare
+    number (``EM-811``) keep that id, since it is inside their leaves and receipts. A later message for such a
+    result — nothing held under the new id, the old id held for the *same patient and test* — continues under
+    the old id (a resend is a duplicate, a correction its next version). One for another patient or test
+    keeps the new id and becomes a result of its own: the collision the new scheme exists to prevent."""
+    out = []
+    for candidate in candidates:
+        old = legacy(candidate.result_id)
+        versions = held.get(old, [])
+        if (old != candidate.result_id and not held.get(candidate.result_id) and versions
+                and not identity_differs(versions[0], candidate)):
+            candidate = candidate.model_copy(update={"result_id": old})
+        out.append(candidate)
+    return out
+
+
+def submit(ledger: Ledger, hospital_id: str, candidates: Sequence[ResultRecord],
+           legacy: Callable[[str], str] | None = None) -> list[IntakeOutcome]:
+    """Plan ``candidates`` against the stored lineage and store them in one unit of work. ``legacy`` maps a
+    result id to the one the same result had under an earlier id scheme (``continue_legacy``)."""
+    ids = [c.result_id for c in candidates]
+    if legacy is not None:
+        old = held_versions(ledger.store, hospital_id, [legacy(i) for i in ids if legacy(i) != i])
+        if old:
+            candidates = continue_legacy(candidates, {**old, **held_versions(ledger.store, hospital_id, ids)},
+                                         legacy)
     planned = plan(candidates, held_versions(ledger.store, hospital_id, [c.result_id for c in candidates]))
-    accepted = ledger.submit(hospital_id, planned)
+    # Observations folded into a report stay findable by their own ids (a doctor may hold one alone).
+    names = {r.result_id: found for r in planned if (found := aliases(r))}
+    accepted = ledger.submit(hospital_id, planned, names)
     return [IntakeOutcome(r.result_id, r.version, r.supersedes, r.status, a.leaf_hash, a.status)
             for r, a in zip(planned, accepted, strict=True)]
 
@@ -183,24 +234,41 @@ class ZoneRequired(tzinfo):
         return None
 
 
-def _adapt(build: Callable[[], list[ResultRecord]]) -> list[ResultRecord]:
+def _adapt(build: Callable[[], T]) -> T:
     try:
         return build()
     except _ZoneNeeded as exc:
         raise FormatError(str(exc)) from exc
 
 
-def fhir_records(hospital_id: str, data: bytes | dict[str, Any], tz: tzinfo | None = None) -> list[ResultRecord]:
-    """A FHIR R4 resource or Bundle as intake maps it (provisional version; ``plan`` renumbers). Public so
-    that verification projects a resource a doctor holds exactly as the hospital's submission was.
-    Without ``tz``, bare FHIR dates are read in UTC (the adapter's default: a FHIR dateTime with a time
-    must carry an offset, so only dates can lack one)."""
-    return _adapt(lambda: from_fhir(data, hospital_id, version=PROVISIONAL_VERSION, default_tz=tz or UTC))
+#: ``include`` that maps every Observation category (verification: a doctor may hold what a hospital chose to
+#: commit with ``include``).
+EVERY_CATEGORY = fhir_policy.EVERY_CATEGORY
 
 
-def submit_fhir(ledger: Ledger, hospital_id: str, data: bytes, tz: tzinfo | None = None) -> list[IntakeOutcome]:
-    """A FHIR R4 resource or Bundle (``fhir_records``)."""
-    return submit(ledger, hospital_id, fhir_records(hospital_id, data, tz))
+def read_fhir(hospital_id: str, data: bytes | dict[str, Any], tz: tzinfo | None = None,
+              include: Collection[str] = (), fhir_version: str | None = None) -> FhirResults:
+    """A FHIR R4 resource or Bundle as intake maps it (provisional version; ``plan`` renumbers), with the Bundle
+    entries skipped. Without ``tz``, bare FHIR dates are read in UTC (the adapter's default: a FHIR dateTime
+    with a time must carry an offset, so only dates can lack one). ``include``: Observation categories that are
+    not results, committed anyway (ledger/formats/_fhir_policy.py)."""
+    return _adapt(lambda: _read_fhir(data, hospital_id, version=PROVISIONAL_VERSION, default_tz=tz or UTC,
+                                     include=include, fhir_version=fhir_version))
+
+
+def fhir_records(hospital_id: str, data: bytes | dict[str, Any], tz: tzinfo | None = None,
+                 include: Collection[str] = ()) -> list[ResultRecord]:
+    """``read_fhir``'s records. Public so that verification projects a resource a doctor holds exactly as the
+    hospital's submission was."""
+    return read_fhir(hospital_id, data, tz, include).records
+
+
+def submit_fhir(ledger: Ledger, hospital_id: str, data: bytes, tz: tzinfo | None = None,
+                include: Collection[str] = (), fhir_version: str | None = None
+                ) -> tuple[list[IntakeOutcome], list[Skipped]]:
+    """A FHIR R4 resource or Bundle (``read_fhir``): what was stored, and what was skipped and why."""
+    found = read_fhir(hospital_id, data, tz, include, fhir_version)
+    return submit(ledger, hospital_id, found.records), found.skipped
 
 
 def submit_hl7v2(ledger: Ledger, hospital_id: str, data: bytes, tz: tzinfo | None = None,
@@ -210,4 +278,4 @@ def submit_hl7v2(ledger: Ledger, hospital_id: str, data: bytes, tz: tzinfo | Non
     zone = tz if tz is not None else ZoneRequired()
     records = _adapt(lambda: from_hl7v2(data, hospital_id, default_tz=zone, version=PROVISIONAL_VERSION,
                                         encoding=encoding))
-    return submit(ledger, hospital_id, records)
+    return submit(ledger, hospital_id, records, legacy=legacy_result_id)

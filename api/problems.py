@@ -23,6 +23,7 @@ from ledger.errors import EncodingError, RecordError
 from store.errors import (
     ConflictError,
     DecryptionError,
+    IdentityChangeError,
     LineageError,
     NotFoundError,
     StoreError,
@@ -114,7 +115,9 @@ def install(app: FastAPI) -> None:
             return _response(request, 404, "not-found", "Not found", str(exc))
         if isinstance(exc, ConflictError):
             keys = [{"hospital_id": h, "result_id": r, "version": v} for h, r, v in exc.keys]
-            return _response(request, 409, "conflict", "Conflicts with what the ledger holds", str(exc), keys=keys)
+            extra: dict[str, Any] = {"differs": exc.differs} if isinstance(exc, IdentityChangeError) else {}
+            return _response(request, 409, "conflict", "Conflicts with what the ledger holds", str(exc), keys=keys,
+                             **extra)
         if isinstance(exc, LineageError):
             return _response(request, 422, "lineage", "Version lineage is broken", str(exc))
         if isinstance(exc, SubmissionError):

@@ -379,11 +379,12 @@ def decide(*, verdict: str, record: ResultRecord, catalogue: Catalogue, eligible
     """Recognise or reorder, with every reason that applies.
 
     ``verdict`` is the verification verdict (``authentic`` | ``tampered`` | ``unknown`` | ``pending`` |
-    ``revoked``); ``eligible`` the categories the issuing hospital is eligible for at ``now``. A result is too
-    old when ``issued + window < now``: at exactly ``window`` days it is still recognised.
+    ``revoked`` | ``cannot-match``); ``eligible`` the categories the issuing hospital is eligible for at
+    ``now``. A result is too old when ``issued + window < now``: at exactly ``window`` days it is still
+    recognised.
     """
     reasons: list[Reason] = []
-    if verdict in ("tampered", "unknown"):
+    if verdict in ("tampered", "unknown", "cannot-match"):
         reasons.append(Reason("not-authentic", f"the verdict is {verdict}"
                                                + (f" (failed check: {failed_check})" if failed_check else "")))
     if revoked_by is not None or record.status == "entered-in-error":

@@ -363,11 +363,14 @@ class VerifyOut(_Out):
         "signature": {"status": "valid", "alg": "ES256", "signer": _SIGNER},
         "verification_id": "01JD3S4V6Q8E2N7W0X5K9C1B2A"}]})
 
-    verdict: Literal["authentic", "tampered", "unknown", "pending", "revoked"] = Field(
+    verdict: Literal["authentic", "tampered", "unknown", "pending", "revoked", "cannot-match"] = Field(
         description="authentic: the content is what the hospital anchored and the anchor is confirmed; tampered: "
                     "a check failed; unknown: this ledger cannot vouch for it (result not held, or no chain to "
                     "check against); pending: genuine so far but not (yet) confirmed on chain; revoked: genuine, "
-                    "but the hospital has since declared the result entered-in-error (see revoked_by).")
+                    "but the hospital has since declared the result entered-in-error (see revoked_by); "
+                    "cannot-match (FHIR form): what the doctor holds cannot be decided against what was committed "
+                    "— e.g. a report that matches, held with Observations the hospital never committed — the "
+                    "failed check (grouping) says why; not a finding of tampering.")
     hospital_id: str | None
     hospital_name: str | None
     result_id: str | None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -169,8 +169,9 @@ class Ledger:
             self._verifier.forget_hospitals()
         return self.chain is not None and self.chain.register_hospital(hospital_id, name, submitters)
 
-    def submit(self, hospital_id: str, records: Sequence[ResultRecord]) -> list[Accepted]:
-        return self.store.submit(hospital_id, records)
+    def submit(self, hospital_id: str, records: Sequence[ResultRecord],
+               aliases: Mapping[str, Sequence[str]] | None = None) -> list[Accepted]:
+        return self.store.submit(hospital_id, records, aliases)
 
     # -- reading ------------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from anchoring.errors import AnchoringError
 from anchoring.verify import verify_on_chain
-from api import intake
+from api import fhir_match, intake
 from api.recognition import Catalogue, Later, Recognition, decide, default_catalogue
 from ledger import (
     Anchor,
@@ -39,6 +39,7 @@ from ledger import (
 )
 from ledger.errors import MrLedgerError
 from ledger.formats import FormatError
+from ledger.formats.fhir import project
 from ledger.records import format_time
 from store import NotFoundError, Store, VersionInfo
 from store.anchors import Outbox
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
     from api.service import ChainContext
 
 #: ``revoked``: genuine (authentic or pending), but the result's latest version is ``entered-in-error``.
-VerdictName = Literal["authentic", "tampered", "unknown", "pending", "revoked"]
+#: ``cannot-match``: the resource a doctor holds cannot be decided against what was committed (Observations the
+#: ledger never received beside a report that matches); never ``tampered`` for data that may be unchanged.
+VerdictName = Literal["authentic", "tampered", "unknown", "pending", "revoked", "cannot-match"]
 T = TypeVar("T")
 NOT_CHECKED = SignatureResult("not-checked")
 #: Hospital names are re-read at most this often when a name is missing (unknown hospitals are common
@@ -285,12 +288,24 @@ class Verifier:
 
         Mapped exactly as intake maps it (``intake.fhir_records``, same projection, same ``tz`` rule) and
         matched against every held version of its result id as intake matches a resend
-        (``intake.same_version``): a spelling of the same resource is that version, so an outdated copy
-        answers authentic + ``superseded_by``, never tampered. The matched version is then checked like a
-        held record. Result id held but no version matches → tampered (``content``); not held → unknown.
-        A Bundle must yield exactly one result: "authentic" for the first of several would be read as
-        vouching for the others. Raises FormatError (→ 422) when the resource cannot be mapped."""
-        records = intake.fhir_records(hospital_id, resource, tz)
+        (``intake.same_version``: equal instants however spelt, date-only times in any zone), so an outdated
+        copy answers authentic + ``superseded_by``, never tampered. The matched version is then checked like a
+        held record. The same result grouped differently is found too (``_regrouped``): a report held alone
+        whose Observations were committed inside it, a report held with Observations it was committed without,
+        an Observation held alone that was committed inside its report. Result id held but nothing matches →
+        tampered (``content``); the match cannot be decided (Observations the ledger never received) →
+        ``cannot-match``; not held → unknown. A Bundle must yield exactly one result: "authentic" for the first
+        of several would be read as vouching for the others. Raises FormatError (→ 422) when the resource
+        cannot be mapped."""
+        try:
+            records = intake.fhir_records(hospital_id, resource, tz, include=intake.EVERY_CATEGORY)
+        except FormatError:
+            # An Observation that is no result on its own (a panel member without a time of its own) may still
+            # be one its hospital committed inside a report.
+            inside = self._inside_report(hospital_id, resource)
+            if inside is None:
+                raise
+            return inside
         if len(records) != 1:
             ids = ", ".join(r.result_id for r in records[:10]) + (", …" if len(records) > 10 else "")
             raise FormatError(f"the Bundle holds {len(records)} results ({ids}); send one result to verify "
@@ -300,22 +315,120 @@ class Verifier:
         mapped = Check("fhir", True, f"mapped as intake does: result {rid}, status {candidate.status}")
         held = intake.held_versions(self.store, hospital_id, [rid]).get(rid, [])
         same = intake.same_version(candidate, held)
-        if same is None:
-            # ``record`` is the mapped candidate (provisional version, never shown) for the recognition
-            # decision, which says "reorder" for anything not authentic.
-            base = Outcome("unknown", (), hospital_id=hospital_id, hospital_name=self.hospital_name(hospital_id),
-                           result_id=rid, record=candidate)
-            if not held:
-                outcome = self._fail(base, "unknown", [mapped], "lookup", "this ledger holds no such result")
-            else:
-                numbers = ", ".join(str(v.version) for v in held)
-                outcome = self._fail(base, "tampered", [mapped, Check("lookup", True)], "content",
-                                     f"the resource differs from every version the hospital committed "
-                                     f"(version {numbers})")
-            return self._conclude(outcome)
-        outcome = self._by_record(hospital_id, rid, same.version, same.to_obj())
-        checks = (mapped, *(c for c in outcome.checks if c.name != "record"))
-        return self._conclude(replace(outcome, checks=checks))
+        if same is not None:
+            return self._held_match(hospital_id, same, [mapped])
+        # ``record`` is the mapped candidate (provisional version, never shown) for the recognition decision,
+        # which says "reorder" for anything not authentic.
+        base = Outcome("unknown", (), hospital_id=hospital_id, hospital_name=self.hospital_name(hospital_id),
+                       result_id=rid, record=candidate)
+        regrouped = self._regrouped(hospital_id, candidate, held, mapped, tz, base)
+        if regrouped is not None:
+            return regrouped
+        if not held:
+            outcome = self._fail(base, "unknown", [mapped], "lookup", "this ledger holds no such result")
+        else:
+            numbers = ", ".join(str(v.version) for v in held)
+            outcome = self._fail(base, "tampered", [mapped, Check("lookup", True)], "content",
+                                 f"the resource differs from every version the hospital committed "
+                                 f"(version {numbers})")
+        return self._conclude(outcome)
+
+    def _held_match(self, hospital_id: str, record: ResultRecord, checks: list[Check]) -> Outcome:
+        """The verdict on a held version found to say what the doctor holds: checked like a held record."""
+        outcome = self._by_record(hospital_id, record.result_id, record.version, record.to_obj())
+        return self._conclude(replace(outcome, checks=(*checks, *(c for c in outcome.checks if c.name != "record"))))
+
+    def _regrouped(self, hospital_id: str, candidate: ResultRecord, held: list[ResultRecord], mapped: Check,
+                   tz: tzinfo | None, base: Outcome) -> Outcome | None:
+        """The same result grouped otherwise than at submission (issue 16, point 5a), or None."""
+        if candidate.content.type != "fhir-resource":
+            return None
+        resource = candidate.content.resource
+        report = next((v for v in reversed(held) if fhir_match.same_report(candidate, v)), None)
+        if report is not None:
+            return self._report_regrouped(hospital_id, candidate, report, mapped, tz, base)
+        if held or candidate.content.resource_type != "Observation":
+            return None
+        return self._inside_report(hospital_id, resource, mapped, base)
+
+    def _inside_report(self, hospital_id: str, resource: Any, mapped: Check | None = None,
+                       base: Outcome | None = None) -> Outcome | None:
+        """An Observation held alone that its hospital committed inside a report (``result_aliases``, written
+        at intake): authentic as that report's version when a folded Observation with one of its ids says the
+        same; tampered when one with its id says something else; None when no report holds it."""
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
+            return None
+        try:
+            projection = project(resource)
+        except FormatError:
+            return None
+        mapped = mapped or Check("fhir", True, "mapped as intake does: an Observation that is no result of its own")
+        changed: ResultRecord | None = None
+        for name in fhir_match.observation_ids(projection):
+            for target in self.store.alias_targets(hospital_id, name):
+                for version in reversed(intake.held_versions(self.store, hospital_id, [target]).get(target, [])):
+                    named, same = fhir_match.find_inside(projection, version)
+                    if same:
+                        return self._held_match(hospital_id, version, [mapped, Check(
+                            "grouping", True, f"the Observation is committed inside report {version.result_id} "
+                                              f"version {version.version}")])
+                    changed = changed or (version if named else None)
+        if changed is None:
+            return None
+        base = base or Outcome("unknown", (), hospital_id=hospital_id, hospital_name=self.hospital_name(hospital_id))
+        return self._conclude(self._fail(
+            replace(base, result_id=changed.result_id, record=base.record or changed), "tampered",
+            [mapped, Check("lookup", True)], "content",
+            f"an Observation with this id is committed inside report {changed.result_id}, with other content"))
+
+    def _report_regrouped(self, hospital_id: str, candidate: ResultRecord, report: ResultRecord, mapped: Check,
+                          tz: tzinfo | None, base: Outcome) -> Outcome:
+        """A report whose own content matches held ``report``; its Observations are grouped differently."""
+        mine = fhir_match.folded_observations(candidate.content.resource)  # type: ignore[union-attr]
+        theirs = fhir_match.folded_observations(report.content.resource)  # type: ignore[union-attr]
+        where = f"report {report.result_id} version {report.version}"
+        if not mine:
+            return self._held_match(hospital_id, report, [mapped, Check(
+                "grouping", True, f"the report matches {where}; its {len(theirs)} Observation(s) are committed "
+                                  "inside it and are not part of what you hold")])
+        unvouched: list[str] = []
+        for observation in mine:
+            name = (fhir_match.observation_ids(observation) or ["an Observation without id"])[0]
+            named, same = fhir_match.find_inside(observation, report)
+            if same:
+                continue
+            if named:
+                return self._conclude(self._fail(base, "tampered", [mapped, Check("lookup", True)], "content",
+                                                 f"{name} differs from the one committed inside {where}"))
+            verdict = self._observation_alone(hospital_id, observation, tz)
+            if verdict == "differs":
+                return self._conclude(self._fail(base, "tampered", [mapped, Check("lookup", True)], "content",
+                                                 f"{name} differs from the result of that id this hospital "
+                                                 "committed"))
+            if verdict == "absent":
+                unvouched.append(name)
+        if unvouched:
+            listed = ", ".join(unvouched[:5]) + (", …" if len(unvouched) > 5 else "")
+            return self._conclude(self._fail(
+                replace(base, result_id=report.result_id, version=report.version), "cannot-match",
+                [mapped, Check("lookup", True)], "grouping",
+                f"the report matches {where}, but {len(unvouched)} of the Observations you hold ({listed}) were "
+                "committed neither with it nor as results of their own: their values cannot be checked here"))
+        return self._held_match(hospital_id, report, [mapped, Check(
+            "grouping", True, f"the report matches {where}; each of its {len(mine)} Observation(s) matches what "
+                              "the hospital committed")])
+
+    def _observation_alone(self, hospital_id: str, observation: dict[str, Any], tz: tzinfo | None) -> str:
+        """An Observation the doctor holds beside a report: ``same`` (committed as a result of its own, same
+        content), ``differs``, or ``absent`` (not held, or not mappable alone)."""
+        try:
+            (record,) = intake.fhir_records(hospital_id, observation, tz, include=intake.EVERY_CATEGORY)
+        except (FormatError, ValueError):
+            return "absent"
+        held = intake.held_versions(self.store, hospital_id, [record.result_id]).get(record.result_id, [])
+        if not held:
+            return "absent"
+        return "same" if intake.same_version(record, held) is not None else "differs"
 
     # -- helpers ------------------------------------------------------------------------------------
 

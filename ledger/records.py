@@ -138,9 +138,25 @@ class ObservationsContent(_Frozen):
     conclusion: Text | None = None
 
 
+#: Frames one instance's fingerprint may list (multi-frame CT/MR/US reach a few thousand).
+MAX_FRAMES = 10000
+
+
 class InstanceFingerprint(_Frozen):
+    """One DICOM instance: ``frames_sha256``, one ``mrl-pixels/1`` digest of the decoded pixels per frame
+    (ledger.formats.dicom.frame_digests: equal for every lossless transfer syntax), or — records made before
+    it — ``pixel_sha256``, SHA-256 of the PixelData bytes as stored. Exactly one of the two. Adding the optional
+    field left the encoding of existing records unchanged."""
+
     sop_instance_uid: Ident
-    pixel_sha256: Sha256Hex
+    pixel_sha256: Sha256Hex | None = None
+    frames_sha256: Annotated[list[Sha256Hex], Field(min_length=1, max_length=MAX_FRAMES)] | None = None
+
+    @model_validator(mode="after")
+    def _one_fingerprint(self) -> InstanceFingerprint:
+        if (self.pixel_sha256 is None) == (self.frames_sha256 is None):
+            raise ValueError("frames_sha256: an instance has exactly one of pixel_sha256 and frames_sha256")
+        return self
 
 
 class ImagingStudyContent(_Frozen):

@@ -26,6 +26,15 @@ class ConflictError(StoreError):
         self.keys = keys or []
 
 
+class IdentityChangeError(ConflictError):
+    """A later version names another patient or another test than version 1 of its result: not a version of
+    that result but a different result reusing its id. ``differs`` names the fields (``subject``, ``code``)."""
+
+    def __init__(self, message: str, keys: list[tuple[str, str, int]], differs: list[str]) -> None:
+        super().__init__(message, keys)
+        self.differs = differs
+
+
 class LineageError(StoreError, ValueError):
     """A version supersedes a version the ledger does not hold."""
 

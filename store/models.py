@@ -96,6 +96,22 @@ class RecordVersion(Base):
     accepted_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class ResultAlias(Base):
+    """Another name under which a result can be asked for: an Observation committed *inside* a report (a
+    Bundle's DiagnosticReport folds its Observations, docs/formats.md) is findable by the Observation's own
+    result id, so a doctor holding that Observation alone can verify it (api/verification.py). Both ids are
+    stored as keyed hashes (``Keyring.index``), like ``record_versions.result_hmac``: ids can embed patient
+    identifiers. Written in the transaction that stores the result; one alias may name several results."""
+
+    __tablename__ = "result_aliases"
+    __table_args__ = (UniqueConstraint("hospital_id", "alias_hmac", "result_hmac"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    hospital_id: Mapped[str] = mapped_column(ForeignKey("hospitals.id"))
+    alias_hmac: Mapped[bytes] = mapped_column(LargeBinary(16))
+    result_hmac: Mapped[bytes] = mapped_column(LargeBinary(16))
+
+
 class PendingLeaf(Base):
     """Accepted but not yet sealed. Rows leave this table in the transaction that seals them."""
 

@@ -38,10 +38,12 @@ from ledger import (
 from ledger.leaf import SALT_BYTES
 from ledger.records import HOSPITAL_ID_PATTERN
 from store.bulk import DriverInsert, processed
+from store.changes import IDENTITY_WORDS, describe, identity_detail, identity_differs
 from store.crypto import RECORD_JSON, SALT, Keyring, MasterKey, master_key_from_env, record_context
 from store.db import SINGLE_READ_OPTION, WRITE_OPTION, make_engine, migrate
 from store.errors import (
     ConflictError,
+    IdentityChangeError,
     KeysUnavailableError,
     LineageError,
     MasterKeyError,
@@ -51,7 +53,7 @@ from store.errors import (
     UnknownHospitalError,
 )
 from store.keystore import convert_backlog, load_keyring, scrub_sqlite
-from store.models import Anchor, Batch, BatchLeaf, Hospital, PendingLeaf, RecordVersion
+from store.models import Anchor, Batch, BatchLeaf, Hospital, PendingLeaf, RecordVersion, ResultAlias
 from store.salts import SaltPool
 
 log = logging.getLogger("mrledger.store")
@@ -261,7 +263,8 @@ class Store:
 
     # -- submission ---------------------------------------------------------------------------------
 
-    def submit(self, hospital_id: str, records: Sequence[ResultRecord]) -> list[Accepted]:
+    def submit(self, hospital_id: str, records: Sequence[ResultRecord],
+               aliases: Mapping[str, Sequence[str]] | None = None) -> list[Accepted]:
         """Accept records of one hospital, all or nothing.
 
         Idempotent per (hospital, result_id, version): the same content again returns the leaf it got
@@ -276,13 +279,14 @@ class Store:
         if foreign:
             raise SubmissionError(f"records of another hospital in a submission for {hospital_id!r}: {foreign[:3]}")
         try:
-            return self._submit(hospital_id, records)
+            return self._submit(hospital_id, records, aliases or {})
         except IntegrityError:
             # A concurrent submission inserted one of our keys between our read and our insert. Retry
             # once: the rows are now visible and resolve to duplicate or conflict.
-            return self._submit(hospital_id, records)
+            return self._submit(hospital_id, records, aliases or {})
 
-    def _submit(self, hospital_id: str, records: Sequence[ResultRecord]) -> list[Accepted]:
+    def _submit(self, hospital_id: str, records: Sequence[ResultRecord],
+                aliases: Mapping[str, Sequence[str]]) -> list[Accepted]:
         digests = [content_digest(r) for r in records]
         wanted: dict[tuple[str, int], bytes] = {}
         for r, d in zip(records, digests, strict=True):
@@ -300,9 +304,15 @@ class Store:
             conflicts = [(hospital_id, rid, v) for (rid, v), d in wanted.items()
                          if (rid, v) in existing and existing[(rid, v)][0] != d]
             if conflicts:
-                raise ConflictError(f"{len(conflicts)} record(s) were submitted before with other content",
-                                    conflicts)
+                _, rid, v = conflicts[0]
+                first = next(r for r in records if (r.result_id, r.version) == (rid, v))
+                row = self._version_row(s, hospital_id, hmacs[rid], rid, v)
+                held = ResultRecord.from_json(self._decrypt(
+                    RECORD_JSON, record_context(hospital_id, hmacs[rid], v, row.leaf_hash), row.record_enc).decode())
+                raise ConflictError(f"{len(conflicts)} record(s) were submitted before with other content; "
+                                    f"{first.key}: {describe(held, first)}", conflicts)
             self._check_lineage(records, existing)
+            self._check_identity(s, hospital_id, records, existing, hmacs)
             rows: list[tuple[object, ...]] = []
             out: list[Accepted] = []
             new_leaves: dict[tuple[str, int], bytes] = {}
@@ -327,7 +337,38 @@ class Store:
                 stamp = processed(_RECORD_VERSIONS.c.accepted_at, now, conn.dialect)
                 _INSERT_VERSIONS.run(conn, [(hospital_id, *row, stamp) for row in rows])
                 _INSERT_PENDING.run(conn, [(hospital_id, row[0], row[1]) for row in rows])
+            if aliases:
+                self._add_aliases(s, hospital_id, aliases, hmacs)
             return out
+
+    def _add_aliases(self, s: Session, hospital_id: str, aliases: Mapping[str, Sequence[str]],
+                     hmacs: Mapping[str, bytes]) -> None:
+        """``result_aliases`` rows for this submission's results (``submit``'s ``aliases``: result id → other ids
+        it answers to), skipping those already there: a resend adds nothing."""
+        wanted = {(self.keys.index(hospital_id, alias), hmacs[rid])
+                  for rid, names in aliases.items() if rid in hmacs for alias in names if alias != rid}
+        if not wanted:
+            return
+        held = set(s.execute(select(ResultAlias.alias_hmac, ResultAlias.result_hmac).where(
+            ResultAlias.hospital_id == hospital_id,
+            ResultAlias.alias_hmac.in_(sorted({a for a, _ in wanted})))).tuples())
+        s.add_all(ResultAlias(hospital_id=hospital_id, alias_hmac=a, result_hmac=r) for a, r in sorted(wanted - held))
+
+    def alias_targets(self, hospital_id: str, alias: str) -> list[str]:
+        """The result ids a result was also submitted as (``result_aliases``): e.g. the report an Observation
+        was committed inside. Each target is named by decrypting its latest stored version."""
+        found = []
+        with self._unit() as s:
+            targets = s.scalars(select(ResultAlias.result_hmac).where(
+                ResultAlias.hospital_id == hospital_id,
+                ResultAlias.alias_hmac == self.keys.index(hospital_id, alias)).order_by(ResultAlias.id)).all()
+            for rid in targets:
+                row = s.execute(_LATEST_ROW, {"hid": hospital_id, "rid": rid}).first()
+                if row is not None:
+                    context = record_context(hospital_id, rid, row.version, row.leaf_hash)
+                    record = ResultRecord.from_json(self._decrypt(RECORD_JSON, context, row.record_enc).decode())
+                    found.append(record.result_id)
+        return found
 
     @staticmethod
     def _existing(s: Session, hospital_id: str, hmacs: Mapping[str, bytes]) -> dict[tuple[str, int], _Known]:
@@ -350,6 +391,35 @@ class Store:
         for r in records:
             if r.supersedes is not None and (r.result_id, r.supersedes) not in present:
                 raise LineageError(f"{r.key} supersedes version {r.supersedes}, which this ledger does not hold")
+
+    def _check_identity(self, s: Session, hospital_id: str, records: Sequence[ResultRecord],
+                        existing: Mapping[tuple[str, int], _Known], hmacs: Mapping[str, bytes]) -> None:
+        """Every later version keeps the patient (``subject``) and the test (``code``: system and code; the
+        display may change) of version 1. Two senders reusing one order number once made another patient's
+        test "version 2" of a result, and the first patient's receipt then read as superseded: a version
+        that changes who or what was tested is a different result, refused here for every intake path.
+        Version 1 is read from the submission, else decrypted from the store (one row per such result: only
+        later versions pay, and results rarely have more than three)."""
+        later = [r for r in records if r.version > 1 and (r.result_id, r.version) not in existing]
+        if not later:
+            return
+        firsts = {r.result_id: r for r in records if r.version == 1}
+        for rid in {r.result_id for r in later} - set(firsts):
+            if (rid, 1) not in existing:
+                continue  # nothing to compare with (the lineage check has the last word on what is held)
+            row = self._version_row(s, hospital_id, hmacs[rid], rid, 1)
+            context = record_context(hospital_id, hmacs[rid], 1, row.leaf_hash)
+            firsts[rid] = ResultRecord.from_json(self._decrypt(RECORD_JSON, context, row.record_enc).decode("utf-8"))
+        for r in later:
+            first = firsts.get(r.result_id)
+            differs = [] if first is None else identity_differs(first, r)
+            if differs:
+                raise IdentityChangeError(
+                    f"{r.key} names {' and '.join(IDENTITY_WORDS[d] for d in differs)} than version 1 of result "
+                    f"{r.result_id!r} ({'; '.join(identity_detail(d, first, r) for d in differs)}): a new version "
+                    "must keep the patient and the test of version 1. This is a different result reusing the id: "
+                    "give it an id of its own (HL7: the filler's namespace in OBR-3.2/3.3; FHIR: an identifier "
+                    "with a system)", [(hospital_id, r.result_id, 1)], differs)
 
     # -- sealing ------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Query, Request, status
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api import intake
 from api.deps import LedgerDep, PrincipalDep, authorize
@@ -25,6 +25,7 @@ from api.routes.results import HospitalPath, RawBody
 from api.schemas import AcceptedOut, ProblemOut, SubmissionOut, problems
 from api.settings import MAX_BODY_BYTES
 from ledger.formats import FormatError
+from ledger.formats._fhir_policy import OPTIONAL_CATEGORIES, Skipped
 
 router = APIRouter(prefix="/v1", tags=["results"])
 
@@ -45,13 +46,39 @@ class IntakeResultOut(AcceptedOut):
     result_status: Literal["final", "amended", "corrected", "entered-in-error", "preliminary"]
 
 
+class SkippedOut(BaseModel):
+    """A Bundle entry that was not committed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entry: int = Field(description="Position in Bundle.entry (0-based).")
+    full_url: str | None
+    resource_type: str | None
+    reason: str = Field(examples=["category vital-signs is not a result (…); to commit it anyway, ask with "
+                                  "include=vital-signs"])
+
+
 class IntakeOut(SubmissionOut):
     model_config = ConfigDict(frozen=True, json_schema_extra={"examples": [{
         "hospital_id": "gz-001", "accepted": 1, "duplicates": 0,
         "results": [{"result_id": "f001", "version": 2, "supersedes": 1, "result_status": "amended",
-                     "leaf_hash": "9f" * 32, "status": "accepted"}]}]})
+                     "leaf_hash": "9f" * 32, "status": "accepted"}],
+        "skipped": [{"entry": 0, "full_url": "urn:uuid:4d7c…", "resource_type": "Encounter",
+                     "reason": "a Encounter is not a result"}]}]})
 
     results: list[IntakeResultOut]  # type: ignore[assignment]
+    skipped: list[SkippedOut] = Field(
+        default_factory=list, description="Every Bundle entry not committed, with the reason (resources that are "
+                                          "not results, Observation categories not asked for with `include`). "
+                                          "Empty for HL7 v2.")
+
+
+IncludeQuery = Annotated[list[str] | None, Query(
+    examples=[["vital-signs"]],
+    description="Observation categories that are not results but are to be committed anyway: "
+                + ", ".join(OPTIONAL_CATEGORIES) + " (repeat the parameter or separate with commas). Results "
+                "(laboratory, imaging, procedure, uncategorised Observations, every DiagnosticReport and "
+                "ImagingStudy) need no asking.")]
 
 
 LINEAGE = """
@@ -146,9 +173,21 @@ def _as_problem() -> Iterator[None]:
                       **extra) from exc
 
 
-def _out(hospital_id: str, outcomes: list[intake.IntakeOutcome]) -> IntakeOut:
+def _include(values: list[str] | None) -> frozenset[str]:
+    wanted = frozenset(v.strip() for value in values or [] for v in value.split(",") if v.strip())
+    unknown = sorted(wanted - set(OPTIONAL_CATEGORIES))
+    if unknown:
+        raise Problem(422, "validation", "Request does not match the schema",
+                      f"include: {', '.join(map(repr, unknown))} is not an Observation category that needs asking "
+                      f"for (one of {', '.join(OPTIONAL_CATEGORIES)})",
+                      errors=[{"loc": ["query", "include"], "msg": "unknown category"}])
+    return wanted
+
+
+def _out(hospital_id: str, outcomes: list[intake.IntakeOutcome], skipped: list[Skipped] | None = None) -> IntakeOut:
     new = sum(o.status == "accepted" for o in outcomes)
-    return IntakeOut(hospital_id=hospital_id, accepted=new, duplicates=len(outcomes) - new, results=[
+    return IntakeOut(hospital_id=hospital_id, accepted=new, duplicates=len(outcomes) - new,
+                     skipped=[SkippedOut(**s.to_obj()) for s in skipped or []], results=[
         IntakeResultOut(result_id=o.result_id, version=o.version, supersedes=o.supersedes,
                         result_status=o.result_status,
                         leaf_hash=o.leaf_hash.hex(), status=o.status)
@@ -159,21 +198,27 @@ def _out(hospital_id: str, outcomes: list[intake.IntakeOutcome]) -> IntakeOut:
     "/hospitals/{hospital_id}/fhir", status_code=status.HTTP_202_ACCEPTED, response_model=IntakeOut,
     summary="Submit FHIR R4 results (the hospital's own token)",
     description="One Observation, DiagnosticReport or ImagingStudy, or a Bundle (collection, transaction, "
-                "searchset, batch) of them, as `application/fhir+json` (or `application/json`). What is "
-                "committed is the resource's canonical projection (docs/formats.md)." + LINEAGE,
+                "searchset, batch, document) of them, as `application/fhir+json` (or `application/json`), FHIR "
+                "R4 (a `fhirVersion` media type parameter other than 4.0 / 4.3, or an R5 resource, is refused "
+                "422 saying so). What is committed is the resource's canonical projection (docs/formats.md). "
+                "Observations of the categories vital-signs, social-history, survey, exam, therapy and activity "
+                "are not results: they are committed only when named in `include`; every Bundle entry not "
+                "committed is listed in `skipped` with its reason." + LINEAGE,
     responses=_responses(_S409, _S422),
     openapi_extra=_body_doc(FHIR_TYPES[:2], {"type": "object"}, _FHIR_EXAMPLE, "A FHIR R4 resource or Bundle"),
 )
 def submit_fhir(hospital_id: HospitalPath, request: Request, body: RawBody, ledger: LedgerDep,
-                principal: PrincipalDep, tz: TzQuery = None) -> IntakeOut:
+                principal: PrincipalDep, tz: TzQuery = None, include: IncludeQuery = None) -> IntakeOut:
     authorize(principal, "hospital", hospital_id=hospital_id)
     params = _media(request, FHIR_TYPES)
     if params.get("charset", "utf-8").lower().replace("_", "-") not in ("utf-8", "utf8"):
         raise Problem(415, "unsupported-media-type", "Unsupported content type", "FHIR JSON must be UTF-8")
     zone = _zone(tz)
+    categories = _include(include)
     with _as_problem():
-        outcomes = intake.submit_fhir(ledger, hospital_id, _bounded(body), zone)
-    return _out(hospital_id, outcomes)
+        outcomes, skipped = intake.submit_fhir(ledger, hospital_id, _bounded(body), zone, categories,
+                                               params.get("fhirversion"))
+    return _out(hospital_id, outcomes, skipped)
 
 
 @router.post(

@@ -10,6 +10,7 @@ reveals no content and cannot be used to enumerate a hospital's results.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
@@ -58,7 +59,15 @@ def _qr(kind: Literal["png", "svg"], hospital_id: str, result_id: str, ledger: L
     # Patient data inside: never cached by proxies or the browser.
     return Response(body, media_type=_MEDIA[kind], headers={
         "Cache-Control": "no-store", "X-Mrl-Qr-Form": chosen, "X-Mrl-Qr-Version": str(qr.make(text).version),
-        "Content-Disposition": f'inline; filename="receipt-{result_id}.{kind}"'})
+        "Content-Disposition": _disposition(f"receipt-{result_id}.{kind}")})
+
+
+def _disposition(filename: str) -> str:
+    """``inline`` with the file name for any result id: an ASCII fallback without the characters that end or
+    break the header (quotes, ``/``, ``\\``, controls), and the exact UTF-8 name as RFC 6266 ``filename*``.
+    A raw non-Latin-1 id in the header would fail to encode (a 500), and a ``"`` would end the parameter."""
+    plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\/;%' else "_" for c in filename)
+    return f"inline; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 _QR_DOC = dict(

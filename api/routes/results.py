@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 import pydantic_core
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from pydantic import AfterValidator
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import LedgerDep, PrincipalDep, authorize
 from api.problems import Problem
@@ -33,8 +37,78 @@ router = APIRouter(prefix="/v1", tags=["results"])
 MAX_SEQ = 2**63 - 1
 
 HospitalPath = Annotated[str, Path(description="Hospital id", examples=["gz-001"])]
-ResultPath = Annotated[str, Path(description="The hospital's result id", examples=["LAB-2024-000123"],
-                                 max_length=128)]
+#: A result id is at most this many characters (``ledger.records.Ident``).
+MAX_RESULT_ID = 128
+
+
+def _result_id(value: str) -> str:
+    """The path segment as ``ResultIdPath`` left it (percent-encoded) → the result id. NFC like the record's
+    own ids, so a client that sends the decomposed spelling of an accented id finds the stored one."""
+    rid = unicodedata.normalize("NFC", unquote(value, errors="strict"))
+    if not 1 <= len(rid) <= MAX_RESULT_ID:
+        raise ValueError(f"a result id is 1 to {MAX_RESULT_ID} characters")
+    return rid
+
+
+ResultPath = Annotated[str, Path(
+    description="The hospital's result id, percent-encoded as one path segment: `/` as `%2F`, `%` as `%25`, "
+                "space as `%20`, `?` as `%3F`, `#` as `%23`, non-ASCII as UTF-8 (`encodeURIComponent`, Python "
+                "`quote(id, safe='')`); at most 128 characters once decoded",
+    examples=["LAB-2024-000123", "Observation%2Ff001"]), AfterValidator(_result_id)]
+
+
+class ResultIdPath:
+    """Routes result ids by the request's *raw* path, so any id can be named: ``Observation/f001`` (the id of a
+    FHIR resource without an identifier), ``50%``, ``a?b#c``, ids in any script.
+
+    Why: the ASGI server percent-decodes the path before routing, so ``…/results/Observation%2Ff001/receipt``
+    reaches the router as ``…/results/Observation/f001/receipt`` and matches nothing (a 404 for a result that
+    got a 202). A ``{result_id:path}`` route would instead make ids ending in ``/receipt`` or ``/proof``
+    ambiguous. Here the result-id segment of the routes that take one is cut from the raw path, where ``%2F``
+    is still a byte of the id and only a literal ``/`` separates segments, and handed to the router
+    re-encoded as one segment (``quote(id, safe="")``); ``ResultPath`` decodes it again. Every other path is
+    left as the server decoded it. Pure ASGI (no per-request task), like ``api.app.BodyLimit``."""
+
+    #: (literal segments before the id, suffixes after it) of every route with a ``{result_id}``; ``*`` is any
+    #: one segment (the hospital id).
+    ROUTES: tuple[tuple[tuple[bytes, ...], frozenset[bytes]], ...] = (
+        ((b"v1", b"hospitals", b"*", b"results"),
+         frozenset({b"", b"receipt", b"receipt.png", b"receipt.svg", b"proof"})),
+        ((b"v1", b"audit", b"hospitals", b"*", b"results"), frozenset({b"lineage"})),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = self.route_path(scope)
+            if path is not None:
+                scope["path"] = path  # in place: the router writes the matched route into this scope (metrics)
+        await self.app(scope, receive, send)
+
+    @classmethod
+    def route_path(cls, scope: Scope) -> str | None:
+        """The path to route by, or None to keep the server's."""
+        raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        parts = raw.split(b"?", 1)[0].split(b"/")
+        if len(parts) < 6 or parts[0] != b"":
+            return None
+        for before, suffixes in cls.ROUTES:
+            n = len(before) + 1
+            if len(parts) not in (n + 1, n + 2) or not all(
+                    want in (b"*", got) for want, got in zip(before, parts[1:n], strict=True)):
+                continue
+            suffix = parts[n + 1] if len(parts) == n + 2 else b""
+            if suffix not in suffixes or not parts[n] or (len(parts) == n + 2 and not suffix):
+                return None
+            try:
+                rid = unquote_to_bytes(parts[n]).decode("utf-8")
+                head = [unquote_to_bytes(p).decode("utf-8") for p in parts[:n]]
+            except UnicodeDecodeError:
+                return None  # not UTF-8: routed as the server decoded it, and answered there
+            return "/".join([*head, quote(rid, safe="")] + ([suffix.decode("ascii")] if suffix else []))
+        return None
 
 
 async def raw_body(request: Request) -> bytes:

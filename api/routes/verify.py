@@ -44,15 +44,22 @@ Three forms:
   DiagnosticReport, ImagingStudy, or a Bundle holding exactly one of them; same tokens as the record form). Mapped
   exactly as `POST /v1/hospitals/{hid}/fhir` maps it; the result id comes from the resource. The held version with
   the same content (version and supersedes aside, however the JSON is spelt) is verified like a held record, so an
-  older copy answers authentic with `superseded_by`. The result id held but no version matches: **tampered**
-  (`content`); not held: **unknown** (`lookup`). `tz`: the zone the hospital submitted with (bare FHIR dates only;
-  default UTC). A resource that cannot be mapped, or a Bundle with several results, is a 422
-  `unsupported-content` problem: verifying only the first would read as vouching for the others.
+  older copy answers authentic with `superseded_by`. Data that means the same matches: equal instants however
+  written, date-only times in any zone, and the same result grouped otherwise (a report held alone whose
+  Observations were committed inside it; an Observation held alone that was committed inside its report —
+  the answer is then about that report; check `grouping` says so). The result id held but no version matches:
+  **tampered** (`content`); not held: **unknown** (`lookup`); a report that matches held with Observations the
+  hospital never committed: **cannot-match** (`grouping`). `tz`: the zone the hospital submitted with (bare
+  FHIR dates only; default UTC; a date-only time matches in any zone). A resource that cannot be mapped, or a
+  Bundle with several results, is a 422 `unsupported-content` problem: verifying only the first would read as
+  vouching for the others.
 
 `verdict`: **authentic** (content committed and anchored, anchor confirmed), **tampered** (a check failed;
 `failed_check` names it), **unknown** (this ledger holds no such result, or cannot check the anchor's chain or
-registry), **pending** (genuine so far, anchor not confirmed yet). `superseded_by` names a newer version when the
-result was amended or corrected. Every verification is written to the access log (identities and verdict only).
+registry), **pending** (genuine so far, anchor not confirmed yet), **cannot-match** (FHIR form: what is held
+cannot be decided against what was committed — not a finding of tampering; the failed check says why).
+`superseded_by` names a newer version when the result was amended or corrected. Every verification is written to
+the access log (identities and verdict only).
 
 `signature`: the hospital's signature of the batch as this node checked it against its trust anchors
 (docs/signatures.md): `valid` with the `signer` (subject, issuer, serial, validity, fingerprint), `absent`,

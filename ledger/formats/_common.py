@@ -84,6 +84,32 @@ def _instant(parts: Mapping[str, str | None], offset: tzinfo, text: str, what: s
         raise FormatError(f"{what} {text!r} is not a valid date/time ({exc})") from exc
 
 
+def _end(parts: Mapping[str, str | None], start: datetime) -> datetime:
+    """The end of the period a partial date/time names: ``2012-09-17`` is the whole day, ``…T10:30`` the
+    minute, ``…T10:30:05.2`` the tenth of a second. Used to compare times as what they say, no more."""
+    fraction = parts.get("f")
+    if fraction:
+        return start + timedelta(microseconds=10 ** max(0, 6 - len(fraction)))
+    for key, step in (("s", timedelta(seconds=1)), ("mi", timedelta(minutes=1)), ("h", timedelta(hours=1))):
+        if parts.get(key):
+            return start + step
+    if parts.get("d"):
+        return start + timedelta(days=1)
+    # A month or a year: at least as long as any (only used to refuse contradictions, so erring long is safe).
+    return start + timedelta(days=31 if parts.get("mo") else 366)
+
+
+def issued_not_before_effective(effective: tuple[datetime, datetime], issued: tuple[datetime, datetime],
+                                names: tuple[str, str], texts: tuple[str, str], where: str | None = None) -> None:
+    """Refuse a result issued before it was observed: an impossible timeline (a sender's clock or mapping
+    error) that would also shift the recognition window, which counts from ``issued``. Each time is a span
+    (start, end) at the precision it was written, so ``2024-05-01`` issued for ``2024-05-01T10:30`` observed
+    is not a contradiction; only an issued span that ends before the effective span starts is."""
+    if issued[1] <= effective[0]:
+        raise FormatError(f"{names[1]} {texts[1]!r} is before {names[0]} {texts[0]!r}: a result cannot be issued "
+                          "before it was observed (check the sender's clock or field mapping)", where=where)
+
+
 def _offset(text: str, what: str, value: str) -> timezone:
     sign = -1 if text[0] == "-" else 1
     digits = text[1:].replace(":", "")
@@ -91,6 +117,29 @@ def _offset(text: str, what: str, value: str) -> timezone:
     if hours > 14 or minutes > 59:
         raise FormatError(f"{what} {value!r} has an impossible UTC offset {text}")
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+def fhir_span(value: str, default_tz: tzinfo, what: str) -> tuple[datetime, datetime]:
+    """``fhir_instant`` and the end of the period the value names (``_end``)."""
+    m = _FHIR_DATETIME.match(value)
+    start = fhir_instant(value, default_tz, what)
+    assert m is not None  # fhir_instant refused it otherwise
+    return start, _end(m.groupdict(), start)
+
+
+def hl7_span(value: str, default_tz: tzinfo, what: str) -> tuple[datetime, datetime]:
+    """``hl7_instant`` and the end of the period the value names (``_end``)."""
+    start = hl7_instant(value, default_tz, what)
+    m = _HL7_DTM.match(value)
+    assert m is not None
+    digits, fraction = m["digits"], m["f"]
+    if len(digits) > 14 and fraction is None:
+        digits, fraction = digits[:14], digits[14:]
+    keys = ("y", "mo", "d", "h", "mi", "s")
+    widths = (0, 4, 6, 8, 10, 12)
+    parts: dict[str, str | None] = {k: digits[w:w + 2] or None for k, w in zip(keys, widths, strict=True)}
+    parts["f"] = fraction
+    return start, _end(parts, start)
 
 
 def fhir_instant(value: str, default_tz: tzinfo, what: str) -> datetime:

@@ -1,15 +1,22 @@
-"""DICOM instances → one imaging record per study, fingerprinting every instance's pixel data.
+"""DICOM instances → one imaging record per study, fingerprinting every instance's pixels.
 
-The ledger does not hold images; it holds proof of them. Each instance contributes the SHA-256 of its
-PixelData element *as stored* (transfer syntax included), so a viewer can show that the pixels on screen
-are the pixels the hospital anchored, and a transcoded or re-compressed copy is told apart from the
-original on purpose: it is not the same bytes, and its fidelity is not ours to vouch for.
+The ledger does not hold images; it holds proof of them. Each instance contributes one SHA-256 per frame of its
+**decoded** pixel values (``frame_digests``, ``mrl-pixels/1``), so a viewer can show that the pixels on screen are
+the pixels the hospital anchored — whichever lossless transfer syntax they travelled in. PACS transcode between
+explicit and implicit VR, big endian, RLE, JPEG-LS and JPEG 2000 lossless as a matter of course, and a fingerprint
+of the stored bytes (what records before issue 16 carry in ``pixel_sha256``) made every such copy read as another
+image; a lossy copy (JPEG baseline) has other pixel values and still reads as another image, rightly. The transfer
+syntax is deliberately not committed: two encodings of the same pixels are one image, and committing the
+encoding would make every transcoding a change. A file that pydicom cannot read whole — truncated, a value that
+does not parse as its VR, pixel data shorter than its header says — is refused: its fingerprint would be of a
+fragment, and it would then block the real image (docs/formats.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from collections.abc import Iterable
 from datetime import tzinfo
 from typing import Any
@@ -21,6 +28,9 @@ from pydicom.errors import InvalidDicomError
 from ledger.formats._common import FormatError, VersionArg, build_record, dicom_instant, lineage
 from ledger.records import ResultRecord, format_time
 
+#: Domain tag of the pixel fingerprint (docs/formats.md): SHA-256 over this tag, the frame's shape and sample
+#: type, and its pixel values as little-endian bytes.
+PIXELS_TAG = b"mrl-pixels/1"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 #: Displays from DICOM PS3.16 CID 29 (Acquisition Modality) for the common modalities; a code without a
 #: display here is still committed, just without one.
@@ -61,19 +71,51 @@ def from_dicom(
 
 
 def pixel_sha256(ds: Dataset) -> str:
-    """The fingerprint of one instance: SHA-256 over the PixelData element's value bytes as stored."""
+    """The stored-bytes fingerprint of records before issue 16: SHA-256 over the PixelData element's value bytes
+    as stored (transfer syntax included). Kept so those records can still be recomputed and compared."""
     return hashlib.sha256(bytes(ds["PixelData"].value)).hexdigest()
+
+
+def frame_digests(ds: Dataset) -> list[str]:
+    """One ``mrl-pixels/1`` digest per frame: SHA-256 of ``PIXELS_TAG``, NUL, ``"<rows> <columns> <samples>
+    <dtype>"`` (numpy's little-endian type string, e.g. ``<i2``), NUL, and the frame's decoded pixel values as
+    little-endian bytes in row-major order (samples interleaved). Equal for every lossless encoding of the same
+    pixels. Decoding needs numpy and, for JPEG-LS / JPEG 2000, pylibjpeg's decoders (dependencies)."""
+    import numpy as np  # imported here: a verifier that only hashes records never needs it
+
+    array = ds.pixel_array
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if frames == 1:
+        array = array[np.newaxis, ...]
+    out = []
+    for frame in array:
+        little = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<"))
+        samples = little.shape[2] if little.ndim == 3 else 1
+        head = f"{little.shape[0]} {little.shape[1]} {samples} {little.dtype.str}".encode("ascii")
+        out.append(hashlib.sha256(PIXELS_TAG + b"\0" + head + b"\0" + little.tobytes()).hexdigest())
+    return out
+
+
+def transfer_syntax(ds: Dataset) -> str:
+    """The instance's transfer syntax UID (reported beside a fingerprint, never committed: see the module)."""
+    return str(getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID", "") or "")
 
 
 def _read(blob: bytes, where: str) -> Dataset:
     try:
-        ds = pydicom.dcmread(io.BytesIO(blob))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # syntax nits (a UID component with a leading zero) are common
+            ds = pydicom.dcmread(io.BytesIO(blob))
+            for element in ds.iterall():  # every value parsed now: a cut element shows here
+                _unparsed(element)
+    except FormatError as exc:
+        raise FormatError(f"unreadable DICOM file: {exc}", where=where) from exc
     except InvalidDicomError as exc:
         raise FormatError(
             "not a DICOM Part 10 file (no 'DICM' marker after the 128-byte preamble)", where=where
         ) from exc
-    except Exception as exc:  # truncated or corrupt element data: pydicom raises many types
-        raise FormatError(f"unreadable DICOM file: {exc}", where=where) from exc
+    except Exception as exc:  # truncated or corrupt element data: pydicom raises (and warns) many types
+        raise FormatError(f"unreadable DICOM file: pydicom cannot read it whole ({exc})", where=where) from exc
     for keyword in ("StudyInstanceUID", "SOPInstanceUID", "Modality"):
         if not str(ds.get(keyword, "") or "").strip():
             raise FormatError(f"has no {keyword}", where=where)
@@ -82,7 +124,29 @@ def _read(blob: bytes, where: str) -> Dataset:
         raise FormatError(
             "has no pixel data (PixelData, 7FE0,0010): only image instances are fingerprinted", where=where
         )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. padding after the last frame: not pixels, rightly ignored
+            ds.mrl_frames = frame_digests(ds)  # decoded now: a short or corrupt PixelData is refused here
+    except Exception as exc:  # pydicom's pixel handlers raise ValueError, ImportError, RuntimeError, …
+        raise FormatError(f"its pixel data cannot be decoded whole (transfer syntax {transfer_syntax(ds) or '?'}): "
+                          f"{exc}", where=where) from exc
     return ds
+
+
+#: VRs whose values pydicom converts to numbers; a value it had to leave as text (``IS '1A'``) is a bad VR.
+_NUMERIC_VRS = ("IS", "DS")
+
+
+def _unparsed(element: Any) -> None:
+    """Refuse an element whose value does not parse as its VR: pydicom only warns and keeps the text, which
+    would then be fingerprinted (or drive pixel decoding, as NumberOfFrames does) as if it were valid."""
+    value = element.value
+    if element.VR in _NUMERIC_VRS:
+        for item in value if isinstance(value, pydicom.multival.MultiValue) else [value]:
+            if isinstance(item, str) and item.strip():
+                raise FormatError(f"element {element.tag} {element.keyword or ''} has value {item!r}, which is "
+                                  f"not a valid {element.VR} (a bad VR)")
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -147,7 +211,7 @@ def _record(
         "study_instance_uid": study_uid,
         "modality": "\\".join(modalities),
         "instances": [
-            {"sop_instance_uid": str(ds.SOPInstanceUID), "pixel_sha256": pixel_sha256(ds)}
+            {"sop_instance_uid": str(ds.SOPInstanceUID), "frames_sha256": ds.mrl_frames}
             for ds in sorted(instances, key=lambda d: str(d.SOPInstanceUID))
         ],
     }

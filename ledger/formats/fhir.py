@@ -14,7 +14,8 @@ R4B models validate R4 results: the result resources did not change between R4 a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -23,7 +24,27 @@ from pydantic import ValidationError
 
 from ledger.canonical import parse_json
 from ledger.errors import EncodingError
-from ledger.formats._common import FormatError, VersionArg, build_record, fhir_instant, lineage
+from ledger.formats._common import (
+    FormatError,
+    VersionArg,
+    build_record,
+    fhir_span,
+    issued_not_before_effective,
+    lineage,
+)
+from ledger.formats._fhir_policy import (
+    ACCEPTED_VERSIONS,
+    EVERY_CATEGORY,
+    R5_REFUSAL,
+    RESULT_CATEGORIES,
+    Skipped,
+    declared_r5,
+    document_sections,
+    not_a_result,
+    r5_validates,
+    skipped_reason,
+    summarise,
+)
 from ledger.formats._fhir_refs import (
     Index,
     Resource,
@@ -37,7 +58,9 @@ from ledger.formats._fhir_refs import (
 from ledger.records import Kind, ResultRecord, Status, format_time
 
 RESULT_TYPES = ("Observation", "DiagnosticReport", "ImagingStudy")
-BUNDLE_TYPES = ("collection", "transaction", "searchset", "batch")
+#: ``document``: a patient summary (IPS) travels as one; its results are taken out of it (the Composition is
+#: skipped, the Observations and reports its sections reference are entries of the Bundle).
+BUNDLE_TYPES = ("collection", "transaction", "searchset", "batch", "document")
 #: Dropped from every resource (top level and contained) before committing; see the module docstring.
 VOLATILE = ("meta", "text")
 
@@ -67,6 +90,14 @@ REPORT_CATEGORY: dict[str, Kind] = {
 OBSERVATION_CATEGORY: dict[str, Kind] = {"laboratory": "lab", "imaging": "imaging"}
 
 
+@dataclass(frozen=True, slots=True)
+class FhirResults:
+    """What one FHIR input yields: its records, and every Bundle entry that was not committed with why."""
+
+    records: list[ResultRecord]
+    skipped: list[Skipped] = field(default_factory=list)
+
+
 def from_fhir(
     data: bytes | str | Mapping[str, Any],
     hospital_id: str,
@@ -74,27 +105,53 @@ def from_fhir(
     version: VersionArg = 1,
     supersedes: VersionArg | None = None,
     default_tz: tzinfo = UTC,
+    include: Collection[str] = EVERY_CATEGORY,
 ) -> list[ResultRecord]:
-    """One record per DiagnosticReport, standalone Observation and ImagingStudy in ``data``.
+    """One record per DiagnosticReport, standalone Observation and ImagingStudy in ``data`` (``read_fhir``,
+    which also says what was skipped). As a library function it maps every Observation category; HTTP intake
+    applies the category policy (``include``, ledger/formats/_fhir_policy.py)."""
+    return read_fhir(data, hospital_id, version=version, supersedes=supersedes, default_tz=default_tz,
+                     include=include).records
+
+
+def read_fhir(
+    data: bytes | str | Mapping[str, Any],
+    hospital_id: str,
+    *,
+    version: VersionArg = 1,
+    supersedes: VersionArg | None = None,
+    default_tz: tzinfo = UTC,
+    include: Collection[str] = (),
+    fhir_version: str | None = None,
+) -> FhirResults:
+    """One record per DiagnosticReport, standalone Observation and ImagingStudy in ``data``, and the Bundle
+    entries skipped (not results: an Encounter, a Claim, a vital sign not asked for with ``include``).
 
     ``version``/``supersedes``: see ``ledger.formats._common.lineage`` (an ``amended`` or ``corrected``
     resource needs version ≥ 2, which only the caller knows). ``default_tz`` applies to FHIR dates and
-    times without an offset. All or nothing: if one result of a Bundle is refused, the Bundle is, so a
-    partial submission never looks complete.
+    times without an offset. ``include``: Observation categories that are not results but are to be committed
+    anyway. ``fhir_version``: the media type's ``fhirVersion`` parameter, if any. All or nothing: if one result
+    of a Bundle is refused, the Bundle is, so a partial submission never looks complete.
     """
     resource = _load(data)
     rtype = resource.get("resourceType")
     where = _name(resource)
+    if fhir_version is not None and not fhir_version.startswith(ACCEPTED_VERSIONS) and not fhir_version.startswith("5"):
+        raise FormatError(f"fhirVersion {fhir_version} is not accepted: this endpoint takes R4 (4.0.1, or R4B 4.3)")
+    if declared_r5(resource, fhir_version):
+        raise FormatError(R5_REFUSAL, where=where)
     if rtype == "Bundle":
-        return _from_bundle(resource, hospital_id, version, supersedes, default_tz)
+        return _from_bundle(resource, hospital_id, version, supersedes, default_tz, include)
     if rtype not in RESULT_TYPES:
         raise FormatError(
             f"a {rtype} is not a result (expected Observation, DiagnosticReport, ImagingStudy or a Bundle of them)",
             where=where,
         )
     normal = _normalise(resource, where)
+    if rtype == "Observation" and (reason := not_a_result(normal, include)) is not None:
+        raise FormatError(reason, where=where)
     index = Index([(None, normal)])
-    return [_record(normal, None, index, [], hospital_id, version, supersedes, default_tz)]
+    return FhirResults([_record(normal, None, index, [], hospital_id, version, supersedes, default_tz)])
 
 
 def project(resource: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,6 +189,8 @@ def _normalise(resource: Resource, where: str) -> Resource:
     except KeyError as exc:
         raise FormatError(f"unknown resourceType {resource['resourceType']!r}", where=where) from exc
     except (ValidationError, ValueError, TypeError) as exc:
+        if r5_validates(resource):
+            raise FormatError(f"{R5_REFUSAL}; as R4: {_first_error(exc)}", where=where) from exc
         raise FormatError(f"not a valid FHIR resource: {_first_error(exc)}", where=where) from exc
     normal: Resource = parse_json(model.model_dump_json())
     return normal
@@ -158,34 +217,82 @@ def _strip(value: Any) -> Any:
 
 
 def _from_bundle(
-    bundle: Resource, hospital_id: str, version: VersionArg, supersedes: VersionArg | None, default_tz: tzinfo
-) -> list[ResultRecord]:
+    bundle: Resource, hospital_id: str, version: VersionArg, supersedes: VersionArg | None, default_tz: tzinfo,
+    include: Collection[str],
+) -> FhirResults:
+    """Every result of a Bundle. Only result entries are validated (each with the R4B model): an Encounter or
+    a Claim in a patient's transaction Bundle is skipped with its reason, not able to refuse the results."""
     where = _name(bundle)
-    if bundle.get("type") not in BUNDLE_TYPES:
+    btype = bundle.get("type")
+    if btype not in BUNDLE_TYPES:
         raise FormatError(
-            f"Bundle type {bundle.get('type')!r} is not accepted (expected one of {', '.join(BUNDLE_TYPES)})",
+            f"Bundle type {btype!r} is not accepted (expected one of {', '.join(BUNDLE_TYPES)})",
             where=where,
         )
-    normal = _normalise(bundle, where)
-    entries = [
-        (e.get("fullUrl"), e["resource"]) for e in normal.get("entry", []) if isinstance(e.get("resource"), dict)
-    ]
+    raw = bundle.get("entry", [])
+    if not isinstance(raw, list):
+        raise FormatError("not a valid FHIR resource: entry: Input should be a valid list", where=where)
+    positions: list[int] = []
+    entries: list[tuple[str | None, Resource]] = []
+    skipped: list[Skipped] = []
+    for i, entry in enumerate(raw):
+        full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        full_url = full_url if isinstance(full_url, str) else None
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            skipped.append(Skipped(i, full_url, None, "the entry holds no resource"))
+            continue
+        if resource["resourceType"] in RESULT_TYPES:
+            try:
+                resource = _normalise(resource, _name(resource))
+            except FormatError as exc:
+                raise FormatError(f"entry {i} ({full_url or _name(resource)}): {exc}", where=where) from exc
+        positions.append(i)
+        entries.append((full_url, resource))
     index = Index(entries)
     folded = report_observations(index)
-    inside = {pos for positions in folded.values() for pos in positions}
+    inside = {pos for found in folded.values() for pos in found}
+    sections = _sections(index) if btype == "document" else {}
     records: list[ResultRecord] = []
     for pos, (full_url, resource) in enumerate(entries):
-        if resource["resourceType"] not in RESULT_TYPES or pos in inside:
+        rtype = resource["resourceType"]
+        if pos in inside:
+            continue
+        reason = skipped_reason(rtype, btype) if rtype not in RESULT_TYPES else (
+            not_a_result(resource, include) if rtype == "Observation" else None)
+        if reason is None and rtype == "Observation" and pos in sections and not sections[pos][1] \
+                and not any(c in RESULT_CATEGORIES for c in _category_codes(resource)):
+            reason = (f"listed in the document's section {sections[pos][0]!r}, not in its results section, "
+                      "and not categorised as a result")
+        if reason is not None:
+            skipped.append(Skipped(positions[pos], full_url, rtype, reason))
             continue
         try:
             records.append(
                 _record(resource, full_url, index, folded.get(pos, []), hospital_id, version, supersedes, default_tz)
             )
         except FormatError as exc:
-            raise FormatError(f"entry {pos} ({full_url or _name(resource)}): {exc}", where=where) from exc
+            raise FormatError(f"entry {positions[pos]} ({full_url or _name(resource)}): {exc}", where=where) from exc
+    skipped.sort(key=lambda s: s.entry)
     if not records:
-        raise FormatError("holds no Observation, DiagnosticReport or ImagingStudy", where=f"Bundle {where}")
-    return records
+        detail = f": {summarise(skipped)}" if skipped else ""
+        raise FormatError(f"holds no Observation, DiagnosticReport or ImagingStudy to commit{detail}",
+                          where=f"Bundle {where}")
+    return FhirResults(records, skipped)
+
+
+def _sections(index: Index) -> dict[int, tuple[str, bool]]:
+    """A document Bundle's entries (by position) that its Composition lists, with their section: an Observation
+    in "Reason for admission" is part of a narrative, one in "Results" a result."""
+    composition = next((r for _, r in index.entries if r["resourceType"] == "Composition"), None)
+    if composition is None:
+        return {}
+    out: dict[int, tuple[str, bool]] = {}
+    for reference, section in document_sections(composition).items():
+        pos = index.find(reference)
+        if pos is not None:
+            out[pos] = section
+    return out
 
 
 # -- one result --------------------------------------------------------------------------------------
@@ -319,9 +426,17 @@ def _kind(resource: Resource, members: list[Resource]) -> Kind:
     return "imaging" if resource.get("imagingStudy") else "other"
 
 
-def _times(resource: Resource, default_tz: tzinfo, where: str) -> tuple[datetime, datetime]:
-    """effective[x] (a Period's start, a Timing's first event) or ImagingStudy.started; issued. Either
-    stands in for the other when only one is present (documented): both are required by the record."""
+def time_texts(resource: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The texts the record's ``effective`` and ``issued`` come from (``effective`` standing in for a missing
+    ``issued`` and the reverse): public so that verification can tell a time that was only a date, whose
+    instant depends on the zone the hospital named."""
+    effective = _effective_text(resource)
+    issued = resource.get("issued")
+    issued = issued if isinstance(issued, str) else None
+    return effective or issued, issued or effective
+
+
+def _effective_text(resource: Mapping[str, Any]) -> str | None:
     effective: str | None = None
     for key, path in (("effectiveDateTime", ()), ("effectiveInstant", ()), ("effectivePeriod", ("start",)),
                       ("effectivePeriod", ("end",)), ("started", ())):
@@ -334,14 +449,23 @@ def _times(resource: Resource, default_tz: tzinfo, where: str) -> tuple[datetime
     if effective is None:
         events = (resource.get("effectiveTiming") or {}).get("event") or []
         effective = events[0] if events else None
+    return effective
+
+
+def _times(resource: Resource, default_tz: tzinfo, where: str) -> tuple[datetime, datetime]:
+    """effective[x] (a Period's start, a Timing's first event) or ImagingStudy.started; issued. Either
+    stands in for the other when only one is present (documented): both are required by the record."""
+    effective = _effective_text(resource)
     issued = resource.get("issued")
     issued = issued if isinstance(issued, str) else None
     first = effective or issued
     if first is None:
         raise FormatError("has neither effective[x] (or started) nor issued: the result has no time", where=where)
-    eff = fhir_instant(first, default_tz, "effective")
-    iss = fhir_instant(issued, default_tz, "issued") if issued else eff
-    return eff, iss
+    eff = fhir_span(first, default_tz, "effective")
+    iss = fhir_span(issued, default_tz, "issued") if issued else eff
+    if effective is not None and issued:
+        issued_not_before_effective(eff, iss, ("effective", "issued"), (effective, issued), where)
+    return eff[0], iss[0]
 
 
 def _subject(resource: Resource, index: Index, where: str) -> dict[str, Any]:

@@ -16,7 +16,14 @@ from typing import Any
 
 import hl7  # type: ignore[import-untyped]  # python-hl7 ships no type information
 
-from ledger.formats._common import FormatError, VersionArg, build_record, hl7_instant, lineage
+from ledger.formats._common import (
+    FormatError,
+    VersionArg,
+    build_record,
+    hl7_span,
+    issued_not_before_effective,
+    lineage,
+)
 from ledger.records import Kind, ResultRecord, Status, format_time
 
 #: HL7 table 0396 mnemonics and OIDs whose FHIR/terminology URI is well known. Anything else is kept
@@ -47,6 +54,16 @@ SERVICE_SECTION: dict[str, Kind] = {
 TEXT_TYPES = ("ST", "TX", "FT", "DT", "TM", "TS", "DTM", "ID", "IS")
 CODED_TYPES = ("CE", "CWE", "CNE", "CF")
 BATCH_SEGMENTS = ("FHS", "BHS", "BTS", "FTS")
+#: SN components 1 and 3 (HL7 v2.5 §2.A.74): the comparator and the separator/suffix.
+SN_COMPARATORS = ("", ">", "<", ">=", "<=", "=", "<>")
+SN_SEPARATORS = ("", "-", "+", "/", ".", ":")
+#: OBX-8 abnormal flags, HL7 table 0078 (v2.5.1, with the codes v2.6-v2.9 added).
+ABNORMAL_FLAGS = frozenset({
+    "L", "H", "LL", "HH", "<", ">", "N", "A", "AA", "U", "D", "B", "W", "S", "R", "I", "MS", "VS", "NEG", "POS",
+    "IND", "DET", "ND", "AC", "RR", "QCF", "TOX", "WR", "SDD", "SYN-R", "SYN-S", "EX", "HX", "LX", "HU", "LU",
+    "NR", "NCL", "IE", "E", "EXP", "CAR", "HM", "N/A"})
+#: OBX-11 / OBR-25 codes of a result that is out (final, corrected, final without change).
+FINAL_CODES = ("F", "C", "U")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)$")
 _RANGE = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*-\s*([+-]?\d+(?:\.\d+)?)\s*$")
 
@@ -146,6 +163,7 @@ class _Order:
     pid: Any
     obr: Any
     where: str
+    orc: Any = None
     notes: list[str] = field(default_factory=list)
     results: list[tuple[Any, list[str]]] = field(default_factory=list)
 
@@ -153,13 +171,17 @@ class _Order:
 def _orders(message: Any, where: str) -> list[_Order]:
     orders: list[_Order] = []
     pid: Any = None
+    orc: Any = None
     for segment in message:
         sid = str(segment[0])
         if sid == "PID":
             pid = segment
+        elif sid == "ORC":
+            orc = segment
         elif sid == "OBR":
             filler = _get(segment, 3) or _get(segment, 2) or f"#{len(orders) + 1}"
-            orders.append(_Order(pid, segment, f"{where} OBR {filler}"))
+            orders.append(_Order(pid, segment, f"{where} OBR {filler}", orc))
+            orc = None  # an ORC belongs to the OBR that follows it
         elif sid == "OBX":
             if not orders:
                 raise FormatError("OBX before any OBR: a result must belong to an order", where=where)
@@ -187,7 +209,7 @@ def _record(
     default_kind: Kind,
 ) -> ResultRecord:
     obr, where = order.obr, order.where
-    result_id = _get(obr, 3) or _get(obr, 2)
+    result_id = _result_id(order, message.segment("MSH"))
     if not result_id:
         raise FormatError("OBR-3 (filler order number) and OBR-2 (placer order number) are both empty", where=where)
     if not order.results:
@@ -195,7 +217,16 @@ def _record(
     observed = _get(obr, 7)
     if not observed:
         raise FormatError("OBR-7 (observation date/time) is empty: the result has no time", where=where)
-    issued = _get(obr, 22) or _get(message.segment("MSH"), 7)
+    effective_span = hl7_span(observed, default_tz, "OBR-7")
+    if _get(obr, 22):
+        issued_span = hl7_span(_get(obr, 22), default_tz, "OBR-22")
+        issued_not_before_effective(effective_span, issued_span, ("OBR-7 (observation time)",
+                                    "OBR-22 (results reported)"), (observed, _get(obr, 22)), where)
+    else:
+        # No issued time stated: MSH-7 (when the message was made) stands in, but never earlier than OBR-7.
+        # Header times are often template values (every BioSense message says 2005-11-22 19:12, two of them
+        # for results observed later); OBR-22, when sent, is refused if it is before OBR-7.
+        issued_span = max(hl7_span(_get(message.segment("MSH"), 7), default_tz, "MSH-7"), effective_span)
     section = _get(obr, 24).upper()
     v, s = lineage(result_id, version, supersedes)
     obj: dict[str, Any] = {
@@ -205,12 +236,12 @@ def _record(
         "kind": SERVICE_SECTION.get(section, "other") if section else default_kind,
         "code": _coding(obr, 4, where, "OBR-4"),
         "subject": _subject(order.pid, where),
-        "effective": format_time(hl7_instant(observed, default_tz, "OBR-7")),
-        "issued": format_time(hl7_instant(issued, default_tz, "OBR-22" if _get(obr, 22) else "MSH-7")),
+        "effective": format_time(effective_span[0]),
+        "issued": format_time(issued_span[0]),
         "status": _status(order, where),
         "content": {
             "type": "observations",
-            "observations": [_observation(obx, notes, where) for obx, notes in order.results],
+            "observations": [_observation(obx, notes, where, _get(obr, 25)) for obx, notes in order.results],
         },
     }
     if order.notes:
@@ -218,6 +249,57 @@ def _record(
     if s is not None:
         obj["supersedes"] = s
     return build_record(obj, where=where)
+
+
+#: HL7 escape sequences for the delimiters (v2.5 §2.7.4), used to spell a result id as an HL7 EI.
+_ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
+
+
+def _escape(text: str) -> str:
+    for plain, escaped in _ESCAPES:
+        text = text.replace(plain, escaped)
+    return text
+
+
+def _unescape(text: str) -> str:
+    for plain, escaped in reversed(_ESCAPES):
+        text = text.replace(escaped, plain)
+    return text
+
+
+def _ei(segment: Any, field_num: int) -> list[str]:
+    """An EI (entity id, namespace id, universal id, universal id type) or HD (the last three) as 4 parts."""
+    return [_get(segment, field_num, 1, i) for i in (1, 2, 3, 4)] if segment is not None else ["", "", "", ""]
+
+
+def _result_id(order: _Order, msh: Any) -> str:
+    """The result id: the filler order number *with its assigning authority*, spelt as the HL7 EI it is
+    (``EM-811^LIS``, ``4711^LAB^2.16.840.1.113883.3.72^ISO``; delimiters inside a component escaped, trailing
+    empty components dropped). A bare OBR-3.1 is unique only within the filler application that assigned it:
+    two senders behind one hospital's interface engine reused a number, and another patient's other test
+    became "version 2" of a result. The authority is OBR-3.2-3.4; else ORC-3's when ORC-3 names the same
+    number; else MSH-3, the sending application (which in an ORU is the filler that assigned it), else MSH-4.
+    Without OBR-3, the placer number OBR-2 the same way (its own authority, else ORC-2's). Results stored
+    under the bare number before (``legacy_result_id``) are continued by api/intake.py."""
+    for field_num in (3, 2):
+        entity, *authority = _ei(order.obr, field_num)
+        if not entity:
+            continue
+        if not any(authority) and order.orc is not None and _get(order.orc, field_num) == entity:
+            authority = _ei(order.orc, field_num)[1:]
+        if not any(authority) and field_num == 3:
+            authority = _ei(msh, 3)[:3] if any(_ei(msh, 3)[:3]) else _ei(msh, 4)[:3]
+        parts = [_escape(p) for p in (entity, *authority)]
+        while parts and not parts[-1]:
+            parts.pop()
+        return "^".join(parts)
+    return ""
+
+
+def legacy_result_id(result_id: str) -> str:
+    """The id the adapter gave the same OBR before result ids carried the filler's authority: OBR-3.1 (or
+    OBR-2.1) alone."""
+    return _unescape(result_id.split("^", 1)[0])
 
 
 def _system(name: str) -> str:
@@ -287,20 +369,60 @@ def _number(text: str, where: str, what: str) -> int | float:
     return float(text) if "." in text else int(text)
 
 
+def _components(segment: Any, field_num: int) -> list[str]:
+    """The (unescaped) components of a field's first repetition; [] when absent."""
+    if _repeats(segment, field_num) == 0:
+        return []
+    first = segment(field_num)[0]
+    count = len(first) if isinstance(first, hl7.containers.Container) and not isinstance(first, str) else 1
+    return [_get(segment, field_num, 1, i) for i in range(1, max(count, 1) + 1)]
+
+
+def _verbatim(segment: Any, field_num: int) -> str:
+    """A field exactly as sent (ER7, escapes and delimiters included): how a value the record has no
+    structure for is kept, rather than losing the components the mapping does not read."""
+    return str(segment(field_num)).strip()
+
+
+def _only(parts: list[str], used: int, where: str, what: str) -> None:
+    """Refuse content beyond the first ``used`` components: it would be dropped without a word."""
+    extra = [p for p in parts[used:] if p]
+    if extra:
+        raise FormatError(f"{what} has more components than its type carries ({extra[0]!r} after component "
+                          f"{used}); are the fields shifted?", where=where)
+
+
 def _value(obx: Any, where: str) -> Any:
-    """OBX-5 by OBX-2. SN (structured numeric) with only a number is that number; otherwise it is kept
-    as its compact text ``<comparator><num1><separator><num2>`` (``<5``, ``100:150``, ``1:80``, ``2-5``):
-    the record has no ratio type, and the text is unambiguous and round-trips to HL7."""
+    """OBX-5 by OBX-2. Nothing the sender wrote is dropped: what the record has no structure for is kept
+    verbatim (the field's ER7 text) or refused with the field named.
+
+    SN (structured numeric: comparator, number, separator/suffix, number) with only a number is that
+    number; otherwise it is kept as its compact text ``<comparator><num1><separator><num2>`` (``<5``,
+    ``100:150``, ``1:80``, ``2-5``), after checking each part against HL7's SN definition: the record has no
+    ratio type, and the text is unambiguous and round-trips to HL7."""
     vtype = _get(obx, 2).upper()
     if _repeats(obx, 5) > 1:
         raise FormatError("OBX-5 repeats: multiple values in one OBX are not mapped", where=where)
     raw = _get(obx, 5)
     if _repeats(obx, 5) == 0 or not str(obx(5)).strip("^& "):
         return None
+    parts = _components(obx, 5)
     if vtype == "NM":
+        _only(parts, 1, where, "OBX-5 (NM)")
         return _number(raw, where, "OBX-5 (NM)")
     if vtype == "SN":
-        comparator, num1, separator, num2 = (_get(obx, 5, 1, i) for i in (1, 2, 3, 4))
+        _only(parts, 4, where, "OBX-5 (SN)")
+        comparator, num1, separator, num2 = [*parts, "", "", "", ""][:4]
+        if comparator not in SN_COMPARATORS:
+            raise FormatError(f"OBX-5 (SN) comparator {comparator!r} is not one of {', '.join(SN_COMPARATORS[1:])}",
+                              where=where)
+        if separator not in SN_SEPARATORS:
+            raise FormatError(f"OBX-5 (SN) separator {separator!r} is not one of {', '.join(SN_SEPARATORS[1:])}",
+                              where=where)
+        if not num1 and not num2:
+            raise FormatError("OBX-5 (SN) has no number", where=where)
+        if num2 and not separator:
+            raise FormatError(f"OBX-5 (SN) has a second number {num2!r} without a separator", where=where)
         for part in (num1, num2):
             if part:
                 _number(part, where, "OBX-5 (SN) number")
@@ -309,31 +431,67 @@ def _value(obx: Any, where: str) -> Any:
         return f"{comparator}{num1}{separator}{num2}"
     if vtype in CODED_TYPES:
         coding = _coded(obx, 5)
-        text = _get(obx, 5, 1, 2) or _get(obx, 5, 1, 5)
-        return coding if coding is not None else (text or None)
+        if coding is not None:
+            return coding
+        # No code with a coding system: the text alone when that is all there is, else the field verbatim
+        # (a code without its system is still what the sender said).
+        present = [i for i, p in enumerate(parts) if p]
+        return parts[present[0]] if len(present) == 1 and present[0] in (1, 4) else _verbatim(obx, 5)
     if vtype in TEXT_TYPES:
-        return raw
+        return raw if len([p for p in parts if p]) <= 1 and parts[0] == raw else _verbatim(obx, 5)
     raise FormatError(f"OBX-2 value type {vtype or '(empty)'!r} is not mapped (NM, SN, CE/CWE, ST/TX/FT)", where=where)
 
 
-def _observation(obx: Any, notes: list[str], where: str) -> dict[str, Any]:
+def _reference(obx: Any, where: str) -> dict[str, Any] | None:
+    """OBX-7: ``low-high`` with two numbers → {low, high}; other text → {text}; a field with components
+    (``^^10.000000``) → {text} verbatim, never its first component only; text without a digit or a letter
+    (``>``, a shifted field) is refused."""
+    if _repeats(obx, 7) == 0 or not str(obx(7)).strip():
+        return None
+    parts = _components(obx, 7)
+    if _repeats(obx, 7) > 1 or len([p for p in parts if p]) > 1 or (parts and not parts[0]):
+        return {"text": _verbatim(obx, 7)}
+    reference = parts[0]
+    m = _RANGE.match(reference)
+    if m:
+        return {"low": _number(m[1], where, "OBX-7"), "high": _number(m[2], where, "OBX-7")}
+    if not any(c.isalnum() for c in reference):
+        raise FormatError(f"OBX-7 (reference range) {reference!r} names no number or word: not a range; are the "
+                          "fields shifted?", where=where)
+    return {"text": reference}
+
+
+def _interpretation(obx: Any, where: str) -> str | None:
+    """OBX-8 (repetitions joined with ``,``): each must be an HL7 table 0078 code. A shifted OBX puts other
+    fields' values here (``1``), and the ledger would then vouch for an interpretation nobody made."""
+    flags = [f for f in (_get(obx, 8, r) for r in range(1, _repeats(obx, 8) + 1)) if f]
+    for flag in flags:
+        if flag not in ABNORMAL_FLAGS:
+            raise FormatError(f"OBX-8 (interpretation) {flag!r} is not an HL7 table 0078 code (L, H, LL, HH, N, A, "
+                              "AA, <, >, …); are the fields shifted?", where=where)
+    return ",".join(flags) or None
+
+
+def _observation(obx: Any, notes: list[str], where: str, obr_status: str = "") -> dict[str, Any]:
     where = f"{where} OBX {_get(obx, 1) or '?'}"
     out: dict[str, Any] = {"code": _coding(obx, 3, where, "OBX-3")}
     value = _value(obx, where)
+    status = (_get(obx, 11) or obr_status).upper()
+    if value is None and status in FINAL_CODES and not notes:
+        field = "OBX-11" if _get(obx, 11) else "OBR-25"
+        raise FormatError(f"OBX-5 (value) is empty although the observation is final ({field} = {status}) and "
+                          "carries no comment; are the fields shifted?", where=where)
     if value is not None:
         out["value"] = value
     unit = _get(obx, 6, 1, 1) or _get(obx, 6, 1, 2)
     if unit:
         out["unit"] = unit
-    reference = _get(obx, 7)
-    if reference:
-        m = _RANGE.match(reference)
-        out["reference_range"] = (
-            {"low": _number(m[1], where, "OBX-7"), "high": _number(m[2], where, "OBX-7")} if m else {"text": reference}
-        )
-    flags = [f for f in (_get(obx, 8, r) for r in range(1, _repeats(obx, 8) + 1)) if f]
-    if flags:
-        out["interpretation"] = ",".join(flags)
+    reference = _reference(obx, where)
+    if reference is not None:
+        out["reference_range"] = reference
+    interpretation = _interpretation(obx, where)
+    if interpretation:
+        out["interpretation"] = interpretation
     if notes:
         out["note"] = " ".join(notes)
     return out

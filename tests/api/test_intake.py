@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from api.cli import app as cli
 from api.settings import MAX_BODY_BYTES
+from ledger.formats._fhir_policy import OPTIONAL_CATEGORIES
 from store.models import RecordVersion
 from tests.api.conftest import Api, serve_in_thread
 from tests.api.test_hospitals import assert_problem
@@ -29,16 +30,20 @@ HID = "gz-001"
 BIOSENSE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "hl7v2" / "biosense-oru-r01-2005.txt"
 needs_shared = pytest.mark.skipif(not BIOSENSE.exists(), reason=f"{BIOSENSE} is absent (../shared not checked out)")
 needs_examples = pytest.mark.skipif(not EXAMPLES.is_dir(), reason=f"{EXAMPLES} is absent (run npm ci)")
-RESULT_IDS = ["EM-811", "EM-8.1.2", "EM-83", "EM-851", "EM-8.9", "EM-8.14", "EM-9.2"]
+#: OBR-3 with the filler's authority, here MSH-3 (the messages' OBR-3 has none): issue 16, point 2.
+RESULT_IDS = ["EM-811^OE", "EM-8.1.2^OE", "EM-83^LIS", "EM-851^LIS", "EM-8.9^LIS", "EM-8.14^LIS", "EM-9.2^LIS"]
 NAMED = ("Observation-f001.json", "DiagnosticReport-f201.json", "ImagingStudy-example-xr.json", "Bundle-lipids.json",
          "Bundle-ghp.json")
 HL7 = "x-application/hl7-v2+er7"
+#: Accepted R4 examples that are Observations of a category that is not a result (vital-signs 15, survey 6,
+#: social-history 3, exam 2), refused without ``include`` since issue 16 (point 4).
+POLICY_REFUSED = 26
 runner = CliRunner()
 
 
 def post(api: Api, fmt: str, data: bytes, ctype: str, hospital: str = HID, role: str | None = None,
-         tz: str | None = None) -> Any:
-    params = {"tz": tz} if tz else None
+         tz: str | None = None, params: dict[str, str] | None = None) -> Any:
+    params = {**({"tz": tz} if tz else {}), **(params or {})} or None
     return api.client.post(f"/v1/hospitals/{hospital}/{fmt}", content=data, params=params,
                            headers={"content-type": ctype, **api.auth(role or f"hospital:{hospital}")})
 
@@ -57,12 +62,23 @@ def test_every_result_example_is_accepted_or_refused_with_the_adapters_reason(ap
     share 5234342 with different content), which within one hospital would be an undeclared change."""
     assert len(FILES) == EXPECTED_FILES
     accepted: list[str] = []
+    policy_refused: list[str] = []
     for n, path in enumerate(FILES):
         hid = f"ex-{n}"
         api.ledger.register_hospital(hid, path.name)
         api.tokens[f"hospital:{hid}"] = api.ledger.access.create_token(f"hospital:{hid}", "t", api.ledger.clock())
         before = rows(api)
         answer = post(api, "fhir", path.read_bytes(), "application/fhir+json", hospital=hid)
+        # Issue 16 (point 4): an Observation of a category that is not a result (vital signs, survey, social
+        # history, exam) is refused unless asked for; asked for, it goes on as every example did before.
+        category = next((c for c in OPTIONAL_CATEGORIES if f"ask with include={c}" in answer.text), None)
+        if category is not None:
+            assert_problem(answer, 422, "unsupported-content")
+            assert rows(api) == before, path.name
+            if path.name not in REFUSED:
+                policy_refused.append(path.name)
+            answer = post(api, "fhir", path.read_bytes(), "application/fhir+json", hospital=hid,
+                          params={"include": ",".join(OPTIONAL_CATEGORIES)})
         if path.name in REFUSED:
             body = assert_problem(answer, 422, "unsupported-content")
             assert REFUSED[path.name] in body["detail"], path.name
@@ -73,12 +89,13 @@ def test_every_result_example_is_accepted_or_refused_with_the_adapters_reason(ap
         assert results and all(r["status"] == "accepted" and r["version"] == 1 for r in results), path.name
         assert rows(api) == before + len(results)
         again = post(api, "fhir", json.dumps(json.loads(path.read_bytes()), indent=1, sort_keys=True).encode(),
-                     "application/json", hospital=hid)
+                     "application/json", hospital=hid, params={"include": ",".join(OPTIONAL_CATEGORIES)})
         assert [r["leaf_hash"] for r in again.json()["results"]] == [r["leaf_hash"] for r in results], path.name
         assert again.json()["duplicates"] == len(results)
         accepted.append(path.name)
     assert len(accepted) == EXPECTED_ACCEPTED
     assert set(NAMED) <= set(accepted)
+    assert len(policy_refused) == POLICY_REFUSED, policy_refused
 
 
 @needs_examples
@@ -126,7 +143,7 @@ def test_biosense_file_with_its_corrected_result(api: Api) -> None:
     assert rows(api) == 0
 
     original = post(api, "hl7v2", em92_original().encode(), "application/hl7-v2", tz=tz).json()["results"]
-    assert [(r["result_id"], r["version"], r["result_status"]) for r in original] == [("EM-9.2", 1, "final")]
+    assert [(r["result_id"], r["version"], r["result_status"]) for r in original] == [("EM-9.2^LIS", 1, "final")]
     answer = post(api, "hl7v2", biosense().encode(), HL7, tz=tz)
     assert answer.status_code == 202, answer.text
     results = answer.json()["results"]
@@ -225,7 +242,7 @@ def test_cli_fhir_and_hl7v2_files(live: tuple[Api, str], tmp_path: Path) -> None
     out = run(url, "--format", "hl7v2", "--tz", "America/New_York", str(v1), str(BIOSENSE), "--token", token)
     assert out.exit_code == 0, out.output
     assert "8 accepted, 0 duplicates (2 files)" in out.stdout
-    assert [v.version for v in api.ledger.store.versions(HID, "EM-9.2")] == [1, 2]
+    assert [v.version for v in api.ledger.store.versions(HID, "EM-9.2^LIS")] == [1, 2]
     refused = run(url, "--format", "fhir", str(EXAMPLES / "Observation-unsat.json"), "--token", token)
     assert refused.exit_code == 1 and "Observation-unsat.json" in refused.output and "cancelled" in refused.output
     assert run(url, "--format", "xml", str(v1)).exit_code == 2

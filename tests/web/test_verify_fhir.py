@@ -63,3 +63,28 @@ def test_pasted_fhir_resource_authentic_then_tampered(served: Served, page: Page
     assert page.evaluate("document.activeElement.id") == "fhir-hid"
     assert "hospital id" in (page.text_content("#fhir-status") or "")
     assert page.get_attribute(VERDICT, "data-verdict") == "tampered"  # the last verdict stays on screen
+
+
+def test_a_report_held_with_observations_never_committed_reads_cannot_match(served: Served, page: Page,
+                                                                            shots: Path) -> None:
+    """Issue 16, point 5: the report alone was committed; the doctor pastes the Bundle with its Observations.
+    Their values cannot be checked: the page says CANNOT MATCH with the reason, not TAMPERED."""
+    bundle = json.loads((EXAMPLES / "Bundle-lipids.json").read_bytes())
+    r = httpx.post(f"{served.url}/v1/hospitals/{HID}/fhir", content=json.dumps(bundle["entry"][0]["resource"]),
+                   headers={"content-type": "application/fhir+json", **served.api.auth(f"hospital:{HID}")})
+    assert r.status_code == 202, r.text
+    served.api.anchor_all()
+    page.goto(f"{served.url}/verify")
+    page.click("details:has(#token) summary")
+    page.fill("#token", served.api.tokens["doctor"])
+    page.dispatch_event("#token", "change")
+    page.click("#fhir-box summary")
+    page.fill("#fhir-hid", HID)
+    page.fill("#fhir", json.dumps(bundle, indent=2))
+    page.click("#go-fhir")
+    _verdict(page, "cannot-match")
+    assert page.text_content("#verdict-word") == "CANNOT MATCH — not decidable, not a sign of tampering"
+    assert "were committed neither with it nor as results of their own" in (page.text_content("#verdict") or "")
+    page.screenshot(path=str(shots / "verify-fhir-cannot-match-en.png"), full_page=True)
+    serious = _axe(page)
+    assert not serious, serious

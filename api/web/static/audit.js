@@ -131,7 +131,7 @@ function renderChart() {
 async function lineage() {
   const out = $("lineage");
   try {
-    const l = await api(`/v1/audit/hospitals/${encodeURIComponent($("hospital").value.trim())}/results/${encodeURIComponent($("rid").value.trim())}/lineage`);
+    const l = await api(`/v1/audit/hospitals/${encodeURIComponent($("hospital").value.trim())}/results/${encodeURIComponent($("rid").value.trim()).replace(/\./g, "%2E")}/lineage`);
     const head = el("tr", {}, ...["d.version", "audit.vstatus", "audit.supersedes", "audit.seq", "audit.status"].map((k) => el("th", { scope: "col" }, t(k))));
     const rows = l.versions.map((v) => el("tr", {}, el("td", {}, String(v.version)), el("td", {}, v.status),
       el("td", {}, v.supersedes == null ? "—" : String(v.supersedes)), el("td", {}, v.batch_seq == null ? "—" : String(v.batch_seq)),

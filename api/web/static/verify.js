@@ -86,6 +86,7 @@ function render() {
     if (kind === "authentic" && server.superseded_by) kind = "superseded";
     word = t("v." + kind);
     if (server.recognition) sub = t("rec." + server.recognition.decision);
+    if (kind === "cannot-match") sub = (server.checks.find((c) => c.name === server.failed_check) || {}).detail || sub;
     if (server.failed_check === "signature") sub = `${t("sig.fail")}: ${server.signature ? server.signature.status : ""}`;
   } else if (offline) { kind = offline.status === "valid" ? "unknown" : "pending"; word = t("v." + kind); sub = t("v.offline-only"); }
   else { kind = "unknown"; word = t("v.unknown"); sub = error ? `${t("srv.error")}: ${error}` : ""; }
@@ -161,7 +162,7 @@ async function fromPayload(obj) {
     return;
   }
   const q = new URLSearchParams({ leaf_hash: obj.leaf_hash, version: obj.version });
-  const res = await fetch(`/v1/hospitals/${encodeURIComponent(obj.hospital_id)}/results/${encodeURIComponent(obj.result_id)}/proof?${q}`);
+  const res = await fetch(`/v1/hospitals/${encodeURIComponent(obj.hospital_id)}/results/${encodeURIComponent(obj.result_id).replace(/\./g, "%2E")}/proof?${q}`);
   const proof = await res.json();
   if (!res.ok) throw new Error(proof.detail || proof.title);
   $("qr-status").textContent = t("qr.ref");

@@ -51,6 +51,9 @@ FILES = _example_files()
 #: Refused examples and why (substring of the FormatError message). Derived by running the adapter over
 #: the package; each reason was checked against the file.
 REFUSED = {
+    # Issued a year before it was observed: refused since issue 16 (point 3), which the count below reflects.
+    "Bundle-dg2.json": "DiagnosticReport/dg2: issued '2014-05-16T10:28:00+01:00' is before effective "
+    "'2015-05-26T15:30:10+01:00': a result cannot be issued before it was observed",
     "Bundle-report.json": "DiagnosticReport/report: code has no coding with a system and a code (only the text "
     "'comprehensive bone marrow report')",
     "DiagnosticReport-gingival-mass.json": "subject has only a display name ('Max Jones')",
@@ -74,7 +77,7 @@ REFUSED = {
     "Observation-vp-oyster.json": "subject has only a display name ('Sonoma oyster farm')",
 }
 #: 72 Observation/DiagnosticReport/ImagingStudy examples + 10 Bundles holding a DiagnosticReport.
-EXPECTED_FILES, EXPECTED_ACCEPTED, EXPECTED_RECORDS = 82, 65, 71
+EXPECTED_FILES, EXPECTED_ACCEPTED, EXPECTED_RECORDS = 82, 64, 70
 
 SCHEMA: dict[str, Any] = json.loads((ROOT / "docs" / "receipt.schema.json").read_text())
 RECORD_SCHEMA = jsonschema.Draft202012Validator({"$defs": SCHEMA["$defs"], "$ref": "#/$defs/record"})

@@ -15,6 +15,7 @@ import pytest
 
 from ledger import ResultRecord, commit
 from ledger.formats import FormatError, from_hl7v2
+from ledger.formats.hl7v2 import legacy_result_id
 
 #: tests/ledger/formats/test_hl7v2.py → parents[3] is the repository (/work/main); shared lives beside it.
 SHARED = (Path(__file__).resolve().parents[3] / ".." / "shared").resolve()
@@ -25,10 +26,11 @@ US_EAST = ZoneInfo("America/New_York")
 UTC_ = ZoneInfo("UTC")  # BioSense test senders are US; the messages carry no offsets
 HOSPITAL = "us-biosense-test"
 SALT = bytes(range(16))
-#: OBR-3 filler order numbers, one OBR per message, in file order.
-RESULT_IDS = ["EM-811", "EM-8.1.2", "EM-83", "EM-851", "EM-8.9", "EM-8.14", "EM-9.2"]
+#: OBR-3 filler order numbers, one OBR per message, in file order, with their assigning authority: the
+#: messages' OBR-3 has none, so it is MSH-3, the sending application (issue 16: ids carry the filler).
+RESULT_IDS = ["EM-811^OE", "EM-8.1.2^OE", "EM-83^LIS", "EM-851^LIS", "EM-8.9^LIS", "EM-8.14^LIS", "EM-9.2^LIS"]
 #: EM-9.2 carries OBX-11 = C: a correction, which the record rules only accept as version ≥ 2.
-LINEAGE = {"EM-9.2": 2}
+LINEAGE = {"EM-9.2^LIS": 2}
 
 
 def _file() -> str:
@@ -46,7 +48,8 @@ def _messages() -> list[str]:
 
 
 def _by_id(records: list[ResultRecord]) -> dict[str, ResultRecord]:
-    return {r.result_id: r for r in records}
+    """By OBR-3.1 alone (the filler number without its authority), which is how the messages name them."""
+    return {legacy_result_id(r.result_id): r for r in records}
 
 
 @needs_shared
@@ -135,10 +138,13 @@ def _message(*, value: str = "5.4", vtype: str = "NM", obr25: str = "F", obx11: 
 
 
 def test_inline_message_with_offsets() -> None:
-    (record,) = from_hl7v2(_message(), "cn-test", default_tz=US_EAST)
-    assert record.to_obj()["issued"] == "2024-05-01T00:30:00Z"  # MSH-7 carries +0800: default_tz unused
+    # MSH-7 a day later than in _message(): an issued time standing in for OBR-22 is never before OBR-7
+    # (there 00:30Z against 12:30Z), which would have been taken as OBR-7 itself (issue 16, point 3).
+    msh = MSH.replace("20240501083000+0800", "20240502083000+0800")
+    (record,) = from_hl7v2(_message(msh=msh), "cn-test", default_tz=US_EAST)
+    assert record.to_obj()["issued"] == "2024-05-02T00:30:00Z"  # MSH-7 carries +0800: default_tz unused
     assert record.to_obj()["effective"] == "2024-05-01T12:30:00Z"  # OBR-7 without offset: US Eastern (EDT)
-    assert (record.result_id, record.subject.system, record.subject.value) == ("FI-1", "urn:oid:1.2.3", "MRN-1")
+    assert (record.result_id, record.subject.system, record.subject.value) == ("FI-1^LIS", "urn:oid:1.2.3", "MRN-1")
     obs = record.content.observations[0]  # type: ignore[union-attr]
     assert (obs.code.system, obs.value, obs.unit, obs.interpretation) == ("http://loinc.org", 5.4, "mmol/L", "N")
 
