@@ -20,6 +20,9 @@ from api.recognition import CatalogueError, load_catalogue
 MAX_RECORDS_PER_REQUEST = 1000
 #: Largest request body accepted (a 1,000-record submission is ~1 MiB).
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: A request body must have arrived whole this many seconds after its headers (16 MiB at ~300 KB/s): a
+#: client trickling bytes (slowloris) must not hold a request open for long. Answered with a 408.
+BODY_TIMEOUT_SECONDS = 60.0
 #: A list of files from one environment variable, split by the validator below (not parsed as JSON).
 PathList = Annotated[list[Path], NoDecode]
 

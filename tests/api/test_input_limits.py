@@ -1,0 +1,208 @@
+"""What an anonymous body can do to the node (issue 14 #1, #2): nothing but get a problem document.
+
+* Deep JSON: ~80,000 nested ``[`` (160 KB, under every size limit) segfaulted the C JSON decoder, on
+  routes that parse the raw body (``/v1/verify``) and on routes FastAPI parses (``/v1/decisions``). The
+  crash is reproduced in a child process, where it can only take the child down.
+* Chunked bodies (no Content-Length) were read whole before any limit: now counted as they arrive, with a
+  413 as soon as the limit is passed. Checked over real HTTP with a raw socket, so the test sees exactly
+  how many bytes the server took before it answered.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from api.app import create_app
+from api.settings import MAX_BODY_BYTES
+from ledger.canonical import MAX_JSON_DEPTH
+from tests.api.conftest import Api, serve_in_thread
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Every POST/PUT route, the body it parses, and how: raw (``parse_json`` in the route) or by FastAPI.
+BODY_ROUTES = [("POST", "/v1/verify"), ("POST", "/v1/decisions"), ("POST", "/v1/encounters"),
+               ("POST", "/v1/hospitals"), ("POST", "/v1/hospitals/gz-001/results"),
+               ("POST", "/v1/hospitals/gz-001/fhir"), ("PUT", "/v1/hospitals/gz-001/eligibility/ct")]
+
+_CHILD = """
+import json, sys
+from fastapi.testclient import TestClient
+from api.app import create_app
+from api.service import Ledger
+from store import Store, make_engine, migrate
+
+engine = make_engine(sys.argv[2])
+migrate(engine)
+ledger = Ledger(Store(engine))
+ledger.register_hospital("gz-001", "Guangzhou")
+client = TestClient(create_app(ledger))
+# As py_ecc did on import before the node put the limit back (tests/anchoring/test_recursion_limit.py): the
+# depth check must hold on its own, whatever an import does to the limit.
+sys.setrecursionlimit(100_000)
+out = []
+for method, path in json.loads(sys.argv[1]):
+    for name, body, ctype in (("arrays", b"[" * 80_000, "application/json"),
+                              ("objects", b'{"a":' * 80_000, "application/json"),
+                              ("no-content-type", b"[" * 80_000, None),
+                              ("fhir", b"[" * 80_000, "application/fhir+json")):
+        headers = {"content-type": ctype} if ctype else {}
+        r = client.request(method, path, content=body, headers=headers)
+        out.append({"route": f"{method} {path}", "case": name, "status": r.status_code,
+                    "type": r.headers.get("content-type"), "body": r.json()})
+print(json.dumps(out))
+"""
+
+
+def test_deep_json_gets_a_problem_on_every_body_route_and_the_process_survives(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(BODY_ROUTES), f"sqlite:///{tmp_path / 'l.db'}"],
+                          capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, f"the child died ({done.returncode}): {done.stderr[-3000:]}"
+    answers = json.loads(done.stdout)
+    assert len(answers) == 4 * len(BODY_ROUTES)
+    for a in answers:
+        assert a["status"] == 400, a
+        assert a["type"] == "application/problem+json", a
+        assert a["body"]["type"] == "urn:mrledger:problem:malformed", a
+        assert f"deeper than {MAX_JSON_DEPTH} levels" in a["body"]["detail"], a
+
+
+def test_nesting_up_to_the_maximum_reaches_the_route(api: Api) -> None:
+    """The bound refuses nothing a route would have taken: at the limit the route's own answer comes back."""
+    at_limit = "[" * (MAX_JSON_DEPTH - 1) + '{"verification_id": 1}' + "]" * (MAX_JSON_DEPTH - 1)
+    r = api.client.post("/v1/decisions", content=at_limit, headers={"content-type": "application/json"})
+    # FastAPI decoded it and its model refused it: the depth check let it through.
+    assert r.status_code == 422 and r.json()["type"] == "urn:mrledger:problem:validation"
+    over = "[" + at_limit + "]"
+    r = api.client.post("/v1/decisions", content=over, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "deeper than" in r.json()["detail"]
+
+
+def test_hl7_text_is_not_taken_for_json(api: Api) -> None:
+    """Bodies FastAPI does not decode as JSON are not scanned: brackets in HL7 v2 text are text."""
+    body = "MSH|^~\\&|LIS|GZ|||20240501||ORU^R01|1|P|2.5\rNTE|1||" + "[" * 500 + "\r"
+    r = api.client.post("/v1/hospitals/gz-001/hl7v2", content=body,
+                        headers={"content-type": "x-application/hl7-v2+er7"})
+    assert r.status_code == 401  # the route's own refusal (no token), not a depth 400
+
+
+# -- bodies counted as they arrive ------------------------------------------------------------------------
+
+
+def _request_head(method: str, path: str, headers: dict[str, str]) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def _response(sock: socket.socket, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return int(lines[0].split()[1]), headers, rest
+
+
+def _stream_until_answered(port: int, path: str, headers: dict[str, str], total: int,
+                           chunk_size: int = 256 * 1024, chunked: bool = True) -> tuple[int, int, bytes]:
+    """Send up to ``total`` body bytes, stopping as soon as the server answers; (bytes sent, status, body)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sent = 0
+    try:
+        sock.sendall(_request_head("POST", path, headers))
+        piece = b"[" * chunk_size
+        frame = (f"{chunk_size:x}\r\n".encode() + piece + b"\r\n") if chunked else piece
+        sock.setblocking(False)
+        while sent < total:
+            try:
+                if sock.recv(1, socket.MSG_PEEK):
+                    break  # the answer has started
+            except BlockingIOError:
+                pass
+            except (ConnectionResetError, BrokenPipeError):
+                break
+            try:
+                sock.setblocking(True)
+                sock.settimeout(10)
+                sock.sendall(frame)
+                sent += chunk_size
+            except (ConnectionResetError, BrokenPipeError):
+                break
+            finally:
+                sock.setblocking(False)
+        sock.setblocking(True)
+        status, _, body = _response(sock)
+        return sent, status, body
+    finally:
+        sock.close()
+
+
+def test_chunked_body_over_the_limit_is_refused_as_it_arrives(api: Api) -> None:
+    """300 MiB chunked used to be read whole first; now the 413 comes once the limit is passed, and the
+    client is stopped there (socket buffers let a few more MiB through, never the whole stream)."""
+    app = create_app(api.ledger)
+    with serve_in_thread(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        sent, status, body = _stream_until_answered(
+            port, "/v1/verify", {"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+            total=300 * 1024 * 1024)
+        assert status == 413, body[:300]
+        problem = json.loads(body)
+        assert problem["type"] == "urn:mrledger:problem:payload-too-large"
+        assert sent < MAX_BODY_BYTES + 16 * 1024 * 1024, f"the server read {sent} bytes before answering"
+        # The node still answers.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(_request_head("GET", "/healthz", {}))
+            assert _response(sock)[0] == 200
+
+
+def test_declared_length_smaller_than_the_body_does_not_smuggle_the_rest(api: Api) -> None:
+    """Content-Length: 10 followed by 20 MiB: the server takes 10 bytes as the body; the rest is not a second
+    request it would act on (it is garbage, refused, and the connection is closed)."""
+    with serve_in_thread(create_app(api.ledger)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        sent, status, _ = _stream_until_answered(
+            port, "/v1/verify", {"Content-Type": "application/json", "Content-Length": "10"},
+            total=20 * 1024 * 1024, chunked=False)
+        assert status == 400  # ten "[" are not JSON
+        assert sent < MAX_BODY_BYTES
+
+
+def test_declared_length_larger_than_what_arrives_times_out(api: Api) -> None:
+    """A client that announces more than it sends (or trickles it) gets a 408 after the body timeout, instead
+    of holding the request open for ever."""
+    with serve_in_thread(create_app(api.ledger, body_timeout=1.0)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(_request_head("POST", "/v1/verify", {"Content-Type": "application/json",
+                                                               "Content-Length": "1000"}) + b'{"receipt":')
+            start = time.monotonic()
+            status, headers, body = _response(sock)
+            assert status == 408, body
+            assert time.monotonic() - start < 5
+            assert headers.get("connection") == "close"
+            assert json.loads(body)["type"] == "urn:mrledger:problem:request-timeout"
+
+
+@pytest.mark.parametrize("declared", ["abc", str(MAX_BODY_BYTES + 1)])
+def test_a_declared_length_over_the_limit_or_not_a_number_is_refused_before_reading(api: Api, declared: str) -> None:
+    r = api.client.post("/v1/verify", content=b"{}", headers={"content-length": declared})
+    assert r.status_code == 413
