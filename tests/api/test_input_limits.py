@@ -22,7 +22,9 @@ import pytest
 from api.app import create_app
 from api.settings import MAX_BODY_BYTES
 from ledger.canonical import MAX_JSON_DEPTH
+from store.errors import NotFoundError
 from tests.api.conftest import Api, serve_in_thread
+from tests.store.test_repository import rec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -206,3 +208,53 @@ def test_declared_length_larger_than_what_arrives_times_out(api: Api) -> None:
 def test_a_declared_length_over_the_limit_or_not_a_number_is_refused_before_reading(api: Api, declared: str) -> None:
     r = api.client.post("/v1/verify", content=b"{}", headers={"content-length": declared})
     assert r.status_code == 413
+
+
+# -- what a record may hold, refused at parse time or at construction, never a 500 (issue 14 #12, #13) -----
+
+
+def _nothing_stored(api: Api) -> None:
+    with pytest.raises(NotFoundError):
+        api.ledger.versions("gz-001", "R1")
+
+
+def _fhir_record(resource_json: str) -> str:
+    """A submission body holding a FHIR resource projection written by hand (keys as the test spells them)."""
+    head = json.dumps({k: v for k, v in rec(1).to_obj().items() if k != "content"})[:-1]
+    return (head + ', "content": {"type": "fhir-resource", "resource_type": "Observation", "resource": '
+            + resource_json + "}}")
+
+
+@pytest.mark.parametrize(("value", "reason"), [("1e-400", "too small"), ("-1e400", "beyond the range")])
+def test_a_number_no_double_holds_is_refused_not_stored(api: Api, value: str, reason: str) -> None:
+    """1e-400 used to be stored as 0 with a 202: the record no longer said what was sent."""
+    obj = rec(1).to_obj()
+    obj["content"]["observations"][0]["value"] = "<value>"
+    body = json.dumps(obj).replace('"<value>"', value)
+    r = api.client.post("/v1/hospitals/gz-001/results", content=body, headers=api.auth("hospital:gz-001"))
+    assert r.status_code == 400 and r.json()["type"] == "urn:mrledger:problem:malformed", r.text
+    assert reason in r.json()["detail"]
+    _nothing_stored(api)
+
+
+@pytest.mark.parametrize(("resource", "status", "reason"), [
+    ('{"resourceType": "Observation", "\\ud800": 1}', 400, "lone surrogate"),
+    ('{"resourceType": "Observation", "x": {"\\udc00": 1}}', 400, "lone surrogate"),
+    ('{"resourceType": "Observation", "\u00c5": 1, "A\u030a": 2}', 422, "one key once NFC-normalised"),
+    ('{"resourceType": "Observation", "a\\u0001": 1}', 422, "control characters"),
+], ids=["lone-surrogate-key", "nested-lone-surrogate-key", "nfc-twins", "control-in-key"])
+def test_keys_no_verifier_can_agree_on_are_refused(api: Api, resource: str, status: int, reason: str) -> None:
+    r = api.client.post("/v1/hospitals/gz-001/results", content=_fhir_record(resource).encode(),
+                        headers={**api.auth("hospital:gz-001"), "content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert reason in r.json()["detail"]
+    if status == 422:
+        assert r.json()["field"] == "content.resource"
+    _nothing_stored(api)
+
+
+def test_a_receipt_with_a_lone_surrogate_key_is_a_problem_not_a_500(api: Api) -> None:
+    body = '{"receipt": {"format": "mrl-receipt/1", "record": {"\\ud800": 1}}}'
+    r = api.client.post("/v1/verify", content=body)
+    assert r.status_code == 400 and "lone surrogate" in r.json()["detail"]
