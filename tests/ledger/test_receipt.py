@@ -75,3 +75,17 @@ def test_seq_and_block_number_beyond_uint64_are_format_failures() -> None:
         odd = json.loads(json.dumps(anchored))
         odd["anchor"]["block_number"] = block
         assert verify_receipt(json.dumps(odd)).failed == want, block
+
+
+@pytest.mark.parametrize("change", [
+    {"content": {"type": "event", "event": "e", "data": {"\ud800": 1}}},  # rfc8785 raised UnicodeEncodeError
+    {"content": {"type": "event", "event": "e", "data": {1: 1}}},
+    {"code": {"\ud800": "x"}},
+], ids=["lone-surrogate-key", "int-key", "lone-surrogate-in-typed-object"])
+def test_verify_receipt_never_raises_on_a_dict_no_parser_would_produce(change: dict[str, Any]) -> None:
+    """Its docstring says a malformed receipt is an ``invalid`` verdict: a caller's dict can hold keys no JSON
+    parse yields, and those raised a bare UnicodeEncodeError (issue 14 #13)."""
+    good = next(c for c in CASES if c["desc"] == "valid unanchored receipt")["receipt"]
+    bad = {**good, "record": {**good["record"], "kind": "other", **change}}
+    verdict = verify_receipt(bad)
+    assert verdict.failed == "format" and verdict.status == "invalid"
