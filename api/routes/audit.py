@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from anchoring import contract as reg
 from api.deps import LedgerDep, PrincipalDep, authorize
 from api.problems import MEDIA_TYPE, Problem
+from api.schemas import LookupId
 from api.service import Ledger
 from ledger import hospital_key
 from ledger.records import HOSPITAL_ID_PATTERN
@@ -33,7 +34,7 @@ MAX_PAGE = 1000
 AnchorStatus = Literal["sealed", "submitted", "included", "confirmed"]
 
 HospitalPath = Annotated[str, Path(pattern=f"^{HOSPITAL_ID_PATTERN}$", description="Hospital id")]
-ResultPath = Annotated[str, Path(min_length=1, max_length=128, description="Result id within the hospital")]
+ResultPath = Annotated[str, Path(min_length=1, max_length=128, description="Result id within the hospital"), LookupId]
 
 _PROBLEM = {"type": "object", "required": ["type", "title", "status"],
             "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},

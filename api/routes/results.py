@@ -15,6 +15,7 @@ from api.schemas import (
     PARAM_422,
     BatchAnchorOut,
     BatchDetailOut,
+    LookupId,
     ReceiptDoc,
     ResultOut,
     ResultVersionOut,
@@ -32,9 +33,9 @@ router = APIRouter(prefix="/v1", tags=["results"])
 #: Batch numbers are stored as 64-bit integers.
 MAX_SEQ = 2**63 - 1
 
-HospitalPath = Annotated[str, Path(description="Hospital id", examples=["gz-001"])]
-ResultPath = Annotated[str, Path(description="The hospital's result id", examples=["LAB-2024-000123"],
-                                 max_length=128)]
+HospitalPath = Annotated[str, Path(description="Hospital id", examples=["gz-001"]), LookupId]
+ResultPath = Annotated[str, Path(description="The hospital's result id (NFC-normalised; an invisible character is "
+                                             "a 422)", examples=["LAB-2024-000123"], max_length=128), LookupId]
 
 
 async def raw_body(request: Request) -> bytes:
