@@ -122,12 +122,12 @@ def _json_media(scope: Scope) -> bool:
     return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
-def create_app(ledger: Ledger, *, threads: int | None = None,
-               body_timeout: float = BODY_TIMEOUT_SECONDS) -> FastAPI:
+def create_app(ledger: Ledger, *, threads: int | None = None, body_timeout: float = BODY_TIMEOUT_SECONDS,
+               metrics_token: str | None = None) -> FastAPI:
     """``threads``: size of the pool that runs the (synchronous) request handlers; None keeps AnyIO's 40.
     ``mrledger serve`` passes ``MRL_API_THREADS`` (default 4): the handlers are CPU-bound under one
     interpreter lock, and 40 threads contending for it lost a quarter of the verification throughput.
-    ``body_timeout``: see ``BodyLimit`` (tests shorten it)."""
+    ``body_timeout``: see ``BodyLimit`` (tests shorten it). ``metrics_token``: ``MRL_METRICS_TOKEN``."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -150,5 +150,6 @@ def create_app(ledger: Ledger, *, threads: int | None = None,
     app.include_router(decision_routes.router)  # recognition decisions and encounters (api/decisions.py)
     app.include_router(kpi_routes.router)  # KPIs and their audit check (api/kpis.py, api/kpi_audit.py)
     app.include_router(web.router)  # the /verify and /audit pages (api/web/)
-    metrics.install(app, ledger)  # /metrics and the latency middleware (outermost: it times the 413s too)
+    # /metrics and the latency middleware (outermost: it times the 413s too)
+    metrics.install(app, ledger, metrics_token)
     return app

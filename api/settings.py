@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     regional_key_file: Path | None = Field(None, description="File holding the regional key (hex, 0600). Unset: "
                                            "<data_dir>/regional.key, generated on first start (dev only: a region's "
                                            "nodes must share one key).")
+    metrics_token: SecretStr | None = Field(None, description="When set, GET /metrics needs `Authorization: Bearer "
+                                            "<this token>` (the figures name hospitals with pending results); "
+                                            "unset: /metrics is open. Never logged.")
     # Encryption at rest (docs/encryption.md): the master key wraps the database's data keys.
     master_key_file: Path | None = Field(None, description="File holding the master key (64 hex digits, 0600) "
                                          "that wraps the database's data keys; `mrledger keys rotate` replaces it "
