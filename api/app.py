@@ -3,10 +3,10 @@ tests and ``mrledger serve`` wire the same app to different ledgers."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -62,7 +62,7 @@ class BodyLimit:
         chunks: list[bytes] = []
         size = 0
         try:
-            with anyio.fail_after(self.timeout):
+            async with asyncio.timeout(self.timeout):  # (anyio.fail_after: 9 µs a request, this 4)
                 while True:
                     message = await receive()
                     if message["type"] != "http.request":
