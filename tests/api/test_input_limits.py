@@ -14,12 +14,20 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 
+from anchoring.node import free_port
+from api import http_protocol
 from api.app import create_app
+from api.http_protocol import MAX_HEADER_BYTES, BoundedHttpToolsProtocol
 from api.settings import MAX_BODY_BYTES
 from ledger.canonical import MAX_JSON_DEPTH
 from store.errors import NotFoundError
@@ -258,3 +266,90 @@ def test_a_receipt_with_a_lone_surrogate_key_is_a_problem_not_a_500(api: Api) ->
     body = '{"receipt": {"format": "mrl-receipt/1", "record": {"\\ud800": 1}}}'
     r = api.client.post("/v1/verify", content=body)
     assert r.status_code == 400 and "lone surrogate" in r.json()["detail"]
+
+
+# -- the request head, bounded by the protocol serve runs uvicorn with (api/http_protocol.py) -------------------
+
+
+@contextmanager
+def _bounded_server(app: Any) -> Iterator[int]:
+    """``app`` under uvicorn with ``BoundedHttpToolsProtocol``, as ``mrledger serve`` runs it; yields the port."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                                          http=BoundedHttpToolsProtocol))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _send_head_until_answered(port: int, start: bytes, filler: bytes, total: int) -> tuple[int, int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(start)
+        sent = 0
+        while sent < total:
+            sock.setblocking(False)
+            try:
+                if sock.recv(1, socket.MSG_PEEK):
+                    break
+            except BlockingIOError:
+                pass
+            finally:
+                sock.setblocking(True)
+            try:
+                sock.sendall(filler)
+            except OSError:
+                break
+            sent += len(filler)
+        status, _, body = _response(sock)
+        return sent, status, body
+
+
+@pytest.mark.parametrize("where", ["header", "request-line"])
+def test_an_oversized_request_head_is_a_431_before_it_is_buffered(api: Api, where: str) -> None:
+    """httptools buffered a header of any size (64 MiB: 64 MB of the node's memory, then a 200)."""
+    start = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " if where == "header" else b"GET /healthz?"
+    with _bounded_server(create_app(api.ledger)) as port:
+        sent, status, body = _send_head_until_answered(port, start, b"a" * 16384, 64 * 1024 * 1024)
+        assert status == 431, body
+        assert json.loads(body)["type"] == "urn:mrledger:problem:header-too-large"
+        assert sent < MAX_HEADER_BYTES + 4 * 1024 * 1024
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(_request_head("GET", "/healthz", {"X-Fine": "f" * (MAX_HEADER_BYTES - 1024)}))
+            assert _response(sock)[0] == 200
+
+
+def test_a_body_sent_with_its_head_is_not_taken_for_a_head(api: Api) -> None:
+    """Head and a 1 MiB body in one write: only the head counts against the head bound."""
+    body = b"[" * 1024 * 1024
+    with _bounded_server(create_app(api.ledger)) as port, socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(_request_head("POST", "/v1/verify", {"Content-Type": "text/plain",
+                                                           "Content-Length": str(len(body))}) + body)
+        status, _, answer = _response(sock)
+        assert status == 400 and "header" not in answer.decode()  # the route's own refusal: not JSON
+
+
+def test_a_head_that_never_ends_and_a_silent_connection_are_closed(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_protocol, "HEADER_TIMEOUT_SECONDS", 0.5)
+    with _bounded_server(create_app(api.ledger)) as port:
+        for opening in (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a", b""):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(opening)
+                start = time.monotonic()
+                status, headers, body = _response(sock)
+                assert status == 408 and headers.get("connection") == "close", body
+                assert 0.4 < time.monotonic() - start < 5
+        # A kept-alive connection idle between requests (longer than the head timeout) is not cut short.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(_request_head("GET", "/healthz", {}))
+            assert _response(sock)[0] == 200
+            time.sleep(1.0)
+            sock.sendall(_request_head("GET", "/healthz", {}))
+            assert _response(sock)[0] == 200

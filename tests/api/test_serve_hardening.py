@@ -1,5 +1,6 @@
 """A real ``mrledger serve`` under the anonymous requests of issue 14 that used to hurt it: deep JSON (a
-segfault), a chunked body past the limit (read whole), and ``/metrics`` closed by ``MRL_METRICS_TOKEN``.
+segfault), a chunked body past the limit (read whole), a huge header (buffered whole), and ``/metrics``
+closed by ``MRL_METRICS_TOKEN``.
 One node for all of them: starting serve (anvil, the dev PKI) is the expensive part."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.test_input_limits import _stream_until_answered
+from tests.api.test_input_limits import _send_head_until_answered, _stream_until_answered
 from tests.api.test_serve import Node, _alive, node  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.anvil
@@ -47,6 +48,11 @@ def test_a_real_serve_survives_deep_json_and_chunked_floods(node: Node) -> None:
         assert node.proc.poll() is None
         grew = _rss_mb(pid) - before
         assert grew < 100, f"serve grew by {grew:.0f} MB on a refused chunked body"
+        before = _rss_mb(pid)
+        sent, status, _ = _send_head_until_answered(node.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ",
+                                                    b"h" * 65536, 256 * 1024 * 1024)
+        assert status == 431 and sent < 8 * 1024 * 1024  # a 64 MiB header was buffered whole, then a 200
+        assert _rss_mb(pid) - before < 50
         assert client.get("/metrics").status_code == 401
         assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
         scraped = client.get("/metrics", headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"})
