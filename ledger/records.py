@@ -232,7 +232,8 @@ def _json_value(value: Any, depth: int) -> Any:
                 raise ValueError("object keys must be strings")
             key = _json_string(k, key=True)
             if key in out:  # two spellings of one key: NFC would silently keep only the last value
-                raise ValueError(f"keys {k!a} and {key!a} are one key once NFC-normalised")
+                first = next(o for o in value if o != k and unicodedata.normalize("NFC", o) == key)
+                raise ValueError(f"keys {first!a} and {k!a} are one key once NFC-normalised")
             out[key] = _json_value(v, depth + 1)
         return out
     if isinstance(value, list | tuple):

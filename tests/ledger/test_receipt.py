@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,22 @@ def test_receipt_vector(case: dict[str, Any]) -> None:
     if case["want_error"] is None:
         assert verdict.status == ("valid" if case["receipt"]["anchor"] else "unanchored")
     assert all(c.name in CHECKS for c in verdict.checks)
+
+
+TEXT_VECTORS = sorted((Path(__file__).resolve().parents[1] / "vectors" / "receipt-text").glob("*.json"))
+TEXT_CASES = [json.loads(p.read_text()) for p in TEXT_VECTORS]
+
+
+def test_receipt_text_vectors_exist() -> None:
+    assert len(TEXT_CASES) >= 10, "tests/vectors/receipt-text is empty"
+
+
+@pytest.mark.parametrize("case", TEXT_CASES, ids=[c["desc"] for c in TEXT_CASES])
+def test_receipt_text_vector(case: dict[str, Any]) -> None:
+    """Receipts as bytes (docs/receipt.md §1): BOM, invalid UTF-8, duplicate keys, lone surrogates, numbers no
+    double holds, depth — what a parsed object cannot show."""
+    verdict = verify_receipt(base64.b64decode(case["receipt_base64"]))
+    assert verdict.failed == case["want_error"], verdict.to_obj()
 
 
 def test_trailing_bytes_and_garbage_are_format_failures() -> None:
