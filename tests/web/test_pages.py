@@ -106,6 +106,28 @@ def test_tampered_receipt_is_tampered_without_asking_the_server(served: Served, 
     page.screenshot(path=str(shots / "verify-tampered-en.png"), full_page=True)
 
 
+@pytest.mark.parametrize(("name", "spoil"), [
+    ("duplicate-key", lambda text: text.replace(b'"format": "mrl-receipt/1"',
+                                                b'"format": "mrl-receipt/1", "format": "mrl-receipt/1"')),
+    ("byte-order-mark", lambda text: b"\xef\xbb\xbf" + text),
+    ("invalid-utf8", lambda text: text.replace(b'"format"', b'"x\xff": 1, "format"')),
+])
+def test_a_receipt_file_the_node_would_refuse_is_refused_on_the_page(served: Served, page: Page, tmp_path: Path,
+                                                                     name: str, spoil: Any) -> None:
+    """The page read files with JSON.parse, which keeps the last of two equal keys, and file.text(), which drops
+    a byte order mark and turns invalid UTF-8 into U+FFFD: it judged bytes the node refuses (issue 14 #14)."""
+    _seed(served, 1)
+    path = tmp_path / f"{name}.json"
+    path.write_bytes(spoil(json.dumps(_receipt(served), indent=2).encode()))
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/v1/verify" in r.url else None)
+    page.goto(f"{served.url}/verify")
+    page.set_input_files("#file", str(path))
+    _verdict(page, "unknown")
+    assert "This is not valid JSON." in (page.text_content("#verdict-sub") or "")
+    assert not asked
+
+
 @pytest.mark.parametrize("form", ["auto", "ref"])
 def test_qr_png_from_the_app_decodes_on_the_page(served: Served, page: Page, shots: Path, tmp_path: Path,
                                                  form: str) -> None:
