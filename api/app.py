@@ -20,6 +20,7 @@ from api.routes import intake as intake_routes
 from api.routes import kpis as kpi_routes
 from api.service import Ledger
 from api.settings import BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES
+from api.strict_json import decodes_as_json
 from ledger.canonical import check_depth
 from ledger.errors import EncodingError
 
@@ -113,13 +114,8 @@ class BodyLimit:
 
 
 def _json_media(scope: Scope) -> bool:
-    """Whether FastAPI would decode this body as JSON (no Content-Type, ``application/json`` or
-    ``application/*+json``); other bodies (HL7 v2 text) are not JSON and are not scanned."""
     value = next((v for k, v in scope["headers"] if k == b"content-type"), None)
-    if value is None:
-        return True
-    media: bytes = value.split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+    return decodes_as_json(None if value is None else value.decode("latin-1"))
 
 
 def create_app(ledger: Ledger, *, threads: int | None = None, body_timeout: float = BODY_TIMEOUT_SECONDS,

@@ -17,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import LedgerDep, PrincipalDep, authorize
 from api.problems import Problem
 from api.schemas import PARAM_422, ItemOut, LookupId, problems
+from api.strict_json import StrictJsonRoute
 from store.eligibility import MAX_REFERENCE, Eligibility, Grant
 
-router = APIRouter(prefix="/v1", tags=["recognition"])
+router = APIRouter(prefix="/v1", tags=["recognition"], route_class=StrictJsonRoute)
 
 HospitalPath = Annotated[str, Path(description="Hospital id", examples=["gz-001"]), LookupId]
 CategoryPath = Annotated[str, Path(description="Catalogue category id", examples=["clinical-biochemistry"],

@@ -23,12 +23,14 @@ from typing import Any
 
 import pytest
 import uvicorn
+from fastapi.routing import APIRoute, iter_route_contexts
 
 from anchoring.node import free_port
 from api import http_protocol
 from api.app import create_app
 from api.http_protocol import MAX_HEADER_BYTES, BoundedHttpToolsProtocol
 from api.settings import MAX_BODY_BYTES
+from api.strict_json import StrictJsonRoute
 from ledger.canonical import MAX_JSON_DEPTH
 from store.errors import NotFoundError
 from tests.api.conftest import Api, serve_in_thread
@@ -353,3 +355,37 @@ def test_a_head_that_never_ends_and_a_silent_connection_are_closed(api: Api, mon
             time.sleep(1.0)
             sock.sendall(_request_head("GET", "/healthz", {}))
             assert _response(sock)[0] == 200
+
+
+# -- bodies FastAPI decodes for a model, as strictly as the raw ones (api/strict_json.py) ---------------------
+
+
+def test_every_route_that_decodes_a_body_decodes_it_strictly(api: Api) -> None:
+    """A route with a model body and the default route class would decode with plain json.loads: duplicate
+    keys, 1e-400 as 0, 1e400 as inf. Add ``route_class=StrictJsonRoute`` to its router."""
+    app = create_app(api.ledger)
+    routes = [ctx.route for ctx in iter_route_contexts(app.routes)]  # included routers are nested (FastAPI 0.16x)
+    with_body = [r for r in routes if isinstance(r, APIRoute) and r.body_field is not None]
+    assert with_body, "no route with a model body found"
+    assert [r.path for r in with_body if not isinstance(r, StrictJsonRoute)] == []
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"id": "gz-009", "id": "gz-010", "name": "Twice"}', "duplicate JSON key 'id'"),
+    (b'{"id": "gz-009", "name": "N\\ud800"}', "lone surrogate"),
+    (b'{"id": "gz-009", "name": "N", "submitters": [1e400]}', "beyond the range"),
+], ids=["duplicate-key", "lone-surrogate", "1e400"])
+def test_a_model_body_is_decoded_strictly(api: Api, body: bytes, reason: str) -> None:
+    r = api.client.post("/v1/hospitals", content=body,
+                        headers={**api.auth("admin"), "content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["type"] == "urn:mrledger:problem:malformed" and reason in r.json()["detail"]
+    assert "gz-009" not in dict(api.ledger.store.hospitals()) and "gz-010" not in dict(api.ledger.store.hospitals())
+
+
+def test_a_grant_valid_until_1e_400_is_not_a_grant_until_1970(api: Api) -> None:
+    """pydantic reads a number as a Unix time: 1e-400 decoded as 0 would have been 1970-01-01."""
+    r = api.client.put("/v1/hospitals/gz-001/eligibility/clinical-biochemistry",
+                       content=b'{"reference": "EQA-1", "valid_until": 1e-400}',
+                       headers={**api.auth("admin"), "content-type": "application/json"})
+    assert r.status_code == 400 and "too small" in r.json()["detail"], r.text
