@@ -15,7 +15,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 from api.problems import MEDIA_TYPE, PREFIX
 from api.settings import MAX_RECORDS_PER_REQUEST
-from ledger.records import HOSPITAL_ID_PATTERN, MAX_VERSION, ResultRecord, lookup_id
+from ledger.ids import lookup_id
+from ledger.records import HOSPITAL_ID_PATTERN, MAX_VERSION, ResultRecord
 from ledger.verify import SignatureStatus
 
 HEX32 = r"^[0-9a-f]{64}$"

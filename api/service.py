@@ -24,7 +24,7 @@ from api.pki import SignStats
 from api.recognition import Catalogue, default_catalogue
 from api.verification import Outcome, Verifier
 from ledger import BatchHead, Receipt, ResultRecord, TrustStore
-from ledger.records import check_ids
+from ledger.ids import check_ids
 from store import Accepted, Store, VersionInfo
 from store.access import Access, Principal
 from store.anchors import AnchorState, Outbox

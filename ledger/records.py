@@ -87,37 +87,6 @@ def _finite(value: float | int) -> float | int:
     return value
 
 
-#: Unicode general categories of characters a reader cannot see, or that reorder what is shown: format
-#: (Cf: zero-width space and joiners, bidi embeddings/overrides/isolates, soft hyphen, BOM, tags), control
-#: (Cc), line and paragraph separators (Zl, Zp), surrogates (Cs) and unassigned code points (Cn). An id
-#: holding one looks exactly like another id, in a list, a report or a log.
-INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Zl", "Zp", "Cs", "Cn"})
-
-
-def invisible_character(value: str) -> str | None:
-    """The first character of ``value`` in ``INVISIBLE_CATEGORIES``, named (``U+200B ZERO WIDTH SPACE``),
-    or None."""
-    if value.isascii():  # only C0 controls and DEL could be: no category lookup per character
-        found = _CONTROL.search(value)
-        return None if found is None else f"U+{ord(found.group()):04X} (a control character)"
-    for ch in value:
-        if unicodedata.category(ch) in INVISIBLE_CATEGORIES:
-            return f"U+{ord(ch):04X} {unicodedata.name(ch, '(unnamed)')}"
-    return None
-
-
-def lookup_id(value: str) -> str:
-    """An id as a caller names it in a URL or a query, made comparable with what ingest stored: NFC (ingest
-    normalises, so the NFD spelling of a stored id must find it). ValueError if it holds an invisible
-    character: no id accepted at ingest does (``check_ids``), and answering "not found" would hide why."""
-    if not value.isascii():
-        value = unicodedata.normalize("NFC", value)
-    bad = invisible_character(value)
-    if bad is not None:
-        raise ValueError(f"ids never hold invisible characters; this one holds {bad}")
-    return value
-
-
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_nfc)]
 Ident = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_nfc)]
 HOSPITAL_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -363,25 +332,6 @@ class ResultRecord(_Frozen):
     @property
     def key(self) -> tuple[str, str, int]:
         return (self.hospital_id, self.result_id, self.version)
-
-
-def check_ids(record: ResultRecord, where: str = "") -> None:
-    """Refuse (RecordError naming the field) a new record whose identifiers hold a character nobody can
-    see (``INVISIBLE_CATEGORIES``): ``LAB-1`` and ``LAB\u200b-1`` would be two results that look like one.
-    Called at ingest (``Ledger.submit``), not at construction: a receipt issued before this rule still
-    parses and verifies, since its leaf commits to the id as it was."""
-    content = record.content
-    ids = [("result_id", record.result_id), ("subject.value", record.subject.value), ("code.code", record.code.code)]
-    if isinstance(content, ImagingStudyContent):
-        ids += [("content.study_instance_uid", content.study_instance_uid)]
-        ids += [("content.accession", content.accession)] if content.accession is not None else []
-        ids += [(f"content.instances.{i}.sop_instance_uid", x.sop_instance_uid)
-                for i, x in enumerate(content.instances)]
-    for name, value in ids:
-        bad = invisible_character(value)
-        if bad is not None:
-            raise RecordError(f"ids never hold invisible characters; this one holds {bad}",
-                              field=f"{where}.{name}" if where else name)
 
 
 def _record_error(exc: ValidationError) -> RecordError:
