@@ -54,6 +54,9 @@ def check_ids(record: ResultRecord, where: str = "") -> None:
     Called at ingest (``Ledger.submit``), not at construction: a receipt issued before this rule still
     parses and verifies, since its leaf commits to the id as it was."""
     content = record.content
+    if (record.result_id.isascii() and record.subject.value.isascii() and record.code.code.isascii()
+            and not isinstance(content, ImagingStudyContent)):
+        return  # the common case: ASCII ids hold no control character (refused at construction), so nothing hidden
     ids = [("result_id", record.result_id), ("subject.value", record.subject.value), ("code.code", record.code.code)]
     if isinstance(content, ImagingStudyContent):
         ids += [("content.study_instance_uid", content.study_instance_uid)]
