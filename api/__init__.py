@@ -4,3 +4,5 @@ It sits on top of everything: it may import ``anchoring``, ``store`` and ``ledge
 ``api``. Keeping the dependency one-way means the pure core and the persistence layer can be tested,
 reused and audited without dragging in a web framework or a terminal UI.
 """
+
+import anchoring  # noqa: F401  (first: it keeps web3's dependencies from raising the recursion limit)

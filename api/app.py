@@ -3,13 +3,14 @@ tests and ``mrledger serve`` wire the same app to different ledgers."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics, problems, web
 from api.routes import audit, health, hospitals, receipt_qr, results, verify
@@ -18,7 +19,10 @@ from api.routes import decisions as decision_routes
 from api.routes import intake as intake_routes
 from api.routes import kpis as kpi_routes
 from api.service import Ledger
-from api.settings import MAX_BODY_BYTES
+from api.settings import BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES
+from api.strict_json import decodes_as_json
+from ledger.canonical import check_depth
+from ledger.errors import EncodingError
 
 DESCRIPTION = """
 Hospitals submit results; each becomes a salted RFC 8785 commitment, batched per hospital into an RFC 9162
@@ -32,28 +36,94 @@ Authentication: `Authorization: Bearer <token>`; roles `admin`, `hospital:<id>`,
 
 
 class BodyLimit:
-    """413 for a declared body over ``MAX_BODY_BYTES`` before a byte of it is read. Pure ASGI: Starlette's
-    ``BaseHTTPMiddleware`` (``@app.middleware``) runs every request through an extra task and stream, on
-    the path a verification benchmark drives at hundreds of requests a second."""
+    """Every request body, read here before the app sees it: counted as it arrives, so a body over
+    ``MAX_BODY_BYTES`` is a 413 as soon as the limit is passed, whatever its ``Content-Length`` said or
+    whether it had one (a chunked upload of 300 MiB used to be read whole first); a body that has not
+    arrived within ``BODY_TIMEOUT_SECONDS`` is a 408 (a client trickling bytes holds no request open for
+    long); and a JSON body nesting deeper than ``MAX_JSON_DEPTH`` is a 400 before anything decodes it —
+    FastAPI's own parse of the bodies it validates (``/v1/decisions``, …) has no depth guard, and its C
+    decoder segfaulted at ~75,000 levels (issue 14). The app then gets the body as one message.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    Pure ASGI: Starlette's ``BaseHTTPMiddleware`` (``@app.middleware``) runs every request through an extra
+    task and stream, on the path a verification benchmark drives at hundreds of requests a second."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES,
+                 timeout: float = BODY_TIMEOUT_SECONDS) -> None:
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-            if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-                body = problems.problem_body(413, "payload-too-large", "Request body too large",
-                                             f"the limit is {MAX_BODY_BYTES} bytes", scope["path"])
-                await JSONResponse(body, status_code=413, media_type=problems.MEDIA_TYPE)(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._refuse(scope, send, 413, "payload-too-large", "Request body too large",
+                               f"the limit is {self.max_bytes} bytes")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.timeout):  # (anyio.fail_after: 9 µs a request, this 4)
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # the client went away: nobody to answer
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        await self._refuse(scope, send, 413, "payload-too-large", "Request body too large",
+                                           f"the limit is {self.max_bytes} bytes")
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await self._refuse(scope, send, 408, "request-timeout", "Request body not received in time",
+                               f"the whole body must arrive within {self.timeout:g} seconds")
+            return
+        body = b"".join(chunks)
+        if body and _json_media(scope):
+            try:
+                check_depth(body)
+            except EncodingError as exc:
+                await self._refuse(scope, send, 400, "malformed", "Malformed input", str(exc))
                 return
-        await self.app(scope, receive, send)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for a disconnect, as the server would say it
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, status: int, name: str, title: str, detail: str) -> None:
+        """Answered before the body was read to its end: the connection is closed after the answer rather
+        than kept for a next request that would start inside the rest of this body."""
+        body = problems.problem_body(status, name, title, detail, scope["path"])
+        response = JSONResponse(body, status_code=status, media_type=problems.MEDIA_TYPE,
+                                headers={"Connection": "close"})
+
+        async def nothing() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, nothing, send)
 
 
-def create_app(ledger: Ledger, *, threads: int | None = None) -> FastAPI:
+def _json_media(scope: Scope) -> bool:
+    value = next((v for k, v in scope["headers"] if k == b"content-type"), None)
+    return decodes_as_json(None if value is None else value.decode("latin-1"))
+
+
+def create_app(ledger: Ledger, *, threads: int | None = None, body_timeout: float = BODY_TIMEOUT_SECONDS,
+               metrics_token: str | None = None) -> FastAPI:
     """``threads``: size of the pool that runs the (synchronous) request handlers; None keeps AnyIO's 40.
     ``mrledger serve`` passes ``MRL_API_THREADS`` (default 4): the handlers are CPU-bound under one
-    interpreter lock, and 40 threads contending for it lost a quarter of the verification throughput."""
+    interpreter lock, and 40 threads contending for it lost a quarter of the verification throughput.
+    ``body_timeout``: see ``BodyLimit`` (tests shorten it). ``metrics_token``: ``MRL_METRICS_TOKEN``."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +137,7 @@ def create_app(ledger: Ledger, *, threads: int | None = None) -> FastAPI:
     app.state.ledger = ledger
     problems.install(app)
 
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, timeout=body_timeout)
     app.add_middleware(results.ResultIdPath)  # result ids with '/', '%', '?', … (api/routes/results.py)
     for module in (health, hospitals, results, verify, audit):
         app.include_router(module.router)
@@ -77,5 +147,6 @@ def create_app(ledger: Ledger, *, threads: int | None = None) -> FastAPI:
     app.include_router(decision_routes.router)  # recognition decisions and encounters (api/decisions.py)
     app.include_router(kpi_routes.router)  # KPIs and their audit check (api/kpis.py, api/kpi_audit.py)
     app.include_router(web.router)  # the /verify and /audit pages (api/web/)
-    metrics.install(app, ledger)  # /metrics and the latency middleware (outermost: it times the 413s too)
+    # /metrics and the latency middleware (outermost: it times the 413s too)
+    metrics.install(app, ledger, metrics_token)
     return app

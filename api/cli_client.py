@@ -3,7 +3,6 @@ HTTP API (registered on the app in ``api/cli.py``)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -142,8 +141,9 @@ def receipt(
         raise typer.Exit(EXIT_USAGE) from None
     if qr_file is not None:
         from api import qr
+        from ledger.canonical import parse_json
 
-        text, form = qr.qr_text(json.loads(data))
+        text, form = qr.qr_text(parse_json(data))
         qr_file.write_bytes(qr.render(text, "svg" if qr_file.suffix.lower() == ".svg" else "png"))
         Console(stderr=True).print(f"QR ({form}, version {qr.make(text).version}) written to {qr_file}",
                                    soft_wrap=True, highlight=False)

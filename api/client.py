@@ -8,7 +8,6 @@ problem's ``title`` and ``detail`` so the CLI can print them as the server phras
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from urllib.parse import quote
 import httpx
 
 from api.settings import MAX_RECORDS_PER_REQUEST
+from ledger.canonical import parse_json
+from ledger.errors import EncodingError
 
 #: ``mrledger submit --format``: records as JSON (``json``, ``dicom`` — fingerprinted locally) or the raw
 #: content of the files, posted to the intake endpoints with these media types.
@@ -70,12 +71,14 @@ def load_records(paths: Sequence[Path]) -> list[dict[str, Any]]:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ClientError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+        # Strictly, as the server will (no duplicate keys, depth bounded before decoding, no number a double
+        # cannot hold), but without the server's size bound: an export file may hold many requests' worth.
         try:
-            items = _items(json.loads(text))
-        except json.JSONDecodeError:
+            items = _items(parse_json(text, max_bytes=None))
+        except EncodingError:
             try:
-                items = [json.loads(line) for line in text.splitlines() if line.strip()]
-            except json.JSONDecodeError as exc:
+                items = [parse_json(line, max_bytes=None) for line in text.splitlines() if line.strip()]
+            except EncodingError as exc:
                 raise ClientError(f"{path} is neither JSON nor JSON Lines: {exc}") from exc
         bad = next((i for i, item in enumerate(items) if not isinstance(item, dict)), None)
         if bad is not None:

@@ -10,12 +10,16 @@ an outage shows up as a metric instead of a failed scrape.
 Why a ``CollectorRegistry`` per app: the process-global default registry refuses a second metric of the
 same name, and tests build many apps in one process.
 
-``/metrics`` needs no token (scrapers rarely hold one): it exposes counts and latencies only, never
-identifiers or patient data. Restrict it at the network edge if counts per deployment are sensitive.
+``/metrics`` needs no token by default (scrapers rarely hold one): it exposes counts and latencies, no
+patient data, but it does name the hospitals that have results waiting to be sealed
+(``mrledger_hospital_results_pending{hospital_id=…}``) and how busy each route is. Where that is sensitive,
+set ``MRL_METRICS_TOKEN``: the scraper then sends ``Authorization: Bearer <token>`` (Prometheus:
+``authorization: {credentials: …}``), compared in constant time; anything else is a 401 problem.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -28,6 +32,7 @@ from sqlalchemy import func, select
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.problems import Problem
 from api.service import Ledger
 from store.models import Anchor, Batch, PendingLeaf, RecordVersion
 
@@ -160,8 +165,10 @@ def _template(scope: Scope) -> str:
     return UNMATCHED
 
 
-def install(app: FastAPI, ledger: Ledger) -> None:
-    """Give ``app`` its own registry, the ledger collector, the latency middleware and ``/metrics``."""
+def install(app: FastAPI, ledger: Ledger, token: str | None = None) -> None:
+    """Give ``app`` its own registry, the ledger collector, the latency middleware and ``/metrics``
+    (behind ``token`` when one is given: ``MRL_METRICS_TOKEN``)."""
+    app.state.metrics_token = token.encode() if token else None
     registry = CollectorRegistry(auto_describe=True)
     registry.register(LedgerCollector(ledger))
     histogram = Histogram("mrledger_http_request_duration_seconds", "HTTP request latency by route template",
@@ -171,12 +178,26 @@ def install(app: FastAPI, ledger: Ledger) -> None:
     app.include_router(router)
 
 
-@router.get("/metrics", summary="Prometheus metrics (no token needed)", response_class=Response,
+@router.get("/metrics", summary="Prometheus metrics (no token needed unless MRL_METRICS_TOKEN is set)",
+            response_class=Response,
+            description="Ledger counts read from the database, pending results per hospital (by hospital id) and "
+                        "request latency per route template. Open unless the node sets `MRL_METRICS_TOKEN`; then "
+                        "`Authorization: Bearer <that token>` is required (401 otherwise). Not an API token: "
+                        "`mrledger token` tokens are not accepted here.",
             responses={200: {"description": "Prometheus text exposition format 0.0.4: ledger counts read "
                                             "from the database and request latency per route template.",
-                             "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}})
+                             "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+                       401: {"description": "MRL_METRICS_TOKEN is set and the request does not carry it"}})
 def metrics(request: Request) -> Response:
-    """No authentication on purpose: Prometheus scrapers rarely carry bearer tokens, and the output holds
-    counts and latencies only (no result, patient or token identifiers)."""
+    """Open by default: Prometheus scrapers rarely carry bearer tokens, and the output holds counts and
+    latencies only (no result, patient or API token identifiers), hospital ids aside — which is why a
+    deployment can close it with ``MRL_METRICS_TOKEN``."""
+    expected: bytes | None = request.app.state.metrics_token
+    if expected is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # compare_digest: the time taken does not tell how much of a guess was right.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            raise Problem(401, "unauthenticated", "Metrics token required",
+                          "this node protects /metrics with MRL_METRICS_TOKEN: send Authorization: Bearer <it>")
     registry: CollectorRegistry = request.app.state.metrics_registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -11,16 +11,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 from api.problems import MEDIA_TYPE, PREFIX
 from api.settings import MAX_RECORDS_PER_REQUEST
+from ledger.ids import lookup_id
 from ledger.records import HOSPITAL_ID_PATTERN, MAX_VERSION, ResultRecord
 from ledger.verify import SignatureStatus
 
 HEX32 = r"^[0-9a-f]{64}$"
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 HospitalId = Annotated[str, Field(pattern=f"^{HOSPITAL_ID_PATTERN}$", examples=["gz-001"])]
+#: On every hospital or result id a request names to look something up (paths, verify-by-record): NFC, as
+#: ingest stored it, so another spelling of the same id finds it; an invisible character (zero-width,
+#: bidi control, …) is a 422 naming the parameter, since no stored id holds one (``ledger.records.lookup_id``).
+LookupId = AfterValidator(lookup_id)
 
 _LEAF = "9f2c1e4b7d0a5f3e8c6b2a1d4e7f0c3b6a9d2e5f8c1b4a7d0e3f6c9b2a5d8e1f"
 _ROOT = "3b8e0f1a6c2d9e4b7a0f5c8d1e6b3a9f2c5d8e1b4a7f0c3d6e9b2a5f8c1d4e7b"
@@ -233,7 +238,7 @@ class VerifyByRecord(BaseModel):
         "hospital_id": "gz-001", "result_id": "LAB-2024-000123", "version": 1, "record": EXAMPLE_RECORD}]})
 
     hospital_id: HospitalId
-    result_id: Annotated[str, Field(min_length=1, max_length=128)]
+    result_id: Annotated[str, Field(min_length=1, max_length=128), LookupId]
     version: Annotated[int, Field(ge=1, le=MAX_VERSION,
                                   description="Default: the held record's own version.")] | None = None
     record: dict[str, Any] = Field(description="The result as the doctor holds it (a ResultRecord object).")

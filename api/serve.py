@@ -278,6 +278,7 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.http_protocol import BoundedHttpToolsProtocol
 
     stop = threading.Event()
     server: uvicorn.Server | None = None
@@ -335,7 +336,9 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             token_file = _admin_token(ledger, data_dir)
             sock = _bind(settings.host, settings.port)
             port = sock.getsockname()[1]
-            config = uvicorn.Config(create_app(ledger, threads=settings.api_threads), host=settings.host, port=port,
+            metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+            app = create_app(ledger, threads=settings.api_threads, metrics_token=metrics_token)
+            config = uvicorn.Config(app, host=settings.host, port=port, http=BoundedHttpToolsProtocol,
                                     lifespan="on", access_log=False, log_level="info", log_config=None)
             server = uvicorn.Server(config)
             threads.append(threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True))

@@ -24,6 +24,7 @@ from api.pki import SignStats
 from api.recognition import Catalogue, default_catalogue
 from api.verification import Outcome, Verifier
 from ledger import BatchHead, Receipt, ResultRecord, TrustStore
+from ledger.ids import check_ids
 from store import Accepted, Store, VersionInfo
 from store.access import Access, Principal
 from store.anchors import AnchorState, Outbox
@@ -171,6 +172,9 @@ class Ledger:
 
     def submit(self, hospital_id: str, records: Sequence[ResultRecord],
                aliases: Mapping[str, Sequence[str]] | None = None) -> list[Accepted]:
+        """Every intake path (JSON, FHIR, HL7 v2, DICOM fingerprints) ends here: new ids must be visible."""
+        for i, record in enumerate(records):
+            check_ids(record, f"records[{i}]" if len(records) > 1 else "")
         return self.store.submit(hospital_id, records, aliases)
 
     # -- reading ------------------------------------------------------------------------------------

@@ -20,6 +20,9 @@ from api.recognition import CatalogueError, load_catalogue
 MAX_RECORDS_PER_REQUEST = 1000
 #: Largest request body accepted (a 1,000-record submission is ~1 MiB).
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: A request body must have arrived whole this many seconds after its headers (16 MiB at ~300 KB/s): a
+#: client trickling bytes (slowloris) must not hold a request open for long. Answered with a 408.
+BODY_TIMEOUT_SECONDS = 60.0
 #: A list of files from one environment variable, split by the validator below (not parsed as JSON).
 PathList = Annotated[list[Path], NoDecode]
 
@@ -76,6 +79,9 @@ class Settings(BaseSettings):
     regional_key_file: Path | None = Field(None, description="File holding the regional key (hex, 0600). Unset: "
                                            "<data_dir>/regional.key, generated on first start (dev only: a region's "
                                            "nodes must share one key).")
+    metrics_token: SecretStr | None = Field(None, description="When set, GET /metrics needs `Authorization: Bearer "
+                                            "<this token>` (the figures name hospitals with pending results); "
+                                            "unset: /metrics is open. Never logged.")
     # Encryption at rest (docs/encryption.md): the master key wraps the database's data keys.
     master_key_file: Path | None = Field(None, description="File holding the master key (64 hex digits, 0600) "
                                          "that wraps the database's data keys; `mrledger keys rotate` replaces it "

@@ -8,6 +8,7 @@ hospital so an auditor can prove that no batch was left out between two anchored
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,13 +17,18 @@ from typing import Any
 from ledger.canonical import canonicalize, parse_hex
 from ledger.errors import EncodingError
 from ledger.merkle import HASH_SIZE, MerkleTree
-from ledger.records import format_time
+from ledger.records import HOSPITAL_ID_PATTERN, format_time
 
 #: Largest batch we seal; the service default is 10,000 (see the batching policy).
 MAX_BATCH_SIZE = 1 << 20
 #: The registry stores a batch's seq as a uint64 (contracts/MrLedgerRegistry.sol): no head beyond it can be anchored.
 MAX_SEQ = 2**64 - 1
+#: EIP-155 chain ids in receipts (``anchor.chain_id``, ``signature.chain_id``) stay within the integers every
+#: JSON parser holds exactly (I-JSON, RFC 7493 §2.2): above it a verifier reading numbers as doubles would
+#: compare another id than the one written. Every chain in use is far below (EIP-2294 caps ids under 2^52).
+MAX_CHAIN_ID = 2**53 - 1
 HEAD_FORMAT = "mrl-batch/1"
+_HOSPITAL_ID = re.compile(HOSPITAL_ID_PATTERN)
 
 
 def hospital_key(hospital_id: str) -> bytes:
@@ -74,8 +80,8 @@ class BatchHead:
         seq, size = obj["seq"], obj["size"]
         if not (isinstance(seq, int) and isinstance(size, int)) or isinstance(seq, bool) or isinstance(size, bool):
             raise EncodingError("batch seq and size must be integers")
-        if not isinstance(obj["hospital_id"], str):
-            raise EncodingError("batch hospital_id must be a string")
+        if not isinstance(obj["hospital_id"], str) or not _HOSPITAL_ID.fullmatch(obj["hospital_id"]):
+            raise EncodingError(f"batch hospital_id must match {HOSPITAL_ID_PATTERN} (as record.hospital_id)")
         try:
             sealed_at = datetime.fromisoformat(obj["sealed_at"])
         except (TypeError, ValueError) as exc:

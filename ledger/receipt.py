@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.batch import BatchHead
+from ledger.batch import MAX_BATCH_SIZE, MAX_CHAIN_ID, BatchHead
 from ledger.canonical import canonicalize, parse_hex, parse_json
 from ledger.errors import EncodingError, RecordError
 from ledger.leaf import SALT_BYTES
@@ -76,7 +76,7 @@ class Anchor:
         if not isinstance(obj, dict) or set(obj) != {"chain_id", "contract", "tx_hash", "block_number", "block_hash"}:
             raise EncodingError("anchor must have exactly chain_id, contract, tx_hash, block_number, block_hash")
         return cls(
-            chain_id=_int(obj["chain_id"], "anchor.chain_id", 1),
+            chain_id=_int(obj["chain_id"], "anchor.chain_id", 1, MAX_CHAIN_ID),
             contract=_chain_hex(obj["contract"], 20, "anchor.contract"),
             tx_hash=_chain_hex(obj["tx_hash"], 32, "anchor.tx_hash"),
             block_number=_int(obj["block_number"], "anchor.block_number", maximum=MAX_BLOCK_NUMBER),
@@ -154,6 +154,8 @@ class Receipt:
             raise EncodingError("extensions must be an object")
         if not isinstance(critical, list) or not all(isinstance(c, str) and c in extensions for c in critical):
             raise EncodingError("critical must list names of present extensions")
+        if len(set(critical)) != len(critical):
+            raise EncodingError("critical must name each extension once")
         if not isinstance(obj["record"], dict):
             raise RecordError("record must be a JSON object")
         record = ResultRecord.from_obj(obj["record"])
@@ -165,7 +167,9 @@ class Receipt:
         return cls(
             record=record,
             salt=parse_hex(obj["salt"], size=SALT_BYTES, what="salt"),
-            leaf_index=_int(leaf["index"], "leaf.index"),
+            # Past the largest batch no index can be in one (a format failure); below it but not below
+            # batch.size is the inclusion check's first precondition (docs/receipt.md §6).
+            leaf_index=_int(leaf["index"], "leaf.index", maximum=MAX_BATCH_SIZE - 1),
             leaf_hash=parse_hex(leaf["hash"], size=HASH_SIZE, what="leaf.hash"),
             audit_path=tuple(parse_hex(p, size=HASH_SIZE, what="audit_path entry") for p in path),
             batch=BatchHead.from_obj(obj["batch"]),

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -180,34 +181,55 @@ _ALLOWED_CONTROLS = frozenset("\t\n\r")  # FHIR strings may hold these (FHIR str
 _CONTROL_IN_JSON = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_string(value: str, key: bool) -> str:
+    """One rule for every string of opaque JSON, object keys included (docs/receipt.md §3): NFC, no lone
+    surrogate (no UTF-8 form, so nothing RFC 8785 can hash), no control character but tab, LF and CR.
+    Errors name a key (structure) but never quote a value (it may be patient data)."""
+    where = f" in key {value[:40]!a}" if key else ""
+    if not str.isascii(value):  # ASCII is NFC already: normalize() would return it as is, after a scan
+        if _SURROGATE.search(value):
+            raise ValueError(f"a lone surrogate is not allowed{where}")
+        value = unicodedata.normalize("NFC", value)
+    if _CONTROL_IN_JSON.search(value):
+        raise ValueError(f"control characters other than tab, CR and LF are not allowed{where}")
+    return value
+
+
 def _json_value(value: Any, depth: int) -> Any:
     """A JSON value normalised like the rest of the record: NFC strings, portable numbers; deep-copied so
-    the caller's dict can change afterwards without changing what was committed."""
+    the caller's dict can change afterwards without changing what was committed. ``depth``: 0 for the
+    ``resource``/``data`` object itself, one more for each member or element below it."""
     if depth > MAX_RESOURCE_DEPTH:
         raise ValueError(f"resource is nested deeper than {MAX_RESOURCE_DEPTH} levels")
     if isinstance(value, str):
-        if not str.isascii(value):  # ASCII is NFC already: normalize() would return it as is, after a scan
-            value = unicodedata.normalize("NFC", value)
-        if _CONTROL_IN_JSON.search(value):
-            raise ValueError("control characters other than tab, CR and LF are not allowed")
-        return value
+        return _json_string(value, key=False)
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int | float):
         return _finite(value)
     if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise ValueError("object keys must be strings")
-        nfc = unicodedata.normalize
-        return {k if str.isascii(k) else nfc("NFC", k): _json_value(v, depth + 1) for k, v in value.items()}
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError("object keys must be strings")
+            key = _json_string(k, key=True)
+            if key in out:  # two spellings of one key: NFC would silently keep only the last value
+                first = next(o for o in value if o != k and unicodedata.normalize("NFC", o) == key)
+                raise ValueError(f"keys {first!a} and {k!a} are one key once NFC-normalised")
+            out[key] = _json_value(v, depth + 1)
+        return out
     if isinstance(value, list | tuple):
         return [_json_value(v, depth + 1) for v in value]
     raise ValueError(f"{type(value).__name__} is not a JSON value")
 
 
-def _json_object(value: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = _json_value(value, 0)
-    return out
+def _json_object(value: Any) -> Any:
+    """Before pydantic's own ``dict[str, Any]`` check, which would turn a key with a lone surrogate into
+    three U+FFFD (and so commit a key nobody sent) instead of refusing it."""
+    return _json_value(value, 0) if isinstance(value, dict) else value
 
 
 class FhirResourceContent(_Frozen):
@@ -218,7 +240,7 @@ class FhirResourceContent(_Frozen):
 
     type: Literal["fhir-resource"] = "fhir-resource"
     resource_type: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z]{1,63}$")]
-    resource: Annotated[dict[str, Any], AfterValidator(_json_object)]
+    resource: Annotated[dict[str, Any], BeforeValidator(_json_object)]
 
     @model_validator(mode="after")
     def _same_type(self) -> FhirResourceContent:
@@ -236,7 +258,7 @@ class EventContent(_Frozen):
 
     type: Literal["event"] = "event"
     event: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,63}$")]
-    data: Annotated[dict[str, Any], AfterValidator(_json_object)]
+    data: Annotated[dict[str, Any], BeforeValidator(_json_object)]
 
 
 Content = Annotated[

@@ -42,7 +42,7 @@ from ledger._x509 import (
     key_algorithm,
     parse_certificate,
 )
-from ledger.batch import BatchHead
+from ledger.batch import MAX_CHAIN_ID, BatchHead
 from ledger.canonical import canonicalize
 from ledger.errors import SIGNATURE_REASONS, EncodingError, SignatureError, SignatureReason, SigningError
 
@@ -106,8 +106,9 @@ class BatchSignature:
     def __post_init__(self) -> None:
         if not isinstance(self.alg, str) or not _ALG_TOKEN.fullmatch(self.alg):
             raise EncodingError("signature.alg must be an algorithm name such as 'ES256'")
-        if not isinstance(self.chain_id, int) or isinstance(self.chain_id, bool) or self.chain_id < 1:
-            raise EncodingError("signature.chain_id must be an integer >= 1")
+        chain_id = self.chain_id
+        if not isinstance(chain_id, int) or isinstance(chain_id, bool) or not 1 <= chain_id <= MAX_CHAIN_ID:
+            raise EncodingError(f"signature.chain_id must be an integer in 1..{MAX_CHAIN_ID}")
         if not isinstance(self.contract, str) or not _CONTRACT.fullmatch(self.contract):
             raise EncodingError("signature.contract must be 0x followed by 40 lower-case hex digits")
         if not isinstance(self.value, bytes) or not 1 <= len(self.value) <= MAX_SIGNATURE_BYTES:

@@ -124,8 +124,10 @@ def verify_receipt(receipt: Receipt | bytes | str | dict[str, Any], *, trust: Tr
             parsed = Receipt.from_obj(receipt)
         else:
             parsed = Receipt.from_obj(parse_json(receipt))
-    except MrLedgerError as exc:
-        return fail("format", str(exc))
+    except (MrLedgerError, ValueError, TypeError, RecursionError) as exc:
+        # Not only our own errors: a dict built by a caller can hold what no JSON parse yields (a key that
+        # is not a string, a lone surrogate, a cycle), and this function promises a verdict, not a raise.
+        return fail("format", str(exc) or type(exc).__name__)
     checks.append(Check("format", True))
 
     unknown = [c for c in parsed.critical if c not in KNOWN_CRITICAL]

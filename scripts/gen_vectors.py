@@ -14,12 +14,15 @@ Run:  .venv/bin/python scripts/gen_vectors.py   (idempotent; rewrites tests/vect
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import rfc8785
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -126,6 +129,7 @@ def receipt_vectors() -> None:
     anchored = {**good, "anchor": {"chain_id": 31337, "contract": "0x" + "ab" * 20, "tx_hash": "0x" + "cd" * 32,
                                    "block_number": 12, "block_hash": "0x" + "ef" * 32}}
     _write("receipt", "ok_anchored", {"desc": "valid anchored receipt", "receipt": anchored, "want_error": None})
+    anchor_obj = anchored["anchor"]
 
     def mutate(name: str, err: str | None, fn: Any) -> None:
         r = json.loads(json.dumps(good))
@@ -156,6 +160,140 @@ def receipt_vectors() -> None:
     mutate("unknown_critical_extension", "critical-extensions",
            lambda r: r.update(extensions={"x-future": {}}, critical=["x-future"]))
     mutate("noncritical_extension_ok", None, lambda r: r.update(extensions={"x-note": {"a": 1}}))
+
+    # Settled in docs/receipt.md (issue 14 #14); one vector per rule, each failing (or passing) for that rule
+    # alone. Strings of the typed record: NFC, no control character (§3).
+    mutate("record_text_nfd", "format", lambda r: r["record"]["code"].update(display="Gluco\u0301se"))
+    mutate("record_text_control", "format", lambda r: r["record"]["code"].update(display="Glucose\u0007"))
+    mutate("record_number_beyond_2_53", "format",
+           lambda r: r["record"]["content"]["observations"][0].update(value=1e16))
+    # Times: calendar dates of years 0001-9999, hours 00-23, no leap second, one spelling (§3).
+    mutate("record_effective_feb_30", "format", lambda r: r["record"].update(effective="2024-02-30T00:30:00Z"))
+    mutate("record_issued_year_0000", "format", lambda r: r["record"].update(issued="0000-05-01T02:02:00Z"))
+    mutate("record_effective_hour_24", "format", lambda r: r["record"].update(effective="2024-05-01T24:00:00Z"))
+    mutate("record_effective_zero_fraction", "format",
+           lambda r: r["record"].update(effective="2024-05-01T00:30:00.000Z"))
+    mutate("sealed_at_leap_second", "format", lambda r: r["batch"].update(sealed_at="2024-05-01T23:59:60Z"))
+    mutate("sealed_at_feb_29_non_leap_year", "format", lambda r: r["batch"].update(sealed_at="2023-02-29T02:05:00Z"))
+    # The batch names its hospital as the record does (§7): a malformed id is a format failure, not an identity one.
+    mutate("batch_hospital_id_bad_pattern", "format", lambda r: r["batch"].update(hospital_id="qd municipal 01"))
+    # Bounds (§2, §8): leaf.index below the largest batch; chain ids within the integers JSON holds exactly.
+    mutate("leaf_index_beyond_max_batch", "format", lambda r: r["leaf"].update(index=1 << 20))
+    mutate("anchor_chain_id_max_ok", None, lambda r: r.update(anchor={**anchor_obj, "chain_id": 2**53 - 1}))
+    mutate("anchor_chain_id_beyond_2_53", "format", lambda r: r.update(anchor={**anchor_obj, "chain_id": 2**53}))
+    # Chain values: any hex case after a lower-case 0x (EIP-55 addresses), §1.
+    mutate("anchor_contract_checksummed_ok", None, lambda r: r.update(
+        anchor={**anchor_obj, "contract": "0x5FbDB2315678afecb367f032d93F642f64180aa3"}))
+    mutate("anchor_prefix_upper_case", "format", lambda r: r.update(
+        anchor={**anchor_obj, "contract": "0X" + "ab" * 20}))
+    # extensions / critical (§9): an object and a list when present (never null); each critical name once.
+    mutate("extensions_null", "format", lambda r: r.update(extensions=None))
+    mutate("critical_null", "format", lambda r: r.update(extensions={"x-a": {}}, critical=None))
+    mutate("critical_repeated", "format", lambda r: r.update(extensions={"x-a": {}}, critical=["x-a", "x-a"]))
+    # The whole document nests at most 128 levels, the receipt object being level 1 (§1).
+    mutate("extensions_depth_128_ok", None, lambda r: r.update(extensions={"x-deep": _nested(126)}))
+    mutate("extensions_depth_129", "format", lambda r: r.update(extensions={"x-deep": _nested(127)}))
+    opaque_vectors(salt)
+
+
+def _nested(levels: int) -> list[Any]:
+    """``levels`` arrays, each the only element of the one around it: ``[[[]]]`` for 3."""
+    value: list[Any] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def _raw_leaf(record: dict[str, Any], salt: bytes) -> bytes:
+    """The leaf of a record as written, hashed with RFC 8785 alone (what a producer that skipped our rules, or a
+    forger, would commit): so that a vector fails only for the rule it breaks, never at leaf-hash."""
+    digest = hashlib.sha256(rfc8785.dumps(record)).hexdigest()
+    return leaf_hash(rfc8785.dumps({"format": "mrl-leaf/1", "hospital_id": record["hospital_id"],
+                                    "result_id": record["result_id"], "version": record["version"],
+                                    "salt": salt.hex(), "content_digest": digest}))
+
+
+def opaque_vectors(salt: bytes) -> None:
+    """Receipts of ``fhir-resource`` and ``event`` records (§3): their ``resource``/``data`` are open objects
+    under the rules of opaque JSON. One batch holds them all, each with its own inclusion proof."""
+    base = {k: v for k, v in ResultRecord.from_obj(RECORD).to_obj().items() if k != "content"}
+    fhir = {"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+            "valueQuantity": {"value": 5.4, "unit": "mmol/L"}}
+
+    def fhir_record(rid: str, resource: dict[str, Any], resource_type: str = "Observation") -> dict[str, Any]:
+        return {**base, "result_id": rid, "content": {"type": "fhir-resource", "resource_type": resource_type,
+                                                       "resource": resource}}
+
+    def deep(levels: int) -> Any:  # a string at depth ``levels`` below the resource object (depth 0)
+        value: Any = "deepest"
+        for _ in range(levels - 1):
+            value = [value]
+        return value
+
+    cases: list[tuple[str, str | None, dict[str, Any]]] = [
+        # Open: members the typed record does not know; null, and tab, CR and LF in its strings and keys.
+        ("fhir_resource_open_ok", None, fhir_record("FHIR-1", {
+            **fhir, "x-vendor\tflag": True, "x-unset": None,
+            "note": [{"text": "fasting sample\r\nsecond line\tend"}]})),
+        ("event_data_ok", None, {**base, "kind": "other", "result_id": "decision:01JD3S4V6Q8E2N7W0X5K9C1B2A",
+                                 "content": {"type": "event", "event": "recognition-decision",
+                                             "data": {"decision": "recognised", "items": [{"code": "2345-7"}]}}}),
+        ("fhir_resource_depth_64_ok", None, fhir_record("FHIR-2", {**fhir, "extension": deep(64)})),
+        ("fhir_resource_depth_65", "format", fhir_record("FHIR-3", {**fhir, "extension": deep(65)})),
+        ("fhir_resource_key_nfd", "format", fhir_record("FHIR-4", {**fhir, "Gluco\u0301se": 1})),
+        ("fhir_resource_keys_nfc_twins", "format", fhir_record("FHIR-5", {**fhir, "\u00c5": 1, "A\u030a": 2})),
+        ("fhir_resource_key_control", "format", fhir_record("FHIR-6", {**fhir, "a\u0001": 1})),
+        ("fhir_resource_value_control", "format", fhir_record("FHIR-7", {**fhir, "status": "final\u0007"})),
+        ("fhir_resource_type_pattern", "format",
+         fhir_record("FHIR-8", {**fhir, "resourceType": "observation"}, "observation")),
+    ]
+    records = []
+    for _name, want, obj in cases:
+        if want is None:  # a valid one is what the reference builds: normalised, committed by ``commit``
+            obj = ResultRecord.from_obj(obj).to_obj()
+        records.append(obj)
+    leaves = [_raw_leaf(r, salt) for r in records]
+    head, tree = build_batch(base["hospital_id"], 8, leaves, datetime(2024, 5, 1, 3, 5, tzinfo=UTC))
+    for i, ((name, want, _), record) in enumerate(zip(cases, records, strict=True)):
+        if want is None:
+            assert commit(ResultRecord.from_obj(record), salt) == leaves[i], name
+        receipt = {"format": "mrl-receipt/1", "record": record, "salt": salt.hex(),
+                   "leaf": {"index": i, "hash": leaves[i].hex()},
+                   "audit_path": [p.hex() for p in tree.inclusion_proof(i)], "batch": head.to_obj(), "anchor": None}
+        _write("receipt", name, {"desc": name.replace("_", " "), "receipt": receipt, "want_error": want})
+
+
+def receipt_text_vectors() -> None:
+    """Receipts as bytes (``receipt_base64``), for what a parsed object cannot show: the byte order mark,
+    invalid UTF-8, duplicate keys, trailing data, lone surrogate escapes, numbers no double holds, NaN (§1)."""
+    good = json.loads((OUT / "receipt" / "ok_unanchored.json").read_text())["receipt"]
+    text = json.dumps(good, indent=2).encode()
+
+    def with_extension(value: bytes) -> bytes:
+        return b'{"extensions": {"x-note": ' + value + b"}, " + text.lstrip()[1:]
+
+    cases: list[tuple[str, bytes, str | None]] = [
+        ("ok_pretty_printed", text, None),
+        ("ok_reordered_compact", json.dumps(dict(reversed(list(good.items()))), separators=(",", ":")).encode(), None),
+        ("ok_paired_surrogate_escape", with_extension(b'"\\ud83d\\ude00 \\u00e9"'), None),
+        ("byte_order_mark", b"\xef\xbb\xbf" + text, "format"),
+        ("invalid_utf8", with_extension(b'"\xff\xfe"'), "format"),
+        ("overlong_utf8", with_extension(b'"\xc0\xaf"'), "format"),
+        ("duplicate_key_top_level", b'{"salt": "' + good["salt"].encode() + b'", ' + text.lstrip()[1:], "format"),
+        ("duplicate_key_in_record", text.replace(b'"kind": "lab"', b'"kind": "lab", "kind": "lab"'), "format"),
+        ("trailing_data", text + b"\n{}", "format"),
+        ("lone_surrogate_escape", with_extension(b'"\\ud800"'), "format"),
+        ("lone_low_surrogate_key", with_extension(b'{"\\udc00": 1}'), "format"),
+        ("number_beyond_double", with_extension(b"1e400"), "format"),
+        ("number_rounding_to_zero", with_extension(b"1e-400"), "format"),
+        ("nan", with_extension(b"NaN"), "format"),
+        ("depth_129", with_extension(b"[" * 127 + b"]" * 127), "format"),
+        ("depth_128_ok", with_extension(b"[" * 126 + b"]" * 126), None),
+    ]
+    for name, data, want in cases:
+        _write("receipt-text", name, {"desc": name.replace("_", " "), "receipt_base64": base64.b64encode(data).decode(),
+                                      "want_error": want})
 
 
 def signature_vectors() -> None:
@@ -229,6 +367,8 @@ def signature_vectors() -> None:
     write("signature_null", ok, "format", "not-checked", mutate=lambda r: r.update(signature=None))
     write("signature_contract_upper_case", ok, "format", "not-checked",
           mutate=lambda r: r["signature"].update(contract=r["signature"]["contract"].upper().replace("0X", "0x")))
+    write("signature_chain_id_beyond_2_53", ok, "format", "not-checked",
+          mutate=lambda r: r["signature"].update(chain_id=2**53))
 
 
 def main() -> None:
@@ -237,6 +377,7 @@ def main() -> None:
     inclusion_vectors()
     consistency_vectors()
     receipt_vectors()
+    receipt_text_vectors()
     signature_vectors()
     for folder in sorted(OUT.iterdir()):
         print(f"{folder.name}: {len(list(folder.glob('*.json')))} vectors")

@@ -16,12 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import LedgerDep, PrincipalDep, authorize
 from api.problems import Problem
-from api.schemas import PARAM_422, ItemOut, problems
+from api.schemas import PARAM_422, ItemOut, LookupId, problems
+from api.strict_json import StrictJsonRoute
 from store.eligibility import MAX_REFERENCE, Eligibility, Grant
 
-router = APIRouter(prefix="/v1", tags=["recognition"])
+router = APIRouter(prefix="/v1", tags=["recognition"], route_class=StrictJsonRoute)
 
-HospitalPath = Annotated[str, Path(description="Hospital id", examples=["gz-001"])]
+HospitalPath = Annotated[str, Path(description="Hospital id", examples=["gz-001"]), LookupId]
 CategoryPath = Annotated[str, Path(description="Catalogue category id", examples=["clinical-biochemistry"],
                                    pattern=r"^[a-z][a-z0-9-]{0,63}$")]
 

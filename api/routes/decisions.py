@@ -12,9 +12,10 @@ from api.decisions import MAX_DETAIL, MAX_ENCOUNTERS, DecisionRefused, Encounter
 from api.deps import LedgerDep, PrincipalDep, authorize
 from api.problems import Problem
 from api.schemas import HospitalId, problems
+from api.strict_json import StrictJsonRoute
 from store.events import DecisionFacts
 
-router = APIRouter(prefix="/v1", tags=["decisions"])
+router = APIRouter(prefix="/v1", tags=["decisions"], route_class=StrictJsonRoute)
 
 _ULID = r"^[0-9A-HJKMNP-TV-Z]{26}$"
 _VID = "01JD3S4V6Q8E2N7W0X5K9C1B2A"

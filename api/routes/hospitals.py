@@ -9,9 +9,10 @@ from fastapi import APIRouter, status
 from api.deps import LedgerDep, PrincipalDep, authorize
 from api.problems import Problem
 from api.schemas import HospitalCreate, HospitalOut, HospitalSummary, problems
+from api.strict_json import StrictJsonRoute
 from store.events import STREAM_SUFFIX, is_event_stream
 
-router = APIRouter(prefix="/v1", tags=["hospitals"])
+router = APIRouter(prefix="/v1", tags=["hospitals"], route_class=StrictJsonRoute)
 
 
 @router.post(

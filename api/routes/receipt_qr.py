@@ -9,6 +9,7 @@ reveals no content and cannot be used to enumerate a hospital's results.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -59,15 +60,19 @@ def _qr(kind: Literal["png", "svg"], hospital_id: str, result_id: str, ledger: L
     # Patient data inside: never cached by proxies or the browser.
     return Response(body, media_type=_MEDIA[kind], headers={
         "Cache-Control": "no-store", "X-Mrl-Qr-Form": chosen, "X-Mrl-Qr-Version": str(qr.make(text).version),
-        "Content-Disposition": _disposition(f"receipt-{result_id}.{kind}")})
+        "Content-Disposition": content_disposition(f"receipt-{result_id}.{kind}")})
 
 
-def _disposition(filename: str) -> str:
-    """``inline`` with the file name for any result id: an ASCII fallback without the characters that end or
-    break the header (quotes, ``/``, ``\\``, controls), and the exact UTF-8 name as RFC 6266 ``filename*``.
-    A raw non-Latin-1 id in the header would fail to encode (a 500), and a ``"`` would end the parameter."""
-    plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\/;%' else "_" for c in filename)
-    return f"inline; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
+def content_disposition(filename: str, disposition: str = "inline") -> str:
+    """RFC 6266 with RFC 8187 ``filename*``: HTTP header values are Latin-1, so a result id outside it (a
+    Chinese one) in ``filename="…"`` made the response a 500. ``filename*`` carries the name as UTF-8,
+    percent-encoded; ``filename`` is an ASCII stand-in (other characters become ``_``) for the clients that
+    predate it, and can hold neither a quote nor a line break."""
+    fallback = _NOT_TOKEN.sub("_", filename)
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+_NOT_TOKEN = re.compile(r"[^A-Za-z0-9._-]")
 
 
 _QR_DOC = dict(

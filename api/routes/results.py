@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Annotated, Any
 from urllib.parse import quote, unquote, unquote_to_bytes
 
@@ -19,6 +18,7 @@ from api.schemas import (
     PARAM_422,
     BatchAnchorOut,
     BatchDetailOut,
+    LookupId,
     ReceiptDoc,
     ResultOut,
     ResultVersionOut,
@@ -30,21 +30,23 @@ from api.schemas import (
 from api.settings import MAX_RECORDS_PER_REQUEST
 from ledger import ResultRecord, parse_json
 from ledger.errors import RecordError
+from ledger.ids import lookup_id
 from ledger.records import MAX_VERSION
 
 router = APIRouter(prefix="/v1", tags=["results"])
 #: Batch numbers are stored as 64-bit integers.
 MAX_SEQ = 2**63 - 1
 
-HospitalPath = Annotated[str, Path(description="Hospital id", examples=["gz-001"])]
+HospitalPath = Annotated[str, Path(description="Hospital id", examples=["gz-001"]), LookupId]
 #: A result id is at most this many characters (``ledger.records.Ident``).
 MAX_RESULT_ID = 128
 
 
 def _result_id(value: str) -> str:
     """The path segment as ``ResultIdPath`` left it (percent-encoded) → the result id. NFC like the record's
-    own ids, so a client that sends the decomposed spelling of an accented id finds the stored one."""
-    rid = unicodedata.normalize("NFC", unquote(value, errors="strict"))
+    own ids, so a client that sends the decomposed spelling of an accented id finds the stored one; an id with
+    an invisible character is a 422 (no such id is ever accepted, ``ledger.ids``)."""
+    rid = lookup_id(unquote(value, errors="strict"))  # NFC; an invisible character is a ValueError (422)
     if not 1 <= len(rid) <= MAX_RESULT_ID:
         raise ValueError(f"a result id is 1 to {MAX_RESULT_ID} characters")
     return rid

@@ -154,6 +154,21 @@ def test_submit_unreadable_or_malformed_files(tmp_path: Path) -> None:
     assert num.exit_code == 2 and "not a JSON object" in num.output
 
 
+@pytest.mark.parametrize(("content", "reason"), [
+    ("[" * 2_000 + "]" * 2_000, "deeper than 128 levels"),
+    ('{"value": 1e-400}', "too small for an IEEE-754 double"),
+    ('{"a": 1, "a": 2}', "duplicate JSON key"),
+    ('{"a": "\\ud800"}', "lone surrogate"),
+], ids=["deep", "underflow", "duplicate-key", "lone-surrogate"])
+def test_submit_parses_files_as_strictly_as_the_server(tmp_path: Path, content: str, reason: str) -> None:
+    """The CLI reads the user's files with the server's parser (issue 14): a deep file is refused before it
+    is decoded, and what the server would refuse is refused here with the same reason, before any upload."""
+    (tmp_path / "f.json").write_text(content)
+    out = runner.invoke(app, ["submit", str(tmp_path / "f.json"), "--hospital", "gz-001"])
+    assert out.exit_code == 2 and "neither JSON nor JSON Lines" in out.output
+    assert reason in out.output.replace("\n", " ")
+
+
 def test_submit_chunks_of_1000_with_the_token(tmp_path: Path, server: str) -> None:
     (tmp_path / "a.json").write_text(json.dumps({"records": [_record(i) for i in range(1500)]}))
     (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(_record(i)) for i in range(1500, 2500)) + "\n")

@@ -109,4 +109,34 @@ def test_two_apps_in_one_process_keep_separate_registries(api: Api) -> None:
 def test_metrics_needs_no_token_and_is_documented(api: Api) -> None:
     assert api.client.get("/metrics").status_code == 200
     op = api.client.get("/openapi.json").json()["paths"]["/metrics"]["get"]
-    assert "no token" in op["summary"].lower()
+    assert "no token" in op["summary"].lower() and "MRL_METRICS_TOKEN" in op["summary"]
+    assert "401" in op["responses"]
+
+
+def test_metrics_token_closes_metrics(api: Api) -> None:
+    """Issue 14 #16: the open figures name hospitals with pending results; MRL_METRICS_TOKEN closes them."""
+    api.ledger.submit("gz-001", [rec(1)])
+    client = TestClient(create_app(api.ledger, metrics_token="s3cret-scrape-token"))
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer s3cret-scrape-tokeN"},
+                    {"Authorization": "Basic s3cret-scrape-token"}, {"Authorization": "s3cret-scrape-token"},
+                    {"Authorization": f"Bearer {api.tokens['admin']}"}):  # an API token is not the metrics token
+        r = client.get("/metrics", headers=headers)
+        assert r.status_code == 401, headers
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert "gz-001" not in r.text and "mrledger_" not in r.text
+    r = client.get("/metrics", headers={"Authorization": "Bearer s3cret-scrape-token"})
+    assert r.status_code == 200
+    assert 'mrledger_hospital_results_pending{hospital_id="gz-001"} 1.0' in r.text
+
+
+def test_metrics_token_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token comes from MRL_METRICS_TOKEN (api/settings.py) and is never shown in the settings' repr; a
+    real serve started with it closes /metrics (tests/api/test_serve_hardening.py)."""
+    from api.settings import Settings
+
+    monkeypatch.setenv("MRL_METRICS_TOKEN", "from-the-environment")
+    settings = Settings()
+    assert settings.metrics_token is not None
+    assert settings.metrics_token.get_secret_value() == "from-the-environment"
+    assert "from-the-environment" not in repr(settings)

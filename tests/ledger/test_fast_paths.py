@@ -188,14 +188,22 @@ def observed(value: Any) -> dict[str, Any]:
     "changes",
     [
         {"result_id": "\U0001f600"},
-        {"content": {"type": "event", "event": "e", "data": {"x": "\ud800"}}},  # lone surrogate: rfc8785 decides
         observed(1e-7),
         observed(-1e-300),
-        {"content": {"type": "event", "event": "e", "data": {"\U0001f600": 1, "\uffff": 2, "\ud800": [1.5e-200]}}},
+        {"content": {"type": "event", "event": "e", "data": {"\U0001f600": 1, "\uffff": 2, "\ue000": [1.5e-200]}}},
     ],
 )
 def test_values_outside_the_fast_path(changes: dict[str, Any]) -> None:
     check_record(lab(**changes), generated=False)
+
+
+@pytest.mark.parametrize("data", [{"x": "\ud800"}, {"\ud800": 1}, {"a": [{"\udc00x": 1}]}],
+                         ids=["value", "key", "nested-key"])
+def test_lone_surrogates_never_reach_the_canonicaliser(data: dict[str, Any]) -> None:
+    """Refused at construction, keys included: pydantic's own ``dict[str, Any]`` check used to turn such a
+    key into three U+FFFD, committing a key nobody sent (issue 14 #13)."""
+    with pytest.raises(RecordError, match="lone surrogate"):
+        ResultRecord.from_obj(lab(content={"type": "event", "event": "e", "data": data}))
 
 
 def test_a_bad_record_still_names_its_field() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,22 @@ def test_receipt_vector(case: dict[str, Any]) -> None:
     if case["want_error"] is None:
         assert verdict.status == ("valid" if case["receipt"]["anchor"] else "unanchored")
     assert all(c.name in CHECKS for c in verdict.checks)
+
+
+TEXT_VECTORS = sorted((Path(__file__).resolve().parents[1] / "vectors" / "receipt-text").glob("*.json"))
+TEXT_CASES = [json.loads(p.read_text()) for p in TEXT_VECTORS]
+
+
+def test_receipt_text_vectors_exist() -> None:
+    assert len(TEXT_CASES) >= 10, "tests/vectors/receipt-text is empty"
+
+
+@pytest.mark.parametrize("case", TEXT_CASES, ids=[c["desc"] for c in TEXT_CASES])
+def test_receipt_text_vector(case: dict[str, Any]) -> None:
+    """Receipts as bytes (docs/receipt.md §1): BOM, invalid UTF-8, duplicate keys, lone surrogates, numbers no
+    double holds, depth — what a parsed object cannot show."""
+    verdict = verify_receipt(base64.b64decode(case["receipt_base64"]))
+    assert verdict.failed == case["want_error"], verdict.to_obj()
 
 
 def test_trailing_bytes_and_garbage_are_format_failures() -> None:
@@ -75,3 +92,17 @@ def test_seq_and_block_number_beyond_uint64_are_format_failures() -> None:
         odd = json.loads(json.dumps(anchored))
         odd["anchor"]["block_number"] = block
         assert verify_receipt(json.dumps(odd)).failed == want, block
+
+
+@pytest.mark.parametrize("change", [
+    {"content": {"type": "event", "event": "e", "data": {"\ud800": 1}}},  # rfc8785 raised UnicodeEncodeError
+    {"content": {"type": "event", "event": "e", "data": {1: 1}}},
+    {"code": {"\ud800": "x"}},
+], ids=["lone-surrogate-key", "int-key", "lone-surrogate-in-typed-object"])
+def test_verify_receipt_never_raises_on_a_dict_no_parser_would_produce(change: dict[str, Any]) -> None:
+    """Its docstring says a malformed receipt is an ``invalid`` verdict: a caller's dict can hold keys no JSON
+    parse yields, and those raised a bare UnicodeEncodeError (issue 14 #13)."""
+    good = next(c for c in CASES if c["desc"] == "valid unanchored receipt")["receipt"]
+    bad = {**good, "record": {**good["record"], "kind": "other", **change}}
+    verdict = verify_receipt(bad)
+    assert verdict.failed == "format" and verdict.status == "invalid"

@@ -106,6 +106,28 @@ def test_tampered_receipt_is_tampered_without_asking_the_server(served: Served, 
     page.screenshot(path=str(shots / "verify-tampered-en.png"), full_page=True)
 
 
+@pytest.mark.parametrize(("name", "spoil"), [
+    ("duplicate-key", lambda text: text.replace(b'"format": "mrl-receipt/1"',
+                                                b'"format": "mrl-receipt/1", "format": "mrl-receipt/1"')),
+    ("byte-order-mark", lambda text: b"\xef\xbb\xbf" + text),
+    ("invalid-utf8", lambda text: text.replace(b'"format"', b'"x\xff": 1, "format"')),
+])
+def test_a_receipt_file_the_node_would_refuse_is_refused_on_the_page(served: Served, page: Page, tmp_path: Path,
+                                                                     name: str, spoil: Any) -> None:
+    """The page read files with JSON.parse, which keeps the last of two equal keys, and file.text(), which drops
+    a byte order mark and turns invalid UTF-8 into U+FFFD: it judged bytes the node refuses (issue 14 #14)."""
+    _seed(served, 1)
+    path = tmp_path / f"{name}.json"
+    path.write_bytes(spoil(json.dumps(_receipt(served), indent=2).encode()))
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/v1/verify" in r.url else None)
+    page.goto(f"{served.url}/verify")
+    page.set_input_files("#file", str(path))
+    _verdict(page, "unknown")
+    assert "This is not valid JSON." in (page.text_content("#verdict-sub") or "")
+    assert not asked
+
+
 @pytest.mark.parametrize("form", ["auto", "ref"])
 def test_qr_png_from_the_app_decodes_on_the_page(served: Served, page: Page, shots: Path, tmp_path: Path,
                                                  form: str) -> None:
@@ -183,7 +205,7 @@ def test_js_agrees_with_python_on_the_vectors(served: Served, page: Page) -> Non
     assert VECTORS, "tests/vectors/receipt is empty"
     page.goto(f"{served.url}/verify")
     vectors = [json.loads(p.read_text()) for p in VECTORS]
-    sample = qr.encode(json.loads(VECTORS[0].read_text())["receipt"])
+    sample = qr.encode(json.loads((VECTORS[0].parent / "ok_anchored.json").read_text())["receipt"])
     out = page.evaluate("""async ([vectors, jcsCases, qrText]) => {
         const m = await import('/web/core.js');
         const res = [];
@@ -211,5 +233,29 @@ def test_js_agrees_with_python_on_the_vectors(served: Served, page: Page) -> Non
     for case, got in zip(json.loads(JCS_CASES), out["jcs"], strict=True):
         if got != rfc8785.dumps(case).decode():
             wrong.append(f"JCS of {case!r}: JS {got!r}, Python {rfc8785.dumps(case).decode()!r}")
-    assert out["qr"] == json.loads(VECTORS[0].read_text())["receipt"]
+    assert out["qr"] == json.loads((VECTORS[0].parent / "ok_anchored.json").read_text())["receipt"]
     assert not wrong, "\n".join(wrong)
+
+
+TEXT_VECTORS = sorted((Path(__file__).parents[1] / "vectors" / "receipt-text").glob("*.json"))
+
+
+def test_js_reads_receipt_bytes_as_python_does(served: Served, page: Page) -> None:
+    """The page parses a receipt file strictly (core.js parseReceiptBytes), as the reference parser does: BOM,
+    invalid UTF-8, duplicate keys, lone surrogates, numbers no double holds, depth, trailing data."""
+    assert TEXT_VECTORS, "tests/vectors/receipt-text is empty"
+    page.goto(f"{served.url}/verify")
+    cases = [json.loads(p.read_text()) for p in TEXT_VECTORS]
+    got = page.evaluate("""async (cases) => {
+        const m = await import('/web/core.js');
+        const out = [];
+        for (const c of cases) {
+          const bytes = Uint8Array.from(atob(c.receipt_base64), (ch) => ch.charCodeAt(0));
+          let obj;
+          try { obj = m.parseReceiptBytes(bytes); } catch (e) { out.push('format'); continue; }
+          out.push((await m.verifyOffline(obj)).failed);
+        }
+        return out;
+    }""", cases)
+    assert dict(zip([p.stem for p in TEXT_VECTORS], got, strict=True)) == {
+        p.stem: c["want_error"] for p, c in zip(TEXT_VECTORS, cases, strict=True)}

@@ -64,52 +64,182 @@ export async function rootFromInclusion(index, size, leaf, path) {
   return r;
 }
 
+// ---- strict JSON (docs/receipt.md §1) ------------------------------------------------------------
+// JSON.parse keeps the last of two equal keys, takes lone surrogate escapes, reads 1e400 as Infinity and
+// 1e-400 as 0, and nests as deep as the stack goes. Receipt files and QR payloads are parsed here instead,
+// refusing each, as the reference parser (ledger.canonical.parse_json) does.
+export const MAX_JSON_DEPTH = 128, MAX_JSON_BYTES = 8 * 1024 * 1024;
+const LONE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const J_WS = /[ \t\n\r]*/y, J_LIT = /true|false|null/y;
+const J_STR = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
+const J_NUM = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
+
+// UTF-8 without a byte order mark: fatal (invalid bytes are an error, not U+FFFD), ignoreBOM (a BOM is kept,
+// so that the parser refuses it rather than the decoder dropping it unseen).
+export function decodeUtf8Strict(bytes) {
+  if (bytes.length > MAX_JSON_BYTES) throw new Error(`JSON document larger than ${MAX_JSON_BYTES} bytes`);
+  return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+}
+
+export function parseJsonStrict(text) {
+  let i = 0;
+  const fail = (why) => { throw new Error(`invalid JSON at character ${i}: ${why}`); };
+  const take = (re) => { re.lastIndex = i; const m = re.exec(text); if (m) i = re.lastIndex; return m && m[0]; };
+  const string = () => {
+    const token = take(J_STR);
+    if (token === null) fail("expected a string");
+    const s = JSON.parse(token);
+    if (LONE.test(s)) fail("lone surrogate escape");
+    return s;
+  };
+  const value = (level) => { // level: arrays and objects around this value
+    take(J_WS);
+    const c = text[i];
+    if (c === "{" || c === "[") {
+      if (level >= MAX_JSON_DEPTH) fail(`nests deeper than ${MAX_JSON_DEPTH} levels`);
+      i++;
+      const close = c === "{" ? "}" : "]", out = c === "{" ? {} : [];
+      take(J_WS);
+      if (text[i] === close) { i++; return out; }
+      for (;;) {
+        if (c === "[") out.push(value(level + 1));
+        else {
+          take(J_WS);
+          const key = string();
+          if (Object.prototype.hasOwnProperty.call(out, key)) fail(`duplicate key ${JSON.stringify(key)}`);
+          take(J_WS);
+          if (text[i++] !== ":") fail("expected ':'");
+          // defineProperty: a "__proto__" key is a member, as in JSON.parse, not the object's prototype
+          Object.defineProperty(out, key, { value: value(level + 1), enumerable: true, writable: true, configurable: true });
+        }
+        take(J_WS);
+        const sep = text[i++];
+        if (sep === close) return out;
+        if (sep !== ",") fail(`expected ',' or '${close}'`);
+      }
+    }
+    if (c === '"') return string();
+    const literal = take(J_LIT);
+    if (literal !== null) return literal === "true" ? true : literal === "false" ? false : null;
+    const number = take(J_NUM);
+    if (number === null) fail("unexpected character");
+    const n = Number(number);
+    if (!Number.isFinite(n)) fail(`number ${number.slice(0, 32)} is beyond the range of a double`);
+    if (n === 0 && /[1-9]/.test(number.split(/[eE]/)[0])) fail(`number ${number.slice(0, 32)} rounds to 0`);
+    return n;
+  };
+  const out = value(0);
+  take(J_WS);
+  if (i !== text.length) fail("trailing data");
+  return out;
+}
+
+export const parseReceiptBytes = (bytes) => parseJsonStrict(decodeUtf8Strict(bytes));
+
 // ---- offline receipt check (docs/receipt.md §10) -------------------------------------------------
-const HEX64 = /^[0-9a-f]{64}$/, HEX32 = /^[0-9a-f]{32}$/, UTC = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
+const HEX64 = /^[0-9a-f]{64}$/, HEX32 = /^[0-9a-f]{32}$/, HOSPITAL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const FIELDS = ["format", "record", "salt", "leaf", "audit_path", "batch", "anchor", "signature", "extensions",
   "critical"];
-const isInt = (v, min = 0) => Number.isInteger(v) && v >= min;
-const same = (obj, keys) => obj && typeof obj === "object" && !Array.isArray(obj) &&
-  Object.keys(obj).sort().join() === [...keys].sort().join();
-const hasNull = (v) => v === null || (typeof v === "object" && Object.values(v).some(hasNull));
+const MAX_INDEX = 1048575, MAX_SAFE = Number.MAX_SAFE_INTEGER, MAX_RESOURCE_DEPTH = 64;
+const isInt = (v, min = 0, max = Infinity) => Number.isInteger(v) && v >= min && v <= max;
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const same = (obj, keys) => isObject(obj) && Object.keys(obj).sort().join() === [...keys].sort().join();
+const levels = (v) => (v !== null && typeof v === "object"
+  ? 1 + Object.values(v).reduce((m, x) => Math.max(m, levels(x)), 0) : 0);
+const wellFormed = (v) => (typeof v === "string" ? !LONE.test(v) : v === null || typeof v !== "object" ||
+  Object.entries(v).every(([k, x]) => !LONE.test(k) && wellFormed(x)));
 
-// The shape checks a browser can make; the server's parser is stricter on the record (code systems,
-// NFC, bounds) and runs anyway when the page asks it.
+// Times (§3): the one spelling, of a real instant: calendar dates of years 0001-9999, no hour 24, no :60.
+const TIME = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d{0,5}[1-9])?Z$/;
+function validTime(s) {
+  const m = typeof s === "string" && TIME.exec(s);
+  if (!m) return false;
+  const [y, mo, d, h, mi, sec] = m.slice(1, 7).map(Number);
+  const leap = y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
+  const days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][mo - 1];
+  return y >= 1 && d >= 1 && d <= days && h <= 23 && mi <= 59 && sec <= 59;
+}
+
+// The record's strings (§3): NFC everywhere; no control character in the typed fields; tab, LF and CR allowed
+// in opaque JSON (content.resource, content.data), keys included, which nests at most 64 levels below its
+// object. Numbers are finite with magnitude at most 2^53-1; null only inside opaque JSON.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/, CONTROL_OPAQUE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/;
+function stringProblem(s, control) {
+  if (s.normalize("NFC") !== s) return "a string is not NFC";
+  if (control.test(s)) return "a string holds a control character";
+  return null;
+}
+function recordValueProblem(v, opaque, depth) {
+  if (opaque && depth > MAX_RESOURCE_DEPTH) return `opaque JSON nests deeper than ${MAX_RESOURCE_DEPTH} levels`;
+  if (v === null) return opaque ? null : "record holds null (not normalised)";
+  if (typeof v === "string") return stringProblem(v, opaque ? CONTROL_OPAQUE : CONTROL);
+  if (typeof v === "number") return Number.isFinite(v) && Math.abs(v) <= MAX_SAFE ? null : "a number beyond 2^53-1";
+  if (typeof v !== "object") return null;
+  for (const [k, x] of Object.entries(v)) {
+    const why = (opaque && stringProblem(k, CONTROL_OPAQUE)) || (!opaque && k.normalize("NFC") !== k && "a key is not NFC")
+      || recordValueProblem(x, opaque, depth + 1);
+    if (why) return why;
+  }
+  return null;
+}
+function recordProblem(rec) {
+  const c = rec.content;
+  const inner = isObject(c) ? (c.type === "fhir-resource" ? "resource" : c.type === "event" ? "data" : null) : null;
+  const { [inner]: opaqueValue, ...typedContent } = inner ? c : {};
+  const typed = inner ? { ...rec, content: typedContent } : rec;
+  const why = recordValueProblem(typed, false, 0) || (inner && (!isObject(opaqueValue) ? `content.${inner} must be an object`
+    : recordValueProblem(opaqueValue, true, 0)));
+  if (why) return why;
+  if (c.type === "fhir-resource" && (typeof c.resource_type !== "string" || !/^[A-Z][A-Za-z]{1,63}$/.test(c.resource_type)
+      || c.resource.resourceType !== c.resource_type)) return "content.resource_type";
+  if (c.type === "event" && (typeof c.event !== "string" || !/^[a-z][a-z0-9-]{0,63}$/.test(c.event))) return "content.event";
+  return null;
+}
+
+// The shape checks a browser can make; the server's parser is stricter on the record (its closed fields,
+// code systems, bounds) and runs anyway when the page asks it.
 function formatProblem(r) {
-  if (!r || typeof r !== "object" || Array.isArray(r)) return "not a JSON object";
+  if (!isObject(r)) return "not a JSON object";
   if (r.format !== "mrl-receipt/1") return `format is ${JSON.stringify(r.format)}, not mrl-receipt/1`;
   const unknown = Object.keys(r).filter((k) => !FIELDS.includes(k));
   if (unknown.length) return `unknown fields: ${unknown.join(", ")}`;
   for (const k of ["record", "salt", "leaf", "audit_path", "batch"]) if (!(k in r)) return `missing ${k}`;
+  if (levels(r) > MAX_JSON_DEPTH) return `nests deeper than ${MAX_JSON_DEPTH} levels`;
+  if (!wellFormed(r)) return "lone surrogate";
   const rec = r.record;
-  if (!rec || typeof rec !== "object" || Array.isArray(rec)) return "record is not an object";
-  if (hasNull(rec)) return "record holds null (not normalised)";
-  if (!isInt(rec.version, 1)) return "record.version must be an integer >= 1";
-  if (typeof rec.hospital_id !== "string" || typeof rec.result_id !== "string") return "record identity";
-  for (const t of ["issued", "effective"]) if (t in rec && !UTC.test(rec[t])) return `record.${t} not UTC 'Z'`;
+  if (!isObject(rec)) return "record is not an object";
+  if (!isInt(rec.version, 1, 2147483647)) return "record.version must be an integer in 1..2^31-1";
+  if (typeof rec.hospital_id !== "string" || !HOSPITAL_ID.test(rec.hospital_id) || typeof rec.result_id !== "string") {
+    return "record identity";
+  }
+  for (const t of ["issued", "effective"]) if (!validTime(rec[t])) return `record.${t} is not a UTC time`;
+  const recordWhy = recordProblem(rec);
+  if (recordWhy) return `record: ${recordWhy}`;
   if (typeof r.salt !== "string" || !HEX32.test(r.salt)) return "salt must be 32 lower-case hex digits";
-  if (!same(r.leaf, ["index", "hash"]) || !isInt(r.leaf.index) || !HEX64.test(r.leaf.hash)) return "leaf";
+  if (!same(r.leaf, ["index", "hash"]) || !isInt(r.leaf.index, 0, MAX_INDEX) || !HEX64.test(r.leaf.hash)) return "leaf";
   if (!Array.isArray(r.audit_path) || r.audit_path.length > 64 || !r.audit_path.every((p) => HEX64.test(p))) {
     return "audit_path";
   }
   const b = r.batch;
   if (!same(b, ["format", "hospital_id", "seq", "size", "root", "sealed_at"]) || b.format !== "mrl-batch/1" ||
-      !isInt(b.seq, 1) || !isInt(b.size, 1) || b.size > 1048576 || !HEX64.test(b.root) ||
-      typeof b.sealed_at !== "string" || !UTC.test(b.sealed_at)) return "batch head";
+      typeof b.hospital_id !== "string" || !HOSPITAL_ID.test(b.hospital_id) ||
+      !isInt(b.seq, 1) || !isInt(b.size, 1, 1048576) || !HEX64.test(b.root) || !validTime(b.sealed_at)) return "batch head";
   const a = r.anchor;
   if (a != null && (!same(a, ["chain_id", "contract", "tx_hash", "block_number", "block_hash"]) ||
-      !isInt(a.chain_id, 1) || !isInt(a.block_number) || !/^0x[0-9a-fA-F]{40}$/.test(a.contract) ||
+      !isInt(a.chain_id, 1, MAX_SAFE) || !isInt(a.block_number) || !/^0x[0-9a-fA-F]{40}$/.test(a.contract) ||
       !/^0x[0-9a-fA-F]{64}$/.test(a.tx_hash) || !/^0x[0-9a-fA-F]{64}$/.test(a.block_hash))) return "anchor";
   // The hospital's signature (docs/signatures.md §3): only its shape here. X.509 paths and CRLs are the
   // node's job; the page shows the node's result, never its own opinion of a certificate.
   const s = r.signature;
   if ("signature" in r && (!same(s, ["alg", "chain_id", "contract", "value", "certificates"]) ||
-      typeof s.alg !== "string" || !isInt(s.chain_id, 1) || !/^0x[0-9a-f]{40}$/.test(s.contract) ||
+      typeof s.alg !== "string" || !isInt(s.chain_id, 1, MAX_SAFE) || !/^0x[0-9a-f]{40}$/.test(s.contract) ||
       typeof s.value !== "string" || !Array.isArray(s.certificates) || s.certificates.length < 1 ||
       s.certificates.length > 4 || !s.certificates.every((c) => typeof c === "string"))) return "signature";
-  const ext = r.extensions ?? {}, crit = r.critical ?? [];
-  if (typeof ext !== "object" || Array.isArray(ext)) return "extensions must be an object";
-  if (!Array.isArray(crit) || !crit.every((c) => typeof c === "string" && c in ext)) return "critical";
+  // extensions and critical (§9): when present, an object and a list (never null); each critical name once.
+  if ("extensions" in r && !isObject(r.extensions)) return "extensions must be an object";
+  const ext = r.extensions || {}, crit = "critical" in r ? r.critical : [];
+  if (!Array.isArray(crit) || !crit.every((c) => typeof c === "string" && Object.hasOwn(ext, c)) ||
+      new Set(crit).size !== crit.length) return "critical";
   return null;
 }
 
@@ -173,7 +303,7 @@ export const isQrText = (s) => typeof s === "string" && s.trim().slice(0, 5).toU
 export async function decodeQrText(s) {
   s = s.trim();
   if (!isQrText(s) || s.length > 4296) throw new Error("not an mrl:/ payload");
-  return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(await inflate(b45decode(s.slice(5)))));
+  return parseReceiptBytes(await inflate(b45decode(s.slice(5))));
 }
 
 // An mrl-qref/1 with its record plus the public proof -> the full receipt (checked like any other).

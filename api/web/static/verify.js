@@ -1,7 +1,9 @@
 // The /verify page: receipt (file, paste, QR image, camera), held record or held FHIR resource in; offline
 // check first (receipts), then the ledger (POST /v1/verify), then optionally the doctor's own JSON-RPC endpoint.
 // A FHIR resource has no proof to check offline: the ledger maps it as intake did and finds its version.
-import { checkRootOnChain, decodeQrText, isQrText, receiptFromReference, verifyOffline } from "./core.js";
+import {
+  checkRootOnChain, decodeQrText, decodeUtf8Strict, isQrText, parseJsonStrict, receiptFromReference, verifyOffline,
+} from "./core.js";
 import { mountDecision, showDecision } from "./decision.js";
 import { apply, mountSwitcher, t } from "./i18n.js";
 
@@ -143,11 +145,15 @@ async function checkReceipt(receipt) {
   render();
 }
 
+// Strictly, as the node parses (docs/receipt.md §1): JSON.parse would keep the last of two equal keys, and
+// trim() would drop a byte order mark the node refuses.
+function strictJson(text) {
+  try { return parseJsonStrict(text); } catch (e) { throw new Error(`${t("err.json")} (${e.message})`); }
+}
+
 async function fromText(text) {
-  text = text.trim();
-  if (isQrText(text)) return fromPayload(await decodeQrText(text));
-  let obj;
-  try { obj = JSON.parse(text); } catch { throw new Error(t("err.json")); }
+  if (isQrText(text.trim())) return fromPayload(await decodeQrText(text.trim()));
+  const obj = strictJson(text);
   if (obj && typeof obj.resourceType === "string") return toFhirBox(obj, "");
   if (obj && obj.receipt && !obj.format) obj = obj.receipt;
   return fromPayload(obj);
@@ -200,7 +206,9 @@ async function fromFile(file) {
     $("qr-status").textContent = "";
     return fromText(text);
   }
-  return fromText(await file.text());
+  let text;
+  try { text = decodeUtf8Strict(new Uint8Array(await file.arrayBuffer())); } catch (e) { throw new Error(`${t("err.json")} (${e.message})`); }
+  return fromText(text);
 }
 
 let stream = null;
@@ -224,8 +232,7 @@ async function camera() {
 }
 
 async function checkRecord() {
-  let record;
-  try { record = JSON.parse($("record").value); } catch { throw new Error(t("err.json")); }
+  const record = strictJson($("record").value);
   if (record && typeof record.resourceType === "string") return toFhirBox(record, $("hid").value.trim());
   const body = { hospital_id: $("hid").value.trim(), result_id: $("rid").value.trim(), record };
   if ($("ver").value) body.version = Number($("ver").value);
@@ -249,8 +256,7 @@ async function toFhirBox(resource, hid) {
 }
 
 async function checkFhir() {
-  let fhir;
-  try { fhir = JSON.parse($("fhir").value); } catch { throw new Error(t("err.json")); }
+  const fhir = strictJson($("fhir").value);
   const hid = $("fhir-hid").value.trim();
   if (!hid) { $("fhir-status").textContent = t("err.hid"); $("fhir-hid").focus(); return KEEP_FOCUS; }
   $("fhir-status").textContent = "";
