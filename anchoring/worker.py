@@ -13,6 +13,10 @@ Why it is safe:
   not suffer, and nonces never race. A stuck one is replaced with the same nonce and a higher fee.
 - **Reorgs.** Until a batch is ``MRL_CONFIRMATIONS`` deep, each step re-reads the block that held it; if
   its hash changed the batch goes back to ``submitted`` and is found again or rebroadcast.
+- **Deeper than that.** Confirmations are a promise about receipts, not a licence to stop watching:
+  ``anchoring.reconcile`` compares the registry with the database for every hospital every few seconds and
+  whenever something looks wrong (a stalled hospital, a seq revert, a head that went back, a nonce gap),
+  and puts whatever the chain lost back into the state machine, with an alarm.
 
 Keys are ``eth-account`` LocalAccounts built by the caller from a file or the environment; this module
 never logs or stores them.
@@ -33,7 +37,8 @@ from web3 import Web3
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
 from anchoring import contract as reg
-from anchoring.errors import AnchoringError, ContractRevert
+from anchoring.errors import AnchorConflict, ContractRevert
+from anchoring.reconcile import DEEP_SCAN, Reconciler
 from ledger import BatchHead, hospital_key
 from store import Store
 from store.anchors import CONFIRMED, INCLUDED, SUBMITTED, NewTx, Outbox, TxInfo
@@ -46,17 +51,15 @@ log = logging.getLogger("mrledger.anchoring")
 FAULT_ENV = "MRL_FAULT_INJECT"
 
 
-class AnchorConflict(AnchoringError):
-    """The registry holds a different root for a (hospital, seq) than this database: the ledger and the
-    chain disagree. Never resolved automatically; an operator must look."""
-
-
 @dataclass
 class WorkerConfig:
     confirmations: int = 1
     max_items: int = 32
     replace_after: timedelta = timedelta(seconds=30)
     fee_bump: float = 1.125  # geth and anvil require >= 10 % more for a replacement
+    #: Seconds between reconciliation rounds (``anchoring.reconcile``); a sign of trouble runs one at once.
+    reconcile_every: float = 10.0
+    deep_scan: int = DEEP_SCAN
 
 
 @dataclass
@@ -68,12 +71,15 @@ class StepReport:
     rebroadcast: int = 0
     replaced: int = 0
     released: int = 0
+    #: Batches reconciliation found the chain had lost (sent again) or had moved to another block (re-read).
+    lost: int = 0
+    moved: int = 0
     waiting: list[str] = field(default_factory=list)
 
     @property
     def busy(self) -> bool:
         return any((self.sent, self.included, self.confirmed, self.reorged, self.rebroadcast, self.replaced,
-                    self.released))
+                    self.released, self.lost, self.moved))
 
 
 def _hex(value: bytes | str) -> str:
@@ -101,6 +107,10 @@ class AnchorWorker:
         self._clock = clock
         self._fault = os.environ.get(FAULT_ENV)
         self._chain_id: int | None = None
+        self.reconciler = Reconciler(self.outbox, w3, contract, hospitals=hospitals,
+                                     every=self.config.reconcile_every, deep_scan=self.config.deep_scan,
+                                     confirmations=self.config.confirmations, now=clock)
+        self._head: int | None = None
 
     @property
     def chain_id(self) -> int:
@@ -112,10 +122,29 @@ class AnchorWorker:
 
     def step(self) -> StepReport:
         report = StepReport()
+        self._watch_head()
+        if self.reconciler.due():
+            found = self.reconciler.run()
+            report.lost += sum(len(v) for v in found.lost.values())
+            report.moved += sum(len(v) for v in found.moved.values())
         self._track_submitted(report)
         self._check_included(report)
+        if report.confirmed:
+            self.reconciler.resolve()
         self._send_due(report)
+        if report.waiting:  # a hospital's next batch is not the one the registry expects: look at once
+            self.reconciler.request("stalled: " + ", ".join(report.waiting[:5]))
         return report
+
+    def _watch_head(self) -> None:
+        """A head lower than the last one seen: the chain went back (a reorg to a shorter chain, a node
+        restarted from older state). Reconcile at once rather than at the next round."""
+        head = int(self.w3.eth.block_number)
+        if self._head is not None and head < self._head:
+            log.warning("the chain's head went back from block %d to %d; reconciling with the database",
+                        self._head, head)
+            self.reconciler.request(f"head went back from {self._head} to {head}")
+        self._head = head
 
     def run(self, stop: threading.Event, interval: float = 0.5, max_backoff: float = 10.0) -> None:
         """Step until ``stop`` is set. A node outage is waited out with backoff: nothing is lost, since
@@ -181,6 +210,16 @@ class AnchorWorker:
             seen = self.w3.eth.get_transaction(tx.tx_hash)  # type: ignore[arg-type]
         except TransactionNotFound:
             seen = None
+        if (seen is None or seen.get("blockNumber") is None) \
+                and self.w3.eth.get_transaction_count(self.account.address, "latest") < tx.nonce:
+            # A nonce gap: the chain no longer holds transactions of ours below this one (it went back: a
+            # deep reorg, older state). This one can never be mined before they are; send its batches anew.
+            batches = self.outbox.release(tx.id)
+            log.warning("transaction %s (nonce %d) sits behind a nonce gap: the chain went back; %d batch(es) "
+                        "will be sent again", tx.tx_hash, tx.nonce, len(batches))
+            self.reconciler.request(f"nonce gap below {tx.nonce}")
+            report.released += len(batches)
+            return
         if seen is None:
             # Unknown to the node: never broadcast (crash), dropped by a node restart, or by a reorg.
             if self.w3.eth.get_transaction_count(self.account.address, "latest") > tx.nonce:
@@ -266,7 +305,12 @@ class AnchorWorker:
         if not items:
             return
         nonce = self.w3.eth.get_transaction_count(self.account.address, "pending")
-        new = self._sign(items, nonce, reg.suggested_fees(self.w3))
+        try:
+            new = self._sign(items, nonce, reg.suggested_fees(self.w3))
+        except ContractRevert as exc:
+            if exc.name in ("SeqGap", "BatchAlreadyAnchored"):  # the registry is not where we think it is
+                self.reconciler.request(f"registry refused: {exc.name}")
+            raise
         self.outbox.record_submission(new, [(h.hospital_id, h.seq) for h in items], self._clock())
         self._broadcast(new.raw_tx)
         if self._fault == "crash-after-broadcast":

@@ -25,7 +25,7 @@ from anchoring.worker import AnchorWorker, WorkerConfig
 from api.service import ChainContext, Ledger
 from ledger import hospital_key
 from store import Store, make_engine, migrate
-from tests.anchoring.test_worker import Env
+from tests.anchoring.chain import Env
 from tests.store.test_repository import rec
 
 pytestmark = pytest.mark.anvil
