@@ -416,7 +416,13 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
     hk = hospital_key(r.batch.hospital_id)
     stored = chain.batch(anchor.contract, hk, r.batch.seq)
     if stored is None:
-        return fail("anchor-root", f"the registry holds no batch {r.batch.seq} for {r.batch.hospital_id}")
+        # Not "invalid": with nothing but the receipt, a batch the registry does not hold (yet) cannot be told
+        # from one whose anchor a reorganisation removed while the ledger anchors it again. Not "valid" either:
+        # the hospital's node, which knows what it sealed, can say which (api/verification.py).
+        checks.append(Check("anchor-root", False, f"the registry holds no batch {r.batch.seq} for "
+                            f"{r.batch.hospital_id}: not anchored, or its anchor was removed by a chain "
+                            "reorganisation and is being anchored again; ask the hospital's node"))
+        return Verdict("unanchored", tuple(checks), r, {"on_chain": True}, signature)
     if stored.root != r.batch.root or stored.size != r.batch.size:
         return fail("anchor-root", f"the registry holds root {stored.root.hex()} size {stored.size} for this batch")
     checks.append(Check("anchor-root", True))
@@ -437,10 +443,29 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
     block = chain.block(anchor.block_number)
     if block is not None:
         head = max(head, block.number)  # a cached head may lag the block we were just given
+    number, tx = anchor.block_number, cast(str | None, anchor.tx_hash)
     if block is None or block.hash != anchor.block_hash.lower() or stored.anchored_block != anchor.block_number:
-        return fail("anchor-block", f"block {anchor.block_number} is not the receipt's block (reorg?)")
-    confirmations = head - anchor.block_number + 1
-    checks.append(Check("anchor-block", True, f"{confirmations} confirmation(s)"))
+        # The registry holds this very root and size (checked above), in another block than the receipt names:
+        # the chain reorganised and the batch was anchored again (or its transaction mined again). What the
+        # registry holds is what vouches for the result, so it stands, counted from the registry's block.
+        # Read again: the head read above may have found a reorg deeper than the cached entries (tripwire).
+        stored = chain.batch(anchor.contract, hk, r.batch.seq)
+        if stored is None:
+            checks.append(Check("anchor-root", False, f"the registry holds no batch {r.batch.seq} for "
+                                f"{r.batch.hospital_id} any more (a chain reorganisation); ask the hospital's node"))
+            return Verdict("unanchored", tuple(checks), r, {"on_chain": True}, signature)
+        if stored.root != r.batch.root or stored.size != r.batch.size:
+            return fail("anchor-root", f"the registry holds root {stored.root.hex()} size {stored.size} for this "
+                                       "batch")
+        number, tx = stored.anchored_block, None
+        head = max(head, number)
+        confirmations = head - number + 1
+        checks.append(Check("anchor-block", True, f"block {anchor.block_number} is no longer the receipt's block "
+                            f"(a chain reorganisation); the registry holds this batch's root since block {number} "
+                            f"(anchored again), {confirmations} confirmation(s): ask for a fresh receipt"))
+    else:
+        confirmations = head - number + 1
+        checks.append(Check("anchor-block", True, f"{confirmations} confirmation(s)"))
     return Verdict("valid", tuple(checks), r, {"on_chain": True, "confirmations": confirmations,
-                                                "chain_id": chain_id, "block_number": anchor.block_number,
-                                                "tx_hash": anchor.tx_hash, "contract": anchor.contract}, signature)
+                                                "chain_id": chain_id, "block_number": number,
+                                                "tx_hash": tx, "contract": anchor.contract}, signature)
