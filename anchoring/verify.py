@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from web3 import Web3
 from web3.exceptions import BlockNotFound
@@ -35,6 +35,9 @@ from anchoring.rpc_async import AsyncRpc
 from ledger import Check, Receipt, Verdict, hospital_key, verify_receipt
 from ledger.errors import MrLedgerError
 from ledger.merkle import verify_inclusion
+
+if TYPE_CHECKING:
+    from anchoring.health import ChainHealth
 
 ONCHAIN_CHECKS = ("chain-id", "anchor-root", "on-chain-proof", "anchor-block")
 #: A block at least this deep below the head is treated as final by ``CachedReader``: its hash, and any
@@ -207,10 +210,13 @@ class CachedReader:
 
     def __init__(self, w3: Web3, *, final_depth: int = FINAL_DEPTH, max_age: float = 0.5,
                  chain_id: int | None = None, blocks: int = 4096, batches: int = 65536,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, health: ChainHealth | None = None) -> None:
         if final_depth < 1:
             raise ValueError("final_depth must be >= 1")
         self.w3, self.final_depth, self.max_age, self.clock = w3, final_depth, max_age, clock
+        #: Whether the node answers (anchoring/health.py): while it does not, the last head is served as it is
+        #: (final anchors keep verifying from the caches, their confirmations a little low) and nothing waits.
+        self.health = health
         self._chain_id = chain_id
         self._head: tuple[float, int] | None = None
         self._head_lock = threading.Lock()
@@ -243,7 +249,7 @@ class CachedReader:
         now = self.clock()
         with self._head_lock:
             cached = self._head
-        if cached is not None and now - cached[0] <= age:
+        if cached is not None and (now - cached[0] <= age or (self.health is not None and not self.health.up)):
             return cached[1]
         must_wait = cached is None or age == 0 or now - cached[0] > max(2.0, 4 * age)
         if _CACHE_ONLY.get():
@@ -367,6 +373,8 @@ class CachedReader:
         rpc = self.rpc
         if rpc is None:
             raise CacheMiss("no event-loop client for this endpoint")
+        if self.health is not None and not self.health.up:
+            raise CacheMiss("the node does not answer")  # the thread path then refuses at once (ChainDown)
         stored, block = await rpc.batch_and_block(need.contract, need.hospital_key, need.seq, need.block_number)
         info = None if block is None else BlockInfo(need.block_number, block[0], block[1])
         key = (need.contract.lower(), bytes(need.hospital_key), need.seq)
