@@ -364,6 +364,15 @@ def _admin_token(ledger: Ledger, data_dir: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def _close(close: Callable[[], None], what: str) -> None:
+    """Flush a buffer on the way out; a database that cannot take it (a full disk) is logged, and the stop
+    goes on: the chain and everything else still need stopping cleanly."""
+    try:
+        close()
+    except Exception as exc:
+        log.error("the last buffered %s entries could not be written (%s: %s)", what, type(exc).__name__, exc)
+
+
 def _http_url(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"
@@ -437,9 +446,9 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
                     confirmations=confirmations, role=role, can_lead=can_lead))
                 background.start()
             ledger.access.start_buffering()
-            stack.callback(ledger.access.close)  # flushes the buffered access log on the way out
+            stack.callback(_close, ledger.access.close, "access log")  # flushes the buffered entries on the way out
             ledger.events.start_buffering()  # verification ids (decisions look them up after a flush)
-            stack.callback(ledger.events.close)
+            stack.callback(_close, ledger.events.close, "verification ids")
             token_file = _admin_token(ledger, data_dir)
             sock = _bind(settings.host, settings.port)
             port = sock.getsockname()[1]

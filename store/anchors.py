@@ -113,6 +113,13 @@ def _aware(value: datetime | str | None) -> datetime | None:
 
 
 def _insert_tx(s: Session, tx: NewTx, now: datetime) -> AnchorTx:
+    """The row of a transaction about to be broadcast. Signatures are deterministic (RFC 6979), so after the
+    chain went back (a reorg, older state) the same batches at the same nonce and fees sign to the very same
+    bytes as a transaction recorded before: that row is taken up again rather than inserted twice."""
+    row = s.scalar(select(AnchorTx).where(AnchorTx.tx_hash == tx.tx_hash))
+    if row is not None:
+        row.status, row.created_at = TX_PENDING, now
+        return row
     row = AnchorTx(chain_id=tx.chain_id, contract=tx.contract, signer=tx.signer, nonce=tx.nonce,
                    tx_hash=tx.tx_hash, raw_tx=tx.raw_tx, max_fee_per_gas=tx.max_fee_per_gas,
                    max_priority_fee_per_gas=tx.max_priority_fee_per_gas, status=TX_PENDING, created_at=now)

@@ -105,3 +105,23 @@ def test_periodic_reconciliation_finds_a_silent_loss(env: Env) -> None:
     drive(worker, env, 4)
     env.assert_exactly_once_and_confirmed()
     assert Outbox(env.store).state("bj-003", 1).status == CONFIRMED  # type: ignore[union-attr]
+
+
+def test_the_same_transaction_signed_again_after_the_chain_went_back(env: Env) -> None:
+    """The chain goes back to exactly where it was before the anchoring transaction (same nonce, same base
+    fee): re-signing the same batches yields the very same transaction hash as the one recorded before
+    (found by tests/api/test_serve_faults.py: the worker then failed every step on anchor_txs' unique hash)."""
+    submit(env, 2)
+    env.seal_all()
+    snapshot = env.node.rpc("evm_snapshot")
+    worker = env.worker(confirmations=1)
+    drive(worker, env, 3)
+    env.assert_exactly_once_and_confirmed()
+    first = Outbox(env.store).state("gz-001", 1)
+    assert env.node.rpc("evm_revert", snapshot) is True
+    report = worker.step()
+    assert report.lost == 3 and report.sent == 3, report
+    drive(worker, env, 3)
+    env.assert_exactly_once_and_confirmed()
+    again = Outbox(env.store).state("gz-001", 1)
+    assert first is not None and again is not None and again.tx_hash == first.tx_hash  # byte-identical
