@@ -71,6 +71,14 @@ def test_receipt_of_a_reorged_anchor_is_pending_then_authentic_never_tampered(ch
                           api.ledger.chain.submitter, WorkerConfig())
     worker.reconciler.run()
     assert api.ledger.outbox.alarms(), "no alarm raised"
+    # The operator sees it: /readyz detail (still ready: the node accepts and verifies) and /metrics.
+    ready = api.client.get("/readyz")
+    anchoring = ready.json()["checks"]["anchoring"]
+    assert ready.status_code == 200 and anchoring["status"] == "re-anchoring", ready.text
+    alarms = [(a["kind"], a["hospital_id"], a["first_seq"]) for a in anchoring["alarms"]]
+    assert alarms == [("anchors-lost", "gz-001", 1)]
+    metrics = api.client.get("/metrics").text
+    assert "mrledger_anchor_alarms_open 1.0" in metrics and "mrledger_anchor_alarms_raised 1.0" in metrics
     again = api.client.get("/v1/hospitals/gz-001/results/R1/receipt", headers=api.auth("hospital:gz-001"))
     assert again.status_code == 409, again.text
     known = verify(api, {"receipt": receipt})
@@ -78,6 +86,7 @@ def test_receipt_of_a_reorged_anchor_is_pending_then_authentic_never_tampered(ch
 
     api.anchor_all()  # anchored again, in another block
     assert not api.ledger.outbox.alarms()
+    assert "mrledger_anchor_alarms_open 0.0" in api.client.get("/metrics").text
     old = verify(api, {"receipt": receipt})
     assert old["verdict"] == "authentic", old
     block = next(c for c in old["checks"] if c["name"] == "anchor-block")
