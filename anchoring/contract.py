@@ -479,6 +479,23 @@ def _raw(value: Any) -> bytes:
     return bytes.fromhex(value[2:])
 
 
+def anchored_in(w3: Web3, address: str, receipt: Any) -> list[AnchoredEvent]:
+    """The BatchAnchored events of one mined transaction, from its receipt (no further round trip)."""
+    logs = [log for log in receipt["logs"] if str(log["address"]).lower() == address.lower()]
+    event = registry(w3, address).events.BatchAnchored()
+    out = []
+    for log in logs:
+        try:
+            decoded = event.process_log(log)
+        except Exception:  # another event of the registry
+            continue
+        out.append(AnchoredEvent(hospital_key=bytes(decoded["args"]["hospitalKey"]), seq=int(decoded["args"]["seq"]),
+                                 root=bytes(decoded["args"]["root"]), size=int(decoded["args"]["size"]),
+                                 submitter=str(decoded["args"]["submitter"]), block_number=int(receipt["blockNumber"]),
+                                 tx_hash="0x" + bytes(receipt["transactionHash"]).hex()))
+    return out
+
+
 def anchored_events(
     w3: Web3,
     address: str,

@@ -26,10 +26,11 @@ from anchoring.node import rpc_request
 
 log = logging.getLogger("mrledger.anchoring")
 
-#: Seconds between probes, and the probe's own timeout: readiness reflects a hung node within ~2 s.
-PROBE_EVERY = 1.0
+#: Seconds between probes, and the probe's own timeout. The node counts as down as soon as a probe has waited
+#: ``PROBE_TIMEOUT`` without an answer, or its last answer is older than ``DOWN_AFTER``: a node that freezes is
+#: known to be down within ~1.5 s.
+PROBE_EVERY = 0.5
 PROBE_TIMEOUT = 1.0
-#: The node counts as down when its last answer is older than this (two missed probes and then some).
 DOWN_AFTER = 2.5
 
 
@@ -60,18 +61,27 @@ class ChainHealth:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._was_up = True
+        self._asking_since: float | None = None
 
     def probe(self) -> bool:
         """Ask the node once (at most ``timeout`` seconds); True if it answered."""
+        with self._lock:
+            self._asking_since = time.monotonic()
         try:
             head = int(rpc_request(self.rpc_url, "eth_blockNumber", timeout=self.timeout), 16)
         except Exception as exc:  # refused, timed out, garbage: all "not answering"
             with self._lock:
-                self._error = f"{type(exc).__name__}: {exc}"
+                self._error, self._asking_since = f"{type(exc).__name__}: {exc}", None
             return False
         with self._lock:
-            self._ok_at, self._head, self._error = time.monotonic(), head, None
+            self._ok_at, self._head, self._error, self._asking_since = time.monotonic(), head, None, None
         return True
+
+    def _up(self, now: float) -> bool:
+        """(Under the lock.) Answered recently, and not sitting on a probe it should have answered by now."""
+        if self._ok_at is None or now - self._ok_at > self.down_after:
+            return False
+        return self._asking_since is None or now - self._asking_since <= self.timeout
 
     def start(self) -> ChainHealth:
         """Probe once now (so the first request knows), then every ``every`` seconds in the background."""
@@ -101,14 +111,16 @@ class ChainHealth:
     @property
     def up(self) -> bool:
         with self._lock:
-            return self._ok_at is not None and time.monotonic() - self._ok_at <= self.down_after
+            return self._up(time.monotonic())
 
     def snapshot(self) -> HealthSnapshot:
         now = time.monotonic()
         with self._lock:
-            ok_at, head, error = self._ok_at, self._head, self._error
+            ok_at, head, error, up = self._ok_at, self._head, self._error, self._up(now)
+            if self._asking_since is not None and now - self._asking_since > self.timeout and error is None:
+                error = f"no answer to a probe for {now - self._asking_since:.1f} s"
         silent = None if ok_at is None else max(0.0, now - ok_at)
-        return HealthSnapshot(silent is not None and silent <= self.down_after, head, silent, error)
+        return HealthSnapshot(up, head, silent, error)
 
 
 class GuardedHTTPProvider(HTTPProvider):

@@ -41,7 +41,7 @@ from anchoring.errors import AnchorConflict, ContractRevert
 from anchoring.reconcile import DEEP_SCAN, Reconciler
 from ledger import BatchHead, hospital_key
 from store import Store
-from store.anchors import CONFIRMED, INCLUDED, SUBMITTED, NewTx, Outbox, TxInfo
+from store.anchors import CONFIRMED, INCLUDED, SUBMITTED, AnchorState, Found, NewTx, Outbox, TxInfo
 
 log = logging.getLogger("mrledger.anchoring")
 
@@ -193,14 +193,58 @@ class AnchorWorker:
                                   tx_hash=tx_hash, block_number=number, block_hash=block_hash, now=self._clock())
         report.included += 1
 
+    def _from_receipt(self, tx_hash: str) -> tuple[dict[tuple[bytes, int], tuple[bytes, int]], int, str] | None:
+        """The batches a mined transaction anchored ({(hospital key, seq): (root, size)}, block, block hash),
+        read from its receipt in one round trip; None if it is not mined (or reverted)."""
+        try:
+            receipt = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return None
+        if receipt is None or receipt["status"] != 1:
+            return None
+        events = reg.anchored_in(self.w3, self.contract, receipt)
+        return ({(e.hospital_key, e.seq): (e.root, e.size) for e in events}, int(receipt["blockNumber"]),
+                _hex(receipt["blockHash"]))
+
     def _track_submitted(self, report: StepReport) -> None:
+        """submitted → included, a transaction at a time: its receipt says which batches it anchored and where
+        (one round trip for all of them, one database transaction to record them). A batch the receipt does not
+        name — another transaction of ours was mined instead (a replacement, a crash) — is looked up in the
+        registry one by one."""
+        found: list[Found] = []
         unresolved: set[int] = set()
+        groups: dict[str | None, list[AnchorState]] = {}
         for st in self.outbox.states(SUBMITTED):
-            found = self._on_chain(st.head)
-            if found is not None:
-                self._record_found(st.head, found, report)
-            elif st.tx_id is not None:
-                unresolved.add(st.tx_id)
+            groups.setdefault(st.tx_hash, []).append(st)
+        for tx_hash, states in groups.items():
+            mined = self._from_receipt(tx_hash) if tx_hash else None
+            rest = states
+            if mined is not None:
+                anchored, number, block_hash = mined
+                rest = []
+                for st in states:
+                    hit = anchored.get((hospital_key(st.head.hospital_id), st.head.seq))
+                    if hit is None:
+                        rest.append(st)
+                    elif hit != (st.head.root, st.head.size):
+                        raise AnchorConflict(f"transaction {tx_hash} anchored root {hit[0].hex()} size {hit[1]} for "
+                                             f"{st.head.hospital_id}/{st.head.seq}; the ledger has "
+                                             f"{st.head.root.hex()} size {st.head.size}")
+                    else:
+                        assert tx_hash is not None
+                        found.append(Found(st.head.hospital_id, st.head.seq, tx_hash, number, block_hash))
+            for i, st in enumerate(rest):
+                on_chain = self._on_chain(st.head)
+                if on_chain is not None:
+                    found.append(Found(st.head.hospital_id, st.head.seq, *on_chain))
+                elif st.tx_id is not None:
+                    unresolved.add(st.tx_id)
+                    if i == 0 and mined is None:  # its transaction is not mined: nor are the others it carries
+                        unresolved.update(x.tx_id for x in rest if x.tx_id is not None)
+                        break
+        if found:
+            self.outbox.mark_included_many(found, chain_id=self.chain_id, contract=self.contract, now=self._clock())
+            report.included += len(found)
         for tx in sorted((self.outbox.tx(i) for i in unresolved), key=lambda t: (t.nonce, t.id)):
             self._nurse(tx, report)
 
@@ -267,17 +311,22 @@ class AnchorWorker:
         if not states:
             return
         head = int(self.w3.eth.block_number)
+        hashes: dict[int, str | None] = {}  # one read per block, however many batches it holds
+        confirmed: list[tuple[str, int]] = []
         for st in states:
             assert st.block_number is not None
-            block = self.w3.eth.get_block(st.block_number) if st.block_number <= head else None
-            if block is None or _hex(block["hash"]) != st.block_hash:
+            if st.block_number not in hashes:
+                block = self.w3.eth.get_block(st.block_number) if st.block_number <= head else None
+                hashes[st.block_number] = None if block is None else _hex(block["hash"])
+            if hashes[st.block_number] != st.block_hash:
                 log.warning("reorg: block %s of %s/%d is gone; re-anchoring", st.block_number, st.head.hospital_id,
                             st.head.seq)
                 self.outbox.mark_reorged(st.head.hospital_id, st.head.seq, self._clock())
                 report.reorged += 1
             elif head - st.block_number + 1 >= self.config.confirmations:
-                self.outbox.mark_confirmed(st.head.hospital_id, st.head.seq, self._clock())
-                report.confirmed += 1
+                confirmed.append((st.head.hospital_id, st.head.seq))
+        self.outbox.mark_confirmed_many(confirmed, self._clock())
+        report.confirmed += len(confirmed)
 
     # -- SEALED → submitted -------------------------------------------------------------------------
 
@@ -285,11 +334,16 @@ class AnchorWorker:
         if self.outbox.txs(self.account.address):
             return  # one transaction in flight per key; the next step carries whatever is due then
         items: list[BatchHead] = []
+        due = self.outbox.sealed(self.config.max_items, self.hospitals)
+        if not due:
+            return
+        keys = {h.hospital_id: hospital_key(h.hospital_id) for h in due}
+        last = reg.read_many(self.w3, self.contract, hospitals=list(keys.values())).last_seq  # one round trip
         expected: dict[str, int] = {}
-        for head in self.outbox.sealed(self.config.max_items, self.hospitals):
+        for head in due:
             hid = head.hospital_id
             if hid not in expected:
-                expected[hid] = reg.last_seq(self.w3, self.contract, hospital_key(hid)) + 1
+                expected[hid] = last[keys[hid]] + 1
             if head.seq < expected[hid]:
                 # Already on chain though the database never saw it confirmed: a crash after broadcast,
                 # or another instance. Record it; never send it twice.

@@ -355,6 +355,13 @@ def verify_receipts(run: Run, node: Node) -> int:
 def sqlite_phase(args: argparse.Namespace, work: Path, run: Run) -> dict[str, int]:
     """kill -9 loops, a killed and a frozen chain, a reorg deeper than the confirmations: one node, SQLite."""
     node = Node(work, "sqlite", {})
+    try:
+        return _sqlite_phase(args, run, node)
+    finally:
+        node.stop()  # also when the run failed: never leave a serve behind
+
+
+def _sqlite_phase(args: argparse.Namespace, run: Run, node: Node) -> dict[str, int]:
     restart(run, node)
     setup_hospitals(run, node)
     threads = [threading.Thread(target=submitter, args=(run, [node], args.chunk, i), daemon=True)
@@ -364,12 +371,29 @@ def sqlite_phase(args: argparse.Namespace, work: Path, run: Run) -> dict[str, in
     time.sleep(args.steady)  # under load, no fault yet: the anchoring lag of an ordinary day (point 7)
     run.phase = ""
     rnd = random.Random(7)
-    for _ in range(args.kills):
+    for _ in range(0 if args.steady_only else args.kills):
         time.sleep(rnd.uniform(4, 8))
         sample_receipts(run, node)
         node.kill9()
         run.figures["kills"] += 1
         restart(run, node)
+    if not args.steady_only:
+        _chain_faults(args, run, node)
+    run.stop.set()
+    for t in threads:
+        t.join(timeout=120)
+    run.figures["sqlite_settle_s"] = round(settle(run, [node], args.settle))
+    sample_receipts(run, node)
+    accepted = set(run.accepted)
+    out = check(run, f"sqlite:///{node.data_dir / 'mrledger.db'}", node.info["rpc_url"], node.info["contract"],
+                accepted)
+    out["false_tampered"] = verify_receipts(run, node)
+    run.peak("max_restart_to_ready_s", max(node.ready_s))
+    return out
+
+
+def _chain_faults(args: argparse.Namespace, run: Run, node: Node) -> None:
+    """A chain that dies, a chain that freezes, a reorg deeper than the confirmations."""
     time.sleep(5)
     sample_receipts(run, node)
     os.kill(_anvil(node), signal.SIGKILL)  # a chain that stops (no save): serve restarts it
@@ -386,18 +410,6 @@ def sqlite_phase(args: argparse.Namespace, work: Path, run: Run) -> dict[str, in
     run.peak("reorg_depth", deep_reorg(node.info["rpc_url"], args.reorg_depth))
     run.figures["reorgs"] += 1
     time.sleep(8)
-    run.stop.set()
-    for t in threads:
-        t.join(timeout=120)
-    run.figures["sqlite_settle_s"] = round(settle(run, [node], args.settle))
-    sample_receipts(run, node)
-    accepted = set(run.accepted)
-    out = check(run, f"sqlite:///{node.data_dir / 'mrledger.db'}", node.info["rpc_url"], node.info["contract"],
-                accepted)
-    out["false_tampered"] = verify_receipts(run, node)
-    run.peak("max_restart_to_ready_s", max(node.ready_s))
-    node.stop()
-    return out
 
 
 def pg_phase(args: argparse.Namespace, work: Path, run: Run) -> dict[str, int]:
@@ -490,6 +502,8 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=180, help="seconds to wait for anchoring to catch up")
     ap.add_argument("--steady", type=float, default=30, help="seconds of load before the first fault")
     ap.add_argument("--no-pg", action="store_true", help="skip the two-node PostgreSQL phase")
+    ap.add_argument("--steady-only", action="store_true", help="no faults: load for --steady seconds, then check "
+                    "(the anchoring lag under load, issue 15 point 7)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -499,7 +513,7 @@ def main() -> None:
     totals: Counter[str] = Counter()
     try:
         totals.update(sqlite_phase(args, work, run))
-        if not args.no_pg:
+        if not (args.no_pg or args.steady_only):
             totals.update(pg_phase(args, work, run))
     finally:
         if not args.keep:
