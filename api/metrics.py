@@ -103,7 +103,7 @@ class LedgerCollector(Collector):
 
     def _chain(self) -> Iterable[Metric]:
         """From the probe thread's last answer (anchoring/health.py): never waits on the node."""
-        chain = self._ledger.chain
+        chain = getattr(self._ledger, "chain", None)  # a ledger not fully built (registration describes it)
         health = chain.health if chain is not None else None
         if health is None:
             return
@@ -115,7 +115,7 @@ class LedgerCollector(Collector):
             head = GaugeMetricFamily("mrledger_chain_head_block", "Latest block number the chain node reported")
             head.add_metric([], snap.head)
             yield head
-        role = self._ledger.node_role()
+        role = self._ledger.node_role() if hasattr(self._ledger, "node_role") else None
         if role is not None:
             leader = GaugeMetricFamily("mrledger_node_leader", "1 if this node seals and anchors (holds the "
                                        "ledger's leader lock), 0 if it is a follower or starting")
