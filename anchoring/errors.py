@@ -39,6 +39,11 @@ class ContractRevert(AnchoringError):
         super().__init__(f"registry reverted: {name}({rendered}){where}")
 
 
+class AnchorConflict(AnchoringError):
+    """The registry holds a different root for a (hospital, seq) than this database: the ledger and the
+    chain disagree. Never resolved automatically; an operator must look."""
+
+
 class TransactionFailed(AnchoringError):
     """A transaction was mined with status 0 and the reason could not be recovered."""
 

@@ -6,17 +6,35 @@ restarts of the process — which the anchoring worker's restart tests need. Why
 than a pytest plugin: the benchmark script and the worker's local mode use it outside pytest too.
 
 The node listens on 127.0.0.1 only. Its output goes to a log file of its own so it never interleaves
-with ours. Stopping sends SIGTERM first: anvil writes its ``--state`` file on SIGTERM and SIGINT (checked
-with anvil 1.7.1), but not on SIGKILL, which is only the fallback for a node that does not exit.
+with ours. Stopping sends SIGTERM first: anvil writes its state on SIGTERM and SIGINT (checked with anvil
+1.7.1), but not on SIGKILL, which is only the fallback for a node that does not exit.
+
+A chain with a state file has exactly one writer and is saved atomically:
+
+* **One writer.** ``<state>.lock`` is ``flock``ed before anvil starts and the descriptor is inherited by
+  anvil, so the lock lives exactly as long as the anvil process — and as long as its owner, which keeps its
+  own copy until it has saved the chain. A second anvil on the same state (a restart while an orphan still
+  runs) waits for it, then refuses to start, naming the holder's pid. The pid is written (``pid_file``, and
+  into the lock file) as soon as the process exists, before it is trusted to be ready.
+* **Tied to its owner** (``tie_to_parent``): anvil runs in a session of its own, so a Ctrl-C in the
+  terminal does not reach it before its owner stopped it cleanly; ``PR_SET_PDEATHSIG`` (``anchoring/_tied.py``)
+  sends it SIGTERM when the owner dies however it dies (kill -9 included), so it saves the chain and exits
+  instead of running on as an orphan. Linux signals the death of the *thread* that started it: start tied
+  nodes from a thread that lives as long as the node (``mrledger serve`` uses its main thread).
+* **Saved atomically** (``anchoring/anvil_state.py``): anvil loads ``<state>`` and dumps to
+  ``<state>.dump``; a complete dump replaces the state file, the previous one is kept as ``<state>.prev``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -27,6 +45,7 @@ from typing import IO, Any, Self
 
 from eth_utils.address import to_checksum_address
 
+from anchoring.anvil_state import StateFileError, dump_path, loadable_state, promote_dump
 from ledger.errors import MrLedgerError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +56,8 @@ _PLATFORM_PACKAGES = {
     ("darwin", "arm64"): "anvil-darwin-arm64",
 }
 LOOPBACK = "127.0.0.1"
+TIED = Path(__file__).resolve().with_name("_tied.py")
+log = logging.getLogger("mrledger.anvil")
 
 
 class AnvilError(MrLedgerError, RuntimeError):
@@ -87,9 +108,12 @@ def rpc_request(url: str, method: str, params: list[Any] | None = None, timeout:
 class AnvilNode:
     """Start, query and stop one anvil process. Use as a context manager or call start()/stop().
 
-    ``state_path``: the chain is loaded from and saved to this file (anvil ``--state``), so stopping and
-    starting again with the same path resumes the same chain. ``block_time``: seconds between blocks
-    (default: a block per transaction, which keeps tests fast and deterministic).
+    ``state_path``: the chain is loaded from and saved to this file (atomically, see the module docstring),
+    so stopping and starting again with the same path resumes the same chain; ``state_interval``: also save
+    every so many seconds (a node killed with SIGKILL loses less). ``block_time``: seconds between blocks
+    (default: a block per transaction, which keeps tests fast and deterministic). ``tie_to_parent``: anvil
+    gets SIGTERM when this process dies. ``pid_file``: where its pid is written the moment it exists.
+    ``lock_wait``: seconds to wait for another anvil on the same state file to exit before refusing.
     """
 
     def __init__(
@@ -105,6 +129,10 @@ class AnvilNode:
         startup_timeout: float = 15.0,
         extra_args: tuple[str, ...] = (),
         binary: Path | None = None,
+        state_interval: float | None = None,
+        tie_to_parent: bool = False,
+        pid_file: Path | str | None = None,
+        lock_wait: float = 15.0,
     ) -> None:
         self.state_path = Path(state_path) if state_path is not None else None
         self.chain_id = chain_id
@@ -123,6 +151,13 @@ class AnvilNode:
         self._port: int | None = None
         self._private_keys: list[str] = []
         self._addresses: list[str] = []
+        self.state_interval = state_interval
+        self.tie_to_parent = tie_to_parent
+        self.pid_file = Path(pid_file) if pid_file is not None else None
+        self.lock_wait = lock_wait
+        self._lock_fd: int | None = None
+        self._load: Path | None = None
+        self._last_port: int | None = None
 
     # -------------------------------------------------------------- lifecycle
 
@@ -130,7 +165,11 @@ class AnvilNode:
         cmd = [str(binary), "--host", LOOPBACK, "--port", str(port), "--accounts", str(self.accounts)]
         cmd += ["--config-out", str(self._config_path)]
         if self.state_path is not None:
-            cmd += ["--state", str(self.state_path)]
+            if self._load is not None:
+                cmd += ["--load-state", str(self._load)]
+            cmd += ["--dump-state", str(dump_path(self.state_path))]
+            if self.state_interval is not None:
+                cmd += ["--state-interval", str(max(1, round(self.state_interval)))]
         if self.chain_id is not None:
             cmd += ["--chain-id", str(self.chain_id)]
         if self.block_time is not None:
@@ -145,30 +184,77 @@ class AnvilNode:
         binary = self._binary or find_anvil()
         if self.state_path is not None:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+            try:
+                self._load = loadable_state(self.state_path)
+            except StateFileError as exc:
+                self._release_lock()
+                raise AnvilError(str(exc)) from exc
         attempts = 1 if self._requested_port is not None else 3
         last_error: AnvilError | None = None
-        for _ in range(attempts):
-            port = self._requested_port or free_port()
+        for attempt in range(attempts):
+            # A restart keeps its port, so clients holding the URL reach the node again.
+            port = self._requested_port or (self._last_port if attempt == 0 else None) or free_port()
             try:
                 self._spawn(binary, port)
+                self._last_port = port
                 return self
             except AnvilError as exc:  # most likely the port was taken between probe and bind
                 last_error = exc
-                self._terminate()
+                self._terminate(release=False)
+        self._release_lock()
         assert last_error is not None
         raise last_error
+
+    def _take_lock(self) -> None:
+        """The state file's writer lock (see the module docstring); waits ``lock_wait`` for a previous anvil
+        (an orphan saving its chain after its owner died) to exit, then refuses, naming it."""
+        if self._lock_fd is not None:
+            return
+        assert self.state_path is not None
+        path = self.state_path.with_name(self.state_path.name + ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    raise AnvilError(f"another anvil (pid {holder}) is running on the chain state {self.state_path}; "
+                                     "two writers would overwrite each other's chain: stop it first") from None
+                time.sleep(0.05)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _spawn(self, binary: Path, port: int) -> None:
         self._config_path.unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        command = self._command(binary, port)
+        if self.tie_to_parent:
+            command = [sys.executable, "-I", "-S", str(TIED), str(os.getpid()), str(int(signal.SIGTERM)), "--",
+                       *command]
         self._proc = subprocess.Popen(
-            self._command(binary, port),
+            command,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in our terminal must not reach anvil before we stop it
+            pass_fds=() if self._lock_fd is None else (self._lock_fd,),  # anvil holds the writer lock too
         )
+        pid = str(self._proc.pid)
+        if self._lock_fd is not None:
+            os.ftruncate(self._lock_fd, 0)
+            os.pwrite(self._lock_fd, f"{pid}\n".encode(), 0)
+        if self.pid_file is not None:  # before it is trusted: a kill during start-up must not hide it
+            self.pid_file.write_text(pid + "\n")
         self._port = port
         self._wait_ready()
         config = json.loads(self._config_path.read_text())
@@ -192,22 +278,31 @@ class AnvilNode:
             time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (anvil dumps ``--state`` then exits), SIGKILL only if it does not exit in time."""
+        """SIGTERM (anvil dumps its state then exits), SIGKILL only if it does not exit in time; then the dump
+        replaces the state file if it is complete, and the writer lock is released."""
         self._terminate(timeout)
 
-    def _terminate(self, timeout: float = 10.0) -> None:
+    def _terminate(self, timeout: float = 10.0, *, release: bool = True) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                log.error("anvil %d did not save and exit within %.0fs of SIGTERM; killing it (the blocks since "
+                          "its last save are lost and re-anchored from the database)", proc.pid, timeout)
                 proc.kill()
                 proc.wait()
         if self._log is not None:
             self._log.close()
             self._log = None
         self._port = None
+        if proc is not None and self.state_path is not None:
+            promote_dump(self.state_path)
+        if proc is not None and self.pid_file is not None:
+            self.pid_file.unlink(missing_ok=True)
+        if release:
+            self._release_lock()
 
     def restart(self) -> Self:
         """Stop and start again; with ``state_path`` the chain resumes where it was."""
@@ -229,6 +324,13 @@ class AnvilNode:
         proc = getattr(self, "_proc", None)
         if proc is not None and proc.poll() is None:
             proc.kill()
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def exited(self) -> int | None:
+        """The exit code if the process ended on its own (None while it runs or after ``stop``)."""
+        return None if self._proc is None else self._proc.poll()
 
     # -------------------------------------------------------------- queries
 

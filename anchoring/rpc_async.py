@@ -28,7 +28,9 @@ from anchoring.errors import AnchoringError
 
 _BATCH_OF = keccak(text="batchOf(bytes32,uint64)")[:4]
 _MAX_IDLE = 8  # kept-alive connections (concurrent shallow verifications beyond this open more, then close them)
-_TIMEOUT = 10.0
+#: Seconds a verification waits for the node on the event loop before answering 503 (a frozen node accepts
+#: connections and never answers; the chain-health breaker stops later requests from trying at all).
+_TIMEOUT = 3.0
 
 
 class RpcError(AnchoringError):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from web3 import Web3
 from web3.exceptions import BlockNotFound
@@ -35,6 +35,9 @@ from anchoring.rpc_async import AsyncRpc
 from ledger import Check, Receipt, Verdict, hospital_key, verify_receipt
 from ledger.errors import MrLedgerError
 from ledger.merkle import verify_inclusion
+
+if TYPE_CHECKING:
+    from anchoring.health import ChainHealth
 
 ONCHAIN_CHECKS = ("chain-id", "anchor-root", "on-chain-proof", "anchor-block")
 #: A block at least this deep below the head is treated as final by ``CachedReader``: its hash, and any
@@ -207,10 +210,13 @@ class CachedReader:
 
     def __init__(self, w3: Web3, *, final_depth: int = FINAL_DEPTH, max_age: float = 0.5,
                  chain_id: int | None = None, blocks: int = 4096, batches: int = 65536,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, health: ChainHealth | None = None) -> None:
         if final_depth < 1:
             raise ValueError("final_depth must be >= 1")
         self.w3, self.final_depth, self.max_age, self.clock = w3, final_depth, max_age, clock
+        #: Whether the node answers (anchoring/health.py): while it does not, the last head is served as it is
+        #: (final anchors keep verifying from the caches, their confirmations a little low) and nothing waits.
+        self.health = health
         self._chain_id = chain_id
         self._head: tuple[float, int] | None = None
         self._head_lock = threading.Lock()
@@ -243,7 +249,7 @@ class CachedReader:
         now = self.clock()
         with self._head_lock:
             cached = self._head
-        if cached is not None and now - cached[0] <= age:
+        if cached is not None and (now - cached[0] <= age or (self.health is not None and not self.health.up)):
             return cached[1]
         must_wait = cached is None or age == 0 or now - cached[0] > max(2.0, 4 * age)
         if _CACHE_ONLY.get():
@@ -367,6 +373,8 @@ class CachedReader:
         rpc = self.rpc
         if rpc is None:
             raise CacheMiss("no event-loop client for this endpoint")
+        if self.health is not None and not self.health.up:
+            raise CacheMiss("the node does not answer")  # the thread path then refuses at once (ChainDown)
         stored, block = await rpc.batch_and_block(need.contract, need.hospital_key, need.seq, need.block_number)
         info = None if block is None else BlockInfo(need.block_number, block[0], block[1])
         key = (need.contract.lower(), bytes(need.hospital_key), need.seq)
@@ -416,7 +424,13 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
     hk = hospital_key(r.batch.hospital_id)
     stored = chain.batch(anchor.contract, hk, r.batch.seq)
     if stored is None:
-        return fail("anchor-root", f"the registry holds no batch {r.batch.seq} for {r.batch.hospital_id}")
+        # Not "invalid": with nothing but the receipt, a batch the registry does not hold (yet) cannot be told
+        # from one whose anchor a reorganisation removed while the ledger anchors it again. Not "valid" either:
+        # the hospital's node, which knows what it sealed, can say which (api/verification.py).
+        checks.append(Check("anchor-root", False, f"the registry holds no batch {r.batch.seq} for "
+                            f"{r.batch.hospital_id}: not anchored, or its anchor was removed by a chain "
+                            "reorganisation and is being anchored again; ask the hospital's node"))
+        return Verdict("unanchored", tuple(checks), r, {"on_chain": True}, signature)
     if stored.root != r.batch.root or stored.size != r.batch.size:
         return fail("anchor-root", f"the registry holds root {stored.root.hex()} size {stored.size} for this batch")
     checks.append(Check("anchor-root", True))
@@ -437,10 +451,29 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
     block = chain.block(anchor.block_number)
     if block is not None:
         head = max(head, block.number)  # a cached head may lag the block we were just given
+    number, tx = anchor.block_number, cast(str | None, anchor.tx_hash)
     if block is None or block.hash != anchor.block_hash.lower() or stored.anchored_block != anchor.block_number:
-        return fail("anchor-block", f"block {anchor.block_number} is not the receipt's block (reorg?)")
-    confirmations = head - anchor.block_number + 1
-    checks.append(Check("anchor-block", True, f"{confirmations} confirmation(s)"))
+        # The registry holds this very root and size (checked above), in another block than the receipt names:
+        # the chain reorganised and the batch was anchored again (or its transaction mined again). What the
+        # registry holds is what vouches for the result, so it stands, counted from the registry's block.
+        # Read again: the head read above may have found a reorg deeper than the cached entries (tripwire).
+        stored = chain.batch(anchor.contract, hk, r.batch.seq)
+        if stored is None:
+            checks.append(Check("anchor-root", False, f"the registry holds no batch {r.batch.seq} for "
+                                f"{r.batch.hospital_id} any more (a chain reorganisation); ask the hospital's node"))
+            return Verdict("unanchored", tuple(checks), r, {"on_chain": True}, signature)
+        if stored.root != r.batch.root or stored.size != r.batch.size:
+            return fail("anchor-root", f"the registry holds root {stored.root.hex()} size {stored.size} for this "
+                                       "batch")
+        number, tx = stored.anchored_block, None
+        head = max(head, number)
+        confirmations = head - number + 1
+        checks.append(Check("anchor-block", True, f"block {anchor.block_number} is no longer the receipt's block "
+                            f"(a chain reorganisation); the registry holds this batch's root since block {number} "
+                            f"(anchored again), {confirmations} confirmation(s): ask for a fresh receipt"))
+    else:
+        confirmations = head - number + 1
+        checks.append(Check("anchor-block", True, f"{confirmations} confirmation(s)"))
     return Verdict("valid", tuple(checks), r, {"on_chain": True, "confirmations": confirmations,
-                                                "chain_id": chain_id, "block_number": anchor.block_number,
-                                                "tx_hash": anchor.tx_hash, "contract": anchor.contract}, signature)
+                                                "chain_id": chain_id, "block_number": number,
+                                                "tx_hash": tx, "contract": anchor.contract}, signature)

@@ -13,6 +13,10 @@ Why it is safe:
   not suffer, and nonces never race. A stuck one is replaced with the same nonce and a higher fee.
 - **Reorgs.** Until a batch is ``MRL_CONFIRMATIONS`` deep, each step re-reads the block that held it; if
   its hash changed the batch goes back to ``submitted`` and is found again or rebroadcast.
+- **Deeper than that.** Confirmations are a promise about receipts, not a licence to stop watching:
+  ``anchoring.reconcile`` compares the registry with the database for every hospital every few seconds and
+  whenever something looks wrong (a stalled hospital, a seq revert, a head that went back, a nonce gap),
+  and puts whatever the chain lost back into the state machine, with an alarm.
 
 Keys are ``eth-account`` LocalAccounts built by the caller from a file or the environment; this module
 never logs or stores them.
@@ -33,10 +37,11 @@ from web3 import Web3
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
 from anchoring import contract as reg
-from anchoring.errors import AnchoringError, ContractRevert
+from anchoring.errors import AnchorConflict, ContractRevert
+from anchoring.reconcile import DEEP_SCAN, Reconciler
 from ledger import BatchHead, hospital_key
 from store import Store
-from store.anchors import CONFIRMED, INCLUDED, SUBMITTED, NewTx, Outbox, TxInfo
+from store.anchors import CONFIRMED, INCLUDED, SUBMITTED, AnchorState, Found, NewTx, Outbox, TxInfo
 
 log = logging.getLogger("mrledger.anchoring")
 
@@ -46,17 +51,15 @@ log = logging.getLogger("mrledger.anchoring")
 FAULT_ENV = "MRL_FAULT_INJECT"
 
 
-class AnchorConflict(AnchoringError):
-    """The registry holds a different root for a (hospital, seq) than this database: the ledger and the
-    chain disagree. Never resolved automatically; an operator must look."""
-
-
 @dataclass
 class WorkerConfig:
     confirmations: int = 1
     max_items: int = 32
     replace_after: timedelta = timedelta(seconds=30)
     fee_bump: float = 1.125  # geth and anvil require >= 10 % more for a replacement
+    #: Seconds between reconciliation rounds (``anchoring.reconcile``); a sign of trouble runs one at once.
+    reconcile_every: float = 10.0
+    deep_scan: int = DEEP_SCAN
 
 
 @dataclass
@@ -68,12 +71,15 @@ class StepReport:
     rebroadcast: int = 0
     replaced: int = 0
     released: int = 0
+    #: Batches reconciliation found the chain had lost (sent again) or had moved to another block (re-read).
+    lost: int = 0
+    moved: int = 0
     waiting: list[str] = field(default_factory=list)
 
     @property
     def busy(self) -> bool:
         return any((self.sent, self.included, self.confirmed, self.reorged, self.rebroadcast, self.replaced,
-                    self.released))
+                    self.released, self.lost, self.moved))
 
 
 def _hex(value: bytes | str) -> str:
@@ -101,6 +107,10 @@ class AnchorWorker:
         self._clock = clock
         self._fault = os.environ.get(FAULT_ENV)
         self._chain_id: int | None = None
+        self.reconciler = Reconciler(self.outbox, w3, contract, hospitals=hospitals,
+                                     every=self.config.reconcile_every, deep_scan=self.config.deep_scan,
+                                     confirmations=self.config.confirmations, now=clock)
+        self._head: int | None = None
 
     @property
     def chain_id(self) -> int:
@@ -112,10 +122,29 @@ class AnchorWorker:
 
     def step(self) -> StepReport:
         report = StepReport()
+        self._watch_head()
+        if self.reconciler.due():
+            found = self.reconciler.run()
+            report.lost += sum(len(v) for v in found.lost.values())
+            report.moved += sum(len(v) for v in found.moved.values())
         self._track_submitted(report)
         self._check_included(report)
+        if report.confirmed:
+            self.reconciler.resolve()
         self._send_due(report)
+        if report.waiting:  # a hospital's next batch is not the one the registry expects: look at once
+            self.reconciler.request("stalled: " + ", ".join(report.waiting[:5]))
         return report
+
+    def _watch_head(self) -> None:
+        """A head lower than the last one seen: the chain went back (a reorg to a shorter chain, a node
+        restarted from older state). Reconcile at once rather than at the next round."""
+        head = int(self.w3.eth.block_number)
+        if self._head is not None and head < self._head:
+            log.warning("the chain's head went back from block %d to %d; reconciling with the database",
+                        self._head, head)
+            self.reconciler.request(f"head went back from {self._head} to {head}")
+        self._head = head
 
     def run(self, stop: threading.Event, interval: float = 0.5, max_backoff: float = 10.0) -> None:
         """Step until ``stop`` is set. A node outage is waited out with backoff: nothing is lost, since
@@ -164,14 +193,58 @@ class AnchorWorker:
                                   tx_hash=tx_hash, block_number=number, block_hash=block_hash, now=self._clock())
         report.included += 1
 
+    def _from_receipt(self, tx_hash: str) -> tuple[dict[tuple[bytes, int], tuple[bytes, int]], int, str] | None:
+        """The batches a mined transaction anchored ({(hospital key, seq): (root, size)}, block, block hash),
+        read from its receipt in one round trip; None if it is not mined (or reverted)."""
+        try:
+            receipt = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return None
+        if receipt is None or receipt["status"] != 1:
+            return None
+        events = reg.anchored_in(self.w3, self.contract, receipt)
+        return ({(e.hospital_key, e.seq): (e.root, e.size) for e in events}, int(receipt["blockNumber"]),
+                _hex(receipt["blockHash"]))
+
     def _track_submitted(self, report: StepReport) -> None:
+        """submitted → included, a transaction at a time: its receipt says which batches it anchored and where
+        (one round trip for all of them, one database transaction to record them). A batch the receipt does not
+        name — another transaction of ours was mined instead (a replacement, a crash) — is looked up in the
+        registry one by one."""
+        found: list[Found] = []
         unresolved: set[int] = set()
+        groups: dict[str | None, list[AnchorState]] = {}
         for st in self.outbox.states(SUBMITTED):
-            found = self._on_chain(st.head)
-            if found is not None:
-                self._record_found(st.head, found, report)
-            elif st.tx_id is not None:
-                unresolved.add(st.tx_id)
+            groups.setdefault(st.tx_hash, []).append(st)
+        for tx_hash, states in groups.items():
+            mined = self._from_receipt(tx_hash) if tx_hash else None
+            rest = states
+            if mined is not None:
+                anchored, number, block_hash = mined
+                rest = []
+                for st in states:
+                    hit = anchored.get((hospital_key(st.head.hospital_id), st.head.seq))
+                    if hit is None:
+                        rest.append(st)
+                    elif hit != (st.head.root, st.head.size):
+                        raise AnchorConflict(f"transaction {tx_hash} anchored root {hit[0].hex()} size {hit[1]} for "
+                                             f"{st.head.hospital_id}/{st.head.seq}; the ledger has "
+                                             f"{st.head.root.hex()} size {st.head.size}")
+                    else:
+                        assert tx_hash is not None
+                        found.append(Found(st.head.hospital_id, st.head.seq, tx_hash, number, block_hash))
+            for i, st in enumerate(rest):
+                on_chain = self._on_chain(st.head)
+                if on_chain is not None:
+                    found.append(Found(st.head.hospital_id, st.head.seq, *on_chain))
+                elif st.tx_id is not None:
+                    unresolved.add(st.tx_id)
+                    if i == 0 and mined is None:  # its transaction is not mined: nor are the others it carries
+                        unresolved.update(x.tx_id for x in rest if x.tx_id is not None)
+                        break
+        if found:
+            self.outbox.mark_included_many(found, chain_id=self.chain_id, contract=self.contract, now=self._clock())
+            report.included += len(found)
         for tx in sorted((self.outbox.tx(i) for i in unresolved), key=lambda t: (t.nonce, t.id)):
             self._nurse(tx, report)
 
@@ -181,6 +254,16 @@ class AnchorWorker:
             seen = self.w3.eth.get_transaction(tx.tx_hash)  # type: ignore[arg-type]
         except TransactionNotFound:
             seen = None
+        if (seen is None or seen.get("blockNumber") is None) \
+                and self.w3.eth.get_transaction_count(self.account.address, "latest") < tx.nonce:
+            # A nonce gap: the chain no longer holds transactions of ours below this one (it went back: a
+            # deep reorg, older state). This one can never be mined before they are; send its batches anew.
+            batches = self.outbox.release(tx.id)
+            log.warning("transaction %s (nonce %d) sits behind a nonce gap: the chain went back; %d batch(es) "
+                        "will be sent again", tx.tx_hash, tx.nonce, len(batches))
+            self.reconciler.request(f"nonce gap below {tx.nonce}")
+            report.released += len(batches)
+            return
         if seen is None:
             # Unknown to the node: never broadcast (crash), dropped by a node restart, or by a reorg.
             if self.w3.eth.get_transaction_count(self.account.address, "latest") > tx.nonce:
@@ -228,17 +311,22 @@ class AnchorWorker:
         if not states:
             return
         head = int(self.w3.eth.block_number)
+        hashes: dict[int, str | None] = {}  # one read per block, however many batches it holds
+        confirmed: list[tuple[str, int]] = []
         for st in states:
             assert st.block_number is not None
-            block = self.w3.eth.get_block(st.block_number) if st.block_number <= head else None
-            if block is None or _hex(block["hash"]) != st.block_hash:
+            if st.block_number not in hashes:
+                block = self.w3.eth.get_block(st.block_number) if st.block_number <= head else None
+                hashes[st.block_number] = None if block is None else _hex(block["hash"])
+            if hashes[st.block_number] != st.block_hash:
                 log.warning("reorg: block %s of %s/%d is gone; re-anchoring", st.block_number, st.head.hospital_id,
                             st.head.seq)
                 self.outbox.mark_reorged(st.head.hospital_id, st.head.seq, self._clock())
                 report.reorged += 1
             elif head - st.block_number + 1 >= self.config.confirmations:
-                self.outbox.mark_confirmed(st.head.hospital_id, st.head.seq, self._clock())
-                report.confirmed += 1
+                confirmed.append((st.head.hospital_id, st.head.seq))
+        self.outbox.mark_confirmed_many(confirmed, self._clock())
+        report.confirmed += len(confirmed)
 
     # -- SEALED → submitted -------------------------------------------------------------------------
 
@@ -246,11 +334,16 @@ class AnchorWorker:
         if self.outbox.txs(self.account.address):
             return  # one transaction in flight per key; the next step carries whatever is due then
         items: list[BatchHead] = []
+        due = self.outbox.sealed(self.config.max_items, self.hospitals)
+        if not due:
+            return
+        keys = {h.hospital_id: hospital_key(h.hospital_id) for h in due}
+        last = reg.read_many(self.w3, self.contract, hospitals=list(keys.values())).last_seq  # one round trip
         expected: dict[str, int] = {}
-        for head in self.outbox.sealed(self.config.max_items, self.hospitals):
+        for head in due:
             hid = head.hospital_id
             if hid not in expected:
-                expected[hid] = reg.last_seq(self.w3, self.contract, hospital_key(hid)) + 1
+                expected[hid] = last[keys[hid]] + 1
             if head.seq < expected[hid]:
                 # Already on chain though the database never saw it confirmed: a crash after broadcast,
                 # or another instance. Record it; never send it twice.
@@ -266,7 +359,12 @@ class AnchorWorker:
         if not items:
             return
         nonce = self.w3.eth.get_transaction_count(self.account.address, "pending")
-        new = self._sign(items, nonce, reg.suggested_fees(self.w3))
+        try:
+            new = self._sign(items, nonce, reg.suggested_fees(self.w3))
+        except ContractRevert as exc:
+            if exc.name in ("SeqGap", "BatchAlreadyAnchored"):  # the registry is not where we think it is
+                self.reconciler.request(f"registry refused: {exc.name}")
+            raise
         self.outbox.record_submission(new, [(h.hospital_id, h.seq) for h in items], self._clock())
         self._broadcast(new.raw_tx)
         if self._fault == "crash-after-broadcast":

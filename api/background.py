@@ -17,6 +17,13 @@ Lifetime, so that a process tree behaves like the one process it replaces:
 * Ctrl-C reaches every process of the terminal's group; the child ignores SIGINT and stops on the
   SIGTERM the parent then sends it, finishing the step it is in.
 * If the child dies, serve shuts down with exit code 1, as it did when one of its threads died.
+
+One leader per ledger: the child seals and anchors only while it holds the ledger's leader lock (a
+PostgreSQL advisory lock, ``store.locks.exclusive``; on SQLite a file lock beside the database), whatever its
+submitter key. A second node on the same database finds the lock held and runs as a **follower**: it says
+so once in the log, reports ready (its API serves), and polls the lock every few seconds, taking over the
+sealing and anchoring when the leader's lock is released (the leader stopped, or its database connection
+died). A leader that loses its lock (its connection died) stops sealing and anchoring at once and exits 1.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from multiprocessing.context import SpawnProcess
 from multiprocessing.sharedctypes import SynchronizedArray
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from web3 import Web3
 
@@ -44,7 +51,7 @@ from api.service import ChainContext
 from api.settings import Settings
 from ledger.errors import MrLedgerError
 from store import Store
-from store.locks import exclusive
+from store.locks import Lease, LockHeld, exclusive
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -58,6 +65,13 @@ WORKER_INTERVAL = 0.2
 REGISTER_GRACE = 2.0
 RETRY_REGISTER = 30.0  # seconds before a failed on-chain registration is tried again
 SIGN_WARN_EVERY = 60.0  # seconds between repeated warnings that a hospital's batches cannot be signed
+#: The lock whose holder seals and anchors for the whole ledger (one per database schema).
+LEADER_LOCK = "mrledger-leader"
+LEADER_POLL = 2.0  # seconds between a follower's attempts to take the leader lock
+LEASE_CHECK = 5.0  # seconds between a leader's checks that it still holds the lock
+#: The child's part, shared with the parent (``/readyz``, ``/metrics``): values of ``Spec.role``.
+STARTING, LEADER, FOLLOWER = 0, 1, 2
+ROLE_NAMES = {STARTING: "starting", LEADER: "leader", FOLLOWER: "follower"}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _PR_SET_PDEATHSIG = 1
 
@@ -153,6 +167,12 @@ class Spec:
     submitter_key: Path
     sign_stats: SynchronizedArray[float] | None
     admin_lock: Path  # the file both processes lock around admin-key transactions (ChainContext)
+    confirmations: int = 1
+    #: Shared with the parent: ``STARTING``, ``LEADER`` or ``FOLLOWER`` (a ``multiprocessing.Value("i")``).
+    role: Any = None
+    #: False: this node holds no hospital signing keys (it verifies with trust another node recorded), so it
+    #: never takes over sealing; it stays a follower and says why.
+    can_lead: bool = True
 
 
 class Background:
@@ -230,26 +250,85 @@ def _child(spec: Spec, ready: Connection, parent: int) -> None:
     raise SystemExit(_run(spec, asked, ready, parent))
 
 
-def _run(spec: Spec, asked: list[int], ready: Connection, parent: int) -> int:
+class _Ready:
+    """Tells the parent, once, that the child is up (as leader or as follower)."""
+
+    def __init__(self, pipe: Connection) -> None:
+        self._pipe: Connection | None = pipe
+
+    def send(self) -> None:
+        if self._pipe is not None:
+            self._pipe.send_bytes(b"ready")
+            self._pipe.close()
+            self._pipe = None
+
+
+def _set_role(spec: Spec, role: int) -> None:
+    if spec.role is not None:
+        spec.role.value = role
+
+
+def _lead(stack: contextlib.ExitStack, store: Store, spec: Spec, asked: list[int], ready: _Ready,
+          parent: int) -> Lease | int:
+    """The leader lock (entered on ``stack``), waiting for it as a follower; or the exit code when told to stop
+    first (0) or the parent is gone (1)."""
+    announced = False
+    while True:
+        if spec.can_lead:
+            try:
+                lease = stack.enter_context(exclusive(store.engine, LEADER_LOCK))
+                if announced:
+                    log.warning("this node took over as the leader of this ledger: it seals and anchors now")
+                return lease
+            except LockHeld:
+                pass
+        if not announced:
+            _set_role(spec, FOLLOWER)
+            if spec.can_lead:
+                log.warning("another node leads this ledger (it holds the leader lock on the database): this node "
+                            "runs as a follower — its API serves, it neither seals nor anchors — and takes over when "
+                            "the leader's lock is released (checked every %.0f s)", LEADER_POLL)
+            else:
+                log.warning("this node runs as a follower and will not take over: it holds no hospital signing keys "
+                            "(it verifies with the trust another node recorded in the database); set "
+                            "MRL_TRUST_ANCHORS and MRL_SIGNING_KEYS_DIR to let it lead")
+            ready.send()
+            announced = True
+        deadline = time.monotonic() + LEADER_POLL
+        while time.monotonic() < deadline:
+            if asked:
+                return 0
+            if os.getppid() != parent:
+                return 1
+            time.sleep(0.2)
+
+
+def _run(spec: Spec, asked: list[int], pipe: Connection, parent: int) -> int:
     from api.serve import load_key, open_node_store  # the parent's module: imported here, in the child only
 
     settings = spec.settings
+    ready = _Ready(pipe)
     try:
         admin = load_key(spec.admin_key, create=False)
         submitter = load_key(spec.submitter_key, create=False)
-        w3 = Web3(Web3.HTTPProvider(spec.rpc_url, request_kwargs={"timeout": 30}))
+        timeout = {"timeout": settings.rpc_timeout}
+        w3 = Web3(Web3.HTTPProvider(spec.rpc_url, request_kwargs=timeout))
         store = open_node_store(settings)
         chain = ChainContext(w3, spec.contract, spec.chain_id, submitter=submitter, admin=admin,
                              rpc_url=spec.rpc_url, admin_lock_file=spec.admin_lock)
-        pki = configure(settings, seal=True)
-        if pki.signing is not None and spec.sign_stats is not None:
-            pki.signing.stats = SignStats(memory=spec.sign_stats)  # shared with the parent's /metrics
-        sealer = Sealer(store, chain, settings, pki.signing)
-        sealer.reconcile_hospitals(grace=0)  # catches up with hospitals registered while the node was down
-        with exclusive(store.engine, f"anchoring-worker:{submitter.address}"):
-            worker = AnchorWorker(store, Web3(Web3.HTTPProvider(spec.rpc_url, request_kwargs={"timeout": 30})),
+        with contextlib.ExitStack() as stack:
+            lease = _lead(stack, store, spec, asked, ready, parent)
+            if isinstance(lease, int):
+                return lease
+            pki = configure(settings, seal=True)
+            if pki.signing is not None and spec.sign_stats is not None:
+                pki.signing.stats = SignStats(memory=spec.sign_stats)  # shared with the parent's /metrics
+            sealer = Sealer(store, chain, settings, pki.signing)
+            sealer.reconcile_hospitals(grace=0)  # catches up with hospitals registered while the node was down
+            stack.enter_context(exclusive(store.engine, f"anchoring-worker:{submitter.address}"))
+            worker = AnchorWorker(store, Web3(Web3.HTTPProvider(spec.rpc_url, request_kwargs=timeout)),
                                   spec.contract, submitter, WorkerConfig(
-                                      confirmations=settings.confirmations,
+                                      confirmations=spec.confirmations,
                                       replace_after=timedelta(seconds=settings.replace_after)))
             stop = threading.Event()
             threads = [threading.Thread(target=sealer.run, args=(stop,), name="sealer", daemon=True),
@@ -257,8 +336,9 @@ def _run(spec: Spec, asked: list[int], ready: Connection, parent: int) -> int:
                                         name="anchoring-worker", daemon=True)]
             for t in threads:
                 t.start()
-            ready.send_bytes(b"ready")
-            ready.close()
+            _set_role(spec, LEADER)
+            ready.send()
+            checked = time.monotonic()
             try:
                 while not asked:
                     time.sleep(0.2)
@@ -270,6 +350,12 @@ def _run(spec: Spec, asked: list[int], ready: Connection, parent: int) -> int:
                         return 1
                     if os.getppid() != parent:  # the parent is gone (no PR_SET_PDEATHSIG here)
                         return 1
+                    if time.monotonic() - checked >= LEASE_CHECK:
+                        checked = time.monotonic()
+                        if not lease.held():
+                            log.error("lost the leader lock (the database connection behind it is gone): "
+                                      "stopping sealing and anchoring; another node may lead now")
+                            return 1
             finally:
                 stop.set()
                 for t in threads:
@@ -280,9 +366,15 @@ def _run(spec: Spec, asked: list[int], ready: Connection, parent: int) -> int:
         return 1
 
 
+def shared_role() -> Any:
+    """The child's role as the parent sees it (``ROLE_NAMES``)."""
+    return multiprocessing.get_context("spawn").Value("i", STARTING)
+
+
 def shared_sign_stats() -> SignStats:
     """A ``SignStats`` the child's signer writes and the parent's /metrics reads."""
     return SignStats(memory=multiprocessing.get_context("spawn").Array("d", SignStats.cells()))
 
 
-__all__ = ["Background", "Sealer", "Spec", "shared_sign_stats"]
+__all__ = ["FOLLOWER", "LEADER", "LEADER_LOCK", "ROLE_NAMES", "Background", "Sealer", "Spec", "shared_role",
+           "shared_sign_stats"]

@@ -65,15 +65,18 @@ class LedgerCollector(Collector):
                                             "(signature and its check against this node's trust store)")
             signing.add_metric([], buckets, total)
             yield signing
+        yield from self._chain()
         up = GaugeMetricFamily("mrledger_database_up", "1 if the last scrape could read the ledger database")
         try:
             figures, per_hospital = self._read()
+            anchoring = self._anchoring()
         except Exception:  # a scrape must answer even when the database does not
             up.add_metric([], 0)
             yield up
             return
         up.add_metric([], 1)
         yield up
+        yield from anchoring
         # Gauges, not counters: the values are read, not incremented here, and must be exposed without
         # the ``_total`` suffix handling of a CounterMetricFamily (they are still monotonic except the
         # pending ones, so ``rate()`` works on the first three).
@@ -102,6 +105,44 @@ class LedgerCollector(Collector):
         yield pending
         yield oldest
         yield by_hospital
+
+    def _chain(self) -> Iterable[Metric]:
+        """From the probe thread's last answer (anchoring/health.py): never waits on the node."""
+        chain = getattr(self._ledger, "chain", None)  # a ledger not fully built (registration describes it)
+        health = chain.health if chain is not None else None
+        if health is None:
+            return
+        snap = health.snapshot()
+        up = GaugeMetricFamily("mrledger_chain_up", "1 if the chain node answered within the last few seconds")
+        up.add_metric([], 1 if snap.up else 0)
+        yield up
+        if snap.head is not None:
+            head = GaugeMetricFamily("mrledger_chain_head_block", "Latest block number the chain node reported")
+            head.add_metric([], snap.head)
+            yield head
+        role = self._ledger.node_role() if hasattr(self._ledger, "node_role") else None
+        if role is not None:
+            leader = GaugeMetricFamily("mrledger_node_leader", "1 if this node seals and anchors (holds the "
+                                       "ledger's leader lock), 0 if it is a follower or starting")
+            leader.add_metric([], 1 if role == "leader" else 0)
+            yield leader
+
+    def _anchoring(self) -> list[Metric]:
+        """How far anchoring is behind, and the reconciliation's alarms (anchoring/reconcile.py)."""
+        outbox = self._ledger.outbox
+        oldest = outbox.oldest_unconfirmed()
+        open_, total = outbox.alarm_counts()
+        age = GaugeMetricFamily("mrledger_oldest_unanchored_batch_age_seconds",
+                                "Age of the oldest sealed batch whose anchor is not confirmed (0 if none)")
+        age.add_metric([], 0.0 if oldest is None else max(0.0, (self._ledger.clock() - oldest).total_seconds()))
+        alarms = GaugeMetricFamily("mrledger_anchor_alarms_open", "Anchors the chain lost or moved that are not "
+                                   "confirmed again yet, as alarms (a reorg deeper than the confirmations, a chain "
+                                   "reset); /readyz lists them")
+        alarms.add_metric([], open_)
+        raised = GaugeMetricFamily("mrledger_anchor_alarms_raised", "Alarms ever raised by the anchoring "
+                                   "reconciliation (monotonic; alert on an increase)")
+        raised.add_metric([], total)
+        return [age, alarms, raised]
 
     def _read(self) -> tuple[tuple[int, int, int], list[tuple[str, int, datetime]]]:
         totals = select(

@@ -7,6 +7,8 @@ they never build error responses by hand.
 
 from __future__ import annotations
 
+import errno
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
@@ -30,6 +33,8 @@ from store.errors import (
     SubmissionError,
     UnknownHospitalError,
 )
+
+log = logging.getLogger("mrledger.api")
 
 MEDIA_TYPE = "application/problem+json"
 PREFIX = "urn:mrledger:problem:"
@@ -125,11 +130,41 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, DecryptionError):  # the database was altered: say so, never answer with other data
             return _response(request, 500, "stored-data-integrity", "Stored data failed its integrity check",
                              str(exc))
-        return _response(request, 503, "store-unavailable", "The ledger database is unavailable", str(exc))
+        return _response(request, 503, "store-unavailable", "The ledger database is unavailable", str(exc),
+                         headers=RETRY)
 
     @app.exception_handler(AnchoringError)
     async def _chain(request: Request, exc: AnchoringError) -> JSONResponse:
-        return _response(request, 503, "chain-unavailable", "The chain could not be used", str(exc))
+        return _response(request, 503, "chain-unavailable", "The chain could not be used", str(exc), headers=RETRY)
+
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        """The database could not do the work (a full disk, a locked or unreachable database): nothing was
+        accepted, the client may retry. Was a plain-text 500 (58 times in a full-disk test)."""
+        full = _disk_full(exc)
+        log.error("database unavailable%s: %s", " (disk full)" if full else "", type(exc.orig).__name__)
+        return _response(request, 503, "storage-full" if full else "store-unavailable",
+                         "The ledger's disk is full" if full else "The ledger database is unavailable",
+                         "nothing was stored; retry later" + (" (the node's operator is alerted by its log)"
+                                                              if full else ""), headers=RETRY)
+
+    @app.exception_handler(OSError)
+    async def _disk(request: Request, exc: OSError) -> JSONResponse:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise exc
+        log.error("disk full: %s", exc.strerror)
+        return _response(request, 503, "storage-full", "The ledger's disk is full", "nothing was stored; retry "
+                         "later", headers=RETRY)
+
+
+#: What a 503 tells the client about retrying (RFC 9110 §10.2.3), in seconds.
+RETRY = {"Retry-After": "5"}
+
+
+def _disk_full(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return "disk is full" in text or "no space left" in text or "could not extend file" in text or \
+        "disk full" in text
 
 
 def _allowed_methods(request: Request) -> list[str]:

@@ -9,10 +9,14 @@ on the same data dir simply drains what was pending.
 The data dir holds the SQLite database, ``anvil-state.json``, the dev keys (``admin.key``,
 ``submitter.key``), ``master.key`` (encryption at rest, unless configured elsewhere: docs/encryption.md)
 and ``admin-token``, all secrets 0600. ``serve.json`` says where the running node
-listens (API, chain RPC, registry) for tools and tests; it holds no secret. ``anvil.pid`` lets a
-restart after ``kill -9`` find the anvil that outlived us (it runs in its own session, so it survives its
-parent) and stop it with SIGTERM — which makes it write the chain to the state file — before a new
-anvil loads that file.
+listens (API, chain RPC, registry) for tools and tests; it holds no secret.
+
+The managed anvil is tied to serve (anchoring/node.py): it gets SIGTERM when serve dies however it dies, so
+it saves its chain and exits instead of running on as an orphan; it holds a lock on its state file for its
+whole life, so a restart waits for it rather than start a second writer; its pid goes to ``anvil.pid`` the
+moment it exists (``stop_stale_anvil`` still stops an untied one an older version left); its state is saved
+atomically. If it dies while serve runs, serve starts it again from its last saved state, and the anchoring
+worker re-anchors whatever the chain lost meanwhile (anchoring/reconcile.py).
 """
 
 from __future__ import annotations
@@ -36,8 +40,11 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from anchoring.deploy import deploy_and_record
-from anchoring.node import AnvilNode
-from api.background import Background, Spec, shared_sign_stats
+from anchoring.depth import default_confirmations
+from anchoring.health import ChainHealth, GuardedHTTPProvider
+from anchoring.node import AnvilError, AnvilNode
+from anchoring.verify import FINAL_DEPTH
+from api.background import LEADER_LOCK, ROLE_NAMES, Background, Spec, shared_role, shared_sign_stats
 from api.pki import configure
 from api.recognition import load_catalogue
 from api.service import ChainContext, Ledger
@@ -47,7 +54,8 @@ from store import Store
 from store.anchors import Outbox
 from store.crypto import MasterKey, write_master_key_file
 from store.errors import MasterKeyError
-from store.locks import LockHeld, file_lock
+from store.locks import LockHeld, exclusive, file_lock
+from store.shared import DEV_TRUST, shared_get, shared_put_first
 
 log = logging.getLogger("mrledger.serve")
 
@@ -57,6 +65,9 @@ SERVE_INFO = "serve.json"
 ANVIL_PID = "anvil.pid"
 ANVIL_STATE = "anvil-state.json"
 MASTER_KEY = "master.key"
+#: Seconds between saves of the managed chain while it runs (besides the one when it stops): a managed anvil
+#: killed with SIGKILL loses at most this much, which the worker then re-anchors from the database.
+STATE_EVERY = 30.0
 
 
 class ServeError(Exception):
@@ -203,12 +214,41 @@ def stop_stale_anvil(data_dir: Path, timeout: float = 15.0) -> int | None:
 
 
 def start_anvil(data_dir: Path, fund: list[str]) -> AnvilNode:
+    """The managed chain: tied to this process (it must be the main thread: see anchoring/node.py), one
+    writer on its state file, saved atomically and every ``STATE_EVERY`` seconds."""
     stop_stale_anvil(data_dir)
-    node = AnvilNode(state_path=data_dir.resolve() / ANVIL_STATE, log_path=data_dir / "anvil.log").start()
-    (data_dir / ANVIL_PID).write_text(f"{node.pid}\n")
+    node = AnvilNode(state_path=data_dir.resolve() / ANVIL_STATE, log_path=data_dir / "anvil.log",
+                     pid_file=data_dir / ANVIL_PID, tie_to_parent=True, state_interval=STATE_EVERY)
+    try:
+        node.start()
+    except AnvilError as exc:
+        raise ServeError(f"the managed chain cannot start: {exc}") from exc
+    fund_dev_keys(node, fund)
+    return node
+
+
+def fund_dev_keys(node: AnvilNode, fund: list[str]) -> None:
     for address in fund:  # our own random keys, not anvil's well-known ones
         node.rpc("anvil_setBalance", address, hex(DEV_BALANCE))
-    return node
+
+
+def restart_anvil(node: AnvilNode, fund: list[str], w3: Web3, contract: str) -> bool:
+    """The managed chain died under us: start it again from its last saved state, on the same port; the
+    worker re-anchors what the chain lost (anchoring/reconcile.py). False if it will not start, or came back
+    without the registry (saved before it was deployed): then serve exits, and its next start deploys it."""
+    log.error("the managed chain (anvil) exited with code %s; starting it again from its last saved state — "
+              "anchors it lost are re-anchored from the database", node.exited())
+    try:
+        node.restart()
+        fund_dev_keys(node, fund)
+        if not w3.eth.get_code(Web3.to_checksum_address(contract)):
+            log.error("the managed chain came back without the registry %s; restart mrledger serve", contract)
+            return False
+    except (AnvilError, OSError, MrLedgerError) as exc:
+        log.error("the managed chain does not start again: %s", exc)
+        return False
+    log.warning("the managed chain runs again at %s", node.rpc_url)
+    return True
 
 
 # -------------------------------------------------------------------------------- chain wiring
@@ -216,7 +256,9 @@ def start_anvil(data_dir: Path, fund: list[str]) -> AnvilNode:
 
 def resolve_contract(store: Store, w3: Web3, admin: LocalAccount, configured: str | None) -> str:
     """MRL_CONTRACT_ADDRESS if set; else the deployment recorded for this chain if it still has code
-    (a deleted anvil state file loses it); else deploy one now and record it."""
+    (a deleted anvil state file loses it); else deploy one now and record it — only while no other node
+    leads this database: a second node with a chain of its own must not record a registry the leader's chain
+    lacks (the leader would take it on its next start)."""
     chain_id = int(w3.eth.chain_id)
     if configured:
         address = Web3.to_checksum_address(configured)
@@ -229,9 +271,63 @@ def resolve_contract(store: Store, w3: Web3, admin: LocalAccount, configured: st
     if recorded is not None:
         log.warning("recorded registry %s has no code on chain %d (chain reset?); deploying a new one",
                     recorded.contract, chain_id)
-    info = deploy_and_record(store, w3, admin)
+    try:
+        with exclusive(store.engine, LEADER_LOCK):
+            info = deploy_and_record(store, w3, admin)
+    except LockHeld:
+        raise ServeError(f"the registry {recorded.contract if recorded else ''} this database records for chain "
+                         f"{chain_id} is not on this node's chain, and another node leads this database: point "
+                         "MRL_RPC_URL at the leader's chain (its serve.json says where) and set "
+                         "MRL_CONTRACT_ADDRESS") from None
     log.info("deployed registry %s on chain %d at block %d", info.contract, chain_id, info.deployed_block)
     return info.contract
+
+
+# -------------------------------------------------------------------------------- trust shared by a region
+
+
+def region_trust(settings: Settings, store: Store) -> tuple[Settings, bool]:
+    """The settings this node verifies with, and whether it may lead (seal and sign).
+
+    Nodes of one ledger must verify against the same trust. Production sets ``MRL_TRUST_ANCHORS`` on every
+    node (the one documented setting). Without it, the first node creates a development CA and records its
+    certificates in the database (``record_dev_trust``); a node that has no dev CA of its own but finds one
+    recorded — a second node on the same database — verifies with that one instead of creating another (which
+    made it call every receipt tampered), and, holding none of the hospitals' keys, never takes over sealing."""
+    from api.pki import dev_dir
+    from api.pki_dev import DevCA
+
+    if settings.trust_anchors or DevCA.exists(dev_dir(settings)):
+        return settings, True
+    recorded = shared_get(store, DEV_TRUST)
+    if recorded is None:
+        return settings, True
+    pems = json.loads(recorded)
+    directory = settings.data_dir / "region-trust"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    files = []
+    for name in ("root", "intermediate"):
+        path = directory / f"{name}.crt.pem"
+        path.write_text(pems[name])
+        files.append(path)
+    log.warning("this database's batches are signed by another node's development CA (recorded in the database): "
+                "verifying with it (%s); this node holds no hospital keys, so it will not seal or anchor", directory)
+    return settings.model_copy(update={"trust_anchors": files[:1], "trust_intermediates": files[1:],
+                                       "sign_batches": False, "require_signatures": settings.require_signatures
+                                       if settings.require_signatures is not None else True}), False
+
+
+def record_dev_trust(store: Store, dev: Any) -> None:
+    """Record this node's dev CA certificates for the nodes that come after it (first writer wins); a node
+    whose own dev CA differs from the recorded one is told, since each would refuse the other's batches."""
+    if dev is None:
+        return
+    mine = json.dumps({"root": dev.root_file.read_text(), "intermediate": dev.intermediate_file.read_text()})
+    if shared_put_first(store, DEV_TRUST, mine, datetime.now(UTC)) != mine:
+        log.error("this node's development CA (%s) is not the one recorded in this database by the node that "
+                  "came first: the two refuse each other's batch signatures. Use one trust for the region "
+                  "(MRL_TRUST_ANCHORS), or remove %s so that this node verifies with the recorded CA",
+                  dev.directory, dev.directory)
 
 
 # -------------------------------------------------------------------------------- the node
@@ -268,6 +364,15 @@ def _admin_token(ledger: Ledger, data_dir: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def _close(close: Callable[[], None], what: str) -> None:
+    """Flush a buffer on the way out; a database that cannot take it (a full disk) is logged, and the stop
+    goes on: the chain and everything else still need stopping cleanly."""
+    try:
+        close()
+    except Exception as exc:
+        log.error("the last buffered %s entries could not be written (%s: %s)", what, type(exc).__name__, exc)
+
+
 def _http_url(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"
@@ -294,6 +399,7 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     node: AnvilNode | None = None
     background: Background | None = None
+    health: ChainHealth | None = None
     threads: list[threading.Thread] = []
     with contextlib.ExitStack() as stack:
         try:
@@ -307,32 +413,43 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             submitter_key_file = settings.submitter_key_file or data_dir / "submitter.key"
             admin = load_key(admin_key_file, create=not settings.admin_key_file)
             submitter = load_key(submitter_key_file, create=not settings.submitter_key_file)
+            fund: list[str] = [admin.address, submitter.address]
             if settings.rpc_url:
                 rpc_url = settings.rpc_url
             else:
-                node = start_anvil(data_dir, [admin.address, submitter.address])
+                node = start_anvil(data_dir, fund)
                 rpc_url = node.rpc_url
-            w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+            # Every chain call has a timeout, and a node known not to answer is not asked (anchoring/health.py).
+            health = ChainHealth(rpc_url).start()
+            w3 = Web3(GuardedHTTPProvider(rpc_url, health, timeout=settings.rpc_timeout))
             store = open_node_store(settings)
             contract = resolve_contract(store, w3, admin, settings.contract_address)
             admin_lock = data_dir.resolve() / "admin-key.lock"  # the API and the sealer process share the key
-            chain = ChainContext(w3, contract, int(w3.eth.chain_id), submitter=submitter, admin=admin,
-                                 rpc_url=rpc_url, admin_lock_file=admin_lock)
-            pki = configure(settings, seal=settings.worker)  # creates the dev PKI the child then loads
-            ledger = Ledger(store, chain, confirmations=settings.confirmations,
+            chain_id = int(w3.eth.chain_id)
+            confirmations = settings.confirmations or default_confirmations(chain_id)
+            chain = ChainContext(w3, contract, chain_id, submitter=submitter, admin=admin, rpc_url=rpc_url,
+                                 admin_lock_file=admin_lock, final_depth=max(FINAL_DEPTH, confirmations),
+                                 health=health)
+            settings, can_lead = region_trust(settings, store)
+            pki = configure(settings, seal=settings.worker and can_lead)  # creates the dev PKI the child loads
+            record_dev_trust(store, pki.dev)
+            ledger = Ledger(store, chain, confirmations=confirmations,
                             catalogue=load_catalogue(settings.catalogue_file),
                             trust=pki.trust.store if pki.trust else None, require_signatures=pki.require_signatures)
             if settings.worker:
                 # The sealer and the anchoring worker: a child process (api/background.py says why).
                 ledger.sign_stats = shared_sign_stats()  # the child signs, /metrics here reports it
+                role = shared_role()
+                ledger.node_role = lambda: ROLE_NAMES.get(role.value)
                 background = Background(Spec(
                     settings, rpc_url, contract, chain.chain_id, admin_key_file, submitter_key_file,
-                    ledger.sign_stats.memory if pki.signing is not None else None, admin_lock))
+                    ledger.sign_stats.memory if pki.signing is not None else None, admin_lock,
+                    confirmations=confirmations, role=role, can_lead=can_lead))
                 background.start()
             ledger.access.start_buffering()
-            stack.callback(ledger.access.close)  # flushes the buffered access log on the way out
+            stack.callback(_close, ledger.access.close, "access log")  # flushes the buffered entries on the way out
             ledger.events.start_buffering()  # verification ids (decisions look them up after a flush)
-            stack.callback(ledger.events.close)
+            stack.callback(_close, ledger.events.close, "verification ids")
             token_file = _admin_token(ledger, data_dir)
             sock = _bind(settings.host, settings.port)
             port = sock.getsockname()[1]
@@ -381,6 +498,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
                 dead = [t.name for t in threads if not t.is_alive()]
                 if background is not None and not background.alive():
                     dead.append("the sealer/anchoring process")
+                if node is not None and node.exited() is not None and not restart_anvil(node, fund, w3, contract):
+                    dead.append("the managed chain")
                 if dead:
                     log.error("%s stopped unexpectedly; shutting down", ", ".join(dead))
                     return 1
@@ -400,7 +519,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
                 background.stop()
             for t in threads:
                 t.join(timeout=15)
+            if health is not None:
+                health.stop()
             if node is not None:
-                node.stop()  # SIGTERM: anvil writes the chain to its state file
-                (data_dir / ANVIL_PID).unlink(missing_ok=True)
+                node.stop()  # SIGTERM: anvil saves the chain, which then replaces the state file if it is whole
             (data_dir / SERVE_INFO).unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from web3._utils.rpc_abi import RPC
 
 from anchoring.contract import BatchRecord
 from anchoring.deploy import ensure_hospital_on_chain
+from anchoring.health import ChainHealth
 from anchoring.verify import FINAL_DEPTH, BlockInfo, CachedReader
 from api.decisions import DecisionService
 from api.pki import SignStats
@@ -57,6 +58,8 @@ class ChainContext:
     #: Locked (flock) around admin-key transactions when more than one process holds the admin key:
     #: ``mrledger serve``'s API and its sealer process (api/background.py) share one nonce sequence.
     admin_lock_file: Path | None = None
+    #: Whether the node answers, probed off the request path (anchoring/health.py); None: not watched.
+    health: ChainHealth | None = None
     reader: CachedReader = field(init=False, repr=False)
     _admin_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -68,7 +71,7 @@ class ChainContext:
         if hasattr(provider, "cache_allowed_requests") and not provider.cache_allowed_requests:
             provider.cacheable_requests = {RPC.eth_chainId}
             provider.cache_allowed_requests = True
-        self.reader = CachedReader(self.w3, final_depth=self.final_depth, chain_id=self.chain_id)
+        self.reader = CachedReader(self.w3, final_depth=self.final_depth, chain_id=self.chain_id, health=self.health)
 
     def register_hospital(self, hospital_id: str, name: str, submitters: Sequence[str] = ()) -> bool:
         """Put a hospital on the registry (idempotent) with the admin key. Serialised: the API's request
@@ -135,6 +138,9 @@ class Ledger:
         self.require_signatures = require_signatures
         #: Time the sealer spent signing batches (``/metrics``: ``mrledger_batch_sign_seconds``).
         self.sign_stats = SignStats()
+        #: This node's part in its region under ``mrledger serve``: "leader" (seals and anchors), "follower"
+        #: or "starting" (api/background.py); None when nothing seals here.
+        self.node_role: Callable[[], str | None] = lambda: None
         self._verifier: Verifier | None = None
         #: Verifications, decisions and encounters (store/decisions.py); buffered under ``mrledger serve``.
         self.events = EventIndex(store)

@@ -35,7 +35,10 @@ class Settings(BaseSettings):
     rpc_url: str | None = Field(None, description="JSON-RPC endpoint of the chain; unset: a managed local anvil.")
     contract_address: str | None = Field(None, description="Registry address; unset: the recorded deployment, "
                                                            "or a new one on a managed anvil.")
-    confirmations: int = Field(1, ge=1, le=1000, description="Depth at which an anchor counts as confirmed.")
+    confirmations: int | None = Field(None, ge=1, le=1000, description="Depth at which an anchor counts as "
+                                      "confirmed and receipts carry it. Unset: 1 on local dev chains (ids 31337, "
+                                      "1337), 12 elsewhere (docs/anchoring.md, 'Confirmation depth'). Deeper reorgs "
+                                      "are healed either way.")
     batch_size: int = Field(10_000, ge=1, le=1_000_000, description="Seal a hospital's batch at this many results.")
     batch_interval: float = Field(5.0, gt=0, description="...or when its oldest result is this many seconds old.")
     host: str = Field("127.0.0.1", description="Address the API listens on.")
@@ -44,6 +47,9 @@ class Settings(BaseSettings):
     admin_key_file: Path | None = Field(None, description="Private key of the registry admin (file, 0600).")
     replace_after: float = Field(30.0, gt=0, description="Seconds before a stuck transaction is re-sent with a "
                                                          "higher fee.")
+    rpc_timeout: float = Field(5.0, gt=0, le=120, description="Seconds any call to the chain node may take. A node "
+                               "that does not answer is watched off the request path: while it is silent, chain "
+                               "reads fail at once with 503 and /readyz says so (docs/anchoring.md, 'Operations').")
     api_threads: int = Field(4, ge=1, le=256, description="Threads that run request handlers. Verification is "
                              "CPU-bound under one interpreter lock, so a small pool avoids a lock convoy (benchmark: "
                              "see docs); raise it when a remote RPC endpoint keeps requests waiting on the network.")

@@ -208,10 +208,51 @@ class Verifier:
         on_chain = self._ask(lambda: verify_on_chain(r, chain.w3, reader=chain.reader, onchain_proof=False,
                                                      offline=offline))
         checks = list(on_chain.checks)
+        if on_chain.status == "unanchored":  # the registry holds no such batch: removed by a reorg, or forged
+            gone = self._anchor_gone(base, checks[:-1], chain, r.batch.hospital_id, r.batch.seq, r.batch.root,
+                                     r.batch.size)
+            if gone is not None:
+                return gone
         if on_chain.status != "valid":
             return replace(base, verdict="tampered", checks=tuple(checks), failed_check=on_chain.failed)
         confirmations = int(on_chain.extra.get("confirmations", 0))
-        return self._depth(replace(base, confirmations=confirmations), checks, anchor.block_number, confirmations)
+        block = int(on_chain.extra.get("block_number", anchor.block_number))  # the registry's, if the anchor moved
+        base = replace(base, confirmations=confirmations, block_number=block, tx_hash=on_chain.extra.get("tx_hash"))
+        return self._depth(base, checks, block, confirmations)
+
+    def _anchor_gone(self, base: Outcome, checks: list[Check], chain: ChainContext, hospital_id: str, seq: int,
+                     root: bytes, size: int) -> Outcome | None:
+        """A receipt whose bytes hold (offline checks passed) but whose batch the registry does not hold: the
+        verdict, or None when this is not the chain's doing (then: tampered).
+
+        Pending, with the reason, when this ledger sealed exactly this root and size as that batch: its anchor
+        was removed (a reorg deeper than the confirmations, a chain reset) and the worker anchors it again
+        (``anchor_alarms`` says so once the worker noticed). A forged receipt cannot get here: its root would
+        have to be the root this ledger sealed, and the offline checks proved its leaf is in that tree. A
+        registry that holds *another* root for the seq, or a seq this ledger never sealed with this root, is
+        not a reorg of this ledger's own anchor: tampered. (When the registry holds this root in another
+        block than the receipt names, ``verify_on_chain`` already answers: authentic, anchored again.)"""
+        now = self._ask(lambda: chain.batch_of(chain.contract, hospital_key(hospital_id), seq))
+        if now is not None and (now.root != root or now.size != size):
+            return None
+        try:
+            sealed = self.store.batch(hospital_id, seq)
+        except NotFoundError:
+            return None
+        if sealed.root != root or sealed.size != size:
+            return None
+        alarm = self.outbox.lost_anchor(hospital_id, seq)
+        state = self.outbox.state(hospital_id, seq)
+        if now is not None:
+            why = "this batch was anchored again a moment ago"
+        elif alarm is not None:
+            why = f"the chain lost this batch's anchor ({alarm.detail}); this node is anchoring it again"
+        elif state is not None and state.status == "confirmed":
+            why = "the chain no longer holds this batch's anchor; this node will anchor it again"
+        else:
+            why = f"this batch's anchor is {'sealed' if state is None else state.status}, not on chain yet"
+        return self._fail(replace(base, block_number=None, tx_hash=None), "pending", checks, "anchor-confirmed",
+                          f"{why}; the record and its inclusion proof are genuine — verify again later")
 
     # -- by record ----------------------------------------------------------------------------------
 
@@ -260,7 +301,10 @@ class Verifier:
         if receipt.anchor is None:
             state = self.outbox.state(hospital_id, receipt.batch.seq)
             status = "sealed" if state is None else state.status
-            return self._fail(base, "pending", checks, "anchor-confirmed", f"batch anchor is {status}")
+            alarm = self.outbox.lost_anchor(hospital_id, receipt.batch.seq)
+            why = f"; the chain lost its earlier anchor and this node is anchoring it again ({alarm.detail})" \
+                if alarm is not None else ""
+            return self._fail(base, "pending", checks, "anchor-confirmed", f"batch anchor is {status}{why}")
         anchor = receipt.anchor
         found = self._chain_for(base, checks, anchor)
         if isinstance(found, Outcome):
@@ -268,7 +312,10 @@ class Verifier:
         base, chain = found
         batch = receipt.batch
         stored_on_chain = self._ask(lambda: chain.batch_of(anchor.contract, hospital_key(hospital_id), batch.seq))
-        if stored_on_chain is None:
+        if stored_on_chain is None:  # the chain lost the anchor (this ledger's own root): re-anchoring
+            gone = self._anchor_gone(base, checks, chain, hospital_id, batch.seq, batch.root, batch.size)
+            if gone is not None:
+                return gone
             return self._fail(base, "tampered", checks, "anchor-root",
                               f"the registry holds no batch {batch.seq} for {hospital_id}")
         if stored_on_chain.root != batch.root or stored_on_chain.size != batch.size:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from sqlalchemy import Engine, text
@@ -25,8 +25,27 @@ class LockHeld(StoreError):
     """Another process holds this lock (e.g. another worker for the same key)."""
 
 
+class Lease:
+    """A held ``exclusive`` lock. ``held()`` says whether it still is: a PostgreSQL session lock ends with its
+    connection (a database restart, a network cut), and its holder must then stop doing what it guards."""
+
+    def __init__(self, check: Callable[[], bool] | None = None) -> None:
+        self._check = check
+        self._lost = False
+
+    def held(self) -> bool:
+        if self._lost or self._check is None:
+            return not self._lost
+        try:
+            alive = self._check()
+        except Exception:  # the connection is gone, and the lock with it
+            alive = False
+        self._lost = not alive
+        return alive
+
+
 @contextmanager
-def exclusive(engine: Engine, name: str) -> Iterator[None]:
+def exclusive(engine: Engine, name: str) -> Iterator[Lease]:
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             scope = conn.scalar(text("SELECT current_database() || '.' || coalesce(current_schema(), '')"))
@@ -34,18 +53,25 @@ def exclusive(engine: Engine, name: str) -> Iterator[None]:
             if not conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}):
                 raise LockHeld(f"lock {name!r} is held by another process")
             conn.commit()
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+
+            def alive() -> bool:
+                ok = bool(conn.scalar(text("SELECT 1")) == 1)
                 conn.commit()
+                return ok
+
+            try:
+                yield Lease(alive)
+            finally:
+                with suppress(Exception):  # a lost connection has released it already
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
         return
     database = engine.url.database
     if not database or database == ":memory:":
-        yield  # an in-memory database belongs to this process alone
+        yield Lease()  # an in-memory database belongs to this process alone
         return
     with file_lock(Path(f"{database}.{hashlib.sha256(name.encode()).hexdigest()[:16]}.lock"), what=repr(name)):
-        yield
+        yield Lease()
 
 
 @contextmanager

@@ -157,7 +157,9 @@ class Anchor(Base):
     No row: SEALED. ``submitted``: a signed transaction carrying the batch exists (``tx_id``).
     ``included``: the registry holds the root, in ``block_number``/``block_hash``. ``confirmed``: that
     block is ``MRL_CONFIRMATIONS`` deep. A reorg moves ``included`` back to ``submitted``; a lost or
-    failed transaction removes the row (back to SEALED). Receipts carry the anchor once confirmed.
+    failed transaction removes the row (back to SEALED), and so does a chain that lost a recorded anchor
+    (a reorg deeper than the confirmations, a chain reset: ``anchor_alarms``). Receipts carry the anchor
+    once confirmed.
     """
 
     __tablename__ = "anchors"
@@ -178,6 +180,38 @@ class Anchor(Base):
     tx_id: Mapped[int | None] = mapped_column(ForeignKey("anchor_txs.id"), nullable=True)
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AnchorAlarm(Base):
+    """Something the anchoring worker found wrong on chain and is repairing, kept for operators (``/readyz``,
+    ``/metrics``, the log) and for verification: anchors of ``hospital_id`` seqs ``first_seq..last_seq`` the
+    chain lost (``anchors-lost``: a reorg deeper than ``MRL_CONFIRMATIONS``, a chain reset or restored state)
+    or moved to another block (``anchors-moved``). Open (``resolved_at`` null) until every batch it names is
+    confirmed again. A row per hospital and event, written in the transaction that moved the batches back."""
+
+    __tablename__ = "anchor_alarms"
+    __table_args__ = (Index(None, "resolved_at"), Index(None, "hospital_id", "first_seq"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    hospital_id: Mapped[str] = mapped_column(String(64))
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    detail: Mapped[str] = mapped_column(Text)
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class SharedConfig(Base):
+    """Settings the nodes of one ledger share through its database rather than through each node's files:
+    e.g. the development CA's certificates (public), so a second node on the same database verifies the
+    batches the first one signs instead of creating a CA of its own (docs/anchoring.md, "Two nodes")."""
+
+    __tablename__ = "shared_config"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class AnchorTx(Base):

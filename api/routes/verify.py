@@ -7,9 +7,10 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic_core
+from anyio import CapacityLimiter, to_thread
+from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Response
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from anchoring.rpc_async import RpcError
 from anchoring.verify import CacheMiss, cache_only, fresh
@@ -31,6 +32,20 @@ from ledger import parse_json
 from ledger.formats import FormatError
 
 router = APIRouter(prefix="/v1", tags=["verify"])
+
+#: Verifications that need a thread get a pool of their own, as large as the handlers' pool: they may wait
+#: on the chain node (up to MRL_RPC_TIMEOUT), and must never hold the threads that accept submissions — with a
+#: frozen node, four stuck verifications made submissions and /healthz wait 40 s (issue 15). Per event loop.
+_POOL: RunVar[CapacityLimiter] = RunVar("mrl_verify_pool")
+
+
+async def run_in_verify_pool(fn: Any, *args: Any) -> Any:
+    try:
+        pool = _POOL.get()
+    except LookupError:
+        pool = CapacityLimiter(to_thread.current_default_thread_limiter().total_tokens)
+        _POOL.set(pool)
+    return await to_thread.run_sync(fn, *args, limiter=pool)
 
 DESCRIPTION = """
 Three forms:
@@ -94,7 +109,7 @@ async def verify(body: RawBody, ledger: LedgerDep, principal: PrincipalDep) -> A
         except NotAReceiptError as exc:
             raise Problem(422, "not-a-receipt", "Not an mrl-receipt/1 document", str(exc)) from exc
         return _answer(outcome)
-    return await run_in_threadpool(_verify_held, obj, ledger, principal)
+    return await run_in_verify_pool(_verify_held, obj, ledger, principal)
 
 
 async def _verify_receipt(ledger: LedgerDep, principal: PrincipalDep, receipt: Any) -> Outcome:
@@ -114,7 +129,8 @@ async def _verify_receipt(ledger: LedgerDep, principal: PrincipalDep, receipt: A
         with cache_only(), fresh(facts):
             return ledger.verify_receipt(principal, receipt)
     except CacheMiss:
-        return await run_in_threadpool(ledger.verify_receipt, principal, receipt)
+        outcome: Outcome = await run_in_verify_pool(ledger.verify_receipt, principal, receipt)
+        return outcome
 
 
 def _verify_held(obj: Any, ledger: LedgerDep, principal: PrincipalDep) -> Any:

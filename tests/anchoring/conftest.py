@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.anchoring.chain import env  # noqa: F401 - the chain fixture of this directory
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "anvil: needs a real anvil node (started by the test suite)")
