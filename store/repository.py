@@ -349,9 +349,9 @@ class Store:
                   for rid, names in aliases.items() if rid in hmacs for alias in names if alias != rid}
         if not wanted:
             return
-        held = set(s.execute(select(ResultAlias.alias_hmac, ResultAlias.result_hmac).where(
+        held = {(a, r) for a, r in s.execute(select(ResultAlias.alias_hmac, ResultAlias.result_hmac).where(
             ResultAlias.hospital_id == hospital_id,
-            ResultAlias.alias_hmac.in_(sorted({a for a, _ in wanted})))).tuples())
+            ResultAlias.alias_hmac.in_(sorted({a for a, _ in wanted}))))}
         s.add_all(ResultAlias(hospital_id=hospital_id, alias_hmac=a, result_hmac=r) for a, r in sorted(wanted - held))
 
     def alias_targets(self, hospital_id: str, alias: str) -> list[str]:
