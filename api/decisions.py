@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from api.recognition import Catalogue
-from api.verification import Outcome
+from api.verification import DECIDABLE, Outcome
 from ledger.errors import MrLedgerError
 from store import ConflictError
 from store.access import Principal
@@ -170,8 +170,12 @@ class DecisionService:
     # -- verifications ------------------------------------------------------------------------------
 
     def remember(self, who: Principal, outcome: Outcome) -> Outcome:
-        """Give a verification its id and keep what it answered (identifiers, verdicts, items)."""
-        if outcome.hospital_id is None or outcome.result_id is None or outcome.version is None:
+        """Give a verification its id and keep what it answered (identifiers, verdicts, items) — only when a
+        decision may follow (``Outcome.decidable``): a tampered or unknown result, or a receipt nothing here
+        vouches for, gets no id, so an anonymous forgery cannot become a committed decision attributed to the
+        hospital it names. The access log still records every verification."""
+        if (not outcome.decidable or outcome.hospital_id is None or outcome.result_id is None
+                or outcome.version is None):
             return outcome
         now = self.ledger.clock()
         rec = outcome.recognition
@@ -199,6 +203,10 @@ class DecisionService:
             raise DecisionRefused(404, "unknown-verification", "Unknown verification",
                                   f"no verification {verification_id!r} (verify again: the id is in the answer of "
                                   "POST /v1/verify)")
+        if v.verdict not in DECIDABLE:  # recorded before only decidable verifications were kept
+            raise DecisionRefused(422, "not-decidable", "This verification cannot be decided",
+                                  f"the verification's verdict is {v.verdict}: only a result established as the "
+                                  "hospital's (authentic, pending or revoked) can be recognised or reordered")
         if v.token_id is not None and (v.role or "").split(":", 1)[0] == "doctor" and v.token_id != who.token_id:
             raise DecisionRefused(403, "not-your-verification", "Verification made by another doctor",
                                   "a verification made with a doctor token is decided with that token")

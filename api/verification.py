@@ -30,6 +30,7 @@ from api.recognition import Catalogue, Later, Recognition, decide, default_catal
 from ledger import (
     Anchor,
     Check,
+    Receipt,
     ResultRecord,
     SignatureResult,
     TrustStore,
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 
 #: ``revoked``: genuine (authentic or pending), but the result's latest version is ``entered-in-error``.
 VerdictName = Literal["authentic", "tampered", "unknown", "pending", "revoked"]
+#: Verdicts of a genuine result: a decision may follow them (with ``Outcome.established``).
+DECIDABLE: frozenset[str] = frozenset({"authentic", "pending", "revoked"})
 T = TypeVar("T")
 NOT_CHECKED = SignatureResult("not-checked")
 #: Hospital names are re-read at most this often when a name is missing (unknown hospitals are common
@@ -107,6 +110,17 @@ class Outcome:
     record: ResultRecord | None = field(default=None, repr=False, compare=False)
     #: Names this verification when the doctor records her decision (``POST /v1/decisions``, api/decisions.py).
     verification_id: str | None = None
+    #: The result is the hospital's as this ledger or its registry knows it: the held record equals the
+    #: committed one, or the receipt's leaf is the committed leaf, or the registry holds its root. Only then
+    #: do database facts (name, later versions, revocation, eligibility) reach the answer, and only then is
+    #: the verification decidable (api/decisions.py).
+    established: bool = field(default=False, repr=False, compare=False)
+
+    @property
+    def decidable(self) -> bool:
+        """A doctor may record a decision about this verification: the result was established and is genuine
+        (an anonymous forgery must not become a committed decision attributed to the hospital it names)."""
+        return self.established and self.verdict in DECIDABLE
 
     def to_obj(self) -> dict[str, Any]:
         return {
@@ -177,13 +191,21 @@ class Verifier:
         return self._conclude(self._by_receipt(receipt))
 
     def _by_receipt(self, receipt: Any) -> Outcome:
+        """The verdict from the receipt and the chain alone; what this ledger's database knows about the result
+        (hospital name, later versions, revocation) is added only to a receipt proven genuine (``_disclose``)."""
         if not isinstance(receipt, dict):
             raise NotAReceiptError("a receipt must be a JSON object")
         offline = self._offline(receipt)
         r = offline.receipt
         if r is None:  # only the format check can fail before the receipt is parsed
             raise NotAReceiptError(offline.checks[-1].detail if offline.checks else "not a receipt")
-        base = replace(self._base(r.record), signature=offline.signature)
+        outcome = self._receipt_verdict(r, offline)
+        if outcome.verdict in ("authentic", "pending"):
+            outcome = self._disclose(outcome, r.leaf_hash)
+        return outcome
+
+    def _receipt_verdict(self, r: Receipt, offline: Verdict) -> Outcome:
+        base = replace(self._claimed(r.record), signature=offline.signature)
         checks = list(offline.checks)
         if offline.status == "invalid":
             return replace(base, verdict="tampered", checks=tuple(checks), failed_check=offline.failed)
@@ -208,7 +230,9 @@ class Verifier:
         if on_chain.status != "valid":
             return replace(base, verdict="tampered", checks=tuple(checks), failed_check=on_chain.failed)
         confirmations = int(on_chain.extra.get("confirmations", 0))
-        return self._depth(replace(base, confirmations=confirmations), checks, anchor.block_number, confirmations)
+        # The registry holds this root (shallow or deep): the receipt is the hospital's, whoever sends it.
+        base = replace(base, confirmations=confirmations, established=True)
+        return self._depth(base, checks, anchor.block_number, confirmations)
 
     # -- by record ----------------------------------------------------------------------------------
 
@@ -223,26 +247,25 @@ class Verifier:
         when the held record is not a valid record at all."""
         held = ResultRecord.from_obj(record)
         wanted = held.version if version is None else version
-        base = Outcome("unknown", (), hospital_id=hospital_id, hospital_name=self.hospital_name(hospital_id),
-                       result_id=result_id, version=wanted, record=held)
+        # Until the held record is found equal to the committed one, the answer carries only what the caller
+        # sent: "no such version" or "does not match", never the stored record's facts.
+        base = Outcome("unknown", (), hospital_id=hospital_id, result_id=result_id, version=wanted,
+                       issued=format_time(held.issued), record=held)
         checks = [Check("record", True)]
-        try:
-            versions = self.store.versions(hospital_id, result_id)
-        except NotFoundError:
-            versions = []
+        versions = self._versions(hospital_id, result_id)
         info = next((v for v in versions if v.version == wanted), None)
         if info is None:
             return self._fail(base, "unknown", checks, "lookup", "this ledger holds no such result version")
         checks.append(Check("lookup", True))
-        superseded_by, revoked_by = self._later(hospital_id, result_id, wanted, versions)
-        base = replace(base, superseded_by=superseded_by, revoked_by=revoked_by)
         receipt = self.store.receipt(hospital_id, result_id, wanted) if info.batch_seq is not None else None
         stored = receipt.record if receipt is not None else self.store.record(hospital_id, result_id, wanted)
-        base = replace(base, issued=format_time(stored.issued))
         if held.canonical_bytes() != stored.canonical_bytes():
             return self._fail(base, "tampered", checks, "content",
                               "the record differs from the one the hospital committed to")
         checks.append(Check("content", True))
+        superseded_by, revoked_by = self._later(hospital_id, result_id, wanted, versions)
+        base = replace(base, hospital_name=self.hospital_name(hospital_id), superseded_by=superseded_by,
+                       revoked_by=revoked_by, established=True)
         if receipt is None:
             return self._fail(base, "pending", checks, "anchor-confirmed", "not yet sealed into a batch")
         # The signature is checked here too: the hospital vouches for the batch the database holds, so a
@@ -303,15 +326,12 @@ class Verifier:
         if same is None:
             # ``record`` is the mapped candidate (provisional version, never shown) for the recognition
             # decision, which says "reorder" for anything not authentic.
-            base = Outcome("unknown", (), hospital_id=hospital_id, hospital_name=self.hospital_name(hospital_id),
-                           result_id=rid, record=candidate)
+            base = Outcome("unknown", (), hospital_id=hospital_id, result_id=rid, record=candidate)
             if not held:
                 outcome = self._fail(base, "unknown", [mapped], "lookup", "this ledger holds no such result")
-            else:
-                numbers = ", ".join(str(v.version) for v in held)
+            else:  # "does not match", and no more: not which versions this ledger holds
                 outcome = self._fail(base, "tampered", [mapped, Check("lookup", True)], "content",
-                                     f"the resource differs from every version the hospital committed "
-                                     f"(version {numbers})")
+                                     "the resource differs from every version the hospital committed")
             return self._conclude(outcome)
         outcome = self._by_record(hospital_id, rid, same.version, same.to_obj())
         checks = (mapped, *(c for c in outcome.checks if c.name != "record"))
@@ -338,16 +358,34 @@ class Verifier:
         with self._lock:
             self._names, self._names_at = {}, -_NAMES_TTL
 
-    def _base(self, record: ResultRecord) -> Outcome:
+    @staticmethod
+    def _claimed(record: ResultRecord) -> Outcome:
+        """What the receipt itself claims (the caller holds it already): no database read."""
         hid, rid, version = record.key
+        return Outcome("unknown", (), hospital_id=hid, result_id=rid, version=version,
+                       issued=format_time(record.issued), record=record)
+
+    def _versions(self, hospital_id: str, result_id: str) -> list[VersionInfo]:
         try:
-            versions = self.store.versions(hid, rid)
+            return self.store.versions(hospital_id, result_id)
         except NotFoundError:
-            versions = []
-        superseded_by, revoked_by = self._later(hid, rid, version, versions)
-        return Outcome("unknown", (), hospital_id=hid, hospital_name=self.hospital_name(hid), result_id=rid,
-                       version=version, issued=format_time(record.issued), superseded_by=superseded_by,
-                       revoked_by=revoked_by, record=record)
+            return []
+
+    def _disclose(self, outcome: Outcome, leaf_hash: bytes) -> Outcome:
+        """Add what this ledger knows about a receipt's result — the hospital's name, later versions,
+        revocation — only when the receipt is proven to be the hospital's: its leaf is the one this ledger
+        committed for that version (the salted leaf cannot be computed without the record and its salt), or
+        the registry holds its root. A forged receipt naming another hospital's result id learns nothing: not
+        whether the id exists, nor whether it was corrected or withdrawn (issue 14, finding 3)."""
+        hid, rid, version = outcome.hospital_id, outcome.result_id, outcome.version
+        assert hid is not None and rid is not None and version is not None
+        versions = self._versions(hid, rid)
+        held = any(v.version == version and v.leaf_hash == leaf_hash for v in versions)
+        if not (held or outcome.established):
+            return outcome
+        superseded_by, revoked_by = self._later(hid, rid, version, versions) if held else (None, None)
+        return replace(outcome, hospital_name=self.hospital_name(hid), superseded_by=superseded_by,
+                       revoked_by=revoked_by, established=True)
 
     def _later(self, hospital_id: str, result_id: str, version: int,
                versions: list[VersionInfo]) -> tuple[Superseded | None, Superseded | None]:
@@ -379,8 +417,11 @@ class Verifier:
         now = self.clock()
         later = [None if s is None else Later(s.version, s.status, s.issued)
                  for s in (outcome.superseded_by, outcome.revoked_by)]
-        recognition = decide(verdict=verdict, record=record, catalogue=self.catalogue,
-                             eligible=self.eligibility.categories(record.hospital_id, now), now=now,
+        # The hospital's eligibility is configuration of this ledger: not told about a result that was not
+        # established (the verdict is reorder anyway: not authentic, or anchor pending).
+        eligible = (self.eligibility.categories(record.hospital_id, now) if outcome.established
+                    else self.catalogue.categories)
+        recognition = decide(verdict=verdict, record=record, catalogue=self.catalogue, eligible=eligible, now=now,
                              superseded_by=later[0], revoked_by=later[1], failed_check=outcome.failed_check)
         return replace(outcome, recognition=recognition)
 

@@ -54,6 +54,13 @@ Three forms:
 registry), **pending** (genuine so far, anchor not confirmed yet). `superseded_by` names a newer version when the
 result was amended or corrected. Every verification is written to the access log (identities and verdict only).
 
+What this ledger's database knows — `hospital_name`, `superseded_by`, `revoked_by` (and the `revoked` verdict),
+the stored `issued` time, the hospital's eligibility in `recognition` — is told only to a caller who holds what
+the hospital committed: the record equal to the committed one, a receipt whose leaf is the committed leaf, or a
+receipt whose root the registry holds. Anyone else hears "not found" (`unknown`) or "does not match" (`tampered`)
+and the fields of their own document, the same for a result id that exists as for one that never did; and gets no
+`verification_id` (only established verifications can be decided, `POST /v1/decisions`).
+
 `signature`: the hospital's signature of the batch as this node checked it against its trust anchors
 (docs/signatures.md): `valid` with the `signer` (subject, issuer, serial, validity, fingerprint), `absent`,
 `not-checked`, or the failure's reason — a failed signature makes the verdict **tampered** with `failed_check`

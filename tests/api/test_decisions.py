@@ -43,14 +43,14 @@ def doctor(api: Api, hospital: str = "qd-002") -> dict[str, str]:
 
 
 def verification(api: Api, recognition: str = "recognise", items: tuple[ItemRef, ...] = (GLUCOSE,),
-                 reasons: tuple[str, ...] = (), token_id: int | None = None, role: str | None = None) -> str:
+                 reasons: tuple[str, ...] = (), token_id: int | None = None, role: str | None = None,
+                 verdict: str = "authentic") -> str:
     """A verification as the node records it when it answers (what a decision is checked against)."""
     now = api.ledger.clock()
     vid = new_id(now)
     api.ledger.events.remember(VerificationRow(
         vid, now, token_id, role, "gz-001", result_ref(api.ledger.regional_key, "gz-001", "R1"), 1,
-        "authentic" if recognition == "recognise" else "tampered", recognition, reasons,
-        items[0].category if items else None, items))
+        verdict, recognition, reasons, items[0].category if items else None, items))
     return vid
 
 
