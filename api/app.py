@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import metrics, problems, web
+from api.ratelimit import RateLimiter
 from api.routes import audit, health, hospitals, receipt_qr, results, verify
 from api.routes import catalogue as recognition_routes
 from api.routes import decisions as decision_routes
@@ -50,10 +51,12 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
-def create_app(ledger: Ledger, *, threads: int | None = None) -> FastAPI:
+def create_app(ledger: Ledger, *, threads: int | None = None, verify_limit: RateLimiter | None = None) -> FastAPI:
     """``threads``: size of the pool that runs the (synchronous) request handlers; None keeps AnyIO's 40.
     ``mrledger serve`` passes ``MRL_API_THREADS`` (default 4): the handlers are CPU-bound under one
-    interpreter lock, and 40 threads contending for it lost a quarter of the verification throughput."""
+    interpreter lock, and 40 threads contending for it lost a quarter of the verification throughput.
+    ``verify_limit``: the per-address limit of anonymous verification (api/ratelimit.py); ``mrledger serve``
+    passes ``MRL_VERIFY_RATE_LIMIT``/``MRL_VERIFY_BURST``, None (library use, tests) limits nothing."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +68,7 @@ def create_app(ledger: Ledger, *, threads: int | None = None) -> FastAPI:
                   openapi_tags=[{"name": "health"}, {"name": "hospitals"}, {"name": "results"},
                                 {"name": "verify"}, {"name": "audit"}])
     app.state.ledger = ledger
+    app.state.verify_limit = verify_limit
     problems.install(app)
 
     app.add_middleware(BodyLimit)

@@ -39,6 +39,7 @@ from anchoring.deploy import deploy_and_record
 from anchoring.node import AnvilNode
 from api.background import Background, Spec, shared_sign_stats
 from api.pki import configure
+from api.ratelimit import RateLimiter
 from api.recognition import load_catalogue
 from api.service import ChainContext, Ledger
 from api.settings import Settings
@@ -335,7 +336,9 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             token_file = _admin_token(ledger, data_dir)
             sock = _bind(settings.host, settings.port)
             port = sock.getsockname()[1]
-            config = uvicorn.Config(create_app(ledger, threads=settings.api_threads), host=settings.host, port=port,
+            limit = RateLimiter(settings.verify_rate_limit, settings.verify_burst)
+            config = uvicorn.Config(create_app(ledger, threads=settings.api_threads, verify_limit=limit),
+                                    host=settings.host, port=port,
                                     lifespan="on", access_log=False, log_level="info", log_config=None)
             server = uvicorn.Server(config)
             threads.append(threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True))

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     require_signatures: bool | None = Field(None, description="Verification fails (signature-missing) for an "
                                             "unsigned receipt, except of batches sealed before the hospital's first "
                                             "signed one. Default: true when batches are signed.")
+    # Anonymous verification (POST /v1/verify without a token): a token bucket per client address.
+    verify_rate_limit: float = Field(5.0, ge=0, description="Anonymous verifications per second per client "
+                                     "address (IPv6: per /64), sustained; 0 switches the limit off. Tokens of "
+                                     "doctors, auditors and admins are not limited. Over it: 429 with Retry-After.")
+    verify_burst: int = Field(30, ge=1, le=1_000_000, description="Anonymous verifications one client address may "
+                              "make at once before MRL_VERIFY_RATE_LIMIT applies (the bucket's size).")
     # Patient hashes of encounters (docs/kpis.md): every node of a region must hold the same key.
     regional_key: SecretStr | None = Field(None, description="Regional key (hex, at least 32 bytes) under which "
                                            "patient identifiers of encounters are hashed (HMAC-SHA256); never "

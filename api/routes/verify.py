@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic_core
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -15,6 +15,7 @@ from anchoring.rpc_async import RpcError
 from anchoring.verify import CacheMiss, cache_only, fresh
 from api.deps import LedgerDep, PrincipalDep, authorize
 from api.problems import Problem, invalid_body
+from api.ratelimit import RateLimiter, client_key, retry_after
 from api.routes.results import RawBody
 from api.schemas import (
     EXAMPLE_FHIR,
@@ -29,6 +30,7 @@ from api.schemas import (
 from api.verification import NotAReceiptError, Outcome
 from ledger import parse_json
 from ledger.formats import FormatError
+from store.access import ANONYMOUS
 
 router = APIRouter(prefix="/v1", tags=["verify"])
 
@@ -37,7 +39,9 @@ Three forms:
 
 * `{"receipt": {...}}` — an `mrl-receipt/1` document. **No token needed**: anyone holding a receipt may check it.
   Checked offline (record → leaf → inclusion proof), then against this ledger's registry on chain. The chain is
-  the proof, so a hospital this node never registered still verifies.
+  the proof, so a hospital this node never registered still verifies. Without a token, each client address
+  (IPv6: each /64) may verify `MRL_VERIFY_RATE_LIMIT` times a second (default 5, bursts of `MRL_VERIFY_BURST`,
+  default 30); beyond that a 429 `too-many-requests` problem with `Retry-After`. Tokens are not limited.
 * `{"hospital_id", "result_id", "version"?, "record": {...}}` — the result a doctor holds, compared with what the
   hospital committed (`doctor`, `auditor` or `admin` token). `version` defaults to the held record's own version.
 * `{"hospital_id", "fhir": {...}, "tz"?}` — the FHIR R4 resource the doctor received (Observation,
@@ -68,12 +72,29 @@ and the fields of their own document, the same for a result id that exists as fo
 """
 
 
+async def anonymous_limit(request: Request, principal: PrincipalDep) -> None:
+    """The per-address token bucket of anonymous verification (api/ratelimit.py), spent before the body is
+    read. A caller with a token is not limited: the token is checked first (an unknown one is a 401)."""
+    limiter: RateLimiter | None = request.app.state.verify_limit
+    if limiter is None or principal is not ANONYMOUS:
+        return
+    wait = limiter.take(client_key(request.client.host if request.client else None))
+    if wait:
+        raise Problem(429, "too-many-requests", "Too many anonymous verifications",
+                      f"this address may verify {limiter.rate:g} receipt(s) per second without a token (bursts of "
+                      f"{limiter.burst}); retry later, or verify with a doctor's token"
+                      ).with_headers({"Retry-After": retry_after(wait)})
+
+
+#: First in the route's signature, so that FastAPI resolves it before the body is read.
+AnonymousLimit = Annotated[None, Depends(anonymous_limit)]
+
 
 @router.post(
     "/verify", response_model=VerifyOut,
     summary="Verify a receipt (anyone) or a held record or FHIR resource (doctor)",
     description=DESCRIPTION,
-    responses=problems(400, 401, 403, 413, 422, 503, s422=(
+    responses=problems(400, 401, 403, 413, 422, 429, 503, s422=(
         "not-a-receipt", "Not an mrl-receipt/1 document", "missing receipt fields: ['leaf']", {})),
     openapi_extra=json_body(VerifyByReceipt | VerifyByRecord | VerifyByFhir,
                             "A receipt, a record with its identity, or a FHIR resource with its hospital", {
@@ -83,7 +104,7 @@ and the fields of their own document, the same for a result id that exists as fo
                    "record": EXAMPLE_RECORD},
         "fhir": {"hospital_id": "gz-001", "fhir": EXAMPLE_FHIR}}),
 )
-async def verify(body: RawBody, ledger: LedgerDep, principal: PrincipalDep) -> Any:
+async def verify(_limit: AnonymousLimit, body: RawBody, ledger: LedgerDep, principal: PrincipalDep) -> Any:
     obj = parse_json(body)
     if isinstance(obj, dict) and "receipt" in obj and "fhir" not in obj:
         if set(obj) != {"receipt"}:
