@@ -18,6 +18,7 @@ from api.routes import catalogue as recognition_routes
 from api.routes import decisions as decision_routes
 from api.routes import intake as intake_routes
 from api.routes import kpis as kpi_routes
+from api.routes import tokens as token_routes
 from api.service import Ledger
 from api.settings import MAX_BODY_BYTES
 
@@ -79,6 +80,7 @@ def create_app(ledger: Ledger, *, threads: int | None = None, verify_limit: Rate
     app.include_router(receipt_qr.router)  # receipt as QR, public proof for reference QRs (api/qr.py)
     app.include_router(decision_routes.router)  # recognition decisions and encounters (api/decisions.py)
     app.include_router(kpi_routes.router)  # KPIs and their audit check (api/kpis.py, api/kpi_audit.py)
+    app.include_router(token_routes.router)  # API tokens for administrators (list, create, revoke)
     app.include_router(web.router)  # the /verify and /audit pages (api/web/)
     metrics.install(app, ledger)  # /metrics and the latency middleware (outermost: it times the 413s too)
     return app
