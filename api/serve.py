@@ -7,8 +7,9 @@ one transaction, and the worker is exactly-once across crashes (see ``anchoring.
 on the same data dir simply drains what was pending.
 
 The data dir holds the SQLite database, ``anvil-state.json``, the dev keys (``admin.key``,
-``submitter.key``), ``master.key`` (encryption at rest, unless configured elsewhere: docs/encryption.md)
-and ``admin-token``, all secrets 0600. ``serve.json`` says where the running node
+``submitter.key``), ``master.key`` (encryption at rest, unless configured elsewhere: docs/encryption.md),
+``regional.key`` (patient hashes of encounters, unless configured: docs/kpis.md §4) and ``admin-token``, all
+secrets 0600. ``serve.json`` says where the running node
 listens (API, chain RPC, registry) for tools and tests; it holds no secret. ``anvil.pid`` lets a
 restart after ``kill -9`` find the anvil that outlived us (it runs in its own session, so it survives its
 parent) and stop it with SIGTERM — which makes it write the chain to the state file — before a new
@@ -38,6 +39,7 @@ from web3 import Web3
 from anchoring.deploy import deploy_and_record
 from anchoring.node import AnvilNode
 from api.background import Background, Spec, shared_sign_stats
+from api.decisions import RegionalKeyError, load_regional_key
 from api.pki import configure
 from api.ratelimit import RateLimiter
 from api.recognition import load_catalogue
@@ -130,6 +132,24 @@ def master_key_for(settings: Settings, *, create: bool) -> MasterKey | Path | No
     log.info("generated the master key %s (0600): the database cannot be read without it, so keep a copy "
              "apart from the database's backups (docs/encryption.md)", path)
     return path
+
+
+def regional_key_for(settings: Settings) -> bytes:
+    """The regional key patient, result and encounter hashes are made under (docs/kpis.md §4): MRL_REGIONAL_KEY,
+    else MRL_REGIONAL_KEY_FILE, else ``<data_dir>/regional.key``, generated once (0600). A fresh key per start
+    would make the same encounter a new one after every restart, and two nodes hash alike only with one key: so
+    on PostgreSQL — a database several nodes may share — a configured key is required."""
+    value = settings.regional_key.get_secret_value() if settings.regional_key is not None else None
+    if value is not None and settings.regional_key_file is not None:
+        raise ServeError("set MRL_REGIONAL_KEY or MRL_REGIONAL_KEY_FILE, not both")
+    if value is None and settings.regional_key_file is None and not settings.db_url.startswith("sqlite"):
+        raise ServeError("on PostgreSQL the regional key must be configured: set MRL_REGIONAL_KEY_FILE (a file "
+                         "holding at least 32 bytes as hex, mode 0600) or MRL_REGIONAL_KEY, the same on every node "
+                         "of the region (docs/kpis.md §4); generate one with `openssl rand -hex 32`")
+    try:
+        return load_regional_key(value, settings.regional_key_file, settings.data_dir)
+    except RegionalKeyError as exc:
+        raise ServeError(str(exc)) from exc
 
 
 def open_node_store(settings: Settings) -> Store:
@@ -307,6 +327,7 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             submitter_key_file = settings.submitter_key_file or data_dir / "submitter.key"
             admin = load_key(admin_key_file, create=not settings.admin_key_file)
             submitter = load_key(submitter_key_file, create=not settings.submitter_key_file)
+            regional_key = regional_key_for(settings)
             if settings.rpc_url:
                 rpc_url = settings.rpc_url
             else:
@@ -321,7 +342,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             pki = configure(settings, seal=settings.worker)  # creates the dev PKI the child then loads
             ledger = Ledger(store, chain, confirmations=settings.confirmations,
                             catalogue=load_catalogue(settings.catalogue_file),
-                            trust=pki.trust.store if pki.trust else None, require_signatures=pki.require_signatures)
+                            trust=pki.trust.store if pki.trust else None, require_signatures=pki.require_signatures,
+                            regional_key=regional_key)
             if settings.worker:
                 # The sealer and the anchoring worker: a child process (api/background.py says why).
                 ledger.sign_stats = shared_sign_stats()  # the child signs, /metrics here reports it
