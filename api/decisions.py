@@ -35,6 +35,7 @@ from store import ConflictError
 from store.access import Principal
 from store.decisions import EventIndex, VerificationRow
 from store.events import DecisionFacts, EncounterFacts, ItemRef, events_stream, stream_name
+from store.keyfiles import KeyFileError, read_private
 
 if TYPE_CHECKING:
     from api.service import Ledger
@@ -108,17 +109,18 @@ def load_regional_key(value: str | None, path: Path | None, data_dir: Path) -> b
     of a region must hold the same key for patient hashes to agree, so production sets one."""
     if value:
         return _parse_key(value, "MRL_REGIONAL_KEY")
-    if path is not None:
-        try:
-            return _parse_key(path.read_text(encoding="utf-8"), str(path))
-        except OSError as exc:
-            raise RegionalKeyError(f"cannot read the regional key file {path}: {exc.strerror or exc}") from exc
-    default = data_dir / REGIONAL_KEY_FILE
-    if not default.exists():
-        fd = os.open(default, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # 0600 from the first byte
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(KEY_BYTES) + "\n")
-    return _parse_key(default.read_text(encoding="utf-8"), str(default))
+    if path is None:
+        path = data_dir / REGIONAL_KEY_FILE
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # 0600 from the first byte
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(KEY_BYTES) + "\n")
+    try:  # a file group or others may read is refused (store/keyfiles.py)
+        return _parse_key(read_private(path, "regional key file").decode("utf-8", errors="replace"), str(path))
+    except KeyFileError as exc:
+        raise RegionalKeyError(str(exc)) from exc
+    except OSError as exc:
+        raise RegionalKeyError(f"cannot read the regional key file {path}: {exc.strerror or exc}") from exc
 
 
 def _parse_key(text: str, where: str) -> bytes:

@@ -46,6 +46,7 @@ from ledger import (
 )
 from ledger.records import HOSPITAL_ID_PATTERN
 from ledger.signing import HOSPITAL_URI_PREFIX
+from store.keyfiles import KeyFileError, read_private
 
 if TYPE_CHECKING:
     from api.pki_dev import DevCA
@@ -86,6 +87,16 @@ def write_public(path: Path, data: bytes) -> None:
 def read_file(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
+    except OSError as exc:
+        raise PkiError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+
+
+def read_key_file(path: Path, what: str) -> bytes:
+    """A private key file: refused when group or others may read it (store/keyfiles.py)."""
+    try:
+        return read_private(path, what)
+    except KeyFileError as exc:
+        raise PkiError(str(exc)) from exc
     except OSError as exc:
         raise PkiError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
 
@@ -250,7 +261,8 @@ class SigningKeys:
             problem = f"the certificate names {sorted(named) or 'no hospital'}, not {hospital_id}"
         else:
             try:
-                key = load_signing_key(read_file(cert_file.with_name(name + KEY_SUFFIX), "key file"), self._passphrase)
+                key = load_signing_key(read_key_file(cert_file.with_name(name + KEY_SUFFIX), "key file"),
+                                       self._passphrase)
                 return replace(info, signer=KeySigner(key, chain))
             except SigningError as exc:  # wrong passphrase, key of another certificate, missing key file
                 problem = str(exc)

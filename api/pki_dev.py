@@ -27,6 +27,7 @@ from api.pki import (
     TrustFiles,
     check_hospital_id,
     read_file,
+    read_key_file,
     write_private,
     write_public,
 )
@@ -130,7 +131,7 @@ class DevCA:
         except ValueError as exc:
             raise PkiError(f"the dev CA certificates in {directory} do not decode") from exc
         try:
-            key = load_signing_key(read_file(directory / INTERMEDIATE_KEY, "dev intermediate key"), passphrase)
+            key = load_signing_key(read_key_file(directory / INTERMEDIATE_KEY, "dev intermediate key"), passphrase)
         except PkiError:
             raise
         except SigningError as exc:  # say which file; MRL_SIGNING_KEY_PASSPHRASE is the usual cause

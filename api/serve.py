@@ -50,6 +50,7 @@ from store import Store
 from store.anchors import Outbox
 from store.crypto import MasterKey, write_master_key_file
 from store.errors import MasterKeyError
+from store.keyfiles import KeyFileError, read_private
 from store.locks import LockHeld, file_lock
 
 log = logging.getLogger("mrledger.serve")
@@ -77,7 +78,8 @@ def write_secret(path: Path, text: str) -> None:
 
 
 def load_key(path: Path, *, create: bool) -> LocalAccount:
-    """A private key from a file; with ``create``, a new random key is generated when it is missing."""
+    """A private key from a file; with ``create``, a new random key is generated when it is missing. A file
+    group or others may read is refused (store/keyfiles.py)."""
     if not path.exists():
         if not create:
             raise ServeError(f"key file {path} does not exist")
@@ -85,10 +87,14 @@ def load_key(path: Path, *, create: bool) -> LocalAccount:
         write_secret(path, "0x" + bytes(account.key).hex())
         log.info("generated dev key %s for %s", path, account.address)
         return account
-    if path.stat().st_mode & 0o077:
-        log.warning("key file %s is readable by others; chmod 600 it", path)
     try:
-        loaded: LocalAccount = Account.from_key(path.read_text().strip())
+        text = read_private(path, "key file").decode("utf-8", errors="replace")
+    except KeyFileError as exc:  # refused, not warned about: the chain keys spend the node's funds
+        raise ServeError(str(exc)) from exc
+    except OSError as exc:
+        raise ServeError(f"cannot read key file {path}: {exc.strerror or exc}") from exc
+    try:
+        loaded: LocalAccount = Account.from_key(text.strip())
     except Exception as exc:  # never echo the file's content
         raise ServeError(f"{path} does not hold a valid private key") from exc
     return loaded

@@ -91,7 +91,7 @@ def list_tokens(ledger: LedgerDep, principal: PrincipalDep,
              description="The answer holds the token once (`Cache-Control: no-store`). Admin tokens are refused "
                          "(403): they are made on the host with `mrledger token create --role admin`, so that a "
                          "leaked admin token cannot mint its own successor.",
-             responses=problems(401, 403, 404, 422))
+             responses=problems(400, 401, 403, 404, 413, 422))
 def create_token(body: TokenCreate, ledger: LedgerDep, principal: PrincipalDep, response: Response) -> Any:
     authorize(principal, "admin")
     if body.role == "admin":

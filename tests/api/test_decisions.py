@@ -330,6 +330,7 @@ def test_a_configured_regional_key_wins_and_a_bad_one_is_refused(tmp_path: Path)
     with pytest.raises(RegionalKeyError, match="32 bytes"):
         load_regional_key("ab" * 8, None, tmp_path)
     (tmp_path / "k").write_text("cd" * 32)
+    (tmp_path / "k").chmod(0o600)
     assert load_regional_key(None, tmp_path / "k", tmp_path) == bytes.fromhex("cd" * 32)
     with pytest.raises(RegionalKeyError, match="cannot read"):
         load_regional_key(None, tmp_path / "missing", tmp_path)

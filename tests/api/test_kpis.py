@@ -225,7 +225,8 @@ def test_csv_export(city: Api) -> None:
     ({"hospital": "xx-404"}, 404, "unknown-hospital"),
     ({"hospital": "qd-002.events"}, 404, "unknown-hospital"),
     ({"category": "pet"}, 422, "unknown-category"),
-], ids=["from-after-to", "bad-tz", "too-long", "far-future", "year-one", "unknown-hospital", "stream", "unknown-category"])
+], ids=["from-after-to", "bad-tz", "too-long", "far-future", "year-one", "unknown-hospital", "stream",
+        "unknown-category"])
 def test_bad_queries_are_problems(api: Api, params: dict[str, str], status: int, problem: str) -> None:
     for path in ("/v1/kpis", "/v1/kpis.csv"):
         r = api.client.get(path, params=params, headers=api.auth("auditor"))

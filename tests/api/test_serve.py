@@ -326,3 +326,15 @@ def test_serve_on_postgresql_refuses_to_start_without_a_regional_key(node: Node)
                          text=True, timeout=60, check=False)
     assert out.returncode == 1 and "the regional key must be configured" in out.stderr, out.stderr
     assert not (node.data_dir / "anvil.pid").exists()  # refused before anything was started
+
+
+def test_serve_refuses_a_key_file_others_may_read(node: Node) -> None:
+    """Issue 14, finding 15: a chain key readable by others was only warned about."""
+    node.data_dir.mkdir(mode=0o700)
+    key = node.data_dir / "admin.key"
+    key.write_text("0x" + "11" * 32 + "\n")
+    key.chmod(0o644)
+    out = subprocess.run([*COMMAND, "serve"], env=node.env, cwd=node.data_dir.parent, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 1 and f"chmod 600 {key}" in out.stderr, out.stderr
+    assert "11" * 32 not in out.stderr and not (node.data_dir / "anvil.pid").exists()
