@@ -33,7 +33,6 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from ledger._x509 import (
-    HOSPITAL_URI_PREFIX,
     MAX_CERTIFICATE_BYTES,
     MAX_CERTIFICATES,
     SignerInfo,
@@ -42,6 +41,7 @@ from ledger._x509 import (
     key_algorithm,
     parse_certificate,
 )
+from ledger._x509_usage import BATCH_SIGNING_EKU, EKU_REQUIRED_FROM, HOSPITAL_URI_PREFIX, signs_batches
 from ledger.batch import BatchHead
 from ledger.canonical import canonicalize
 from ledger.errors import SIGNATURE_REASONS, EncodingError, SignatureError, SignatureReason, SigningError
@@ -342,7 +342,9 @@ def describe_signer(signature: BatchSignature, trust: TrustStore | None = None) 
 
 __all__ = [
     "ALGORITHMS",
+    "BATCH_SIGNING_EKU",
     "BATCH_SIG_FORMAT",
+    "EKU_REQUIRED_FROM",
     "HOSPITAL_URI_PREFIX",
     "MAX_CERTIFICATES",
     "MAX_CERTIFICATE_BYTES",
@@ -363,5 +365,6 @@ __all__ = [
     "load_signing_key",
     "sign_batch",
     "sign_batch_with",
+    "signs_batches",
     "verify_batch_signature",
 ]
