@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -32,11 +33,12 @@ from anchoring import contract as reg
 from anchoring.contract import BatchRecord
 from anchoring.errors import AnchoringError
 from anchoring.rpc_async import AsyncRpc
-from ledger import Check, Receipt, Verdict, hospital_key, verify_receipt
+from ledger import Check, Receipt, SignatureResult, TrustStore, Verdict, hospital_key, verify_receipt
 from ledger.errors import MrLedgerError
 from ledger.merkle import verify_inclusion
+from ledger.signing import MAX_SEALING_DELAY, SigningTimeError, check_signing_time
 
-ONCHAIN_CHECKS = ("chain-id", "anchor-root", "on-chain-proof", "anchor-block")
+ONCHAIN_CHECKS = ("chain-id", "anchor-root", "on-chain-proof", "anchor-block", "signature-time")
 #: A block at least this deep below the head is treated as final by ``CachedReader``: its hash, and any
 #: registry entry anchored in it, are cached. 12 blocks is the customary "safe" depth on Ethereum
 #: (post-merge reorgs deeper than 1–2 blocks have not been observed; full finality is ~64 blocks).
@@ -380,7 +382,8 @@ class CachedReader:
 
 def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *,
                     reader: ChainReader | None = None, onchain_proof: bool = True,
-                    offline: Verdict | None = None) -> Verdict:
+                    offline: Verdict | None = None, trust: TrustStore | None = None,
+                    max_sealing_delay: timedelta = MAX_SEALING_DELAY) -> Verdict:
     """Offline checks first (a tampered receipt fails without touching the network), then the chain.
 
     ``reader``: where chain state comes from (default: ask ``w3`` every time). ``onchain_proof``: check
@@ -391,7 +394,11 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
     ``offline``: the caller's own ``verify_receipt(receipt)`` verdict, so a service that has just run the
     offline checks does not pay for them twice (a sixth of a verification's time) — and the way to have
     the hospital's signature checked: pass the verdict computed with ``trust``; its ``signature`` result is
-    kept in the verdict returned here.
+    kept in the verdict returned here. ``trust`` (the one the offline verdict was computed with): also check
+    the signed ``sealed_at`` against the anchoring block's time (``ledger.signing.check_signing_time``, the
+    ``signature-time`` check); a failure is ``invalid`` with ``extra["signature_time"]`` ``after-anchor`` (no
+    genuine batch does that) or ``before-anchor`` (sealed more than ``max_sealing_delay`` earlier, certificate
+    no longer valid when anchored: not corroborated, which a service should not call tampered).
     """
     if offline is None:
         offline = verify_receipt(receipt)
@@ -441,6 +448,17 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
         return fail("anchor-block", f"block {anchor.block_number} is not the receipt's block (reorg?)")
     confirmations = head - anchor.block_number + 1
     checks.append(Check("anchor-block", True, f"{confirmations} confirmation(s)"))
+    if trust is not None and r.signature is not None and signature.status == "valid":
+        block_time = datetime.fromtimestamp(block.timestamp, UTC)
+        try:
+            check_signing_time(r.batch, r.signature, block_time, trust, max_sealing_delay)
+        except SigningTimeError as exc:
+            checks.append(Check("signature-time", False, str(exc)))
+            return Verdict("invalid", tuple(checks), r, {
+                "on_chain": True, "confirmations": confirmations,
+                "signature_time": "after-anchor" if exc.after_anchor else "before-anchor"},
+                SignatureResult("signature-time", signature.alg))
+        checks.append(Check("signature-time", True, "sealed_at fits the anchoring block's time"))
     return Verdict("valid", tuple(checks), r, {"on_chain": True, "confirmations": confirmations,
                                                 "chain_id": chain_id, "block_number": anchor.block_number,
                                                 "tx_hash": anchor.tx_hash, "contract": anchor.contract}, signature)

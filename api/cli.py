@@ -100,7 +100,7 @@ def verify(
 
         try:
             verdict = verify_on_chain(data, Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 10})),
-                                      offline=verdict)
+                                      offline=verdict, trust=store)  # also signature-time (docs/signatures.md §4)
         except Exception as exc:  # unreachable endpoint, not an EVM node: a usage problem, not a verdict
             Console(stderr=True).print(f"[red]error:[/] cannot check the chain at {rpc}: {type(exc).__name__}: {exc}",
                                        soft_wrap=True)

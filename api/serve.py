@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -349,7 +349,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             ledger = Ledger(store, chain, confirmations=settings.confirmations,
                             catalogue=load_catalogue(settings.catalogue_file),
                             trust=pki.trust.store if pki.trust else None, require_signatures=pki.require_signatures,
-                            regional_key=regional_key)
+                            regional_key=regional_key,
+                            max_sealing_delay=timedelta(seconds=settings.max_sealing_delay))
             if settings.worker:
                 # The sealer and the anchoring worker: a child process (api/background.py says why).
                 ledger.sign_stats = shared_sign_stats()  # the child signs, /metrics here reports it

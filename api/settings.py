@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     signer_factory: str | None = Field(None, description="'module:callable' returning the hospitals' key source "
                                        "(an api.pki.SigningKeys subclass) instead of key files: the hook for "
                                        "HSM / PKCS#11 signers (docs/signatures.md §10).")
+    max_sealing_delay: float = Field(7 * 86400, gt=0, le=10 * 366 * 86400, description="Seconds a signed batch may "
+                                     "claim to have been sealed before the block that anchored it, once its "
+                                     "certificate is no longer valid at the block's time (signature-time; then the "
+                                     "verdict is unknown, not tampered). Default 7 days: docs/signatures.md §4.")
     require_signatures: bool | None = Field(None, description="Verification fails (signature-missing) for an "
                                             "unsigned receipt, except of batches sealed before the hospital's first "
                                             "signed one. Default: true when batches are signed.")

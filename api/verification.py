@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from anchoring.errors import AnchoringError
@@ -41,6 +41,7 @@ from ledger import (
 from ledger.errors import MrLedgerError
 from ledger.formats import FormatError
 from ledger.records import format_time
+from ledger.signing import MAX_SEALING_DELAY, SigningTimeError, check_signing_time
 from store import NotFoundError, Store, VersionInfo
 from store.anchors import Outbox
 from store.eligibility import Eligibility
@@ -160,6 +161,9 @@ class Verifier:
     #: An unsigned receipt is tampered (``signature-missing``): where every batch is signed, stripping the
     #: signature must not be a way around it.
     require_signatures: bool = False
+    #: ``MRL_MAX_SEALING_DELAY``: how much earlier than its anchoring block a signed batch may claim to have
+    #: been sealed when its certificate has expired by the block's time (``ledger.check_signing_time``).
+    max_sealing_delay: timedelta = MAX_SEALING_DELAY
     _names: dict[str, str] = field(default_factory=dict, repr=False)
     _names_at: float = field(default=-_NAMES_TTL, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -225,10 +229,15 @@ class Verifier:
                               f"anchored in {anchor.contract}, not in this ledger's registry {chain.contract}")
         # The node's cached chain view; the proof is checked locally against the root the chain holds.
         on_chain = self._ask(lambda: verify_on_chain(r, chain.w3, reader=chain.reader, onchain_proof=False,
-                                                     offline=offline))
+                                                     offline=offline, trust=self.trust,
+                                                     max_sealing_delay=self.max_sealing_delay))
         checks = list(on_chain.checks)
         if on_chain.status != "valid":
-            return replace(base, verdict="tampered", checks=tuple(checks), failed_check=on_chain.failed)
+            # Sealed long before a late anchor, with a certificate that expired meanwhile: not corroborated, but
+            # a genuine batch anchored after a long outage looks exactly like that — unknown, not tampered.
+            early = on_chain.extra.get("signature_time") == "before-anchor"
+            return replace(base, verdict="unknown" if early else "tampered", checks=tuple(checks),
+                           failed_check=on_chain.failed, signature=on_chain.signature)
         confirmations = int(on_chain.extra.get("confirmations", 0))
         # The registry holds this root (shallow or deep): the receipt is the hospital's, whoever sends it.
         base = replace(base, confirmations=confirmations, established=True)
@@ -299,7 +308,7 @@ class Verifier:
         block = stored_on_chain.anchored_block  # the chain's word, should a reorg have moved the anchor
         confirmations = max(0, self._ask(chain.head) - block + 1)
         base = replace(base, block_number=block, confirmations=confirmations)
-        return self._depth(base, checks, block, confirmations)
+        return self._signing_time(self._depth(base, checks, block, confirmations), receipt)
 
     # -- by FHIR resource ---------------------------------------------------------------------------
 
@@ -460,6 +469,22 @@ class Verifier:
         # Cached by number: safe because the block is at least `confirmations` deep.
         anchored_at = self._ask(lambda: self._block(block)).timestamp
         return replace(base, verdict="authentic", checks=tuple(checks), anchored_at=anchored_at, failed_check=None)
+
+    def _signing_time(self, outcome: Outcome, receipt: Receipt) -> Outcome:
+        """The held-record path's ``signature-time`` check (the receipt path's is in ``verify_on_chain``): the
+        stored batch's signed ``sealed_at`` against the time of the block the registry says anchored it."""
+        sig, at = receipt.signature, outcome.anchored_at
+        if (outcome.verdict != "authentic" or sig is None or self.trust is None or at is None
+                or outcome.signature.status != "valid"):
+            return outcome
+        try:
+            check_signing_time(receipt.batch, sig, at, self.trust, self.max_sealing_delay)
+        except SigningTimeError as exc:
+            checks = [*outcome.checks, Check("signature-time", False, str(exc))]
+            return replace(outcome, verdict="tampered" if exc.after_anchor else "unknown", checks=tuple(checks),
+                           failed_check="signature-time", signature=SignatureResult("signature-time", sig.alg))
+        return replace(outcome, checks=(*outcome.checks, Check("signature-time", True,
+                                                               "sealed_at fits the anchoring block's time")))
 
     @staticmethod
     def _fail(base: Outcome, verdict: VerdictName, checks: list[Check], name: str, detail: str) -> Outcome:
