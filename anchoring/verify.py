@@ -38,7 +38,9 @@ from ledger.errors import MrLedgerError
 from ledger.merkle import verify_inclusion
 from ledger.signing import MAX_SEALING_DELAY, SigningTimeError, check_signing_time
 
-ONCHAIN_CHECKS = ("chain-id", "anchor-root", "on-chain-proof", "anchor-block", "signature-time")
+ONCHAIN_CHECKS = ("chain-id", "anchor-root", "on-chain-proof", "anchor-block")
+#: After them, for a signed receipt verified with a trust store: its sealing time against the block's.
+SIGNATURE_TIME = "signature-time"
 #: A block at least this deep below the head is treated as final by ``CachedReader``: its hash, and any
 #: registry entry anchored in it, are cached. 12 blocks is the customary "safe" depth on Ethereum
 #: (post-merge reorgs deeper than 1–2 blocks have not been observed; full finality is ~64 blocks).
@@ -453,12 +455,12 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
         try:
             check_signing_time(r.batch, r.signature, block_time, trust, max_sealing_delay)
         except SigningTimeError as exc:
-            checks.append(Check("signature-time", False, str(exc)))
+            checks.append(Check(SIGNATURE_TIME, False, str(exc)))
             return Verdict("invalid", tuple(checks), r, {
                 "on_chain": True, "confirmations": confirmations,
                 "signature_time": "after-anchor" if exc.after_anchor else "before-anchor"},
                 SignatureResult("signature-time", signature.alg))
-        checks.append(Check("signature-time", True, "sealed_at fits the anchoring block's time"))
+        checks.append(Check(SIGNATURE_TIME, True, "sealed_at fits the anchoring block's time"))
     return Verdict("valid", tuple(checks), r, {"on_chain": True, "confirmations": confirmations,
                                                 "chain_id": chain_id, "block_number": anchor.block_number,
                                                 "tx_hash": anchor.tx_hash, "contract": anchor.contract}, signature)

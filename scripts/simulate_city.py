@@ -979,6 +979,8 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     if args.db:
         schema, db_url = _pg_schema(args.db)
         server.env["MRL_DATABASE_URL"] = db_url
+        # A node on PostgreSQL must be given the region's key (docs/kpis.md §4): a fresh one for this run.
+        server.env["MRL_REGIONAL_KEY"] = uuid.uuid4().hex * 2
     try:
         t = time.perf_counter()
         with console.status("starting mrledger serve (API, sealer, worker, anvil)"):
