@@ -19,6 +19,7 @@ from web3 import Web3
 
 from anchoring.worker import AnchorWorker, WorkerConfig
 from store import Store
+from store.keyfiles import KeyFileError, read_private
 from store.locks import exclusive
 
 
@@ -33,7 +34,11 @@ def main() -> None:
     p.add_argument("--replace-after", type=float, default=30.0)
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    key = a.key_file.read_text().strip() if a.key_file else os.environ.get("MRL_SUBMITTER_KEY", "")
+    try:  # a key file group or others may read is refused (store/keyfiles.py)
+        key = (read_private(a.key_file, "key file").decode().strip() if a.key_file
+               else os.environ.get("MRL_SUBMITTER_KEY", ""))
+    except (KeyFileError, OSError) as exc:
+        raise SystemExit(str(exc)) from exc
     if not key:
         raise SystemExit("no submitter key: set MRL_SUBMITTER_KEY or pass --key-file")
     account = Account.from_key(key)

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
@@ -32,14 +33,17 @@ from anchoring import contract as reg
 from anchoring.contract import BatchRecord
 from anchoring.errors import AnchoringError
 from anchoring.rpc_async import AsyncRpc
-from ledger import Check, Receipt, Verdict, hospital_key, verify_receipt
+from ledger import Check, Receipt, SignatureResult, TrustStore, Verdict, hospital_key, verify_receipt
 from ledger.errors import MrLedgerError
 from ledger.merkle import verify_inclusion
+from ledger.signing import MAX_SEALING_DELAY, SigningTimeError, check_signing_time
 
 if TYPE_CHECKING:
     from anchoring.health import ChainHealth
 
 ONCHAIN_CHECKS = ("chain-id", "anchor-root", "on-chain-proof", "anchor-block")
+#: After them, for a signed receipt verified with a trust store: its sealing time against the block's.
+SIGNATURE_TIME = "signature-time"
 #: A block at least this deep below the head is treated as final by ``CachedReader``: its hash, and any
 #: registry entry anchored in it, are cached. 12 blocks is the customary "safe" depth on Ethereum
 #: (post-merge reorgs deeper than 1–2 blocks have not been observed; full finality is ~64 blocks).
@@ -388,7 +392,8 @@ class CachedReader:
 
 def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *,
                     reader: ChainReader | None = None, onchain_proof: bool = True,
-                    offline: Verdict | None = None) -> Verdict:
+                    offline: Verdict | None = None, trust: TrustStore | None = None,
+                    max_sealing_delay: timedelta = MAX_SEALING_DELAY) -> Verdict:
     """Offline checks first (a tampered receipt fails without touching the network), then the chain.
 
     ``reader``: where chain state comes from (default: ask ``w3`` every time). ``onchain_proof``: check
@@ -399,7 +404,11 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
     ``offline``: the caller's own ``verify_receipt(receipt)`` verdict, so a service that has just run the
     offline checks does not pay for them twice (a sixth of a verification's time) — and the way to have
     the hospital's signature checked: pass the verdict computed with ``trust``; its ``signature`` result is
-    kept in the verdict returned here.
+    kept in the verdict returned here. ``trust`` (the one the offline verdict was computed with): also check
+    the signed ``sealed_at`` against the anchoring block's time (``ledger.signing.check_signing_time``, the
+    ``signature-time`` check); a failure is ``invalid`` with ``extra["signature_time"]`` ``after-anchor`` (no
+    genuine batch does that) or ``before-anchor`` (sealed more than ``max_sealing_delay`` earlier, certificate
+    no longer valid when anchored: not corroborated, which a service should not call tampered).
     """
     if offline is None:
         offline = verify_receipt(receipt)
@@ -471,9 +480,21 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
         checks.append(Check("anchor-block", True, f"block {anchor.block_number} is no longer the receipt's block "
                             f"(a chain reorganisation); the registry holds this batch's root since block {number} "
                             f"(anchored again), {confirmations} confirmation(s): ask for a fresh receipt"))
+        block = chain.block(number)  # the block that anchors it now: its time is what the signature is held to
     else:
         confirmations = head - number + 1
         checks.append(Check("anchor-block", True, f"{confirmations} confirmation(s)"))
+    if trust is not None and r.signature is not None and signature.status == "valid" and block is not None:
+        block_time = datetime.fromtimestamp(block.timestamp, UTC)
+        try:
+            check_signing_time(r.batch, r.signature, block_time, trust, max_sealing_delay)
+        except SigningTimeError as exc:
+            checks.append(Check(SIGNATURE_TIME, False, str(exc)))
+            return Verdict("invalid", tuple(checks), r, {
+                "on_chain": True, "confirmations": confirmations,
+                "signature_time": "after-anchor" if exc.after_anchor else "before-anchor"},
+                SignatureResult("signature-time", signature.alg))
+        checks.append(Check(SIGNATURE_TIME, True, "sealed_at fits the anchoring block's time"))
     return Verdict("valid", tuple(checks), r, {"on_chain": True, "confirmations": confirmations,
                                                 "chain_id": chain_id, "block_number": number,
                                                 "tx_hash": tx, "contract": anchor.contract}, signature)

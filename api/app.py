@@ -13,11 +13,13 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import metrics, problems, web
+from api.ratelimit import RateLimiter
 from api.routes import audit, health, hospitals, receipt_qr, results, verify
 from api.routes import catalogue as recognition_routes
 from api.routes import decisions as decision_routes
 from api.routes import intake as intake_routes
 from api.routes import kpis as kpi_routes
+from api.routes import tokens as token_routes
 from api.service import Ledger
 from api.settings import BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES
 from api.strict_json import decodes_as_json
@@ -119,11 +121,13 @@ def _json_media(scope: Scope) -> bool:
 
 
 def create_app(ledger: Ledger, *, threads: int | None = None, body_timeout: float = BODY_TIMEOUT_SECONDS,
-               metrics_token: str | None = None) -> FastAPI:
+               metrics_token: str | None = None, verify_limit: RateLimiter | None = None) -> FastAPI:
     """``threads``: size of the pool that runs the (synchronous) request handlers; None keeps AnyIO's 40.
     ``mrledger serve`` passes ``MRL_API_THREADS`` (default 4): the handlers are CPU-bound under one
     interpreter lock, and 40 threads contending for it lost a quarter of the verification throughput.
-    ``body_timeout``: see ``BodyLimit`` (tests shorten it). ``metrics_token``: ``MRL_METRICS_TOKEN``."""
+    ``body_timeout``: see ``BodyLimit`` (tests shorten it). ``metrics_token``: ``MRL_METRICS_TOKEN``.
+    ``verify_limit``: the per-address limit of anonymous verification (api/ratelimit.py); ``mrledger serve``
+    passes ``MRL_VERIFY_RATE_LIMIT``/``MRL_VERIFY_BURST``, None (library use, tests) limits nothing."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -135,6 +139,7 @@ def create_app(ledger: Ledger, *, threads: int | None = None, body_timeout: floa
                   openapi_tags=[{"name": "health"}, {"name": "hospitals"}, {"name": "results"},
                                 {"name": "verify"}, {"name": "audit"}])
     app.state.ledger = ledger
+    app.state.verify_limit = verify_limit
     problems.install(app)
 
     app.add_middleware(BodyLimit, timeout=body_timeout)
@@ -146,6 +151,7 @@ def create_app(ledger: Ledger, *, threads: int | None = None, body_timeout: floa
     app.include_router(receipt_qr.router)  # receipt as QR, public proof for reference QRs (api/qr.py)
     app.include_router(decision_routes.router)  # recognition decisions and encounters (api/decisions.py)
     app.include_router(kpi_routes.router)  # KPIs and their audit check (api/kpis.py, api/kpi_audit.py)
+    app.include_router(token_routes.router)  # API tokens for administrators (list, create, revoke)
     app.include_router(web.router)  # the /verify and /audit pages (api/web/)
     # /metrics and the latency middleware (outermost: it times the 413s too)
     metrics.install(app, ledger, metrics_token)

@@ -21,6 +21,7 @@ from api.cli_eligibility import eligibility_app
 from api.cli_keys import keys_app
 from api.cli_kpis import kpis
 from api.cli_pki import pki_app
+from api.cli_tokens import token_app
 from api.settings import Settings
 from ledger import Verdict, verify_receipt
 
@@ -99,7 +100,7 @@ def verify(
 
         try:
             verdict = verify_on_chain(data, Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 10})),
-                                      offline=verdict)
+                                      offline=verdict, trust=store)  # also signature-time (docs/signatures.md §4)
         except Exception as exc:  # unreachable endpoint, not an EVM node: a usage problem, not a verdict
             Console(stderr=True).print(f"[red]error:[/] cannot check the chain at {rpc}: {type(exc).__name__}: {exc}",
                                        soft_wrap=True)
@@ -230,39 +231,6 @@ def serve(
     raise typer.Exit(run_node(settings, echo=typer.echo))
 
 
-token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
-app.add_typer(token_app, name="token")
-
-
-@token_app.command("create")
-def token_create(
-    role: Annotated[str, typer.Option("--role", help="admin, doctor, doctor:<id> (a doctor of that hospital: may "
-                                      "record recognition decisions), auditor or hospital:<id>.",
-                                      show_default=False)],
-    label: Annotated[str, typer.Option("--label", help="What the token is for (shown in audits).")] = "",
-) -> None:
-    """Create a token in the node's database (MRL_DATA_DIR / MRL_DATABASE_URL) and print it once.
-
-    Only its hash is stored: save it now, it cannot be shown again.
-    """
-    from datetime import UTC, datetime
-
-    from api.serve import ServeError, open_existing_store
-    from store.access import Access
-    from store.errors import NotFoundError, SubmissionError
-
-    try:
-        store = open_existing_store(_settings())
-        token = Access(store).create_token(role, label or f"cli {role}", datetime.now(UTC))
-    except ServeError as exc:
-        _err(str(exc))
-        raise typer.Exit(EXIT_USAGE) from None
-    except (SubmissionError, NotFoundError) as exc:
-        _err(str(exc))
-        raise typer.Exit(EXIT_USAGE) from None
-    typer.echo(token)
-
-
 hospital_app = typer.Typer(help="Hospitals.", no_args_is_help=True)
 app.add_typer(hospital_app, name="hospital")
 
@@ -303,3 +271,4 @@ app.command()(kpis)
 app.add_typer(eligibility_app, name="eligibility")
 app.add_typer(keys_app, name="keys")
 app.add_typer(pki_app, name="pki")
+app.add_typer(token_app, name="token")

@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from api.recognition import Catalogue
-from api.verification import Outcome
+from api.verification import DECIDABLE, Outcome
 from ledger.errors import MrLedgerError
 from store import ConflictError
 from store.access import Principal
 from store.decisions import EventIndex, VerificationRow
 from store.events import DecisionFacts, EncounterFacts, ItemRef, events_stream, stream_name
+from store.keyfiles import KeyFileError, read_private
 
 if TYPE_CHECKING:
     from api.service import Ledger
@@ -108,17 +109,18 @@ def load_regional_key(value: str | None, path: Path | None, data_dir: Path) -> b
     of a region must hold the same key for patient hashes to agree, so production sets one."""
     if value:
         return _parse_key(value, "MRL_REGIONAL_KEY")
-    if path is not None:
-        try:
-            return _parse_key(path.read_text(encoding="utf-8"), str(path))
-        except OSError as exc:
-            raise RegionalKeyError(f"cannot read the regional key file {path}: {exc.strerror or exc}") from exc
-    default = data_dir / REGIONAL_KEY_FILE
-    if not default.exists():
-        fd = os.open(default, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # 0600 from the first byte
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(KEY_BYTES) + "\n")
-    return _parse_key(default.read_text(encoding="utf-8"), str(default))
+    if path is None:
+        path = data_dir / REGIONAL_KEY_FILE
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # 0600 from the first byte
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(KEY_BYTES) + "\n")
+    try:  # a file group or others may read is refused (store/keyfiles.py)
+        return _parse_key(read_private(path, "regional key file").decode("utf-8", errors="replace"), str(path))
+    except KeyFileError as exc:
+        raise RegionalKeyError(str(exc)) from exc
+    except OSError as exc:
+        raise RegionalKeyError(f"cannot read the regional key file {path}: {exc.strerror or exc}") from exc
 
 
 def _parse_key(text: str, where: str) -> bytes:
@@ -170,8 +172,12 @@ class DecisionService:
     # -- verifications ------------------------------------------------------------------------------
 
     def remember(self, who: Principal, outcome: Outcome) -> Outcome:
-        """Give a verification its id and keep what it answered (identifiers, verdicts, items)."""
-        if outcome.hospital_id is None or outcome.result_id is None or outcome.version is None:
+        """Give a verification its id and keep what it answered (identifiers, verdicts, items) — only when a
+        decision may follow (``Outcome.decidable``): a tampered or unknown result, or a receipt nothing here
+        vouches for, gets no id, so an anonymous forgery cannot become a committed decision attributed to the
+        hospital it names. The access log still records every verification."""
+        if (not outcome.decidable or outcome.hospital_id is None or outcome.result_id is None
+                or outcome.version is None):
             return outcome
         now = self.ledger.clock()
         rec = outcome.recognition
@@ -199,6 +205,10 @@ class DecisionService:
             raise DecisionRefused(404, "unknown-verification", "Unknown verification",
                                   f"no verification {verification_id!r} (verify again: the id is in the answer of "
                                   "POST /v1/verify)")
+        if v.verdict not in DECIDABLE:  # recorded before only decidable verifications were kept
+            raise DecisionRefused(422, "not-decidable", "This verification cannot be decided",
+                                  f"the verification's verdict is {v.verdict}: only a result established as the "
+                                  "hospital's (authentic, pending or revoked) can be recognised or reordered")
         if v.token_id is not None and (v.role or "").split(":", 1)[0] == "doctor" and v.token_id != who.token_id:
             raise DecisionRefused(403, "not-your-verification", "Verification made by another doctor",
                                   "a verification made with a doctor token is decided with that token")

@@ -33,9 +33,11 @@ async def get_principal(request: Request, ledger: LedgerDep) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Problem(401, "unauthenticated", "Bearer token required", "use 'Authorization: Bearer <token>'")
-    principal = await run_in_threadpool(ledger.access.authenticate, token.strip())  # a database read
+    # A database read on every request, no cache: a revoked or expired token is refused on the next request
+    # by every node of the database (docs: README, `mrledger token revoke`).
+    principal = await run_in_threadpool(ledger.access.authenticate, token.strip(), ledger.clock())
     if principal is None:
-        raise Problem(401, "unauthenticated", "Unknown or revoked token")
+        raise Problem(401, "unauthenticated", "Unknown, revoked or expired token")
     return principal
 
 

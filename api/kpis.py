@@ -79,6 +79,8 @@ def period(start: date | None, end: date | None, tz: str, today: datetime) -> Pe
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise KpiError(f"tz {tz!r} is not an IANA time zone name (e.g. Asia/Shanghai, UTC)") from exc
     end = end or today.astimezone(zone).date()
+    if end < date(1971, 1, 1):  # before subtracting: `to=0001-01-01` overflowed date arithmetic (a 500)
+        raise KpiError("the period (or the previous one, for growth) starts before 1971")
     start = start or end - timedelta(days=DEFAULT_DAYS - 1)
     if start > end:
         raise KpiError(f"from ({start}) is after to ({end})")

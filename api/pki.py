@@ -45,7 +45,8 @@ from ledger import (
     verify_batch_signature,
 )
 from ledger.records import HOSPITAL_ID_PATTERN
-from ledger.signing import HOSPITAL_URI_PREFIX
+from ledger.signing import HOSPITAL_URI_PREFIX, signs_batches
+from store.keyfiles import KeyFileError, read_private
 
 if TYPE_CHECKING:
     from api.pki_dev import DevCA
@@ -86,6 +87,16 @@ def write_public(path: Path, data: bytes) -> None:
 def read_file(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
+    except OSError as exc:
+        raise PkiError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+
+
+def read_key_file(path: Path, what: str) -> bytes:
+    """A private key file: refused when group or others may read it (store/keyfiles.py)."""
+    try:
+        return read_private(path, what)
+    except KeyFileError as exc:
+        raise PkiError(str(exc)) from exc
     except OSError as exc:
         raise PkiError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
 
@@ -250,7 +261,8 @@ class SigningKeys:
             problem = f"the certificate names {sorted(named) or 'no hospital'}, not {hospital_id}"
         else:
             try:
-                key = load_signing_key(read_file(cert_file.with_name(name + KEY_SUFFIX), "key file"), self._passphrase)
+                key = load_signing_key(read_key_file(cert_file.with_name(name + KEY_SUFFIX), "key file"),
+                                       self._passphrase)
                 return replace(info, signer=KeySigner(key, chain))
             except SigningError as exc:  # wrong passphrase, key of another certificate, missing key file
                 problem = str(exc)
@@ -326,10 +338,14 @@ class BatchSigning:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def ensure_key(self, hospital_id: str, at: datetime | None = None) -> KeyInfo | None:
-        """The hospital's current pair; in dev mode one is issued when there is none."""
+        """The hospital's current pair; in dev mode one is issued when there is none, or when the current one
+        predates the batch-signing extended key usage (docs/signatures.md §1): the old certificate keeps
+        verifying the batches it signed, the new one signs from now on."""
         at = at or self.clock()
         current = self.keys.current(hospital_id, at)
-        if current is None and self.dev is not None:
+        stale = (current is not None and current.signer is not None
+                 and not signs_batches(x509.load_der_x509_certificate(current.signer.certificates[0])))
+        if (current is None or stale) and self.dev is not None:
             path = self.dev.issue(hospital_id, self.keys.directory, min(at, self.clock()))
             log.info("dev PKI: issued a signing certificate for %s (%s)", hospital_id, path)
             current = self.keys.current(hospital_id, at)

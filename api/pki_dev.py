@@ -27,11 +27,12 @@ from api.pki import (
     TrustFiles,
     check_hospital_id,
     read_file,
+    read_key_file,
     write_private,
     write_public,
 )
 from ledger import SigningError, load_signing_key
-from ledger.signing import HOSPITAL_URI_PREFIX
+from ledger.signing import BATCH_SIGNING_EKU, HOSPITAL_URI_PREFIX
 
 ROOT_CERT, ROOT_KEY = "root.crt.pem", "root.key.pem"
 INTERMEDIATE_CERT, INTERMEDIATE_KEY = "intermediate.crt.pem", "intermediate.key.pem"
@@ -130,7 +131,7 @@ class DevCA:
         except ValueError as exc:
             raise PkiError(f"the dev CA certificates in {directory} do not decode") from exc
         try:
-            key = load_signing_key(read_file(directory / INTERMEDIATE_KEY, "dev intermediate key"), passphrase)
+            key = load_signing_key(read_key_file(directory / INTERMEDIATE_KEY, "dev intermediate key"), passphrase)
         except PkiError:
             raise
         except SigningError as exc:  # say which file; MRL_SIGNING_KEY_PASSPHRASE is the usual cause
@@ -144,8 +145,9 @@ class DevCA:
 
     def issue(self, hospital_id: str, keys_dir: Path, now: datetime, name: str | None = None) -> Path:
         """A new ECDSA P-256 key and certificate for a hospital (SAN ``urn:mrledger:hospital:<id>``,
-        keyUsage digitalSignature, not a CA), valid from now (backdated ``BACKDATE``) for a year. Being
-        the newest, it signs from the next batch on. Returns the certificate file."""
+        keyUsage digitalSignature, extendedKeyUsage batch signing, not a CA), valid from now (backdated
+        ``BACKDATE``) for a year. Being the newest, it signs from the next batch on. Returns the certificate
+        file."""
         check_hospital_id(hospital_id)
         keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         target = keys_dir / hospital_id
@@ -154,6 +156,7 @@ class DevCA:
         cert = _certificate(
             _name(f"{hospital_id} batch signing (dev)", hospital_id), key, self.intermediate, self.key, now,
             DEV_HOSPITAL_DAYS, [(x509.BasicConstraints(ca=False, path_length=None), True), (_usage(sign=True), True),
+                                (x509.ExtendedKeyUsage([BATCH_SIGNING_EKU]), False),
                                 (x509.SubjectAlternativeName([x509.UniformResourceIdentifier(
                                     HOSPITAL_URI_PREFIX + hospital_id)]), False)])
         stem = name or f"{now.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{cert.serial_number:x}"[:48]

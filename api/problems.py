@@ -41,9 +41,16 @@ PREFIX = "urn:mrledger:problem:"
 
 
 class Problem(Exception):
+    #: Response headers the problem needs (Retry-After of a 429): ``Problem(...).with_headers(...)``.
+    headers: dict[str, str] | None = None
+
     def __init__(self, status: int, name: str, title: str, detail: str = "", **extra: Any) -> None:
         super().__init__(detail or title)
         self.status, self.name, self.title, self.detail, self.extra = status, name, title, detail, extra
+
+    def with_headers(self, headers: dict[str, str]) -> Problem:
+        self.headers = headers
+        return self
 
 
 def error_list(errors: Sequence[Any]) -> list[dict[str, Any]]:
@@ -86,7 +93,7 @@ _STATUS_NAMES = {400: "bad-request", 401: "unauthenticated", 403: "forbidden", 4
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return _response(request, exc.status, exc.name, exc.title, exc.detail, **exc.extra)
+        return _response(request, exc.status, exc.name, exc.title, exc.detail, exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -429,6 +429,8 @@ _PROBLEM_EXAMPLES: dict[int, tuple[str, str, str, dict[str, Any]]] = {
     413: ("payload-too-large", "Request body too large", "the limit is 16777216 bytes", {}),
     422: ("invalid-record", "A record is not valid", "records[3].content.observations.0.value: number must be finite",
           {"field": "records[3].content.observations.0.value"}),
+    429: ("too-many-requests", "Too many anonymous verifications", "this address may verify 5 receipt(s) per "
+          "second without a token (bursts of 30); retry later, or verify with a doctor's token", {}),
     503: ("chain-unavailable", "The chain could not be used", "cannot check the chain: ConnectionError", {}),
 }
 

@@ -7,8 +7,9 @@ one transaction, and the worker is exactly-once across crashes (see ``anchoring.
 on the same data dir simply drains what was pending.
 
 The data dir holds the SQLite database, ``anvil-state.json``, the dev keys (``admin.key``,
-``submitter.key``), ``master.key`` (encryption at rest, unless configured elsewhere: docs/encryption.md)
-and ``admin-token``, all secrets 0600. ``serve.json`` says where the running node
+``submitter.key``), ``master.key`` (encryption at rest, unless configured elsewhere: docs/encryption.md),
+``regional.key`` (patient hashes of encounters, unless configured: docs/kpis.md §4) and ``admin-token``, all
+secrets 0600. ``serve.json`` says where the running node
 listens (API, chain RPC, registry) for tools and tests; it holds no secret.
 
 The managed anvil is tied to serve (anchoring/node.py): it gets SIGTERM when serve dies however it dies, so
@@ -31,7 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,9 @@ from anchoring.health import ChainHealth, GuardedHTTPProvider
 from anchoring.node import AnvilError, AnvilNode
 from anchoring.verify import FINAL_DEPTH
 from api.background import LEADER_LOCK, ROLE_NAMES, Background, Spec, shared_role, shared_sign_stats
+from api.decisions import RegionalKeyError, load_regional_key
 from api.pki import configure
+from api.ratelimit import RateLimiter
 from api.recognition import load_catalogue
 from api.service import ChainContext, Ledger
 from api.settings import Settings
@@ -54,6 +57,7 @@ from store import Store
 from store.anchors import Outbox
 from store.crypto import MasterKey, write_master_key_file
 from store.errors import MasterKeyError
+from store.keyfiles import KeyFileError, read_private
 from store.locks import LockHeld, exclusive, file_lock
 from store.shared import DEV_TRUST, shared_get, shared_put_first
 
@@ -85,7 +89,8 @@ def write_secret(path: Path, text: str) -> None:
 
 
 def load_key(path: Path, *, create: bool) -> LocalAccount:
-    """A private key from a file; with ``create``, a new random key is generated when it is missing."""
+    """A private key from a file; with ``create``, a new random key is generated when it is missing. A file
+    group or others may read is refused (store/keyfiles.py)."""
     if not path.exists():
         if not create:
             raise ServeError(f"key file {path} does not exist")
@@ -93,10 +98,14 @@ def load_key(path: Path, *, create: bool) -> LocalAccount:
         write_secret(path, "0x" + bytes(account.key).hex())
         log.info("generated dev key %s for %s", path, account.address)
         return account
-    if path.stat().st_mode & 0o077:
-        log.warning("key file %s is readable by others; chmod 600 it", path)
     try:
-        loaded: LocalAccount = Account.from_key(path.read_text().strip())
+        text = read_private(path, "key file").decode("utf-8", errors="replace")
+    except KeyFileError as exc:  # refused, not warned about: the chain keys spend the node's funds
+        raise ServeError(str(exc)) from exc
+    except OSError as exc:
+        raise ServeError(f"cannot read key file {path}: {exc.strerror or exc}") from exc
+    try:
+        loaded: LocalAccount = Account.from_key(text.strip())
     except Exception as exc:  # never echo the file's content
         raise ServeError(f"{path} does not hold a valid private key") from exc
     return loaded
@@ -140,6 +149,24 @@ def master_key_for(settings: Settings, *, create: bool) -> MasterKey | Path | No
     log.info("generated the master key %s (0600): the database cannot be read without it, so keep a copy "
              "apart from the database's backups (docs/encryption.md)", path)
     return path
+
+
+def regional_key_for(settings: Settings) -> bytes:
+    """The regional key patient, result and encounter hashes are made under (docs/kpis.md §4): MRL_REGIONAL_KEY,
+    else MRL_REGIONAL_KEY_FILE, else ``<data_dir>/regional.key``, generated once (0600). A fresh key per start
+    would make the same encounter a new one after every restart, and two nodes hash alike only with one key: so
+    on PostgreSQL — a database several nodes may share — a configured key is required."""
+    value = settings.regional_key.get_secret_value() if settings.regional_key is not None else None
+    if value is not None and settings.regional_key_file is not None:
+        raise ServeError("set MRL_REGIONAL_KEY or MRL_REGIONAL_KEY_FILE, not both")
+    if value is None and settings.regional_key_file is None and not settings.db_url.startswith("sqlite"):
+        raise ServeError("on PostgreSQL the regional key must be configured: set MRL_REGIONAL_KEY_FILE (a file "
+                         "holding at least 32 bytes as hex, mode 0600) or MRL_REGIONAL_KEY, the same on every node "
+                         "of the region (docs/kpis.md §4); generate one with `openssl rand -hex 32`")
+    try:
+        return load_regional_key(value, settings.regional_key_file, settings.data_dir)
+    except RegionalKeyError as exc:
+        raise ServeError(str(exc)) from exc
 
 
 def open_node_store(settings: Settings) -> Store:
@@ -414,6 +441,7 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             admin = load_key(admin_key_file, create=not settings.admin_key_file)
             submitter = load_key(submitter_key_file, create=not settings.submitter_key_file)
             fund: list[str] = [admin.address, submitter.address]
+            regional_key = regional_key_for(settings)
             if settings.rpc_url:
                 rpc_url = settings.rpc_url
             else:
@@ -435,7 +463,9 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             record_dev_trust(store, pki.dev)
             ledger = Ledger(store, chain, confirmations=confirmations,
                             catalogue=load_catalogue(settings.catalogue_file),
-                            trust=pki.trust.store if pki.trust else None, require_signatures=pki.require_signatures)
+                            trust=pki.trust.store if pki.trust else None, require_signatures=pki.require_signatures,
+                            regional_key=regional_key,
+                            max_sealing_delay=timedelta(seconds=settings.max_sealing_delay))
             if settings.worker:
                 # The sealer and the anchoring worker: a child process (api/background.py says why).
                 ledger.sign_stats = shared_sign_stats()  # the child signs, /metrics here reports it
@@ -454,7 +484,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             sock = _bind(settings.host, settings.port)
             port = sock.getsockname()[1]
             metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-            app = create_app(ledger, threads=settings.api_threads, metrics_token=metrics_token)
+            limit = RateLimiter(settings.verify_rate_limit, settings.verify_burst)
+            app = create_app(ledger, threads=settings.api_threads, metrics_token=metrics_token, verify_limit=limit)
             config = uvicorn.Config(app, host=settings.host, port=port, http=BoundedHttpToolsProtocol,
                                     lifespan="on", access_log=False, log_level="info", log_config=None)
             server = uvicorn.Server(config)

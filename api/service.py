@@ -9,7 +9,7 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
@@ -26,6 +26,7 @@ from api.recognition import Catalogue, default_catalogue
 from api.verification import Outcome, Verifier
 from ledger import BatchHead, Receipt, ResultRecord, TrustStore
 from ledger.ids import check_ids
+from ledger.signing import MAX_SEALING_DELAY
 from store import Accepted, Store, VersionInfo
 from store.access import Access, Principal
 from store.anchors import AnchorState, Outbox
@@ -119,7 +120,8 @@ class Ledger:
     def __init__(self, store: Store, chain: ChainContext | None = None, *,
                  clock: Callable[[], datetime] = utcnow, confirmations: int = 1,
                  catalogue: Catalogue | None = None, trust: TrustStore | None = None,
-                 require_signatures: bool = False, regional_key: bytes | None = None) -> None:
+                 require_signatures: bool = False, regional_key: bytes | None = None,
+                 max_sealing_delay: timedelta = MAX_SEALING_DELAY) -> None:
         if confirmations < 1:
             raise ValueError("confirmations must be >= 1")
         if require_signatures and trust is None:
@@ -136,6 +138,8 @@ class Ledger:
         #: Whom hospital signatures must chain to (``MRL_TRUST_*``), and whether unsigned receipts fail.
         self.trust = trust
         self.require_signatures = require_signatures
+        #: ``MRL_MAX_SEALING_DELAY`` (docs/signatures.md §4, ``signature-time``).
+        self.max_sealing_delay = max_sealing_delay
         #: Time the sealer spent signing batches (``/metrics``: ``mrledger_batch_sign_seconds``).
         self.sign_stats = SignStats()
         #: This node's part in its region under ``mrledger serve``: "leader" (seals and anchors), "follower"
@@ -155,11 +159,12 @@ class Ledger:
         v = self._verifier
         if v is None or v.confirmations != self.confirmations or v.chain is not self.chain \
                 or v.catalogue is not self.catalogue or v.trust is not self.trust \
-                or v.require_signatures != self.require_signatures:
+                or v.require_signatures != self.require_signatures or v.max_sealing_delay != self.max_sealing_delay:
             # The clock is read through the ledger so a test (or a caller) replacing ``ledger.clock`` is honoured.
             v = self._verifier = Verifier(self.store, self.chain, self.confirmations, catalogue=self.catalogue,
                                           clock=lambda: self.clock(), trust=self.trust,
-                                          require_signatures=self.require_signatures)
+                                          require_signatures=self.require_signatures,
+                                          max_sealing_delay=self.max_sealing_delay)
         return v
 
     def log(self, who: Principal, action: str, *, hospital_id: str | None = None, result_id: str | None = None,

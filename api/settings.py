@@ -75,9 +75,19 @@ class Settings(BaseSettings):
     signer_factory: str | None = Field(None, description="'module:callable' returning the hospitals' key source "
                                        "(an api.pki.SigningKeys subclass) instead of key files: the hook for "
                                        "HSM / PKCS#11 signers (docs/signatures.md §10).")
+    max_sealing_delay: float = Field(7 * 86400, gt=0, le=10 * 366 * 86400, description="Seconds a signed batch may "
+                                     "claim to have been sealed before the block that anchored it, once its "
+                                     "certificate is no longer valid at the block's time (signature-time; then the "
+                                     "verdict is unknown, not tampered). Default 7 days: docs/signatures.md §4.")
     require_signatures: bool | None = Field(None, description="Verification fails (signature-missing) for an "
                                             "unsigned receipt, except of batches sealed before the hospital's first "
                                             "signed one. Default: true when batches are signed.")
+    # Anonymous verification (POST /v1/verify without a token): a token bucket per client address.
+    verify_rate_limit: float = Field(5.0, ge=0, description="Anonymous verifications per second per client "
+                                     "address (IPv6: per /64), sustained; 0 switches the limit off. Tokens of "
+                                     "doctors, auditors and admins are not limited. Over it: 429 with Retry-After.")
+    verify_burst: int = Field(30, ge=1, le=1_000_000, description="Anonymous verifications one client address may "
+                              "make at once before MRL_VERIFY_RATE_LIMIT applies (the bucket's size).")
     # Patient hashes of encounters (docs/kpis.md): every node of a region must hold the same key.
     regional_key: SecretStr | None = Field(None, description="Regional key (hex, at least 32 bytes) under which "
                                            "patient identifiers of encounters are hashed (HMAC-SHA256); never "

@@ -19,17 +19,25 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, tzinfo
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from anchoring.errors import AnchoringError
 from anchoring.verify import verify_on_chain
 from api import fhir_match, intake
-from api.recognition import Catalogue, Later, Recognition, decide, default_catalogue
+from api.outcome import (
+    DECIDABLE,
+    ChainUnavailableError,
+    NotAReceiptError,
+    Outcome,
+    Superseded,
+    VerdictName,
+)
+from api.recognition import Catalogue, Later, decide, default_catalogue
 from ledger import (
     Anchor,
     Check,
+    Receipt,
     ResultRecord,
     SignatureResult,
     TrustStore,
@@ -41,6 +49,7 @@ from ledger.errors import MrLedgerError
 from ledger.formats import FormatError
 from ledger.formats.fhir import project
 from ledger.records import format_time
+from ledger.signing import MAX_SEALING_DELAY, SigningTimeError, check_signing_time
 from store import NotFoundError, Store, VersionInfo
 from store.anchors import Outbox
 from store.eligibility import Eligibility
@@ -48,83 +57,10 @@ from store.eligibility import Eligibility
 if TYPE_CHECKING:
     from api.service import ChainContext
 
-#: ``revoked``: genuine (authentic or pending), but the result's latest version is ``entered-in-error``.
-#: ``cannot-match``: the resource a doctor holds cannot be decided against what was committed (Observations the
-#: ledger never received beside a report that matches); never ``tampered`` for data that may be unchanged.
-VerdictName = Literal["authentic", "tampered", "unknown", "pending", "revoked", "cannot-match"]
 T = TypeVar("T")
-NOT_CHECKED = SignatureResult("not-checked")
 #: Hospital names are re-read at most this often when a name is missing (unknown hospitals are common
 #: in receipt checks: the chain vouches for hospitals this node never registered).
 _NAMES_TTL = 5.0
-
-
-class NotAReceiptError(MrLedgerError, ValueError):
-    """The document is not a well-formed ``mrl-receipt/1`` (as opposed to a receipt whose checks fail)."""
-
-
-class ChainUnavailableError(AnchoringError):
-    """The chain could not be asked (node down, timeout): no verdict, the caller should retry."""
-
-
-@dataclass(frozen=True, slots=True)
-class Superseded:
-    version: int
-    status: str
-    issued: str
-    #: Where that later version stands — its batch and, once anchored, the anchor — so a doctor sees
-    #: whether the correction itself is on chain yet (pending: not sealed; sealed; submitted; included;
-    #: confirmed).
-    batch_seq: int | None = None
-    anchor_status: str | None = None
-    block_number: int | None = None
-    tx_hash: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A verification's answer, shaped like the API's ``VerifyOut``."""
-
-    verdict: VerdictName
-    checks: tuple[Check, ...]
-    hospital_id: str | None = None
-    hospital_name: str | None = None
-    result_id: str | None = None
-    version: int | None = None
-    issued: str | None = None
-    anchored_at: datetime | None = None
-    chain_id: int | None = None
-    contract: str | None = None
-    tx_hash: str | None = None
-    block_number: int | None = None
-    confirmations: int | None = None
-    superseded_by: Superseded | None = None
-    failed_check: str | None = None
-    #: The version that revoked the result (its latest, status ``entered-in-error``), if any.
-    revoked_by: Superseded | None = None
-    recognition: Recognition | None = None
-    #: The hospital's batch signature as this node checked it (docs/signatures.md §5): ``valid`` with the
-    #: signer, ``absent``, ``not-checked`` (no trust configured, or the check was not reached) or the reason.
-    signature: SignatureResult = NOT_CHECKED
-    #: The record the verdict is about (held or from the receipt), for the recognition decision.
-    record: ResultRecord | None = field(default=None, repr=False, compare=False)
-    #: Names this verification when the doctor records her decision (``POST /v1/decisions``, api/decisions.py).
-    verification_id: str | None = None
-
-    def to_obj(self) -> dict[str, Any]:
-        return {
-            "verdict": self.verdict, "hospital_id": self.hospital_id, "hospital_name": self.hospital_name,
-            "result_id": self.result_id, "version": self.version, "issued": self.issued,
-            "anchored_at": self.anchored_at, "chain_id": self.chain_id, "contract": self.contract,
-            "tx_hash": self.tx_hash, "block_number": self.block_number, "confirmations": self.confirmations,
-            "superseded_by": None if self.superseded_by is None else asdict(self.superseded_by),
-            "failed_check": self.failed_check,
-            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
-            "revoked_by": None if self.revoked_by is None else asdict(self.revoked_by),
-            "recognition": None if self.recognition is None else self.recognition.to_obj(),
-            "signature": self.signature.to_obj(),
-            "verification_id": self.verification_id,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +85,9 @@ class Verifier:
     #: An unsigned receipt is tampered (``signature-missing``): where every batch is signed, stripping the
     #: signature must not be a way around it.
     require_signatures: bool = False
+    #: ``MRL_MAX_SEALING_DELAY``: how much earlier than its anchoring block a signed batch may claim to have
+    #: been sealed when its certificate has expired by the block's time (``ledger.check_signing_time``).
+    max_sealing_delay: timedelta = MAX_SEALING_DELAY
     _names: dict[str, str] = field(default_factory=dict, repr=False)
     _names_at: float = field(default=-_NAMES_TTL, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -180,13 +119,21 @@ class Verifier:
         return self._conclude(self._by_receipt(receipt))
 
     def _by_receipt(self, receipt: Any) -> Outcome:
+        """The verdict from the receipt and the chain alone; what this ledger's database knows about the result
+        (hospital name, later versions, revocation) is added only to a receipt proven genuine (``_disclose``)."""
         if not isinstance(receipt, dict):
             raise NotAReceiptError("a receipt must be a JSON object")
         offline = self._offline(receipt)
         r = offline.receipt
         if r is None:  # only the format check can fail before the receipt is parsed
             raise NotAReceiptError(offline.checks[-1].detail if offline.checks else "not a receipt")
-        base = replace(self._base(r.record), signature=offline.signature)
+        outcome = self._receipt_verdict(r, offline)
+        if outcome.verdict in ("authentic", "pending"):
+            outcome = self._disclose(outcome, r.leaf_hash)
+        return outcome
+
+    def _receipt_verdict(self, r: Receipt, offline: Verdict) -> Outcome:
+        base = replace(self._claimed(r.record), signature=offline.signature)
         checks = list(offline.checks)
         if offline.status == "invalid":
             return replace(base, verdict="tampered", checks=tuple(checks), failed_check=offline.failed)
@@ -206,7 +153,8 @@ class Verifier:
                               f"anchored in {anchor.contract}, not in this ledger's registry {chain.contract}")
         # The node's cached chain view; the proof is checked locally against the root the chain holds.
         on_chain = self._ask(lambda: verify_on_chain(r, chain.w3, reader=chain.reader, onchain_proof=False,
-                                                     offline=offline))
+                                                     offline=offline, trust=self.trust,
+                                                     max_sealing_delay=self.max_sealing_delay))
         checks = list(on_chain.checks)
         if on_chain.status == "unanchored":  # the registry holds no such batch: removed by a reorg, or forged
             gone = self._anchor_gone(base, checks[:-1], chain, r.batch.hospital_id, r.batch.seq, r.batch.root,
@@ -214,10 +162,16 @@ class Verifier:
             if gone is not None:
                 return gone
         if on_chain.status != "valid":
-            return replace(base, verdict="tampered", checks=tuple(checks), failed_check=on_chain.failed)
+            # Sealed long before a late anchor, with a certificate that expired meanwhile: not corroborated, but
+            # a genuine batch anchored after a long outage looks exactly like that — unknown, not tampered.
+            early = on_chain.extra.get("signature_time") == "before-anchor"
+            return replace(base, verdict="unknown" if early else "tampered", checks=tuple(checks),
+                           failed_check=on_chain.failed, signature=on_chain.signature)
         confirmations = int(on_chain.extra.get("confirmations", 0))
+        # The registry holds this root (shallow or deep): the receipt is the hospital's, whoever sends it.
         block = int(on_chain.extra.get("block_number", anchor.block_number))  # the registry's, if the anchor moved
-        base = replace(base, confirmations=confirmations, block_number=block, tx_hash=on_chain.extra.get("tx_hash"))
+        base = replace(base, confirmations=confirmations, block_number=block, tx_hash=on_chain.extra.get("tx_hash"),
+                       established=True)
         return self._depth(base, checks, block, confirmations)
 
     def _anchor_gone(self, base: Outcome, checks: list[Check], chain: ChainContext, hospital_id: str, seq: int,
@@ -228,10 +182,11 @@ class Verifier:
         Pending, with the reason, when this ledger sealed exactly this root and size as that batch: its anchor
         was removed (a reorg deeper than the confirmations, a chain reset) and the worker anchors it again
         (``anchor_alarms`` says so once the worker noticed). A forged receipt cannot get here: its root would
-        have to be the root this ledger sealed, and the offline checks proved its leaf is in that tree. A
-        registry that holds *another* root for the seq, or a seq this ledger never sealed with this root, is
-        not a reorg of this ledger's own anchor: tampered. (When the registry holds this root in another
-        block than the receipt names, ``verify_on_chain`` already answers: authentic, anchored again.)"""
+        have to be the root this ledger sealed, and the offline checks proved its leaf is in that tree — which
+        also makes the result established (``Outcome.established``). A registry that holds *another* root for
+        the seq, or a seq this ledger never sealed with this root, is not a reorg of this ledger's own anchor:
+        tampered. (When the registry holds this root in another block than the receipt names,
+        ``verify_on_chain`` already answers: authentic, anchored again.)"""
         now = self._ask(lambda: chain.batch_of(chain.contract, hospital_key(hospital_id), seq))
         if now is not None and (now.root != root or now.size != size):
             return None
@@ -251,8 +206,9 @@ class Verifier:
             why = "the chain no longer holds this batch's anchor; this node will anchor it again"
         else:
             why = f"this batch's anchor is {'sealed' if state is None else state.status}, not on chain yet"
-        return self._fail(replace(base, block_number=None, tx_hash=None), "pending", checks, "anchor-confirmed",
-                          f"{why}; the record and its inclusion proof are genuine — verify again later")
+        return self._fail(replace(base, block_number=None, tx_hash=None, established=True), "pending", checks,
+                          "anchor-confirmed", f"{why}; the record and its inclusion proof are genuine — verify "
+                          "again later")
 
     # -- by record ----------------------------------------------------------------------------------
 
@@ -267,26 +223,25 @@ class Verifier:
         when the held record is not a valid record at all."""
         held = ResultRecord.from_obj(record)
         wanted = held.version if version is None else version
-        base = Outcome("unknown", (), hospital_id=hospital_id, hospital_name=self.hospital_name(hospital_id),
-                       result_id=result_id, version=wanted, record=held)
+        # Until the held record is found equal to the committed one, the answer carries only what the caller
+        # sent: "no such version" or "does not match", never the stored record's facts.
+        base = Outcome("unknown", (), hospital_id=hospital_id, result_id=result_id, version=wanted,
+                       issued=format_time(held.issued), record=held)
         checks = [Check("record", True)]
-        try:
-            versions = self.store.versions(hospital_id, result_id)
-        except NotFoundError:
-            versions = []
+        versions = self._versions(hospital_id, result_id)
         info = next((v for v in versions if v.version == wanted), None)
         if info is None:
             return self._fail(base, "unknown", checks, "lookup", "this ledger holds no such result version")
         checks.append(Check("lookup", True))
-        superseded_by, revoked_by = self._later(hospital_id, result_id, wanted, versions)
-        base = replace(base, superseded_by=superseded_by, revoked_by=revoked_by)
         receipt = self.store.receipt(hospital_id, result_id, wanted) if info.batch_seq is not None else None
         stored = receipt.record if receipt is not None else self.store.record(hospital_id, result_id, wanted)
-        base = replace(base, issued=format_time(stored.issued))
         if held.canonical_bytes() != stored.canonical_bytes():
             return self._fail(base, "tampered", checks, "content",
                               "the record differs from the one the hospital committed to")
         checks.append(Check("content", True))
+        superseded_by, revoked_by = self._later(hospital_id, result_id, wanted, versions)
+        base = replace(base, hospital_name=self.hospital_name(hospital_id), superseded_by=superseded_by,
+                       revoked_by=revoked_by, established=True)
         if receipt is None:
             return self._fail(base, "pending", checks, "anchor-confirmed", "not yet sealed into a batch")
         # The signature is checked here too: the hospital vouches for the batch the database holds, so a
@@ -326,7 +281,7 @@ class Verifier:
         block = stored_on_chain.anchored_block  # the chain's word, should a reorg have moved the anchor
         confirmations = max(0, self._ask(chain.head) - block + 1)
         base = replace(base, block_number=block, confirmations=confirmations)
-        return self._depth(base, checks, block, confirmations)
+        return self._signing_time(self._depth(base, checks, block, confirmations), receipt)
 
     # -- by FHIR resource ---------------------------------------------------------------------------
 
@@ -366,18 +321,15 @@ class Verifier:
             return self._held_match(hospital_id, same, [mapped])
         # ``record`` is the mapped candidate (provisional version, never shown) for the recognition decision,
         # which says "reorder" for anything not authentic.
-        base = Outcome("unknown", (), hospital_id=hospital_id, hospital_name=self.hospital_name(hospital_id),
-                       result_id=rid, record=candidate)
+        base = Outcome("unknown", (), hospital_id=hospital_id, result_id=rid, record=candidate)
         regrouped = self._regrouped(hospital_id, candidate, held, mapped, tz, base)
         if regrouped is not None:
             return regrouped
         if not held:
             outcome = self._fail(base, "unknown", [mapped], "lookup", "this ledger holds no such result")
-        else:
-            numbers = ", ".join(str(v.version) for v in held)
+        else:  # "does not match", and no more: not which versions this ledger holds
             outcome = self._fail(base, "tampered", [mapped, Check("lookup", True)], "content",
-                                 f"the resource differs from every version the hospital committed "
-                                 f"(version {numbers})")
+                                 "the resource differs from every version the hospital committed")
         return self._conclude(outcome)
 
     def _held_match(self, hospital_id: str, record: ResultRecord, checks: list[Check]) -> Outcome:
@@ -422,11 +374,10 @@ class Verifier:
                     changed = changed or (version if named else None)
         if changed is None:
             return None
-        base = base or Outcome("unknown", (), hospital_id=hospital_id, hospital_name=self.hospital_name(hospital_id))
-        return self._conclude(self._fail(
-            replace(base, result_id=changed.result_id, record=base.record or changed), "tampered",
-            [mapped, Check("lookup", True)], "content",
-            f"an Observation with this id is committed inside report {changed.result_id}, with other content"))
+        # "Does not match", and no more: not which report holds an Observation of that id.
+        base = base or Outcome("unknown", (), hospital_id=hospital_id, record=changed)
+        return self._conclude(self._fail(base, "tampered", [mapped, Check("lookup", True)], "content",
+                                         "an Observation with this id was committed with other content"))
 
     def _report_regrouped(self, hospital_id: str, candidate: ResultRecord, report: ResultRecord, mapped: Check,
                           tz: tzinfo | None, base: Outcome) -> Outcome:
@@ -498,16 +449,34 @@ class Verifier:
         with self._lock:
             self._names, self._names_at = {}, -_NAMES_TTL
 
-    def _base(self, record: ResultRecord) -> Outcome:
+    @staticmethod
+    def _claimed(record: ResultRecord) -> Outcome:
+        """What the receipt itself claims (the caller holds it already): no database read."""
         hid, rid, version = record.key
+        return Outcome("unknown", (), hospital_id=hid, result_id=rid, version=version,
+                       issued=format_time(record.issued), record=record)
+
+    def _versions(self, hospital_id: str, result_id: str) -> list[VersionInfo]:
         try:
-            versions = self.store.versions(hid, rid)
+            return self.store.versions(hospital_id, result_id)
         except NotFoundError:
-            versions = []
-        superseded_by, revoked_by = self._later(hid, rid, version, versions)
-        return Outcome("unknown", (), hospital_id=hid, hospital_name=self.hospital_name(hid), result_id=rid,
-                       version=version, issued=format_time(record.issued), superseded_by=superseded_by,
-                       revoked_by=revoked_by, record=record)
+            return []
+
+    def _disclose(self, outcome: Outcome, leaf_hash: bytes) -> Outcome:
+        """Add what this ledger knows about a receipt's result — the hospital's name, later versions,
+        revocation — only when the receipt is proven to be the hospital's: its leaf is the one this ledger
+        committed for that version (the salted leaf cannot be computed without the record and its salt), or
+        the registry holds its root. A forged receipt naming another hospital's result id learns nothing: not
+        whether the id exists, nor whether it was corrected or withdrawn (issue 14, finding 3)."""
+        hid, rid, version = outcome.hospital_id, outcome.result_id, outcome.version
+        assert hid is not None and rid is not None and version is not None
+        versions = self._versions(hid, rid)
+        held = any(v.version == version and v.leaf_hash == leaf_hash for v in versions)
+        if not (held or outcome.established):
+            return outcome
+        superseded_by, revoked_by = self._later(hid, rid, version, versions) if held else (None, None)
+        return replace(outcome, hospital_name=self.hospital_name(hid), superseded_by=superseded_by,
+                       revoked_by=revoked_by, established=True)
 
     def _later(self, hospital_id: str, result_id: str, version: int,
                versions: list[VersionInfo]) -> tuple[Superseded | None, Superseded | None]:
@@ -539,8 +508,11 @@ class Verifier:
         now = self.clock()
         later = [None if s is None else Later(s.version, s.status, s.issued)
                  for s in (outcome.superseded_by, outcome.revoked_by)]
-        recognition = decide(verdict=verdict, record=record, catalogue=self.catalogue,
-                             eligible=self.eligibility.categories(record.hospital_id, now), now=now,
+        # The hospital's eligibility is configuration of this ledger: not told about a result that was not
+        # established (the verdict is reorder anyway: not authentic, or anchor pending).
+        eligible = (self.eligibility.categories(record.hospital_id, now) if outcome.established
+                    else self.catalogue.categories)
+        recognition = decide(verdict=verdict, record=record, catalogue=self.catalogue, eligible=eligible, now=now,
                              superseded_by=later[0], revoked_by=later[1], failed_check=outcome.failed_check)
         return replace(outcome, recognition=recognition)
 
@@ -580,6 +552,22 @@ class Verifier:
         anchored_at = self._ask(lambda: self._block(block)).timestamp
         return replace(base, verdict="authentic", checks=tuple(checks), anchored_at=anchored_at, failed_check=None)
 
+    def _signing_time(self, outcome: Outcome, receipt: Receipt) -> Outcome:
+        """The held-record path's ``signature-time`` check (the receipt path's is in ``verify_on_chain``): the
+        stored batch's signed ``sealed_at`` against the time of the block the registry says anchored it."""
+        sig, at = receipt.signature, outcome.anchored_at
+        if (outcome.verdict != "authentic" or sig is None or self.trust is None or at is None
+                or outcome.signature.status != "valid"):
+            return outcome
+        try:
+            check_signing_time(receipt.batch, sig, at, self.trust, self.max_sealing_delay)
+        except SigningTimeError as exc:
+            checks = [*outcome.checks, Check("signature-time", False, str(exc))]
+            return replace(outcome, verdict="tampered" if exc.after_anchor else "unknown", checks=tuple(checks),
+                           failed_check="signature-time", signature=SignatureResult("signature-time", sig.alg))
+        return replace(outcome, checks=(*outcome.checks, Check("signature-time", True,
+                                                               "sealed_at fits the anchoring block's time")))
+
     @staticmethod
     def _fail(base: Outcome, verdict: VerdictName, checks: list[Check], name: str, detail: str) -> Outcome:
         checks.append(Check(name, False, detail))
@@ -603,4 +591,4 @@ class Verifier:
             raise ChainUnavailableError(f"cannot check the chain: {type(exc).__name__}: {exc}") from exc
 
 
-__all__ = ["ChainUnavailableError", "NotAReceiptError", "Outcome", "Superseded", "Verifier"]
+__all__ = ["DECIDABLE", "ChainUnavailableError", "NotAReceiptError", "Outcome", "Superseded", "Verifier"]

@@ -10,10 +10,12 @@ mapped to its reason:
 
 1. every certificate decodes (DER, extensions)                         → ``signature-malformed``
 2. each certificate is signed by the next, the last by a configured
-   anchor (or is one); no unknown critical extension                    → ``certificate-untrusted``
-3. the leaf is not a CA and allows digitalSignature; every issuer is a CA
-   (basicConstraints CA=TRUE, keyCertSign if keyUsage is present) within
-   its pathLenConstraint                                                → ``certificate-key-usage``
+   anchor (or is one); no unknown critical extension; every name below a
+   CA with name constraints (anchor included) within them               → ``certificate-untrusted``
+3. the leaf is not a CA, allows digitalSignature and carries the batch-
+   signing extended key usage; every issuer is a CA (basicConstraints
+   CA=TRUE, keyCertSign if keyUsage is present) within its
+   pathLenConstraint whose EKU, if any, allows batch signing           → ``certificate-key-usage``
 4. every certificate, anchor included, is valid at the signing time     → ``certificate-expired``
 5. no certificate is listed on its issuer's configured CRL             → ``certificate-revoked``
 
@@ -39,23 +41,29 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtensionOID
 
+from ledger._x509_usage import (
+    EKU_REQUIRED_FROM,
+    HOSPITAL_URI_PREFIX,
+    check_name_constraints,
+    eku_problem,
+    ext,
+    who,
+)
 from ledger.errors import SignatureError, SigningError
 from ledger.records import format_time
 
-#: The SAN URI prefix that names a hospital; the rest is the hospital id, compared exactly.
-HOSPITAL_URI_PREFIX = "urn:mrledger:hospital:"
 #: A receipt carries the leaf and at most three intermediates; each certificate at most 16 KiB.
 MAX_CERTIFICATES = 4
 MAX_CERTIFICATE_BYTES = 16 * 1024
 #: Entries per cache (parsed certificates; validated chains per CRL generation).
 CACHE_SIZE = 4096
 
-#: Critical extensions we process. basicConstraints, keyUsage and subjectAltName are checked; EKU is
-#: accepted and ignored (mrledger defines no EKU: the hospital URN and digitalSignature are the binding).
-#: Any other critical extension (name or policy constraints …) makes the certificate untrusted, as RFC
-#: 5280 §4.2 requires of an extension a verifier does not implement.
+#: Critical extensions we process: basicConstraints, keyUsage, subjectAltName, extendedKeyUsage and
+#: nameConstraints. Any other critical extension (policy constraints …) makes the certificate untrusted, as
+#: RFC 5280 §4.2 requires of an extension a verifier does not implement.
 _UNDERSTOOD_CRITICAL = frozenset({ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE,
-                                  ExtensionOID.SUBJECT_ALTERNATIVE_NAME, ExtensionOID.EXTENDED_KEY_USAGE})
+                                  ExtensionOID.SUBJECT_ALTERNATIVE_NAME, ExtensionOID.EXTENDED_KEY_USAGE,
+                                  ExtensionOID.NAME_CONSTRAINTS})
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -187,25 +195,14 @@ def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
     return True
 
 
-def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> Any:
-    try:
-        return cert.extensions.get_extension_for_class(kind).value
-    except x509.ExtensionNotFound:
-        return None
-
-
 def _ca_problem(cert: x509.Certificate) -> str | None:
-    bc = _ext(cert, x509.BasicConstraints)
+    bc = ext(cert, x509.BasicConstraints)
     if bc is None or not bc.ca:
         return "is not a CA (basicConstraints CA=TRUE missing)"
-    ku = _ext(cert, x509.KeyUsage)
+    ku = ext(cert, x509.KeyUsage)
     if ku is not None and not ku.key_cert_sign:
         return "is a CA whose keyUsage lacks keyCertSign"
     return None
-
-
-def _who(cert: x509.Certificate) -> str:
-    return f"{cert.subject.rfc4514_string()} (serial {cert.serial_number:x})"
 
 
 class _Generation:
@@ -226,29 +223,33 @@ class TrustStore:
     """
 
     def __init__(self, roots: Sequence[x509.Certificate], crls: Sequence[x509.CertificateRevocationList] = (),
-                 intermediates: Sequence[x509.Certificate] = (), *, cache_size: int = CACHE_SIZE) -> None:
+                 intermediates: Sequence[x509.Certificate] = (), *, cache_size: int = CACHE_SIZE,
+                 eku_required_from: datetime = EKU_REQUIRED_FROM) -> None:
         if not roots:
             raise SigningError("a trust store needs at least one anchor certificate")
         for anchor in roots:
             problem = _ca_problem(anchor)
             if problem:
-                raise SigningError(f"anchor {_who(anchor)} {problem}")
+                raise SigningError(f"anchor {who(anchor)} {problem}")
         self._anchor_ders = frozenset(_der(a) for a in roots)
         self._anchors: dict[bytes, list[x509.Certificate]] = {}
         for anchor in roots:
             self._anchors.setdefault(anchor.subject.public_bytes(), []).append(anchor)
         self._cas = list(roots) + self._chain_intermediates(roots, intermediates)
         self._cache_size = cache_size
+        #: Leaves issued from then on need the batch-signing EKU (``EKU_REQUIRED_FROM``; tests move it).
+        self.eku_required_from = eku_required_from
         self._parsed: _Cache[bytes, x509.Certificate] = _Cache(cache_size)
         self._generation = _Generation(self._index_crls(crls), cache_size)
 
     @classmethod
     def from_pem(cls, roots: Iterable[bytes], crls: Iterable[bytes] = (), intermediates: Iterable[bytes] = (),
-                 *, cache_size: int = CACHE_SIZE) -> TrustStore:
+                 *, cache_size: int = CACHE_SIZE, eku_required_from: datetime = EKU_REQUIRED_FROM) -> TrustStore:
         """Build from PEM: each item of ``roots``/``intermediates`` may hold several certificates; each item of
         ``crls`` is one CRL, PEM or DER (distribution points usually serve DER). Raises SigningError."""
         return cls(_load_certs(roots, "anchor"), [_load_crl(c) for c in crls],
-                   _load_certs(intermediates, "intermediate"), cache_size=cache_size)
+                   _load_certs(intermediates, "intermediate"), cache_size=cache_size,
+                   eku_required_from=eku_required_from)
 
     @property
     def anchors(self) -> tuple[x509.Certificate, ...]:
@@ -297,53 +298,57 @@ class TrustStore:
                   crls: dict[tuple[bytes, bytes], x509.CertificateRevocationList]) -> ValidatedChain:
         for child, parent in itertools.pairwise(certs):
             if not _issued_by(child, parent):
-                raise SignatureError("certificate-untrusted", f"{_who(child)} is not issued by the next certificate")
+                raise SignatureError("certificate-untrusted", f"{who(child)} is not issued by the next certificate")
         top = certs[-1]
         path = list(certs)  # leaf … anchor
         if _der(top) not in self._anchor_ders:  # the receipt may carry the anchor itself; it SHOULD omit it
             anchor = next((a for a in self._anchors.get(top.issuer.public_bytes(), []) if _issued_by(top, a)), None)
             if anchor is None:
-                raise SignatureError("certificate-untrusted", f"{_who(top)} does not chain to a configured anchor")
+                raise SignatureError("certificate-untrusted", f"{who(top)} does not chain to a configured anchor")
             path.append(anchor)
         for cert in path[:-1]:  # not the anchor: it is trusted as configured (RFC 5280 §6.1.1 d)
             unknown = [e.oid.dotted_string for e in cert.extensions if e.critical and e.oid not in _UNDERSTOOD_CRITICAL]
             if unknown:
                 raise SignatureError("certificate-untrusted",
-                                     f"{_who(cert)} has unsupported critical extensions {unknown}")
+                                     f"{who(cert)} has unsupported critical extensions {unknown}")
+        check_name_constraints(path)
 
         leaf = certs[0]
-        bc = _ext(leaf, x509.BasicConstraints)
+        bc = ext(leaf, x509.BasicConstraints)
         if bc is not None and bc.ca:
-            raise SignatureError("certificate-key-usage", f"{_who(leaf)} is a CA certificate, not a signer")
-        ku = _ext(leaf, x509.KeyUsage)
+            raise SignatureError("certificate-key-usage", f"{who(leaf)} is a CA certificate, not a signer")
+        ku = ext(leaf, x509.KeyUsage)
         if ku is None or not ku.digital_signature:
-            raise SignatureError("certificate-key-usage", f"{_who(leaf)} does not allow digitalSignature")
+            raise SignatureError("certificate-key-usage", f"{who(leaf)} does not allow digitalSignature")
+        problem = eku_problem(leaf, leaf=True, required_from=self.eku_required_from)
+        if problem:
+            raise SignatureError("certificate-key-usage", f"{who(leaf)} {problem}")
         for depth, ca in enumerate(path[1:]):  # depth = intermediates between this CA and the leaf
-            problem = _ca_problem(ca)
+            problem = _ca_problem(ca) or eku_problem(ca, leaf=False, required_from=self.eku_required_from)
             if problem:
-                raise SignatureError("certificate-key-usage", f"{_who(ca)} {problem}")
-            ca_bc = _ext(ca, x509.BasicConstraints)
+                raise SignatureError("certificate-key-usage", f"{who(ca)} {problem}")
+            ca_bc = ext(ca, x509.BasicConstraints)
             if ca_bc.path_length is not None and depth > ca_bc.path_length:
                 raise SignatureError("certificate-key-usage",
-                                     f"{_who(ca)} allows {ca_bc.path_length} intermediate(s) below it, found {depth}")
+                                     f"{who(ca)} allows {ca_bc.path_length} intermediate(s) below it, found {depth}")
 
         for cert in path:
             if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
                 raise SignatureError("certificate-expired",
-                                     f"{_who(cert)} is valid {format_time(cert.not_valid_before_utc)} .. "
+                                     f"{who(cert)} is valid {format_time(cert.not_valid_before_utc)} .. "
                                      f"{format_time(cert.not_valid_after_utc)}, not at {format_time(at)}")
 
         for cert, issuer in itertools.pairwise(path):
             crl = crls.get((cert.issuer.public_bytes(), _spki(issuer)))
             if crl is not None and crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
                 raise SignatureError("certificate-revoked",
-                                     f"{_who(cert)} is listed on the CRL of {crl.issuer.rfc4514_string()} "
+                                     f"{who(cert)} is listed on the CRL of {crl.issuer.rfc4514_string()} "
                                      f"(thisUpdate {format_time(crl.last_update_utc)})")
 
         try:
             public_key = leaf.public_key()
         except (ValueError, UnsupportedAlgorithm) as exc:  # a key type cryptography does not know
-            raise SignatureError("signature-algorithm", f"{_who(leaf)} has an unsupported public key") from exc
+            raise SignatureError("signature-algorithm", f"{who(leaf)} has an unsupported public key") from exc
         return ValidatedChain(public_key, key_algorithm(public_key), hospital_ids(leaf), describe(leaf))
 
     @staticmethod
@@ -355,7 +360,7 @@ class TrustStore:
         while pending:
             ready = [c for c in pending if _ca_problem(c) is None and any(_issued_by(c, k) for k in known)]
             if not ready:
-                raise SigningError(f"intermediate {_who(pending[0])} is not a CA chaining to a configured anchor")
+                raise SigningError(f"intermediate {who(pending[0])} is not a CA chaining to a configured anchor")
             known += ready
             pending = [c for c in pending if c not in ready]
         return known[len(roots):]
@@ -387,7 +392,7 @@ class TrustStore:
 
 
 def _crl_signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
-    if not getattr(_ext(ca, x509.KeyUsage), "crl_sign", True):
+    if not getattr(ext(ca, x509.KeyUsage), "crl_sign", True):
         return False
     try:
         return crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ SignatureReason = Literal[
     "certificate-hospital-mismatch",
     "signature-anchor-mismatch",
     "signature-missing",
+    "signature-time",
 ]
 SIGNATURE_REASONS: tuple[SignatureReason, ...] = get_args(SignatureReason)
 

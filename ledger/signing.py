@@ -23,6 +23,7 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from cryptography import x509
@@ -33,7 +34,6 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from ledger._x509 import (
-    HOSPITAL_URI_PREFIX,
     MAX_CERTIFICATE_BYTES,
     MAX_CERTIFICATES,
     SignerInfo,
@@ -42,9 +42,11 @@ from ledger._x509 import (
     key_algorithm,
     parse_certificate,
 )
+from ledger._x509_usage import BATCH_SIGNING_EKU, EKU_REQUIRED_FROM, HOSPITAL_URI_PREFIX, signs_batches
 from ledger.batch import MAX_CHAIN_ID, BatchHead
 from ledger.canonical import canonicalize
 from ledger.errors import SIGNATURE_REASONS, EncodingError, SignatureError, SignatureReason, SigningError
+from ledger.records import format_time
 
 BATCH_SIG_FORMAT = "mrl-batch-sig/1"
 #: Algorithms this version signs and verifies. The receipt parser accepts any well-formed token in ``alg``
@@ -331,6 +333,47 @@ def verify_batch_signature(head: BatchHead, signature: BatchSignature, trust: Tr
         _GOOD[memo] = None
 
 
+#: How much later than its anchoring block a batch may claim to have been sealed: clock skew between the sealing
+#: node and the block producer, nothing more (a batch is anchored after it is sealed).
+SEALING_CLOCK_SKEW = timedelta(minutes=5)
+#: Default bound on how much earlier than its anchoring block a batch may claim to have been sealed, when its
+#: certificate is no longer valid at the block's time (docs/signatures.md §4: why 7 days, and why not tampered).
+MAX_SEALING_DELAY = timedelta(days=7)
+
+
+class SigningTimeError(SignatureError):
+    """``signature-time``: the signed ``sealed_at`` does not fit the anchoring block's time. ``after_anchor``:
+    sealed after it was anchored (impossible for a genuine batch); otherwise sealed too long before it, with a
+    certificate no longer valid when it was anchored (a claimed time the chain cannot corroborate)."""
+
+    def __init__(self, detail: str, *, after_anchor: bool) -> None:
+        super().__init__("signature-time", detail)
+        self.after_anchor = after_anchor
+
+
+def check_signing_time(head: BatchHead, signature: BatchSignature, block_time: datetime, trust: TrustStore,
+                       max_delay: timedelta = MAX_SEALING_DELAY) -> None:
+    """The one independent clock a signature has is the anchoring block's: ``sealed_at`` — the time the chain
+    is validated at — is the signer's own claim. Raises SigningTimeError when it is after the block (beyond
+    ``SEALING_CLOCK_SKEW``), or more than ``max_delay`` before it while the chain is not valid at the block's
+    time too. A chain still valid when the batch was anchored gains nothing from an earlier claimed time, so a
+    genuine batch anchored late after an outage passes unless its certificate expired during that outage.
+    Call it only for a signature ``verify_batch_signature`` accepted."""
+    sealed = head.sealed_at
+    if sealed > block_time + SEALING_CLOCK_SKEW:
+        raise SigningTimeError(f"sealed_at {format_time(sealed)} is after the anchoring block's time "
+                               f"{format_time(block_time)}: a batch is sealed before it is anchored", after_anchor=True)
+    if block_time - sealed <= max_delay:
+        return
+    try:
+        trust.validate(signature.certificates, block_time)
+    except SignatureError as exc:
+        raise SigningTimeError(f"sealed_at {format_time(sealed)} is {block_time - sealed} before the anchoring "
+                               f"block's time {format_time(block_time)} (more than {max_delay}) and the certificate "
+                               f"chain is not valid at the block's time ({exc.reason}): the signing time cannot be "
+                               "corroborated", after_anchor=False) from exc
+
+
 def describe_signer(signature: BatchSignature, trust: TrustStore | None = None) -> SignerInfo | None:
     """What the leaf certificate claims (subject, serial, hospital) — trustworthy only after
     ``verify_batch_signature`` passed. None if the leaf does not decode."""
@@ -343,11 +386,15 @@ def describe_signer(signature: BatchSignature, trust: TrustStore | None = None) 
 
 __all__ = [
     "ALGORITHMS",
+    "BATCH_SIGNING_EKU",
     "BATCH_SIG_FORMAT",
+    "EKU_REQUIRED_FROM",
     "HOSPITAL_URI_PREFIX",
     "MAX_CERTIFICATES",
     "MAX_CERTIFICATE_BYTES",
+    "MAX_SEALING_DELAY",
     "MAX_SIGNATURE_BYTES",
+    "SEALING_CLOCK_SKEW",
     "SIGNATURE_REASONS",
     "BatchSignature",
     "KeySigner",
@@ -357,12 +404,15 @@ __all__ = [
     "SignerInfo",
     "SigningError",
     "SigningKey",
+    "SigningTimeError",
     "TrustStore",
     "batch_signing_bytes",
+    "check_signing_time",
     "describe_signer",
     "load_certificate_chain",
     "load_signing_key",
     "sign_batch",
     "sign_batch_with",
+    "signs_batches",
     "verify_batch_signature",
 ]

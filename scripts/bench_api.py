@@ -94,11 +94,15 @@ def pct(values: list[float], q: float) -> float:
 class Server:
     """``mrledger serve`` on a temp data dir and a free loopback port."""
 
-    def __init__(self, data_dir: Path, batch_interval: float, sign: bool = True) -> None:
+    def __init__(self, data_dir: Path, batch_interval: float, sign: bool = True, rate: float = 500) -> None:
         self.data_dir, self.port = data_dir, free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MRL_")}
         self.env.update(MRL_DATA_DIR=str(data_dir), MRL_PORT=str(self.port), MRL_HOST="127.0.0.1",
-                        MRL_BATCH_INTERVAL=str(batch_interval), MRL_SIGN_BATCHES=str(sign).lower())
+                        MRL_BATCH_INTERVAL=str(batch_interval), MRL_SIGN_BATCHES=str(sign).lower(),
+                        # The load generator verifies anonymously from one address, far above the per-address
+                        # limit a node sets for anonymous callers (MRL_VERIFY_RATE_LIMIT): the limit is raised
+                        # above the offered rate, not switched off, so its cost is part of what is measured.
+                        MRL_VERIFY_RATE_LIMIT=str(2 * rate), MRL_VERIFY_BURST=str(max(1, int(rate))))
         self.api = f"http://127.0.0.1:{self.port}/v1"
         self.log = data_dir.parent / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -395,7 +399,7 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="mrl-bench-api-"))
-    server = Server(tmp / "data", args.batch_interval, sign=not args.unsigned)
+    server = Server(tmp / "data", args.batch_interval, sign=not args.unsigned, rate=args.rate)
     result: dict[str, Any] = {}
     try:
         server.start()

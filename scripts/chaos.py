@@ -25,6 +25,7 @@ import json
 import os
 import random
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -430,7 +431,8 @@ def pg_phase(args: argparse.Namespace, work: Path, run: Run) -> dict[str, int]:
             keys[name].chmod(0o600)
         common = {"MRL_DATABASE_URL": url, "MRL_RPC_URL": chain.rpc_url,
                   "MRL_MASTER_KEY": MasterKey.generate().to_text(), "MRL_ADMIN_KEY_FILE": str(keys["admin"]),
-                  "MRL_SUBMITTER_KEY_FILE": str(keys["submitter"])}
+                  "MRL_SUBMITTER_KEY_FILE": str(keys["submitter"]),
+                  "MRL_REGIONAL_KEY": secrets.token_hex(32)}  # one region, one key (required on PostgreSQL)
         first = Node(work, "pg-a", common)
         restart(run, first)
         pki = first.data_dir / "pki"

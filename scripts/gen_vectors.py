@@ -26,9 +26,13 @@ import rfc8785
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
 from ledger import MerkleTree, ResultRecord, build_batch, commit, leaf_hash, sign_batch
 from ledger.receipt import Receipt
-from tests.pki import Leaf, Pki, der
+from ledger.signing import BATCH_SIGNING_EKU
+from tests.pki import HOSPITAL_URN, Leaf, Pki, der, root
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "vectors"
 CT_LEAVES = [b"", b"\x00", b"\x10", b"\x20\x21", b"\x30\x31", b"\x40\x41\x42\x43",
@@ -360,6 +364,25 @@ def signature_vectors() -> None:
     write("no_digital_signature",
           signed(pki.hospital(hid, key_label="ku", serial=0x1105, usage={"key_encipherment": True})),
           "signature", "certificate-key-usage")
+    # Extended key usage and name constraints (docs/signatures.md §1): a certificate for another purpose signs
+    # nothing; a CA constrained to other hospitals' URNs certifies none of this one's.
+    batch_eku = (x509.ExtendedKeyUsage([BATCH_SIGNING_EKU]), False)
+    write("ok_batch_signing_eku", signed(pki.hospital(hid, key_label="eku", serial=0x1106, extra=[batch_eku])), None,
+          "valid")
+    server_only = (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+    write("eku_server_auth_only", signed(pki.hospital(hid, key_label="tls", serial=0x1107, extra=[server_only])),
+          "signature", "certificate-key-usage")
+    for name, prefix, err, status in (("ok_name_constraint_permits", "qd-", None, "valid"),
+                                      ("name_constraint_excludes", "gz-", "signature", "certificate-untrusted")):
+        nc = x509.NameConstraints(permitted_subtrees=[x509.UniformResourceIdentifier(HOSPITAL_URN + prefix)],
+                                  excluded_subtrees=None)
+        serial = 0x4000 + (0x100 if err else 0)
+        top = root(f"Vectors NC {prefix} Root", key_label=f"nc-{prefix}:root", serial=serial + 1)
+        issuing = top.issue_ca(f"Vectors NC {prefix} Issuing CA", key_label=f"nc-{prefix}:ca", serial=serial + 2,
+                               extra=[(nc, True)])
+        leaf = issuing.hospital(hid, key_label=f"nc-{prefix}", serial=serial + 3, extra=[batch_eku])
+        write(name, signed(leaf), err, status, t={"roots": [top.pem.decode()], "intermediates": [issuing.pem.decode()],
+                                                  "crls": []})
     write("unknown_alg", ok, "signature", "signature-algorithm", mutate=lambda r: r["signature"].update(alg="ES384"))
     write("certificate_garbage", ok, "signature", "signature-malformed",
           mutate=lambda r: r["signature"].update(certificates=["AAAA"]))

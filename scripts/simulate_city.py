@@ -971,11 +971,16 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="mrl-city-"))
     server = Server(tmp / "data", args.batch_interval)
+    # The simulated doctors of a whole city verify receipts anonymously from this one address, closed loop:
+    # the per-address limit of anonymous verification is switched off here, not in the node's defaults.
+    server.env["MRL_VERIFY_RATE_LIMIT"] = "0"
     schema = None
     db_url = f"sqlite:///{(tmp / 'data' / 'mrledger.db').resolve()}"
     if args.db:
         schema, db_url = _pg_schema(args.db)
         server.env["MRL_DATABASE_URL"] = db_url
+        # A node on PostgreSQL must be given the region's key (docs/kpis.md §4): a fresh one for this run.
+        server.env["MRL_REGIONAL_KEY"] = uuid.uuid4().hex * 2
     try:
         t = time.perf_counter()
         with console.status("starting mrledger serve (API, sealer, worker, anvil)"):

@@ -12,10 +12,10 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import Table, bindparam, func, or_, select
 
 from store.buffer import BufferedRows
 from store.crypto import ACCESS_RESULT_ID, access_context
@@ -52,8 +52,33 @@ class Principal:
 ANONYMOUS = Principal(None, "anonymous")
 
 
-_TOKEN = select(ApiToken.id, ApiToken.role).where(ApiToken.token_hash == bindparam("hash"),
-                                                  ApiToken.revoked_at.is_(None))
+#: Every request with a token runs this (no cache: a revocation or an expiry takes effect on the very next
+#: request, on every node of the database). One lookup by the unique hash; the rest is a filter on one row.
+_TOKEN = select(ApiToken.id, ApiToken.role).where(
+    ApiToken.token_hash == bindparam("hash"), ApiToken.revoked_at.is_(None),
+    or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > bindparam("now")))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A token as an administrator sees it: never the token, never its hash."""
+
+    id: int
+    role: str
+    label: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def state(self, now: datetime) -> str:
+        """``revoked``, ``expired`` or ``active``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expires_at is not None and self.expires_at <= now else "active"
+
+
+def _info(t: ApiToken) -> TokenInfo:
+    return TokenInfo(t.id, t.role, t.label, t.created_at, t.expires_at, t.revoked_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +105,16 @@ class Access(BufferedRows):
         self._store = store
         super().__init__(store._unit, cast(Table, AccessLog.__table__), _COLUMNS, "access-log")
 
-    def create_token(self, role: str, label: str, now: datetime) -> str:
-        """A new token for ``role``; the clear token is returned once and never stored."""
+    def create_token(self, role: str, label: str, now: datetime, expires_at: datetime | None = None) -> str:
+        """A new token for ``role``; the clear token is returned once and never stored. ``expires_at``: refused
+        from then on (None: until revoked)."""
+        return self.issue_token(role, label, now, expires_at)[0]
+
+    def issue_token(self, role: str, label: str, now: datetime,
+                    expires_at: datetime | None = None) -> tuple[str, TokenInfo]:
+        """``create_token`` with the stored token's description (its id names it for ``revoke_token``)."""
+        if expires_at is not None and (expires_at.tzinfo is None or expires_at <= now):
+            raise SubmissionError("a token's expiry must be a time with a UTC offset, in the future")
         if not ROLE_PATTERN.match(role):
             raise SubmissionError("role must be admin, doctor, doctor:<id>, auditor or hospital:<id>")
         hospital = role.split(":", 1)[1] if ":" in role else None
@@ -93,20 +126,47 @@ class Access(BufferedRows):
         with self._store._unit(write=True) as s:
             if hospital is not None and s.get(Hospital, hospital) is None:
                 raise NotFoundError(f"unknown hospital {hospital!r}")
-            s.add(ApiToken(token_hash=_digest(token), role=role, label=label[:128], created_at=now))
-        return token
+            row = ApiToken(token_hash=_digest(token), role=role, label=label[:128], created_at=now,
+                           expires_at=expires_at)
+            s.add(row)
+            s.flush()
+            info = _info(row)
+        return token, info
 
-    def authenticate(self, token: str) -> Principal | None:
+    def authenticate(self, token: str, now: datetime | None = None) -> Principal | None:
+        """The caller of a token, or None when it is unknown, revoked or expired at ``now`` (default: the
+        clock). Read from the database on every call: there is no cache a revocation would have to outlive."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
             return None
+        at = now if now is not None else datetime.now(UTC)
         with self._store._read() as conn:  # every authenticated request asks: the plain-connection path
-            row = conn.execute(_TOKEN, {"hash": _digest(token)}).first()
+            row = conn.execute(_TOKEN, {"hash": _digest(token), "now": at}).first()
         return None if row is None else Principal(row.id, row.role)
 
-    def count_tokens(self, role: str) -> int:
+    def count_tokens(self, role: str, now: datetime | None = None) -> int:
+        """Tokens of ``role`` that still work (neither revoked nor expired)."""
+        at = now if now is not None else datetime.now(UTC)
         with self._store._unit() as s:
-            return int(s.scalar(select(func.count()).select_from(ApiToken)
-                                .where(ApiToken.role == role, ApiToken.revoked_at.is_(None))) or 0)
+            return int(s.scalar(select(func.count()).select_from(ApiToken).where(
+                ApiToken.role == role, ApiToken.revoked_at.is_(None),
+                or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > at))) or 0)
+
+    def tokens(self, *, limit: int = 1000, offset: int = 0) -> list[TokenInfo]:
+        """Every token ever made, oldest first (revoked and expired ones included: they are the audit trail)."""
+        with self._store._unit() as s:
+            return [_info(t) for t in s.scalars(select(ApiToken).order_by(ApiToken.id).limit(limit).offset(offset))]
+
+    def revoke_token(self, token_id: int, now: datetime) -> TokenInfo:
+        """Revoke a token from ``now`` on (NotFoundError if there is none). Idempotent: a revoked token keeps
+        its first revocation time."""
+        with self._store._unit(write=True) as s:
+            row = s.get(ApiToken, token_id)
+            if row is None:
+                raise NotFoundError(f"no token {token_id}")
+            if row.revoked_at is None:
+                row.revoked_at = now
+                s.flush()
+            return _info(row)
 
     def log(self, who: Principal, action: str, now: datetime, *, hospital_id: str | None = None,
             result_id: str | None = None, version: int | None = None, verdict: str | None = None) -> None:

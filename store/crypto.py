@@ -36,6 +36,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from store.errors import DecryptionError, MasterKeyError, UnknownDataKeyError
+from store.keyfiles import KeyFileError, read_private
 
 log = logging.getLogger("mrledger.crypto")
 
@@ -127,12 +128,13 @@ class MasterKey:
 
     @classmethod
     def from_file(cls, path: Path) -> MasterKey:
+        """Refuses a file group or others may read (store/keyfiles.py)."""
         try:
-            text = path.read_text()
+            text = read_private(path, "master key file").decode("utf-8", errors="replace")
+        except KeyFileError as exc:
+            raise MasterKeyError(str(exc)) from exc
         except OSError as exc:
             raise MasterKeyError(f"cannot read master key file {path}: {exc.strerror or exc}") from exc
-        if path.stat().st_mode & 0o077:
-            log.warning("master key file %s is readable by others; chmod 600 it", path)
         return cls.from_text(text, f"master key file {path}")
 
     def to_text(self) -> str:

@@ -14,6 +14,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from store.keyfiles import private_sqlite
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: Execution option marking a unit of work that will write (see the SQLite BEGIN IMMEDIATE below).
 WRITE_OPTION = "mrl_write"
@@ -31,8 +33,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the per-backend settings the store relies on."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            private_sqlite(Path(parsed.database))  # 0600, and its -wal/-shm with it
         kwargs.setdefault("pool_size", SQLITE_POOL)
         kwargs.setdefault("max_overflow", SQLITE_POOL)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)

@@ -258,6 +258,8 @@ class ApiToken(Base):
     label: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The token is refused from this instant on (None: it does not expire). Migration 0008.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class AccessLog(Base):

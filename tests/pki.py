@@ -142,14 +142,17 @@ class CA:
 
     def issue_ca(self, cn: str, *, key_label: str = "intermediate", kind: KeyKind = "ec", window: Window = CA_WINDOW,
                  path_length: int | None = 0, ca: bool = True, usage: dict[str, bool] | None = None,
-                 serial: int | None = None) -> CA:
-        """A subordinate CA. ``ca=False`` or a ``usage`` without ``key_cert_sign`` build broken ones on purpose."""
+                 serial: int | None = None, extra: Iterable[tuple[x509.ExtensionType, bool]] = ()) -> CA:
+        """A subordinate CA. ``ca=False`` or a ``usage`` without ``key_cert_sign`` build broken ones on purpose;
+        ``extra``: more extensions (name constraints, an extended key usage)."""
         sub_key = key(key_label, kind)
         builder = (x509.CertificateBuilder().subject_name(_name(cn)).public_key(sub_key.public_key())
                    .serial_number(_serial(serial)).not_valid_before(window[0]).not_valid_after(window[1])
                    .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True)
                    .add_extension(_usage(CA_USAGE if usage is None else usage), critical=True)
                    .add_extension(x509.SubjectKeyIdentifier.from_public_key(sub_key.public_key()), critical=False))
+        for ext, critical in extra:
+            builder = builder.add_extension(ext, critical=critical)
         cert = self._issue(builder, None)
         return CA(cert, sub_key, (cert, *self.above))
 
@@ -203,8 +206,9 @@ class CA:
 
 
 def root(cn: str = "mrledger Test Root", *, key_label: str = "root", kind: KeyKind = "ec", window: Window = ROOT_WINDOW,
-         path_length: int | None = None, serial: int | None = None) -> CA:
-    """A self-signed root CA."""
+         path_length: int | None = None, serial: int | None = None,
+         extra: Iterable[tuple[x509.ExtensionType, bool]] = ()) -> CA:
+    """A self-signed root CA; ``extra``: more extensions (name constraints, an extended key usage)."""
     root_key = key(key_label, kind)
     name = _name(cn)
     builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(root_key.public_key())
@@ -212,6 +216,8 @@ def root(cn: str = "mrledger Test Root", *, key_label: str = "root", kind: KeyKi
                .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
                .add_extension(_usage(CA_USAGE), critical=True)
                .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False))
+    for ext, critical in extra:
+        builder = builder.add_extension(ext, critical=critical)
     return CA(_sign(builder, root_key), root_key)
 
 

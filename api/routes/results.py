@@ -189,13 +189,16 @@ def submit(hospital_id: HospitalPath, body: RawBody, ledger: LedgerDep, principa
 
 @router.get(
     "/hospitals/{hospital_id}/results/{result_id}", response_model=ResultOut,
-    summary="Versions of a result (own hospital, doctor, auditor, admin)",
-    description="Every version with its leaf and anchoring progress. Each lookup is written to the access log.",
+    summary="Versions of a result (own hospital, auditor, admin)",
+    description="Every version with its leaf and anchoring progress. Each lookup is written to the access log. "
+                "Not for doctors: an id and a token would tell whether any hospital holds a result, with its status, "
+                "leaf hashes and times; a doctor holding the result learns its later versions from `POST /v1/verify` "
+                "(docs/access.md).",
     responses=problems(401, 403, 404, 422, s422=PARAM_422),
 )
 def result_versions(hospital_id: HospitalPath, result_id: ResultPath, ledger: LedgerDep,
                     principal: PrincipalDep) -> ResultOut:
-    authorize(principal, "hospital", "doctor", "auditor", "admin", hospital_id=hospital_id)
+    authorize(principal, "hospital", "auditor", "admin", hospital_id=hospital_id)
     versions = ledger.versions(hospital_id, result_id)
     ledger.log(principal, "lookup", hospital_id=hospital_id, result_id=result_id)
     return ResultOut(hospital_id=hospital_id, result_id=result_id, versions=[

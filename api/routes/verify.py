@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic_core
 from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 
 from anchoring.rpc_async import RpcError
 from anchoring.verify import CacheMiss, cache_only, fresh
 from api.deps import LedgerDep, PrincipalDep, authorize
 from api.problems import Problem, invalid_body
+from api.ratelimit import RateLimiter, client_key, retry_after
 from api.routes.results import RawBody
 from api.schemas import (
     EXAMPLE_FHIR,
@@ -30,6 +31,7 @@ from api.schemas import (
 from api.verification import NotAReceiptError, Outcome
 from ledger import parse_json
 from ledger.formats import FormatError
+from store.access import ANONYMOUS
 
 router = APIRouter(prefix="/v1", tags=["verify"])
 
@@ -52,7 +54,9 @@ Three forms:
 
 * `{"receipt": {...}}` — an `mrl-receipt/1` document. **No token needed**: anyone holding a receipt may check it.
   Checked offline (record → leaf → inclusion proof), then against this ledger's registry on chain. The chain is
-  the proof, so a hospital this node never registered still verifies.
+  the proof, so a hospital this node never registered still verifies. Without a token, each client address
+  (IPv6: each /64) may verify `MRL_VERIFY_RATE_LIMIT` times a second (default 5, bursts of `MRL_VERIFY_BURST`,
+  default 30); beyond that a 429 `too-many-requests` problem with `Retry-After`. Tokens are not limited.
 * `{"hospital_id", "result_id", "version"?, "record": {...}}` — the result a doctor holds, compared with what the
   hospital committed (`doctor`, `auditor` or `admin` token). `version` defaults to the held record's own version.
 * `{"hospital_id", "fhir": {...}, "tz"?}` — the FHIR R4 resource the doctor received (Observation,
@@ -76,6 +80,13 @@ cannot be decided against what was committed — not a finding of tampering; the
 `superseded_by` names a newer version when the result was amended or corrected. Every verification is written to
 the access log (identities and verdict only).
 
+What this ledger's database knows — `hospital_name`, `superseded_by`, `revoked_by` (and the `revoked` verdict),
+the stored `issued` time, the hospital's eligibility in `recognition` — is told only to a caller who holds what
+the hospital committed: the record equal to the committed one, a receipt whose leaf is the committed leaf, or a
+receipt whose root the registry holds. Anyone else hears "not found" (`unknown`) or "does not match" (`tampered`)
+and the fields of their own document, the same for a result id that exists as for one that never did; and gets no
+`verification_id` (only established verifications can be decided, `POST /v1/decisions`).
+
 `signature`: the hospital's signature of the batch as this node checked it against its trust anchors
 (docs/signatures.md): `valid` with the `signer` (subject, issuer, serial, validity, fingerprint), `absent`,
 `not-checked`, or the failure's reason — a failed signature makes the verdict **tampered** with `failed_check`
@@ -83,12 +94,29 @@ the access log (identities and verdict only).
 """
 
 
+async def anonymous_limit(request: Request, principal: PrincipalDep) -> None:
+    """The per-address token bucket of anonymous verification (api/ratelimit.py), spent before the body is
+    read. A caller with a token is not limited: the token is checked first (an unknown one is a 401)."""
+    limiter: RateLimiter | None = request.app.state.verify_limit
+    if limiter is None or principal is not ANONYMOUS:
+        return
+    wait = limiter.take(client_key(request.client.host if request.client else None))
+    if wait:
+        raise Problem(429, "too-many-requests", "Too many anonymous verifications",
+                      f"this address may verify {limiter.rate:g} receipt(s) per second without a token (bursts of "
+                      f"{limiter.burst}); retry later, or verify with a doctor's token"
+                      ).with_headers({"Retry-After": retry_after(wait)})
+
+
+#: First in the route's signature, so that FastAPI resolves it before the body is read.
+AnonymousLimit = Annotated[None, Depends(anonymous_limit)]
+
 
 @router.post(
     "/verify", response_model=VerifyOut,
     summary="Verify a receipt (anyone) or a held record or FHIR resource (doctor)",
     description=DESCRIPTION,
-    responses=problems(400, 401, 403, 413, 422, 503, s422=(
+    responses=problems(400, 401, 403, 413, 422, 429, 503, s422=(
         "not-a-receipt", "Not an mrl-receipt/1 document", "missing receipt fields: ['leaf']", {})),
     openapi_extra=json_body(VerifyByReceipt | VerifyByRecord | VerifyByFhir,
                             "A receipt, a record with its identity, or a FHIR resource with its hospital", {
@@ -98,7 +126,7 @@ the access log (identities and verdict only).
                    "record": EXAMPLE_RECORD},
         "fhir": {"hospital_id": "gz-001", "fhir": EXAMPLE_FHIR}}),
 )
-async def verify(body: RawBody, ledger: LedgerDep, principal: PrincipalDep) -> Any:
+async def verify(_limit: AnonymousLimit, body: RawBody, ledger: LedgerDep, principal: PrincipalDep) -> Any:
     obj = parse_json(body)
     if isinstance(obj, dict) and "receipt" in obj and "fhir" not in obj:
         if set(obj) != {"receipt"}:

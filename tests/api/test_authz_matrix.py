@@ -80,7 +80,9 @@ TABLE = [
     Row("POST", "/v1/hospitals/{hid}/results", only({"own"}), lambda api, hid: {"records": [rec(1, hid).to_obj()]}),
     Row("POST", "/v1/hospitals/{hid}/fhir", only({"own"}), lambda api, hid: {"resourceType": "Patient"}),
     Row("POST", "/v1/hospitals/{hid}/hl7v2", only({"own"})),
-    Row("GET", "/v1/hospitals/{hid}/results/R1", only({"own", "doctor", "auditor", "admin"})),
+    # Not doctors: an id and a doctor's token would tell whether a hospital holds a result, its status, leaves and
+    # times (issue 14, finding 8); a doctor who holds the result learns its later versions from /v1/verify.
+    Row("GET", "/v1/hospitals/{hid}/results/R1", only({"own", "auditor", "admin"})),
     Row("GET", "/v1/hospitals/{hid}/results/R1/receipt", only({"own", "auditor", "admin"})),
     Row("GET", "/v1/hospitals/{hid}/results/R1/receipt.png", only({"own", "auditor", "admin"})),
     Row("GET", "/v1/hospitals/{hid}/results/R1/receipt.svg", only({"own", "auditor", "admin"})),
@@ -109,6 +111,10 @@ TABLE = [
     Row("GET", "/v1/kpis", AUDIT),
     Row("GET", "/v1/kpis.csv", AUDIT),
     Row("GET", "/v1/audit/decisions", AUDIT),
+    # API tokens (api/routes/tokens.py): administrators only; admin tokens themselves are made on the host.
+    Row("GET", "/v1/tokens", only({"admin"})),
+    Row("POST", "/v1/tokens", only({"admin"}), lambda api, hid: {"role": "auditor", "label": "matrix"}),
+    Row("POST", "/v1/tokens/999999/revoke", only({"admin"}), label="an unknown id: 404 for admin"),
 ]
 
 
@@ -116,8 +122,8 @@ def normalise(template: str) -> str:
     """Compare route templates and table paths by shape: ``/h/{hid}/r/{rid}`` ≡ ``/h/gz-001/r/R1``, so a
     colleague naming a parameter ``{hospital_id}`` does not break the table."""
     template = re.sub(r"\{[^}]+\}", "{}", template)
-    return re.sub(r"(?<=/hospitals/)[^/{]+|(?<=/results/)[^/{]+|(?<=/batches/)[^/{]+|(?<=/eligibility/)[^/{]+",
-                  "{}", template)
+    return re.sub(r"(?<=/hospitals/)[^/{]+|(?<=/results/)[^/{]+|(?<=/batches/)[^/{]+|(?<=/eligibility/)[^/{]+"
+                  r"|(?<=/tokens/)[^/{]+", "{}", template)
 
 
 def app_routes(api: Api) -> set[tuple[str, str]]:

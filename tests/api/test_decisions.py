@@ -43,14 +43,14 @@ def doctor(api: Api, hospital: str = "qd-002") -> dict[str, str]:
 
 
 def verification(api: Api, recognition: str = "recognise", items: tuple[ItemRef, ...] = (GLUCOSE,),
-                 reasons: tuple[str, ...] = (), token_id: int | None = None, role: str | None = None) -> str:
+                 reasons: tuple[str, ...] = (), token_id: int | None = None, role: str | None = None,
+                 verdict: str = "authentic") -> str:
     """A verification as the node records it when it answers (what a decision is checked against)."""
     now = api.ledger.clock()
     vid = new_id(now)
     api.ledger.events.remember(VerificationRow(
         vid, now, token_id, role, "gz-001", result_ref(api.ledger.regional_key, "gz-001", "R1"), 1,
-        "authentic" if recognition == "recognise" else "tampered", recognition, reasons,
-        items[0].category if items else None, items))
+        verdict, recognition, reasons, items[0].category if items else None, items))
     return vid
 
 
@@ -330,6 +330,25 @@ def test_a_configured_regional_key_wins_and_a_bad_one_is_refused(tmp_path: Path)
     with pytest.raises(RegionalKeyError, match="32 bytes"):
         load_regional_key("ab" * 8, None, tmp_path)
     (tmp_path / "k").write_text("cd" * 32)
+    (tmp_path / "k").chmod(0o600)
     assert load_regional_key(None, tmp_path / "k", tmp_path) == bytes.fromhex("cd" * 32)
     with pytest.raises(RegionalKeyError, match="cannot read"):
         load_regional_key(None, tmp_path / "missing", tmp_path)
+
+
+def test_serve_takes_the_configured_regional_key_and_requires_one_on_postgresql(tmp_path: Path) -> None:
+    from api.serve import ServeError, regional_key_for
+    from api.settings import Settings
+
+    dev = Settings(data_dir=tmp_path)
+    assert regional_key_for(dev) == regional_key_for(dev) == load_regional_key(None, None, tmp_path)  # one file
+    assert regional_key_for(Settings(data_dir=tmp_path, regional_key="ef" * 32)) == bytes.fromhex("ef" * 32)
+    pg = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    with pytest.raises(ServeError, match="regional key must be configured"):
+        regional_key_for(Settings(data_dir=tmp_path / "pg", database_url=pg))
+    assert not (tmp_path / "pg" / "regional.key").exists()  # no dev key made for a shared database
+    assert regional_key_for(Settings(data_dir=tmp_path, database_url=pg, regional_key="ef" * 32))
+    with pytest.raises(ServeError, match="not both"):
+        regional_key_for(Settings(data_dir=tmp_path, regional_key="ef" * 32, regional_key_file=tmp_path / "k"))
+    with pytest.raises(ServeError, match="32 bytes"):
+        regional_key_for(Settings(data_dir=tmp_path, regional_key="ef" * 8))

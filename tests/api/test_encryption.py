@@ -33,7 +33,7 @@ def test_auditors_filter_the_access_log_by_a_clear_result_id(api: Api) -> None:
     body = {"records": [record(1, result_id=first), record(2, result_id=second)]}
     assert submit(api, body).status_code == 202
     for rid in (first, second, first):
-        api.client.get(f"{URL.format('gz-001')}/{rid}", headers=api.auth("doctor"))
+        api.client.get(f"{URL.format('gz-001')}/{rid}", headers=api.auth("hospital:gz-001"))
     page = api.client.get("/v1/audit/access-log", params={"hospital_id": "gz-001", "result_id": first},
                           headers=api.auth("auditor"))
     assert page.status_code == 200, page.text

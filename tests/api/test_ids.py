@@ -21,7 +21,7 @@ def test_the_nfd_spelling_of_a_stored_id_finds_it_on_every_route(api: Api) -> No
     assert NFD_ID != NFC_ID
     leaf = submit(api, record(1, result_id=NFD_ID)).json()["results"][0]["leaf_hash"]  # ingest: NFC
     url = f"/v1/hospitals/gz-001/results/{quote(NFD_ID)}"
-    versions = api.client.get(url, headers=api.auth("doctor"))
+    versions = api.client.get(url, headers=api.auth("auditor"))  # doctors may not list versions (docs/access.md)
     assert versions.status_code == 200, versions.text
     assert versions.json()["result_id"] == NFC_ID
     lineage = api.client.get(f"/v1/audit/hospitals/gz-001/results/{quote(NFD_ID)}/lineage",
@@ -51,7 +51,7 @@ def test_ids_with_invisible_characters_are_refused_at_ingest(api: Api, rid: str,
     assert problem["field"] == "result_id" and named in problem["detail"]
     many = submit(api, {"records": [record(2), record(3, subject={"value": f"P-{rid}"})]})
     assert many.status_code == 422 and many.json()["field"] == "records[1].subject.value"
-    assert api.client.get("/v1/hospitals/gz-001/results/R2", headers=api.auth("doctor")).status_code == 404
+    assert api.client.get("/v1/hospitals/gz-001/results/R2", headers=api.auth("auditor")).status_code == 404
 
 
 @pytest.mark.parametrize(("rid", "named"), INVISIBLE, ids=[n.split()[0] for _, n in INVISIBLE])
@@ -59,7 +59,7 @@ def test_ids_with_invisible_characters_in_a_url_are_a_422_naming_the_parameter(a
                                                                                 named: str) -> None:
     """Documented choice (docs/formats.md): 422, not 404. No stored id holds one, and a 404 would leave the
     caller guessing why the id they copied does not exist."""
-    for url, role in ((f"/v1/hospitals/gz-001/results/{quote(rid)}", "doctor"),
+    for url, role in ((f"/v1/hospitals/gz-001/results/{quote(rid)}", "auditor"),
                       (f"/v1/hospitals/gz-001/results/{quote(rid)}/receipt", "hospital:gz-001"),
                       (f"/v1/audit/hospitals/gz-001/results/{quote(rid)}/lineage", "auditor")):
         r = api.client.get(url, headers=api.auth(role))
@@ -73,7 +73,7 @@ def test_visible_unicode_and_combining_marks_are_ids_like_any_other(api: Api) ->
     """What is refused is what cannot be seen: CJK, accents, spaces and variation selectors are ids."""
     for i, rid in enumerate((CHINESE_ID, "Åsa Öberg 7", "葛\U000e0100-1"), start=1):
         assert submit(api, record(i, result_id=rid)).status_code == 202
-        got = api.client.get(f"/v1/hospitals/gz-001/results/{quote(rid)}", headers=api.auth("doctor"))
+        got = api.client.get(f"/v1/hospitals/gz-001/results/{quote(rid)}", headers=api.auth("auditor"))
         assert got.status_code == 200 and got.json()["result_id"] == rid
 
 

@@ -293,3 +293,52 @@ def test_second_serve_on_the_same_data_dir_is_refused(node: Node) -> None:
                          text=True, timeout=60, check=False)
     assert out.returncode == 1 and "another mrledger serve is running" in out.stderr
     assert node.stop() == 0
+
+
+def test_the_regional_key_survives_a_restart_so_an_encounter_stays_a_duplicate(node: Node) -> None:
+    """Issue 14, finding 4: serve hashed patients and encounter ids under a fresh random key at every start, so
+    the same encounter reported again after a restart was accepted as a new one (and KPIs counted it twice)."""
+    node.start()
+    key_file = node.data_dir / "regional.key"
+    assert _mode(key_file) == 0o600
+    key = key_file.read_text()
+    admin = (node.data_dir / "admin-token").read_text().strip()
+    encounter = {"hospital_id": "qd-002", "encounters": [{
+        "encounter_id": "ENC-2024-000451", "patient": {"system": "urn:cn:resident-id", "value": "SYNTHETIC-7"},
+        "seen_at": "2024-05-02T08:55:00+08:00", "retrieved": True}]}
+    with httpx.Client(timeout=30) as client:
+        r = client.post(f"{node.api}/hospitals", json={"id": "qd-002", "name": HOSPITALS["qd-002"]},
+                        headers={"Authorization": f"Bearer {admin}"})
+        assert r.status_code == 201, r.text
+        out = node.cli("token", "create", "--role", "hospital:qd-002")
+        assert out.returncode == 0, out.stderr
+        auth = {"Authorization": f"Bearer {out.stdout.strip()}"}
+        first = client.post(f"{node.api}/encounters", json=encounter, headers=auth)
+        assert first.status_code == 202 and first.json()["accepted"] == 1, first.text
+        assert node.stop() == 0
+        node.start()
+        again = client.post(f"{node.api}/encounters", json=encounter, headers=auth)
+        assert again.status_code == 202, again.text
+        assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 1), again.text
+    assert key_file.read_text() == key and key.strip() not in node.log  # kept, and never logged
+    assert node.stop() == 0
+
+
+def test_serve_on_postgresql_refuses_to_start_without_a_regional_key(node: Node) -> None:
+    node.env["MRL_DATABASE_URL"] = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    out = subprocess.run([*COMMAND, "serve"], env=node.env, cwd=node.data_dir.parent, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 1 and "the regional key must be configured" in out.stderr, out.stderr
+    assert not (node.data_dir / "anvil.pid").exists()  # refused before anything was started
+
+
+def test_serve_refuses_a_key_file_others_may_read(node: Node) -> None:
+    """Issue 14, finding 15: a chain key readable by others was only warned about."""
+    node.data_dir.mkdir(mode=0o700)
+    key = node.data_dir / "admin.key"
+    key.write_text("0x" + "11" * 32 + "\n")
+    key.chmod(0o644)
+    out = subprocess.run([*COMMAND, "serve"], env=node.env, cwd=node.data_dir.parent, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 1 and f"chmod 600 {key}" in out.stderr, out.stderr
+    assert "11" * 32 not in out.stderr and not (node.data_dir / "anvil.pid").exists()

@@ -205,6 +205,7 @@ def _install(keys_dir: Path, leaf: Leaf, name: str, hospital: str = "gz-001") ->
     folder = keys_dir / hospital
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.key.pem").write_bytes(key_pem(leaf.key))
+    (folder / f"{name}.key.pem").chmod(0o600)  # a key file others may read is refused (store/keyfiles.py)
     (folder / f"{name}.crt.pem").write_bytes(pem(*leaf.certs))
 
 

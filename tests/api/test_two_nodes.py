@@ -36,7 +36,8 @@ def pg_url() -> Iterator[str]:
 def _node(tmp_path: Path, name: str, pg_url: str, **env: str) -> Node:
     node = Node(tmp_path / name / "data", free_port())
     (tmp_path / name).mkdir(exist_ok=True)
-    node.env.update(MRL_DATABASE_URL=pg_url, MRL_MASTER_KEY=TEST_MASTER_KEY, **env)
+    # One region: one master key and one regional key (a node on PostgreSQL refuses to start without the latter).
+    node.env.update(MRL_DATABASE_URL=pg_url, MRL_MASTER_KEY=TEST_MASTER_KEY, MRL_REGIONAL_KEY="7a" * 32, **env)
     return node
 
 

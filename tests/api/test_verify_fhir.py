@@ -107,14 +107,16 @@ def test_unknown_and_tampered_without_a_chain(api: Api) -> None:
     unknown = ok(api, example("Observation-f001.json"))
     assert (unknown["verdict"], unknown["failed_check"], unknown["result_id"], unknown["version"]) == \
         ("unknown", "lookup", "6323", None)
-    assert unknown["hospital_name"] == "Guangzhou First People's Hospital"
+    assert unknown["hospital_name"] is None  # nothing from the database for a result the caller does not hold
     assert unknown["recognition"]["decision"] == "reorder"
     submitted(api, example("Observation-f001.json"))
     changed = example("Observation-f001.json")
     changed["valueQuantity"]["value"] = 3.1
     tampered = ok(api, changed)
     assert (tampered["verdict"], tampered["failed_check"]) == ("tampered", "content")
-    assert "version 1" in tampered["checks"][-1]["detail"]
+    # "Does not match", and no more: not which versions the ledger holds (issue 14, finding 8).
+    assert tampered["checks"][-1]["detail"] == "the resource differs from every version the hospital committed"
+    assert tampered["hospital_name"] is None and tampered["issued"] is None and tampered["version"] is None
     # Another hospital's id: this ledger holds no such result there.
     assert verify(api, {"hospital_id": "qd-002", "fhir": example("Observation-f001.json")},
                   "doctor")["verdict"] == "unknown"

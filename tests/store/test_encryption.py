@@ -251,6 +251,7 @@ def test_a_running_store_learns_a_new_data_key_from_its_key_file(engine: Engine,
     data key reads rows another node wrote under the new one, by re-reading its master key file."""
     key_file = tmp_path / "master.key"
     key_file.write_text(master_key.to_text())
+    key_file.chmod(0o600)  # a key file others may read is refused (store/keyfiles.py)
     running = Store(engine, master_key=key_file)
     running.register_hospital(HOSPITAL, CLEAR_NAME)
     running.submit(HOSPITAL, [secret_record(0)])
