@@ -39,7 +39,7 @@ lint:
 	$(VENV)/bin/ruff check .
 
 typecheck:
-	$(VENV)/bin/mypy ledger store anchoring api
+	$(VENV)/bin/mypy src
 
 # pytest exits 5 when it collected nothing: make treats that as the failure it is.
 pytest:

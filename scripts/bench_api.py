@@ -61,14 +61,14 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from anchoring.node import free_port  # noqa: E402
-from anchoring.verify import FINAL_DEPTH  # noqa: E402
-from ledger import BatchHead, BatchSignature, TrustStore, verify_batch_signature  # noqa: E402
-from store import Store  # noqa: E402
-from store.anchors import Outbox  # noqa: E402
+from mrledger.anchoring.node import free_port  # noqa: E402
+from mrledger.anchoring.verify import FINAL_DEPTH  # noqa: E402
+from mrledger.ledger import BatchHead, BatchSignature, TrustStore, verify_batch_signature  # noqa: E402
+from mrledger.store import Store  # noqa: E402
+from mrledger.store.anchors import Outbox  # noqa: E402
 
 _MRLEDGER = Path(sys.executable).with_name("mrledger")
-COMMAND = [str(_MRLEDGER)] if _MRLEDGER.is_file() else [sys.executable, "-c", "from api.cli import app; app()"]
+COMMAND = [str(_MRLEDGER)] if _MRLEDGER.is_file() else [sys.executable, "-m", "mrledger.cli"]
 
 
 def record(hospital: str, i: int) -> dict[str, Any]:

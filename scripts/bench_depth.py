@@ -1,4 +1,4 @@
-"""What bounding JSON nesting before decoding costs (``ledger.canonical.check_depth``). Not a test.
+"""What bounding JSON nesting before decoding costs (``mrledger.ledger.canonical.check_depth``). Not a test.
 
 Usage:  python scripts/bench_depth.py [--records 1000] [--json]
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_api import record  # noqa: E402
 
-from ledger.canonical import MAX_JSON_DEPTH, check_depth, parse_json  # noqa: E402
+from mrledger.ledger.canonical import MAX_JSON_DEPTH, check_depth, parse_json  # noqa: E402
 
 
 def timed(fn: Callable[[], Any], rounds: int) -> float:

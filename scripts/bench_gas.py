@@ -23,9 +23,9 @@ sys.path.insert(0, str(REPO))
 from eth_account import Account  # noqa: E402
 from web3 import Web3  # noqa: E402
 
-from anchoring import contract as api  # noqa: E402
-from anchoring.node import AnvilNode  # noqa: E402
-from ledger.merkle import MerkleTree, leaf_hash  # noqa: E402
+from mrledger.anchoring import contract as api  # noqa: E402
+from mrledger.anchoring.node import AnvilNode  # noqa: E402
+from mrledger.ledger.merkle import MerkleTree, leaf_hash  # noqa: E402
 
 EAS_ARTIFACTS = REPO / "node_modules" / "@ethereum-attestation-service" / "eas-contracts" / "artifacts" / "contracts"
 BATCH_SIZES = (1, 100, 10_000)
@@ -122,12 +122,12 @@ def bench_latency(block_time: float | None, records: int = 1000) -> float:
     import tempfile
     import time
 
-    from anchoring.deploy import deploy_and_record, ensure_hospital_on_chain
-    from anchoring.worker import AnchorWorker, WorkerConfig
+    from mrledger.anchoring.deploy import deploy_and_record, ensure_hospital_on_chain
+    from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
+    from mrledger.store import Store
+    from mrledger.store.anchors import Outbox
+    from mrledger.store.crypto import MasterKey
     from scripts.bench_store import make_records
-    from store import Store
-    from store.anchors import Outbox
-    from store.crypto import MasterKey
 
     with AnvilNode(block_time=block_time) as node, tempfile.TemporaryDirectory() as tmp:
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))

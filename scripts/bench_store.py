@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import create_engine, text
 
-from ledger import ResultRecord
-from store import Store, make_engine, migrate
-from store.crypto import MasterKey
+from mrledger.ledger import ResultRecord
+from mrledger.store import Store, make_engine, migrate
+from mrledger.store.crypto import MasterKey
 
 
 def make_records(n: int, hospital: str) -> list[ResultRecord]:

@@ -1,4 +1,4 @@
-"""Benchmark ``ledger.merkle.MerkleTree`` against a bare hashlib floor and against pymerkle.
+"""Benchmark ``mrledger.ledger.merkle.MerkleTree`` against a bare hashlib floor and against pymerkle.
 
 Why: ledger/merkle.py claims that writing our own RFC 9162 tree is worth it because a plain hashlib loop
 is far faster than pymerkle. This script keeps that claim honest, and checks on every run that both
@@ -6,7 +6,7 @@ implementations agree on the root (pymerkle is the test oracle).
 
 What each timing includes (all wall-clock ``time.perf_counter``, best of ``--repeat`` runs unless noted):
 
-* ``leaf_hash_s`` — ``ledger.merkle.leaf_hash(data)`` for every leaf: SHA-256(0x00 || data). Reported
+* ``leaf_hash_s`` — ``mrledger.ledger.merkle.leaf_hash(data)`` for every leaf: SHA-256(0x00 || data). Reported
   separately because ``build_s`` starts from precomputed leaf hashes while pymerkle hashes the data.
 * ``build_s`` — ``MerkleTree(leaf_hashes)`` from precomputed leaf hashes: the per-leaf 32-byte checks,
   every interior node hash, and keeping all levels for proof generation. Excludes leaf hashing.
@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ledger.merkle import MerkleTree, leaf_hash, verify_inclusion
+from mrledger.ledger.merkle import MerkleTree, leaf_hash, verify_inclusion
 
 T = TypeVar("T")
 

@@ -43,13 +43,13 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from anchoring import contract as reg  # noqa: E402
-from anchoring.node import AnvilNode, free_port, rpc_request  # noqa: E402
-from ledger import hospital_key  # noqa: E402
-from store.crypto import MasterKey  # noqa: E402
+from mrledger.anchoring import contract as reg  # noqa: E402
+from mrledger.anchoring.node import AnvilNode, free_port, rpc_request  # noqa: E402
+from mrledger.ledger import hospital_key  # noqa: E402
+from mrledger.store.crypto import MasterKey  # noqa: E402
 
 _MRLEDGER = Path(sys.executable).with_name("mrledger")
-COMMAND = [str(_MRLEDGER)] if _MRLEDGER.is_file() else [sys.executable, "-c", "from api.cli import app; app()"]
+COMMAND = [str(_MRLEDGER)] if _MRLEDGER.is_file() else [sys.executable, "-m", "mrledger.cli"]
 PG_URL = os.environ.get("MRL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 METRIC = re.compile(r"^(mrledger_[a-z_]+) ([0-9.e+-]+)$", re.M)
 

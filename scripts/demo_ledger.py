@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.console import Console
 from rich.table import Table
 
-from ledger import ResultRecord, Verdict, verify_receipt
-from store import Accepted, Store
-from store.crypto import MasterKey, write_master_key_file
+from mrledger.ledger import ResultRecord, Verdict, verify_receipt
+from mrledger.store import Accepted, Store
+from mrledger.store.crypto import MasterKey, write_master_key_file
 
 DEFAULT_DATA_DIR = Path(".mrledger/demo")
 DB_NAME = "demo.db"
@@ -284,10 +284,10 @@ def _anchor_on_local_chain(store: Store, console: Console) -> dict[str, Any]:
     from eth_account import Account
     from web3 import Web3
 
-    from anchoring.deploy import deploy_and_record, ensure_hospital_on_chain
-    from anchoring.node import AnvilNode
-    from anchoring.verify import verify_on_chain
-    from anchoring.worker import AnchorWorker, WorkerConfig
+    from mrledger.anchoring.deploy import deploy_and_record, ensure_hospital_on_chain
+    from mrledger.anchoring.node import AnvilNode
+    from mrledger.anchoring.verify import verify_on_chain
+    from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
 
     node = AnvilNode(block_time=None).start()
     w3 = Web3(Web3.HTTPProvider(node.rpc_url))

@@ -3,7 +3,7 @@
 Why a separate, deliberately naive implementation: docs/receipt.md promises that a receipt can be checked
 with nothing but RFC 8785, SHA-256 and the RFC 9162 path algorithm. This script does exactly that — it
 imports only ``rfc8785`` and ``hashlib`` for the computation — and then cross-checks its conclusion with
-``ledger.verify_receipt``, so the worked example in the docs is computed, not copied, and the spec and
+``mrledger.ledger.verify_receipt``, so the worked example in the docs is computed, not copied, and the spec and
 the code are checked against each other every time it runs.
 
 Run:  .venv/bin/python scripts/explain_receipt.py [tests/vectors/receipt/ok_unanchored.json]
@@ -118,13 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ok, lines = explain(receipt)
     print("\n".join(lines))
 
-    from ledger import verify_receipt  # the reference verifier, for the cross-check only
+    from mrledger.ledger import verify_receipt  # the reference verifier, for the cross-check only
 
     verdict = verify_receipt(json.dumps(receipt))
-    print(f"naive verifier: {'ok' if ok else 'invalid'}; ledger.verify_receipt: {verdict.status}"
+    print(f"naive verifier: {'ok' if ok else 'invalid'}; mrledger.ledger.verify_receipt: {verdict.status}"
           f" (failed check: {verdict.failed})")
     if ok != verdict.ok:
-        print("DISAGREEMENT between this script and ledger.verify_receipt", file=sys.stderr)
+        print("DISAGREEMENT between this script and mrledger.ledger.verify_receipt", file=sys.stderr)
         return 2
     return 0 if ok else 1
 

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ledger import MerkleTree, ResultRecord, build_batch, commit, leaf_hash, sign_batch
-from ledger.receipt import Receipt
-from ledger.signing import BATCH_SIGNING_EKU
+from mrledger.ledger import MerkleTree, ResultRecord, build_batch, commit, leaf_hash, sign_batch
+from mrledger.ledger.receipt import Receipt
+from mrledger.ledger.signing import BATCH_SIGNING_EKU
 from tests.pki import HOSPITAL_URN, Leaf, Pki, der, root
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "vectors"

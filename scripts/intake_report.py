@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_api import Server  # noqa: E402
 
-from api.client import result_segment  # noqa: E402
+from mrledger.cli.http_client import result_segment  # noqa: E402
 
 HID = "intake-report"
 HL7_START = re.compile(rb"^[\x0b\xef\xbb\xbf\s]*(MSH|FHS|BHS)\|")
@@ -338,7 +338,7 @@ def send(client: httpx.Client, api: str, auth: dict[str, str], kind: str, data: 
     if kind == "dicom":
         from zoneinfo import ZoneInfo
 
-        from ledger.formats import FormatError, from_dicom
+        from mrledger.ledger.formats import FormatError, from_dicom
 
         try:
             records = from_dicom(data, HID, default_tz=ZoneInfo(tz))

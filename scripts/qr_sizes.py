@@ -12,8 +12,8 @@ import json
 import zlib
 from pathlib import Path
 
-from api import qr
-from ledger.canonical import canonicalize
+from mrledger.ledger.canonical import canonicalize
+from mrledger.service import qr
 
 BASE = json.loads((Path(__file__).parents[1] / "tests/vectors/receipt/ok_anchored.json").read_text())["receipt"]
 

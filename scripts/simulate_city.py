@@ -108,7 +108,7 @@ from scripts import sim_kpis  # noqa: E402
 from scripts.bench_api import Server  # noqa: E402
 
 CHUNK = 1000  # records per submission request (the API's maximum) and verifications per seeded chunk
-FINAL_DEPTH = 12  # blocks mined after anchoring (anchoring.verify.FINAL_DEPTH: the node caches final blocks)
+FINAL_DEPTH = 12  # blocks mined after anchoring (mrledger.anchoring.verify.FINAL_DEPTH: the node caches final blocks)
 LOINC = "http://loinc.org"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 SNOMED = "http://snomed.info/sct"
@@ -372,7 +372,7 @@ def _lab(rng: random.Random, hid: str, i: int, category: str, catalogue: Catalog
     observations = [_value(rng, t) for t in tests]
     coding = ({"system": LOINC, "code": code[0], "display": code[1]} if code is not None
               else dict(observations[0]["code"]))
-    # The programme's rule (api/recognition.py), restated independently: the record's code if it is an item,
+    # The programme's rule (service/recognition.py), restated independently: the record's code if it is an item,
     # else every observation's code if all are items, else nothing.
     if coding["code"] in catalogue.lab:
         codes = [coding["code"]]
@@ -720,8 +720,8 @@ class City:
         # `mrledger token create` costs a process start (~2 s) per token; 270 hospitals would spend minutes on
         # it, so hospital and doctor tokens are made in-process exactly as that command makes them. The
         # auditor's goes through the CLI (bench_api's helper) so that path is exercised too.
-        from store import Store
-        from store.access import Access
+        from mrledger.store import Store
+        from mrledger.store.access import Access
 
         store = Store.open(db_url, master_key=self.server.data_dir / "master.key")  # the node's, made by serve
         try:

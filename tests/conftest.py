@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from store import make_engine, migrate
-from store.crypto import ENV_KEY, ENV_KEY_FILE, MasterKey
+from mrledger.store import make_engine, migrate
+from mrledger.store.crypto import ENV_KEY, ENV_KEY_FILE, MasterKey
 
 #: The master key of every store the tests open (docs/encryption.md). In the environment, not passed around,
 #: because that is where ``Store(engine)`` and every subprocess (the CLI, ``mrledger serve`` unless a test

@@ -15,12 +15,12 @@ from eth_account.signers.local import LocalAccount
 from sqlalchemy import Engine
 from web3 import Web3
 
-from anchoring import contract as reg
-from anchoring.node import AnvilNode, free_port
-from anchoring.worker import AnchorWorker, StepReport, WorkerConfig
-from ledger import hospital_key
-from store import Store
-from store.anchors import CONFIRMED, Outbox
+from mrledger.anchoring import contract as reg
+from mrledger.anchoring.node import AnvilNode, free_port
+from mrledger.anchoring.worker import AnchorWorker, StepReport, WorkerConfig
+from mrledger.ledger import hospital_key
+from mrledger.store import Store
+from mrledger.store.anchors import CONFIRMED, Outbox
 from tests.store.test_repository import rec
 
 HOSPITALS = ("gz-001", "qd-002", "bj-003")

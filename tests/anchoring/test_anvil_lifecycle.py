@@ -1,5 +1,5 @@
 """The managed chain has one writer, dies with its owner, and is saved atomically (anchoring/node.py,
-anchoring/anvil_state.py), against real anvil processes.
+src/mrledger/anchoring/anvil_state.py), against real anvil processes.
 
 Each case was a way to lose anchors the database records: a second anvil started on the state file while an
 orphan still ran (the orphan's later stop overwrote the chain with an older one: lastSeq went from 6 back to
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from anchoring.anvil_state import dump_path, previous_path
-from anchoring.node import AnvilError, AnvilNode
+from mrledger.anchoring.anvil_state import dump_path, previous_path
+from mrledger.anchoring.node import AnvilError, AnvilNode
 
 pytestmark = pytest.mark.anvil
 REPO = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def test_a_second_anvil_on_the_same_state_file_is_refused(tmp_path: Path) -> Non
 OWNER = """
 import sys, time
 from pathlib import Path
-from anchoring.node import AnvilNode
+from mrledger.anchoring.node import AnvilNode
 node = AnvilNode(state_path=Path(sys.argv[1]), pid_file=Path(sys.argv[2]), tie_to_parent=True).start()
 for _ in range(5):
     node.rpc("evm_mine")

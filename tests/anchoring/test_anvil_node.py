@@ -11,9 +11,9 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
-from anchoring import contract as api
-from anchoring.node import AnvilError, AnvilNode, find_anvil
-from ledger.errors import MrLedgerError
+from mrledger.anchoring import contract as api
+from mrledger.anchoring.node import AnvilError, AnvilNode, find_anvil
+from mrledger.ledger.errors import MrLedgerError
 
 pytestmark = pytest.mark.anvil
 

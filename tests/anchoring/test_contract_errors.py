@@ -7,10 +7,10 @@ import pytest
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
-from anchoring.contract import decode_revert
-from anchoring.errors import AnchoringError, ContractRevert, TransactionFailed
-from contracts import load_artefact
-from ledger.errors import MrLedgerError
+from mrledger.anchoring.contract import decode_revert
+from mrledger.anchoring.errors import AnchoringError, ContractRevert, TransactionFailed
+from mrledger.contracts import load_artefact
+from mrledger.ledger.errors import MrLedgerError
 
 
 def _selector(sig: str) -> bytes:

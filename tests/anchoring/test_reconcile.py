@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from anchoring import contract as reg
-from anchoring.verify import verify_on_chain
-from ledger import hospital_key
-from store.anchors import ANCHORS_LOST, CONFIRMED, Outbox
+from mrledger.anchoring import contract as reg
+from mrledger.anchoring.verify import verify_on_chain
+from mrledger.ledger import hospital_key
+from mrledger.store.anchors import ANCHORS_LOST, CONFIRMED, Outbox
 from tests.anchoring.chain import HOSPITALS, Env, drive, submit
 
 pytestmark = pytest.mark.anvil

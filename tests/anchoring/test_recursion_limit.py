@@ -17,8 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("entry", ["api.app", "api.cli", "api.serve", "anchoring.contract", "anchoring.worker",
-                                   "anchoring.__main__"])
+@pytest.mark.parametrize("entry", ["mrledger.http.app", "mrledger.cli.main", "mrledger.node.serve",
+                                   "mrledger.anchoring.contract", "mrledger.anchoring.worker",
+                                   "mrledger.anchoring.__main__"])
 def test_importing_an_entry_point_and_then_web3_keeps_the_recursion_limit(entry: str) -> None:
     code = ("import sys\nbefore = sys.getrecursionlimit()\n"
             f"import {entry}\nimport web3, eth_account, py_ecc\n"

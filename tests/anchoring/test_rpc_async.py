@@ -1,4 +1,4 @@
-"""anchoring.rpc_async: the event loop's JSON-RPC client reads what web3 reads, from a real anvil."""
+"""mrledger.anchoring.rpc_async: the event loop's JSON-RPC client reads what web3 reads, from a real anvil."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from anchoring import contract as reg
-from anchoring import verify as averify
-from anchoring.rpc_async import AsyncRpc, RpcError, _read_chunked
-from anchoring.verify import CachedReader, Need
-from ledger import hospital_key
+from mrledger.anchoring import contract as reg
+from mrledger.anchoring import verify as averify
+from mrledger.anchoring.rpc_async import AsyncRpc, RpcError, _read_chunked
+from mrledger.anchoring.verify import CachedReader, Need
+from mrledger.ledger import hospital_key
 from tests.anchoring.test_verify_cache import DEPTH, Chain, chain  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.anvil

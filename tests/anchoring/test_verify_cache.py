@@ -17,14 +17,14 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
-from anchoring import contract as reg
-from anchoring import verify as averify
-from anchoring.node import AnvilNode, free_port
-from anchoring.verify import CachedReader, DirectReader, verify_on_chain
-from anchoring.worker import AnchorWorker, WorkerConfig
-from api.service import ChainContext, Ledger
-from ledger import hospital_key
-from store import Store, make_engine, migrate
+from mrledger.anchoring import contract as reg
+from mrledger.anchoring import verify as averify
+from mrledger.anchoring.node import AnvilNode, free_port
+from mrledger.anchoring.verify import CachedReader, DirectReader, verify_on_chain
+from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
+from mrledger.ledger import hospital_key
+from mrledger.service.ledger import ChainContext, Ledger
+from mrledger.store import Store, make_engine, migrate
 from tests.anchoring.chain import Env
 from tests.store.test_repository import rec
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from anchoring import contract as reg
-from anchoring.verify import verify_on_chain
-from ledger import hospital_key, verify_receipt
-from store.anchors import SUBMITTED, Outbox
-from store.locks import LockHeld, exclusive
+from mrledger.anchoring import contract as reg
+from mrledger.anchoring.verify import verify_on_chain
+from mrledger.ledger import hospital_key, verify_receipt
+from mrledger.store.anchors import SUBMITTED, Outbox
+from mrledger.store.locks import LockHeld, exclusive
 from tests.anchoring.chain import HOSPITALS, Env, drive, submit, wait_until
 from tests.conftest import db_url
 
@@ -78,7 +78,7 @@ def test_later_batches_follow_in_order(env: Env) -> None:
 def test_kill_9_after_broadcast_then_restart_anchors_exactly_once(env: Env, engine: Engine) -> None:
     submit(env, 12)
     env.seal_all()
-    cmd = [sys.executable, "-m", "anchoring", "--db", db_url(engine), "--rpc", env.node.rpc_url,
+    cmd = [sys.executable, "-m", "mrledger.anchoring", "--db", db_url(engine), "--rpc", env.node.rpc_url,
            "--contract", env.contract, "--interval", "0.05"]
     proc_env = {**os.environ, "MRL_SUBMITTER_KEY": env.node.private_keys[1],
                 "MRL_FAULT_INJECT": "crash-after-broadcast", "PYTHONPATH": str(REPO)}

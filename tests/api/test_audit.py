@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import text
 
-from anchoring import contract as reg
-from ledger import hospital_key
+from mrledger.anchoring import contract as reg
+from mrledger.ledger import hospital_key
 from tests.api.conftest import Api
 from tests.store.test_repository import rec
 

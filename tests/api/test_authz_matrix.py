@@ -22,9 +22,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
-from api.schemas import EXAMPLE_FHIR
-from api.service import Ledger
-from store import Store, make_engine, migrate
+from mrledger.http.schemas import EXAMPLE_FHIR
+from mrledger.service.ledger import Ledger
+from mrledger.store import Store, make_engine, migrate
 from tests.api.conftest import Api, _make
 from tests.store.test_repository import rec
 
@@ -33,7 +33,7 @@ OWN, OTHER = "gz-001", "qd-002"
 CALLERS = ("none", "admin", "doctor", "auditor", "own", "other")
 #: Routes outside /v1 that are public by design (probes and the Prometheus scrape).
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
-          # the doctor's and auditor's pages and their scripts (api/web/): tokens are typed into the page
+          # the doctor's and auditor's pages and their scripts (http/web/): tokens are typed into the page
           ("GET", "/verify"), ("GET", "/audit"), ("GET", "/web/{name}")}
 
 ok, U, F = "ok", "401", "403"
@@ -86,7 +86,7 @@ TABLE = [
     Row("GET", "/v1/hospitals/{hid}/results/R1/receipt", only({"own", "auditor", "admin"})),
     Row("GET", "/v1/hospitals/{hid}/results/R1/receipt.png", only({"own", "auditor", "admin"})),
     Row("GET", "/v1/hospitals/{hid}/results/R1/receipt.svg", only({"own", "auditor", "admin"})),
-    # public: hashes only, and only for a caller who names the leaf hash (api/routes/receipt_qr.py)
+    # public: hashes only, and only for a caller who names the leaf hash (http/routes/receipt_qr.py)
     Row("GET", "/v1/hospitals/{hid}/results/R1/proof", dict.fromkeys(CALLERS, ok)),
     Row("GET", "/v1/hospitals/{hid}/batches/1", only({"own", "auditor", "admin"})),
     Row("POST", "/v1/verify", dict.fromkeys(CALLERS, ok), _receipt_body, "receipt"),
@@ -111,7 +111,7 @@ TABLE = [
     Row("GET", "/v1/kpis", AUDIT),
     Row("GET", "/v1/kpis.csv", AUDIT),
     Row("GET", "/v1/audit/decisions", AUDIT),
-    # API tokens (api/routes/tokens.py): administrators only; admin tokens themselves are made on the host.
+    # API tokens (http/routes/tokens.py): administrators only; admin tokens themselves are made on the host.
     Row("GET", "/v1/tokens", only({"admin"})),
     Row("POST", "/v1/tokens", only({"admin"}), lambda api, hid: {"role": "auditor", "label": "matrix"}),
     Row("POST", "/v1/tokens/999999/revoke", only({"admin"}), label="an unknown id: 404 for admin"),

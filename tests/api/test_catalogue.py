@@ -10,11 +10,18 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from api.cli import app
-from api.recognition import LOINC, MAX_WINDOW_DAYS, CatalogueError, default_catalogue, load_catalogue, parse_catalogue
-from api.settings import Settings
-from store import Store
-from store.eligibility import Eligibility
+from mrledger.cli.main import app
+from mrledger.node.settings import Settings
+from mrledger.service.recognition import (
+    LOINC,
+    MAX_WINDOW_DAYS,
+    CatalogueError,
+    default_catalogue,
+    load_catalogue,
+    parse_catalogue,
+)
+from mrledger.store import Store
+from mrledger.store.eligibility import Eligibility
 from tests.api.conftest import Api
 from tests.api.test_hospitals import assert_problem
 
@@ -57,7 +64,8 @@ def test_default_catalogue_has_the_six_categories_and_the_common_tests() -> None
 
 
 def test_the_default_says_it_is_configuration_not_advice() -> None:
-    text = (Path(__file__).resolve().parents[2] / "api" / "catalogue" / "default.toml").read_text()
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "src" / "mrledger" / "service" / "catalogue" / "default.toml").read_text()
     assert "NOT CLINICAL ADVICE" in text and "MRL_CATALOGUE_FILE" in text
 
 

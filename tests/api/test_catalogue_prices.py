@@ -1,11 +1,11 @@
-"""Prices and reorder reasons in the catalogue (api/recognition.py): what money saved and decisions rest on, so
+"""Prices and reorder reasons in the catalogue (service/recognition.py): what money saved and decisions rest on, so
 a bad value stops the node at start-up with the file and the field named, like the rest of the catalogue."""
 
 from __future__ import annotations
 
 import pytest
 
-from api.recognition import DEFAULT_REORDER_REASONS, CatalogueError, default_catalogue, parse_catalogue
+from mrledger.service.recognition import DEFAULT_REORDER_REASONS, CatalogueError, default_catalogue, parse_catalogue
 from tests.api.conftest import Api
 
 HEAD = 'format = "mrl-catalogue/1"\n[categories.lab]\nname = "Lab"\nwindow_days = 7\n'

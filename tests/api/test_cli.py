@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from api.cli import app
+from mrledger.cli.main import app
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "receipt"
 runner = CliRunner()
@@ -84,7 +84,7 @@ def test_help_documents_exit_codes() -> None:
 
 
 def test_console_script_entry_point(tmp_path: Path) -> None:
-    """The installed ``mrledger`` script (pyproject's [project.scripts]) really reaches ``api.cli:app``."""
+    """The installed ``mrledger`` script (pyproject's [project.scripts]) really reaches ``mrledger.cli.main:app``."""
     script = Path(sys.executable).parent / "mrledger"
     assert script.exists(), f"{script} missing: run `.venv/bin/pip install -c constraints.txt -e '.[dev]'`"
     path = receipt_file(tmp_path, "ok_unanchored")

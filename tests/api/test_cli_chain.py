@@ -10,12 +10,12 @@ from eth_account import Account
 from typer.testing import CliRunner
 from web3 import Web3
 
-from anchoring.deploy import ensure_hospital_on_chain
-from anchoring.node import AnvilNode
-from anchoring.worker import AnchorWorker
-from api.cli import app
-from store import Store
-from store.anchors import Outbox
+from mrledger.anchoring.deploy import ensure_hospital_on_chain
+from mrledger.anchoring.node import AnvilNode
+from mrledger.anchoring.worker import AnchorWorker
+from mrledger.cli.main import app
+from mrledger.store import Store
+from mrledger.store.anchors import Outbox
 from tests.store.test_repository import rec
 
 pytestmark = pytest.mark.anvil

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from api.cli import app
-from api.serve import ServeError, master_key_for, open_node_store
-from api.settings import Settings
-from ledger import ResultRecord
-from store import Store
-from store.crypto import MasterKey
+from mrledger.cli.main import app
+from mrledger.ledger import ResultRecord
+from mrledger.node.serve import ServeError, master_key_for, open_node_store
+from mrledger.node.settings import Settings
+from mrledger.store import Store
+from mrledger.store.crypto import MasterKey
 
 runner = CliRunner()
 HID = "gz-001"

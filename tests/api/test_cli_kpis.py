@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from api.app import create_app
-from api.cli import app
-from api.decisions import new_id, result_ref
-from store.decisions import VerificationRow
-from store.events import ItemRef
+from mrledger.cli.main import app
+from mrledger.http.app import create_app
+from mrledger.service.decisions import new_id, result_ref
+from mrledger.store.decisions import VerificationRow
+from mrledger.store.events import ItemRef
 from tests.api.conftest import Api, serve_in_thread
 
 runner = CliRunner()

@@ -18,11 +18,11 @@ from typing import Any, ClassVar
 import pytest
 from typer.testing import CliRunner
 
-from anchoring.node import free_port
-from api.cli import app
-from api.client import api_root, load_records
-from store import Store
-from store.access import Access
+from mrledger.anchoring.node import free_port
+from mrledger.cli.http_client import api_root, load_records
+from mrledger.cli.main import app
+from mrledger.store import Store
+from mrledger.store.access import Access
 
 runner = CliRunner()
 

@@ -12,10 +12,18 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from api.cli import app
-from api.pki import SigningKeys, TrustFiles
-from ledger import Anchor, BatchHead, Receipt, sign_batch, sign_batch_with, verify_batch_signature, verify_receipt
-from store import Store
+from mrledger.cli.main import app
+from mrledger.ledger import (
+    Anchor,
+    BatchHead,
+    Receipt,
+    sign_batch,
+    sign_batch_with,
+    verify_batch_signature,
+    verify_receipt,
+)
+from mrledger.service.pki import SigningKeys, TrustFiles
+from mrledger.store import Store
 from tests.pki import Pki, pem
 
 runner = CliRunner()

@@ -1,4 +1,4 @@
-"""Recognition decisions and encounters (api/decisions.py, api/routes/decisions.py): who may record them, the
+"""Recognition decisions and encounters (service/decisions.py, http/routes/decisions.py): who may record them, the
 rules a decision obeys, idempotency, and that nothing is written when a request is refused. Verifications that
 need a specific recognition verdict are put in the verification log directly (``EventIndex.remember``): without
 a chain the verifier never answers ``recognise``; the end-to-end path over a real chain is in test_kpi_audit.py.
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from api.decisions import (
+from mrledger.service.decisions import (
     RegionalKeyError,
     encounter_ref,
     load_regional_key,
@@ -25,9 +25,9 @@ from api.decisions import (
     patient_hash,
     result_ref,
 )
-from store.decisions import VerificationRow
-from store.events import DecisionFacts, ItemRef, events_stream
-from store.models import Decision, Encounter, Verification
+from mrledger.store.decisions import VerificationRow
+from mrledger.store.events import DecisionFacts, ItemRef, events_stream
+from mrledger.store.models import Decision, Encounter, Verification
 from tests.api.conftest import Api
 from tests.store.test_repository import rec
 
@@ -337,8 +337,8 @@ def test_a_configured_regional_key_wins_and_a_bad_one_is_refused(tmp_path: Path)
 
 
 def test_serve_takes_the_configured_regional_key_and_requires_one_on_postgresql(tmp_path: Path) -> None:
-    from api.serve import ServeError, regional_key_for
-    from api.settings import Settings
+    from mrledger.node.serve import ServeError, regional_key_for
+    from mrledger.node.settings import Settings
 
     dev = Settings(data_dir=tmp_path)
     assert regional_key_for(dev) == regional_key_for(dev) == load_regional_key(None, None, tmp_path)  # one file

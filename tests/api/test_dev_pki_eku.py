@@ -13,10 +13,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from api.pki import CERT_SUFFIX, KEY_SUFFIX, BatchSigning, SigningKeys, write_private, write_public
-from api.pki_dev import DEV_HOSPITAL_DAYS, DevCA, _certificate, _key_pem, _name, _pem, _usage
-from ledger import BatchHead, sign_batch_with, verify_batch_signature
-from ledger.signing import HOSPITAL_URI_PREFIX, signs_batches
+from mrledger.ledger import BatchHead, sign_batch_with, verify_batch_signature
+from mrledger.ledger.signing import HOSPITAL_URI_PREFIX, signs_batches
+from mrledger.service.pki import CERT_SUFFIX, KEY_SUFFIX, BatchSigning, SigningKeys, write_private, write_public
+from mrledger.service.pki_dev import DEV_HOSPITAL_DAYS, DevCA, _certificate, _key_pem, _name, _pem, _usage
 
 CHAIN_ID, CONTRACT = 31337, "0x" + "cd" * 20
 

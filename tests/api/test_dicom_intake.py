@@ -18,8 +18,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from ledger.formats import FormatError, from_dicom
-from ledger.formats.dicom import pixel_sha256
+from mrledger.ledger.formats import FormatError, from_dicom
+from mrledger.ledger.formats.dicom import pixel_sha256
 from tests.api.conftest import Api
 from tests.api.test_intake import HID, live, run  # noqa: F401  (live is a fixture)
 

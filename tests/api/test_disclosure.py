@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from ledger import ResultRecord
-from ledger.leaf import commit
-from store.models import Decision
+from mrledger.ledger import ResultRecord
+from mrledger.ledger.leaf import commit
+from mrledger.store.models import Decision
 from tests.api.conftest import Api
 from tests.api.test_decisions import count, stream_records, verification
 from tests.api.test_results import record, submit

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from anchoring.node import free_port
-from api.cli import app as cli
+from mrledger.anchoring.node import free_port
+from mrledger.cli.main import app as cli
 from tests.api.test_serve import COMMAND, Node, record
 from tests.conftest import db_url
 

@@ -25,14 +25,14 @@ import pytest
 import uvicorn
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from anchoring.node import free_port
-from api import http_protocol
-from api.app import create_app
-from api.http_protocol import MAX_HEADER_BYTES, BoundedHttpToolsProtocol
-from api.settings import MAX_BODY_BYTES
-from api.strict_json import StrictJsonRoute
-from ledger.canonical import MAX_JSON_DEPTH
-from store.errors import NotFoundError
+from mrledger.anchoring.node import free_port
+from mrledger.http import protocol as http_protocol
+from mrledger.http.app import create_app
+from mrledger.http.protocol import MAX_HEADER_BYTES, BoundedHttpToolsProtocol
+from mrledger.http.strict_json import StrictJsonRoute
+from mrledger.ledger.canonical import MAX_JSON_DEPTH
+from mrledger.node.settings import MAX_BODY_BYTES
+from mrledger.store.errors import NotFoundError
 from tests.api.conftest import Api, serve_in_thread
 from tests.store.test_repository import rec
 
@@ -46,9 +46,9 @@ BODY_ROUTES = [("POST", "/v1/verify"), ("POST", "/v1/decisions"), ("POST", "/v1/
 _CHILD = """
 import json, sys
 from fastapi.testclient import TestClient
-from api.app import create_app
-from api.service import Ledger
-from store import Store, make_engine, migrate
+from mrledger.http.app import create_app
+from mrledger.service.ledger import Ledger
+from mrledger.store import Store, make_engine, migrate
 
 engine = make_engine(sys.argv[2])
 migrate(engine)
@@ -270,7 +270,7 @@ def test_a_receipt_with_a_lone_surrogate_key_is_a_problem_not_a_500(api: Api) ->
     assert r.status_code == 400 and "lone surrogate" in r.json()["detail"]
 
 
-# -- the request head, bounded by the protocol serve runs uvicorn with (api/http_protocol.py) -------------------
+# -- the request head, bounded by the protocol serve runs uvicorn with (http/protocol.py) -------------------
 
 
 @contextmanager
@@ -357,7 +357,7 @@ def test_a_head_that_never_ends_and_a_silent_connection_are_closed(api: Api, mon
             assert _response(sock)[0] == 200
 
 
-# -- bodies FastAPI decodes for a model, as strictly as the raw ones (api/strict_json.py) ---------------------
+# -- bodies FastAPI decodes for a model, as strictly as the raw ones (http/strict_json.py) ---------------------
 
 
 def test_every_route_that_decodes_a_body_decodes_it_strictly(api: Api) -> None:

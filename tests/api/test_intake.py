@@ -18,10 +18,10 @@ from pydicom.data import get_testdata_file
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from api.cli import app as cli
-from api.settings import MAX_BODY_BYTES
-from ledger.formats._fhir_policy import OPTIONAL_CATEGORIES
-from store.models import RecordVersion
+from mrledger.cli.main import app as cli
+from mrledger.ledger.formats._fhir_policy import OPTIONAL_CATEGORIES
+from mrledger.node.settings import MAX_BODY_BYTES
+from mrledger.store.models import RecordVersion
 from tests.api.conftest import Api, serve_in_thread
 from tests.api.test_hospitals import assert_problem
 from tests.ledger.formats.test_fhir import EXAMPLES, EXPECTED_ACCEPTED, EXPECTED_FILES, FILES, REFUSED

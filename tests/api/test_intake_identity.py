@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from api.schemas import EXAMPLE_RECORD
-from ledger.formats import from_hl7v2
-from ledger.formats.hl7v2 import legacy_result_id
+from mrledger.http.schemas import EXAMPLE_RECORD
+from mrledger.ledger.formats import from_hl7v2
+from mrledger.ledger.formats.hl7v2 import legacy_result_id
 from tests.api.conftest import Api
 from tests.api.test_hospitals import assert_problem
 from tests.api.test_intake import BIOSENSE, HID, HL7, biosense, needs_shared, post, rows

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from api.decisions import RegionalKeyError, load_regional_key
-from api.pki import PkiError, SigningKeys
-from api.pki_dev import INTERMEDIATE_KEY, DevCA
-from api.serve import ServeError, load_key
-from store import make_engine
-from store.crypto import MasterKey, write_master_key_file
-from store.errors import MasterKeyError
-from store.keyfiles import KeyFileError, private_sqlite, read_private
+from mrledger.node.serve import ServeError, load_key
+from mrledger.service.decisions import RegionalKeyError, load_regional_key
+from mrledger.service.pki import PkiError, SigningKeys
+from mrledger.service.pki_dev import INTERMEDIATE_KEY, DevCA
+from mrledger.store import make_engine
+from mrledger.store.crypto import MasterKey, write_master_key_file
+from mrledger.store.errors import MasterKeyError
+from mrledger.store.keyfiles import KeyFileError, private_sqlite, read_private
 
 LOOSE_MODES = (0o644, 0o640, 0o604, 0o660, 0o606)
 

@@ -1,4 +1,4 @@
-"""The audit check of the KPIs (api/kpi_audit.py, GET /v1/audit/decisions): decisions and encounters altered,
+"""The audit check of the KPIs (service/kpi_audit.py, GET /v1/audit/decisions): decisions and encounters altered,
 dropped or added in the database after they were committed are found. Database states the service never
 produces are made with SQL, because detecting exactly those is what the check is for. The first test runs the
 whole path over a real chain: verify → authentic and recognised → decision → sealed and anchored → altered.
@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from api.decisions import new_id, result_ref
-from ledger import verify_receipt
-from store.decisions import VerificationRow
-from store.events import ItemRef
+from mrledger.ledger import verify_receipt
+from mrledger.service.decisions import new_id, result_ref
+from mrledger.store.decisions import VerificationRow
+from mrledger.store.events import ItemRef
 from tests.api.conftest import Api
 from tests.store.test_repository import rec
 
@@ -63,7 +63,7 @@ def encounter(api: Api, eid: str = "E1") -> None:
 def test_a_decision_altered_after_anchoring_is_detected(chain_api: Api) -> None:
     api = chain_api
     ledger = api.ledger
-    from store.eligibility import Eligibility
+    from mrledger.store.eligibility import Eligibility
 
     Eligibility(ledger.store).grant("gz-001", "clinical-biochemistry", "EQA-1", ledger.clock())
     fresh = rec(1, issued=ledger.clock().isoformat(), effective=ledger.clock().isoformat())

@@ -1,7 +1,7 @@
-"""The KPIs (api/kpis.py, GET /v1/kpis and /v1/kpis.csv) from a known set of decisions and encounters, against
+"""The KPIs (service/kpis.py, GET /v1/kpis and /v1/kpis.csv) from a known set of decisions and encounters, against
 values computed by hand below, and their edge cases (nothing to divide by, unknown filters, time zones).
 
-The set (prices from api/catalogue/default.toml: glucose 5, cholesterol and triglycerides 6 each, CT head 200).
+The set (prices from service/catalogue/default.toml: glucose 5, cholesterol and triglycerides 6 each, CT head 200).
 May 2024 is the period, the 31 days before it (2024-03-31 .. 2024-04-30) the previous one. Doctors of qd-002 (A)
 and gz-001 (B) decide; qd-002 reports encounters.
 
@@ -29,10 +29,10 @@ from typing import Any
 
 import pytest
 
-from api.decisions import new_id, result_ref
-from api.kpis import rate
-from store.decisions import VerificationRow
-from store.events import ItemRef
+from mrledger.service.decisions import new_id, result_ref
+from mrledger.service.kpis import rate
+from mrledger.store.decisions import VerificationRow
+from mrledger.store.events import ItemRef
 from tests.api.conftest import Api
 
 GLUCOSE = ItemRef("http://loinc.org", "2345-7", "clinical-biochemistry")

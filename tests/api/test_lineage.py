@@ -1,4 +1,4 @@
-"""Result lineage of real formats: which version a received FHIR resource becomes (api/intake.py).
+"""Result lineage of real formats: which version a received FHIR resource becomes (service/intake.py).
 
 Why both levels: ``plan`` is the rule table, tested exhaustively without a database; the HTTP tests prove
 the rules hold end to end on SQLite and PostgreSQL with a real example resource (Observation-f001 of the
@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from api.intake import UnannouncedChangeError, UnknownCorrectionError, plan
-from ledger import ResultRecord
-from ledger.formats import from_fhir
-from store.models import RecordVersion
+from mrledger.ledger import ResultRecord
+from mrledger.ledger.formats import from_fhir
+from mrledger.service.intake import UnannouncedChangeError, UnknownCorrectionError, plan
+from mrledger.store.models import RecordVersion
 from tests.api.conftest import Api
 from tests.api.test_hospitals import assert_problem
 from tests.api.test_results import record

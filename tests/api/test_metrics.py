@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
-from api.app import create_app
-from api.service import Ledger
-from store import Store
+from mrledger.http.app import create_app
+from mrledger.service.ledger import Ledger
+from mrledger.store import Store
 from tests.api.conftest import Api
 from tests.api.test_audit import GZ, mark_anchored
 from tests.store.test_repository import rec
@@ -90,7 +90,7 @@ def test_latency_is_labelled_by_route_template_method_and_status(api: Api) -> No
 def test_verify_latency_is_under_the_verify_route(api: Api) -> None:
     routes = iter_route_contexts(api.client.app.routes)  # type: ignore[attr-defined]  # flattens included routers
     if not any(r.path == "/v1/verify" for r in routes):
-        pytest.skip("POST /v1/verify is not in the app yet (being written in api/routes/verify.py)")
+        pytest.skip("POST /v1/verify is not in the app yet (being written in http/routes/verify.py)")
     api.client.post("/v1/verify", json={})
     samples = scrape(api.client)
     assert any(dict(labels).get("route") == "/v1/verify" and dict(labels).get("method") == "POST"
@@ -131,9 +131,9 @@ def test_metrics_token_closes_metrics(api: Api) -> None:
 
 
 def test_metrics_token_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The token comes from MRL_METRICS_TOKEN (api/settings.py) and is never shown in the settings' repr; a
+    """The token comes from MRL_METRICS_TOKEN (node/settings.py) and is never shown in the settings' repr; a
     real serve started with it closes /metrics (tests/api/test_serve_hardening.py)."""
-    from api.settings import Settings
+    from mrledger.node.settings import Settings
 
     monkeypatch.setenv("MRL_METRICS_TOKEN", "from-the-environment")
     settings = Settings()

@@ -1,4 +1,4 @@
-"""api/qr.py: the mrl:/ payload round-trips, refuses malformed input, and picks the form by QR size."""
+"""service/qr.py: the mrl:/ payload round-trips, refuses malformed input, and picks the form by QR size."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from api import qr
-from ledger import verify_receipt
+from mrledger.ledger import verify_receipt
+from mrledger.service import qr
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "receipt"
 OK = json.loads((VECTORS / "ok_anchored.json").read_text())["receipt"]

@@ -1,4 +1,4 @@
-"""The per-address limit of anonymous verification (api/ratelimit.py; issue 14, finding 9)."""
+"""The per-address limit of anonymous verification (http/ratelimit.py; issue 14, finding 9)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.ratelimit import RateLimiter, client_key, retry_after
-from api.settings import Settings
+from mrledger.http.app import create_app
+from mrledger.http.ratelimit import RateLimiter, client_key, retry_after
+from mrledger.node.settings import Settings
 from tests.api.conftest import Api
 from tests.api.test_hospitals import assert_problem
 from tests.api.test_results import record, submit

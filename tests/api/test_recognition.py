@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from api.recognition import (
+from mrledger.ledger import ResultRecord
+from mrledger.service.recognition import (
     DCM,
     IMAGING_SYSTEM,
     REASON_CODES,
@@ -19,7 +20,6 @@ from api.recognition import (
     default_catalogue,
     match_items,
 )
-from ledger import ResultRecord
 from tests.api.conftest import Api
 from tests.api.test_results import record, submit
 from tests.api.test_verify import verify

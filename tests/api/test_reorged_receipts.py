@@ -65,7 +65,7 @@ def test_receipt_of_a_reorged_anchor_is_pending_then_authentic_never_tampered(ch
 
     # The worker finds the loss: the receipt is no longer issued, and the answer says why.
     assert api.ledger.chain is not None and api.ledger.chain.submitter is not None
-    from anchoring.worker import AnchorWorker, WorkerConfig
+    from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
 
     worker = AnchorWorker(api.ledger.store, api.ledger.chain.w3, api.ledger.chain.contract,
                           api.ledger.chain.submitter, WorkerConfig())

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from api.cli import app as cli
-from api.client import result_segment
-from api.schemas import EXAMPLE_RECORD
+from mrledger.cli.http_client import result_segment
+from mrledger.cli.main import app as cli
+from mrledger.http.schemas import EXAMPLE_RECORD
 from tests.api.conftest import Api, serve_in_thread
 
 HID = "gz-001"

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from ledger import verify_receipt
-from store.models import AccessLog, RecordVersion
+from mrledger.ledger import verify_receipt
+from mrledger.store.models import AccessLog, RecordVersion
 from tests.api.conftest import Api
 from tests.api.test_hospitals import assert_problem
 

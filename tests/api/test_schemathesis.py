@@ -20,10 +20,10 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
-from api.app import create_app
-from api.service import Ledger
-from ledger.records import HOSPITAL_ID_PATTERN
-from store import Store, make_engine, migrate
+from mrledger.http.app import create_app
+from mrledger.ledger.records import HOSPITAL_ID_PATTERN
+from mrledger.service.ledger import Ledger
+from mrledger.store import Store, make_engine, migrate
 from tests.api.conftest import Api, _make
 from tests.store.test_repository import rec
 

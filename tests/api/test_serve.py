@@ -26,16 +26,16 @@ import httpx
 import pytest
 from web3 import Web3
 
-from anchoring import contract as reg
-from anchoring.node import free_port
-from ledger import hospital_key
-from store import Store
+from mrledger.anchoring import contract as reg
+from mrledger.anchoring.node import free_port
+from mrledger.ledger import hospital_key
+from mrledger.store import Store
 
 pytestmark = pytest.mark.anvil
 
 HOSPITALS = {"gz-001": "Guangzhou First People's Hospital", "qd-002": "Qingdao Municipal Hospital"}
 _MRLEDGER = Path(sys.executable).with_name("mrledger")
-COMMAND = [str(_MRLEDGER)] if _MRLEDGER.is_file() else [sys.executable, "-c", "from api.cli import app; app()"]
+COMMAND = [str(_MRLEDGER)] if _MRLEDGER.is_file() else [sys.executable, "-m", "mrledger.cli"]
 
 
 def record(hospital: str, i: int) -> dict[str, Any]:

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from web3 import Web3
 
-from anchoring import contract as reg
-from anchoring.node import free_port
-from ledger import hospital_key
+from mrledger.anchoring import contract as reg
+from mrledger.anchoring.node import free_port
+from mrledger.ledger import hospital_key
 from tests.api.test_serve import HOSPITALS, Node, _alive, _submit, _wait_receipts, record
 
 pytestmark = pytest.mark.anvil

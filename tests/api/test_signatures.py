@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature, encode_dss_signature
 from sqlalchemy import text
 
-from api.background import Sealer
-from api.pki import BatchSigning, KeyInfo, NoSigningKeyError, PkiError, SigningKeys, TrustFiles, configure
-from api.schemas import VerifyOut
-from api.settings import Settings
-from ledger import BatchHead, BatchSignature, SignatureError, TrustStore, sign_batch, verify_batch_signature
+from mrledger.http.schemas import VerifyOut
+from mrledger.ledger import BatchHead, BatchSignature, SignatureError, TrustStore, sign_batch, verify_batch_signature
+from mrledger.node.background import Sealer
+from mrledger.node.settings import Settings
+from mrledger.service.pki import BatchSigning, KeyInfo, NoSigningKeyError, PkiError, SigningKeys, TrustFiles, configure
 from tests.api.conftest import Api
 from tests.api.test_results import record, submit
 from tests.api.test_verify import anchored_receipt, verify

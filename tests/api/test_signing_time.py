@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography import x509
 
-from ledger import BatchHead, BatchSignature, SignatureError, TrustStore, sign_batch
-from ledger.signing import BATCH_SIGNING_EKU, SigningTimeError, check_signing_time
+from mrledger.ledger import BatchHead, BatchSignature, SignatureError, TrustStore, sign_batch
+from mrledger.ledger.signing import BATCH_SIGNING_EKU, SigningTimeError, check_signing_time
 from tests.api.conftest import Api
 from tests.api.test_results import record, submit
 from tests.api.test_verify import anchored_receipt, verify

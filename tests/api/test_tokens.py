@@ -19,14 +19,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, update
 from typer.testing import CliRunner
 
-from anchoring.node import free_port
-from api.app import create_app
-from api.cli import app as cli
-from api.cli_tokens import parse_duration, parse_instant
-from api.service import Ledger
-from store import Store, make_engine
-from store.access import Access
-from store.models import ApiToken
+from mrledger.anchoring.node import free_port
+from mrledger.cli.main import app as cli
+from mrledger.cli.tokens import parse_duration, parse_instant
+from mrledger.http.app import create_app
+from mrledger.service.ledger import Ledger
+from mrledger.store import Store, make_engine
+from mrledger.store.access import Access
+from mrledger.store.models import ApiToken
 from tests.api.conftest import Api
 from tests.api.test_hospitals import assert_problem
 from tests.conftest import db_url
@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[2]
 #: A second API process on the same database: the app exactly as ``mrledger serve`` builds it (no chain).
 SECOND_NODE = """
 import sys, uvicorn
-from api.app import create_app
-from api.service import Ledger
-from store import Store, make_engine
+from mrledger.http.app import create_app
+from mrledger.service.ledger import Ledger
+from mrledger.store import Store, make_engine
 uvicorn.run(create_app(Ledger(Store(make_engine(sys.argv[1])))), host="127.0.0.1", port=int(sys.argv[2]),
             log_level="warning")
 """

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from web3 import Web3
 
-from anchoring import contract as reg
-from anchoring.node import AnvilNode, free_port
-from ledger import hospital_key
+from mrledger.anchoring import contract as reg
+from mrledger.anchoring.node import AnvilNode, free_port
+from mrledger.ledger import hospital_key
 from tests.api.test_serve import HOSPITALS, Node, _submit, _wait_receipts, record
 from tests.api.test_serve_faults import _tokens
 from tests.conftest import TEST_MASTER_KEY, _pg_schema_engine

@@ -15,7 +15,7 @@ from eth_account import Account
 from registry_chain import Chain
 from web3 import Web3
 
-from anchoring.node import AnvilNode
+from mrledger.anchoring.node import AnvilNode
 
 
 def pytest_configure(config: pytest.Config) -> None:

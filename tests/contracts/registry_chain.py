@@ -14,14 +14,14 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from web3 import Web3
 
-from anchoring import contract as registry_api
+from mrledger.anchoring import contract as registry_api
 
 _VERIFY_TYPES = ["bytes32", "uint256", "uint256", "bytes32[]", "bytes32"]
 _VERIFY_SELECTOR = keccak(text=f"verifyInclusion({','.join(_VERIFY_TYPES)})")[:4]
 
 
 def hkey(hospital_id: str) -> bytes:
-    """bytes32 hospitalKey = sha256(utf8(hospital_id)); becomes ledger.hospital_key once exported."""
+    """bytes32 hospitalKey = sha256(utf8(hospital_id)); becomes mrledger.ledger.hospital_key once exported."""
     return hashlib.sha256(hospital_id.encode("utf-8")).digest()
 
 

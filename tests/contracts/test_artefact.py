@@ -1,7 +1,7 @@
 """The committed artefact is exactly what the committed source compiles to.
 
 Why: production deploys ``contracts/MrLedgerRegistry.json`` without compiling; if someone edits the
-Solidity and forgets ``python -m contracts.build``, the reviewed source and the deployed bytecode would
+Solidity and forgets ``python -m mrledger.contracts.build``, the reviewed source and the deployed bytecode would
 silently differ. Needs ``npm ci`` (solcjs and OpenZeppelin from node_modules); ~3 s.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from contracts import build, load_artefact
+from mrledger.contracts import build, load_artefact
 
 
 @pytest.fixture(scope="module")
@@ -18,13 +18,13 @@ def fresh() -> dict[str, object]:
 
 
 def test_artefact_records_the_committed_source() -> None:
-    assert load_artefact()["sourceSha256"] == build.source_sha256(), "run `python -m contracts.build`"
+    assert load_artefact()["sourceSha256"] == build.source_sha256(), "run `python -m mrledger.contracts.build`"
 
 
 def test_artefact_matches_a_fresh_compile(fresh: dict[str, object]) -> None:
     committed = load_artefact()
     for field in ("sourceSha256", "bytecode", "deployedBytecode", "abi", "settings", "compiler"):
-        assert committed[field] == fresh[field], f"{field} differs: run `python -m contracts.build`"
+        assert committed[field] == fresh[field], f"{field} differs: run `python -m mrledger.contracts.build`"
 
 
 def test_artefact_shape() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from registry_chain import Chain, h32, hkey
 
-from anchoring import contract as api
+from mrledger.anchoring import contract as api
 
 ANCHOR_BUDGET = 80_000
 MAX_U64 = 2**64 - 1

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from registry_chain import Chain, h32, hkey
 
-from anchoring import contract as api
-from anchoring.errors import AnchoringError, ContractRevert
-from ledger.errors import MrLedgerError
+from mrledger.anchoring import contract as api
+from mrledger.anchoring.errors import AnchoringError, ContractRevert
+from mrledger.ledger.errors import MrLedgerError
 
 
 def _revert_name(excinfo: pytest.ExceptionInfo[ContractRevert]) -> str:

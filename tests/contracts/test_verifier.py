@@ -1,4 +1,4 @@
-"""The Solidity RFC 9162 verifier must agree with ``ledger.merkle`` (the reference the receipts come from):
+"""The Solidity RFC 9162 verifier must agree with ``mrledger.ledger.merkle`` (the reference the receipts come from):
 every valid proof verifies, every tampered or malformed one returns false — and never reverts, so a
 third-party verifier can treat every answer alike."""
 
@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from registry_chain import BatchCaller, Chain, h32
 
-from anchoring import contract as api
-from ledger.merkle import MerkleTree, leaf_hash
+from mrledger.anchoring import contract as api
+from mrledger.ledger.merkle import MerkleTree, leaf_hash
 
 Case = tuple[bytes, int, int, Sequence[bytes], bytes]
 
@@ -54,8 +54,8 @@ def _is_accepted_by_reference(case: Case) -> bool:
     """A few 'tampered' variants are still valid: RFC 9162 does not authenticate the tree size, so the
     proof of leaf 0 in a tree of 5 also verifies as a tree of 6 (same left/right pattern, same root).
     That is why verifyReceipt compares the size stored on chain. The Python reference is the oracle."""
-    from ledger.errors import VerificationError
-    from ledger.merkle import verify_inclusion
+    from mrledger.ledger.errors import VerificationError
+    from mrledger.ledger.merkle import verify_inclusion
 
     leaf, index, size, path, root = case
     try:
@@ -114,7 +114,7 @@ def test_random_trees_agree_with_ledger(verifier: BatchCaller, size: int, data: 
 
 
 def test_verifier_through_client_on_both_chains(chain: Chain) -> None:
-    """The typed client path (anchoring.contract.verify_inclusion), a few sizes, on anvil and eth-tester."""
+    """The typed client path (mrledger.anchoring.contract.verify_inclusion), a few sizes, on anvil and eth-tester."""
     address = chain.deploy()
     for size in (1, 2, 3, 7, 8, 13):
         tree = _tree(size)

@@ -13,8 +13,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.canonical import MAX_JSON_DEPTH, _Fallback, _fast, canonicalize, check_depth, parse_json
-from ledger.errors import EncodingError
+from mrledger.ledger.canonical import MAX_JSON_DEPTH, _Fallback, _fast, canonicalize, check_depth, parse_json
+from mrledger.ledger.errors import EncodingError
 
 json_scalars = (
     st.none() | st.booleans()
@@ -170,8 +170,8 @@ def test_deep_json_does_not_crash_the_interpreter_under_a_raised_recursion_limit
     """The crash of issue 14 #1: with the recursion limit py_ecc sets (100,000), the C decoder recursed into
     a segfault at ~75,000 levels. In a child process: a segfault must not take the test run with it."""
     code = ("import sys; sys.setrecursionlimit(100_000)\n"
-            "from ledger import parse_json\n"
-            "from ledger.errors import EncodingError\n"
+            "from mrledger.ledger import parse_json\n"
+            "from mrledger.ledger.errors import EncodingError\n"
             "try:\n    parse_json(b'[' * 80_000)\nexcept EncodingError as exc:\n    print('refused:', exc)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parents[2])

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from ledger import Receipt, RecordError, ResultRecord, build_batch, commit, verify_receipt
+from mrledger.ledger import Receipt, RecordError, ResultRecord, build_batch, commit, verify_receipt
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "docs" / "receipt.schema.json").read_text())
 

@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field, computed_field, field_serializer
 
-from ledger import RecordError, ResultRecord
-from ledger.canonical import canonicalize, sha256
-from ledger.errors import EncodingError
-from ledger.leaf import _leaf_data_reference, leaf_data
-from ledger.records import (
+from mrledger.ledger import RecordError, ResultRecord
+from mrledger.ledger.canonical import canonicalize, sha256
+from mrledger.ledger.errors import EncodingError
+from mrledger.ledger.leaf import _leaf_data_reference, leaf_data
+from mrledger.ledger.records import (
     _ALLOWED_CONTROLS,
     _CONTROL_IN_JSON,
     _PLAIN,

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymerkle import InmemoryTree
 
-from ledger.errors import ProofError, RootMismatchError, VerificationError
-from ledger.merkle import (
+from mrledger.ledger.errors import ProofError, RootMismatchError, VerificationError
+from mrledger.ledger.merkle import (
     MerkleTree,
     empty_root,
     leaf_hash,

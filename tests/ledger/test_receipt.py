@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from ledger import Receipt, ResultRecord, build_batch, commit, verify_receipt
-from ledger.verify import CHECKS
+from mrledger.ledger import Receipt, ResultRecord, build_batch, commit, verify_receipt
+from mrledger.ledger.verify import CHECKS
 
 VECTORS = sorted((Path(__file__).resolve().parents[1] / "vectors" / "receipt").glob("*.json"))
 CASES = [json.loads(p.read_text()) for p in VECTORS]

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from ledger import Receipt, RecordError, ResultRecord, build_batch, commit, verify_receipt
+from mrledger.ledger import Receipt, RecordError, ResultRecord, build_batch, commit, verify_receipt
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA: dict[str, Any] = json.loads((ROOT / "docs" / "receipt.schema.json").read_text())

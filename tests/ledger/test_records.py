@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from ledger import RecordError, ResultRecord, commit, leaf_data
-from ledger.canonical import canonicalize, parse_json
-from ledger.errors import EncodingError
-from ledger.records import MAX_OBSERVATIONS, MAX_RECORD_BYTES
+from mrledger.ledger import RecordError, ResultRecord, commit, leaf_data
+from mrledger.ledger.canonical import canonicalize, parse_json
+from mrledger.ledger.errors import EncodingError
+from mrledger.ledger.records import MAX_OBSERVATIONS, MAX_RECORD_BYTES
 
 SALT = bytes.fromhex("00112233445566778899aabbccddeeff")
 

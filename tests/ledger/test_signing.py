@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from ledger import (
+from mrledger.ledger import (
     SIGNATURE_REASONS,
     Anchor,
     BatchHead,
@@ -42,8 +42,8 @@ from ledger import (
     verify_batch_signature,
     verify_receipt,
 )
-from ledger.errors import EncodingError, VerificationError
-from ledger.verify import CHECKS
+from mrledger.ledger.errors import EncodingError, VerificationError
+from mrledger.ledger.verify import CHECKS
 from tests.pki import HOSPITAL_URN, Leaf, Pki, der, key, key_pem, pem, root, sha1_twin
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
@@ -649,8 +649,8 @@ SIGNATURE_VECTORS = sorted((ROOT_DIR / "tests" / "vectors" / "signature").glob("
 SIGNATURE_CASES = [json.loads(p.read_text()) for p in SIGNATURE_VECTORS]
 
 
-#: Reasons that need the anchoring block (``anchoring.verify.verify_on_chain``), so no offline vector or receipt
-#: can produce them: ``signature-time`` is tested against a real chain in tests/api/test_signing_time.py.
+#: Reasons that need the anchoring block (``mrledger.anchoring.verify.verify_on_chain``), so no offline vector or
+#: receipt can produce them: ``signature-time`` is tested against a real chain in tests/api/test_signing_time.py.
 ON_CHAIN_REASONS = {"signature-time"}
 
 

@@ -1,5 +1,5 @@
 """Extended key usage and name constraints of hospital signing chains (issue 14, finding 10;
-ledger/_x509_usage.py, docs/signatures.md §1).
+src/mrledger/ledger/_x509_usage.py, docs/signatures.md §1).
 
 Before: a serverAuth-only or codeSigning-only certificate signed batches, name constraints on a root were
 ignored and on an intermediate refused as an unknown critical extension — so any CA a deployment trusts could sign
@@ -19,8 +19,8 @@ from cryptography import x509
 from cryptography.x509 import verification as oracle
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ledger import BatchHead, SignatureError, TrustStore, sign_batch, verify_batch_signature
-from ledger.signing import BATCH_SIGNING_EKU, EKU_REQUIRED_FROM, signs_batches
+from mrledger.ledger import BatchHead, SignatureError, TrustStore, sign_batch, verify_batch_signature
+from mrledger.ledger.signing import BATCH_SIGNING_EKU, EKU_REQUIRED_FROM, signs_batches
 from tests.pki import CA, HOSPITAL_URN, Leaf, root
 
 HID = "gz-001"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from ledger import verify_receipt
+from mrledger.ledger import verify_receipt
 from scripts.demo_ledger import run_demo
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from zoneinfo import ZoneInfo
 
-from ledger.formats import from_hl7v2
+from mrledger.ledger.formats import from_hl7v2
 from scripts.intake_report import Held, fhir_values, hl7_values, kind_of
 from tests.api.test_intake import BIOSENSE, needs_shared
 from tests.ledger.formats.test_fhir import EXAMPLES

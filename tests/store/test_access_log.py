@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from store import Store
-from store.access import Access
+from mrledger.store import Store
+from mrledger.store.access import Access
 
 T = datetime(2024, 5, 1, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from store.buffer import BufferedWriter
+from mrledger.store.buffer import BufferedWriter
 
 
 def test_unbuffered_writes_at_once_and_buffered_rows_survive_a_failed_write() -> None:

@@ -1,4 +1,4 @@
-"""store.bulk: statements handed to the driver as they are, on SQLite (qmark) and PostgreSQL (pyformat)."""
+"""mrledger.store.bulk: statements handed to the driver as they are, on SQLite (qmark) and PostgreSQL (pyformat)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Column, Engine, Integer, LargeBinary, MetaData, String, Table, bindparam, insert, select
 
-from store.bulk import DriverInsert, processed
-from store.models import PendingLeaf, RecordVersion, UTCDateTime
-from store.repository import Store
+from mrledger.store.bulk import DriverInsert, processed
+from mrledger.store.models import PendingLeaf, RecordVersion, UTCDateTime
+from mrledger.store.repository import Store
 from tests.store.test_repository import rec
 
 META = MetaData()

@@ -1,4 +1,4 @@
-"""store.crypto without a database: master keys, wrapping, the record cipher and the result-id index."""
+"""mrledger.store.crypto without a database: master keys, wrapping, the record cipher and the result-id index."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from store.crypto import (
+from mrledger.store.crypto import (
     OVERHEAD,
     RECORD_JSON,
     SALT,
@@ -21,7 +21,7 @@ from store.crypto import (
     record_context,
     write_master_key_file,
 )
-from store.errors import DecryptionError, MasterKeyError, UnknownDataKeyError
+from mrledger.store.errors import DecryptionError, MasterKeyError, UnknownDataKeyError
 
 INDEX_KEY, KEY_2, KEY_3 = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
 CONTEXT = record_context("gz-001", b"\x09" * 32, 1, b"\x0a" * 32)

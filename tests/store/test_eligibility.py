@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from store import NotFoundError, Store, SubmissionError, UnknownHospitalError
-from store.eligibility import Eligibility
+from mrledger.store import NotFoundError, Store, SubmissionError, UnknownHospitalError
+from mrledger.store.eligibility import Eligibility
 from tests.store.test_repository import T0, clock, store  # noqa: F401  (fixtures)
 
 BIO, CT = "clinical-biochemistry", "ct"

@@ -35,14 +35,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from ledger import ResultRecord, commit, content_digest, verify_receipt
-from store import Store
-from store.access import Access
-from store.crypto import MasterKey, blob_key_id
-from store.db import alembic_config
-from store.errors import DecryptionError, KeysUnavailableError, MasterKeyError
-from store.keystore import backlog_size, convert_backlog, key_infos, rotate
-from store.models import AccessLog, EncryptionBacklog, RecordVersion, UTCDateTime
+from mrledger.ledger import ResultRecord, commit, content_digest, verify_receipt
+from mrledger.store import Store
+from mrledger.store.access import Access
+from mrledger.store.crypto import MasterKey, blob_key_id
+from mrledger.store.db import alembic_config
+from mrledger.store.errors import DecryptionError, KeysUnavailableError, MasterKeyError
+from mrledger.store.keystore import backlog_size, convert_backlog, key_infos, rotate
+from mrledger.store.models import AccessLog, EncryptionBacklog, RecordVersion, UTCDateTime
 
 T = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 HOSPITAL, CLEAR_NAME = "gz-001", "Needle General Hospital of Guangzhou"

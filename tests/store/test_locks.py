@@ -1,4 +1,4 @@
-"""store.locks.file_lock: refuse at once, or wait for the holder (flock: per open file, so threads suffice)."""
+"""mrledger.store.locks.file_lock: refuse at once, or wait for the holder (flock: per open file, so threads suffice)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from store.locks import LockHeld, exclusive, file_lock
+from mrledger.store.locks import LockHeld, exclusive, file_lock
 
 
 def test_file_lock_refuses_or_waits(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
-from store.db import alembic_config
-from store.models import Base
+from mrledger.store.db import alembic_config
+from mrledger.store.models import Base
 
 
 def test_migrations_match_models(engine: Engine) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from ledger import ResultRecord, verify_receipt
-from store import (
+from mrledger.ledger import ResultRecord, verify_receipt
+from mrledger.store import (
     ConflictError,
     LineageError,
     NotFoundError,
@@ -18,7 +18,7 @@ from store import (
     SubmissionError,
     UnknownHospitalError,
 )
-from store.models import Batch, BatchLeaf, PendingLeaf, RecordVersion
+from mrledger.store.models import Batch, BatchLeaf, PendingLeaf, RecordVersion
 
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 

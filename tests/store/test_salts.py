@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from store.salts import SaltPool
+from mrledger.store.salts import SaltPool
 
 
 def test_salts_are_fresh_and_never_repeat_across_blocks_and_threads() -> None:

@@ -9,9 +9,9 @@ import json
 import pytest
 from sqlalchemy import Engine, select
 
-from ledger import BatchHead, BatchSignature, SigningError, canonicalize, sign_batch, verify_receipt
-from store import Store
-from store.models import Batch
+from mrledger.ledger import BatchHead, BatchSignature, SigningError, canonicalize, sign_batch, verify_receipt
+from mrledger.store import Store
+from mrledger.store.models import Batch
 from tests.pki import Pki
 from tests.store.test_repository import Clock, rec
 

@@ -16,8 +16,8 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from sqlalchemy import Engine
 
-from api.app import create_app
-from store import make_engine, migrate
+from mrledger.http.app import create_app
+from mrledger.store import make_engine, migrate
 from tests.api.conftest import Api, chain_api, serve_in_thread
 
 __all__ = ["chain_api"]  # re-exported fixture: the real-anvil ledger of the API tests

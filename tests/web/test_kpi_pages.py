@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page
 
-from api.decisions import new_id, result_ref
-from store.decisions import VerificationRow
-from store.eligibility import Eligibility
-from store.events import ItemRef
+from mrledger.service.decisions import new_id, result_ref
+from mrledger.store.decisions import VerificationRow
+from mrledger.store.eligibility import Eligibility
+from mrledger.store.events import ItemRef
 from tests.store.test_repository import rec
 from tests.web.conftest import Served
 from tests.web.test_pages import _axe, _verdict
 
-I18N = Path(__file__).parents[2] / "api" / "web" / "static" / "i18n.js"
+I18N = Path(__file__).parents[2] / "src" / "mrledger" / "http" / "web" / "static" / "i18n.js"
 
 
 def _fresh_receipt(s: Served) -> dict[str, object]:

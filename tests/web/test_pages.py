@@ -18,8 +18,8 @@ import rfc8785
 from playwright.sync_api import Page, Route
 from sqlalchemy import text
 
-from api import qr
-from ledger.canonical import sha256
+from mrledger.ledger.canonical import sha256
+from mrledger.service import qr
 from tests.store.test_repository import rec
 from tests.web.conftest import AXE, Served
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page
 
-from ledger import sign_batch
+from mrledger.ledger import sign_batch
 from tests.pki import Leaf, Pki
 from tests.store.test_repository import rec
 from tests.web.conftest import Served

@@ -16,9 +16,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from ledger import ResultRecord, commit
-from ledger.formats import FormatError, from_dicom
-from ledger.records import ImagingStudyContent
+from mrledger.ledger import ResultRecord, commit
+from mrledger.ledger.formats import FormatError, from_dicom
+from mrledger.ledger.records import ImagingStudyContent
 
 UTC_ = ZoneInfo("UTC")
 HOSPITAL = "de-charite-rad"

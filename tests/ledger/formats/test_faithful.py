@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ledger.formats import FormatError, from_fhir, from_hl7v2
+from mrledger.ledger.formats import FormatError, from_fhir, from_hl7v2
 from tests.ledger.formats.test_fhir import EXAMPLES
 
 MSH = "MSH|^~\\&|LIS|LAB|EHR|HOSP|20240501093000+0800||ORU^R01^ORU_R01|C1|P|2.5.1"

@@ -20,9 +20,9 @@ import jsonschema
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from ledger import Receipt, RecordError, ResultRecord, build_batch, commit, verify_receipt
-from ledger.formats import FormatError, from_fhir
-from ledger.formats.fhir import project
+from mrledger.ledger import Receipt, RecordError, ResultRecord, build_batch, commit, verify_receipt
+from mrledger.ledger.formats import FormatError, from_fhir
+from mrledger.ledger.formats.fhir import project
 
 ROOT = Path(__file__).resolve().parents[3]
 _PKG = ROOT / "node_modules" / "hl7.fhir.r4.examples"
@@ -312,7 +312,7 @@ def test_formats_sources_do_not_import_io_or_clock() -> None:
     """tests/ledger/test_purity.py scans ``ledger/*.py`` only; the adapters keep the same rule."""
     from tests.ledger.test_purity import FORBIDDEN
 
-    sources = sorted((ROOT / "ledger" / "formats").glob("*.py"))
+    sources = sorted((ROOT / "src" / "mrledger" / "ledger" / "formats").glob("*.py"))
     assert sources
     for path in sources:
         for node in ast.walk(ast.parse(path.read_text())):

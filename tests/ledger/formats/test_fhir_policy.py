@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from ledger.formats import FormatError
-from ledger.formats._fhir_policy import OPTIONAL_CATEGORIES, R5_REFUSAL
-from ledger.formats.fhir import read_fhir
+from mrledger.ledger.formats import FormatError
+from mrledger.ledger.formats._fhir_policy import OPTIONAL_CATEGORIES, R5_REFUSAL
+from mrledger.ledger.formats.fhir import read_fhir
 from tests.ledger.formats.test_fhir import EXAMPLES, ROOT
 
 _R5 = ROOT / "node_modules" / "hl7.fhir.r5.examples"

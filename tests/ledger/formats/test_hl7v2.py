@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ledger import ResultRecord, commit
-from ledger.formats import FormatError, from_hl7v2
-from ledger.formats.hl7v2 import legacy_result_id
+from mrledger.ledger import ResultRecord, commit
+from mrledger.ledger.formats import FormatError, from_hl7v2
+from mrledger.ledger.formats.hl7v2 import legacy_result_id
 
 #: tests/ledger/formats/test_hl7v2.py → parents[3] is the repository (/work/main); shared lives beside it.
 SHARED = (Path(__file__).resolve().parents[3] / ".." / "shared").resolve()

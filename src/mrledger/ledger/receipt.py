@@ -1,0 +1,181 @@
+"""The patient-held receipt, ``mrl-receipt/1`` (documented in docs/receipt.md, schema in
+docs/receipt.schema.json).
+
+Consensus-critical: receipts live for years in patients' hands, so the format is versioned and parsed
+strictly. Unknown top-level fields are refused; forward-compatible additions go under ``extensions``,
+and an extension a verifier must understand is listed in ``critical`` — a verifier that does not know a
+critical extension refuses the receipt instead of silently ignoring it (the X.509 rule).
+
+The optional ``signature`` section (``mrledger.ledger.signing.BatchSignature``) is the hospital's signature over
+the batch head. It is a top-level field rather than an extension because its meaning is fixed by this
+version; a receipt without it is exactly the receipt it always was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from mrledger.ledger.batch import MAX_BATCH_SIZE, MAX_CHAIN_ID, BatchHead
+from mrledger.ledger.canonical import canonicalize, parse_hex, parse_json
+from mrledger.ledger.errors import EncodingError, RecordError
+from mrledger.ledger.leaf import SALT_BYTES
+from mrledger.ledger.merkle import HASH_SIZE, MAX_PATH_LENGTH
+from mrledger.ledger.records import ResultRecord
+from mrledger.ledger.signing import BatchSignature
+
+RECEIPT_FORMAT = "mrl-receipt/1"
+#: Critical extensions this version of the verifier understands.
+KNOWN_CRITICAL: frozenset[str] = frozenset()
+_FIELDS = {"format", "record", "salt", "leaf", "audit_path", "batch", "anchor", "signature", "extensions", "critical"}
+_REQUIRED = _FIELDS - {"anchor", "signature", "extensions", "critical"}
+
+
+def _chain_hex(value: Any, size: int, what: str) -> str:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise EncodingError(f"{what} must be 0x-prefixed hex")
+    parse_hex(value[2:].lower(), size=size, what=what)
+    return value
+
+
+#: Ethereum block numbers are uint64 (the registry records the anchoring block as one too).
+MAX_BLOCK_NUMBER = 2**64 - 1
+
+
+def _int(value: Any, what: str, minimum: int = 0, maximum: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise EncodingError(f"{what} must be an integer >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise EncodingError(f"{what} must be an integer <= {maximum}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """Where the batch root was anchored. Chain values keep Ethereum's 0x spelling; checking them needs
+    a JSON-RPC endpoint (anchoring layer), so offline verification only checks their shape."""
+
+    chain_id: int
+    contract: str
+    tx_hash: str
+    block_number: int
+    block_hash: str
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "chain_id": self.chain_id,
+            "contract": self.contract,
+            "tx_hash": self.tx_hash,
+            "block_number": self.block_number,
+            "block_hash": self.block_hash,
+        }
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Anchor:
+        if not isinstance(obj, dict) or set(obj) != {"chain_id", "contract", "tx_hash", "block_number", "block_hash"}:
+            raise EncodingError("anchor must have exactly chain_id, contract, tx_hash, block_number, block_hash")
+        return cls(
+            chain_id=_int(obj["chain_id"], "anchor.chain_id", 1, MAX_CHAIN_ID),
+            contract=_chain_hex(obj["contract"], 20, "anchor.contract"),
+            tx_hash=_chain_hex(obj["tx_hash"], 32, "anchor.tx_hash"),
+            block_number=_int(obj["block_number"], "anchor.block_number", maximum=MAX_BLOCK_NUMBER),
+            block_hash=_chain_hex(obj["block_hash"], 32, "anchor.block_hash"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    record: ResultRecord
+    salt: bytes
+    leaf_index: int
+    leaf_hash: bytes
+    audit_path: tuple[bytes, ...]
+    batch: BatchHead
+    anchor: Anchor | None = None
+    extensions: dict[str, Any] = field(default_factory=dict)
+    critical: tuple[str, ...] = ()
+    signature: BatchSignature | None = None
+
+    def to_obj(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "format": RECEIPT_FORMAT,
+            "record": self.record.to_obj(),
+            "salt": self.salt.hex(),
+            "leaf": {"index": self.leaf_index, "hash": self.leaf_hash.hex()},
+            "audit_path": [p.hex() for p in self.audit_path],
+            "batch": self.batch.to_obj(),
+            "anchor": self.anchor.to_obj() if self.anchor else None,
+        }
+        if self.signature is not None:  # omitted, never null: unsigned receipts keep their exact bytes
+            obj["signature"] = self.signature.to_obj()
+        if self.extensions:
+            obj["extensions"] = self.extensions
+        if self.critical:
+            obj["critical"] = list(self.critical)
+        return obj
+
+    def to_json(self) -> str:
+        """Canonical JSON, so the same receipt always serialises to the same bytes."""
+        return canonicalize(self.to_obj()).decode("utf-8")
+
+    def with_anchor(self, anchor: Anchor | None) -> Receipt:
+        return dataclasses.replace(self, anchor=anchor)
+
+    def with_signature(self, signature: BatchSignature | None) -> Receipt:
+        return dataclasses.replace(self, signature=signature)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Receipt:
+        return cls.from_obj(parse_json(data))
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Receipt:
+        """Strict parse. Raises EncodingError (shape) or RecordError (the embedded record)."""
+        if not isinstance(obj, dict):
+            raise EncodingError("a receipt must be a JSON object")
+        if obj.get("format") != RECEIPT_FORMAT:
+            raise EncodingError(f"unsupported receipt format {obj.get('format')!r}, expected {RECEIPT_FORMAT!r}")
+        unknown = set(obj) - _FIELDS
+        if unknown:
+            raise EncodingError(f"unknown receipt fields: {sorted(unknown)} (use 'extensions')")
+        missing = _REQUIRED - set(obj)
+        if missing:
+            raise EncodingError(f"missing receipt fields: {sorted(missing)}")
+        leaf = obj["leaf"]
+        if not isinstance(leaf, dict) or set(leaf) != {"index", "hash"}:
+            raise EncodingError("leaf must have exactly index and hash")
+        path = obj["audit_path"]
+        if not isinstance(path, list) or len(path) > MAX_PATH_LENGTH:
+            raise EncodingError(f"audit_path must be a list of at most {MAX_PATH_LENGTH} hashes")
+        extensions = obj.get("extensions", {})
+        critical = obj.get("critical", [])
+        if not isinstance(extensions, dict):
+            raise EncodingError("extensions must be an object")
+        if not isinstance(critical, list) or not all(isinstance(c, str) and c in extensions for c in critical):
+            raise EncodingError("critical must list names of present extensions")
+        if len(set(critical)) != len(critical):
+            raise EncodingError("critical must name each extension once")
+        if not isinstance(obj["record"], dict):
+            raise RecordError("record must be a JSON object")
+        record = ResultRecord.from_obj(obj["record"])
+        if canonicalize(obj["record"]) != record.canonical_bytes():
+            # The leaf commits to the normalised record. Accepting another spelling here would let this
+            # verifier pass receipts that a verifier hashing the record as written (RFC 8785 + SHA-256
+            # only, as docs/receipt.md specifies) rejects: one leaf, many receipts, two verdicts.
+            raise EncodingError("record is not in normalised form (UTC 'Z' times, NFC text, no nulls)")
+        return cls(
+            record=record,
+            salt=parse_hex(obj["salt"], size=SALT_BYTES, what="salt"),
+            # Past the largest batch no index can be in one (a format failure); below it but not below
+            # batch.size is the inclusion check's first precondition (docs/receipt.md §6).
+            leaf_index=_int(leaf["index"], "leaf.index", maximum=MAX_BATCH_SIZE - 1),
+            leaf_hash=parse_hex(leaf["hash"], size=HASH_SIZE, what="leaf.hash"),
+            audit_path=tuple(parse_hex(p, size=HASH_SIZE, what="audit_path entry") for p in path),
+            batch=BatchHead.from_obj(obj["batch"]),
+            anchor=None if obj.get("anchor") is None else Anchor.from_obj(obj["anchor"]),
+            extensions=extensions,
+            critical=tuple(critical),
+            # Absent means unsigned; ``null`` is refused (BatchSignature.from_obj) so there is one spelling.
+            signature=None if "signature" not in obj else BatchSignature.from_obj(obj["signature"]),
+        )

@@ -1,0 +1,344 @@
+"""The regional KPIs: retrieval rate, post-retrieval recognition rate, reorders by reason, tests avoided and money
+saved, per hospital, category and month, with growth against the previous period of equal length.
+
+Every figure is counted from the KPI index of the event streams (``mrledger.store.decisions``), whose rows the audit
+check (``service/kpi_audit.py``) proves equal to the anchored records; the report names the batches (stream, seq)
+its figures come from. The definitions are in docs/kpis.md; a rate whose denominator is zero is null with a
+reason, never an error. Aggregation happens here, in Python, over the rows of the two periods: one indexed
+range query per table and period, a few microseconds per row (a year of a 270-hospital region is seconds).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from mrledger.store.decisions import Placed
+from mrledger.store.events import DecisionFacts, EncounterFacts, events_stream
+
+if TYPE_CHECKING:
+    from mrledger.service.ledger import Ledger
+
+#: Longest period one report covers (ten years), and the default (the last 30 days).
+MAX_DAYS = 3660
+DEFAULT_DAYS = 30
+#: Reorders without a reason (allowed when the programme itself said reorder) are counted under this key.
+UNSPECIFIED = "unspecified"
+DIGITS = 6
+
+
+class KpiError(ValueError):
+    """A KPI query that cannot be answered as asked (→ 422)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """Calendar days ``start`` .. ``end`` (both inclusive) in time zone ``tz``."""
+
+    start: date
+    end: date
+    tz: ZoneInfo
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        """[start of ``start``, start of the day after ``end``) in ``tz``, as UTC instants."""
+        lo = datetime.combine(self.start, time(), self.tz).astimezone(UTC)
+        hi = datetime.combine(self.end + timedelta(days=1), time(), self.tz).astimezone(UTC)
+        return lo, hi
+
+    def previous(self) -> Period:
+        """The period of equal length that ends the day before this one starts."""
+        return Period(self.start - timedelta(days=self.days), self.start - timedelta(days=1), self.tz)
+
+    def months(self) -> list[tuple[str, date, date]]:
+        """(``YYYY-MM``, first day, last day) of every month the period touches, clipped to it."""
+        out, day = [], self.start
+        while day <= self.end:
+            nxt = (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+            out.append((f"{day.year:04d}-{day.month:02d}", day, min(self.end, nxt - timedelta(days=1))))
+            day = nxt
+        return out
+
+    def obj(self) -> dict[str, Any]:
+        return {"from": self.start.isoformat(), "to": self.end.isoformat(), "tz": self.tz.key, "days": self.days}
+
+
+def period(start: date | None, end: date | None, tz: str, today: datetime) -> Period:
+    """The period a query asks for: ``to`` defaults to today in ``tz``, ``from`` to 30 days before it."""
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise KpiError(f"tz {tz!r} is not an IANA time zone name (e.g. Asia/Shanghai, UTC)") from exc
+    end = end or today.astimezone(zone).date()
+    if end < date(1971, 1, 1):  # before subtracting: `to=0001-01-01` overflowed date arithmetic (a 500)
+        raise KpiError("the period (or the previous one, for growth) starts before 1971")
+    start = start or end - timedelta(days=DEFAULT_DAYS - 1)
+    if start > end:
+        raise KpiError(f"from ({start}) is after to ({end})")
+    if (end - start).days + 1 > MAX_DAYS:
+        raise KpiError(f"the period is longer than {MAX_DAYS} days")
+    if start - timedelta(days=(end - start).days + 1) < date(1971, 1, 1):
+        raise KpiError("the period (or the previous one, for growth) starts before 1971")
+    return Period(start, end, zone)
+
+
+def rate(numerator: int, denominator: int, none: str) -> dict[str, Any]:
+    """A rate with what it was computed from; null with ``none`` as the reason when nothing was counted."""
+    if denominator == 0:
+        return {"value": None, "numerator": numerator, "denominator": 0, "reason": none}
+    return {"value": round(numerator / denominator, DIGITS), "numerator": numerator, "denominator": denominator,
+            "reason": None}
+
+
+@dataclass
+class Figures:
+    """The counts behind every KPI of one slice (hospital, category, month, or all)."""
+
+    encounters: int = 0
+    retrieved: int = 0
+    decisions: int = 0
+    recognisable: int = 0
+    recognised: int = 0
+    reordered: int = 0
+    reordered_recognisable: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    tests_avoided: int = 0
+    amount_minor: int = 0
+
+    def add(self, facts: DecisionFacts | EncounterFacts) -> None:
+        if isinstance(facts, EncounterFacts):
+            self.encounters += 1
+            self.retrieved += facts.retrieved
+            return
+        self.decisions += 1
+        recognisable = facts.recognition == "recognise"
+        self.recognisable += recognisable
+        if facts.decision == "recognised":
+            self.recognised += 1
+        else:
+            self.reordered += 1
+            self.reordered_recognisable += recognisable
+            self.reasons[facts.reason or UNSPECIFIED] += 1
+        self.tests_avoided += facts.tests
+        self.amount_minor += facts.amount_minor
+
+    @property
+    def retrieval(self) -> dict[str, Any]:
+        return rate(self.retrieved, self.encounters, "no encounters reported")
+
+    @property
+    def recognition(self) -> dict[str, Any]:
+        return rate(self.recognised, self.recognisable, "no decisions on results the programme recognises")
+
+    def obj(self, reasons: Iterable[str]) -> dict[str, Any]:
+        codes = list(dict.fromkeys([*reasons, UNSPECIFIED, *sorted(self.reasons)]))
+        return {"encounters": self.encounters, "retrieved": self.retrieved, "retrieval_rate": self.retrieval,
+                "decisions": self.decisions, "recognisable": self.recognisable, "recognised": self.recognised,
+                "reordered": self.reordered, "reordered_recognisable": self.reordered_recognisable,
+                "recognition_rate": self.recognition, "reorders_by_reason": {c: self.reasons[c] for c in codes},
+                "tests_avoided": self.tests_avoided, "money_saved": self.amount_minor / 100,
+                "money_saved_minor": self.amount_minor}
+
+
+def _change(now: float | None, before: float | None, *, relative: bool) -> dict[str, Any]:
+    if now is None:
+        return {"value": None, "reason": "no value in this period"}
+    if before is None:
+        return {"value": None, "reason": "no value in the previous period"}
+    if relative:
+        if before == 0:
+            return {"value": None, "reason": "zero in the previous period"}
+        return {"value": round((now - before) / before, DIGITS), "reason": None}
+    return {"value": round(now - before, DIGITS), "reason": None}
+
+
+def growth(now: Figures, before: Figures) -> dict[str, Any]:
+    """Rates: the difference (0.012 = up 1.2 percentage points); counts and money: the relative change."""
+    return {"retrieval_rate": _change(now.retrieval["value"], before.retrieval["value"], relative=False),
+            "recognition_rate": _change(now.recognition["value"], before.recognition["value"], relative=False),
+            "tests_avoided": _change(now.tests_avoided, before.tests_avoided, relative=True),
+            "money_saved": _change(now.amount_minor, before.amount_minor, relative=True)}
+
+
+@dataclass
+class _Slice:
+    now: Figures = field(default_factory=Figures)
+    before: Figures = field(default_factory=Figures)
+
+
+def _sources(rows: Iterable[Placed]) -> dict[str, Any]:
+    batches: dict[tuple[str, int], str] = {}
+    records = unsealed = confirmed = 0
+    for p in rows:
+        records += 1
+        if p.seq is None:
+            unsealed += 1
+            continue
+        status = p.anchor or "sealed"
+        batches[(p.stream, p.seq)] = status
+        confirmed += status == "confirmed"
+    return {"records": records, "confirmed": confirmed, "unconfirmed": records - confirmed, "unsealed": unsealed,
+            "batches": [{"stream": s, "seq": q, "anchor_status": batches[(s, q)]} for s, q in sorted(batches)]}
+
+
+def _rows(ledger: Ledger, p: Period, hospital: str | None, category: str | None,
+          anchored_only: bool) -> list[Placed]:
+    lo, hi = p.bounds()
+    rows = ledger.events.encounters_between(lo, hi, hospital) + ledger.events.decisions_between(lo, hi, hospital)
+    if category is not None:
+        rows = [r for r in rows if (category in r.facts.categories if isinstance(r.facts, EncounterFacts)
+                                    else r.facts.category == category)]
+    if anchored_only:
+        rows = [r for r in rows if r.anchor == "confirmed"]
+    return rows
+
+
+def _when(facts: DecisionFacts | EncounterFacts) -> datetime:
+    return facts.seen_at if isinstance(facts, EncounterFacts) else facts.decided_at
+
+
+def _categories(facts: DecisionFacts | EncounterFacts) -> tuple[str, ...]:
+    if isinstance(facts, EncounterFacts):
+        return facts.categories
+    return (facts.category,) if facts.category else ()
+
+
+def report(ledger: Ledger, p: Period, *, hospital: str | None = None, category: str | None = None,
+           anchored_only: bool = False) -> dict[str, Any]:
+    """The KPI report of period ``p`` (docs/kpis.md §3 for its shape)."""
+    reasons = list(ledger.catalogue.reorder_reasons)
+    prev = p.previous()
+    now_rows = _rows(ledger, p, hospital, category, anchored_only)
+    before_rows = _rows(ledger, prev, hospital, category, anchored_only)
+    total = _Slice()
+    hospitals: dict[str, _Slice] = {}
+    categories: dict[str, _Slice] = {}
+    months = {m: Figures() for m, _, _ in p.months()}
+    hospital_months: dict[tuple[str, str], Figures] = {}
+    seqs: dict[str, set[int]] = {}
+    for rows, now in ((now_rows, True), (before_rows, False)):
+        for r in rows:
+            f = r.facts
+            hid = f.hospital_id
+            targets = [total, hospitals.setdefault(hid, _Slice())]
+            targets += [categories.setdefault(c, _Slice()) for c in _categories(f)
+                        if category is None or c == category]
+            for s in targets:
+                (s.now if now else s.before).add(f)
+            if now:
+                local = _when(f).astimezone(p.tz)
+                month = f"{local.year:04d}-{local.month:02d}"
+                months[month].add(f)
+                hospital_months.setdefault((hid, month), Figures()).add(f)
+                if r.seq is not None:
+                    seqs.setdefault(hid, set()).add(r.seq)
+    if hospital is not None:
+        hospitals.setdefault(hospital, _Slice())
+    by_hospital: list[dict[str, Any]] = [
+        {"hospital_id": hid, "stream": events_stream(hid), "current": s.now.obj(reasons),
+         "previous": s.before.obj(reasons), "growth": growth(s.now, s.before), "batches": sorted(seqs.get(hid, ()))}
+        for hid, s in hospitals.items()]
+    by_hospital.sort(key=_rank_key)
+    for rank, row in enumerate(by_hospital, 1):
+        row["rank"] = rank
+    span = {m: (a, b) for m, a, b in p.months()}
+    return {
+        "period": p.obj(), "previous_period": prev.obj(),
+        "filters": {"hospital": hospital, "category": category, "anchored_only": anchored_only},
+        "currency": ledger.catalogue.currency, "reorder_reasons": reasons,
+        "totals": {"current": total.now.obj(reasons), "previous": total.before.obj(reasons),
+                   "growth": growth(total.now, total.before)},
+        "by_hospital": by_hospital,
+        "by_category": [{"category": c, "current": s.now.obj(reasons), "previous": s.before.obj(reasons),
+                         "growth": growth(s.now, s.before)} for c, s in sorted(categories.items())],
+        "by_month": [{"month": m, "from": span[m][0].isoformat(), "to": span[m][1].isoformat(),
+                      "figures": f.obj(reasons)} for m, f in months.items()],
+        "by_hospital_month": [{"hospital_id": h, "month": m, "figures": f.obj(reasons)}
+                              for (h, m), f in sorted(hospital_months.items())],
+        "sources": _sources(now_rows), "previous_sources": _sources(before_rows),
+    }
+
+
+def _rank_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Ranked by growth of the recognition rate, then of tests avoided (largest first; unknown last); ties
+    (e.g. hospitals new in this period, with no growth to compare) by the current recognition rate, then tests
+    avoided, then id."""
+    g, now = row["growth"], row["current"]
+    rr, ta = g["recognition_rate"]["value"], g["tests_avoided"]["value"]
+    cur = now["recognition_rate"]["value"]
+    return (rr is None, -(rr or 0.0), ta is None, -(ta or 0.0), cur is None, -(cur or 0.0), -now["tests_avoided"],
+            row["hospital_id"])
+
+
+# -- CSV ----------------------------------------------------------------------------------------------------
+
+_COLUMNS = ["scope", "period", "hospital_id", "category", "month", "from", "to", "encounters", "retrieved",
+            "retrieval_rate", "retrieval_rate_null_reason", "decisions", "recognisable", "recognised", "reordered",
+            "reordered_recognisable", "recognition_rate", "recognition_rate_null_reason", "tests_avoided",
+            "money_saved", "currency", "growth_retrieval_rate", "growth_recognition_rate", "growth_tests_avoided",
+            "growth_money_saved", "rank"]
+
+
+def to_csv(rep: dict[str, Any]) -> str:
+    """The report as one CSV table: a row per slice and period, growth on the current rows, the reorders by
+    reason as ``reorders_<code>`` columns and, on the total and hospital rows, the batches counted
+    (``stream:seq`` separated by spaces)."""
+    reasons = list(rep["totals"]["current"]["reorders_by_reason"])
+    for part in (rep["by_hospital"], rep["by_category"]):
+        for row in part:
+            for key in ("current", "previous"):
+                reasons += [c for c in row[key]["reorders_by_reason"] if c not in reasons]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(_COLUMNS + [f"reorders_{c}" for c in reasons] + ["batches"])
+    cur, prev, cy = rep["period"], rep["previous_period"], rep["currency"]
+
+    def emit(scope: str, which: str, span: dict[str, Any], figures: dict[str, Any], *, hospital: str = "",
+             category: str = "", month: str = "", g: dict[str, Any] | None = None, rank: int | None = None,
+             batches: str = "") -> None:
+        rr, rc = figures["retrieval_rate"], figures["recognition_rate"]
+        gv = ["" if g is None or g[k]["value"] is None else g[k]["value"]
+              for k in ("retrieval_rate", "recognition_rate", "tests_avoided", "money_saved")]
+        writer.writerow([scope, which, hospital, category, month, span["from"], span["to"], figures["encounters"],
+                         figures["retrieved"], _v(rr["value"]), rr["reason"] or "", figures["decisions"],
+                         figures["recognisable"], figures["recognised"], figures["reordered"],
+                         figures["reordered_recognisable"], _v(rc["value"]), rc["reason"] or "",
+                         figures["tests_avoided"], f"{figures['money_saved_minor'] / 100:.2f}", cy, *gv,
+                         "" if rank is None else rank]
+                        + [figures["reorders_by_reason"].get(c, 0) for c in reasons] + [batches])
+
+    src = " ".join(f"{b['stream']}:{b['seq']}" for b in rep["sources"]["batches"])
+    t = rep["totals"]
+    emit("total", "current", cur, t["current"], g=t["growth"], batches=src)
+    emit("total", "previous", prev, t["previous"])
+    for h in rep["by_hospital"]:
+        mine = " ".join(f"{h['stream']}:{s}" for s in h["batches"])
+        emit("hospital", "current", cur, h["current"], hospital=h["hospital_id"], g=h["growth"], rank=h["rank"],
+             batches=mine)
+        emit("hospital", "previous", prev, h["previous"], hospital=h["hospital_id"])
+    for c in rep["by_category"]:
+        emit("category", "current", cur, c["current"], category=c["category"], g=c["growth"])
+        emit("category", "previous", prev, c["previous"], category=c["category"])
+    for m in rep["by_month"]:
+        emit("month", "current", m, m["figures"], month=m["month"])
+    for hm in rep["by_hospital_month"]:
+        emit("hospital-month", "current", {"from": "", "to": ""}, hm["figures"], hospital=hm["hospital_id"],
+             month=hm["month"])
+    return out.getvalue()
+
+
+def _v(value: float | None) -> str | float:
+    return "" if value is None else value
+
+
+__all__ = ["MAX_DAYS", "UNSPECIFIED", "Figures", "KpiError", "Period", "growth", "period", "rate", "report",
+           "to_csv"]

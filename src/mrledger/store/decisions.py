@@ -1,0 +1,261 @@
+"""Verifications, and the KPI index of decisions and encounters (tables of migration 0006).
+
+Verifications are written like the access log: directly, or under ``mrledger serve`` from a buffer flushed
+every 100 ms (one committed insert per verification would cost what it cost the access log, a third of a
+verification under load). ``verification()`` flushes first, so a decision right after its verification finds
+it; a crash can lose the last 100 ms of them (a decision naming one then gets a 404 and the doctor verifies
+again).
+
+A decision or an encounter is first submitted to its hospital's event stream (``Store.submit``: one
+transaction) and then indexed here (a second one). Should the process die in between, the record is in the
+stream but not in the index: the audit check reports it (``unindexed``) and the retried request, which
+resolves to the same record, indexes it. The index rows hold every committed field (``mrledger.store.events``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mrledger.ledger import canonicalize
+from mrledger.store.buffer import BufferedRows
+from mrledger.store.errors import NotFoundError
+from mrledger.store.events import (
+    STREAM_SUFFIX,
+    DecisionFacts,
+    EncounterFacts,
+    ItemRef,
+    events_stream,
+    join_codes,
+    split_codes,
+)
+from mrledger.store.models import Anchor, Batch, BatchLeaf, Decision, Encounter, Hospital, RecordVersion, Verification
+from mrledger.store.repository import Store
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationRow:
+    """What a verification answered: enough to record a decision about it without trusting the client."""
+
+    id: str
+    at: datetime
+    token_id: int | None
+    role: str | None
+    hospital_id: str
+    result_ref: str
+    version: int
+    verdict: str
+    recognition: str | None
+    reasons: tuple[str, ...]
+    category: str | None
+    items: tuple[ItemRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """An indexed event and where its record is: batch seq (None: not sealed yet) and anchor status."""
+
+    facts: Any  # DecisionFacts | EncounterFacts
+    stream: str
+    seq: int | None
+    anchor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLeaf:
+    """A record of an event stream as the store places it: its leaf and, once sealed, its batch position.
+    (The record itself is read through ``Store.receipt`` / ``Store.record``, whatever the store keeps it as.)"""
+
+    record_version_id: int
+    leaf_hash: bytes
+    seq: int | None
+    leaf_index: int | None
+
+
+def _items_json(items: Sequence[ItemRef]) -> str:
+    return canonicalize([i.to_obj() for i in items]).decode("utf-8")
+
+
+def _items(text: str) -> tuple[ItemRef, ...]:
+    return tuple(ItemRef.from_obj(o) for o in json.loads(text))
+
+
+def _decision(d: Decision) -> DecisionFacts:
+    return DecisionFacts(d.verification_id, d.hospital_id, d.token_id, d.verified_at, d.decided_at,
+                         d.result_hospital_id, d.result_ref, d.result_version, d.verdict, d.recognition,
+                         split_codes(d.rule_reasons), d.category, _items(d.items), d.currency, d.decision, d.reason,
+                         d.detail)
+
+
+def _encounter(e: Encounter) -> EncounterFacts:
+    return EncounterFacts(e.hospital_id, e.encounter_ref, e.seen_at, e.patient_hash, e.retrieved,
+                          split_codes(e.categories))
+
+
+#: The verification index's columns, in the order rows are handed to the driver.
+_COLUMNS = ("id", "at", "token_id", "role", "hospital_id", "result_ref", "version", "verdict", "recognition",
+            "reasons", "category", "items")
+
+
+class EventIndex(BufferedRows):
+    """The tables of decisions, encounters and the verifications they refer to. Thread-safe."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        super().__init__(store._unit, cast(Table, Verification.__table__), _COLUMNS, "verifications")
+
+    # -- verifications --------------------------------------------------------------------------------
+
+    def remember(self, v: VerificationRow) -> None:
+        row: dict[str, object] = {
+            "id": v.id, "at": v.at, "token_id": v.token_id, "role": v.role, "hospital_id": v.hospital_id,
+            "result_ref": v.result_ref, "version": v.version, "verdict": v.verdict, "recognition": v.recognition,
+            "reasons": join_codes(v.reasons), "category": v.category, "items": _items_json(v.items)}
+        self._buffer.put(row)
+
+    def verification(self, verification_id: str) -> VerificationRow | None:
+        self.flush()
+        with self._store._unit() as s:
+            v = s.get(Verification, verification_id)
+            if v is None:
+                return None
+            return VerificationRow(v.id, v.at, v.token_id, v.role, v.hospital_id, v.result_ref, v.version, v.verdict,
+                                   v.recognition, split_codes(v.reasons), v.category, _items(v.items))
+
+
+    # -- the index --------------------------------------------------------------------------------------
+
+    def decision(self, verification_id: str) -> DecisionFacts | None:
+        with self._store._unit() as s:
+            d = s.get(Decision, verification_id)
+            return None if d is None else _decision(d)
+
+    def encounters(self, hospital_id: str, encounter_refs: Iterable[str]) -> dict[str, EncounterFacts]:
+        ids = sorted(set(encounter_refs))
+        found: dict[str, EncounterFacts] = {}
+        with self._store._unit() as s:
+            for i in range(0, len(ids), 500):
+                q = select(Encounter).where(Encounter.hospital_id == hospital_id,
+                                            Encounter.encounter_ref.in_(ids[i:i + 500]))
+                found.update((e.encounter_ref, _encounter(e)) for e in s.scalars(q))
+        return found
+
+    def index_decision(self, d: DecisionFacts, leaf_hash: bytes) -> None:
+        """Index a decision whose record ``Store.submit`` accepted with ``leaf_hash`` (idempotent)."""
+        with self._store._unit(write=True) as s:
+            if s.get(Decision, d.verification_id) is not None:
+                return
+            rv = self._record_versions(s, d.stream, [leaf_hash])[leaf_hash]
+            s.add(Decision(
+                verification_id=d.verification_id, hospital_id=d.hospital_id, stream=d.stream, record_version_id=rv,
+                token_id=d.token_id, verified_at=d.verified_at, decided_at=d.decided_at,
+                result_hospital_id=d.result_hospital_id, result_ref=d.result_ref, result_version=d.result_version,
+                verdict=d.verdict, recognition=d.recognition, rule_reasons=join_codes(d.rule_reasons),
+                category=d.category, items=_items_json(d.items), currency=d.currency, decision=d.decision,
+                reason=d.reason, detail=d.detail))
+
+    def index_encounters(self, encounters: Sequence[tuple[EncounterFacts, bytes]]) -> None:
+        """Index encounters whose records ``Store.submit`` accepted, each with its leaf hash (idempotent:
+        known ones are skipped)."""
+        if not encounters:
+            return
+        try:
+            self._index_encounters(encounters)
+        except IntegrityError:  # a concurrent request indexed some of them first: the rest now
+            self._index_encounters(encounters)
+
+    def _index_encounters(self, encounters: Sequence[tuple[EncounterFacts, bytes]]) -> None:
+        hospital_id = encounters[0][0].hospital_id
+        known = self.encounters(hospital_id, [e.encounter_ref for e, _ in encounters])
+        todo = [(e, leaf) for e, leaf in encounters if e.encounter_ref not in known]
+        if not todo:
+            return
+        stream = events_stream(hospital_id)
+        with self._store._unit(write=True) as s:
+            ids = self._record_versions(s, stream, [leaf for _, leaf in todo])
+            s.execute(insert(Encounter), [
+                {"hospital_id": e.hospital_id, "encounter_ref": e.encounter_ref, "stream": stream,
+                 "record_version_id": ids[leaf], "seen_at": e.seen_at, "patient_hash": e.patient_hash,
+                 "retrieved": e.retrieved, "categories": join_codes(e.categories)} for e, leaf in todo])
+
+    @staticmethod
+    def _record_versions(s: Session, stream: str, leaves: Sequence[bytes]) -> dict[bytes, int]:
+        """Record version ids by leaf hash (salted, so unique): the store's lookup columns for result ids
+        may change (encryption at rest), the leaf and the row id stay."""
+        found: dict[bytes, int] = {}
+        for i in range(0, len(leaves), 500):
+            q = select(RecordVersion.leaf_hash, RecordVersion.id).where(
+                RecordVersion.hospital_id == stream, RecordVersion.leaf_hash.in_(leaves[i:i + 500]))
+            found.update((bytes(leaf), int(rv)) for leaf, rv in s.execute(q))
+        missing = [leaf for leaf in leaves if leaf not in found]
+        if missing:
+            raise NotFoundError(f"stream {stream!r} holds no record with leaf {missing[0].hex()}")
+        return found
+
+    # -- reading for the KPIs -------------------------------------------------------------------------
+
+    def decisions_between(self, start: datetime, end: datetime, hospital_id: str | None = None) -> list[Placed]:
+        """Decisions with ``start <= decided_at < end`` (of one hospital), each with its batch and anchor."""
+        q = (select(Decision, BatchLeaf.seq, Anchor.status)
+             .outerjoin(BatchLeaf, BatchLeaf.record_version_id == Decision.record_version_id)
+             .outerjoin(Anchor, and_(Anchor.hospital_id == Decision.stream, Anchor.seq == BatchLeaf.seq))
+             .where(Decision.decided_at >= start, Decision.decided_at < end))
+        if hospital_id is not None:
+            q = q.where(Decision.hospital_id == hospital_id)
+        with self._store._unit() as s:
+            return [Placed(_decision(d), d.stream, seq, status) for d, seq, status in s.execute(q.order_by(
+                Decision.decided_at, Decision.verification_id))]
+
+    def encounters_between(self, start: datetime, end: datetime, hospital_id: str | None = None) -> list[Placed]:
+        q = (select(Encounter, BatchLeaf.seq, Anchor.status)
+             .outerjoin(BatchLeaf, BatchLeaf.record_version_id == Encounter.record_version_id)
+             .outerjoin(Anchor, and_(Anchor.hospital_id == Encounter.stream, Anchor.seq == BatchLeaf.seq))
+             .where(Encounter.seen_at >= start, Encounter.seen_at < end))
+        if hospital_id is not None:
+            q = q.where(Encounter.hospital_id == hospital_id)
+        with self._store._unit() as s:
+            return [Placed(_encounter(e), e.stream, seq, status) for e, seq, status in s.execute(q.order_by(
+                Encounter.seen_at, Encounter.hospital_id, Encounter.encounter_ref))]
+
+    # -- reading for the audit ------------------------------------------------------------------------
+
+    def streams(self) -> list[str]:
+        """Every event stream registered in this database."""
+        with self._store._unit() as s:
+            return list(s.scalars(select(Hospital.id).where(Hospital.id.endswith(STREAM_SUFFIX))
+                                  .order_by(Hospital.id)))
+
+    def stream_leaves(self, stream: str) -> list[StoredLeaf]:
+        """Every record of a stream with its leaf and place, read afresh (not through the store's tree cache)."""
+        q = (select(RecordVersion.id, RecordVersion.leaf_hash, BatchLeaf.seq, BatchLeaf.leaf_index)
+             .outerjoin(BatchLeaf, BatchLeaf.record_version_id == RecordVersion.id)
+             .where(RecordVersion.hospital_id == stream).order_by(RecordVersion.id))
+        with self._store._unit() as s:
+            return [StoredLeaf(int(i), bytes(leaf), seq, index) for i, leaf, seq, index in s.execute(q)]
+
+    def batch_roots(self, stream: str) -> dict[int, tuple[bytes, int, str | None]]:
+        """seq -> (root, size, anchor status) of every batch of a stream, as the database holds them."""
+        q = (select(Batch.seq, Batch.root, Batch.size, Anchor.status)
+             .outerjoin(Anchor, and_(Anchor.hospital_id == Batch.hospital_id, Anchor.seq == Batch.seq))
+             .where(Batch.hospital_id == stream))
+        with self._store._unit() as s:
+            return {seq: (root, size, status) for seq, root, size, status in s.execute(q)}
+
+    def indexed(self, stream: str) -> tuple[dict[int, DecisionFacts], dict[int, EncounterFacts]]:
+        """The index rows of a stream by record version id."""
+        with self._store._unit() as s:
+            decisions = {d.record_version_id: _decision(d)
+                         for d in s.scalars(select(Decision).where(Decision.stream == stream))}
+            encounters = {e.record_version_id: _encounter(e)
+                          for e in s.scalars(select(Encounter).where(Encounter.stream == stream))}
+        return decisions, encounters
+
+
+__all__ = ["EventIndex", "Placed", "StoredLeaf", "VerificationRow"]

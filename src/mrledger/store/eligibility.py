@@ -1,0 +1,128 @@
+"""Institution eligibility for mutual recognition: which hospital may have its results recognised in which
+category (clinical biochemistry, CT, …), because it passed external quality assessment (EQA) or the
+authority accredited it otherwise.
+
+Append-only like the rest of the store: a grant inserts a row, a revocation or a later grant closes the open
+row with ``revoked_at``; nothing is updated otherwise or deleted, so an auditor can reconstruct who was
+eligible at any moment (``is_eligible(..., at)``). Time is passed in (``now``), never read here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import bindparam, or_, select
+from sqlalchemy.orm import Session
+
+from mrledger.store.errors import NotFoundError, SubmissionError, UnknownHospitalError
+from mrledger.store.models import Hospital, HospitalEligibility
+from mrledger.store.repository import Store
+
+#: A category id as catalogues name them (``clinical-biochemistry``, ``ct``).
+CATEGORY_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+MAX_REFERENCE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    hospital_id: str
+    category: str
+    reference: str
+    granted_at: datetime
+    valid_until: datetime | None
+    revoked_at: datetime | None
+
+    def active(self, at: datetime) -> bool:
+        """Eligible at ``at``: granted by then, not revoked by then, not past ``valid_until`` (inclusive)."""
+        return (self.granted_at <= at and (self.revoked_at is None or at < self.revoked_at)
+                and (self.valid_until is None or at <= self.valid_until))
+
+
+def _grant(row: HospitalEligibility) -> Grant:
+    return Grant(row.hospital_id, row.category, row.reference, row.granted_at, row.valid_until, row.revoked_at)
+
+
+_E = HospitalEligibility
+#: Built once: composing the statement per call cost more than running it.
+_CATEGORIES = select(_E.category, _E.granted_at, _E.valid_until, _E.revoked_at).where(
+    _E.hospital_id == bindparam("hid"), _E.granted_at <= bindparam("at"),
+    or_(_E.revoked_at.is_(None), _E.revoked_at > bindparam("at")))
+
+
+class Eligibility:
+    """Grants, revocations and the question the verifier asks on every verification."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def grant(self, hospital_id: str, category: str, reference: str, now: datetime,
+              valid_until: datetime | None = None) -> Grant:
+        """Make ``hospital_id`` eligible for ``category`` from ``now`` (until ``valid_until`` if given). A grant
+        replaces the open one (say, a renewed EQA certificate): the old row is closed at ``now``."""
+        if not CATEGORY_PATTERN.match(category):
+            raise SubmissionError("category must be 1-64 characters of a-z 0-9 - starting with a letter")
+        if not reference.strip() or len(reference) > MAX_REFERENCE:
+            raise SubmissionError(f"reference (e.g. the EQA certificate id) must be 1-{MAX_REFERENCE} characters")
+        if valid_until is not None and valid_until <= now:
+            raise SubmissionError("valid_until must be in the future")
+        # Handed back in UTC, as they read back from the database.
+        now, valid_until = now.astimezone(UTC), None if valid_until is None else valid_until.astimezone(UTC)
+        with self._store._unit(write=True) as s:
+            self._lock_hospital(s, hospital_id)
+            for row in self._open(s, hospital_id, category):
+                row.revoked_at = now
+            row = HospitalEligibility(hospital_id=hospital_id, category=category, reference=reference,
+                                      granted_at=now, valid_until=valid_until)
+            s.add(row)
+            s.flush()
+            return _grant(row)
+
+    def revoke(self, hospital_id: str, category: str, now: datetime) -> Grant:
+        """End the open grant at ``now``; NotFoundError when there is none (revoking twice is a mistake to
+        report, not to hide)."""
+        with self._store._unit(write=True) as s:
+            self._lock_hospital(s, hospital_id)
+            rows = self._open(s, hospital_id, category)
+            if not rows:
+                raise NotFoundError(f"{hospital_id!r} holds no eligibility for {category!r}")
+            for row in rows:
+                row.revoked_at = now
+            return _grant(rows[-1])
+
+    def grants(self, hospital_id: str, *, history: bool = False) -> list[Grant]:
+        """Open grants (including expired ones: ``valid_until`` shows it), or every row with ``history``;
+        ordered by category, then time."""
+        with self._store._unit() as s:
+            if s.get(Hospital, hospital_id) is None:
+                raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
+            q = select(HospitalEligibility).where(HospitalEligibility.hospital_id == hospital_id)
+            if not history:
+                q = q.where(HospitalEligibility.revoked_at.is_(None))
+            q = q.order_by(HospitalEligibility.category, HospitalEligibility.id)
+            return [_grant(r) for r in s.scalars(q)]
+
+    def categories(self, hospital_id: str, at: datetime) -> frozenset[str]:
+        """Every category ``hospital_id`` is eligible for at ``at``: one plain-connection query, because it is
+        asked on every verification (see ``Store._read``)."""
+        with self._store._read() as conn:
+            rows = conn.execute(_CATEGORIES, {"hid": hospital_id, "at": at})
+            return frozenset(c for c, g, v, r in rows
+                             if Grant(hospital_id, c, "", g, v, r).active(at))
+
+    def is_eligible(self, hospital_id: str, category: str, at: datetime) -> bool:
+        return category in self.categories(hospital_id, at)
+
+    @staticmethod
+    def _lock_hospital(s: Session, hospital_id: str) -> None:
+        # Serialise writers of one hospital's grants (PostgreSQL row lock; SQLite has one writer anyway), so
+        # two concurrent grants cannot both leave an open row.
+        if s.scalar(select(Hospital.id).where(Hospital.id == hospital_id).with_for_update()) is None:
+            raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
+
+    @staticmethod
+    def _open(s: Session, hospital_id: str, category: str) -> list[HospitalEligibility]:
+        return list(s.scalars(select(HospitalEligibility).where(
+            HospitalEligibility.hospital_id == hospital_id, HospitalEligibility.category == category,
+            HospitalEligibility.revoked_at.is_(None)).order_by(HospitalEligibility.id)))
