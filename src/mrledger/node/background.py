@@ -51,6 +51,8 @@ from mrledger.node.settings import Settings
 from mrledger.service.ledger import ChainContext
 from mrledger.service.pki import BatchSigning, SignStats, configure
 from mrledger.store import Store
+from mrledger.store.events import is_event_stream
+from mrledger.store.kpi_rollup import KpiRollup
 from mrledger.store.locks import Lease, LockHeld, exclusive
 
 if TYPE_CHECKING:
@@ -97,6 +99,7 @@ class Sealer:
         self._first_seen: dict[str, float] = {}
         self._last_reconcile = 0.0
         self._sign_warned: dict[str, float] = {}
+        self.rollup = KpiRollup(store)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -107,6 +110,7 @@ class Sealer:
             stop.wait(SEAL_EVERY)
 
     def step(self) -> None:
+        rollup = False
         for hospital in self.store.due_hospitals(self.size, self.interval):
             try:
                 head = self.store.seal(hospital, self.size, sign=self.sign)
@@ -120,6 +124,9 @@ class Sealer:
             if head is not None:
                 log.info("sealed %s batch %d (%d results%s)", hospital, head.seq, head.size,
                          ", signed" if self.sign else "")
+                rollup |= is_event_stream(hospital)
+        if rollup:  # count the new event batches for the KPIs now, not in the next report's request
+            self.rollup.roll_up()
         if time.monotonic() - self._last_reconcile >= 1.0:
             self._last_reconcile = time.monotonic()
             self.reconcile_hospitals()

@@ -30,6 +30,7 @@ from mrledger.store import NotFoundError
 from mrledger.store.anchors import CONFIRMED, INCLUDED
 from mrledger.store.decisions import StoredLeaf
 from mrledger.store.events import DecisionFacts, EncounterFacts, events_stream
+from mrledger.store.kpi_rollup import KpiRollup
 
 if TYPE_CHECKING:
     from mrledger.service.ledger import Ledger
@@ -111,6 +112,8 @@ def audit_stream(ledger: Ledger, stream: str) -> tuple[dict[str, Any], list[dict
         if r.record_version_id not in indexed:
             problems.append(_problem("unindexed", stream, "a committed record is missing from the KPI tables",
                                      leaf_hash=r.leaf_hash.hex(), seq=r.seq))
+    problems += [_problem("rollup-mismatch", stream, detail, seq=seq)
+                 for seq, detail in KpiRollup(ledger.store).check(stream)]
     confirmed = {seq for seq, (_, _, status) in roots.items() if status == CONFIRMED}
     summary = {"stream": stream, "records": len(leaves), "decisions": len(decisions),
                "encounters": len(encounters), "batches": len(roots), "confirmed_batches": len(confirmed),

@@ -4,8 +4,9 @@ saved, per hospital, category and month, with growth against the previous period
 Every figure is counted from the KPI index of the event streams (``mrledger.store.decisions``), whose rows the audit
 check (``service/kpi_audit.py``) proves equal to the anchored records; the report names the batches (stream, seq)
 its figures come from. The definitions are in docs/kpis.md; a rate whose denominator is zero is null with a
-reason, never an error. Aggregation happens here, in Python, over the rows of the two periods: one indexed
-range query per table and period, a few microseconds per row (a year of a 270-hospital region is seconds).
+reason, never an error. The figures are sums of the rollup of sealed event batches
+(``mrledger.store.kpi_rollup``): a report's cost grows with the number of batches and dimensions in its periods,
+not with the number of decisions and encounters in them.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from mrledger.store.decisions import Placed
-from mrledger.store.events import DecisionFacts, EncounterFacts, events_stream
+from mrledger.store.events import events_stream, split_codes
+from mrledger.store.kpi_rollup import Counted, Key, KpiRollup, Sums
 
 if TYPE_CHECKING:
     from mrledger.service.ledger import Ledger
@@ -114,22 +115,24 @@ class Figures:
     tests_avoided: int = 0
     amount_minor: int = 0
 
-    def add(self, facts: DecisionFacts | EncounterFacts) -> None:
-        if isinstance(facts, EncounterFacts):
-            self.encounters += 1
-            self.retrieved += facts.retrieved
+    def add_counts(self, key: Key, sums: Sums) -> None:
+        """Add ``sums.n`` decisions or encounters that share ``key``."""
+        n = sums.n
+        if key.kind == "e":
+            self.encounters += n
+            self.retrieved += sums.retrieved
             return
-        self.decisions += 1
-        recognisable = facts.recognition == "recognise"
+        self.decisions += n
+        recognisable = n if key.recognition == "recognise" else 0
         self.recognisable += recognisable
-        if facts.decision == "recognised":
-            self.recognised += 1
+        if key.decision == "recognised":
+            self.recognised += n
         else:
-            self.reordered += 1
+            self.reordered += n
             self.reordered_recognisable += recognisable
-            self.reasons[facts.reason or UNSPECIFIED] += 1
-        self.tests_avoided += facts.tests
-        self.amount_minor += facts.amount_minor
+            self.reasons[key.reason or UNSPECIFIED] += n
+        self.tests_avoided += sums.tests
+        self.amount_minor += sums.amount_minor
 
     @property
     def retrieval(self) -> dict[str, Any]:
@@ -175,72 +178,73 @@ class _Slice:
     before: Figures = field(default_factory=Figures)
 
 
-def _sources(rows: Iterable[Placed]) -> dict[str, Any]:
-    batches: dict[tuple[str, int], str] = {}
-    records = unsealed = confirmed = 0
-    for p in rows:
-        records += 1
-        if p.seq is None:
-            unsealed += 1
-            continue
-        status = p.anchor or "sealed"
-        batches[(p.stream, p.seq)] = status
-        confirmed += status == "confirmed"
-    return {"records": records, "confirmed": confirmed, "unconfirmed": records - confirmed, "unsealed": unsealed,
-            "batches": [{"stream": s, "seq": q, "anchor_status": batches[(s, q)]} for s, q in sorted(batches)]}
+@dataclass
+class _Sources:
+    """Where a period's figures come from: records, and the batches (with their anchor status) holding them."""
+
+    records: int = 0
+    confirmed: int = 0
+    unsealed: int = 0
+    batches: dict[tuple[str, int], str] = field(default_factory=dict)
+
+    def add(self, c: Counted) -> None:
+        self.records += c.sums.n
+        if c.seq is None:
+            self.unsealed += c.sums.n
+            return
+        status = c.anchor or "sealed"
+        self.batches[(c.stream, c.seq)] = status
+        self.confirmed += c.sums.n if status == "confirmed" else 0
+
+    def obj(self) -> dict[str, Any]:
+        return {"records": self.records, "confirmed": self.confirmed, "unconfirmed": self.records - self.confirmed,
+                "unsealed": self.unsealed,
+                "batches": [{"stream": s, "seq": q, "anchor_status": self.batches[(s, q)]}
+                            for s, q in sorted(self.batches)]}
 
 
-def _rows(ledger: Ledger, p: Period, hospital: str | None, category: str | None,
-          anchored_only: bool) -> list[Placed]:
-    lo, hi = p.bounds()
-    rows = ledger.events.encounters_between(lo, hi, hospital) + ledger.events.decisions_between(lo, hi, hospital)
-    if category is not None:
-        rows = [r for r in rows if (category in r.facts.categories if isinstance(r.facts, EncounterFacts)
-                                    else r.facts.category == category)]
-    if anchored_only:
-        rows = [r for r in rows if r.anchor == "confirmed"]
-    return rows
-
-
-def _when(facts: DecisionFacts | EncounterFacts) -> datetime:
-    return facts.seen_at if isinstance(facts, EncounterFacts) else facts.decided_at
-
-
-def _categories(facts: DecisionFacts | EncounterFacts) -> tuple[str, ...]:
-    if isinstance(facts, EncounterFacts):
-        return facts.categories
-    return (facts.category,) if facts.category else ()
+def _categories(key: Key, category: str | None) -> tuple[str, ...] | None:
+    """The categories a count is reported under; None when the category filter excludes it."""
+    cats = split_codes(key.categories) if key.kind == "e" else ((key.categories,) if key.categories else ())
+    if category is None:
+        return cats
+    if key.kind == "e":
+        return (category,) if category in cats else None
+    return cats if key.categories == category else None
 
 
 def report(ledger: Ledger, p: Period, *, hospital: str | None = None, category: str | None = None,
            anchored_only: bool = False) -> dict[str, Any]:
-    """The KPI report of period ``p`` (docs/kpis.md §3 for its shape)."""
+    """The KPI report of period ``p`` (docs/kpis.md §3 for its shape), summed from the rollup of sealed event
+    batches and the few records not in one (``mrledger.store.kpi_rollup``), never from every row."""
     reasons = list(ledger.catalogue.reorder_reasons)
     prev = p.previous()
-    now_rows = _rows(ledger, p, hospital, category, anchored_only)
-    before_rows = _rows(ledger, prev, hospital, category, anchored_only)
+    months = p.months()
+    # Slot 0 is the previous period, slots 1.. the months of this one (contiguous, in time order).
+    slots = [prev.bounds()] + [Period(a, b, p.tz).bounds() for _, a, b in months]
+    counted = KpiRollup(ledger.store).counted(slots, hospital, anchored_only=anchored_only)
     total = _Slice()
     hospitals: dict[str, _Slice] = {}
     categories: dict[str, _Slice] = {}
-    months = {m: Figures() for m, _, _ in p.months()}
+    by_month = {m: Figures() for m, _, _ in months}
     hospital_months: dict[tuple[str, str], Figures] = {}
     seqs: dict[str, set[int]] = {}
-    for rows, now in ((now_rows, True), (before_rows, False)):
-        for r in rows:
-            f = r.facts
-            hid = f.hospital_id
-            targets = [total, hospitals.setdefault(hid, _Slice())]
-            targets += [categories.setdefault(c, _Slice()) for c in _categories(f)
-                        if category is None or c == category]
-            for s in targets:
-                (s.now if now else s.before).add(f)
-            if now:
-                local = _when(f).astimezone(p.tz)
-                month = f"{local.year:04d}-{local.month:02d}"
-                months[month].add(f)
-                hospital_months.setdefault((hid, month), Figures()).add(f)
-                if r.seq is not None:
-                    seqs.setdefault(hid, set()).add(r.seq)
+    sources, previous_sources = _Sources(), _Sources()
+    for c in counted:
+        cats = _categories(c.key, category)
+        if cats is None:
+            continue
+        now = c.slot > 0
+        hid = c.key.hospital_id
+        (sources if now else previous_sources).add(c)
+        for s in [total, hospitals.setdefault(hid, _Slice()), *(categories.setdefault(x, _Slice()) for x in cats)]:
+            (s.now if now else s.before).add_counts(c.key, c.sums)
+        if now:
+            month = months[c.slot - 1][0]
+            by_month[month].add_counts(c.key, c.sums)
+            hospital_months.setdefault((hid, month), Figures()).add_counts(c.key, c.sums)
+            if c.seq is not None:
+                seqs.setdefault(hid, set()).add(c.seq)
     if hospital is not None:
         hospitals.setdefault(hospital, _Slice())
     by_hospital: list[dict[str, Any]] = [
@@ -250,7 +254,7 @@ def report(ledger: Ledger, p: Period, *, hospital: str | None = None, category: 
     by_hospital.sort(key=_rank_key)
     for rank, row in enumerate(by_hospital, 1):
         row["rank"] = rank
-    span = {m: (a, b) for m, a, b in p.months()}
+    span = {m: (a, b) for m, a, b in months}
     return {
         "period": p.obj(), "previous_period": prev.obj(),
         "filters": {"hospital": hospital, "category": category, "anchored_only": anchored_only},
@@ -261,10 +265,10 @@ def report(ledger: Ledger, p: Period, *, hospital: str | None = None, category: 
         "by_category": [{"category": c, "current": s.now.obj(reasons), "previous": s.before.obj(reasons),
                          "growth": growth(s.now, s.before)} for c, s in sorted(categories.items())],
         "by_month": [{"month": m, "from": span[m][0].isoformat(), "to": span[m][1].isoformat(),
-                      "figures": f.obj(reasons)} for m, f in months.items()],
+                      "figures": f.obj(reasons)} for m, f in by_month.items()],
         "by_hospital_month": [{"hospital_id": h, "month": m, "figures": f.obj(reasons)}
                               for (h, m), f in sorted(hospital_months.items())],
-        "sources": _sources(now_rows), "previous_sources": _sources(before_rows),
+        "sources": sources.obj(), "previous_sources": previous_sources.obj(),
     }
 
 

@@ -409,3 +409,40 @@ class EncryptionBacklog(Base):
     table_name: Mapped[str] = mapped_column(String(64), primary_key=True)
     next_id: Mapped[int] = mapped_column(BigInteger)
     last_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class KpiCount(Base):
+    """Counts of one sealed batch of an event stream, by 15-minute bucket and by every dimension a KPI report
+    groups or filters on (``mrledger.store.kpi_rollup``). A sealed batch never changes, so its counts are computed
+    once; a report then sums a few rows per batch instead of reading every decision and encounter."""
+
+    __tablename__ = "kpi_rollup"
+    __table_args__ = (Index(None, "bucket"), Index(None, "stream", "seq"))
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    stream: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hospital_id: Mapped[str] = mapped_column(String(64))
+    #: Start of the 15-minute UTC bucket of ``decided_at`` / ``seen_at`` (every time zone's midnight is one).
+    bucket: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: ``d`` decision, ``e`` encounter.
+    kind: Mapped[str] = mapped_column(String(1))
+    #: A decision's category, an encounter's categories as indexed (comma-separated); empty when none.
+    categories: Mapped[str] = mapped_column(String(1024))
+    decision: Mapped[str] = mapped_column(String(16))
+    recognition: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(64))
+    n: Mapped[int] = mapped_column(BigInteger)
+    retrieved: Mapped[int] = mapped_column(BigInteger)
+    tests: Mapped[int] = mapped_column(BigInteger)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+
+
+class KpiRolled(Base):
+    """A batch whose counts are in ``kpi_rollup`` (one row even when it counted nothing): the marker is written in
+    the transaction that writes the counts, so a batch is rolled up completely or not at all."""
+
+    __tablename__ = "kpi_rolled"
+
+    stream: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

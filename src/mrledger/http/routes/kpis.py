@@ -177,7 +177,7 @@ class AuditProblem(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     kind: Literal["leaf-mismatch", "root-mismatch", "not-on-chain", "chain-mismatch", "altered", "unindexed",
-                  "not-in-stream"]
+                  "not-in-stream", "rollup-mismatch"]
     stream: str
     detail: str
 
