@@ -1,9 +1,10 @@
 """The KPI rollup (store/kpi_rollup.py): reports summed from counted batches equal reports counted record by
 record, in every time zone and filter; a batch whose records are not all indexed is counted one by one until they
-are; a batch is never counted twice."""
+are; a batch is never counted twice. And the retention of verifications (MRL_VERIFICATION_RETENTION_DAYS)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ from sqlalchemy import delete, func, select
 
 from mrledger.node.background import Sealer
 from mrledger.node.settings import Settings
+from mrledger.store.decisions import VerificationRow
 from mrledger.store.kpi_rollup import KpiRollup
-from mrledger.store.models import Batch, Decision, KpiCount, KpiRolled
+from mrledger.store.models import Batch, Decision, KpiCount, KpiRolled, Verification
 from tests.api.conftest import Api
 from tests.api.test_kpis import MAY, city, kpis  # noqa: F401 (the fixture)
 
@@ -109,3 +111,29 @@ def test_the_audit_finds_counts_that_differ_from_the_index(city: Api) -> None:  
     audit = city.client.get("/v1/audit/decisions", headers=city.auth("auditor")).json()
     assert [(p["kind"], p["stream"], p["seq"]) for p in audit["problems"]] == [
         ("rollup-mismatch", "qd-002.events", 1)]
+
+
+def test_verifications_past_their_retention_are_deleted_unless_a_decision_names_them(
+        city: Api, tmp_path: Path) -> None:  # noqa: F811
+    index = city.ledger.events
+    old, recent = datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC)
+    for vid, at in (("01OLDNODECISION00000000000", old), ("01RECENTNODECISION00000000", recent)):
+        index.remember(VerificationRow(vid, at, None, None, "gz-001", "r" * 64, 1, "authentic", "recognise", (),
+                                       None, ()))
+    index.flush()
+    with city.ledger.store._unit() as s:
+        total = int(s.scalar(select(func.count()).select_from(Verification)) or 0)
+        named = int(s.scalar(select(func.count()).select_from(Decision)) or 0)
+    assert total == named + 2  # the city's decided verifications are all from 2024, older than any retention
+
+    class Chain:
+        chain_id, contract, admin = 31337, "0x" + "11" * 20, None
+
+    settings = Settings(data_dir=tmp_path / "data", sign_batches=False, verification_retention_days=30)
+    Sealer(city.ledger.store, Chain(), settings).step()  # type: ignore[arg-type]
+    with city.ledger.store._unit() as s:
+        left = set(s.scalars(select(Verification.id)))
+        decided = set(s.scalars(select(Decision.verification_id)))
+    assert left == decided | {"01RECENTNODECISION00000000"}
+    assert index.verification("01OLDNODECISION00000000000") is None
+    assert kpis(city, **MAY)["totals"]["current"]["decisions"] == 5  # the KPIs lose nothing

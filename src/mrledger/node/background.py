@@ -51,6 +51,7 @@ from mrledger.node.settings import Settings
 from mrledger.service.ledger import ChainContext
 from mrledger.service.pki import BatchSigning, SignStats, configure
 from mrledger.store import Store
+from mrledger.store.decisions import EventIndex
 from mrledger.store.events import is_event_stream
 from mrledger.store.kpi_rollup import KpiRollup
 from mrledger.store.locks import Lease, LockHeld, exclusive
@@ -67,6 +68,8 @@ WORKER_INTERVAL = 0.2
 REGISTER_GRACE = 2.0
 RETRY_REGISTER = 30.0  # seconds before a failed on-chain registration is tried again
 SIGN_WARN_EVERY = 60.0  # seconds between repeated warnings that a hospital's batches cannot be signed
+#: Seconds between deletions of verifications past their retention (MRL_VERIFICATION_RETENTION_DAYS).
+PRUNE_EVERY = 3600.0
 #: The lock whose holder seals and anchors for the whole ledger (one per database schema).
 LEADER_LOCK = "mrledger-leader"
 LEADER_POLL = 2.0  # seconds between a follower's attempts to take the leader lock
@@ -100,6 +103,8 @@ class Sealer:
         self._last_reconcile = 0.0
         self._sign_warned: dict[str, float] = {}
         self.rollup = KpiRollup(store)
+        self.retention = timedelta(days=settings.verification_retention_days)
+        self._last_prune = -PRUNE_EVERY
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -127,6 +132,12 @@ class Sealer:
                 rollup |= is_event_stream(hospital)
         if rollup:  # count the new event batches for the KPIs now, not in the next report's request
             self.rollup.roll_up()
+        if self.retention and time.monotonic() - self._last_prune >= PRUNE_EVERY:
+            self._last_prune = time.monotonic()
+            pruned = EventIndex(self.store).prune(datetime.now(UTC) - self.retention)
+            if pruned:
+                log.info("deleted %d verifications older than %d days that no decision names", pruned,
+                         self.retention.days)
         if time.monotonic() - self._last_reconcile >= 1.0:
             self._last_reconcile = time.monotonic()
             self.reconcile_hospitals()

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
                              "see docs); raise it when a remote RPC endpoint keeps requests waiting on the network.")
     worker: bool = Field(True, description="Run the sealer and the anchoring worker (in a child process of "
                                            "serve); false for an API-only node beside one that does.")
+    verification_retention_days: int = Field(90, ge=0, le=36600, description="Days a verification without a "
+                                             "decision is kept (the id a doctor's decision names); older ones are "
+                                             "deleted hourly by the sealer process. Verifications a decision names "
+                                             "are kept with it. 0 keeps them all (docs/kpis.md, 'Retention').")
     catalogue_file: Path | None = Field(None, description="Mutual-recognition catalogue (TOML, mrl-catalogue/1); "
                                                           "unset: the shipped default (docs/recognition.md).")
     # Hospital batch signatures (docs/signatures.md §10). No MRL_TRUST_ANCHORS: the dev PKI in <data_dir>/pki.

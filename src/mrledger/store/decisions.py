@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, insert, select
+from sqlalchemy import Table, and_, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -198,6 +198,23 @@ class EventIndex(BufferedRows):
         if missing:
             raise NotFoundError(f"stream {stream!r} holds no record with leaf {missing[0].hex()}")
         return found
+
+    def prune(self, before: datetime, chunk: int = 10_000) -> int:
+        """Delete the verifications older than ``before`` that no decision names, ``chunk`` rows per transaction
+        (a long delete would hold SQLite's writer lock against submissions); the number deleted. A decision then
+        naming one gets the 404 of an unknown verification, as it would after a crash lost it: verify again."""
+        self.flush()
+        done = 0
+        while True:
+            with self._store._unit(write=True) as s:
+                ids = list(s.scalars(
+                    select(Verification.id).outerjoin(Decision, Decision.verification_id == Verification.id)
+                    .where(Verification.at < before, Decision.verification_id.is_(None)).limit(chunk)))
+                if ids:
+                    s.execute(delete(Verification).where(Verification.id.in_(ids)))
+            done += len(ids)
+            if len(ids) < chunk:
+                return done
 
     # -- reading for the KPIs -------------------------------------------------------------------------
 
