@@ -1,0 +1,182 @@
+"""KPIs at city size: how long ``GET /v1/kpis``'s report takes over millions of decisions and encounters.
+
+Usage:  python scripts/bench_kpis.py [--events 2500000] [--hospitals 32] [--db URL] [--runs 5] [--json]
+
+How much the rollup saves depends on how many events of one batch share a 15-minute bucket and a combination of
+dimensions: a city replayed in an hour (simulate_city) puts thousands in each; a real node's 5-second batches at a
+hundred events per hospital and day put about one. ``rollup_rows`` against ``events`` says which this run was.
+
+Fills a fresh database (SQLite in a temp dir, or a fresh schema of ``--db`` PostgreSQL) the way the node does,
+minus HTTP: per hospital, decisions (each with the verification it names) and encounters spread over the year
+2024, submitted to the hospital's event stream with ``Store.submit`` (canonical records, salts, leaves), indexed
+with ``EventIndex``, sealed into batches of ``--batch`` and counted into the KPI rollup
+(``mrledger.store.kpi_rollup``) — timed as ``rollup_s``, which the sealer pays as it goes. Then, ``--runs`` times
+each: the report (``service.kpis.report``, what the route returns) for the whole year, for May, and for May of one
+hospital; and, as the floor the old design could not go under, only *reading* May's rows one by one
+(``EventIndex.decisions_between`` + ``encounters_between``, no aggregation). Figures are min / median / max ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from zoneinfo import ZoneInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import create_engine, func, insert, select, text
+
+from mrledger.service.kpis import Period, report
+from mrledger.service.recognition import default_catalogue
+from mrledger.store import Store, make_engine, migrate
+from mrledger.store.crypto import MasterKey
+from mrledger.store.decisions import EventIndex, _items_json
+from mrledger.store.events import DecisionFacts, EncounterFacts, ItemRef, events_stream
+from mrledger.store.kpi_rollup import KpiRollup
+from mrledger.store.models import Decision, KpiCount, Verification
+
+CATS = ["clinical-biochemistry", "haematology", "immunology", "ct", "mri", "ultrasound"]
+ITEMS = [ItemRef("http://loinc.org", "2345-7", "clinical-biochemistry", 500),
+         ItemRef("http://loinc.org", "718-7", "haematology", 800),
+         ItemRef("urn:mrledger:catalogue:imaging", "ct-head", "ct", 20000)]
+REASONS = ["emergency", "patient-request", "clinical-change", None]
+YEAR = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _facts(hospital: str, i: int, per: int) -> DecisionFacts | EncounterFacts:
+    at = YEAR + timedelta(seconds=i * 366 * 86400 / per)  # in time order, as a node records them
+    if i % 2:
+        cats = tuple(sorted({CATS[i % 6], CATS[(i // 7) % 6]}))
+        return EncounterFacts(hospital, f"{i:064x}", at, f"{i % 50_000:064x}", i % 5 != 0, cats)
+    item = ITEMS[i % 3]
+    recognised = i % 4 != 0
+    return DecisionFacts(f"{hospital[-2:]}{i:024d}", hospital, None, at, at, "gz-001", f"{i:064x}", 1, "authentic",
+                         "recognise" if i % 10 else "reorder", (), item.category, (item,), "CNY",
+                         "recognised" if recognised else "reordered",
+                         None if recognised else REASONS[i % 4], None)
+
+
+def fill(store: Store, hospitals: list[str], events: int, chunk: int, batch: int) -> dict[str, Any]:
+    index = EventIndex(store)
+    per = events // len(hospitals)
+    t0 = time.perf_counter()
+    for h in hospitals:
+        store.register_hospital(h, h)
+        store.register_hospital(events_stream(h), f"{h} events")
+        for start in range(0, per, chunk):
+            facts = [_facts(h, i, per) for i in range(start, min(per, start + chunk))]
+            decisions = [f for f in facts if isinstance(f, DecisionFacts)]
+            with store._unit(write=True) as s:
+                s.execute(insert(Verification), [
+                    {"id": d.verification_id, "at": d.verified_at, "token_id": None, "role": None,
+                     "hospital_id": d.result_hospital_id, "result_ref": d.result_ref, "version": 1,
+                     "verdict": "authentic", "recognition": d.recognition, "reasons": "",
+                     "category": d.category, "items": "[]"} for d in decisions])
+            accepted = store.submit(events_stream(h), [f.record() for f in facts])
+            placed = list(zip(facts, (a.leaf_hash for a in accepted), strict=True))
+            # Decisions in bulk (the node indexes one per request; here only the rows matter).
+            with store._unit(write=True) as s:
+                ids = EventIndex._record_versions(s, events_stream(h), [leaf for _, leaf in placed])
+                s.execute(insert(Decision), [
+                    {"verification_id": f.verification_id, "hospital_id": f.hospital_id, "stream": f.stream,
+                     "record_version_id": ids[leaf], "token_id": None, "verified_at": f.verified_at,
+                     "decided_at": f.decided_at, "result_hospital_id": f.result_hospital_id,
+                     "result_ref": f.result_ref, "result_version": 1, "verdict": f.verdict,
+                     "recognition": f.recognition, "rule_reasons": "", "category": f.category,
+                     "items": _items_json(f.items), "currency": f.currency, "decision": f.decision,
+                     "reason": f.reason, "detail": None} for f, leaf in placed if isinstance(f, DecisionFacts)])
+            index.index_encounters([(f, leaf) for f, leaf in placed if isinstance(f, EncounterFacts)])
+        print(f"filled {h}: {per} events, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    fill_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    batches = 0
+    for h in hospitals:
+        while store.seal(events_stream(h), batch) is not None:
+            batches += 1
+    seal_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    rolled = KpiRollup(store).roll_up()
+    rollup_s = time.perf_counter() - t2
+    with store._unit() as s:
+        rows = int(s.scalar(select(func.count()).select_from(KpiCount)) or 0)
+    return {"fill_s": round(fill_s, 1), "seal_s": round(seal_s, 1), "batches": batches, "rolled": rolled,
+            "rollup_s": round(rollup_s, 1), "rollup_rows": rows}
+
+
+def timed(fn: Callable[[], Any], runs: int) -> tuple[list[float], Any]:
+    out, value = [], None
+    for _ in range(runs):
+        t = time.perf_counter()
+        value = fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out, value
+
+
+def spread(ms: list[float]) -> dict[str, float]:
+    return {"min": round(min(ms), 1), "median": round(statistics.median(ms), 1), "max": round(max(ms), 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=2_500_000)
+    ap.add_argument("--hospitals", type=int, default=32)
+    ap.add_argument("--db", default=None, help="PostgreSQL URL (a fresh schema is made and dropped); default SQLite")
+    ap.add_argument("--chunk", type=int, default=5000)
+    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    cleanup: Callable[[], None] | None = None
+    if a.db is None:
+        engine, label = make_engine(f"sqlite:///{tempfile.mkdtemp(prefix='mrl-bench-kpis-')}/kpis.db"), "sqlite"
+    else:
+        schema = f"bench_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(a.db, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'CREATE SCHEMA "{schema}"'))
+        engine, label = make_engine(a.db, connect_args={"options": f"-csearch_path={schema}"}), "postgresql"
+
+        def cleanup() -> None:
+            engine.dispose()
+            with admin.connect() as c:
+                c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    try:
+        migrate(engine)
+        store = Store(engine, master_key=MasterKey.generate())
+        hospitals = [f"qd-{k:03d}" for k in range(1, a.hospitals + 1)]
+        filled = fill(store, hospitals, a.events, a.chunk, a.batch)
+        node = SimpleNamespace(store=store, catalogue=default_catalogue())
+        tz = ZoneInfo("Asia/Shanghai")
+        year, may = Period(date(2024, 1, 1), date(2024, 12, 31), tz), Period(date(2024, 5, 1), date(2024, 5, 31), tz)
+        year_ms, rep = timed(lambda: report(node, year), a.runs)  # type: ignore[arg-type]
+        may_ms, _ = timed(lambda: report(node, may), a.runs)  # type: ignore[arg-type]
+        one_ms, _ = timed(lambda: report(node, may, hospital=hospitals[0]), a.runs)  # type: ignore[arg-type]
+        lo, hi = may.bounds()
+        index = EventIndex(store)
+        scan_ms, rows = timed(lambda: len(index.decisions_between(lo, hi)) + len(index.encounters_between(lo, hi)),
+                              a.runs)
+        totals = rep["totals"]["current"]
+        result = {"db": label, "events": a.events, "hospitals": a.hospitals, **filled,
+                  "counted": totals["decisions"] + totals["encounters"],
+                  "report_year_ms": spread(year_ms), "report_may_ms": spread(may_ms),
+                  "report_may_one_hospital_ms": spread(one_ms), "may_rows": rows,
+                  "read_may_rows_ms": spread(scan_ms),
+                  "ratio_read_rows_to_report_may": round(statistics.median(scan_ms) / statistics.median(may_ms), 1)}
+    finally:
+        if cleanup is not None:
+            cleanup()
+    print(json.dumps(result) if a.json else "\n".join(f"{k:>30}: {v}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()
