@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
+from prometheus_client import generate_latest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
@@ -28,7 +29,7 @@ from mrledger.http.app import create_app
 from mrledger.ledger import BatchHead, BatchSignature, hospital_key, sign_batch
 from mrledger.ledger.witness import WitnessError, verify_witness_checkpoints
 from mrledger.monitor import Monitor, Problem
-from mrledger.monitor.run import Options, build
+from mrledger.monitor.run import Metrics, Options, build
 from tests.api.conftest import HOSPITALS, Api, serve_in_thread
 from tests.pki import Leaf, Pki
 from tests.store.test_repository import rec
@@ -61,7 +62,8 @@ class World:
         assert self.api.node is not None
         return self.api.node.rpc_url
 
-    def seal(self, hospital: str, results: int = 2, leaf: Leaf | None = None) -> BatchHead:
+    def seal(self, hospital: str, results: int = 2, leaf: Leaf | None = None, now: datetime | None = None
+             ) -> BatchHead:
         """``results`` new results of ``hospital`` sealed into one batch signed with its certificate."""
         chain = self.api.ledger.chain
         assert chain is not None
@@ -73,7 +75,7 @@ class World:
         first = self.next_result
         self.next_result += results
         self.api.ledger.submit(hospital, [rec(i, hospital) for i in range(first, first + results)])
-        head = self.api.ledger.store.seal(hospital, 10_000, sign=sign)
+        head = self.api.ledger.store.seal(hospital, 10_000, sign=sign, now=now)
         assert head is not None
         return head
 
@@ -191,6 +193,27 @@ def test_a_batch_signed_with_a_revoked_certificate_is_a_signature_problem(world:
     assert problems[0].detail.startswith("certificate-revoked")
     unchecked, _ = world.monitor(state=world.tmp / "no-crl.db")  # without the CRL it verifies
     assert unchecked.run_once().problems == []
+
+
+def test_a_batch_sealed_after_its_anchoring_block_is_a_signing_time_problem(world: World) -> None:
+    world.seal(QD, now=datetime.now(UTC) + timedelta(hours=1))  # the signer claims a time an hour ahead
+    world.api.anchor_all()
+    monitor, _ = world.monitor()
+    problems = monitor.run_once().problems
+    assert kinds(problems) == {("signing-time", QD, 3)} and "after the anchoring block" in problems[0].detail
+
+
+def test_metrics_count_problems_by_kind_and_the_lag(world: World) -> None:
+    world.sql("DELETE FROM batch_leaves WHERE hospital_id = :g AND seq = 1", g=GZ)
+    monitor, _ = world.monitor()
+    metrics = Metrics()
+    result = monitor.run_once()
+    metrics.observe(result)
+    text = generate_latest(metrics.registry).decode()
+    assert f"mrledger_monitor_last_checked_block {float(result.last_block)}" in text
+    assert "mrledger_monitor_lag_blocks 0.0" in text
+    assert 'mrledger_monitor_problems_total{kind="withheld"} 1.0' in text
+    assert 'mrledger_monitor_problems_total{kind="split-view"} 0.0' in text
 
 
 def test_a_reorg_is_rolled_back_and_read_again(world: World) -> None:
