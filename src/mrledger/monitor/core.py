@@ -17,14 +17,18 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mrledger.ledger import hospital_key
 from mrledger.monitor.checks import Deployment, check_batch
-from mrledger.monitor.sources import Chain, Node, NodeError
+from mrledger.monitor.sources import Chain, Node, NodeError, Published
 from mrledger.monitor.state import AnchorRow, State
 
 log = logging.getLogger("mrledger.monitor")
+
+#: Concurrent requests for batch data (one httpx client, which is thread-safe).
+FETCH_THREADS = 8
 
 #: Every kind of problem the monitor reports (the ``kind`` of a JSON line, the label of the metric).
 KINDS = ("sequence-gap", "root-mismatch", "leaf-mismatch", "signature", "signing-time", "withheld", "split-view",
@@ -126,32 +130,48 @@ class Monitor:
 
     def _check_pending(self, found: list[Problem]) -> tuple[int, int]:
         batches = leaves = 0
-        for row in self.state.pending():
-            hid = self.ids.get(row.hkey)
-            if hid is None:
+        rows = self.state.pending()
+        for row in rows:
+            if row.hkey not in self.ids:
                 self._report(found, "unknown-hospital", row.hkey, row.seq, "anchored for a hospital key that no "
                              "configured hospital id hashes to: add it with --hospital", row.block)
-                continue
+        rows = [row for row in rows if row.hkey in self.ids]
+
+        def fetch(row: AnchorRow) -> Published | NodeError | None:
             try:
-                published = self.node.leaves(hid, row.seq)
+                return self.node.leaves(self.ids[row.hkey], row.seq)
             except NodeError as exc:
-                log.warning("cannot read %s batch %d from the node: %s", hid, row.seq, exc)
-                published, why = None, str(exc)
-            else:
-                why = "the node answers 404"
-            if published is None:
-                waited = self.clock() - row.block_time
-                if waited >= self.withhold_delay:
-                    self._report(found, "withheld", row.hkey, row.seq, f"anchored {waited:.0f} s ago, not published "
-                                 f"(limit {self.withhold_delay:g} s): {why}", row.block)
-                continue
-            findings = check_batch(hid, row.seq, row.root, row.size, row.block_time, published, self.deployment)
-            for f in findings:
-                self._report(found, f.kind, row.hkey, row.seq, f.detail, row.block)
-            self.state.set_status(row.hkey, row.seq, "problem" if findings else "ok")
-            batches += 1
-            leaves += len(published.leaves or ())
+                return exc
+
+        # Fetched FETCH_THREADS at a time (a pass over a remote node is round trips, not hashing), in slices so
+        # that a first pass over a long history holds a bounded number of batches' leaves in memory.
+        with ThreadPoolExecutor(FETCH_THREADS) as pool:
+            for start in range(0, len(rows), 16 * FETCH_THREADS):
+                chunk = rows[start:start + 16 * FETCH_THREADS]
+                for row, answer in zip(chunk, pool.map(fetch, chunk), strict=True):
+                    self._check_row(found, row, answer)
+                    if isinstance(answer, Published):
+                        batches += 1
+                        leaves += len(answer.leaves or ())
         return batches, leaves
+
+    def _check_row(self, found: list[Problem], row: AnchorRow, answer: Published | NodeError | None) -> None:
+        hid = self.ids[row.hkey]
+        if isinstance(answer, NodeError):
+            log.warning("cannot read %s batch %d from the node: %s", hid, row.seq, answer)
+            published, why = None, str(answer)
+        else:
+            published, why = answer, "the node answers 404"
+        if published is None:
+            waited = self.clock() - row.block_time
+            if waited >= self.withhold_delay:
+                self._report(found, "withheld", row.hkey, row.seq, f"anchored {waited:.0f} s ago, not published "
+                             f"(limit {self.withhold_delay:g} s): {why}", row.block)
+            return
+        findings = check_batch(hid, row.seq, row.root, row.size, row.block_time, published, self.deployment)
+        for f in findings:
+            self._report(found, f.kind, row.hkey, row.seq, f.detail, row.block)
+        self.state.set_status(row.hkey, row.seq, "problem" if findings else "ok")
 
     def _check_heads(self, found: list[Problem]) -> None:
         """Split view: the head the node serves as its latest lags behind what it publishes batch by batch (the
