@@ -89,6 +89,9 @@ TABLE = [
     # public: hashes only, and only for a caller who names the leaf hash (http/routes/receipt_qr.py)
     Row("GET", "/v1/hospitals/{hid}/results/R1/proof", dict.fromkeys(CALLERS, ok)),
     Row("GET", "/v1/hospitals/{hid}/batches/1", only({"own", "auditor", "admin"})),
+    # public: the signed head and salted leaf hashes, what an outside monitor re-derives the root from
+    Row("GET", "/v1/hospitals/{hid}/batches/head", dict.fromkeys(CALLERS, ok)),
+    Row("GET", "/v1/hospitals/{hid}/batches/1/leaves", dict.fromkeys(CALLERS, ok)),
     Row("POST", "/v1/verify", dict.fromkeys(CALLERS, ok), _receipt_body, "receipt"),
     Row("POST", "/v1/verify", only({"doctor", "admin", "auditor"}), _record_body, "record"),
     Row("POST", "/v1/verify", only({"doctor", "admin", "auditor"}), _fhir_body, "fhir"),

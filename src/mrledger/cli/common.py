@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 
-from mrledger.node.settings import Settings
+if TYPE_CHECKING:  # imported when called: commands that never read settings (``monitor``) load no node code
+    from mrledger.node.settings import Settings
 
 #: 2 is a usage error (shared with typer's own usage errors).
 EXIT_USAGE = 2
@@ -20,6 +23,8 @@ def _err(message: str) -> None:
 def _settings(**overrides: object) -> Settings:
     """Settings from MRL_* / .env, with command-line options (when given) taking precedence."""
     from pydantic import ValidationError
+
+    from mrledger.node.settings import Settings
 
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from mrledger.cli.common import EXIT_REFUSED, EXIT_USAGE, _err, _settings
 from mrledger.cli.eligibility import eligibility_app
 from mrledger.cli.keys import keys_app
 from mrledger.cli.kpis import kpis
+from mrledger.cli.monitor import monitor
 from mrledger.cli.pki import pki_app
 from mrledger.cli.tokens import token_app
 from mrledger.ledger import Verdict, verify_receipt
@@ -268,6 +269,7 @@ def hospital_register(
 app.command()(submit)
 app.command()(receipt)
 app.command()(kpis)
+app.command()(monitor)
 app.add_typer(eligibility_app, name="eligibility")
 app.add_typer(keys_app, name="keys")
 app.add_typer(pki_app, name="pki")

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mrledger.http import metrics, problems, web
 from mrledger.http.ratelimit import RateLimiter
-from mrledger.http.routes import audit, health, hospitals, receipt_qr, results, verify
+from mrledger.http.routes import audit, health, hospitals, published, receipt_qr, results, verify
 from mrledger.http.routes import catalogue as recognition_routes
 from mrledger.http.routes import decisions as decision_routes
 from mrledger.http.routes import intake as intake_routes
@@ -144,7 +144,7 @@ def create_app(ledger: Ledger, *, threads: int | None = None, body_timeout: floa
 
     app.add_middleware(BodyLimit, timeout=body_timeout)
     app.add_middleware(results.ResultIdPath)  # result ids with '/', '%', '?', … (http/routes/results.py)
-    for module in (health, hospitals, results, verify, audit):
+    for module in (health, hospitals, published, results, verify, audit):  # published before results: …/head
         app.include_router(module.router)
     app.include_router(intake_routes.router)  # FHIR / HL7 v2 intake (service/intake.py)
     app.include_router(recognition_routes.router)  # catalogue and eligibility (service/recognition.py)

@@ -494,6 +494,31 @@ class Store:
             rows = s.scalars(select(Batch).where(Batch.hospital_id == hospital_id).order_by(Batch.seq))
             return [BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at) for b in rows]
 
+    def published_batch(self, hospital_id: str, seq: int | None = None,
+                        ) -> tuple[BatchHead, BatchSignature | None] | None:
+        """Batch ``seq`` (None: the latest) with its stored signature, or None if there is none — what the
+        public, hash-only batch endpoints serve to monitors (docs/monitor.md). Read from the table on every
+        call, never from the tree cache: a monitor must see what the database holds now."""
+        with self._unit() as s:
+            q = select(Batch).where(Batch.hospital_id == hospital_id)
+            q = q.order_by(Batch.seq.desc()).limit(1) if seq is None else q.where(Batch.seq == seq)
+            b = s.scalar(q)
+            if b is None:
+                return None
+            head = BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at)
+        signature = None if b.signature is None else BatchSignature.from_obj(parse_json(b.signature))
+        return head, signature
+
+    def published_leaves(self, hospital_id: str, seq: int) -> list[bytes]:
+        """The batch's leaf hashes in tree order, read from the database (not the proof cache), for the same
+        reason as ``published_batch``. Empty if the batch has no leaves (its rows were deleted)."""
+        with self._unit() as s:
+            return list(s.scalars(
+                select(RecordVersion.leaf_hash)
+                .join(BatchLeaf, BatchLeaf.record_version_id == RecordVersion.id)
+                .where(BatchLeaf.hospital_id == hospital_id, BatchLeaf.seq == seq)
+                .order_by(BatchLeaf.leaf_index)).all())
+
     def batch_leaves(self, hospital_id: str, seq: int) -> list[bytes]:
         return list(self._tree(hospital_id, seq)._levels[0])
 

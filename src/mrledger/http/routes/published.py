@@ -1,0 +1,69 @@
+"""Public, hash-only batch data: the signed head of a hospital's batches and their leaf hashes.
+
+Why public: an auditor's monitor (``mrledger monitor``, docs/monitor.md) must check the node from outside,
+holding no token, the way a Certificate Transparency monitor reads a log. What it needs is exactly what the
+chain commits to: the batch head (hospital, seq, size, root, sealing time), the hospital's signature of it,
+and the leaf hashes the root is built from. Each leaf is a salted commitment (``mrl-leaf/1``): without the
+record and its 32-byte salt nothing can be learnt or checked from it, so this discloses no patient data, no
+result id and no status — the size is on chain already (docs/access.md §2). Not written to the access log:
+monitors poll, and nothing about a patient is read.
+
+Registered before the results router so ``…/batches/head`` is not taken for ``…/batches/{seq}``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, Field
+
+from mrledger.http.deps import LedgerDep
+from mrledger.http.problems import Problem
+from mrledger.http.routes.results import MAX_SEQ, HospitalPath
+from mrledger.http.schemas import PARAM_422, problems
+from mrledger.service.ledger import Ledger
+
+router = APIRouter(prefix="/v1", tags=["results"])
+
+
+class PublishedHead(BaseModel):
+    hospital_id: str
+    batch: dict[str, Any] = Field(description="the `mrl-batch/1` head, exactly as in receipts (docs/receipt.md §7)")
+    signature: dict[str, Any] | None = Field(
+        description="the hospital's `mrl-batch-sig/1` signature section (docs/signatures.md §3), null if unsigned")
+
+
+class PublishedLeaves(PublishedHead):
+    leaf_hashes: list[str] = Field(description="hex RFC 9162 leaf hashes of the salted commitments, in tree order")
+
+
+def _head(ledger: Ledger, hospital_id: str, seq: int | None) -> PublishedHead:
+    found = ledger.store.published_batch(hospital_id, seq)
+    if found is None:
+        what = "no batch" if seq is None else f"no batch {seq}"
+        raise Problem(404, "not-found", "Not found", f"{what} for hospital {hospital_id!r}")
+    head, signature = found
+    return PublishedHead(hospital_id=hospital_id, batch=head.to_obj(),
+                         signature=None if signature is None else signature.to_obj())
+
+
+@router.get("/hospitals/{hospital_id}/batches/head", response_model=PublishedHead,
+            summary="The latest sealed batch head and its signature (public, hashes only)",
+            responses=problems(404, 422, s422=PARAM_422))
+def latest_head(hospital_id: HospitalPath, ledger: LedgerDep) -> PublishedHead:
+    return _head(ledger, hospital_id, None)
+
+
+@router.get("/hospitals/{hospital_id}/batches/{seq}/leaves", response_model=PublishedLeaves,
+            summary="A batch's signed head and leaf hashes (public, hashes only)",
+            description="What a monitor re-derives the anchored root from. 404 when the node does not publish "
+                        "the batch (never sealed, or its leaves are gone).",
+            responses=problems(404, 422, s422=PARAM_422))
+def batch_leaves(hospital_id: HospitalPath, seq: Annotated[int, Path(ge=1, le=MAX_SEQ)],
+                 ledger: LedgerDep) -> PublishedLeaves:
+    head = _head(ledger, hospital_id, seq)
+    leaves = ledger.store.published_leaves(hospital_id, seq)
+    if not leaves:
+        raise Problem(404, "not-found", "Not found", f"batch {seq} of hospital {hospital_id!r} has no published leaves")
+    return PublishedLeaves(**head.model_dump(), leaf_hashes=[h.hex() for h in leaves])
