@@ -4,6 +4,9 @@ strict proof encoding, and hypothesis over random batches of updates."""
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -186,3 +189,34 @@ def test_matches_the_naive_reference_after_every_batch(batches: list[list[tuple[
                 reference[key].status, reference[key].version, reference[key].leaf_hash)
         else:
             assert answer.kind == "absent"
+
+
+# ------------------------------------------------------------------ conformance vectors (scripts/gen_vectors.py)
+
+_DIR = Path(__file__).resolve().parents[1] / "vectors" / "statusmap"
+PROOF_VECTORS = [v for v in (json.loads(f.read_text()) for f in sorted(_DIR.glob("*.json"))) if "proof" in v]
+
+
+def test_statusmap_vectors_exist_with_every_answer() -> None:
+    assert len(PROOF_VECTORS) >= 15
+    assert {v["want"] for v in PROOF_VECTORS} == {"current", "withdrawn", "absent", "invalid"}
+
+
+@pytest.mark.parametrize("vec", PROOF_VECTORS, ids=[v["desc"] for v in PROOF_VECTORS])
+def test_statusmap_vector(vec: dict[str, Any]) -> None:
+    answer = verify_status_proof(bytes.fromhex(vec["root"]), bytes.fromhex(vec["key"]), bytes.fromhex(vec["proof"]))
+    assert answer.kind == vec["want"], answer.detail
+    assert answer.version == vec["want_version"]
+    assert (answer.leaf_hash.hex() if answer.leaf_hash else None) == vec["want_leaf_hash"]
+
+
+def test_statusmap_root_and_commitment_vectors() -> None:
+    vec = json.loads((_DIR / "root_from_entries.json").read_text())
+    entries = {bytes.fromhex(e["key"]): StatusValue.from_bytes(bytes.fromhex(e["value"])) for e in vec["entries"]}
+    assert naive_root(entries).hex() == StatusMap(entries).root.hex() == vec["root"]
+    assert vec["empty_root"] == EMPTY.hex()
+    ki = vec["key_inputs"]
+    assert status_key(ki["hospital_id"], ki["result_id"], bytes.fromhex(ki["secret"])).hex() == ki["key"]
+    com = json.loads((_DIR / "commitment_v2.json").read_text())
+    got = batch_commitment_v2(bytes.fromhex(com["batch_root"]), com["size"], bytes.fromhex(com["map_root"]))
+    assert got.hex() == com["commitment"]
