@@ -19,6 +19,7 @@ from mrledger.ledger.statusmap import (
     StatusProof,
     StatusValue,
     batch_commitment_v2,
+    hub_leaf_hash,
     status_key,
     verify_status_proof,
 )
@@ -220,3 +221,11 @@ def test_statusmap_root_and_commitment_vectors() -> None:
     com = json.loads((_DIR / "commitment_v2.json").read_text())
     got = batch_commitment_v2(bytes.fromhex(com["batch_root"]), com["size"], bytes.fromhex(com["map_root"]))
     assert got.hex() == com["commitment"]
+
+
+def test_hub_leaf_known_answer() -> None:
+    # SHA-256(0x05 || hospitalKey || u64be(seq) || commitment), the contract's _hubLeaf
+    hk, com = h("hospital"), h("commitment")
+    assert hub_leaf_hash(hk, 3, com) == hashlib.sha256(b"\x05" + hk + (3).to_bytes(8, "big") + com).digest()
+    with pytest.raises(EncodingError):
+        hub_leaf_hash(hk, 0, com)

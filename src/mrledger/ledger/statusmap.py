@@ -35,6 +35,7 @@ KEY_DOMAIN = b"mrl-smap/1 key"
 LEAF_PREFIX = b"\x02"
 NODE_PREFIX = b"\x03"
 COMMITMENT_PREFIX = b"\x04"
+HUB_LEAF_PREFIX = b"\x05"
 EMPTY = bytes(32)
 KEY_BITS = 256
 MAX_VERSION = 2**31 - 1
@@ -117,6 +118,17 @@ def batch_commitment_v2(root: bytes, size: int, map_root: bytes) -> bytes:
     if not 1 <= size < 2**64:
         raise EncodingError("batch size must be in 1..2^64-1")
     return _sha256(COMMITMENT_PREFIX + root + size.to_bytes(8, "big") + map_root).digest()
+
+
+def hub_leaf_hash(hospital_key: bytes, seq: int, commitment: bytes) -> bytes:
+    """A batch's leaf in a v2 registry hub (many hospitals' batches anchored in one transaction):
+    ``SHA-256(0x05 || hospitalKey || u64be(seq) || commitment)``; the hub's root is the RFC 9162 root over
+    these leaves in transaction order (``merkle.merkle_root``), computed by the contract itself."""
+    if len(hospital_key) != 32 or len(commitment) != 32:
+        raise EncodingError("hospital key and commitment must be 32 bytes")
+    if not 1 <= seq < 2**64:
+        raise EncodingError("batch seq must be in 1..2^64-1")
+    return _sha256(HUB_LEAF_PREFIX + hospital_key + seq.to_bytes(8, "big") + commitment).digest()
 
 
 @dataclass(frozen=True, slots=True)
