@@ -32,7 +32,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from mrledger.ledger import MerkleTree, ResultRecord, build_batch, commit, leaf_hash, sign_batch
 from mrledger.ledger.receipt import Receipt
 from mrledger.ledger.signing import BATCH_SIGNING_EKU
-from mrledger.ledger.statusmap import StatusMap, StatusProof, StatusValue, batch_commitment_v2, status_key
+from mrledger.ledger.statusmap import (
+    StatusMap,
+    StatusProof,
+    StatusValue,
+    batch_commitment_v2,
+    hub_leaf_hash,
+    status_key,
+)
 from tests.pki import HOSPITAL_URN, Leaf, Pki, der, root
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "vectors"
@@ -426,6 +433,15 @@ def statusmap_vectors() -> None:
         "desc": "v2 batch commitment SHA-256(0x04 || root || u64be(size) || map_root)",
         "batch_root": bytes(range(32)).hex(), "size": 7, "map_root": root.hex(), "commitment": commitment.hex(),
         "want_error": None})
+    items = [(hashlib.sha256(f"hospital-{i}".encode()).digest(), i + 1, leaf_hash(f"commitment-{i}".encode()))
+             for i in range(3)]
+    hub_leaves = [hub_leaf_hash(*it) for it in items]
+    hub_tree = MerkleTree(hub_leaves)
+    _write("statusmap", "hub_v2", {
+        "desc": "v2 hub: leaves SHA-256(0x05 || hospitalKey || u64be(seq) || commitment), RFC 9162 root and paths",
+        "items": [{"hospital_key": hk.hex(), "seq": seq, "commitment": c.hex()} for hk, seq, c in items],
+        "leaves": [x.hex() for x in hub_leaves], "root": hub_tree.root.hex(),
+        "paths": [[p.hex() for p in hub_tree.inclusion_proof(i)] for i in range(3)], "want_error": None})
 
     def write(name: str, desc: str, k: bytes, proof: bytes, want: str, *, at: bytes = root,
               version: int | None = None, leaf_h: bytes | None = None) -> None:

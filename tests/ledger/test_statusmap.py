@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mrledger.ledger.errors import EncodingError, ProofError
+from mrledger.ledger.merkle import merkle_root, verify_inclusion
 from mrledger.ledger.statusmap import (
     EMPTY,
     StatusMap,
@@ -229,3 +230,14 @@ def test_hub_leaf_known_answer() -> None:
     assert hub_leaf_hash(hk, 3, com) == hashlib.sha256(b"\x05" + hk + (3).to_bytes(8, "big") + com).digest()
     with pytest.raises(EncodingError):
         hub_leaf_hash(hk, 0, com)
+
+
+def test_hub_vector() -> None:
+    vec = json.loads((_DIR / "hub_v2.json").read_text())
+    leaves = [hub_leaf_hash(bytes.fromhex(i["hospital_key"]), i["seq"], bytes.fromhex(i["commitment"]))
+              for i in vec["items"]]
+    assert [x.hex() for x in leaves] == vec["leaves"]
+    assert merkle_root(leaves).hex() == vec["root"]
+    for index, path in enumerate(vec["paths"]):
+        root = bytes.fromhex(vec["root"])
+        verify_inclusion(index, len(leaves), leaves[index], [bytes.fromhex(p) for p in path], root)
