@@ -1,6 +1,12 @@
 """Gas of anchoring a batch with MrLedgerRegistry versus one transaction per result and versus the
 Ethereum Attestation Service, all measured on one local anvil (receipt gasUsed, 21,000 base included).
 
+``anchor_gas`` and ``hub_gas_per_hospital_batch_100`` are the v2 registry (MrLedgerRegistryV2, issue 18:
+one word per batch; targets 55,000 and 15,000); the v1 figures keep their names, with ``v1_anchor_gas`` for
+v1's anchor of a 10,000-leaf batch (formerly ``anchor_gas``). ``status_proof_bytes`` and
+``status_proof_verify_us`` measure mrl-smap/1 proofs in a map of 10,000 results (median over 1,000 keys; the
+time as min/median/max over runs and as a ratio against the floor of the SHA-256 calls it must make).
+
 Why: the project's claim is that a Merkle batch makes the per-result cost of anchoring negligible; this
 script produces the numbers behind that claim instead of estimates. EAS is deployed from the compiled
 artefacts that its npm package ships (no compiler needed), so the comparison uses EAS's real bytecode.
@@ -24,8 +30,10 @@ from eth_account import Account  # noqa: E402
 from web3 import Web3  # noqa: E402
 
 from mrledger.anchoring import contract as api  # noqa: E402
+from mrledger.anchoring import contract_v2 as api2  # noqa: E402
 from mrledger.anchoring.node import AnvilNode  # noqa: E402
 from mrledger.ledger.merkle import MerkleTree, leaf_hash  # noqa: E402
+from mrledger.ledger.statusmap import StatusMap, StatusProof, StatusValue, verify_status_proof  # noqa: E402
 
 EAS_ARTIFACTS = REPO / "node_modules" / "@ethereum-attestation-service" / "eas-contracts" / "artifacts" / "contracts"
 BATCH_SIZES = (1, 100, 10_000)
@@ -78,12 +86,74 @@ def bench_registry(w3: Web3, admin: Any, submitter: Any) -> dict[str, Any]:
     ).gas_used
     return {
         "first_anchor_gas": first,
-        "anchor_gas": per_batch[str(BATCH_SIZES[-1])],
+        "v1_anchor_gas": per_batch[str(BATCH_SIZES[-1])],
         "anchor_gas_by_batch_size": per_batch,
         "gas_per_result": {n: round(g / int(n), 2) for n, g in per_batch.items()},
         "per_result_tx_gas": round(sum(per_result) / len(per_result)),
         "anchor_many_10_gas": many,
         "anchor_many_gas_per_item": round(many / len(keys)),
+    }
+
+
+def bench_registry_v2(w3: Web3, admin: Any, submitter: Any, hospitals: int = 100) -> dict[str, Any]:
+    """The v2 registry: a single anchor (one word per batch), and a hub anchoring ``hospitals`` hospitals'
+    batches in one transaction, each sequence checked on chain."""
+    address = api2.deploy_registry(w3, admin)
+    keys = [_h(f"v2-hospital-{i}") for i in range(hospitals)]
+    for k in keys:
+        api2.register_hospital(w3, address, admin, k, _h("name"), [submitter.address])
+    singles = [api2.anchor(w3, address, submitter, keys[0], s, _h(f"v2-c{s}")).gas_used for s in range(1, 7)]
+    items = [api2.HubItem(k, 7 if i == 0 else 1, _h(f"v2-hub-{i}")) for i, k in enumerate(keys)]
+    hub, _ = api2.anchor_hub(w3, address, submitter, items)
+    ten = [api2.HubItem(k, 2, _h(f"v2-hub10-{i}")) for i, k in enumerate(keys[1:11])]
+    hub10, _ = api2.anchor_hub(w3, address, submitter, ten)
+    # what a verifier's eth_call of verifyStatusProof costs the node (eth_estimateGas, 21,000 base included)
+    m = StatusMap({_h(f"r{i}"): StatusValue(1, "current", _h(f"l{i}")) for i in range(10_000)})
+    proof = m.prove(_h("r42")).to_bytes()
+    call = api2.registry(w3, address).functions.verifyStatusProof(m.root, _h("r42"), proof)
+    return {
+        "anchor_gas": sorted(singles)[len(singles) // 2],
+        "v2_first_anchor_gas": singles[0],
+        "hub_gas_per_hospital_batch_100": round(hub.gas_used / len(items)),
+        "hub_100_gas": hub.gas_used,
+        "hub_gas_per_hospital_batch_10": round(hub10.gas_used / len(ten)),
+        "verify_status_proof_call_gas": int(call.estimate_gas()),
+        "anchor_gas_target": 55_000,
+        "hub_gas_per_hospital_batch_target": 15_000,
+    }
+
+
+def bench_status_proofs(entries: int = 10_000, keys: int = 1000, runs: int = 7) -> dict[str, Any]:
+    """Size and verification time of mrl-smap/1 proofs (pure Python, ledger/statusmap.py)."""
+    import statistics
+    import time
+
+    m = StatusMap({_h(f"r{i}"): StatusValue(1, "current", _h(f"l{i}")) for i in range(entries)})
+    probes = [_h(f"r{i}") for i in range(0, entries, max(1, entries // keys))][:keys]
+    proofs = [(k, m.prove(k).to_bytes()) for k in probes]
+    sizes = sorted(len(p) for _, p in proofs)
+    hashes = sum(len(StatusProof.from_bytes(p).siblings) + 1 for _, p in proofs)
+    root = m.root
+    per_run, floor_run = [], []
+    block = b"\x03" + bytes(64)
+    for _ in range(runs):
+        started = time.perf_counter()
+        for k, p in proofs:
+            verify_status_proof(root, k, p)
+        per_run.append((time.perf_counter() - started) / len(proofs) * 1e6)
+        started = time.perf_counter()
+        for _ in range(hashes):
+            hashlib.sha256(block).digest()
+        floor_run.append((time.perf_counter() - started) / len(proofs) * 1e6)
+    median, floor = statistics.median(per_run), statistics.median(floor_run)
+    return {
+        "status_proof_bytes": sizes[len(sizes) // 2],
+        "status_proof_bytes_max": sizes[-1],
+        "status_map_entries": entries,
+        "status_proof_verify_us": round(median, 1),
+        "status_proof_verify_us_runs": {"min": round(min(per_run), 1), "median": round(median, 1),
+                                        "max": round(max(per_run), 1)},
+        "status_proof_verify_ratio_vs_sha256_floor": round(median / floor, 2),
     }
 
 
@@ -154,6 +224,7 @@ def run() -> dict[str, Any]:
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
         admin, submitter = (Account.from_key(k) for k in node.private_keys[:2])
         ours = bench_registry(w3, admin, submitter)
+        v2 = bench_registry_v2(w3, admin, submitter)
         eas = bench_eas(w3, node.addresses[2])
         client = node.rpc("web3_clientVersion")
     ratio = {
@@ -165,7 +236,8 @@ def run() -> dict[str, Any]:
         for n, g in ours["gas_per_result"].items()
     }
     latency = {"automine": round(bench_latency(None), 3), "block_time_1s": round(bench_latency(1.0), 3)}
-    return {**ours, **eas, "ratio_vs_eas": ratio, "node": client, "sealed_to_confirmed_s": latency}
+    return {**ours, **v2, **bench_status_proofs(), **eas, "ratio_vs_eas": ratio, "node": client,
+            "sealed_to_confirmed_s": latency}
 
 
 def main(argv: list[str] | None = None) -> int:

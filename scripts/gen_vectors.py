@@ -32,6 +32,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from mrledger.ledger import MerkleTree, ResultRecord, build_batch, commit, leaf_hash, sign_batch
 from mrledger.ledger.receipt import Receipt
 from mrledger.ledger.signing import BATCH_SIGNING_EKU
+from mrledger.ledger.statusmap import (
+    StatusMap,
+    StatusProof,
+    StatusValue,
+    batch_commitment_v2,
+    hub_leaf_hash,
+    status_key,
+)
 from tests.pki import HOSPITAL_URN, Leaf, Pki, der, root
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "vectors"
@@ -394,6 +402,96 @@ def signature_vectors() -> None:
           mutate=lambda r: r["signature"].update(chain_id=2**53))
 
 
+def statusmap_vectors() -> None:
+    """mrl-smap/1 (docs/receipt.md, "Status map"): a map of 12 results of one hospital, keys from fixed salts,
+    after two batches (version 2 of LAB-1 corrects it, version 2 of LAB-2 withdraws it). Each vector gives the
+    root, the key and the proof (hex) and the answer a verifier must give; ``entries`` lets another
+    implementation rebuild the root from scratch."""
+    hid = "qd-municipal-01"
+
+    def key(i: int) -> bytes:
+        return status_key(hid, f"LAB-{i}", i.to_bytes(16, "big"))
+
+    def leaf(i: int, version: int) -> bytes:
+        return leaf_hash(f"LAB-{i} v{version}".encode())
+
+    m = StatusMap()
+    empty_root = m.root
+    m.apply({key(i): StatusValue(1, "current", leaf(i, 1)) for i in range(12)})
+    stale_root, stale_proof = m.root, m.prove(key(1)).to_bytes()
+    m.apply({key(1): StatusValue(2, "current", leaf(1, 2)), key(2): StatusValue(2, "withdrawn", leaf(2, 2))})
+    root = m.root
+    entries = [{"key": key(i).hex(), "value": m.get(key(i)).to_bytes().hex()} for i in range(12)]  # type: ignore[union-attr]
+    _write("statusmap", "root_from_entries", {
+        "desc": "root of the map rebuilt from its entries", "entries": entries, "root": root.hex(),
+        "stale_root": stale_root.hex(), "empty_root": empty_root.hex(),
+        "key_inputs": {"hospital_id": hid, "result_id": "LAB-3", "secret": (3).to_bytes(16, "big").hex(),
+                       "key": key(3).hex()},
+        "want_error": None})
+    commitment = batch_commitment_v2(bytes(range(32)), 7, root)
+    _write("statusmap", "commitment_v2", {
+        "desc": "v2 batch commitment SHA-256(0x04 || root || u64be(size) || map_root)",
+        "batch_root": bytes(range(32)).hex(), "size": 7, "map_root": root.hex(), "commitment": commitment.hex(),
+        "want_error": None})
+    items = [(hashlib.sha256(f"hospital-{i}".encode()).digest(), i + 1, leaf_hash(f"commitment-{i}".encode()))
+             for i in range(3)]
+    hub_leaves = [hub_leaf_hash(*it) for it in items]
+    hub_tree = MerkleTree(hub_leaves)
+    _write("statusmap", "hub_v2", {
+        "desc": "v2 hub: leaves SHA-256(0x05 || hospitalKey || u64be(seq) || commitment), RFC 9162 root and paths",
+        "items": [{"hospital_key": hk.hex(), "seq": seq, "commitment": c.hex()} for hk, seq, c in items],
+        "leaves": [x.hex() for x in hub_leaves], "root": hub_tree.root.hex(),
+        "paths": [[p.hex() for p in hub_tree.inclusion_proof(i)] for i in range(3)], "want_error": None})
+
+    def write(name: str, desc: str, k: bytes, proof: bytes, want: str, *, at: bytes = root,
+              version: int | None = None, leaf_h: bytes | None = None) -> None:
+        _write("statusmap", name, {
+            "desc": desc, "root": at.hex(), "key": k.hex(), "proof": proof.hex(), "want": want,
+            "want_version": version, "want_leaf_hash": leaf_h.hex() if leaf_h else None,
+            "want_error": None if want != "invalid" else "invalid"})
+
+    good = m.prove(key(5)).to_bytes()
+    write("member_current", "version 1 still current", key(5), good, "current", version=1, leaf_h=leaf(5, 1))
+    write("member_superseded", "a version-1 holder learns version 2 is current", key(1), m.prove(key(1)).to_bytes(),
+          "current", version=2, leaf_h=leaf(1, 2))
+    write("member_withdrawn", "withdrawn by version 2 (entered-in-error)", key(2), m.prove(key(2)).to_bytes(),
+          "withdrawn", version=2, leaf_h=leaf(2, 2))
+    absent = {"empty": None, "leaf": None}
+    for i in range(100, 400):
+        p = m.prove(key(i))
+        kind = "empty" if p.leaf is None else "leaf"
+        if absent[kind] is None:
+            absent[kind] = key(i)
+    for kind, k in absent.items():
+        assert k is not None
+        where = "an empty subtree" if kind == "empty" else "another key's leaf"
+        write(f"absent_{kind}", f"absent: the key's path ends at {where}", k, m.prove(k).to_bytes(), "absent")
+    write("absent_empty_map", "absent from the empty map", key(5), StatusProof((), None).to_bytes(), "absent",
+          at=empty_root)
+    write("stale_root_old_proof", "the old map's proof against the current root", key(1), stale_proof, "invalid")
+    write("stale_root_ok_at_old", "the same proof is valid at the old root", key(1), stale_proof, "current",
+          at=stale_root, version=1, leaf_h=leaf(1, 1))
+    write("wrong_key", "key 5's proof offered for key 6", key(6), good, "invalid")
+    member = m.prove(key(5))
+    first = next(i for i, s in enumerate(member.siblings) if s is not None)
+    flipped = list(member.siblings)
+    flipped[first] = bytes([flipped[first][0] ^ 1]) + flipped[first][1:]  # type: ignore[index]
+    write("tampered_sibling", "one sibling bit flipped", key(5), StatusProof(tuple(flipped), member.leaf).to_bytes(),
+          "invalid")
+    assert member.leaf is not None
+    forged = StatusProof(member.siblings, (member.leaf[0], StatusValue(1, "withdrawn", member.leaf[1].leaf_hash)))
+    write("tampered_status", "status byte changed to withdrawn", key(5), forged.to_bytes(), "invalid")
+    write("tampered_version", "version raised", key(5), StatusProof(member.siblings, (
+        member.leaf[0], StatusValue(9, "current", member.leaf[1].leaf_hash))).to_bytes(), "invalid")
+    write("trailing_byte", "a byte after the proof", key(5), good + b"\x00", "invalid")
+    write("truncated", "last byte missing", key(5), good[:-1], "invalid")
+    write("bad_kind", "kind byte 2", key(5), b"\x02" + good[1:], "invalid")
+    write("sibling_dropped", "deepest sibling removed (depth and bitmap adjusted)", key(5),
+          StatusProof(member.siblings[:-1], member.leaf).to_bytes(), "invalid")
+    write("empty_last_sibling", "non-canonical: the deepest sibling is EMPTY", key(5),
+          StatusProof((*member.siblings, None), member.leaf).to_bytes(), "invalid")
+
+
 def main() -> None:
     if OUT.exists():
         shutil.rmtree(OUT)
@@ -402,6 +500,7 @@ def main() -> None:
     receipt_vectors()
     receipt_text_vectors()
     signature_vectors()
+    statusmap_vectors()
     for folder in sorted(OUT.iterdir()):
         print(f"{folder.name}: {len(list(folder.glob('*.json')))} vectors")
 

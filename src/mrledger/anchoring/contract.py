@@ -29,7 +29,7 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 
 from mrledger.anchoring.errors import AnchoringError, ContractRevert, TransactionFailed
-from mrledger.contracts import load_artefact
+from mrledger.contracts import CONTRACT_NAMES, load_artefact
 
 #: Head-room over the simulated gas: a concurrent anchor of another hospital can warm/cool slots.
 GAS_MARGIN = 1.2
@@ -116,7 +116,8 @@ def _b32(value: bytes, what: str) -> bytes:
 @cache
 def _error_table() -> dict[bytes, tuple[str, list[str], list[str]]]:
     table: dict[bytes, tuple[str, list[str], list[str]]] = {}
-    for entry in load_artefact()["abi"]:
+    # Both registries' errors (v2 adds a few): one decoder serves contract.py and contract_v2.py.
+    for entry in (e for name in CONTRACT_NAMES for e in load_artefact(name)["abi"]):
         if entry["type"] != "error":
             continue
         types = [i["type"] for i in entry["inputs"]]

@@ -14,17 +14,23 @@ from typing import Any
 
 ARTEFACT_NAME = "MrLedgerRegistry.json"
 CONTRACT_NAME = "MrLedgerRegistry"
+#: The v2 registry (one word per batch, hub anchoring, status proofs; issue 18), built and committed alike.
+V2_CONTRACT_NAME = "MrLedgerRegistryV2"
+CONTRACT_NAMES = (CONTRACT_NAME, V2_CONTRACT_NAME)
 
 
 @cache
-def load_artefact() -> dict[str, Any]:
-    """The committed compile output (abi, bytecode, deployedBytecode, compiler, settings, sourceSha256).
+def load_artefact(name: str = CONTRACT_NAME) -> dict[str, Any]:
+    """The committed compile output (abi, bytecode, deployedBytecode, compiler, settings, sourceSha256) of
+    ``name`` (one of CONTRACT_NAMES).
 
     Read as package data so it works from an installed wheel as well as from the checkout.
     """
-    text = resources.files(__name__).joinpath(ARTEFACT_NAME).read_text(encoding="utf-8")
+    if name not in CONTRACT_NAMES:
+        raise ValueError(f"unknown contract {name!r}")
+    text = resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8")
     artefact: dict[str, Any] = json.loads(text)
     return artefact
 
 
-__all__ = ["ARTEFACT_NAME", "CONTRACT_NAME", "load_artefact"]
+__all__ = ["ARTEFACT_NAME", "CONTRACT_NAME", "CONTRACT_NAMES", "V2_CONTRACT_NAME", "load_artefact"]
