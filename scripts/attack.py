@@ -17,7 +17,8 @@ and 9 (attack_disclosure.py: forged receipts, doctors probing, forged verificati
 rate limit), 5, 6, 7, 12, 13 and 15 (attack_ids.py: tokens revoked and expired, QR of non-Latin ids, NFD and
 invisible ids, JSON key edge cases, numbers in records behind a hospital's token, the data dir's file modes),
 17 (the SIGKILL above), and issue 16 #1 (every receipt endpoint and ``mrledger receipt`` for ids with
-``/ % ? # space`` and non-Latin characters). Findings no request reaches are covered by tests instead: 4 (the
+``/ % ? # space`` and non-Latin characters). What no request reaches is covered by tests instead: 1's
+recursion limit restored after imports by tests/anchoring/test_recursion_limit.py; 4 (the
 regional key survives a restart; refused start on PostgreSQL without one) by tests/api/test_serve.py; 10 (X.509
 EKU and name constraints) by tests/ledger/test_x509_usage.py and tests/api/test_dev_pki_eku.py; 11 (signing
 time against the block) by tests/api/test_signing_time.py; 14 (the receipt spec) by the vectors in

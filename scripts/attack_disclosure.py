@@ -18,6 +18,9 @@ from typing import Any
 from attack_seed import World
 from attack_target import CANARY_RESULT, CANARY_REVOKED, HID, HOSPITAL_NAME, OTHER_HID, Answer, Target
 
+from mrledger.ledger import ResultRecord
+from mrledger.ledger.leaf import commit
+
 #: What only a holder of the committed result may hear (POST /v1/verify's description).
 STORED_FACTS = ("hospital_name", "superseded_by", "revoked_by")
 #: Recognition reasons that come from the database (later versions, the hospital's eligibility); the others
@@ -104,6 +107,15 @@ def forged_receipts(t: Target) -> list[Answer]:
     def rid(name: str) -> Any:
         return lambda r: r["record"].update(result_id=name)
 
+    def one_leaf(name: str) -> Any:
+        def change(r: dict[str, Any]) -> None:
+            r["record"]["result_id"] = name
+            salt = bytes(range(16))
+            leaf = commit(ResultRecord.from_obj(r["record"]), salt).hex()
+            r.update(salt=salt.hex(), leaf={"index": 0, "hash": leaf}, audit_path=[])
+            r["batch"].update(size=1, root=leaf)
+        return change
+
     def leaf_of_revoked(r: dict[str, Any]) -> None:
         r["leaf"] = revoked["leaf"]
 
@@ -115,6 +127,12 @@ def forged_receipts(t: Target) -> list[Answer]:
            forge("other hospital", lambda r: r["record"].update(hospital_id=OTHER_HID))]
     existing = forge("names the withdrawn result", rid(CANARY_REVOKED))
     never = forge("names a never-stored result", rid(NEVER_STORED))
+    _same(existing, never, (CANARY_REVOKED, NEVER_STORED))
+    out += [existing, never]
+    # The forger re-commits the relabelled record into a one-leaf batch of their own: every offline check
+    # passes, only the signature and the anchor can tell. Still nothing about the result it names.
+    existing = forge("own one-leaf batch, names the withdrawn result", one_leaf(CANARY_REVOKED))
+    never = forge("own one-leaf batch, names a never-stored result", one_leaf(NEVER_STORED))
     _same(existing, never, (CANARY_REVOKED, NEVER_STORED))
     out += [existing, never]
     # Finding 9: no forged verification can be decided, and a guessed id is no verification.
