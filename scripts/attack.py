@@ -172,7 +172,7 @@ def descendants(root: int) -> set[int]:
     return found
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
@@ -188,7 +188,7 @@ def kill_and_count_orphans(server: Server, grace: float = 15.0) -> list[int]:
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait()
     deadline = time.monotonic() + grace
-    while (left := [p for p in children if _running(p)]) and time.monotonic() < deadline:
+    while (left := [p for p in children if running(p)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     for p in left:
         with contextlib.suppress(ProcessLookupError):

@@ -161,7 +161,8 @@ def chunk_frames(size: int, total: int, byte: bytes = b"[") -> Iterator[bytes]:
         yield frame
 
 
-_TRACE = re.compile(rb"Traceback \(most recent call last\)|File \"[^\"]+\", line \d+|site-packages|\.venv/")
+#: A traceback or an internal path, as text or inside a JSON string (where its quotes are escaped).
+_TRACE = re.compile(rb'Traceback \(most recent call last\)|File \\?"[^"\\]+\\?", line \d+|site-packages|\.venv/')
 
 
 def leaks(answer: Answer, secrets: list[bytes]) -> list[str]:
