@@ -33,6 +33,8 @@ class World:
     records: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     #: (result id, version) -> its confirmed receipt
     receipts: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    #: ``time.monotonic()`` after which the ``expiring`` token has expired
+    expired_after: float = 0.0
 
 
 def record(rid: str, version: int = 1, status: str = "final", value: float = 5.1,
@@ -66,6 +68,7 @@ def seed(server: Server, client: httpx.Client) -> World:
         body: dict[str, Any] = {"role": role, "label": f"attack {name}"}
         if name == "expiring":
             body["expires_in"] = EXPIRES_IN
+            w.expired_after = time.monotonic() + EXPIRES_IN + 1
         r = client.post(f"{api}/tokens", json=body, headers=admin)
         if r.status_code != 201:
             raise SystemExit(f"cannot create a {role} token: {r.status_code} {r.text}")
