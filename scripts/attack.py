@@ -226,7 +226,8 @@ def run_case(case: Case, target: Target, secrets: list[bytes], pid: int) -> dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--json", action="store_true", help="only the final JSON line")
+    ap.add_argument("--json", action="store_true",
+                    help="only the final JSON line on stdout (and the cases that found something, on stderr)")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir")
     ap.add_argument("--only", nargs="*", default=None, help="run only these cases (by name)")
     ap.add_argument("--rss-growth", type=float, default=256.0,
@@ -256,8 +257,8 @@ def main() -> None:
             totals["requests"] += entry["requests"]
             for key in ("crashes", "5xx", "leaks", "wrong"):
                 totals[key] += entry.pop(f"n_{key}")
-            if not args.json:
-                print(json.dumps(entry, ensure_ascii=False), file=sys.stderr)
+            if not args.json or set(entry) & {"5xx", "leaks", "wrong", "error"} or not entry["alive"]:
+                print(json.dumps(entry, ensure_ascii=False), file=sys.stderr)  # with --json: what went wrong
             if not entry["alive"]:
                 break  # nothing left to attack
         sampler.stopped.set()

@@ -200,8 +200,13 @@ def anonymous_rate_limit(t: Target) -> list[Answer]:
     loaded machine. Waits for the bucket to refill after, so later anonymous cases are not refused unread."""
     w = _world(t)
     body = b'{"receipt": {}}'
+    flood: list[Answer] = []
+    deadline = time.monotonic() + 120
     with ThreadPoolExecutor(16) as pool:
-        flood = list(pool.map(lambda _: t.json_post("/v1/verify", body), range(400)))
+        # Rounds of 200 until the limit shows: a node slowed down by a loaded machine may answer fewer than the
+        # limit's rate, and is then not limited until it catches up.
+        while not any(a.status == 429 for a in flood) and len(flood) < 4000 and time.monotonic() < deadline:
+            flood += pool.map(lambda _: t.json_post("/v1/verify", body), range(200))
     out = [a.expect(422, 429) for a in flood]
     limited = [a for a in flood if a.status == 429]
     for a in limited:
@@ -209,7 +214,8 @@ def anonymous_rate_limit(t: Target) -> list[Answer]:
         if not (retry.isdigit() and int(retry) >= 1) and a.wrong is None:
             a.wrong = f"429 without a Retry-After in whole seconds ({retry!r})"
     if not limited:
-        out.append(Answer("400 anonymous verifications", 200, wrong="no 429: anonymous verification is not limited"))
+        out.append(Answer(f"{len(flood)} anonymous verifications", 200,
+                          wrong="no 429: anonymous verification is not limited"))
     held = w.records[CANARY_RESULT, 1]
     doctor = t.as_(w.tokens["doctor"], "POST", "/v1/verify", {"hospital_id": HID, "result_id": CANARY_RESULT,
                                                                "version": 1, "record": held}, "doctor during flood")
