@@ -241,7 +241,12 @@ def main() -> None:
                       MRL_VERIFY_BURST=str(VERIFY_BURST))
     totals = {"cases": len(cases), "requests": 0, "crashes": 0, "5xx": 0, "leaks": 0, "wrong": 0, "orphans": 0}
     try:
-        server.start()
+        try:
+            server.start()
+        except SystemExit:  # serve did not come up: its log goes with the temp dir, so show its end first
+            if server.log.exists():
+                print(server.log.read_text(errors="replace")[-4000:], file=sys.stderr)
+            raise
         assert server.proc is not None
         pid = server.proc.pid
         with httpx.Client(timeout=60) as client:
