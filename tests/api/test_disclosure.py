@@ -107,3 +107,15 @@ def test_an_anonymous_forgery_cannot_become_a_decision(api: Api) -> None:
                         headers={"Authorization": f"Bearer {doctor}"})
     assert r.status_code == 422 and r.json()["type"] == "urn:mrledger:problem:not-decidable", r.text
     assert count(api, Decision) == 0 and stream_records(api) == 0
+
+
+def test_the_public_proof_route_answers_a_stored_id_like_one_never_stored(api: Api) -> None:
+    """The proof route needs no token; without the leaf hash its 404 must not tell a stored result id from one
+    that never was (it said "no result 'R1' at hospital" for the latter only: found by scripts/attack.py)."""
+    _history(api)
+    answers = {}
+    for rid in ("R1", "R-NEVER-SUBMITTED"):
+        got = api.client.get(f"/v1/hospitals/gz-001/results/{rid}/proof", params={"leaf_hash": "ab" * 32})
+        assert got.status_code == 404, got.text
+        answers[rid] = {k: str(v).replace(rid, "<id>") for k, v in got.json().items() if k != "instance"}
+    assert answers["R1"] == answers["R-NEVER-SUBMITTED"]
