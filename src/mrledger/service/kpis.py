@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mrledger.store.anchors import CONFIRMED, SEALED
 from mrledger.store.decisions import Placed
 from mrledger.store.events import DecisionFacts, EncounterFacts, events_stream
 
@@ -183,9 +184,9 @@ def _sources(rows: Iterable[Placed]) -> dict[str, Any]:
         if p.seq is None:
             unsealed += 1
             continue
-        status = p.anchor or "sealed"
+        status = p.anchor or SEALED
         batches[(p.stream, p.seq)] = status
-        confirmed += status == "confirmed"
+        confirmed += status == CONFIRMED
     return {"records": records, "confirmed": confirmed, "unconfirmed": records - confirmed, "unsealed": unsealed,
             "batches": [{"stream": s, "seq": q, "anchor_status": batches[(s, q)]} for s, q in sorted(batches)]}
 
@@ -198,7 +199,7 @@ def _rows(ledger: Ledger, p: Period, hospital: str | None, category: str | None,
         rows = [r for r in rows if (category in r.facts.categories if isinstance(r.facts, EncounterFacts)
                                     else r.facts.category == category)]
     if anchored_only:
-        rows = [r for r in rows if r.anchor == "confirmed"]
+        rows = [r for r in rows if r.anchor == CONFIRMED]
     return rows
 
 
