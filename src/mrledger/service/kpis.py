@@ -16,14 +16,12 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mrledger.service.ledger import Services
 from mrledger.store.decisions import Placed
 from mrledger.store.events import DecisionFacts, EncounterFacts, events_stream
-
-if TYPE_CHECKING:
-    from mrledger.service.ledger import Ledger
 
 #: Longest period one report covers (ten years), and the default (the last 30 days).
 MAX_DAYS = 3660
@@ -190,7 +188,7 @@ def _sources(rows: Iterable[Placed]) -> dict[str, Any]:
             "batches": [{"stream": s, "seq": q, "anchor_status": batches[(s, q)]} for s, q in sorted(batches)]}
 
 
-def _rows(ledger: Ledger, p: Period, hospital: str | None, category: str | None,
+def _rows(ledger: Services, p: Period, hospital: str | None, category: str | None,
           anchored_only: bool) -> list[Placed]:
     lo, hi = p.bounds()
     rows = ledger.events.encounters_between(lo, hi, hospital) + ledger.events.decisions_between(lo, hi, hospital)
@@ -212,7 +210,7 @@ def _categories(facts: DecisionFacts | EncounterFacts) -> tuple[str, ...]:
     return (facts.category,) if facts.category else ()
 
 
-def report(ledger: Ledger, p: Period, *, hospital: str | None = None, category: str | None = None,
+def report(ledger: Services, p: Period, *, hospital: str | None = None, category: str | None = None,
            anchored_only: bool = False) -> dict[str, Any]:
     """The KPI report of period ``p`` (docs/kpis.md §3 for its shape)."""
     reasons = list(ledger.catalogue.reorder_reasons)
