@@ -133,7 +133,7 @@ def test_node_outage_is_waited_out(env: Env) -> None:
             env.mine()  # confirmations need blocks after the anchor
             return Outbox(env.store).unconfirmed() == 0
 
-        wait_until(settled)
+        wait_until(settled, timeout=180)  # the restarted node and the backlog, on a loaded 2-core CI machine
     finally:
         stop.set()
         runner.join(timeout=30)
