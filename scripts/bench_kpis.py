@@ -22,9 +22,7 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -33,12 +31,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sqlalchemy import create_engine, func, insert, select, text
+from bench_store import open_database
+from sqlalchemy import func, insert, select
 
 from mrledger.service.kpis import Period, report
 from mrledger.service.recognition import default_catalogue
-from mrledger.store import Store, make_engine, migrate
+from mrledger.store import Store, migrate
 from mrledger.store.crypto import MasterKey
 from mrledger.store.decisions import EventIndex, _items_json
 from mrledger.store.events import DecisionFacts, EncounterFacts, ItemRef, events_stream
@@ -136,20 +136,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    cleanup: Callable[[], None] | None = None
-    if a.db is None:
-        engine, label = make_engine(f"sqlite:///{tempfile.mkdtemp(prefix='mrl-bench-kpis-')}/kpis.db"), "sqlite"
-    else:
-        schema = f"bench_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(a.db, isolation_level="AUTOCOMMIT")
-        with admin.connect() as c:
-            c.execute(text(f'CREATE SCHEMA "{schema}"'))
-        engine, label = make_engine(a.db, connect_args={"options": f"-csearch_path={schema}"}), "postgresql"
-
-        def cleanup() -> None:
-            engine.dispose()
-            with admin.connect() as c:
-                c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine, label, cleanup = open_database(a.db, prefix="mrl-bench-kpis-")
     try:
         migrate(engine)
         store = Store(engine, master_key=MasterKey.generate())

@@ -18,12 +18,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from mrledger.ledger import ResultRecord
 from mrledger.store import Store, make_engine, migrate
@@ -47,26 +48,27 @@ def make_records(n: int, hospital: str) -> list[ResultRecord]:
     ]
 
 
-def run(records: int, db: str | None, chunk: int, batch: int) -> dict[str, Any]:
-    cleanup = None
+def open_database(db: str | None, prefix: str = "mrl-bench-") -> tuple[Engine, str, Callable[[], None] | None]:
+    """(engine, "sqlite" | "postgresql", cleanup): a fresh SQLite file in a temp dir, or a fresh schema of the
+    PostgreSQL at ``db`` that ``cleanup`` drops."""
     if db is None or db.startswith("sqlite"):
-        tmp = tempfile.mkdtemp(prefix="mrl-bench-")
-        url = db or f"sqlite:///{tmp}/bench.db"
-        engine = make_engine(url)
-        label = "sqlite"
-    else:
-        schema = f"bench_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(db, isolation_level="AUTOCOMMIT")
+        return make_engine(db or f"sqlite:///{tempfile.mkdtemp(prefix=prefix)}/bench.db"), "sqlite", None
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(db, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = make_engine(db, connect_args={"options": f"-csearch_path={schema}"})
+
+    def cleanup() -> None:
+        engine.dispose()
         with admin.connect() as c:
-            c.execute(text(f'CREATE SCHEMA "{schema}"'))
-        engine = make_engine(db, connect_args={"options": f"-csearch_path={schema}"})
-        label = "postgresql"
+            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
-        def cleanup() -> None:
-            engine.dispose()
-            with admin.connect() as c:
-                c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    return engine, "postgresql", cleanup
 
+
+def run(records: int, db: str | None, chunk: int, batch: int) -> dict[str, Any]:
+    engine, label, cleanup = open_database(db)
     try:
         migrate(engine)
         store = Store(engine, master_key=MasterKey.generate())  # encrypted as a node writes; a throwaway key
