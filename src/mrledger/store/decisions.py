@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Table, and_, delete, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -56,16 +56,6 @@ class VerificationRow:
     reasons: tuple[str, ...]
     category: str | None
     items: tuple[ItemRef, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Placed:
-    """An indexed event and where its record is: batch seq (None: not sealed yet) and anchor status."""
-
-    facts: Any  # DecisionFacts | EncounterFacts
-    stream: str
-    seq: int | None
-    anchor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,31 +206,6 @@ class EventIndex(BufferedRows):
             if len(ids) < chunk:
                 return done
 
-    # -- reading for the KPIs -------------------------------------------------------------------------
-
-    def decisions_between(self, start: datetime, end: datetime, hospital_id: str | None = None) -> list[Placed]:
-        """Decisions with ``start <= decided_at < end`` (of one hospital), each with its batch and anchor."""
-        q = (select(Decision, BatchLeaf.seq, Anchor.status)
-             .outerjoin(BatchLeaf, BatchLeaf.record_version_id == Decision.record_version_id)
-             .outerjoin(Anchor, and_(Anchor.hospital_id == Decision.stream, Anchor.seq == BatchLeaf.seq))
-             .where(Decision.decided_at >= start, Decision.decided_at < end))
-        if hospital_id is not None:
-            q = q.where(Decision.hospital_id == hospital_id)
-        with self._store._unit() as s:
-            return [Placed(_decision(d), d.stream, seq, status) for d, seq, status in s.execute(q.order_by(
-                Decision.decided_at, Decision.verification_id))]
-
-    def encounters_between(self, start: datetime, end: datetime, hospital_id: str | None = None) -> list[Placed]:
-        q = (select(Encounter, BatchLeaf.seq, Anchor.status)
-             .outerjoin(BatchLeaf, BatchLeaf.record_version_id == Encounter.record_version_id)
-             .outerjoin(Anchor, and_(Anchor.hospital_id == Encounter.stream, Anchor.seq == BatchLeaf.seq))
-             .where(Encounter.seen_at >= start, Encounter.seen_at < end))
-        if hospital_id is not None:
-            q = q.where(Encounter.hospital_id == hospital_id)
-        with self._store._unit() as s:
-            return [Placed(_encounter(e), e.stream, seq, status) for e, seq, status in s.execute(q.order_by(
-                Encounter.seen_at, Encounter.hospital_id, Encounter.encounter_ref))]
-
     # -- reading for the audit ------------------------------------------------------------------------
 
     def streams(self) -> list[str]:
@@ -275,4 +240,4 @@ class EventIndex(BufferedRows):
         return decisions, encounters
 
 
-__all__ = ["EventIndex", "Placed", "StoredLeaf", "VerificationRow"]
+__all__ = ["EventIndex", "StoredLeaf", "VerificationRow"]
