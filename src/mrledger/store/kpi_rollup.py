@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, literal, select, tuple_
+from sqlalchemy import ColumnElement, Select, and_, case, func, insert, literal, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -103,9 +103,7 @@ class KpiRollup:
         """Count every sealed event batch not counted yet whose records are all indexed; the number counted."""
         with self._store._unit() as s:
             todo = [(h, q, n) for h, q, n in s.execute(
-                select(Batch.hospital_id, Batch.seq, Batch.size)
-                .outerjoin(KpiRolled, and_(KpiRolled.stream == Batch.hospital_id, KpiRolled.seq == Batch.seq))
-                .where(Batch.hospital_id.endswith(STREAM_SUFFIX), KpiRolled.seq.is_(None))
+                _not_counted(Batch.size)
                 .order_by(Batch.hospital_id, Batch.seq))]
         done = 0
         for i in range(0, len(todo), _CHUNK):
@@ -200,10 +198,7 @@ class KpiRollup:
                 select(Decision).join(PendingLeaf, pending == Decision.record_version_id))]
             placed += [(_encounter(e), e.stream, None, None) for e in s.scalars(
                 select(Encounter).join(PendingLeaf, pending == Encounter.record_version_id))]
-        open_batches = [(h, q) for h, q in s.execute(
-            select(Batch.hospital_id, Batch.seq)
-            .outerjoin(KpiRolled, and_(KpiRolled.stream == Batch.hospital_id, KpiRolled.seq == Batch.seq))
-            .where(Batch.hospital_id.endswith(STREAM_SUFFIX), KpiRolled.seq.is_(None)))]
+        open_batches = [(h, q) for h, q in s.execute(_not_counted())]
         if open_batches:
             status = dict(((h, q), st) for h, q, st in s.execute(
                 select(Anchor.hospital_id, Anchor.seq, Anchor.status)
@@ -227,6 +222,13 @@ class KpiRollup:
             if s.get_bind().dialect.name == "postgresql":
                 s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield s
+
+
+def _not_counted(*extra: Any) -> Select[Any]:
+    """(stream, seq, *extra) of the sealed event batches not in the rollup yet."""
+    return (select(Batch.hospital_id, Batch.seq, *extra)
+            .outerjoin(KpiRolled, and_(KpiRolled.stream == Batch.hospital_id, KpiRolled.seq == Batch.seq))
+            .where(Batch.hospital_id.endswith(STREAM_SUFFIX), KpiRolled.seq.is_(None)))
 
 
 def _sums(facts: Sequence[DecisionFacts | EncounterFacts]) -> dict[tuple[Key, datetime], Sums]:
