@@ -76,7 +76,7 @@ def fill(store: Store, hospitals: list[str], events: int, chunk: int, batch: int
         for start in range(0, per, chunk):
             facts = [_facts(h, i, per) for i in range(start, min(per, start + chunk))]
             decisions = [f for f in facts if isinstance(f, DecisionFacts)]
-            with store._unit(write=True) as s:
+            with store.unit_of_work() as s:
                 s.execute(insert(Verification), [
                     {"id": d.verification_id, "at": d.verified_at, "token_id": None, "role": None,
                      "hospital_id": d.result_hospital_id, "result_ref": d.result_ref, "version": 1,
@@ -85,7 +85,7 @@ def fill(store: Store, hospitals: list[str], events: int, chunk: int, batch: int
             accepted = store.submit(events_stream(h), [f.record() for f in facts])
             placed = list(zip(facts, (a.leaf_hash for a in accepted), strict=True))
             # Decisions in bulk (the node indexes one per request; here only the rows matter).
-            with store._unit(write=True) as s:
+            with store.unit_of_work() as s:
                 ids = EventIndex._record_versions(s, events_stream(h), [leaf for _, leaf in placed])
                 s.execute(insert(Decision), [
                     {"verification_id": f.verification_id, "hospital_id": f.hospital_id, "stream": f.stream,
@@ -107,7 +107,7 @@ def fill(store: Store, hospitals: list[str], events: int, chunk: int, batch: int
     t2 = time.perf_counter()
     rolled = KpiRollup(store).roll_up()
     rollup_s = time.perf_counter() - t2
-    with store._unit() as s:
+    with store.read() as s:
         rows = int(s.scalar(select(func.count()).select_from(KpiCount)) or 0)
     return {"fill_s": round(fill_s, 1), "seal_s": round(seal_s, 1), "batches": batches, "rolled": rolled,
             "rollup_s": round(rollup_s, 1), "rollup_rows": rows}
@@ -115,7 +115,7 @@ def fill(store: Store, hospitals: list[str], events: int, chunk: int, batch: int
 
 def read_rows(store: Store, lo: datetime, hi: datetime) -> int:
     """The floor of any report that reads its period record by record: only reading them."""
-    with store._unit() as s:
+    with store.read() as s:
         return (len([_decision(d) for d in s.scalars(select(Decision).where(Decision.decided_at >= lo,
                                                                           Decision.decided_at < hi))])
                 + len([_encounter(e) for e in s.scalars(select(Encounter).where(Encounter.seen_at >= lo,

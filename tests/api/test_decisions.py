@@ -59,7 +59,7 @@ def decide(api: Api, body: dict[str, Any], hospital: str = "qd-002") -> Any:
 
 
 def count(api: Api, model: Any) -> int:
-    with api.ledger.store._unit() as s:
+    with api.ledger.store.read() as s:
         return int(s.scalar(select(func.count()).select_from(model)) or 0)
 
 
@@ -298,7 +298,7 @@ def test_verification_rows_hold_no_clear_result_id(api: Api) -> None:
     api.ledger.submit("gz-001", [rec(1)])
     api.client.post("/v1/verify", json={"hospital_id": "gz-001", "result_id": "R1", "record": rec(1).to_obj()},
                     headers=doctor(api))
-    with api.ledger.store._unit() as s:
+    with api.ledger.store.read() as s:
         row = s.scalars(select(Verification)).one()
     assert "R1" not in {row.result_ref, row.items, row.reasons}
 

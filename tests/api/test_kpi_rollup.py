@@ -39,7 +39,7 @@ def _seal_all(api: Api) -> None:
 
 
 def _counts(api: Api) -> tuple[int, int]:
-    with api.ledger.store._unit() as s:
+    with api.ledger.store.read() as s:
         return (int(s.scalar(select(func.count()).select_from(KpiRolled)) or 0),
                 int(s.scalar(select(func.sum(KpiCount.n))) or 0))
 
@@ -59,18 +59,18 @@ def test_counted_batches_give_the_reports_of_every_record(city: Api, query: dict
 def test_a_batch_with_unindexed_records_is_counted_once_they_are_indexed(city: Api) -> None:  # noqa: F811
     whole = kpis(city, **MAY)
     store = city.ledger.store
-    with store._unit() as s:  # a crash between a decision's submission and its indexing leaves it unindexed
+    with store.read() as s:  # a crash between a decision's submission and its indexing leaves it unindexed
         row = s.scalars(select(Decision).where(Decision.hospital_id == "qd-002")
                         .order_by(Decision.decided_at.desc()).limit(1)).one()
         kept = {c.name: getattr(row, c.name) for c in Decision.__table__.columns}
-    with store._unit(write=True) as s:
+    with store.unit_of_work() as s:
         s.execute(delete(Decision).where(Decision.verification_id == kept["verification_id"]))
     _seal_all(city)
     partial = kpis(city, **MAY)
     assert _counts(city)[0] == 1  # gz-001's batch only: qd-002's waits for its missing index row
     assert partial["totals"]["current"]["decisions"] == whole["totals"]["current"]["decisions"] - 1
     assert {"stream": "qd-002.events", "seq": 1, "anchor_status": "sealed"} in partial["sources"]["batches"]
-    with store._unit(write=True) as s:  # the retried request indexes it
+    with store.unit_of_work() as s:  # the retried request indexes it
         s.add(Decision(**kept))
     assert _figures(kpis(city, **MAY)) == _figures(whole)
     assert _counts(city)[0] == 2
@@ -83,7 +83,7 @@ def test_a_batch_is_never_counted_twice(city: Api) -> None:  # noqa: F811
     first = _counts(city)
     assert rollup.roll_up() == 0
     # Two processes racing for the same batch: the second's insert of the marker fails and writes nothing.
-    with city.ledger.store._unit() as s:
+    with city.ledger.store.read() as s:
         size = int(s.scalar(select(Batch.size).where(Batch.hospital_id == "qd-002.events", Batch.seq == 1)) or 0)
     assert size > 0 and rollup._roll([("qd-002.events", 1, size)]) == 0
     assert _counts(city) == first
@@ -104,7 +104,7 @@ def test_the_audit_finds_counts_that_differ_from_the_index(city: Api) -> None:  
     kpis(city, **MAY)
     audit = city.client.get("/v1/audit/decisions", headers=city.auth("auditor")).json()
     assert audit["ok"], audit["problems"]
-    with city.ledger.store._unit(write=True) as s:  # one count edited in SQL
+    with city.ledger.store.unit_of_work() as s:  # one count edited in SQL
         row = s.scalars(select(KpiCount).where(KpiCount.stream == "qd-002.events", KpiCount.kind == "d")
                         .limit(1)).one()
         row.n += 1
@@ -121,7 +121,7 @@ def test_verifications_past_their_retention_are_deleted_unless_a_decision_names_
         index.remember(VerificationRow(vid, at, None, None, "gz-001", "r" * 64, 1, "authentic", "recognise", (),
                                        None, ()))
     index.flush()
-    with city.ledger.store._unit() as s:
+    with city.ledger.store.read() as s:
         total = int(s.scalar(select(func.count()).select_from(Verification)) or 0)
         named = int(s.scalar(select(func.count()).select_from(Decision)) or 0)
     assert total == named + 2  # the city's decided verifications are all from 2024, older than any retention
@@ -131,7 +131,7 @@ def test_verifications_past_their_retention_are_deleted_unless_a_decision_names_
 
     settings = Settings(data_dir=tmp_path / "data", sign_batches=False, verification_retention_days=30)
     Sealer(city.ledger.store, Chain(), settings).step()  # type: ignore[arg-type]
-    with city.ledger.store._unit() as s:
+    with city.ledger.store.read() as s:
         left = set(s.scalars(select(Verification.id)))
         decided = set(s.scalars(select(Decision.verification_id)))
     assert left == decided | {"01RECENTNODECISION00000000"}

@@ -41,7 +41,7 @@ from mrledger.store.access import Access
 from mrledger.store.crypto import MasterKey, blob_key_id
 from mrledger.store.db import alembic_config
 from mrledger.store.errors import DecryptionError, KeysUnavailableError, MasterKeyError
-from mrledger.store.keystore import backlog_size, convert_backlog, key_infos, rotate
+from mrledger.store.keystore import backlog_size, convert_backlog, key_infos, load_keyring, rotate
 from mrledger.store.models import AccessLog, EncryptionBacklog, RecordVersion, UTCDateTime
 
 T = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
@@ -224,9 +224,9 @@ def test_rotation_keeps_every_record_and_receipt(engine: Engine, store: Store, m
     assert len(receipts) == 10
 
     new = MasterKey.generate()
-    result = rotate(lambda: store._unit(write=True), master_key, new, T, new_data_key=True)
+    result = rotate(store.unit_of_work, master_key, new, T, new_data_key=True)
     assert (result.rewrapped, result.new_data_key) == (2, 3)
-    assert {k.master_key_id for k in key_infos(lambda: store._unit())} == {new.key_id}
+    assert {k.master_key_id for k in key_infos(store.read)} == {new.key_id}
 
     # the running store (keys unwrapped at start) carries on, reading and writing
     assert all(store.receipt(HOSPITAL, rid).to_json() == receipts[rid] for rid in receipts)  # type: ignore[union-attr]
@@ -242,7 +242,7 @@ def test_rotation_keeps_every_record_and_receipt(engine: Engine, store: Store, m
     with pytest.raises(MasterKeyError):
         Store(engine, master_key=master_key).unlock()  # the old master key opens nothing any more
     with pytest.raises(MasterKeyError, match="current one"):
-        rotate(lambda: store._unit(write=True), new, new, T)
+        rotate(store.unit_of_work, new, new, T)
 
 
 def test_a_running_store_learns_a_new_data_key_from_its_key_file(engine: Engine, tmp_path: Path,
@@ -256,7 +256,7 @@ def test_a_running_store_learns_a_new_data_key_from_its_key_file(engine: Engine,
     running.register_hospital(HOSPITAL, CLEAR_NAME)
     running.submit(HOSPITAL, [secret_record(0)])
     new = MasterKey.generate()
-    rotate(lambda: running._unit(write=True), master_key, new, T, new_data_key=True)
+    rotate(running.unit_of_work, master_key, new, T, new_data_key=True)
     key_file.write_text(new.to_text())  # what the CLI does, atomically
     Store(engine, master_key=new).submit(HOSPITAL, [secret_record(1)])
     assert running.record(HOSPITAL, secret_record(1).result_id) == secret_record(1)
@@ -328,12 +328,12 @@ def _write_legacy(engine: Engine, records: list[ResultRecord]) -> list[bytes]:
 def test_a_clear_database_is_encrypted_in_place_on_first_open(engine: Engine, master_key: MasterKey) -> None:
     records = [secret_record(i) for i in range(25)] + [secret_record(0, version=2)]
     salts = _write_legacy(engine, records)
-    unit = Store(engine)._unit
-    assert backlog_size(lambda: unit()) == len(records) + 4  # the migration listed the clear rows
+    unit = Store(engine).read
+    assert backlog_size(unit) == len(records) + 4  # the migration listed the clear rows
 
     store = Store(engine, clock=lambda: T, master_key=master_key)
     store.unlock()
-    assert backlog_size(lambda: unit()) == 0
+    assert backlog_size(unit) == 0
     assert store.record(HOSPITAL, records[4].result_id) == records[4]
     assert [v.version for v in store.versions(HOSPITAL, records[0].result_id)] == [1, 2]
     assert store.seal(HOSPITAL, 100) is not None  # sealed after the upgrade: same salts, same leaves
@@ -350,7 +350,7 @@ def test_an_interrupted_conversion_resumes_without_converting_twice(engine: Engi
     records = [secret_record(i) for i in range(7)]
     _write_legacy(engine, records)
     store = Store(engine, master_key=master_key)
-    keys = store._load_keys()
+    keys = load_keyring(store.unit_of_work, master_key, T)
     calls = 0
 
     def failing_unit() -> AbstractContextManager[Session]:
@@ -358,7 +358,7 @@ def test_an_interrupted_conversion_resumes_without_converting_twice(engine: Engi
         calls += 1
         if calls == 3:  # two chunks of record_versions committed, then the process dies
             raise RuntimeError("power cut")
-        return store._unit(write=True)
+        return store.unit_of_work()
 
     with pytest.raises(RuntimeError, match="power cut"):
         convert_backlog(failing_unit, keys, chunk=2)
@@ -368,7 +368,7 @@ def test_an_interrupted_conversion_resumes_without_converting_twice(engine: Engi
     assert entry == 5  # rows 1-4 converted and committed with their progress
     store.unlock()  # the next open finishes the rest
     assert [store.record(HOSPITAL, r.result_id) for r in records] == records
-    assert backlog_size(lambda: store._unit()) == 0
+    assert backlog_size(store.read) == 0
 
 
 def test_a_clear_row_left_behind_is_refused_not_misread(engine: Engine, master_key: MasterKey) -> None:

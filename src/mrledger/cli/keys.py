@@ -100,7 +100,7 @@ def keys_rotate(
         else:
             new = MasterKey.generate()
             write_master_key_file(target, new)  # before the transaction: never a database under an unsaved key
-        result = rotate(lambda: store._unit(write=True), old, new, datetime.now(UTC), new_data_key=new_data_key)
+        result = rotate(store.unit_of_work, old, new, datetime.now(UTC), new_data_key=new_data_key)
     except BaseException as exc:
         # Remove the new key only when the database is known to be still under the old one; if that cannot be
         # told (the database went away), keep it: the next rotation then stops and says what to check.
@@ -137,7 +137,7 @@ def _wrapped_by(store: Store) -> set[str]:
     from mrledger.store.keystore import key_infos
 
     try:
-        return {k.master_key_id for k in key_infos(lambda: store._unit())}
+        return {k.master_key_id for k in key_infos(store.read)}
     except Exception:
         return set()
 
@@ -162,7 +162,7 @@ def keys_status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
         raise typer.Exit(EXIT_REFUSED if isinstance(exc.__cause__, MasterKeyError) else EXIT_USAGE) from None
     configured = None if source is None else (MasterKey.from_file(source) if isinstance(source, Path)
                                               else source).key_id
-    unit = lambda: store._unit()  # noqa: E731
+    unit = store.read
     infos, clear = key_infos(unit), backlog_size(unit)
     if as_json:
         typer.echo(json.dumps({"configured_master_key_id": configured, "rows_in_clear": clear, "keys": [

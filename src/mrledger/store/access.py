@@ -103,7 +103,7 @@ _COLUMNS = ("at", "token_id", "role", "action", "hospital_id", "result_hmac", "r
 class Access(BufferedRows):
     def __init__(self, store: Store) -> None:
         self._store = store
-        super().__init__(store._unit, cast(Table, AccessLog.__table__), _COLUMNS, "access-log")
+        super().__init__(store.unit_of_work, cast(Table, AccessLog.__table__), _COLUMNS, "access-log")
 
     def create_token(self, role: str, label: str, now: datetime, expires_at: datetime | None = None) -> str:
         """A new token for ``role``; the clear token is returned once and never stored. ``expires_at``: refused
@@ -123,7 +123,7 @@ class Access(BufferedRows):
             # could add records the KPI index does not hold.
             raise SubmissionError(f"{hospital!r} is an event stream, not a hospital")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             if hospital is not None and s.get(Hospital, hospital) is None:
                 raise NotFoundError(f"unknown hospital {hospital!r}")
             row = ApiToken(token_hash=_digest(token), role=role, label=label[:128], created_at=now,
@@ -139,27 +139,27 @@ class Access(BufferedRows):
         if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
             return None
         at = now if now is not None else datetime.now(UTC)
-        with self._store._read() as conn:  # every authenticated request asks: the plain-connection path
+        with self._store.single_read() as conn:  # every authenticated request asks: the plain-connection path
             row = conn.execute(_TOKEN, {"hash": _digest(token), "now": at}).first()
         return None if row is None else Principal(row.id, row.role)
 
     def count_tokens(self, role: str, now: datetime | None = None) -> int:
         """Tokens of ``role`` that still work (neither revoked nor expired)."""
         at = now if now is not None else datetime.now(UTC)
-        with self._store._unit() as s:
+        with self._store.read() as s:
             return int(s.scalar(select(func.count()).select_from(ApiToken).where(
                 ApiToken.role == role, ApiToken.revoked_at.is_(None),
                 or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > at))) or 0)
 
     def tokens(self, *, limit: int = 1000, offset: int = 0) -> list[TokenInfo]:
         """Every token ever made, oldest first (revoked and expired ones included: they are the audit trail)."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             return [_info(t) for t in s.scalars(select(ApiToken).order_by(ApiToken.id).limit(limit).offset(offset))]
 
     def revoke_token(self, token_id: int, now: datetime) -> TokenInfo:
         """Revoke a token from ``now`` on (NotFoundError if there is none). Idempotent: a revoked token keeps
         its first revocation time."""
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             row = s.get(ApiToken, token_id)
             if row is None:
                 raise NotFoundError(f"no token {token_id}")
@@ -196,7 +196,7 @@ class Access(BufferedRows):
             if hospital_id is None:
                 raise SubmissionError("filtering the access log by result id needs the hospital id")
             q = q.where(AccessLog.result_hmac == self._store.result_key(hospital_id, result_id))
-        with self._store._unit() as s:
+        with self._store.read() as s:
             rows = list(s.scalars(q))
         return [AccessEntry(a.at, a.role, a.action, a.hospital_id, self._result_id(a), a.version, a.verdict)
                 for a in rows]

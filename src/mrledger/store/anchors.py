@@ -148,14 +148,14 @@ class Outbox:
     # -- deployments --------------------------------------------------------------------------------
 
     def record_deployment(self, chain_id: int, contract: str, deployed_block: int, admin: str, now: datetime) -> None:
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             if s.get(Deployment, (chain_id, contract)) is None:
                 s.add(Deployment(chain_id=chain_id, contract=contract, deployed_block=deployed_block, admin=admin,
                                  created_at=now))
 
     def deployment(self, chain_id: int | None = None) -> DeploymentInfo | None:
         """The most recent deployment (on ``chain_id`` if given)."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             q = select(Deployment).order_by(Deployment.created_at.desc()).limit(1)
             if chain_id is not None:
                 q = q.where(Deployment.chain_id == chain_id)
@@ -166,7 +166,7 @@ class Outbox:
 
     def sealed(self, limit: int, hospitals: Collection[str] | None = None) -> list[BatchHead]:
         """Batches with no anchoring state yet, in (hospital, seq) order — the order the chain needs."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             q = (select(Batch).outerjoin(Anchor, (Anchor.hospital_id == Batch.hospital_id) & (Anchor.seq == Batch.seq))
                  .where(Anchor.hospital_id.is_(None)).order_by(Batch.hospital_id, Batch.seq).limit(limit))
             if hospitals is not None:
@@ -175,14 +175,14 @@ class Outbox:
 
     def unconfirmed(self) -> int:
         """Batches whose anchor is not confirmed yet (sealed, submitted or included): 0 means settled."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             q = (select(func.count()).select_from(Batch)
                  .outerjoin(Anchor, (Anchor.hospital_id == Batch.hospital_id) & (Anchor.seq == Batch.seq))
                  .where((Anchor.status.is_(None)) | (Anchor.status != CONFIRMED)))
             return int(s.scalar(q) or 0)
 
     def states(self, status: str) -> list[AnchorState]:
-        with self._store._unit() as s:
+        with self._store.read() as s:
             rows = s.execute(select(Anchor, Batch).join(Batch, (Batch.hospital_id == Anchor.hospital_id)
                                                          & (Batch.seq == Anchor.seq))
                              .where(Anchor.status == status).order_by(Anchor.hospital_id, Anchor.seq)).all()
@@ -191,7 +191,7 @@ class Outbox:
     def anchored_tops(self, hospitals: Collection[str] | None = None) -> list[AnchorState]:
         """Per hospital, the highest batch the chain should hold (``included`` or ``confirmed``): what
         reconciliation compares with the registry's ``lastSeq``."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             top = (select(Anchor.hospital_id.label("h"), func.max(Anchor.seq).label("q"))
                    .where(Anchor.status.in_(ON_CHAIN)).group_by(Anchor.hospital_id))
             if hospitals is not None:
@@ -205,7 +205,7 @@ class Outbox:
 
     def anchored_above(self, block: int, hospitals: Collection[str] | None = None) -> list[AnchorState]:
         """Anchors recorded on chain (``included`` / ``confirmed``) in blocks above ``block``."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             q = (select(Anchor, Batch)
                  .join(Batch, (Batch.hospital_id == Anchor.hospital_id) & (Batch.seq == Anchor.seq))
                  .where(Anchor.status.in_(ON_CHAIN), Anchor.block_number > block)
@@ -216,7 +216,7 @@ class Outbox:
 
     def oldest_unconfirmed(self) -> datetime | None:
         """When the oldest batch whose anchor is not confirmed was sealed (None: all confirmed)."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             q = (select(func.min(Batch.sealed_at)).select_from(Batch)
                  .outerjoin(Anchor, (Anchor.hospital_id == Batch.hospital_id) & (Anchor.seq == Batch.seq))
                  .where((Anchor.status.is_(None)) | (Anchor.status != CONFIRMED)))
@@ -225,7 +225,7 @@ class Outbox:
 
     def alarms(self, *, open_only: bool = True, limit: int = 100) -> list[AlarmInfo]:
         """Alarms, newest first (only the open ones by default)."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             q = select(AnchorAlarm).order_by(AnchorAlarm.id.desc()).limit(limit)
             if open_only:
                 q = q.where(AnchorAlarm.resolved_at.is_(None))
@@ -233,7 +233,7 @@ class Outbox:
 
     def alarm_counts(self) -> tuple[int, int]:
         """(open alarms, alarms ever raised)."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             total = int(s.scalar(select(func.count()).select_from(AnchorAlarm)) or 0)
             open_ = int(s.scalar(select(func.count()).select_from(AnchorAlarm)
                                  .where(AnchorAlarm.resolved_at.is_(None))) or 0)
@@ -242,7 +242,7 @@ class Outbox:
     def lost_anchor(self, hospital_id: str, seq: int) -> AlarmInfo | None:
         """The open alarm saying the chain lost (or moved) the anchor of (hospital, seq), if any: the
         database's knowledge that a receipt's anchor is gone and the batch is being anchored again."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             a = s.scalar(select(AnchorAlarm).where(AnchorAlarm.hospital_id == hospital_id,
                                                    AnchorAlarm.first_seq <= seq, AnchorAlarm.last_seq >= seq,
                                                    AnchorAlarm.resolved_at.is_(None))
@@ -250,26 +250,26 @@ class Outbox:
             return None if a is None else _alarm(a)
 
     def state(self, hospital_id: str, seq: int) -> AnchorState | None:
-        with self._store._unit() as s:
+        with self._store.read() as s:
             row = s.execute(select(Anchor, Batch).join(Batch, (Batch.hospital_id == Anchor.hospital_id)
                                                         & (Batch.seq == Anchor.seq))
                             .where(Anchor.hospital_id == hospital_id, Anchor.seq == seq)).first()
             return None if row is None else _state(row[0], row[1])
 
     def txs(self, signer: str, status: str = TX_PENDING) -> list[TxInfo]:
-        with self._store._unit() as s:
+        with self._store.read() as s:
             q = select(AnchorTx).where(AnchorTx.signer == signer, AnchorTx.status == status).order_by(
                 AnchorTx.nonce, AnchorTx.id)
             return [_tx(t) for t in s.scalars(q)]
 
     def tx(self, tx_id: int) -> TxInfo:
-        with self._store._unit() as s:
+        with self._store.read() as s:
             row = s.get(AnchorTx, tx_id)
             assert row is not None
             return _tx(row)
 
     def batches_of_tx(self, tx_id: int) -> list[tuple[str, int]]:
-        with self._store._unit() as s:
+        with self._store.read() as s:
             return [(h, q) for h, q in s.execute(select(Anchor.hospital_id, Anchor.seq).where(Anchor.tx_id == tx_id))]
 
     # -- transitions --------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ class Outbox:
     def record_submission(self, tx: NewTx, batches: Sequence[tuple[str, int]], now: datetime) -> int:
         """SEALED → submitted, for all ``batches`` at once, with the signed transaction carrying them.
         Called before the transaction is broadcast."""
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             row = _insert_tx(s, tx, now)
             s.add_all(Anchor(hospital_id=h, seq=q, status=SUBMITTED, chain_id=tx.chain_id, contract=tx.contract,
                              tx_id=row.id, tx_hash=tx.tx_hash, submitted_at=now, updated_at=now) for h, q in batches)
@@ -286,7 +286,7 @@ class Outbox:
     def record_replacement(self, old_id: int, tx: NewTx, now: datetime) -> int:
         """Same nonce, higher fee: the new transaction takes over the old one's batches. Either may still
         be mined; the worker learns which from the chain, not from this table."""
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             row = _insert_tx(s, tx, now)
             s.execute(update(AnchorTx).where(AnchorTx.id == old_id).values(status=TX_REPLACED))
             s.execute(update(Anchor).where(Anchor.tx_id == old_id, Anchor.status == SUBMITTED)
@@ -303,7 +303,7 @@ class Outbox:
         """``mark_included`` for many batches in one transaction. Why: under full ingest on SQLite every write
         transaction of the worker waits for the writer lock behind a submission; one per batch (and another
         per confirmation) let anchoring fall 100 batches and 40 s behind (scripts/chaos.py --steady-only)."""
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             mined: dict[str, AnchorTx | None] = {}
             for f in found:
                 a = s.get(Anchor, (f.hospital_id, f.seq))
@@ -330,7 +330,7 @@ class Outbox:
         """included → confirmed for many batches in one transaction (see ``mark_included_many``)."""
         if not keys:
             return
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             for hospital_id, seq in keys:
                 s.execute(update(Anchor).where(Anchor.hospital_id == hospital_id, Anchor.seq == seq,
                                                Anchor.status == INCLUDED)
@@ -338,7 +338,7 @@ class Outbox:
 
     def mark_reorged(self, hospital_id: str, seq: int, now: datetime) -> None:
         """included → submitted: the block that held the anchor is no longer canonical."""
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             a = s.get(Anchor, (hospital_id, seq))
             if a is None or a.status != INCLUDED:
                 return
@@ -349,7 +349,7 @@ class Outbox:
     def release(self, tx_id: int) -> list[tuple[str, int]]:
         """A transaction that can no longer be mined (its nonce was used by nothing of ours): its
         still-submitted batches go back to SEALED and will be sent again."""
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             batches = [(h, q) for h, q in s.execute(
                 select(Anchor.hospital_id, Anchor.seq).where(Anchor.tx_id == tx_id, Anchor.status == SUBMITTED))]
             s.execute(delete(Anchor).where(Anchor.tx_id == tx_id, Anchor.status == SUBMITTED))
@@ -361,7 +361,7 @@ class Outbox:
         those recorded ``included`` or ``confirmed`` go back to SEALED — receipts stop carrying them and the
         worker sends them again — their transactions become ``reorged``, and an ``anchors-lost`` alarm is
         raised, all in one transaction. Returns the seqs moved back."""
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             rows = list(s.scalars(select(Anchor).where(Anchor.hospital_id == hospital_id, Anchor.seq > above_seq,
                                                        Anchor.status.in_(ON_CHAIN)).order_by(Anchor.seq)))
             if not rows:
@@ -380,7 +380,7 @@ class Outbox:
         """The registry holds these batches' roots, but not in the blocks recorded (the chain re-included
         their transaction elsewhere): back to ``submitted``, so the next step reads the block from the chain
         again; receipts stop carrying the stale block meanwhile. An ``anchors-moved`` alarm until confirmed."""
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             rows = list(s.scalars(select(Anchor).where(Anchor.hospital_id == hospital_id, Anchor.seq.in_(list(seqs)),
                                                        Anchor.status.in_(ON_CHAIN)).order_by(Anchor.seq)))
             for a in rows:
@@ -394,10 +394,10 @@ class Outbox:
         """Close every open alarm whose batches are all confirmed again; the alarms closed. Reads first: the
         worker calls this after every confirmation, and a write transaction would queue for the writer lock."""
         closed: list[AlarmInfo] = []
-        with self._store._unit() as s:
+        with self._store.read() as s:
             if s.scalar(select(AnchorAlarm.id).where(AnchorAlarm.resolved_at.is_(None)).limit(1)) is None:
                 return closed
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             for a in s.scalars(select(AnchorAlarm).where(AnchorAlarm.resolved_at.is_(None))):
                 confirmed = s.scalar(select(func.count()).select_from(Anchor).where(
                     Anchor.hospital_id == a.hospital_id, Anchor.seq >= a.first_seq, Anchor.seq <= a.last_seq,
@@ -408,5 +408,5 @@ class Outbox:
         return closed
 
     def set_tx_status(self, tx_id: int, status: str) -> None:
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             s.execute(update(AnchorTx).where(AnchorTx.id == tx_id).values(status=status))

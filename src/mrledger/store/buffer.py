@@ -13,12 +13,11 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 
 from sqlalchemy import Table
-from sqlalchemy.orm import Session
 
 from mrledger.store.bulk import DriverInsert
+from mrledger.store.unit import Unit
 
 log = logging.getLogger("mrledger.store")
 Row = dict[str, object]
@@ -90,13 +89,12 @@ class BufferedRows:
     background thread — and so the verifications it shares the interpreter lock with — less than an ORM
     bulk insert."""
 
-    def __init__(self, unit: Callable[..., AbstractContextManager[Session]], table: Table, columns: Sequence[str],
-                 name: str) -> None:
-        self._unit, self._insert = unit, DriverInsert.values(table, columns)
+    def __init__(self, unit: Unit, table: Table, columns: Sequence[str], name: str) -> None:
+        self._unit_of_work, self._insert = unit, DriverInsert.values(table, columns)  # a write transaction
         self._buffer = BufferedWriter(self._write_rows, name)
 
     def _write_rows(self, rows: list[Row]) -> None:
-        with self._unit(write=True) as s:
+        with self._unit_of_work() as s:
             self._insert.run_values(s.connection(), rows)
 
     def start_buffering(self, interval: float = 0.1) -> None:

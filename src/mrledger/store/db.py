@@ -19,7 +19,7 @@ from mrledger.store.keyfiles import private_sqlite
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: Execution option marking a unit of work that will write (see the SQLite BEGIN IMMEDIATE below).
 WRITE_OPTION = "mrl_write"
-#: Execution option marking a connection that runs a single read statement (``Store._read``): SQLite runs a
+#: Execution option marking a connection that runs a single read statement (``Store.single_read``): SQLite runs a
 #: lone SELECT in its own implicit read transaction, so no BEGIN is sent — one statement and one release and
 #: re-acquisition of the GIL less per lookup, which counts when 40 request threads share one interpreter.
 SINGLE_READ_OPTION = "mrl_single_read"

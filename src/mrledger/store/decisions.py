@@ -99,7 +99,7 @@ class EventIndex(BufferedRows):
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        super().__init__(store._unit, cast(Table, Verification.__table__), _COLUMNS, "verifications")
+        super().__init__(store.unit_of_work, cast(Table, Verification.__table__), _COLUMNS, "verifications")
 
     # -- verifications --------------------------------------------------------------------------------
 
@@ -112,7 +112,7 @@ class EventIndex(BufferedRows):
 
     def verification(self, verification_id: str) -> VerificationRow | None:
         self.flush()
-        with self._store._unit() as s:
+        with self._store.read() as s:
             v = s.get(Verification, verification_id)
             if v is None:
                 return None
@@ -123,14 +123,14 @@ class EventIndex(BufferedRows):
     # -- the index --------------------------------------------------------------------------------------
 
     def decision(self, verification_id: str) -> DecisionFacts | None:
-        with self._store._unit() as s:
+        with self._store.read() as s:
             d = s.get(Decision, verification_id)
             return None if d is None else _decision(d)
 
     def encounters(self, hospital_id: str, encounter_refs: Iterable[str]) -> dict[str, EncounterFacts]:
         ids = sorted(set(encounter_refs))
         found: dict[str, EncounterFacts] = {}
-        with self._store._unit() as s:
+        with self._store.read() as s:
             for i in range(0, len(ids), 500):
                 q = select(Encounter).where(Encounter.hospital_id == hospital_id,
                                             Encounter.encounter_ref.in_(ids[i:i + 500]))
@@ -139,7 +139,7 @@ class EventIndex(BufferedRows):
 
     def index_decision(self, d: DecisionFacts, leaf_hash: bytes) -> None:
         """Index a decision whose record ``Store.submit`` accepted with ``leaf_hash`` (idempotent)."""
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             if s.get(Decision, d.verification_id) is not None:
                 return
             rv = self._record_versions(s, d.stream, [leaf_hash])[leaf_hash]
@@ -168,7 +168,7 @@ class EventIndex(BufferedRows):
         if not todo:
             return
         stream = events_stream(hospital_id)
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             ids = self._record_versions(s, stream, [leaf for _, leaf in todo])
             s.execute(insert(Encounter), [
                 {"hospital_id": e.hospital_id, "encounter_ref": e.encounter_ref, "stream": stream,
@@ -196,7 +196,7 @@ class EventIndex(BufferedRows):
         self.flush()
         done = 0
         while True:
-            with self._store._unit(write=True) as s:
+            with self._store.unit_of_work() as s:
                 ids = list(s.scalars(
                     select(Verification.id).outerjoin(Decision, Decision.verification_id == Verification.id)
                     .where(Verification.at < before, Decision.verification_id.is_(None)).limit(chunk)))
@@ -210,7 +210,7 @@ class EventIndex(BufferedRows):
 
     def streams(self) -> list[str]:
         """Every event stream registered in this database."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             return list(s.scalars(select(Hospital.id).where(Hospital.id.endswith(STREAM_SUFFIX))
                                   .order_by(Hospital.id)))
 
@@ -219,7 +219,7 @@ class EventIndex(BufferedRows):
         q = (select(RecordVersion.id, RecordVersion.leaf_hash, BatchLeaf.seq, BatchLeaf.leaf_index)
              .outerjoin(BatchLeaf, BatchLeaf.record_version_id == RecordVersion.id)
              .where(RecordVersion.hospital_id == stream).order_by(RecordVersion.id))
-        with self._store._unit() as s:
+        with self._store.read() as s:
             return [StoredLeaf(int(i), bytes(leaf), seq, index) for i, leaf, seq, index in s.execute(q)]
 
     def batch_roots(self, stream: str) -> dict[int, tuple[bytes, int, str | None]]:
@@ -227,12 +227,12 @@ class EventIndex(BufferedRows):
         q = (select(Batch.seq, Batch.root, Batch.size, Anchor.status)
              .outerjoin(Anchor, and_(Anchor.hospital_id == Batch.hospital_id, Anchor.seq == Batch.seq))
              .where(Batch.hospital_id == stream))
-        with self._store._unit() as s:
+        with self._store.read() as s:
             return {seq: (root, size, status) for seq, root, size, status in s.execute(q)}
 
     def indexed(self, stream: str) -> tuple[dict[int, DecisionFacts], dict[int, EncounterFacts]]:
         """The index rows of a stream by record version id."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             decisions = {d.record_version_id: _decision(d)
                          for d in s.scalars(select(Decision).where(Decision.stream == stream))}
             encounters = {e.record_version_id: _encounter(e)

@@ -69,7 +69,7 @@ class Eligibility:
             raise SubmissionError("valid_until must be in the future")
         # Handed back in UTC, as they read back from the database.
         now, valid_until = now.astimezone(UTC), None if valid_until is None else valid_until.astimezone(UTC)
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             self._lock_hospital(s, hospital_id)
             for row in self._open(s, hospital_id, category):
                 row.revoked_at = now
@@ -82,7 +82,7 @@ class Eligibility:
     def revoke(self, hospital_id: str, category: str, now: datetime) -> Grant:
         """End the open grant at ``now``; NotFoundError when there is none (revoking twice is a mistake to
         report, not to hide)."""
-        with self._store._unit(write=True) as s:
+        with self._store.unit_of_work() as s:
             self._lock_hospital(s, hospital_id)
             rows = self._open(s, hospital_id, category)
             if not rows:
@@ -94,7 +94,7 @@ class Eligibility:
     def grants(self, hospital_id: str, *, history: bool = False) -> list[Grant]:
         """Open grants (including expired ones: ``valid_until`` shows it), or every row with ``history``;
         ordered by category, then time."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             if s.get(Hospital, hospital_id) is None:
                 raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
             q = select(HospitalEligibility).where(HospitalEligibility.hospital_id == hospital_id)
@@ -105,8 +105,8 @@ class Eligibility:
 
     def categories(self, hospital_id: str, at: datetime) -> frozenset[str]:
         """Every category ``hospital_id`` is eligible for at ``at``: one plain-connection query, because it is
-        asked on every verification (see ``Store._read``)."""
-        with self._store._read() as conn:
+        asked on every verification (see ``Store.single_read``)."""
+        with self._store.single_read() as conn:
             rows = conn.execute(_CATEGORIES, {"hid": hospital_id, "at": at})
             return frozenset(c for c, g, v, r in rows
                              if Grant(hospital_id, c, "", g, v, r).active(at))

@@ -67,3 +67,9 @@ class UnknownDataKeyError(DecryptionError):
     def __init__(self, message: str, key_id: int) -> None:
         super().__init__(message)
         self.key_id = key_id
+
+
+class ReadOnlyError(MrLedgerError, RuntimeError):
+    """A write was attempted inside ``Store.read()`` (store/unit.py): a programming error, neither bad input
+    nor an unavailable database, so deliberately outside ``StoreError`` (which the API answers with 503 and a
+    retry): it surfaces as a plain 500."""

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,6 +28,7 @@ from mrledger.store.crypto import (
 )
 from mrledger.store.errors import MasterKeyError
 from mrledger.store.models import AccessLog, DataKey, EncryptionBacklog, RecordVersion
+from mrledger.store.unit import Unit
 
 log = logging.getLogger("mrledger.keys")
 
@@ -37,9 +36,6 @@ INDEX, DATA = "index", "data"
 #: Rows converted per transaction: large enough to amortise the commit, small enough that an interruption
 #: loses little and other writers wait at most a fraction of a second.
 CONVERT_CHUNK = 2000
-
-Unit = Callable[[], AbstractContextManager[Session]]
-
 
 @dataclass(frozen=True, slots=True)
 class KeyInfo:

@@ -101,7 +101,7 @@ class KpiRollup:
 
     def roll_up(self) -> int:
         """Count every sealed event batch not counted yet whose records are all indexed; the number counted."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             todo = [(h, q, n) for h, q, n in s.execute(
                 _not_counted(Batch.size)
                 .order_by(Batch.hospital_id, Batch.seq))]
@@ -113,7 +113,7 @@ class KpiRollup:
     def check(self, stream: str) -> list[tuple[int, str]]:
         """(seq, what differs) for every counted batch of ``stream`` whose stored counts are not the counts of its
         indexed records now: the KPI audit's proof that reports summed from the rollup are the index's figures."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             seqs = list(s.scalars(select(KpiRolled.seq).where(KpiRolled.stream == stream).order_by(KpiRolled.seq)))
             stored: dict[int, dict[tuple[Key, datetime], tuple[int, int, int, int]]] = defaultdict(dict)
             for c in s.scalars(select(KpiCount).where(KpiCount.stream == stream)):
@@ -131,7 +131,7 @@ class KpiRollup:
         return out
 
     def _roll(self, batches: Sequence[tuple[str, int, int]]) -> int:
-        with self._store._unit() as s:
+        with self._store.read() as s:
             facts = _batch_facts(s, [(h, q) for h, q, _ in batches])
         complete = [(h, q) for h, q, size in batches if len(facts.get((h, q), ())) == size]
         if not complete:
@@ -144,7 +144,7 @@ class KpiRollup:
                       "reason": k.reason, "n": v.n, "retrieved": v.retrieved, "tests": v.tests,
                       "amount_minor": v.amount_minor} for (k, b), v in sums.items()]
         try:
-            with self._store._unit(write=True) as s:
+            with self._store.unit_of_work() as s:
                 s.execute(insert(KpiRolled), [{"stream": h, "seq": q} for h, q in complete])
                 if rows:
                     s.execute(insert(KpiCount), rows)
@@ -218,7 +218,7 @@ class KpiRollup:
     @contextmanager
     def _snapshot(self) -> Iterator[Session]:
         """One read transaction that sees one state of the database (SQLite's BEGIN already does)."""
-        with self._store._unit() as s:
+        with self._store.read() as s:
             if s.get_bind().dialect.name == "postgresql":
                 s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield s

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -20,7 +19,7 @@ from typing import Literal, cast
 
 from sqlalchemy import Connection, Engine, Row, Table, and_, bindparam, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from mrledger.ledger import Anchor as AnchorInfo
 from mrledger.ledger import (
@@ -40,7 +39,7 @@ from mrledger.ledger.records import HOSPITAL_ID_PATTERN
 from mrledger.store.bulk import DriverInsert, processed
 from mrledger.store.changes import IDENTITY_WORDS, describe, identity_detail, identity_differs
 from mrledger.store.crypto import RECORD_JSON, SALT, Keyring, MasterKey, master_key_from_env, record_context
-from mrledger.store.db import SINGLE_READ_OPTION, WRITE_OPTION, make_engine, migrate
+from mrledger.store.db import make_engine, migrate
 from mrledger.store.errors import (
     ConflictError,
     IdentityChangeError,
@@ -55,6 +54,7 @@ from mrledger.store.errors import (
 from mrledger.store.keystore import convert_backlog, load_keyring, scrub_sqlite
 from mrledger.store.models import Anchor, Batch, BatchLeaf, Hospital, PendingLeaf, RecordVersion, ResultAlias
 from mrledger.store.salts import SaltPool
+from mrledger.store.unit import UnitOfWork
 
 log = logging.getLogger("mrledger.store")
 
@@ -128,8 +128,9 @@ _VERSION_ROW = _ROW.where(RecordVersion.version == bindparam("v"))
 _LATEST_ROW = _ROW.order_by(RecordVersion.version.desc()).limit(1)
 
 
-class Store:
-    """Repository over one database. Thread-safe: each call opens its own session.
+class Store(UnitOfWork):
+    """Repository over one database. Thread-safe: each call opens its own session. Transactions of other
+    modules go through the inherited ``unit_of_work`` / ``read`` / ``single_read`` (store/unit.py).
 
     Record contents, salts and result ids are encrypted at rest (``mrledger.store.crypto``, docs/encryption.md) under
     data keys that ``master_key`` unwraps: a key, or a key file (re-read when a rotation added a data key
@@ -141,13 +142,10 @@ class Store:
 
     def __init__(self, engine: Engine, *, clock: Clock = utcnow, salts: SaltSource | None = None,
                  master_key: MasterKey | Path | None = None) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self._master_source = master_key if master_key is not None else master_key_from_env()
         self._keys: Keyring | None = None
         self._keys_lock = threading.Lock()
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._writers = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
-        self._reader = engine.execution_options(**{SINGLE_READ_OPTION: True})
         self._clock = clock
         self._salts = salts or SaltPool()  # the OS CSPRNG in 64 KiB draws (store/salts.py)
         self._tree = lru_cache(maxsize=64)(self._load_tree)
@@ -161,20 +159,6 @@ class Store:
         if store._master_source is not None:
             store.unlock()
         return store
-
-    @contextmanager
-    def _unit(self, write: bool = False) -> Iterator[Session]:
-        with (self._writers if write else self._sessions)() as session, session.begin():
-            yield session
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        """A plain connection for the hot single-statement reads of verification (one statement is
-        consistent on its own). An ORM session with its transaction costs ~5x more: measured on SQLite,
-        329 µs against 69 µs per ``versions`` lookup — a quarter of a verification's CPU time. One
-        statement per connection: on SQLite it runs without BEGIN (``SINGLE_READ_OPTION``)."""
-        with self._reader.connect() as conn:
-            yield conn
 
     # -- keys ---------------------------------------------------------------------------------------
 
@@ -192,7 +176,7 @@ class Store:
                     raise KeysUnavailableError("this store was opened without a master key: set MRL_MASTER_KEY_FILE "
                                                "or MRL_MASTER_KEY (docs/encryption.md)")
                 keys = self._load_keys()
-                if convert_backlog(lambda: self._unit(write=True), keys) and self.engine.dialect.name == "sqlite":
+                if convert_backlog(self.unit_of_work, keys) and self.engine.dialect.name == "sqlite":
                     scrub_sqlite(self.engine)
                 self._keys = keys
             return self._keys
@@ -202,14 +186,14 @@ class Store:
         master = MasterKey.from_file(source) if isinstance(source, Path) else source
         assert master is not None
         try:
-            return load_keyring(lambda: self._unit(write=True), master, self._clock())
+            return load_keyring(self.unit_of_work, master, self._clock())
         except MasterKeyError:
             # `mrledger keys rotate` writes the new key next to the old one before its transaction and moves it
             # over the old one after commit; a crash in between leaves the database under the new key.
             pending = source.with_name(source.name + ".new") if isinstance(source, Path) else None
             if pending is None or not pending.is_file():
                 raise
-            keys = load_keyring(lambda: self._unit(write=True), MasterKey.from_file(pending), self._clock())
+            keys = load_keyring(self.unit_of_work, MasterKey.from_file(pending), self._clock())
             log.warning("the database is under the master key in %s (an interrupted `mrledger keys rotate`); move "
                         "it over %s", pending, source)
             return keys
@@ -249,7 +233,7 @@ class Store:
             raise SubmissionError("hospital id must be 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)")
         if not name.strip() or len(name) > 256:
             raise SubmissionError("hospital name must be 1-256 characters")
-        with self._unit(write=True) as s:
+        with self.unit_of_work() as s:
             existing = s.get(Hospital, hospital_id)
             if existing is not None:
                 if existing.name != name:
@@ -258,7 +242,7 @@ class Store:
             s.add(Hospital(id=hospital_id, name=name, created_at=self._clock()))
 
     def hospitals(self) -> list[tuple[str, str]]:
-        with self._unit() as s:
+        with self.read() as s:
             return [(h.id, h.name) for h in s.scalars(select(Hospital).order_by(Hospital.id))]
 
     # -- submission ---------------------------------------------------------------------------------
@@ -297,7 +281,7 @@ class Store:
         keys = self.keys
         # Keyed hashes once per result id (a correction and its original share one).
         hmacs = {rid: keys.index(hospital_id, rid) for rid in {r.result_id for r in records}}
-        with self._unit(write=True) as s:
+        with self.unit_of_work() as s:
             if s.get(Hospital, hospital_id) is None:
                 raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
             existing = self._existing(s, hospital_id, hmacs)
@@ -358,7 +342,7 @@ class Store:
         """The result ids a result was also submitted as (``result_aliases``): e.g. the report an Observation
         was committed inside. Each target is named by decrypting its latest stored version."""
         found = []
-        with self._unit() as s:
+        with self.read() as s:
             targets = s.scalars(select(ResultAlias.result_hmac).where(
                 ResultAlias.hospital_id == hospital_id,
                 ResultAlias.alias_hmac == self.keys.index(hospital_id, alias)).order_by(ResultAlias.id)).all()
@@ -432,7 +416,7 @@ class Store:
         sealed — the leaves stay pending, the seq is not used — and the error propagates to the caller."""
         if max_size < 1:
             raise ValueError("max_size must be >= 1")
-        with self._unit(write=True) as s:
+        with self.unit_of_work() as s:
             # Serialise sealers of one hospital (PostgreSQL row lock; SQLite has one writer anyway).
             if s.scalar(select(Hospital.id).where(Hospital.id == hospital_id).with_for_update()) is None:
                 raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
@@ -460,13 +444,13 @@ class Store:
     def due_hospitals(self, size_limit: int, max_age: timedelta, now: datetime | None = None) -> list[str]:
         """Hospitals whose open batch is full or whose oldest pending result is older than ``max_age``."""
         cutoff = (now or self._clock()) - max_age
-        with self._unit() as s:
+        with self.read() as s:
             q = (select(PendingLeaf.hospital_id).group_by(PendingLeaf.hospital_id)
                  .having((func.count() >= size_limit) | (func.min(PendingLeaf.accepted_at) <= cutoff)))
             return list(s.scalars(q))
 
     def pending_count(self, hospital_id: str | None = None) -> int:
-        with self._unit() as s:
+        with self.read() as s:
             q = select(func.count()).select_from(PendingLeaf)
             if hospital_id is not None:
                 q = q.where(PendingLeaf.hospital_id == hospital_id)
@@ -478,19 +462,19 @@ class Store:
         """This ledger holds batch ``seq`` of the hospital, and it precedes the hospital's first signed batch
         (or none is signed): the allowance for receipts handed out before signing was switched on. Unknown
         hospitals and batches get none (service/verification.py)."""
-        with self._read() as conn:
+        with self.single_read() as conn:
             first, held = conn.execute(_SIGNED_FROM, {"hid": hospital_id, "seq": seq}).one()
         return bool(held) and (first is None or seq < first)
 
     def batch(self, hospital_id: str, seq: int) -> BatchHead:
-        with self._unit() as s:
+        with self.read() as s:
             b = s.get(Batch, (hospital_id, seq))
             if b is None:
                 raise NotFoundError(f"no batch {seq} for hospital {hospital_id!r}")
             return BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at)
 
     def batches(self, hospital_id: str) -> list[BatchHead]:
-        with self._unit() as s:
+        with self.read() as s:
             rows = s.scalars(select(Batch).where(Batch.hospital_id == hospital_id).order_by(Batch.seq))
             return [BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at) for b in rows]
 
@@ -499,7 +483,7 @@ class Store:
         """Batch ``seq`` (None: the latest) with its stored signature, or None if there is none — what the
         public, hash-only batch endpoints serve to monitors (docs/monitor.md). Read from the table on every
         call, never from the tree cache: a monitor must see what the database holds now."""
-        with self._unit() as s:
+        with self.read() as s:
             q = select(Batch).where(Batch.hospital_id == hospital_id)
             q = q.order_by(Batch.seq.desc()).limit(1) if seq is None else q.where(Batch.seq == seq)
             b = s.scalar(q)
@@ -512,7 +496,7 @@ class Store:
     def published_leaves(self, hospital_id: str, seq: int) -> list[bytes]:
         """The batch's leaf hashes in tree order, read from the database (not the proof cache), for the same
         reason as ``published_batch``. Empty if the batch has no leaves (its rows were deleted)."""
-        with self._unit() as s:
+        with self.read() as s:
             return list(s.scalars(
                 select(RecordVersion.leaf_hash)
                 .join(BatchLeaf, BatchLeaf.record_version_id == RecordVersion.id)
@@ -524,7 +508,7 @@ class Store:
 
     def _load_tree(self, hospital_id: str, seq: int) -> MerkleTree:
         # Sealed batches are immutable, so their trees are cached (proofs for a 10k batch then cost µs).
-        with self._unit() as s:
+        with self.read() as s:
             leaves = s.scalars(
                 select(RecordVersion.leaf_hash)
                 .join(BatchLeaf, BatchLeaf.record_version_id == RecordVersion.id)
@@ -537,9 +521,9 @@ class Store:
 
     def versions(self, hospital_id: str, result_id: str) -> list[VersionInfo]:
         """Every version of a result, oldest first, with its batch position once sealed (asked on every
-        verification: read through ``_read``)."""
+        verification: read through ``single_read``)."""
         rid = self.keys.index(hospital_id, result_id)
-        with self._read() as conn:
+        with self.single_read() as conn:
             rows = conn.execute(_VERSIONS, {"hid": hospital_id, "rid": rid}).all()
         if not rows:
             raise NotFoundError(f"no result {result_id!r} at hospital {hospital_id!r}")
@@ -548,7 +532,7 @@ class Store:
     def record(self, hospital_id: str, result_id: str, version: int | None = None) -> ResultRecord:
         """The stored record (decrypted and checked: DecryptionError, never another row's record)."""
         rid = self.keys.index(hospital_id, result_id)
-        with self._read() as conn:  # one statement: the plain-connection path, like ``versions``
+        with self.single_read() as conn:  # one statement: the plain-connection path, like ``versions``
             row = self._version_row(conn, hospital_id, rid, result_id, version)
         context = record_context(hospital_id, rid, row.version, row.leaf_hash)
         return ResultRecord.from_json(self._decrypt(RECORD_JSON, context, row.record_enc).decode("utf-8"))
@@ -558,7 +542,7 @@ class Store:
         whole history: for exports, audits and tests, not for request paths (which look up by result id)."""
         q = (select(RecordVersion.result_hmac, RecordVersion.version, RecordVersion.leaf_hash, RecordVersion.record_enc)
              .where(RecordVersion.hospital_id == hospital_id).order_by(RecordVersion.id))
-        with self._unit() as s:
+        with self.read() as s:
             rows = s.execute(q).all()
         return [ResultRecord.from_json(self._decrypt(RECORD_JSON, record_context(hospital_id, rid, version, leaf),
                                                      record_enc).decode("utf-8"))
@@ -578,7 +562,7 @@ class Store:
         """The mrl-receipt/1 of a record version, or None while it is not yet sealed into a batch. The
         anchor section is filled once the batch's anchor is confirmed."""
         rid = self.keys.index(hospital_id, result_id)
-        with self._unit() as s:
+        with self.read() as s:
             row = self._version_row(s, hospital_id, rid, result_id, version)
             member = s.scalar(select(BatchLeaf).where(BatchLeaf.record_version_id == row.id))
             if member is None:

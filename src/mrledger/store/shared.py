@@ -20,7 +20,7 @@ DEV_TRUST = "dev-trust"
 
 
 def shared_get(store: Store, name: str) -> str | None:
-    with store._unit() as s:
+    with store.read() as s:
         row = s.get(SharedConfig, name)
         return None if row is None else row.value
 
@@ -29,7 +29,7 @@ def shared_put_first(store: Store, name: str, value: str, now: datetime) -> str:
     """Record ``value`` unless a value is recorded already (first writer wins, under concurrency too); the
     value now recorded."""
     try:
-        with store._unit(write=True) as s:
+        with store.unit_of_work() as s:
             if s.get(SharedConfig, name) is None:
                 s.add(SharedConfig(name=name, value=value, updated_at=now))
     except IntegrityError:  # another node recorded it between our read and our insert

@@ -1,0 +1,82 @@
+"""The store's unit of work: the three ways code outside one repository method may reach the database.
+
+Why public: the store's aggregates (store/anchors.py, store/decisions.py, store/access.py, …), the key tools
+(store/keystore.py, ``mrledger keys``) and tests need transactions of their own. They used to borrow
+``Store._unit`` and ``Store._read``; a private helper that half the code calls is an API nobody documented.
+These are that API, typed, with the contract each one keeps:
+
+- ``unit_of_work()``: a write transaction. Commits when the block ends, rolls back if it raises. On SQLite it
+  begins IMMEDIATE (``WRITE_OPTION``), so two writers queue at BEGIN instead of failing at their first write.
+- ``read()``: a read-only transaction, for several statements that must see one state of the database. It
+  refuses to write (``ReadOnlyError``): a write there would otherwise commit on PostgreSQL and deadlock-retry
+  on SQLite, depending on the backend.
+- ``single_read()``: a plain connection for one statement, the hot path of verification (see its docstring).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
+
+from mrledger.store.db import SINGLE_READ_OPTION, WRITE_OPTION
+from mrledger.store.errors import ReadOnlyError
+
+#: What the key tools (store/keystore.py) and the buffered writers (store/buffer.py) take: a factory of
+#: transactions, e.g. ``store.unit_of_work`` or ``store.read``.
+Unit = Callable[[], AbstractContextManager[Session]]
+
+
+class _ReadSession(Session):
+    """A session that refuses writes (class-level listeners below: no per-session registration cost)."""
+
+
+@event.listens_for(_ReadSession, "before_flush")
+def _refuse_flush(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise ReadOnlyError("changes made inside Store.read(): write in Store.unit_of_work()")
+
+
+@event.listens_for(_ReadSession, "do_orm_execute")
+def _refuse_dml(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        raise ReadOnlyError("an INSERT/UPDATE/DELETE inside Store.read(): write in Store.unit_of_work()")
+
+
+class UnitOfWork:
+    """Transactions over one engine. Thread-safe: every call opens its own session or connection.
+
+    The ``Store`` facade inherits this (store/repository.py), so callers write ``store.unit_of_work()``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._readers = sessionmaker(engine, class_=_ReadSession, expire_on_commit=False)
+        self._writers = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
+        self._single = engine.execution_options(**{SINGLE_READ_OPTION: True})
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        """A write transaction: all of the block's changes commit together when it ends, or none (it raised)."""
+        with self._writers() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction: several statements, one consistent view; writing raises ReadOnlyError."""
+        with self._readers() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def single_read(self) -> Iterator[Connection]:
+        """A plain connection for the hot single-statement reads of verification (one statement is
+        consistent on its own). An ORM session with its transaction costs ~5x more: measured on SQLite,
+        329 µs against 69 µs per ``versions`` lookup — a quarter of a verification's CPU time. One
+        statement per connection: on SQLite it runs without BEGIN (``SINGLE_READ_OPTION``)."""
+        with self._single.connect() as conn:
+            yield conn
+
+
+__all__ = ["ReadOnlyError", "Unit", "UnitOfWork"]
