@@ -21,6 +21,10 @@ from sqlalchemy import Column, Connection, Insert, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
+#: Most ids in one ``IN (...)`` list: under SQLite's and the drivers' parameter limits, and large enough
+#: that a 10,000-record submission or seal takes 20 statements, not 10,000.
+IN_CHUNK = 500
+
 
 class DriverInsert:
     """One INSERT (or INSERT … SELECT) with bind parameters ``names``; rows are tuples in that order."""

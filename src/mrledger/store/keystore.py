@@ -18,14 +18,7 @@ from sqlalchemy import Engine, LargeBinary, Table, bindparam, cast, select, upda
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mrledger.store.crypto import (
-    ACCESS_RESULT_ID,
-    DATA_KEY_BYTES,
-    Keyring,
-    MasterKey,
-    access_context,
-    record_context,
-)
+from mrledger.store.crypto import ACCESS_RESULT_ID, DATA_KEY_BYTES, Keyring, MasterKey, access_context, record_context
 from mrledger.store.errors import MasterKeyError
 from mrledger.store.models import AccessLog, DataKey, EncryptionBacklog, RecordVersion
 from mrledger.store.unit import Unit

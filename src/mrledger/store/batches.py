@@ -1,0 +1,144 @@
+"""Batches: sealing pending leaves into a hospital's next batch, and reading sealed batches back.
+
+Sealed batches are immutable, so their Merkle trees are cached per store (``_tree``, set up by ``Store``):
+a proof for a 10,000-leaf batch then costs microseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import cast
+
+from sqlalchemy import Table, bindparam, delete, func, select
+
+from mrledger.ledger import BatchHead, BatchSignature, MerkleTree, build_batch, canonicalize, parse_json
+from mrledger.store.bulk import IN_CHUNK, DriverInsert
+from mrledger.store.errors import NotFoundError, UnknownHospitalError
+from mrledger.store.models import Batch, BatchLeaf, Hospital, PendingLeaf, RecordVersion
+from mrledger.store.vault import Vault
+
+_INSERT_BATCH_LEAVES = DriverInsert.values(cast(Table, BatchLeaf.__table__),
+                                           ("hospital_id", "seq", "leaf_index", "record_version_id"))
+#: (first signed seq of a hospital, whether this ledger holds batch ``seq``): ``sealed_before_signing``.
+_SIGNED_FROM = select(
+    select(func.min(Batch.seq)).where(Batch.hospital_id == bindparam("hid"), Batch.signature.is_not(None))
+    .scalar_subquery(),
+    select(func.count()).where(Batch.hospital_id == bindparam("hid"), Batch.seq == bindparam("seq"))
+    .scalar_subquery())
+
+
+class Batches(Vault):
+    """Sealing and batch reads (a mixin of ``Store``, which sets ``_tree``)."""
+
+    _tree: Callable[[str, int], MerkleTree]
+
+    def seal(self, hospital_id: str, max_size: int, now: datetime | None = None,
+             sign: Callable[[BatchHead], BatchSignature] | None = None) -> BatchHead | None:
+        """Seal up to ``max_size`` pending leaves of a hospital (oldest first) into its next batch.
+
+        ``sign`` returns the hospital's signature of the new head (docs/signatures.md). It runs inside the
+        sealing transaction, so a node that signs never commits an unsigned batch: if it raises, nothing is
+        sealed — the leaves stay pending, the seq is not used — and the error propagates to the caller."""
+        if max_size < 1:
+            raise ValueError("max_size must be >= 1")
+        with self.unit_of_work() as s:
+            # Serialise sealers of one hospital (PostgreSQL row lock; SQLite has one writer anyway).
+            if s.scalar(select(Hospital.id).where(Hospital.id == hospital_id).with_for_update()) is None:
+                raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
+            pending = s.execute(
+                select(PendingLeaf.record_version_id, RecordVersion.leaf_hash)
+                .join(RecordVersion, RecordVersion.id == PendingLeaf.record_version_id)
+                .where(PendingLeaf.hospital_id == hospital_id)
+                .order_by(PendingLeaf.record_version_id)
+                .limit(max_size)
+            ).all()
+            if not pending:
+                return None
+            seq = (s.scalar(select(func.max(Batch.seq)).where(Batch.hospital_id == hospital_id)) or 0) + 1
+            head, _tree = build_batch(hospital_id, seq, [p[1] for p in pending], now or self._clock())
+            signature = None if sign is None else canonicalize(sign(head).to_obj()).decode("utf-8")
+            s.add(Batch(hospital_id=hospital_id, seq=seq, size=head.size, root=head.root, sealed_at=head.sealed_at,
+                        signature=signature))
+            s.flush()
+            _INSERT_BATCH_LEAVES.run(s.connection(), [(hospital_id, seq, i, p[0]) for i, p in enumerate(pending)])
+            ids = [p[0] for p in pending]
+            for i in range(0, len(ids), IN_CHUNK):
+                s.execute(delete(PendingLeaf).where(PendingLeaf.record_version_id.in_(ids[i:i + IN_CHUNK])))
+            return head
+
+    def due_hospitals(self, size_limit: int, max_age: timedelta, now: datetime | None = None) -> list[str]:
+        """Hospitals whose open batch is full or whose oldest pending result is older than ``max_age``."""
+        cutoff = (now or self._clock()) - max_age
+        with self.read() as s:
+            q = (select(PendingLeaf.hospital_id).group_by(PendingLeaf.hospital_id)
+                 .having((func.count() >= size_limit) | (func.min(PendingLeaf.accepted_at) <= cutoff)))
+            return list(s.scalars(q))
+
+    def pending_count(self, hospital_id: str | None = None) -> int:
+        with self.read() as s:
+            q = select(func.count()).select_from(PendingLeaf)
+            if hospital_id is not None:
+                q = q.where(PendingLeaf.hospital_id == hospital_id)
+            return int(s.scalar(q) or 0)
+
+    def sealed_before_signing(self, hospital_id: str, seq: int) -> bool:
+        """This ledger holds batch ``seq`` of the hospital, and it precedes the hospital's first signed batch
+        (or none is signed): the allowance for receipts handed out before signing was switched on. Unknown
+        hospitals and batches get none (service/verification.py)."""
+        with self.single_read() as conn:
+            first, held = conn.execute(_SIGNED_FROM, {"hid": hospital_id, "seq": seq}).one()
+        return bool(held) and (first is None or seq < first)
+
+    def batch(self, hospital_id: str, seq: int) -> BatchHead:
+        with self.read() as s:
+            b = s.get(Batch, (hospital_id, seq))
+            if b is None:
+                raise NotFoundError(f"no batch {seq} for hospital {hospital_id!r}")
+            return BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at)
+
+    def batches(self, hospital_id: str) -> list[BatchHead]:
+        with self.read() as s:
+            rows = s.scalars(select(Batch).where(Batch.hospital_id == hospital_id).order_by(Batch.seq))
+            return [BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at) for b in rows]
+
+    def published_batch(self, hospital_id: str, seq: int | None = None,
+                        ) -> tuple[BatchHead, BatchSignature | None] | None:
+        """Batch ``seq`` (None: the latest) with its stored signature, or None if there is none — what the
+        public, hash-only batch endpoints serve to monitors (docs/monitor.md). Read from the table on every
+        call, never from the tree cache: a monitor must see what the database holds now."""
+        with self.read() as s:
+            q = select(Batch).where(Batch.hospital_id == hospital_id)
+            q = q.order_by(Batch.seq.desc()).limit(1) if seq is None else q.where(Batch.seq == seq)
+            b = s.scalar(q)
+            if b is None:
+                return None
+            head = BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at)
+        signature = None if b.signature is None else BatchSignature.from_obj(parse_json(b.signature))
+        return head, signature
+
+    def published_leaves(self, hospital_id: str, seq: int) -> list[bytes]:
+        """The batch's leaf hashes in tree order, read from the database (not the proof cache), for the same
+        reason as ``published_batch``. Empty if the batch has no leaves (its rows were deleted)."""
+        with self.read() as s:
+            return list(s.scalars(
+                select(RecordVersion.leaf_hash)
+                .join(BatchLeaf, BatchLeaf.record_version_id == RecordVersion.id)
+                .where(BatchLeaf.hospital_id == hospital_id, BatchLeaf.seq == seq)
+                .order_by(BatchLeaf.leaf_index)).all())
+
+    def batch_leaves(self, hospital_id: str, seq: int) -> list[bytes]:
+        return list(self._tree(hospital_id, seq)._levels[0])
+
+    def _load_tree(self, hospital_id: str, seq: int) -> MerkleTree:
+        # Sealed batches are immutable, so their trees are cached (proofs for a 10k batch then cost µs).
+        with self.read() as s:
+            leaves = s.scalars(
+                select(RecordVersion.leaf_hash)
+                .join(BatchLeaf, BatchLeaf.record_version_id == RecordVersion.id)
+                .where(BatchLeaf.hospital_id == hospital_id, BatchLeaf.seq == seq)
+                .order_by(BatchLeaf.leaf_index)
+            ).all()
+        if not leaves:
+            raise NotFoundError(f"no batch {seq} for hospital {hospital_id!r}")
+        return MerkleTree(leaves)

@@ -1,0 +1,35 @@
+"""Hospitals: the registry every result, batch and anchor hangs off (one row per hospital id)."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+
+from mrledger.ledger.records import HOSPITAL_ID_PATTERN
+from mrledger.store.errors import ConflictError, SubmissionError
+from mrledger.store.models import Hospital
+from mrledger.store.vault import Vault
+
+
+class Hospitals(Vault):
+    """Registration and listing of hospitals (a mixin of ``Store``)."""
+
+    def register_hospital(self, hospital_id: str, name: str) -> None:
+        """Register a hospital; repeating the same registration is a no-op, another name a conflict."""
+        if not re.fullmatch(HOSPITAL_ID_PATTERN, hospital_id):
+            raise SubmissionError("hospital id must be 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)")
+        if not name.strip() or len(name) > 256:
+            raise SubmissionError("hospital name must be 1-256 characters")
+        with self.unit_of_work() as s:
+            existing = s.get(Hospital, hospital_id)
+            if existing is not None:
+                if existing.name != name:
+                    raise ConflictError(f"hospital {hospital_id!r} is registered under another name")
+                return
+            s.add(Hospital(id=hospital_id, name=name, created_at=self._clock()))
+
+    def hospitals(self) -> list[tuple[str, str]]:
+        with self.read() as s:
+            return [(h.id, h.name) for h in s.scalars(select(Hospital).order_by(Hospital.id))]
+

@@ -1,0 +1,107 @@
+"""Results as stored: their versions, their decrypted records and the ids they were also submitted as.
+
+The verification path asks ``versions`` and ``record`` on every request, so both run one prebuilt statement
+on the plain-connection path (``single_read``); the row queries here are shared with submission.py and
+receipts.py through ``version_row``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Row, bindparam, select
+from sqlalchemy.orm import Session
+
+from mrledger.ledger import ResultRecord
+from mrledger.store.crypto import RECORD_JSON, record_context
+from mrledger.store.errors import NotFoundError
+from mrledger.store.models import BatchLeaf, RecordVersion, ResultAlias
+from mrledger.store.vault import Vault
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    version: int
+    status: str
+    supersedes: int | None
+    leaf_hash: bytes
+    accepted_at: datetime
+    batch_seq: int | None
+    leaf_index: int | None
+
+
+_VERSIONS = (
+    select(RecordVersion.version, RecordVersion.status, RecordVersion.supersedes, RecordVersion.leaf_hash,
+           RecordVersion.accepted_at, BatchLeaf.seq, BatchLeaf.leaf_index)
+    .outerjoin(BatchLeaf, BatchLeaf.record_version_id == RecordVersion.id)
+    .where(RecordVersion.hospital_id == bindparam("hid"), RecordVersion.result_hmac == bindparam("rid"))
+    .order_by(RecordVersion.version)
+)
+#: One stored version (``rid`` is the keyed hash): what ``record`` decrypts, on the plain-connection path too.
+_ROW = select(RecordVersion.id, RecordVersion.version, RecordVersion.record_enc, RecordVersion.salt_enc,
+              RecordVersion.leaf_hash).where(RecordVersion.hospital_id == bindparam("hid"),
+                                             RecordVersion.result_hmac == bindparam("rid"))
+_VERSION_ROW = _ROW.where(RecordVersion.version == bindparam("v"))
+_LATEST_ROW = _ROW.order_by(RecordVersion.version.desc()).limit(1)
+
+
+def version_row(conn: Connection | Session, hospital_id: str, rid: bytes, result_id: str,
+                version: int | None) -> Row[int, int, bytes, bytes, bytes]:
+    """One stored version (the latest when ``version`` is None), or NotFoundError naming it."""
+    params = {"hid": hospital_id, "rid": rid, "v": version}
+    row = conn.execute(_VERSION_ROW if version is not None else _LATEST_ROW, params).first()
+    if row is None:
+        what = f"version {version} of " if version is not None else ""
+        raise NotFoundError(f"no {what}result {result_id!r} at hospital {hospital_id!r}")
+    return row
+
+
+class Results(Vault):
+    """Reads of stored results (a mixin of ``Store``)."""
+
+    def versions(self, hospital_id: str, result_id: str) -> list[VersionInfo]:
+        """Every version of a result, oldest first, with its batch position once sealed (asked on every
+        verification: read through ``single_read``)."""
+        rid = self.keys.index(hospital_id, result_id)
+        with self.single_read() as conn:
+            rows = conn.execute(_VERSIONS, {"hid": hospital_id, "rid": rid}).all()
+        if not rows:
+            raise NotFoundError(f"no result {result_id!r} at hospital {hospital_id!r}")
+        return [VersionInfo(*row) for row in rows]
+
+    def record(self, hospital_id: str, result_id: str, version: int | None = None) -> ResultRecord:
+        """The stored record (decrypted and checked: DecryptionError, never another row's record)."""
+        rid = self.keys.index(hospital_id, result_id)
+        with self.single_read() as conn:  # one statement: the plain-connection path, like ``versions``
+            row = version_row(conn, hospital_id, rid, result_id, version)
+        context = record_context(hospital_id, rid, row.version, row.leaf_hash)
+        return ResultRecord.from_json(self._decrypt(RECORD_JSON, context, row.record_enc).decode("utf-8"))
+
+    def records(self, hospital_id: str) -> list[ResultRecord]:
+        """Every record version a hospital holds, decrypted, in the order they were accepted. Reads the
+        whole history: for exports, audits and tests, not for request paths (which look up by result id)."""
+        q = (select(RecordVersion.result_hmac, RecordVersion.version, RecordVersion.leaf_hash, RecordVersion.record_enc)
+             .where(RecordVersion.hospital_id == hospital_id).order_by(RecordVersion.id))
+        with self.read() as s:
+            rows = s.execute(q).all()
+        return [ResultRecord.from_json(self._decrypt(RECORD_JSON, record_context(hospital_id, rid, version, leaf),
+                                                     record_enc).decode("utf-8"))
+                for rid, version, leaf, record_enc in rows]
+
+    def alias_targets(self, hospital_id: str, alias: str) -> list[str]:
+        """The result ids a result was also submitted as (``result_aliases``): e.g. the report an Observation
+        was committed inside. Each target is named by decrypting its latest stored version."""
+        found = []
+        with self.read() as s:
+            targets = s.scalars(select(ResultAlias.result_hmac).where(
+                ResultAlias.hospital_id == hospital_id,
+                ResultAlias.alias_hmac == self.keys.index(hospital_id, alias)).order_by(ResultAlias.id)).all()
+            for rid in targets:
+                row = s.execute(_LATEST_ROW, {"hid": hospital_id, "rid": rid}).first()
+                if row is not None:
+                    context = record_context(hospital_id, rid, row.version, row.leaf_hash)
+                    record = ResultRecord.from_json(self._decrypt(RECORD_JSON, context, row.record_enc).decode())
+                    found.append(record.result_id)
+        return found
+
