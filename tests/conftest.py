@@ -11,14 +11,16 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from mrledger.store import make_engine, migrate
-from mrledger.store.crypto import ENV_KEY, ENV_KEY_FILE, MasterKey
+from mrledger.store.crypto import MasterKey
 
-#: The master key of every store the tests open (docs/encryption.md). In the environment, not passed around,
-#: because that is where ``Store(engine)`` and every subprocess (the CLI, ``mrledger serve`` unless a test
-#: clears MRL_*) look for it; fixed, so all of them agree. Derived: sha256(b"mrledger test master key").
+#: The master key of every store the tests open (docs/encryption.md); fixed, so all of them agree. Derived:
+#: sha256(b"mrledger test master key"). Stores built here get it as ``TEST_KEY`` (the store reads no
+#: environment); it is also put in the environment, where the node's settings look for it — in the CLI run
+#: in process and in every subprocess (``mrledger serve`` unless a test clears MRL_*).
 TEST_MASTER_KEY = "8545faca3213250ac047bdb607abc4a0120151eb9dd451c73030549000f508a0"
-os.environ.pop(ENV_KEY_FILE, None)
-os.environ[ENV_KEY] = TEST_MASTER_KEY
+TEST_KEY = MasterKey.from_text(TEST_MASTER_KEY)
+os.environ.pop("MRL_MASTER_KEY_FILE", None)
+os.environ["MRL_MASTER_KEY"] = TEST_MASTER_KEY
 
 #: The PostgreSQL every machine (and CI) runs: trust auth, database `test`. Not skipped when absent:
 #: the store must be proven on the production database, so an unreachable server fails the run.
@@ -64,4 +66,4 @@ def db_url(engine: Engine) -> str:
 @pytest.fixture
 def master_key() -> MasterKey:
     """The master key the tests' stores use (``TEST_MASTER_KEY``)."""
-    return MasterKey.from_text(TEST_MASTER_KEY)
+    return TEST_KEY

@@ -21,6 +21,7 @@ from mrledger.anchoring.worker import AnchorWorker, StepReport, WorkerConfig
 from mrledger.ledger import hospital_key
 from mrledger.store import Store
 from mrledger.store.anchors import CONFIRMED, Outbox
+from tests.conftest import TEST_KEY
 from tests.store.test_repository import rec
 
 HOSPITALS = ("gz-001", "qd-002", "bj-003")
@@ -72,7 +73,7 @@ def env(engine: Engine, tmp_path: Path) -> Iterator[Env]:
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
         admin, hub = (Account.from_key(k) for k in node.private_keys[:2])
         contract = reg.deploy_registry(w3, admin)
-        store = Store(engine)
+        store = Store(engine, master_key=TEST_KEY)
         for h in HOSPITALS:
             store.register_hospital(h, f"Hospital {h}")
             reg.register_hospital(w3, contract, admin, hospital_key(h), bytes(32), [hub.address])

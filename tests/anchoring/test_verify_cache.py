@@ -26,6 +26,7 @@ from mrledger.ledger import hospital_key
 from mrledger.service.ledger import ChainContext, Ledger
 from mrledger.store import Store, make_engine, migrate
 from tests.anchoring.chain import Env
+from tests.conftest import TEST_KEY
 from tests.store.test_repository import rec
 
 pytestmark = pytest.mark.anvil
@@ -70,7 +71,7 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
         contract = reg.deploy_registry(w3, admin)
         engine = make_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
         migrate(engine)
-        store = Store(engine)
+        store = Store(engine, master_key=TEST_KEY)
         store.register_hospital("gz-001", "Hospital gz-001")
         reg.register_hospital(w3, contract, admin, hospital_key("gz-001"), bytes(32), [hub.address])
         yield Chain(node, w3, admin, hub, contract, store)

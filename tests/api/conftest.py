@@ -23,6 +23,7 @@ from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
 from mrledger.http.app import create_app
 from mrledger.service.ledger import ChainContext, Ledger
 from mrledger.store import Store
+from tests.conftest import TEST_KEY
 
 HOSPITALS = {"gz-001": "Guangzhou First People's Hospital", "qd-002": "Qingdao Municipal Hospital"}
 ROLES = ("admin", "doctor", "auditor", "hospital:gz-001", "hospital:qd-002")
@@ -65,7 +66,7 @@ def _make(ledger: Ledger, node: AnvilNode | None = None) -> Api:
 @pytest.fixture
 def api(engine: Engine) -> Api:
     """The API without a chain (submission, lookups, authorisation, problems)."""
-    return _make(Ledger(Store(engine)))
+    return _make(Ledger(Store(engine, master_key=TEST_KEY)))
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ def chain_api(engine: Engine) -> Iterator[Api]:
     with AnvilNode() as node:
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
         admin, hub = (Account.from_key(k) for k in node.private_keys[:2])
-        store = Store(engine)
+        store = Store(engine, master_key=TEST_KEY)
         deployment = deploy_and_record(store, w3, admin)
         chain = ChainContext(w3, deployment.contract, deployment.chain_id, submitter=hub, admin=admin,
                              rpc_url=node.rpc_url)

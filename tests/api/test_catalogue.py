@@ -24,6 +24,7 @@ from mrledger.store import Store
 from mrledger.store.eligibility import Eligibility
 from tests.api.conftest import Api
 from tests.api.test_hospitals import assert_problem
+from tests.conftest import TEST_KEY
 
 SIX = {"clinical-biochemistry", "clinical-immunology", "clinical-hematology", "radiography", "ct", "mr"}
 MINIMAL = '''
@@ -196,7 +197,7 @@ def test_cli_grant_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     missing = runner.invoke(app, ["eligibility", "list", "gz-001"], env={"MRL_DATA_DIR": str(tmp_path / "none")})
     assert missing.exit_code == 2 and "no mrledger database" in missing.output
     (tmp_path / "node").mkdir()
-    store = Store.open(f"sqlite:///{tmp_path / 'node' / 'mrledger.db'}")
+    store = Store.open(f"sqlite:///{tmp_path / 'node' / 'mrledger.db'}", master_key=TEST_KEY)
     store.register_hospital("gz-001", "Guangzhou First People's Hospital")
     env = {"MRL_DATA_DIR": str(tmp_path / "node")}
 

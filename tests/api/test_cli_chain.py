@@ -16,6 +16,7 @@ from mrledger.anchoring.worker import AnchorWorker
 from mrledger.cli.main import app
 from mrledger.store import Store
 from mrledger.store.anchors import Outbox
+from tests.conftest import TEST_KEY
 from tests.store.test_repository import rec
 
 pytestmark = pytest.mark.anvil
@@ -32,7 +33,7 @@ def test_deploy_anchor_and_verify_on_chain(tmp_path: Path) -> None:
                             env={"MRL_ADMIN_KEY": node.private_keys[0]})
         assert out.exit_code == 0, out.output
         deployed = json.loads(out.stdout)
-        store = Store.open(db)
+        store = Store.open(db, master_key=TEST_KEY)
         recorded = Outbox(store).deployment()
         assert recorded is not None and recorded.contract == deployed["contract"] and recorded.chain_id == 31337
 

@@ -23,6 +23,7 @@ from mrledger.cli.http_client import api_root, load_records
 from mrledger.cli.main import app
 from mrledger.store import Store
 from mrledger.store.access import Access
+from tests.conftest import TEST_KEY
 
 runner = CliRunner()
 
@@ -37,7 +38,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _node_db(data_dir: Path) -> Store:
     data_dir.mkdir()
-    store = Store.open(f"sqlite:///{data_dir / 'mrledger.db'}")
+    store = Store.open(f"sqlite:///{data_dir / 'mrledger.db'}", master_key=TEST_KEY)
     store.register_hospital("gz-001", "Guangzhou First People's Hospital")
     return store
 

@@ -24,6 +24,7 @@ from mrledger.ledger import (
 )
 from mrledger.service.pki import SigningKeys, TrustFiles
 from mrledger.store import Store
+from tests.conftest import TEST_KEY
 from tests.pki import Pki, pem
 
 runner = CliRunner()
@@ -40,7 +41,7 @@ def _mode(path: Path) -> int:
 def data_dir(tmp_path: Path) -> Path:
     """A node's data dir whose database holds two hospitals (as after `mrledger serve` and registrations)."""
     data = tmp_path / "data"
-    store = Store.open(f"sqlite:///{data / 'mrledger.db'}")
+    store = Store.open(f"sqlite:///{data / 'mrledger.db'}", master_key=TEST_KEY)
     store.register_hospital("gz-001", "Guangzhou First People's Hospital")
     store.register_hospital("qd-002", "Qingdao Municipal Hospital")
     store.engine.dispose()

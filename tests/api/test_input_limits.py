@@ -44,15 +44,16 @@ BODY_ROUTES = [("POST", "/v1/verify"), ("POST", "/v1/decisions"), ("POST", "/v1/
                ("POST", "/v1/hospitals/gz-001/fhir"), ("PUT", "/v1/hospitals/gz-001/eligibility/ct")]
 
 _CHILD = """
-import json, sys
+import json, os, sys
 from fastapi.testclient import TestClient
 from mrledger.http.app import create_app
 from mrledger.service.ledger import Ledger
 from mrledger.store import Store, make_engine, migrate
+from mrledger.store.crypto import MasterKey
 
 engine = make_engine(sys.argv[2])
 migrate(engine)
-ledger = Ledger(Store(engine))
+ledger = Ledger(Store(engine, master_key=MasterKey.from_text(os.environ["MRL_MASTER_KEY"])))
 ledger.register_hospital("gz-001", "Guangzhou")
 client = TestClient(create_app(ledger))
 # As py_ecc did on import before the node put the limit back (tests/anchoring/test_recursion_limit.py): the

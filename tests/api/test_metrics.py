@@ -15,6 +15,7 @@ from mrledger.service.ledger import Ledger
 from mrledger.store import Store
 from tests.api.conftest import Api
 from tests.api.test_audit import GZ, mark_anchored
+from tests.conftest import TEST_KEY
 from tests.store.test_repository import rec
 
 
@@ -55,7 +56,7 @@ def test_ledger_figures_follow_submit_seal_and_anchor(api: Api) -> None:
 
 def test_oldest_pending_age_uses_the_ledger_clock(engine: Engine) -> None:
     now = [datetime(2024, 5, 1, 8, 0, tzinfo=UTC)]
-    ledger = Ledger(Store(engine, clock=lambda: now[0]), clock=lambda: now[0])
+    ledger = Ledger(Store(engine, master_key=TEST_KEY, clock=lambda: now[0]), clock=lambda: now[0])
     ledger.register_hospital(GZ, "Guangzhou")
     client = TestClient(create_app(ledger))
     assert scrape(client)[("mrledger_oldest_pending_age_seconds", ())] == 0

@@ -25,6 +25,7 @@ from mrledger.ledger.records import HOSPITAL_ID_PATTERN
 from mrledger.service.ledger import Ledger
 from mrledger.store import Store, make_engine, migrate
 from tests.api.conftest import Api, _make
+from tests.conftest import TEST_KEY
 from tests.store.test_repository import rec
 
 OWN = "gz-001"
@@ -35,7 +36,7 @@ def seeded(tmp_path: Path) -> Api:
     """A fresh SQLite ledger per operation, with R1 of gz-001 submitted and sealed."""
     engine = make_engine(f"sqlite:///{tmp_path / 'schema.db'}")
     migrate(engine)
-    api = _make(Ledger(Store(engine)))
+    api = _make(Ledger(Store(engine, master_key=TEST_KEY)))
     api.ledger.submit(OWN, [rec(1)])
     api.ledger.store.seal(OWN, 100)
     api.tokens[f"doctor:{OWN}"] = api.ledger.access.create_token(f"doctor:{OWN}", "doctor", api.ledger.clock())
@@ -48,7 +49,7 @@ def _bootstrap_app() -> FastAPI:
     read, so no database is shared between tests."""
     engine = make_engine(f"sqlite:///{Path(tempfile.mkdtemp(prefix='mrl-schema-')) / 'bootstrap.db'}")
     migrate(engine)
-    return create_app(Ledger(Store(engine)))
+    return create_app(Ledger(Store(engine, master_key=TEST_KEY)))
 
 
 APP = _bootstrap_app()

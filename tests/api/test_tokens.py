@@ -29,18 +29,20 @@ from mrledger.store.access import Access
 from mrledger.store.models import ApiToken
 from tests.api.conftest import Api
 from tests.api.test_hospitals import assert_problem
-from tests.conftest import db_url
+from tests.conftest import TEST_KEY, db_url
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
 #: A second API process on the same database: the app exactly as ``mrledger serve`` builds it (no chain).
 SECOND_NODE = """
-import sys, uvicorn
+import os, sys, uvicorn
 from mrledger.http.app import create_app
 from mrledger.service.ledger import Ledger
 from mrledger.store import Store, make_engine
-uvicorn.run(create_app(Ledger(Store(make_engine(sys.argv[1])))), host="127.0.0.1", port=int(sys.argv[2]),
-            log_level="warning")
+from mrledger.store.crypto import MasterKey
+key = MasterKey.from_text(os.environ["MRL_MASTER_KEY"])  # the test's key, handed down by the parent
+uvicorn.run(create_app(Ledger(Store(make_engine(sys.argv[1]), master_key=key))), host="127.0.0.1",
+            port=int(sys.argv[2]), log_level="warning")
 """
 
 
@@ -80,7 +82,7 @@ def test_a_revoked_or_expired_token_is_refused_by_both_processes_on_the_next_req
     doctor, doctor_id = made.json()["token"], made.json()["id"]
     auditor = api.tokens["auditor"]
     # A third app instance with its own engine (its own connection pool) on the same database.
-    other = TestClient(create_app(Ledger(Store(make_engine(db_url(engine))))))
+    other = TestClient(create_app(Ledger(Store(make_engine(db_url(engine)), master_key=TEST_KEY))))
     for status in (_status(second_node, doctor), other.get("/v1/hospitals", headers=api.auth("admin")).status_code,
                    api.client.get("/v1/hospitals", headers={"Authorization": f"Bearer {doctor}"}).status_code):
         assert status == 200
@@ -163,7 +165,7 @@ def test_cli_create_with_expiry_list_and_revoke(tmp_path: Path, monkeypatch: pyt
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "node").mkdir()
-    store = Store.open(f"sqlite:///{tmp_path / 'node' / 'mrledger.db'}")
+    store = Store.open(f"sqlite:///{tmp_path / 'node' / 'mrledger.db'}", master_key=TEST_KEY)
     env = {"MRL_DATA_DIR": str(tmp_path / "node")}
     made = runner.invoke(cli, ["token", "create", "--role", "auditor", "--label", "audit 2027", "--expires-in",
                                "90d"], env=env)

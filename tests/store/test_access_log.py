@@ -9,12 +9,13 @@ from sqlalchemy import Engine
 
 from mrledger.store import Store
 from mrledger.store.access import Access
+from tests.conftest import TEST_KEY
 
 T = datetime(2024, 5, 1, tzinfo=UTC)
 
 
 def test_direct_and_buffered_entries(engine: Engine) -> None:
-    store = Store(engine)
+    store = Store(engine, master_key=TEST_KEY)
     access = Access(store)
     doctor = access.authenticate(access.create_token("doctor", "test", T))
     assert doctor is not None

@@ -10,6 +10,7 @@ from sqlalchemy import Column, Engine, Integer, LargeBinary, MetaData, String, T
 from mrledger.store.bulk import DriverInsert, processed
 from mrledger.store.models import PendingLeaf, RecordVersion, UTCDateTime
 from mrledger.store.repository import Store
+from tests.conftest import TEST_KEY
 from tests.store.test_repository import rec
 
 META = MetaData()
@@ -42,7 +43,7 @@ def test_rows_land_in_column_order_with_processed_values(engine: Engine) -> None
 
 def test_each_pending_row_points_at_its_own_version(engine: Engine) -> None:
     """Submit looks the pending rows' record ids up by key in SQL: every new version gets exactly one."""
-    store = Store(engine)
+    store = Store(engine, master_key=TEST_KEY)
     store.register_hospital("gz-001", "x")
     store.submit("gz-001", [rec(i) for i in range(300)])
     store.submit("gz-001", [rec(i, version=2, supersedes=1, status="amended", value=6.0) for i in range(0, 300, 3)])

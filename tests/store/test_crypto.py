@@ -17,7 +17,6 @@ from mrledger.store.crypto import (
     Keyring,
     MasterKey,
     blob_key_id,
-    master_key_from_env,
     record_context,
     write_master_key_file,
 )
@@ -58,15 +57,6 @@ def test_key_file_is_private_and_atomic(tmp_path: Path) -> None:
     assert MasterKey.from_file(path) == second and sorted(p.name for p in path.parent.iterdir()) == ["master.key"]
     with pytest.raises(MasterKeyError, match="cannot read"):
         MasterKey.from_file(tmp_path / "missing.key")
-
-
-def test_master_key_from_environment(tmp_path: Path) -> None:
-    key = MasterKey.generate()
-    assert master_key_from_env({}) is None
-    assert master_key_from_env({"MRL_MASTER_KEY": key.to_text()}) == key
-    assert master_key_from_env({"MRL_MASTER_KEY_FILE": str(tmp_path / "k")}) == (tmp_path / "k").resolve()
-    with pytest.raises(MasterKeyError, match="both"):
-        master_key_from_env({"MRL_MASTER_KEY": key.to_text(), "MRL_MASTER_KEY_FILE": str(tmp_path / "k")})
 
 
 def test_cipher_round_trip_header_and_fresh_nonces() -> None:

@@ -43,6 +43,7 @@ from mrledger.store.db import alembic_config
 from mrledger.store.errors import DecryptionError, KeysUnavailableError, MasterKeyError
 from mrledger.store.keystore import backlog_size, convert_backlog, key_infos, load_keyring, rotate
 from mrledger.store.models import AccessLog, EncryptionBacklog, RecordVersion, UTCDateTime
+from tests.conftest import TEST_KEY
 
 T = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 HOSPITAL, CLEAR_NAME = "gz-001", "Needle General Hospital of Guangzhou"
@@ -110,7 +111,7 @@ def row_of(engine: Engine, store: Store, result_id: str, version: int = 1) -> di
 
 @pytest.fixture
 def store(engine: Engine) -> Store:
-    s = Store(engine, clock=lambda: T)
+    s = Store(engine, clock=lambda: T, master_key=TEST_KEY)
     s.register_hospital(HOSPITAL, CLEAR_NAME)
     return s
 
@@ -275,10 +276,9 @@ def test_a_wrong_master_key_is_refused_at_open(engine: Engine, store: Store, mas
         Store(engine, master_key=master_key).unlock()
 
 
-def test_without_a_master_key_records_are_refused_but_batches_work(engine: Engine, store: Store,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_master_key_records_are_refused_but_batches_work(engine: Engine, store: Store) -> None:
     store.submit(HOSPITAL, [secret_record(0)])
-    monkeypatch.delenv("MRL_MASTER_KEY")
+    assert os.environ["MRL_MASTER_KEY"]  # set (tests/conftest.py), and ignored: the store reads no environment
     keyless = Store(engine)  # e.g. the anchoring worker alone
     head = keyless.seal(HOSPITAL, 100)
     assert head is not None and keyless.batches(HOSPITAL) == [head]

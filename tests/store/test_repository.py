@@ -19,6 +19,7 @@ from mrledger.store import (
     UnknownHospitalError,
 )
 from mrledger.store.models import Batch, BatchLeaf, PendingLeaf, RecordVersion
+from tests.conftest import TEST_KEY
 
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 
@@ -53,7 +54,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def store(engine: Engine, clock: Clock) -> Store:
-    s = Store(engine, clock=clock)
+    s = Store(engine, clock=clock, master_key=TEST_KEY)
     s.register_hospital("gz-001", "Guangzhou First People's Hospital")
     s.register_hospital("qd-002", "Qingdao Municipal Hospital")
     return s
@@ -110,7 +111,7 @@ def test_submission_is_all_or_nothing_on_failure_midway(engine: Engine, clock: C
             raise OSError("entropy source failed")
         return bytes([calls["n"] % 256]) * n
 
-    store = Store(engine, clock=clock, salts=flaky_salts)
+    store = Store(engine, clock=clock, salts=flaky_salts, master_key=TEST_KEY)
     store.register_hospital("gz-001", "x")
     with pytest.raises(OSError):
         store.submit("gz-001", [rec(i) for i in range(1000)])

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, select
 from mrledger.ledger import BatchHead, BatchSignature, SigningError, canonicalize, sign_batch, verify_receipt
 from mrledger.store import Store
 from mrledger.store.models import Batch
+from tests.conftest import TEST_KEY
 from tests.pki import Pki
 from tests.store.test_repository import Clock, rec
 
@@ -26,7 +27,7 @@ def sign(head: BatchHead) -> BatchSignature:
 
 @pytest.fixture
 def store(engine: Engine) -> Store:
-    s = Store(engine, clock=Clock())
+    s = Store(engine, master_key=TEST_KEY, clock=Clock())
     s.register_hospital("gz-001", "Guangzhou First People's Hospital")
     return s
 

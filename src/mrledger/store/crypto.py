@@ -53,9 +53,6 @@ FORMAT_V1 = 1
 _HEADER = struct.Struct(">BI")  # format, data key id
 #: Bytes a ciphertext adds to its plaintext: header, nonce, tag.
 OVERHEAD = _HEADER.size + NONCE_BYTES + TAG_BYTES
-#: Environment variables read when no master key is passed in (the same names ``mrledger.node.settings`` documents).
-ENV_KEY, ENV_KEY_FILE = "MRL_MASTER_KEY", "MRL_MASTER_KEY_FILE"
-
 #: Column labels in the associated data: a ciphertext of one column does not open as another.
 RECORD_JSON = b"record_versions.record_json"
 SALT = b"record_versions.salt"
@@ -182,21 +179,6 @@ def write_master_key_file(path: Path, key: MasterKey) -> None:
         os.fsync(dir_fd)  # the rename itself survives a power cut
     finally:
         os.close(dir_fd)
-
-
-def master_key_from_env(environ: Mapping[str, str] | None = None) -> MasterKey | Path | None:
-    """The master key named by ``MRL_MASTER_KEY_FILE`` (returned as the path, so it can be re-read after a
-    rotation) or ``MRL_MASTER_KEY``; None when neither is set. Setting both is refused: which one wins
-    would be a guess, and the wrong guess locks the node out."""
-    env = os.environ if environ is None else environ
-    file, text = env.get(ENV_KEY_FILE), env.get(ENV_KEY)
-    if file and text:
-        raise MasterKeyError(f"both {ENV_KEY_FILE} and {ENV_KEY} are set; set one")
-    if file:
-        return Path(file).expanduser().resolve()  # re-read after a rotation, whatever the cwd is by then
-    if text:
-        return MasterKey.from_text(text, ENV_KEY)
-    return None
 
 
 def record_context(hospital_id: str, result_hmac: bytes, version: int, leaf_hash: bytes) -> bytes:

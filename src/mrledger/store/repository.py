@@ -32,9 +32,10 @@ class Store(Hospitals, Submission, Results, Receipts):
 
     Record contents, salts and result ids are encrypted at rest (``mrledger.store.crypto``, docs/encryption.md) under
     data keys that ``master_key`` unwraps: a key, or a key file (re-read when a rotation added a data key
-    this process has not seen). Without one, ``MRL_MASTER_KEY_FILE`` / ``MRL_MASTER_KEY`` are used, the
-    variables ``mrledger serve`` documents; with neither, the store still seals, anchors and reads batches
-    (the anchoring worker needs no more), but refuses to write or read records — there is no clear mode.
+    this process has not seen). The store reads no environment: the node's settings find the key
+    (``MRL_MASTER_KEY_FILE`` / ``MRL_MASTER_KEY``, node/settings.py and ``master_key_for`` in node/serve.py) and
+    pass it in, so a setting is read in one place. Without one, the store still seals, anchors and reads
+    batches (the anchoring worker needs no more), but refuses to write or read records — there is no clear mode.
     The keys are unwrapped once, on first use (``Store.open``: at open, so a wrong key stops the caller
     there), and held for the life of the store.
 

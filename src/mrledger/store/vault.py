@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from mrledger.store.crypto import RECORD_JSON, SALT, Keyring, MasterKey, master_key_from_env, record_context
+from mrledger.store.crypto import RECORD_JSON, SALT, Keyring, MasterKey, record_context
 from mrledger.store.errors import KeysUnavailableError, MasterKeyError, UnknownDataKeyError
 from mrledger.store.keystore import convert_backlog, load_keyring, scrub_sqlite
 from mrledger.store.unit import UnitOfWork
@@ -35,7 +35,7 @@ class Vault(UnitOfWork):
 
     def __init__(self, engine: Engine, *, clock: Clock = utcnow, master_key: MasterKey | Path | None = None) -> None:
         super().__init__(engine)
-        self._master_source = master_key if master_key is not None else master_key_from_env()
+        self._master_source = master_key
         self._keys: Keyring | None = None
         self._keys_lock = threading.Lock()
         self._clock = clock
