@@ -69,8 +69,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mrledger.anchoring.chain import FINAL_DEPTH  # noqa: E402
 from mrledger.anchoring.node import free_port  # noqa: E402
-from mrledger.anchoring.verify import FINAL_DEPTH  # noqa: E402
 from mrledger.ledger import BatchHead, BatchSignature, TrustStore, verify_batch_signature  # noqa: E402
 from mrledger.store import Store  # noqa: E402
 from mrledger.store.anchors import Outbox  # noqa: E402

@@ -108,7 +108,7 @@ from scripts import sim_kpis  # noqa: E402
 from scripts.bench_api import Server  # noqa: E402
 
 CHUNK = 1000  # records per submission request (the API's maximum) and verifications per seeded chunk
-FINAL_DEPTH = 12  # blocks mined after anchoring (mrledger.anchoring.verify.FINAL_DEPTH: the node caches final blocks)
+FINAL_DEPTH = 12  # blocks mined after anchoring (mrledger.anchoring.chain.FINAL_DEPTH: the node caches final blocks)
 LOINC = "http://loinc.org"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 SNOMED = "http://snomed.info/sct"

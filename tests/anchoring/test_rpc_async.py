@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from mrledger.anchoring import chain as averify
 from mrledger.anchoring import contract as reg
-from mrledger.anchoring import verify as averify
+from mrledger.anchoring.chain import CachedReader, Need
 from mrledger.anchoring.rpc_async import AsyncRpc, RpcError, _read_chunked
-from mrledger.anchoring.verify import CachedReader, Need
+from mrledger.anchoring.verify import verify_on_chain
 from mrledger.ledger import hospital_key
 from tests.anchoring.test_verify_cache import DEPTH, Chain, chain  # noqa: F401  (the fixture)
 
@@ -70,13 +71,13 @@ def test_fetch_caches_only_final_facts(chain: Chain) -> None:  # noqa: F811
     facts = asyncio.run(reader.fetch(need))
     assert len(facts) == 2 and len(reader._batches) == len(reader._blocks) == 0  # shallow: this request only
     with averify.cache_only(), averify.fresh(facts):
-        assert averify.verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).status == "valid"
+        assert verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).status == "valid"
     chain.mine(DEPTH)
     reader.head(max_age=0)
     asyncio.run(reader.fetch(need))
     assert len(reader._batches) == len(reader._blocks) == 1 and reader.missing(receipt) is None  # final: cached
     with averify.cache_only():
-        assert averify.verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).status == "valid"
+        assert verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).status == "valid"
 
 
 def _one_shot_server(answers: list[bytes]) -> tuple[asyncio.AbstractServer, list[int]]:

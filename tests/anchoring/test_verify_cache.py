@@ -17,13 +17,14 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
+from mrledger.anchoring import chain as averify
 from mrledger.anchoring import contract as reg
-from mrledger.anchoring import verify as averify
+from mrledger.anchoring.chain import CachedReader, ChainContext, DirectReader
 from mrledger.anchoring.node import AnvilNode, free_port
-from mrledger.anchoring.verify import CachedReader, DirectReader, verify_on_chain
+from mrledger.anchoring.verify import ONCHAIN_CHECKS, verify_on_chain
 from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
 from mrledger.ledger import hospital_key
-from mrledger.service.ledger import ChainContext, Ledger
+from mrledger.service.ledger import Ledger
 from mrledger.store import Store, make_engine, migrate
 from tests.anchoring.chain import Env
 from tests.conftest import TEST_KEY
@@ -184,7 +185,7 @@ def test_readers_agree_on_confirmations(chain: Chain) -> None:
     cached = verify_on_chain(receipt, chain.w3, reader=CachedReader(chain.w3, final_depth=DEPTH))
     direct = verify_on_chain(receipt, chain.w3, reader=DirectReader(chain.w3))
     assert cached.to_obj() == direct.to_obj()
-    assert [c.name for c in cached.checks][-4:] == list(averify.ONCHAIN_CHECKS)
+    assert [c.name for c in cached.checks][-4:] == list(ONCHAIN_CHECKS)
 
 
 def test_service_verdict_follows_a_shallow_reorg(chain: Chain) -> None:

@@ -17,11 +17,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from web3 import Web3
 
+from mrledger.anchoring.chain import ChainContext
 from mrledger.anchoring.deploy import deploy_and_record
 from mrledger.anchoring.node import AnvilNode, free_port
 from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
 from mrledger.http.app import create_app
-from mrledger.service.ledger import ChainContext, Ledger
+from mrledger.service.ledger import Ledger
 from mrledger.store import Store
 from tests.conftest import TEST_KEY
 

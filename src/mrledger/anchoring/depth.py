@@ -16,12 +16,12 @@ receipt is issued against how often a doctor may meet a ``pending`` receipt that
   batch is reorganised; 12 of their blocks is seconds (2 s and 0.25 s blocks). That depth is kept — it costs
   nothing — and an operator who wants receipts to survive a sequencer failure sets the depth that covers the
   L1 batch posting delay instead.
-* Any other chain: 12, the depth from which the verifier caches chain facts (``mrledger.anchoring.verify.FINAL_DEPTH``).
+* Any other chain: 12, the depth from which the verifier caches chain facts (``mrledger.anchoring.chain.FINAL_DEPTH``).
 """
 
 from __future__ import annotations
 
-from mrledger.anchoring.verify import FINAL_DEPTH
+from mrledger.anchoring.chain import FINAL_DEPTH
 
 #: Chains that reorganise only on request (anvil's and Hardhat's default ids).
 LOCAL_DEV_CHAINS = frozenset({31337, 1337})

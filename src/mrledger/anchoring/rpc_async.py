@@ -1,7 +1,7 @@
 """A small JSON-RPC client for the API's event loop: what a verification of a shallow anchor asks the node.
 
 Why not web3 or httpx: a receipt anchored less than ``FINAL_DEPTH`` blocks ago is checked against the node
-on every verification (anchoring/verify.py: only final facts are cached, so a reorg is seen at once). Through
+on every verification (anchoring/chain.py: only final facts are cached, so a reorg is seen at once). Through
 web3 on a worker thread that cost ~2.5 ms of CPU per verification (web3's formatters, ``requests``, the
 thread hand-off): at 500/s offered the service achieved ~100/s (``scripts/bench_api.py`` without
 ``--mine``). httpx's async client costs ~1 ms of CPU per request (measured in the load generator). Here

@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING, Any
 
 from web3 import Web3
 
+from mrledger.anchoring.chain import ChainContext
 from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
 from mrledger.ledger.errors import MrLedgerError
 from mrledger.node.settings import Settings
-from mrledger.service.ledger import ChainContext
 from mrledger.service.pki import BatchSigning, SignStats, configure
 from mrledger.store import Store
 from mrledger.store.decisions import EventIndex

@@ -40,17 +40,17 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from mrledger.anchoring.chain import FINAL_DEPTH, ChainContext
 from mrledger.anchoring.deploy import deploy_and_record
 from mrledger.anchoring.depth import default_confirmations
 from mrledger.anchoring.health import ChainHealth, GuardedHTTPProvider
 from mrledger.anchoring.node import AnvilError, AnvilNode
-from mrledger.anchoring.verify import FINAL_DEPTH
 from mrledger.http.ratelimit import RateLimiter
 from mrledger.ledger.errors import MrLedgerError
 from mrledger.node.background import LEADER_LOCK, ROLE_NAMES, Background, Spec, shared_role, shared_sign_stats
 from mrledger.node.settings import Settings
 from mrledger.service.decisions import RegionalKeyError, load_regional_key
-from mrledger.service.ledger import ChainContext, Ledger
+from mrledger.service.ledger import Ledger
 from mrledger.service.pki import configure
 from mrledger.service.recognition import load_catalogue
 from mrledger.store import Store

@@ -4,22 +4,12 @@ the operations the HTTP routes and the CLI share. Routes stay thin (parse, autho
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from pathlib import Path
 
-from eth_account.signers.local import LocalAccount
-from web3 import Web3
-from web3._utils.rpc_abi import RPC
-
-from mrledger.anchoring.contract import BatchRecord
-from mrledger.anchoring.deploy import ensure_hospital_on_chain
-from mrledger.anchoring.health import ChainHealth
-from mrledger.anchoring.verify import FINAL_DEPTH, BlockInfo, CachedReader
+from mrledger.anchoring.chain import ChainContext
 from mrledger.ledger import BatchHead, Receipt, ResultRecord, TrustStore
 from mrledger.ledger.ids import check_ids
 from mrledger.ledger.signing import MAX_SEALING_DELAY
@@ -31,74 +21,10 @@ from mrledger.store import Accepted, Store, VersionInfo
 from mrledger.store.access import Access, Principal
 from mrledger.store.anchors import AnchorState, Outbox
 from mrledger.store.decisions import EventIndex
-from mrledger.store.locks import file_lock
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class ChainContext:
-    """The chain this node anchors on: a web3 client, the registry, and the accounts it may use.
-
-    ``reader`` is the node's cached view of the chain (``mrledger.anchoring.verify.CachedReader``): head number,
-    final blocks and final registry entries, shared by every verification so that checking an old
-    anchor costs no round trip. ``final_depth`` is the depth from which it caches (see its docstring for
-    why that cannot hide a reorg); set it to at least the chain's plausible reorg depth and at least the
-    configured confirmations.
-    """
-
-    w3: Web3
-    contract: str
-    chain_id: int
-    submitter: LocalAccount | None = None
-    admin: LocalAccount | None = None
-    rpc_url: str = ""
-    final_depth: int = FINAL_DEPTH
-    #: Locked (flock) around admin-key transactions when more than one process holds the admin key:
-    #: ``mrledger serve``'s API and its sealer process (node/background.py) share one nonce sequence.
-    admin_lock_file: Path | None = None
-    #: Whether the node answers, probed off the request path (anchoring/health.py); None: not watched.
-    health: ChainHealth | None = None
-    reader: CachedReader = field(init=False, repr=False)
-    _admin_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def __post_init__(self) -> None:
-        # web3 asks eth_chainId before every eth_call (validation middleware) and verify_on_chain asks it once
-        # more: five round trips of a receipt check's nine. An endpoint's chain id never changes, so let the
-        # provider cache exactly that request (nothing block-dependent is cached this way).
-        provider = self.w3.provider
-        if hasattr(provider, "cache_allowed_requests") and not provider.cache_allowed_requests:
-            provider.cacheable_requests = {RPC.eth_chainId}
-            provider.cache_allowed_requests = True
-        self.reader = CachedReader(self.w3, final_depth=self.final_depth, chain_id=self.chain_id, health=self.health)
-
-    def register_hospital(self, hospital_id: str, name: str, submitters: Sequence[str] = ()) -> bool:
-        """Put a hospital on the registry (idempotent) with the admin key. Serialised: the API's request
-        threads and the sealer share one admin nonce, and two concurrent sends would race for it — within
-        this process by a thread lock, across serve's two processes by ``admin_lock_file``."""
-        if self.admin is None:
-            return False
-        accounts = list(submitters) or ([self.submitter.address] if self.submitter else [])
-        other_processes = (file_lock(self.admin_lock_file, wait=True) if self.admin_lock_file
-                           else contextlib.nullcontext())
-        with self._admin_lock, other_processes:
-            # Under the lock the registry is read again: a registration the other process just made is seen.
-            return ensure_hospital_on_chain(self.w3, self.contract, self.admin, hospital_id, name, accounts)
-
-    def head(self, max_age: float = 0.5) -> int:
-        """The latest block number, cached for ``max_age`` seconds: confirmations are reported on every
-        verification, and asking the node each time would dominate the verification latency."""
-        return self.reader.head(max_age)
-
-    def batch_of(self, contract: str, hospital_key: bytes, seq: int) -> BatchRecord | None:
-        """The registry's entry for (hospital, seq), cached once its block is final (``reader``)."""
-        return self.reader.batch(contract, hospital_key, seq)
-
-    def block(self, number: int) -> BlockInfo | None:
-        """Hash and timestamp of a block, cached once final; None if there is no such block (yet)."""
-        return self.reader.block(number)
 
 
 #: Where a result version stands on its way to the chain: ``pending`` (not sealed), ``sealed`` (in a batch

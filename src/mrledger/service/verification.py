@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from mrledger.anchoring.chain import ChainContext
 from mrledger.anchoring.verify import verify_on_chain
 from mrledger.ledger import (
     Anchor,
@@ -53,9 +54,6 @@ from mrledger.service.recognition import Catalogue, Later, decide, default_catal
 from mrledger.store import NotFoundError, Store, VersionInfo
 from mrledger.store.anchors import Outbox
 from mrledger.store.eligibility import Eligibility
-
-if TYPE_CHECKING:
-    from mrledger.service.ledger import ChainContext
 
 T = TypeVar("T")
 #: Hospital names are re-read at most this often when a name is missing (unknown hospitals are common

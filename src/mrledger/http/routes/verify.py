@@ -12,8 +12,8 @@ from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 
+from mrledger.anchoring.chain import CacheMiss, cache_only, fresh
 from mrledger.anchoring.rpc_async import RpcError
-from mrledger.anchoring.verify import CacheMiss, cache_only, fresh
 from mrledger.http.deps import LedgerDep, PrincipalDep, authorize
 from mrledger.http.problems import Problem, invalid_body
 from mrledger.http.ratelimit import RateLimiter, client_key, retry_after
@@ -141,7 +141,7 @@ async def verify(_limit: AnonymousLimit, body: RawBody, ledger: LedgerDep, princ
 
 
 async def _verify_receipt(ledger: LedgerDep, principal: PrincipalDep, receipt: Any) -> Outcome:
-    """On the event loop when every chain fact is cached (``mrledger.anchoring.verify.cache_only``): the hand-off to a
+    """On the event loop when every chain fact is cached (``mrledger.anchoring.chain.cache_only``): the hand-off to a
     worker thread cost more CPU than the verification. A receipt anchored too recently to be cached has its
     registry entry and block read from the node on the loop first (one round trip, ``CachedReader.fetch``),
     for this request only, and is then verified there. Anything else missing (a long-stale head, an endpoint
