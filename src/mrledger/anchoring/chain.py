@@ -348,6 +348,48 @@ class CachedReader:
         return facts
 
 
+class Head(Protocol):
+    """What the registry is asked about: a batch head (``mrledger.ledger.BatchHead``, or anything with its
+    identity, root and size, such as an event stream's batch or a ``BatchAnchored`` event)."""
+
+    @property
+    def hospital_id(self) -> str: ...
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def root(self) -> bytes: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """What the registry holds for a batch head's (hospital, seq), and whether it is that head.
+
+    ``entry`` None: the registry holds nothing there (not anchored yet, or a reorg removed the anchor);
+    ``holds`` False with an entry: the registry holds another root or size — the database's batch, or the
+    receipt's, is not the one anchored. Each caller words its own verdict; the rule is written once here."""
+
+    entry: BatchRecord | None
+    holds: bool
+
+    @classmethod
+    def of(cls, entry: BatchRecord | None, head: Head) -> Holding:
+        """Compare a registry entry already read (a batch of them, or an event) with ``head``."""
+        return cls(entry, entry is not None and entry.root == head.root and entry.size == head.size)
+
+
+def registry_holds(reader: ChainReader, contract: str, head: Head) -> Holding:
+    """Whether registry ``contract`` holds ``head``: the root *and* size stored for (hospital, seq) equal the
+    head's. Why both: a root alone does not say how many leaves it covers, and a proof is checked against the
+    size too. ``reader`` decides how fresh the answer is (``DirectReader`` for audits, the node's
+    ``CachedReader`` for verifications, which caches final entries only)."""
+    return Holding.of(reader.batch(contract, hospital_key(head.hospital_id), head.seq), head)
+
+
 @dataclass
 class ChainContext:
     """The chain this node anchors on: a web3 client, the registry, and the accounts it may use.
@@ -405,6 +447,10 @@ class ChainContext:
     def batch_of(self, contract: str, hospital_key: bytes, seq: int) -> BatchRecord | None:
         """The registry's entry for (hospital, seq), cached once its block is final (``reader``)."""
         return self.reader.batch(contract, hospital_key, seq)
+
+    def holds(self, head: Head, contract: str | None = None) -> Holding:
+        """``registry_holds`` through the node's cached reader, on this node's registry by default."""
+        return registry_holds(self.reader, contract or self.contract, head)
 
     def block(self, number: int) -> BlockInfo | None:
         """Hash and timestamp of a block, cached once final; None if there is no such block (yet)."""

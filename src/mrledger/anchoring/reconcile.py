@@ -36,6 +36,7 @@ from datetime import datetime
 from web3 import Web3
 
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring.chain import Holding
 from mrledger.anchoring.errors import AnchorConflict
 from mrledger.ledger import hospital_key
 from mrledger.store.anchors import AlarmInfo, AnchorState, Outbox
@@ -152,7 +153,7 @@ class Reconciler:
                 stored = view.batches.get((hospital_key(h), a.head.seq))
                 if stored is None:
                     continue  # lost meanwhile: the next round's lastSeq finds it
-                if stored.root != a.head.root or stored.size != a.head.size:
+                if not Holding.of(stored, a.head).holds:
                     raise AnchorConflict(f"registry holds root {stored.root.hex()} size {stored.size} for {h}/"
                                          f"{a.head.seq}; the ledger has {a.head.root.hex()} size {a.head.size}")
                 seqs.append(a.head.seq)

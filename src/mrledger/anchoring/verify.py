@@ -18,7 +18,7 @@ from typing import Any, cast
 from web3 import Web3
 
 from mrledger.anchoring import contract as reg
-from mrledger.anchoring.chain import ChainReader, DirectReader
+from mrledger.anchoring.chain import ChainReader, DirectReader, registry_holds
 from mrledger.ledger import Check, Receipt, SignatureResult, TrustStore, Verdict, hospital_key, verify_receipt
 from mrledger.ledger.errors import MrLedgerError
 from mrledger.ledger.merkle import verify_inclusion
@@ -70,7 +70,8 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
     checks.append(Check("chain-id", True))
 
     hk = hospital_key(r.batch.hospital_id)
-    stored = chain.batch(anchor.contract, hk, r.batch.seq)
+    holding = registry_holds(chain, anchor.contract, r.batch)
+    stored = holding.entry
     if stored is None:
         # Not "invalid": with nothing but the receipt, a batch the registry does not hold (yet) cannot be told
         # from one whose anchor a reorganisation removed while the ledger anchors it again. Not "valid" either:
@@ -79,7 +80,7 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
                             f"{r.batch.hospital_id}: not anchored, or its anchor was removed by a chain "
                             "reorganisation and is being anchored again; ask the hospital's node"))
         return Verdict("unanchored", tuple(checks), r, {"on_chain": True}, signature)
-    if stored.root != r.batch.root or stored.size != r.batch.size:
+    if not holding.holds:
         return fail("anchor-root", f"the registry holds root {stored.root.hex()} size {stored.size} for this batch")
     checks.append(Check("anchor-root", True))
 
@@ -105,12 +106,13 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
         # the chain reorganised and the batch was anchored again (or its transaction mined again). What the
         # registry holds is what vouches for the result, so it stands, counted from the registry's block.
         # Read again: the head read above may have found a reorg deeper than the cached entries (tripwire).
-        stored = chain.batch(anchor.contract, hk, r.batch.seq)
+        holding = registry_holds(chain, anchor.contract, r.batch)
+        stored = holding.entry
         if stored is None:
             checks.append(Check("anchor-root", False, f"the registry holds no batch {r.batch.seq} for "
                                 f"{r.batch.hospital_id} any more (a chain reorganisation); ask the hospital's node"))
             return Verdict("unanchored", tuple(checks), r, {"on_chain": True}, signature)
-        if stored.root != r.batch.root or stored.size != r.batch.size:
+        if not holding.holds:
             return fail("anchor-root", f"the registry holds root {stored.root.hex()} size {stored.size} for this "
                                        "batch")
         number, tx = stored.anchored_block, None

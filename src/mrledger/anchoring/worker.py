@@ -37,6 +37,8 @@ from web3 import Web3
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring.chain import DirectReader, Holding, registry_holds
+from mrledger.anchoring.contract import BatchRecord
 from mrledger.anchoring.errors import AnchorConflict, ContractRevert
 from mrledger.anchoring.reconcile import DEEP_SCAN, Reconciler
 from mrledger.ledger import BatchHead, hospital_key
@@ -173,10 +175,11 @@ class AnchorWorker:
     def _on_chain(self, head: BatchHead) -> tuple[str, int, str] | None:
         """(tx hash, block number, block hash) of the anchor of ``head`` on chain, or None."""
         hk = hospital_key(head.hospital_id)
-        stored = reg.batch_of(self.w3, self.contract, hk, head.seq)
+        holding = registry_holds(DirectReader(self.w3), self.contract, head)
+        stored = holding.entry
         if stored is None:
             return None
-        if stored.root != head.root or stored.size != head.size:
+        if not holding.holds:
             raise AnchorConflict(f"registry holds root {stored.root.hex()} size {stored.size} for "
                                  f"{head.hospital_id}/{head.seq}; the ledger has {head.root.hex()} size {head.size}")
         events = [e for e in reg.anchored_events(self.w3, self.contract, from_block=stored.anchored_block,
@@ -226,7 +229,7 @@ class AnchorWorker:
                     hit = anchored.get((hospital_key(st.head.hospital_id), st.head.seq))
                     if hit is None:
                         rest.append(st)
-                    elif hit != (st.head.root, st.head.size):
+                    elif not Holding.of(BatchRecord(hit[0], hit[1], number), st.head).holds:
                         raise AnchorConflict(f"transaction {tx_hash} anchored root {hit[0].hex()} size {hit[1]} for "
                                              f"{st.head.hospital_id}/{st.head.seq}; the ledger has "
                                              f"{st.head.root.hex()} size {st.head.size}")

@@ -21,9 +21,9 @@ counted as ``unanchored``. Costs one hash per record and one registry read per b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from mrledger.ledger import MerkleTree, ResultRecord, commit, hospital_key, verify_inclusion
+from mrledger.ledger import MerkleTree, ResultRecord, commit, verify_inclusion
 from mrledger.ledger.errors import MrLedgerError
 from mrledger.service.verification import ChainUnavailableError
 from mrledger.store import NotFoundError
@@ -34,6 +34,15 @@ from mrledger.store.kpi_rollup import KpiRollup
 
 if TYPE_CHECKING:
     from mrledger.service.ledger import Ledger
+
+
+class _StreamBatch(NamedTuple):
+    """An event stream's batch as the registry knows it (the stream id is its "hospital" there)."""
+
+    hospital_id: str
+    seq: int
+    root: bytes
+    size: int
 
 
 def _problem(kind: str, stream: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -136,18 +145,18 @@ def _batches(ledger: Ledger, stream: str, records: Sequence[StoredLeaf],
     chain = ledger.chain
     if chain is None:
         return False
-    key = hospital_key(stream)
     for seq, (root, size, status) in sorted(roots.items()):
         if status not in (INCLUDED, CONFIRMED):
             continue
         try:
-            on_chain = chain.batch_of(chain.contract, key, seq)
+            holding = chain.holds(_StreamBatch(stream, seq, root, size))
         except Exception as exc:  # no verdict without the chain: the caller gets a 503 and asks again
             raise ChainUnavailableError(f"cannot read the registry: {type(exc).__name__}: {exc}") from exc
+        on_chain = holding.entry
         if on_chain is None:
             problems.append(_problem("not-on-chain", stream, f"batch {seq} is {status} here but not in the "
                                                              "registry", seq=seq))
-        elif (on_chain.root, on_chain.size) != (root, size):
+        elif not holding.holds:
             problems.append(_problem("chain-mismatch", stream, f"the registry holds root {on_chain.root.hex()} size "
                                                                f"{on_chain.size} for batch {seq}, the database "
                                                                f"{root.hex()} size {size}", seq=seq))

@@ -27,13 +27,13 @@ from mrledger.anchoring.chain import ChainContext
 from mrledger.anchoring.verify import verify_on_chain
 from mrledger.ledger import (
     Anchor,
+    BatchHead,
     Check,
     Receipt,
     ResultRecord,
     SignatureResult,
     TrustStore,
     Verdict,
-    hospital_key,
     verify_receipt,
 )
 from mrledger.ledger.errors import MrLedgerError
@@ -155,8 +155,7 @@ class Verifier:
                                                      max_sealing_delay=self.max_sealing_delay))
         checks = list(on_chain.checks)
         if on_chain.status == "unanchored":  # the registry holds no such batch: removed by a reorg, or forged
-            gone = self._anchor_gone(base, checks[:-1], chain, r.batch.hospital_id, r.batch.seq, r.batch.root,
-                                     r.batch.size)
+            gone = self._anchor_gone(base, checks[:-1], chain, r.batch)
             if gone is not None:
                 return gone
         if on_chain.status != "valid":
@@ -172,8 +171,8 @@ class Verifier:
                        established=True)
         return self._depth(base, checks, block, confirmations)
 
-    def _anchor_gone(self, base: Outcome, checks: list[Check], chain: ChainContext, hospital_id: str, seq: int,
-                     root: bytes, size: int) -> Outcome | None:
+    def _anchor_gone(self, base: Outcome, checks: list[Check], chain: ChainContext, head: BatchHead
+                     ) -> Outcome | None:
         """A receipt whose bytes hold (offline checks passed) but whose batch the registry does not hold: the
         verdict, or None when this is not the chain's doing (then: tampered).
 
@@ -185,14 +184,16 @@ class Verifier:
         the seq, or a seq this ledger never sealed with this root, is not a reorg of this ledger's own anchor:
         tampered. (When the registry holds this root in another block than the receipt names,
         ``verify_on_chain`` already answers: authentic, anchored again.)"""
-        now = self._ask(lambda: chain.batch_of(chain.contract, hospital_key(hospital_id), seq))
-        if now is not None and (now.root != root or now.size != size):
+        hospital_id, seq = head.hospital_id, head.seq
+        holding = self._ask(lambda: chain.holds(head))
+        now = holding.entry
+        if now is not None and not holding.holds:
             return None
         try:
             sealed = self.store.batch(hospital_id, seq)
         except NotFoundError:
             return None
-        if sealed.root != root or sealed.size != size:
+        if (sealed.root, sealed.size) != (head.root, head.size):  # this ledger sealed another batch there
             return None
         alarm = self.outbox.lost_anchor(hospital_id, seq)
         state = self.outbox.state(hospital_id, seq)
@@ -264,14 +265,15 @@ class Verifier:
             return found
         base, chain = found
         batch = receipt.batch
-        stored_on_chain = self._ask(lambda: chain.batch_of(anchor.contract, hospital_key(hospital_id), batch.seq))
+        holding = self._ask(lambda: chain.holds(batch, anchor.contract))
+        stored_on_chain = holding.entry
         if stored_on_chain is None:  # the chain lost the anchor (this ledger's own root): re-anchoring
-            gone = self._anchor_gone(base, checks, chain, hospital_id, batch.seq, batch.root, batch.size)
+            gone = self._anchor_gone(base, checks, chain, batch)
             if gone is not None:
                 return gone
             return self._fail(base, "tampered", checks, "anchor-root",
                               f"the registry holds no batch {batch.seq} for {hospital_id}")
-        if stored_on_chain.root != batch.root or stored_on_chain.size != batch.size:
+        if not holding.holds:
             return self._fail(base, "tampered", checks, "anchor-root",
                               f"the registry holds root {stored_on_chain.root.hex()} size {stored_on_chain.size}, "
                               f"the ledger {batch.root.hex()} size {batch.size}")

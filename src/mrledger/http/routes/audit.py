@@ -16,6 +16,8 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring.chain import DirectReader, Holding, registry_holds
+from mrledger.anchoring.contract import BatchRecord
 from mrledger.http.deps import LedgerDep, PrincipalDep, authorize
 from mrledger.http.problems import MEDIA_TYPE, Problem
 from mrledger.http.routes.results import ResultPath
@@ -311,7 +313,8 @@ def consistency(hid: HospitalPath, ledger: LedgerDep, principal: PrincipalDep) -
         deployment = ledger.outbox.deployment(chain.chain_id)
         from_block = deployment.deployed_block if deployment and deployment.contract == chain.contract else 0
         try:
-            on_chain = {seq: reg.batch_of(chain.w3, chain.contract, key, seq) for seq in heads}
+            direct = DirectReader(chain.w3)  # an audit reads the chain as it is now, never a cache
+            on_chain = {seq: registry_holds(direct, chain.contract, head) for seq, head in heads.items()}
             events = reg.anchored_events(chain.w3, chain.contract, from_block=from_block, hospital_key=key)
             last_chain = reg.last_seq(chain.w3, chain.contract, key)
         except Exception as exc:  # connection refused, timeouts, reverts: all mean "cannot check now"
@@ -320,12 +323,13 @@ def consistency(hid: HospitalPath, ledger: LedgerDep, principal: PrincipalDep) -
         mismatches: list[RootMismatch] = []
         missing_in_db: list[MissingInDb] = []
         for seq, head in heads.items():
-            record = on_chain[seq]
+            holding = on_chain[seq]
+            record = holding.entry
             if record is None:
                 status = _anchor(ledger.outbox.state(hid, seq)).status
                 missing_on_chain.append(MissingOnChain(seq=seq, anchor_status=status,
                                                        alarm=status in (INCLUDED, CONFIRMED)))
-            elif record.root != head.root or record.size != head.size:
+            elif not holding.holds:
                 mismatches.append(RootMismatch(seq=seq, source="batchOf", db_root=head.root.hex(),
                                                chain_root=record.root.hex(), db_size=head.size,
                                                chain_size=record.size))
@@ -334,7 +338,8 @@ def consistency(hid: HospitalPath, ledger: LedgerDep, principal: PrincipalDep) -
             if held is None:
                 missing_in_db.append(MissingInDb(seq=e.seq, root=e.root.hex(), size=e.size,
                                                  block_number=e.block_number, tx_hash=e.tx_hash))
-            elif held.root != e.root and not any(m.seq == e.seq for m in mismatches):
+            elif not Holding.of(BatchRecord(e.root, e.size, e.block_number), held).holds \
+                    and not any(m.seq == e.seq for m in mismatches):
                 mismatches.append(RootMismatch(seq=e.seq, source="BatchAnchored", db_root=held.root.hex(),
                                                chain_root=e.root.hex(), db_size=held.size, chain_size=e.size))
         last_db = max(heads, default=0)
