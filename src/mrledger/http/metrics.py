@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mrledger.http.problems import Problem
 from mrledger.service.ledger import Ledger
+from mrledger.store.anchors import CONFIRMED
 from mrledger.store.models import Anchor, Batch, PendingLeaf, RecordVersion
 
 #: Label for requests that matched no route, so scanners probing random paths cannot blow up the
@@ -148,7 +149,7 @@ class LedgerCollector(Collector):
         totals = select(
             select(func.count()).select_from(RecordVersion).scalar_subquery(),
             select(func.count()).select_from(Batch).scalar_subquery(),
-            select(func.count()).select_from(Anchor).where(Anchor.status == "confirmed").scalar_subquery(),
+            select(func.count()).select_from(Anchor).where(Anchor.status == CONFIRMED).scalar_subquery(),
         )
         pending = (select(PendingLeaf.hospital_id, func.count(), func.min(PendingLeaf.accepted_at))
                    .group_by(PendingLeaf.hospital_id).order_by(PendingLeaf.hospital_id))

@@ -18,6 +18,7 @@ from mrledger.ledger.ids import lookup_id
 from mrledger.ledger.records import HOSPITAL_ID_PATTERN, MAX_VERSION, ResultRecord
 from mrledger.ledger.verify import SignatureStatus
 from mrledger.node.settings import MAX_RECORDS_PER_REQUEST
+from mrledger.store.anchors import AnchorStatus, BatchStatus
 
 HEX32 = r"^[0-9a-f]{64}$"
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
@@ -114,8 +115,6 @@ class SubmissionOut(_Out):
 
 # -- results ----------------------------------------------------------------------------------------
 
-AnchorStatus = Literal["pending", "sealed", "submitted", "included", "confirmed"]
-
 
 class ResultVersionOut(_Out):
     version: int
@@ -198,7 +197,7 @@ class ReceiptDoc(BaseModel):
 
 
 class BatchAnchorOut(_Out):
-    status: Literal["sealed", "submitted", "included", "confirmed"]
+    status: BatchStatus
     chain_id: int | None = None
     contract: str | None = None
     tx_hash: str | None = None

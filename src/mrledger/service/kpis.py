@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mrledger.store.anchors import CONFIRMED, SEALED
 from mrledger.store.events import events_stream, split_codes
 from mrledger.store.kpi_rollup import Counted, Key, KpiRollup, Sums
 
@@ -192,9 +193,9 @@ class _Sources:
         if c.seq is None:
             self.unsealed += c.sums.n
             return
-        status = c.anchor or "sealed"
+        status = c.anchor or SEALED
         self.batches[(c.stream, c.seq)] = status
-        self.confirmed += c.sums.n if status == "confirmed" else 0
+        self.confirmed += c.sums.n if status == CONFIRMED else 0
 
     def obj(self) -> dict[str, Any]:
         return {"records": self.records, "confirmed": self.confirmed, "unconfirmed": self.records - self.confirmed,

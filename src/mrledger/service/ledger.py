@@ -19,17 +19,12 @@ from mrledger.service.recognition import Catalogue, default_catalogue
 from mrledger.service.verification import Outcome, Verifier
 from mrledger.store import Accepted, Store, VersionInfo
 from mrledger.store.access import Access, Principal
-from mrledger.store.anchors import AnchorState, Outbox
+from mrledger.store.anchors import CONFIRMED, PENDING, AnchorState, AnchorStatus, Outbox, batch_status
 from mrledger.store.decisions import EventIndex
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-#: Where a result version stands on its way to the chain: ``pending`` (not sealed), ``sealed`` (in a batch
-#: not yet sent), then the anchoring states ``submitted`` → ``included`` → ``confirmed``.
-PENDING, SEALED = "pending", "sealed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,24 +111,26 @@ class Ledger:
 
     # -- reading ------------------------------------------------------------------------------------
 
-    def anchor_status(self, hospital_id: str, seq: int | None, _cache: dict[int, str] | None = None) -> str:
+    def anchor_status(self, hospital_id: str, seq: int | None,
+                      _cache: dict[int, AnchorStatus] | None = None) -> AnchorStatus:
         if seq is None:
             return PENDING
         if _cache is not None and seq in _cache:
             return _cache[seq]
         state = self.outbox.state(hospital_id, seq)
-        status = SEALED if state is None else state.status
+        status = batch_status(state)
         if _cache is not None:
             _cache[seq] = status
         return status
 
-    def versions(self, hospital_id: str, result_id: str) -> list[tuple[VersionInfo, str]]:
+    def versions(self, hospital_id: str, result_id: str) -> list[tuple[VersionInfo, AnchorStatus]]:
         """Every version of a result with its anchoring status (NotFoundError when there is none)."""
-        cache: dict[int, str] = {}
+        cache: dict[int, AnchorStatus] = {}
         return [(v, self.anchor_status(hospital_id, v.batch_seq, cache))
                 for v in self.store.versions(hospital_id, result_id)]
 
-    def receipt(self, hospital_id: str, result_id: str, version: int | None = None) -> tuple[Receipt | None, str]:
+    def receipt(self, hospital_id: str, result_id: str,
+                version: int | None = None) -> tuple[Receipt | None, AnchorStatus]:
         """The receipt once its batch anchor is confirmed, else None with the anchoring status
         (NotFoundError for an unknown result or version)."""
         receipt = self.store.receipt(hospital_id, result_id, version)
@@ -141,7 +138,7 @@ class Ledger:
             return None, PENDING
         if receipt.anchor is None:
             return None, self.anchor_status(hospital_id, receipt.batch.seq)
-        return receipt, "confirmed"
+        return receipt, CONFIRMED
 
     def batch(self, hospital_id: str, seq: int) -> BatchView:
         head = self.store.batch(hospital_id, seq)

@@ -12,6 +12,7 @@ from mrledger.anchoring.errors import AnchoringError
 from mrledger.ledger import Check, ResultRecord, SignatureResult
 from mrledger.ledger.errors import MrLedgerError
 from mrledger.service.recognition import Recognition
+from mrledger.store.anchors import AnchorStatus
 
 #: ``revoked``: genuine (authentic or pending), but the result's latest version is ``entered-in-error``.
 #: ``cannot-match``: the resource a doctor holds cannot be decided against what was committed (Observations the
@@ -36,10 +37,9 @@ class Superseded:
     status: str
     issued: str
     #: Where that later version stands — its batch and, once anchored, the anchor — so a doctor sees
-    #: whether the correction itself is on chain yet (pending: not sealed; sealed; submitted; included;
-    #: confirmed).
+    #: whether the correction itself is on chain yet (``mrledger.store.anchors.AnchorStatus``).
     batch_seq: int | None = None
-    anchor_status: str | None = None
+    anchor_status: AnchorStatus | None = None
     block_number: int | None = None
     tx_hash: str | None = None
 

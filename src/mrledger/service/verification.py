@@ -52,7 +52,7 @@ from mrledger.service.outcome import (
 )
 from mrledger.service.recognition import Catalogue, Later, decide, default_catalogue
 from mrledger.store import NotFoundError, Store, VersionInfo
-from mrledger.store.anchors import Outbox
+from mrledger.store.anchors import CONFIRMED, Outbox, batch_status, version_status
 from mrledger.store.eligibility import Eligibility
 
 T = TypeVar("T")
@@ -201,10 +201,10 @@ class Verifier:
             why = "this batch was anchored again a moment ago"
         elif alarm is not None:
             why = f"the chain lost this batch's anchor ({alarm.detail}); this node is anchoring it again"
-        elif state is not None and state.status == "confirmed":
+        elif state is not None and state.status == CONFIRMED:
             why = "the chain no longer holds this batch's anchor; this node will anchor it again"
         else:
-            why = f"this batch's anchor is {'sealed' if state is None else state.status}, not on chain yet"
+            why = f"this batch's anchor is {batch_status(state)}, not on chain yet"
         return self._fail(replace(base, block_number=None, tx_hash=None, established=True), "pending", checks,
                           "anchor-confirmed", f"{why}; the record and its inclusion proof are genuine — verify "
                           "again later")
@@ -254,7 +254,7 @@ class Verifier:
         checks.extend(c for c in offline.checks if c.name == "signature")
         if receipt.anchor is None:
             state = self.outbox.state(hospital_id, receipt.batch.seq)
-            status = "sealed" if state is None else state.status
+            status = batch_status(state)
             alarm = self.outbox.lost_anchor(hospital_id, receipt.batch.seq)
             why = f"; the chain lost its earlier anchor and this node is anchoring it again ({alarm.detail})" \
                 if alarm is not None else ""
@@ -533,7 +533,7 @@ class Verifier:
     def _superseded(self, hospital_id: str, result_id: str, version: int, batch_seq: int | None = None) -> Superseded:
         record = self.store.record(hospital_id, result_id, version)
         state = self.outbox.state(hospital_id, batch_seq) if batch_seq is not None else None
-        status = state.status if state is not None else ("sealed" if batch_seq is not None else "pending")
+        status = version_status(batch_seq, state)
         return Superseded(version, record.status, format_time(record.issued), batch_seq, status,
                           state.block_number if state else None, state.tx_hash if state else None)
 

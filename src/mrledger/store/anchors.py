@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final, Literal, cast
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -21,13 +22,32 @@ from mrledger.ledger import BatchHead
 from mrledger.store.models import Anchor, AnchorAlarm, AnchorTx, Batch, Deployment
 from mrledger.store.repository import Store
 
-SUBMITTED, INCLUDED, CONFIRMED = "submitted", "included", "confirmed"
+#: Where a batch stands on its way to the chain — the one vocabulary of the outbox, the services, the API and the
+#: CLI: ``sealed`` (no ``anchors`` row) → ``submitted`` → ``included`` → ``confirmed``.
+BatchStatus = Literal["sealed", "submitted", "included", "confirmed"]
+#: Where a result version stands: ``pending`` (not sealed into a batch yet), then its batch's ``BatchStatus``.
+AnchorStatus = Literal["pending", "sealed", "submitted", "included", "confirmed"]
+PENDING: Final = "pending"
+SEALED: Final = "sealed"
+SUBMITTED: Final = "submitted"
+INCLUDED: Final = "included"
+CONFIRMED: Final = "confirmed"
 TX_PENDING, TX_MINED, TX_REPLACED, TX_LOST = "pending", "mined", "replaced", "lost"
 #: A mined anchoring transaction that the chain no longer holds (found by reconciliation, not by a step).
 TX_REORGED = "reorged"
 #: Alarm kinds: anchors the chain lost (re-sent), anchors it holds in another block than recorded (re-read).
 ANCHORS_LOST, ANCHORS_MOVED = "anchors-lost", "anchors-moved"
-ON_CHAIN = (INCLUDED, CONFIRMED)
+ON_CHAIN: tuple[BatchStatus, ...] = (INCLUDED, CONFIRMED)
+
+
+def batch_status(state: AnchorState | None) -> BatchStatus:
+    """A batch's status from its outbox row: none means ``sealed`` (nothing sent yet)."""
+    return SEALED if state is None else state.status
+
+
+def version_status(batch_seq: int | None, state: AnchorState | None) -> AnchorStatus:
+    """A result version's status: ``pending`` until it is sealed into a batch, then its batch's."""
+    return PENDING if batch_seq is None else batch_status(state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +78,7 @@ class TxInfo:
 @dataclass(frozen=True, slots=True)
 class AnchorState:
     head: BatchHead
-    status: str
+    status: BatchStatus  # never ``sealed``: a sealed batch has no anchors row
     tx_id: int | None
     tx_hash: str | None
     block_number: int | None
@@ -107,8 +127,8 @@ def _tx(row: AnchorTx) -> TxInfo:
 
 def _state(a: Anchor, b: Batch) -> AnchorState:
     head = BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at)
-    return AnchorState(head, a.status, a.tx_id, a.tx_hash, a.block_number, a.block_hash, a.chain_id, a.contract,
-                       a.submitted_at, a.confirmed_at)
+    return AnchorState(head, cast(BatchStatus, a.status), a.tx_id, a.tx_hash, a.block_number, a.block_hash,
+                       a.chain_id, a.contract, a.submitted_at, a.confirmed_at)
 
 
 def _alarm(a: AnchorAlarm) -> AlarmInfo:

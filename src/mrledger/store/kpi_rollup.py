@@ -28,6 +28,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, func, insert, literal,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mrledger.store.anchors import CONFIRMED
 from mrledger.store.decisions import _decision, _encounter
 from mrledger.store.events import STREAM_SUFFIX, DecisionFacts, EncounterFacts, join_codes
 from mrledger.store.models import Anchor, Batch, BatchLeaf, Decision, Encounter, KpiCount, KpiRolled, PendingLeaf
@@ -179,7 +180,7 @@ class KpiRollup:
             if hospital_id is not None:
                 q = q.where(r.hospital_id == hospital_id)
             if anchored_only:
-                q = q.where(Anchor.status == "confirmed")
+                q = q.where(Anchor.status == CONFIRMED)
             for h, kind, cats, dec, rec, reason, sl, stream, seq, status, n, ret, tests, amount in s.execute(q):
                 if sl is None or sl < 0:
                     continue
@@ -204,7 +205,7 @@ class KpiRollup:
                 select(Anchor.hospital_id, Anchor.seq, Anchor.status)
                 .where(tuple_(Anchor.hospital_id, Anchor.seq).in_(open_batches))))
             for (stream, seq), batch in _batch_facts(s, open_batches).items():
-                if anchored_only and status.get((stream, seq)) != "confirmed":
+                if anchored_only and status.get((stream, seq)) != CONFIRMED:
                     continue
                 placed += [(f, stream, seq, status.get((stream, seq))) for f in batch]
         out = []

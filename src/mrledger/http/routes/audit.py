@@ -26,14 +26,13 @@ from mrledger.ledger.records import HOSPITAL_ID_PATTERN
 from mrledger.service.ledger import Ledger
 from mrledger.store import UnknownHospitalError
 from mrledger.store.access import Principal
-from mrledger.store.anchors import CONFIRMED, INCLUDED, AnchorState
+from mrledger.store.anchors import CONFIRMED, INCLUDED, SEALED, AnchorState, BatchStatus
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 
 ROLES = ("auditor", "admin")
 #: Largest page of ``/batches`` and ``/access-log``: each batch on a page costs one anchor lookup.
 MAX_PAGE = 1000
-AnchorStatus = Literal["sealed", "submitted", "included", "confirmed"]
 
 HospitalPath = Annotated[str, Path(pattern=f"^{HOSPITAL_ID_PATTERN}$", description="Hospital id")]
 
@@ -60,7 +59,7 @@ CHAIN_DOWN: dict[int | str, dict[str, Any]] = {
 # -- response models ------------------------------------------------------------------------------
 
 class AnchorOut(BaseModel):
-    status: AnchorStatus = Field(description="sealed: no anchoring yet; submitted: transaction sent; included: "
+    status: BatchStatus = Field(description="sealed: no anchoring yet; submitted: transaction sent; included: "
                                              "in a block; confirmed: deep enough to count")
     chain_id: int | None = None
     contract: str | None = None
@@ -102,7 +101,7 @@ class BatchOut(BaseModel):
     size: int
     root: str = Field(description="hex RFC 9162 root")
     sealed_at: datetime
-    anchor_status: AnchorStatus
+    anchor_status: BatchStatus
 
 
 class Gaps(BaseModel):
@@ -135,7 +134,7 @@ class BatchPage(BaseModel):
 
 class MissingOnChain(BaseModel):
     seq: int
-    anchor_status: AnchorStatus
+    anchor_status: BatchStatus
     alarm: bool = Field(description="true if the database believes it included/confirmed; sealed or submitted "
                                     "batches are simply not anchored yet")
 
@@ -227,8 +226,8 @@ def _require_hospital(ledger: Ledger, hospital_id: str) -> None:
 
 def _anchor(state: AnchorState | None) -> AnchorOut:
     if state is None:
-        return AnchorOut(status="sealed")
-    return AnchorOut(status=state.status,  # type: ignore[arg-type,unused-ignore]  # the outbox writes only these
+        return AnchorOut(status=SEALED)
+    return AnchorOut(status=state.status,
                      chain_id=state.chain_id, contract=state.contract, tx_hash=state.tx_hash,
                      block_number=state.block_number, block_hash=state.block_hash, confirmed_at=state.confirmed_at)
 

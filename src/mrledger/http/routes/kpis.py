@@ -18,6 +18,7 @@ from mrledger.ledger.records import HOSPITAL_ID_PATTERN
 from mrledger.service.kpi_audit import audit
 from mrledger.service.kpis import KpiError, Period, period, report, to_csv
 from mrledger.service.ledger import Ledger
+from mrledger.store.anchors import BatchStatus
 from mrledger.store.events import is_event_stream
 
 router = APIRouter(prefix="/v1", tags=["kpis"])
@@ -112,7 +113,7 @@ class HospitalMonthKpi(BaseModel):
 class BatchRef(BaseModel):
     stream: str
     seq: int
-    anchor_status: Literal["sealed", "submitted", "included", "confirmed"]
+    anchor_status: BatchStatus
 
 
 class Sources(BaseModel):

@@ -32,6 +32,7 @@ from mrledger.ledger.errors import RecordError
 from mrledger.ledger.ids import lookup_id
 from mrledger.ledger.records import MAX_VERSION
 from mrledger.node.settings import MAX_RECORDS_PER_REQUEST
+from mrledger.store.anchors import SEALED
 
 router = APIRouter(prefix="/v1", tags=["results"])
 #: Batch numbers are stored as 64-bit integers.
@@ -243,7 +244,7 @@ def batch(hospital_id: HospitalPath, seq: Annotated[int, Path(ge=1, le=MAX_SEQ)]
     authorize(principal, "hospital", "auditor", "admin", hospital_id=hospital_id)
     view = ledger.batch(hospital_id, seq)
     a = view.anchor
-    anchor = BatchAnchorOut(status="sealed") if a is None else BatchAnchorOut(
+    anchor = BatchAnchorOut(status=SEALED) if a is None else BatchAnchorOut(
         status=a.status,
         chain_id=a.chain_id, contract=a.contract, tx_hash=a.tx_hash, block_number=a.block_number,
         block_hash=a.block_hash, confirmations=view.confirmations)
