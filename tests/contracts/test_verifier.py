@@ -125,18 +125,18 @@ def test_verifier_through_client_on_both_chains(chain: Chain) -> None:
             assert not api.verify_inclusion(chain.w3, address, tree.leaf(i), i + size, size, path, tree.root)
 
 
-def test_verify_receipt_uses_stored_root_and_size(chain: Chain) -> None:
+def test_registry_verifies_proof_against_its_stored_root_and_size(chain: Chain) -> None:
     address, key = chain.deploy_with_hospital()
     tree = _tree(11, salt="receipt")
     api.anchor(chain.w3, address, chain.submitter, key, 1, tree.root, tree.size)
     for i in (0, 5, 10):
         path = tree.inclusion_proof(i)
-        assert api.verify_receipt(chain.w3, address, key, 1, tree.leaf(i), i, 11, path)
-        assert not api.verify_receipt(chain.w3, address, key, 1, _flip(tree.leaf(i)), i, 11, path)
-        assert not api.verify_receipt(chain.w3, address, key, 1, tree.leaf(i), i, 12, path)  # size must match
-        assert not api.verify_receipt(chain.w3, address, key, 2, tree.leaf(i), i, 11, path)  # not anchored
+        assert api.registry_verifies_proof(chain.w3, address, key, 1, tree.leaf(i), i, 11, path)
+        assert not api.registry_verifies_proof(chain.w3, address, key, 1, _flip(tree.leaf(i)), i, 11, path)
+        assert not api.registry_verifies_proof(chain.w3, address, key, 1, tree.leaf(i), i, 12, path)  # size must match
+        assert not api.registry_verifies_proof(chain.w3, address, key, 2, tree.leaf(i), i, 11, path)  # not anchored
     other = _tree(11, salt="other")  # same shape, another root: the stored root decides
-    assert not api.verify_receipt(chain.w3, address, key, 1, other.leaf(3), 3, 11, other.inclusion_proof(3))
+    assert not api.registry_verifies_proof(chain.w3, address, key, 1, other.leaf(3), 3, 11, other.inclusion_proof(3))
 
 
 @pytest.mark.anvil

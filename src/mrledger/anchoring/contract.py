@@ -388,7 +388,7 @@ def verify_inclusion(
     return bool(_call(fn))
 
 
-def verify_receipt(
+def registry_verifies_proof(
     w3: Web3,
     address: str,
     hospital_key: bytes,
@@ -398,7 +398,9 @@ def verify_receipt(
     size: int,
     path: Sequence[bytes],
 ) -> bool:
-    """Check a receipt against the root and size stored on chain, with one eth_call."""
+    """Whether the registry's own RFC 9162 verifier (``verifyReceipt``) accepts this inclusion proof against the
+    root and size it stores for (hospital, seq), with one eth_call. Not a receipt verification: that is
+    ``mrledger.ledger.verify_receipt`` (offline) and ``mrledger.anchoring.verify.verify_on_chain``."""
     fn = registry(w3, address).functions.verifyReceipt(
         _b32(hospital_key, "hospital key"),
         seq,

@@ -85,8 +85,8 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
     checks.append(Check("anchor-root", True))
 
     if onchain_proof:
-        if not reg.verify_receipt(w3, anchor.contract, hk, r.batch.seq, r.leaf_hash, r.leaf_index, r.batch.size,
-                                  r.audit_path):
+        if not reg.registry_verifies_proof(w3, anchor.contract, hk, r.batch.seq, r.leaf_hash, r.leaf_index,
+                                           r.batch.size, r.audit_path):
             return fail("on-chain-proof", "the registry's RFC 9162 verifier rejects the proof")
         checks.append(Check("on-chain-proof", True))
     else:

@@ -150,7 +150,7 @@ class Ledger:
 
     # -- verification -------------------------------------------------------------------------------
 
-    def verify_receipt(self, who: Principal, receipt: object) -> Outcome:
+    def verify_by_receipt(self, who: Principal, receipt: object) -> Outcome:
         outcome = self.verifier.by_receipt(receipt)
         return self._log_verdict(who, outcome)
 

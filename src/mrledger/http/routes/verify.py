@@ -133,14 +133,14 @@ async def verify(_limit: AnonymousLimit, body: RawBody, ledger: LedgerDep, princ
             raise Problem(422, "validation", "Request does not match the schema",
                           f"unknown members next to 'receipt': {sorted(set(obj) - {'receipt'})}")
         try:
-            outcome = await _verify_receipt(ledger, principal, obj["receipt"])
+            outcome = await _verify_by_receipt(ledger, principal, obj["receipt"])
         except NotAReceiptError as exc:
             raise Problem(422, "not-a-receipt", "Not an mrl-receipt/1 document", str(exc)) from exc
         return _answer(outcome)
     return await run_in_verify_pool(_verify_held, obj, ledger, principal)
 
 
-async def _verify_receipt(ledger: LedgerDep, principal: PrincipalDep, receipt: Any) -> Outcome:
+async def _verify_by_receipt(ledger: LedgerDep, principal: PrincipalDep, receipt: Any) -> Outcome:
     """On the event loop when every chain fact is cached (``mrledger.anchoring.chain.cache_only``): the hand-off to a
     worker thread cost more CPU than the verification. A receipt anchored too recently to be cached has its
     registry entry and block read from the node on the loop first (one round trip, ``CachedReader.fetch``),
@@ -155,9 +155,9 @@ async def _verify_receipt(ledger: LedgerDep, principal: PrincipalDep, receipt: A
             facts = await chain.reader.fetch(need)
     try:
         with cache_only(), fresh(facts):
-            return ledger.verify_receipt(principal, receipt)
+            return ledger.verify_by_receipt(principal, receipt)
     except CacheMiss:
-        outcome: Outcome = await run_in_verify_pool(ledger.verify_receipt, principal, receipt)
+        outcome: Outcome = await run_in_verify_pool(ledger.verify_by_receipt, principal, receipt)
         return outcome
 
 
