@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from mrledger.cli.audit import audit_app
 from mrledger.cli.client import receipt, submit
 from mrledger.cli.common import EXIT_REFUSED, EXIT_USAGE, _err, _settings
 from mrledger.cli.eligibility import eligibility_app
@@ -270,6 +271,7 @@ app.command()(submit)
 app.command()(receipt)
 app.command()(kpis)
 app.command()(monitor)
+app.add_typer(audit_app, name="audit")
 app.add_typer(eligibility_app, name="eligibility")
 app.add_typer(keys_app, name="keys")
 app.add_typer(pki_app, name="pki")

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from mrledger.anchoring.errors import AnchoringError
 from mrledger.ledger.errors import EncodingError, RecordError
+from mrledger.service.audit import ChainNotConfiguredError
 from mrledger.store.errors import (
     ConflictError,
     DecryptionError,
@@ -142,6 +143,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(AnchoringError)
     async def _chain(request: Request, exc: AnchoringError) -> JSONResponse:
+        if isinstance(exc, ChainNotConfiguredError):  # retrying will not help: no Retry-After
+            return _response(request, 503, "chain-not-configured", "No chain configured", str(exc))
         return _response(request, 503, "chain-unavailable", "The chain could not be used", str(exc), headers=RETRY)
 
     @app.exception_handler(OperationalError)

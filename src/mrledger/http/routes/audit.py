@@ -15,14 +15,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from mrledger.anchoring import contract as reg
-from mrledger.anchoring.chain import DirectReader, Holding, registry_holds
-from mrledger.anchoring.contract import BatchRecord
 from mrledger.http.deps import LedgerDep, PrincipalDep, authorize
 from mrledger.http.problems import MEDIA_TYPE, Problem
 from mrledger.http.routes.results import ResultPath
-from mrledger.ledger import hospital_key
 from mrledger.ledger.records import HOSPITAL_ID_PATTERN
+from mrledger.service.audit import chain_consistency
 from mrledger.service.ledger import Ledger
 from mrledger.store import UnknownHospitalError
 from mrledger.store.access import Principal
@@ -302,53 +299,9 @@ def consistency(hid: HospitalPath, ledger: LedgerDep, principal: PrincipalDep) -
     ``eth_call`` per batch plus one log query: meant for audits, not for polling."""
     authorize(principal, *ROLES)
     with _audited(ledger, principal, "audit-consistency", hid) as verdict:
-        chain = ledger.chain
-        if chain is None:
-            raise Problem(503, "chain-not-configured", "No chain configured",
-                          "this node has no chain to compare the database with")
-        _require_hospital(ledger, hid)
-        heads = {h.seq: h for h in ledger.store.batches(hid)}
-        key = hospital_key(hid)
-        deployment = ledger.outbox.deployment(chain.chain_id)
-        from_block = deployment.deployed_block if deployment and deployment.contract == chain.contract else 0
-        try:
-            direct = DirectReader(chain.w3)  # an audit reads the chain as it is now, never a cache
-            on_chain = {seq: registry_holds(direct, chain.contract, head) for seq, head in heads.items()}
-            events = reg.anchored_events(chain.w3, chain.contract, from_block=from_block, hospital_key=key)
-            last_chain = reg.last_seq(chain.w3, chain.contract, key)
-        except Exception as exc:  # connection refused, timeouts, reverts: all mean "cannot check now"
-            raise Problem(503, "chain-unavailable", "The chain could not be used", f"{type(exc).__name__}") from exc
-        missing_on_chain: list[MissingOnChain] = []
-        mismatches: list[RootMismatch] = []
-        missing_in_db: list[MissingInDb] = []
-        for seq, head in heads.items():
-            holding = on_chain[seq]
-            record = holding.entry
-            if record is None:
-                status = _anchor(ledger.outbox.state(hid, seq)).status
-                missing_on_chain.append(MissingOnChain(seq=seq, anchor_status=status,
-                                                       alarm=status in (INCLUDED, CONFIRMED)))
-            elif not holding.holds:
-                mismatches.append(RootMismatch(seq=seq, source="batchOf", db_root=head.root.hex(),
-                                               chain_root=record.root.hex(), db_size=head.size,
-                                               chain_size=record.size))
-        for e in events:
-            held = heads.get(e.seq)
-            if held is None:
-                missing_in_db.append(MissingInDb(seq=e.seq, root=e.root.hex(), size=e.size,
-                                                 block_number=e.block_number, tx_hash=e.tx_hash))
-            elif not Holding.of(BatchRecord(e.root, e.size, e.block_number), held).holds \
-                    and not any(m.seq == e.seq for m in mismatches):
-                mismatches.append(RootMismatch(seq=e.seq, source="BatchAnchored", db_root=held.root.hex(),
-                                               chain_root=e.root.hex(), db_size=held.size, chain_size=e.size))
-        last_db = max(heads, default=0)
-        ok = not mismatches and not missing_in_db and not any(m.alarm for m in missing_on_chain) \
-            and last_chain <= last_db
-        verdict.value = "consistent" if ok else "inconsistent"
-    return Consistency(hospital_id=hid, consistent=ok, chain_id=chain.chain_id, contract=chain.contract,
-                       db_batches=len(heads), chain_batches=len(events), last_seq_chain=last_chain,
-                       last_seq_db=last_db, missing_on_chain=missing_on_chain, missing_in_db=missing_in_db,
-                       root_mismatches=sorted(mismatches, key=lambda m: m.seq))
+        found = chain_consistency(ledger.store, ledger.chain, hid)
+        verdict.value = "consistent" if found.consistent else "inconsistent"
+    return Consistency.model_validate(found.to_obj())
 
 
 @router.get("/audit/access-log", response_model=AccessLogPage, summary="Who verified or audited what, newest first",

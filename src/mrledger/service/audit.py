@@ -1,0 +1,145 @@
+"""The database against the chain: does the registry hold every batch this node sealed, and nothing else?
+
+Why a service and not a route: an auditor's HTTP call (``GET /v1/audit/hospitals/{hid}/consistency``), the
+``mrledger audit chain`` command and a monitor all need the same answer, and the database is never trusted to
+check itself: every batch is compared with the registry's ``batchOf`` (read from the node, never from a
+cache) and every ``BatchAnchored`` event of the hospital with the database, so neither side can drop or
+rewrite a batch unnoticed. Costs one ``eth_call`` per batch plus one log query: for audits, not polling.
+
+No FastAPI here: failures are typed (``ChainNotConfiguredError``, ``ChainUnavailableError``,
+``UnknownHospitalError``) and the HTTP layer maps them to problems.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mrledger.anchoring import contract as reg
+from mrledger.anchoring.chain import ChainContext, DirectReader, Holding, registry_holds
+from mrledger.anchoring.contract import BatchRecord
+from mrledger.anchoring.errors import AnchoringError
+from mrledger.ledger import hospital_key
+from mrledger.service.outcome import ChainUnavailableError
+from mrledger.store import Store, UnknownHospitalError
+from mrledger.store.anchors import ON_CHAIN, BatchStatus, Outbox, batch_status
+
+
+class ChainNotConfiguredError(AnchoringError):
+    """This node has no chain to compare its database with."""
+
+
+@dataclass(frozen=True, slots=True)
+class MissingOnChain:
+    """A database batch the registry does not hold; an ``alarm`` when the database believes it anchored."""
+
+    seq: int
+    anchor_status: BatchStatus
+    alarm: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MissingInDb:
+    """A batch the registry holds (a ``BatchAnchored`` event) that the database does not."""
+
+    seq: int
+    root: bytes
+    size: int
+    block_number: int
+    tx_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class RootMismatch:
+    """The registry holds another root or size than the database for this seq (seen by ``source``)."""
+
+    seq: int
+    source: Literal["batchOf", "BatchAnchored"]
+    db_root: bytes
+    chain_root: bytes
+    db_size: int
+    chain_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainConsistency:
+    hospital_id: str
+    chain_id: int
+    contract: str
+    db_batches: int
+    chain_batches: int
+    last_seq_chain: int
+    last_seq_db: int
+    missing_on_chain: tuple[MissingOnChain, ...]
+    missing_in_db: tuple[MissingInDb, ...]
+    root_mismatches: tuple[RootMismatch, ...]
+
+    @property
+    def consistent(self) -> bool:
+        """No root mismatch, nothing on chain missing here, no alarming gap, and the chain's lastSeq is not
+        ahead of the database (sealed or submitted batches not on chain yet are simply not anchored yet)."""
+        return (not self.root_mismatches and not self.missing_in_db
+                and not any(m.alarm for m in self.missing_on_chain) and self.last_seq_chain <= self.last_seq_db)
+
+    def to_obj(self) -> dict[str, Any]:
+        """The JSON shape of the API's ``Consistency`` and of ``mrledger audit chain --json``: roots in hex."""
+        return {
+            "hospital_id": self.hospital_id, "consistent": self.consistent, "chain_id": self.chain_id,
+            "contract": self.contract, "db_batches": self.db_batches, "chain_batches": self.chain_batches,
+            "last_seq_chain": self.last_seq_chain, "last_seq_db": self.last_seq_db,
+            "missing_on_chain": [{"seq": m.seq, "anchor_status": m.anchor_status, "alarm": m.alarm}
+                                 for m in self.missing_on_chain],
+            "missing_in_db": [{"seq": m.seq, "root": m.root.hex(), "size": m.size, "block_number": m.block_number,
+                               "tx_hash": m.tx_hash} for m in self.missing_in_db],
+            "root_mismatches": [{"seq": m.seq, "source": m.source, "db_root": m.db_root.hex(),
+                                 "chain_root": m.chain_root.hex(), "db_size": m.db_size, "chain_size": m.chain_size}
+                                for m in self.root_mismatches],
+        }
+
+
+def chain_consistency(store: Store, chain: ChainContext | None, hospital_id: str) -> ChainConsistency:
+    """Compare ``hospital_id``'s batches in ``store`` with the registry of ``chain``.
+
+    Raises ChainNotConfiguredError (no chain), UnknownHospitalError (no such hospital here) or
+    ChainUnavailableError (the node does not answer, the call reverts: no verdict without the chain)."""
+    if chain is None:
+        raise ChainNotConfiguredError("this node has no chain to compare the database with")
+    if hospital_id not in dict(store.hospitals()):
+        raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
+    outbox = Outbox(store)
+    heads = {h.seq: h for h in store.batches(hospital_id)}
+    key = hospital_key(hospital_id)
+    deployment = outbox.deployment(chain.chain_id)
+    from_block = deployment.deployed_block if deployment and deployment.contract == chain.contract else 0
+    try:
+        direct = DirectReader(chain.w3)  # an audit reads the chain as it is now, never a cache
+        on_chain = {seq: registry_holds(direct, chain.contract, head) for seq, head in heads.items()}
+        events = reg.anchored_events(chain.w3, chain.contract, from_block=from_block, hospital_key=key)
+        last_chain = reg.last_seq(chain.w3, chain.contract, key)
+    except Exception as exc:  # connection refused, timeouts, reverts: all mean "cannot check now"
+        raise ChainUnavailableError(type(exc).__name__) from exc
+    missing_on_chain: list[MissingOnChain] = []
+    mismatches: dict[int, RootMismatch] = {}
+    missing_in_db: list[MissingInDb] = []
+    for seq, head in heads.items():
+        holding = on_chain[seq]
+        record = holding.entry
+        if record is None:
+            status = batch_status(outbox.state(hospital_id, seq))
+            missing_on_chain.append(MissingOnChain(seq, status, alarm=status in ON_CHAIN))
+        elif not holding.holds:
+            mismatches[seq] = RootMismatch(seq, "batchOf", head.root, record.root, head.size, record.size)
+    for e in events:
+        held = heads.get(e.seq)
+        if held is None:
+            missing_in_db.append(MissingInDb(e.seq, e.root, e.size, e.block_number, e.tx_hash))
+        elif e.seq not in mismatches and not Holding.of(BatchRecord(e.root, e.size, e.block_number), held).holds:
+            mismatches[e.seq] = RootMismatch(e.seq, "BatchAnchored", held.root, e.root, held.size, e.size)
+    return ChainConsistency(hospital_id, chain.chain_id, chain.contract, db_batches=len(heads),
+                            chain_batches=len(events), last_seq_chain=last_chain, last_seq_db=max(heads, default=0),
+                            missing_on_chain=tuple(missing_on_chain), missing_in_db=tuple(missing_in_db),
+                            root_mismatches=tuple(sorted(mismatches.values(), key=lambda m: m.seq)))
+
+
+__all__ = ["ChainConsistency", "ChainNotConfiguredError", "MissingInDb", "MissingOnChain", "RootMismatch",
+           "chain_consistency"]
