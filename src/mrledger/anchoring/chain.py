@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -33,7 +33,7 @@ from mrledger.anchoring._lru import Lru
 from mrledger.anchoring.contract import BatchRecord
 from mrledger.anchoring.deploy import ensure_hospital_on_chain
 from mrledger.anchoring.errors import AnchoringError
-from mrledger.anchoring.rpc_async import AsyncRpc
+from mrledger.anchoring.rpc_async import AsyncRpc, RpcError
 from mrledger.ledger import hospital_key
 from mrledger.ledger.errors import MrLedgerError
 from mrledger.store.locks import file_lock
@@ -93,10 +93,9 @@ def fresh(facts: dict[tuple[Any, ...], Any]) -> Iterator[None]:
 def cache_only() -> Iterator[None]:
     """Answer from ``CachedReader``'s caches or raise ``CacheMiss``, never ask the node.
 
-    Why: the API runs a receipt verification on its event loop when every chain fact it needs is cached
-    (a fresh head, final blocks and registry entries) — the hand-off to a worker thread cost ~0.3 ms of CPU
-    per request, more than the verification itself — and falls back to a worker thread on a miss, where
-    the round trip may block. Nothing is half done on a miss: readers raise before any side effect."""
+    Why: code on an event loop (``CachedReader.fetch``, which keeps what it read only when the cached head says
+    it is final) must never block on the node. Nothing is half done on a miss: readers raise before any
+    side effect."""
     token = _CACHE_ONLY.set(True)
     try:
         yield
@@ -348,6 +347,17 @@ class CachedReader:
         return facts
 
 
+T = TypeVar("T")
+
+
+def with_facts(facts: dict[tuple[Any, ...], Any], call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)`` with ``facts`` (from ``ChainContext.prefetch``) answering the node's reader: the thread
+    the verification runs on gets what the event loop read for it (contextvars do not cross threads by
+    themselves in every runner, so the facts are set on the thread that reads them)."""
+    with fresh(facts):
+        return call(*args)
+
+
 class Head(Protocol):
     """What the registry is asked about: a batch head (``mrledger.ledger.BatchHead``, or anything with its
     identity, root and size, such as an event stream's batch or a ``BatchAnchored`` event)."""
@@ -447,6 +457,24 @@ class ChainContext:
     def batch_of(self, contract: str, hospital_key: bytes, seq: int) -> BatchRecord | None:
         """The registry's entry for (hospital, seq), cached once its block is final (``reader``)."""
         return self.reader.batch(contract, hospital_key, seq)
+
+    async def prefetch(self, receipt: Any) -> dict[tuple[Any, ...], Any]:
+        """The chain facts verifying the receipt document ``receipt`` needs and the caches lack (its registry
+        entry and anchoring block: a shallow anchor), read on the event loop in one round trip
+        (``CachedReader.fetch``), for ``with_facts``. Why: the verification then runs on a worker thread that does
+        not wait on the node for them, and a shallow anchor is still read fresh for every request. {} when all
+        is cached, the receipt names another registry (refused without a read), or the node cannot be asked
+        from the loop — the verification then asks it itself, on its thread."""
+        reader = self.reader
+        if reader.rpc is None:
+            return {}
+        need = reader.missing(receipt)
+        if need is None or need.contract.lower() != self.contract.lower():
+            return {}
+        try:
+            return await reader.fetch(need)
+        except (OSError, TimeoutError, CacheMiss, RpcError):
+            return {}
 
     def holds(self, head: Head, contract: str | None = None) -> Holding:
         """``registry_holds`` through the node's cached reader, on this node's registry by default."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -12,8 +11,7 @@ from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 
-from mrledger.anchoring.chain import CacheMiss, cache_only, fresh
-from mrledger.anchoring.rpc_async import RpcError
+from mrledger.anchoring.chain import with_facts
 from mrledger.http.deps import LedgerDep, PrincipalDep, authorize
 from mrledger.http.problems import Problem, invalid_body
 from mrledger.http.ratelimit import RateLimiter, client_key, retry_after
@@ -141,24 +139,16 @@ async def verify(_limit: AnonymousLimit, body: RawBody, ledger: LedgerDep, princ
 
 
 async def _verify_by_receipt(ledger: LedgerDep, principal: PrincipalDep, receipt: Any) -> Outcome:
-    """On the event loop when every chain fact is cached (``mrledger.anchoring.chain.cache_only``): the hand-off to a
-    worker thread cost more CPU than the verification. A receipt anchored too recently to be cached has its
-    registry entry and block read from the node on the loop first (one round trip, ``CachedReader.fetch``),
-    for this request only, and is then verified there. Anything else missing (a long-stale head, an endpoint
-    the loop's client cannot speak to, a node that does not answer) is retried on a worker thread, where
-    waiting for the node blocks nobody else and an unreachable node becomes a 503."""
+    """One thread hop for the whole verification: its database reads (signature policy, disclosure, hospital
+    names, the access log, the decision record) must not run on the event loop, where each would stall every
+    other request. A receipt anchored too recently to be cached has its registry entry and block read from
+    the node on the loop first (``ChainContext.prefetch``, one round trip), so the thread does not wait on
+    the node for them; whatever else is missing the thread reads itself, and an unreachable node becomes a
+    503 there."""
     chain = ledger.chain
-    facts: dict[Any, Any] = {}
-    if chain is not None and chain.reader.rpc is not None and (need := chain.reader.missing(receipt)) is not None \
-            and need.contract.lower() == chain.contract.lower():  # another registry is refused without a read
-        with contextlib.suppress(OSError, TimeoutError, CacheMiss, RpcError):
-            facts = await chain.reader.fetch(need)
-    try:
-        with cache_only(), fresh(facts):
-            return ledger.verify_by_receipt(principal, receipt)
-    except CacheMiss:
-        outcome: Outcome = await run_in_verify_pool(ledger.verify_by_receipt, principal, receipt)
-        return outcome
+    facts = await chain.prefetch(receipt) if chain is not None else {}
+    outcome: Outcome = await run_in_verify_pool(with_facts, facts, ledger.verify_by_receipt, principal, receipt)
+    return outcome
 
 
 def _verify_held(obj: Any, ledger: LedgerDep, principal: PrincipalDep) -> Any:
