@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from web3 import Web3
 
 from mrledger.anchoring import chain as averify
 from mrledger.anchoring import contract as reg
-from mrledger.anchoring.chain import CachedReader, ChainContext, DirectReader
+from mrledger.anchoring.chain import CachedReader, ChainContext, DirectReader, registry_holds
 from mrledger.anchoring.node import AnvilNode, free_port
 from mrledger.anchoring.verify import ONCHAIN_CHECKS, verify_on_chain
 from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
@@ -278,3 +279,21 @@ def test_cache_only_answers_from_the_caches_or_raises_before_asking(chain: Chain
     with averify.cache_only(), pytest.raises(averify.CacheMiss):
         reader.head()
     assert not averify._CACHE_ONLY.get()  # the mode ends with the block
+
+
+def test_registry_holds_a_head_only_with_its_root_and_size(chain: Chain) -> None:
+    """The one "registry holds this batch head" rule (anchoring/chain.py) that the verifier, both audits, the
+    worker and the reconciler use: the root *and* the size must be the registry's, through either reader; a
+    seq the registry has not anchored is no entry at all (not anchored yet, or removed by a reorg)."""
+    chain.anchor()
+    head = chain.store.batch("gz-001", 1)
+    for reader in (DirectReader(chain.w3), CachedReader(chain.w3, final_depth=DEPTH)):
+        held = registry_holds(reader, chain.contract, head)
+        assert held.holds and held.entry is not None and (held.entry.root, held.entry.size) == (head.root, head.size)
+        for other in (replace(head, size=head.size + 1), replace(head, root=bytes(32))):
+            differs = registry_holds(reader, chain.contract, other)
+            assert not differs.holds and differs.entry == held.entry  # what the registry holds, to report
+        absent = registry_holds(reader, chain.contract, replace(head, seq=2))
+        assert absent.entry is None and not absent.holds
+    context = ChainContext(chain.w3, chain.contract, int(chain.w3.eth.chain_id))
+    assert context.holds(head).holds and not context.holds(replace(head, size=1)).holds
