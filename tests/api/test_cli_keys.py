@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from mrledger.cli.main import app
 from mrledger.ledger import ResultRecord
-from mrledger.node.serve import ServeError, master_key_for, open_node_store
 from mrledger.node.settings import Settings
+from mrledger.node.wiring import ServeError, master_key_for, open_node_store
 from mrledger.store import Store
 from mrledger.store.crypto import MasterKey
 

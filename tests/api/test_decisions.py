@@ -337,8 +337,8 @@ def test_a_configured_regional_key_wins_and_a_bad_one_is_refused(tmp_path: Path)
 
 
 def test_serve_takes_the_configured_regional_key_and_requires_one_on_postgresql(tmp_path: Path) -> None:
-    from mrledger.node.serve import ServeError, regional_key_for
     from mrledger.node.settings import Settings
+    from mrledger.node.wiring import ServeError, regional_key_for
 
     dev = Settings(data_dir=tmp_path)
     assert regional_key_for(dev) == regional_key_for(dev) == load_regional_key(None, None, tmp_path)  # one file

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from mrledger.node.serve import ServeError, load_key
+from mrledger.node.wiring import ServeError, load_key
 from mrledger.service.decisions import RegionalKeyError, load_regional_key
 from mrledger.service.pki import PkiError, SigningKeys
 from mrledger.service.pki_dev import INTERMEDIATE_KEY, DevCA

@@ -21,8 +21,9 @@ from sqlalchemy import text
 from mrledger.http.schemas import VerifyOut
 from mrledger.ledger import BatchHead, BatchSignature, SignatureError, TrustStore, sign_batch, verify_batch_signature
 from mrledger.node.background import Sealer
+from mrledger.node.pki import configure
 from mrledger.node.settings import Settings
-from mrledger.service.pki import BatchSigning, KeyInfo, NoSigningKeyError, PkiError, SigningKeys, TrustFiles, configure
+from mrledger.service.pki import BatchSigning, KeyInfo, NoSigningKeyError, PkiError, SigningKeys, TrustFiles
 from tests.api.conftest import Api
 from tests.api.test_results import record, submit
 from tests.api.test_verify import anchored_receipt, verify

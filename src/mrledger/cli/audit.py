@@ -62,7 +62,7 @@ def audit_chain(
 
     from mrledger.anchoring.chain import ChainContext
     from mrledger.anchoring.errors import AnchoringError
-    from mrledger.node.serve import ServeError, open_existing_store
+    from mrledger.node.wiring import ServeError, open_existing_store
     from mrledger.service.audit import chain_consistency
     from mrledger.store import UnknownHospitalError
     from mrledger.store.anchors import Outbox

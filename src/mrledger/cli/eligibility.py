@@ -40,7 +40,7 @@ def eligibility_grant(
     """
     from datetime import UTC, date, datetime, time
 
-    from mrledger.node.serve import ServeError, open_existing_store
+    from mrledger.node.wiring import ServeError, open_existing_store
     from mrledger.service.recognition import load_catalogue
     from mrledger.store.eligibility import Eligibility
     from mrledger.store.errors import StoreError
@@ -81,7 +81,7 @@ def eligibility_revoke(hospital_id: HidArg, category: CategoryArg) -> None:
     """End a hospital's eligibility for a category now (the history is kept). Exit 1 if it held none."""
     from datetime import UTC, datetime
 
-    from mrledger.node.serve import ServeError, open_existing_store
+    from mrledger.node.wiring import ServeError, open_existing_store
     from mrledger.store.eligibility import Eligibility
     from mrledger.store.errors import StoreError
 
@@ -107,7 +107,7 @@ def eligibility_list(
     """A hospital's grants: category, reference, validity, and whether each is active now."""
     from datetime import UTC, datetime
 
-    from mrledger.node.serve import ServeError, open_existing_store
+    from mrledger.node.wiring import ServeError, open_existing_store
     from mrledger.store.eligibility import Eligibility
     from mrledger.store.errors import StoreError
 

@@ -66,7 +66,7 @@ def keys_rotate(
     """
     from datetime import UTC, datetime
 
-    from mrledger.node.serve import ServeError, master_key_for, open_existing_store
+    from mrledger.node.wiring import ServeError, master_key_for, open_existing_store
     from mrledger.store.crypto import MasterKey, write_master_key_file
     from mrledger.store.errors import MasterKeyError
     from mrledger.store.keystore import rotate
@@ -148,7 +148,7 @@ def keys_status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
 
     Exit 1 if the configured master key does not open them.
     """
-    from mrledger.node.serve import ServeError, master_key_for, open_existing_store
+    from mrledger.node.wiring import ServeError, master_key_for, open_existing_store
     from mrledger.store.crypto import MasterKey
     from mrledger.store.errors import MasterKeyError
     from mrledger.store.keystore import backlog_size, key_infos

@@ -248,7 +248,7 @@ def hospital_register(
     node is the only process that spends the admin key, so two processes never race for its nonces.
     With a server running you can instead POST /v1/hospitals with an admin token.
     """
-    from mrledger.node.serve import ServeError, open_existing_store
+    from mrledger.node.wiring import ServeError, open_existing_store
     from mrledger.store.errors import StoreError
     from mrledger.store.events import STREAM_SUFFIX, is_event_stream
 

@@ -18,8 +18,9 @@ import typer
 
 from mrledger.cli.common import EXIT_REFUSED, EXIT_USAGE, _err, _settings
 from mrledger.ledger.errors import MrLedgerError
+from mrledger.node.pki import dev_dir, passphrase
 from mrledger.node.settings import Settings
-from mrledger.service.pki import HOSPITALS_DIR, PkiError, SigningKeys, check_hospital_id, dev_dir, passphrase
+from mrledger.service.pki import HOSPITALS_DIR, PkiError, SigningKeys, check_hospital_id
 
 pki_app = typer.Typer(help="Hospital signing keys and the development CA (docs/signatures.md).",
                       no_args_is_help=True)
@@ -42,7 +43,7 @@ def _no_production(settings: Settings) -> None:
 
 def _hospitals(settings: Settings) -> list[str] | None:
     """Registered hospitals, or None when there is no database yet."""
-    from mrledger.node.serve import ServeError, open_existing_store
+    from mrledger.node.wiring import ServeError, open_existing_store
 
     try:
         store = open_existing_store(settings)

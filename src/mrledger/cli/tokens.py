@@ -68,7 +68,7 @@ def token_create(
     Only its hash is stored: save it now, it cannot be shown again. Without --expires-in/--expires-at it works
     until revoked (`mrledger token revoke ID`).
     """
-    from mrledger.node.serve import ServeError, open_existing_store
+    from mrledger.node.wiring import ServeError, open_existing_store
     from mrledger.store.access import Access
     from mrledger.store.errors import NotFoundError, SubmissionError
 
@@ -95,7 +95,7 @@ def token_list(
 ) -> None:
     """Every token: id, role, label, created, expires, state (active, expired, revoked). Never the tokens
     themselves: only their hashes are stored."""
-    from mrledger.node.serve import ServeError, open_existing_store
+    from mrledger.node.wiring import ServeError, open_existing_store
     from mrledger.store.access import Access
 
     try:
@@ -124,7 +124,7 @@ def token_revoke(
 ) -> None:
     """Revoke tokens: every node refuses them from the next request on. Idempotent (a revoked token keeps its
     first revocation time)."""
-    from mrledger.node.serve import ServeError, open_existing_store
+    from mrledger.node.wiring import ServeError, open_existing_store
     from mrledger.store.access import Access
     from mrledger.store.errors import NotFoundError
 

@@ -48,8 +48,10 @@ from web3 import Web3
 from mrledger.anchoring.chain import ChainContext
 from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
 from mrledger.ledger.errors import MrLedgerError
+from mrledger.node.pki import configure
 from mrledger.node.settings import Settings
-from mrledger.service.pki import BatchSigning, SignStats, configure
+from mrledger.node.wiring import load_key, open_node_store
+from mrledger.service.pki import BatchSigning, SignStats
 from mrledger.store import Store
 from mrledger.store.decisions import EventIndex
 from mrledger.store.events import is_event_stream
@@ -322,8 +324,6 @@ def _lead(stack: contextlib.ExitStack, store: Store, spec: Spec, asked: list[int
 
 
 def _run(spec: Spec, asked: list[int], pipe: Connection, parent: int) -> int:
-    from mrledger.node.serve import load_key, open_node_store  # the parent's module: imported here, in the child only
-
     settings = spec.settings
     ready = _Ready(pipe)
     try:
