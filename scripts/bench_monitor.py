@@ -37,13 +37,14 @@ from eth_account import Account
 from fastapi import FastAPI
 from web3 import Web3
 
+from mrledger.anchoring.chain import ChainContext
 from mrledger.anchoring.deploy import deploy_and_record
 from mrledger.anchoring.node import AnvilNode, free_port
 from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
 from mrledger.http.app import create_app
 from mrledger.ledger import ResultRecord, merkle_root
 from mrledger.monitor.run import Options, build
-from mrledger.service.ledger import ChainContext, Ledger
+from mrledger.service.ledger import build_services
 from mrledger.service.pki import BatchSigning, SigningKeys
 from mrledger.service.pki_dev import DevCA
 from mrledger.store import Store, make_engine, migrate
@@ -116,14 +117,14 @@ def main() -> None:
         dev = DevCA.create(tmp / "pki", datetime.now(UTC))
         signing = BatchSigning(SigningKeys(tmp / "keys"), dev.trust(), dev=dev)
         sign = signing.for_chain(chain.chain_id, chain.contract)
-        ledger = Ledger(store, chain, trust=dev.trust().store)
+        ledger = build_services(store, chain, trust=dev.trust().store)
         for h in hospitals:
-            ledger.register_hospital(h, f"Bench hospital {h}")
+            ledger.intake.register_hospital(h, f"Bench hospital {h}")
         per = args.results // len(hospitals)
         for h in hospitals:
             records = [record(h, i) for i in range(per)]
             for start in range(0, per, 1000):
-                ledger.submit(h, records[start:start + 1000])
+                ledger.intake.submit(h, records[start:start + 1000])
             while store.seal(h, args.batch, sign=sign) is not None:
                 pass
         worker = AnchorWorker(store, w3, chain.contract, hub, WorkerConfig())

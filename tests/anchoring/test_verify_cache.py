@@ -25,7 +25,7 @@ from mrledger.anchoring.node import AnvilNode, free_port
 from mrledger.anchoring.verify import ONCHAIN_CHECKS, verify_on_chain
 from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
 from mrledger.ledger import hospital_key
-from mrledger.service.ledger import Ledger
+from mrledger.service.ledger import build_services
 from mrledger.store import Store, make_engine, migrate
 from tests.anchoring.chain import Env
 from tests.conftest import TEST_KEY
@@ -195,13 +195,13 @@ def test_service_verdict_follows_a_shallow_reorg(chain: Chain) -> None:
     genuine and the anchor is the chain's doing), without waiting for any cache to expire."""
     receipts = chain.anchor(2)
     context = ChainContext(chain.w3, chain.contract, int(chain.w3.eth.chain_id))
-    ledger = Ledger(chain.store, context)
-    assert ledger.verifier.by_receipt(receipts[0]).verdict == "authentic"
+    ledger = build_services(chain.store, context)
+    assert ledger.verification.verifier.by_receipt(receipts[0]).verdict == "authentic"
     held = rec(0).to_obj()
-    assert ledger.verifier.by_record("gz-001", "R0", None, held).verdict == "authentic"
+    assert ledger.verification.verifier.by_record("gz-001", "R0", None, held).verdict == "authentic"
     chain.node.rpc("anvil_reorg", 1, [])
-    assert ledger.verifier.by_receipt(receipts[0]).verdict == "pending"
-    assert ledger.verifier.by_record("gz-001", "R0", None, held).verdict == "pending"
+    assert ledger.verification.verifier.by_receipt(receipts[0]).verdict == "pending"
+    assert ledger.verification.verifier.by_record("gz-001", "R0", None, held).verdict == "pending"
 
 
 def test_final_depth_must_be_positive(chain: Chain) -> None:

@@ -7,7 +7,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import uvicorn
@@ -22,7 +24,7 @@ from mrledger.anchoring.deploy import deploy_and_record
 from mrledger.anchoring.node import AnvilNode, free_port
 from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
 from mrledger.http.app import create_app
-from mrledger.service.ledger import Ledger
+from mrledger.service.ledger import Services, build_services
 from mrledger.store import Store
 from tests.conftest import TEST_KEY
 
@@ -30,12 +32,35 @@ HOSPITALS = {"gz-001": "Guangzhou First People's Hospital", "qd-002": "Qingdao M
 ROLES = ("admin", "doctor", "auditor", "hospital:gz-001", "hospital:qd-002")
 
 
+class Clock:
+    """The services' clock in tests: real time until a test sets ``now`` (services take their clock at
+    construction; a test moves time through the clock it injected, not by replacing the service's)."""
+
+    def __init__(self) -> None:
+        self.now: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.now if self.now is not None else datetime.now(UTC)
+
+
 @dataclass
 class Api:
-    ledger: Ledger
+    ledger: Services
     client: TestClient
     tokens: dict[str, str]
     node: AnvilNode | None = None
+    clock: Clock = field(default_factory=Clock)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def rebuild(self, **options: Any) -> Services:
+        """The services with other options (``build_services``: ``confirmations``, ``trust``, ``catalogue``, …)
+        over the same store, chain, clock and regional key, answering through the same app from now on: a
+        service is not reconfigured in place."""
+        self.options = {**self.options, **options}
+        self.ledger = build_services(self.ledger.store, self.ledger.chain, clock=self.clock,
+                                     regional_key=self.ledger.regional_key, **self.options)
+        self.client.app.state.ledger = self.ledger  # type: ignore[attr-defined]
+        return self.ledger
 
     def auth(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
@@ -57,17 +82,19 @@ class Api:
         raise AssertionError("anchoring did not finish")
 
 
-def _make(ledger: Ledger, node: AnvilNode | None = None) -> Api:
+def _make(store: Store, chain: ChainContext | None = None, node: AnvilNode | None = None) -> Api:
+    clock = Clock()
+    ledger = build_services(store, chain, clock=clock)
     for hid, name in HOSPITALS.items():
-        ledger.register_hospital(hid, name)
+        ledger.intake.register_hospital(hid, name)
     tokens = {role: ledger.access.create_token(role, f"test {role}", ledger.clock()) for role in ROLES}
-    return Api(ledger, TestClient(create_app(ledger)), tokens, node)
+    return Api(ledger, TestClient(create_app(ledger)), tokens, node, clock)
 
 
 @pytest.fixture
 def api(engine: Engine) -> Api:
     """The API without a chain (submission, lookups, authorisation, problems)."""
-    return _make(Ledger(Store(engine, master_key=TEST_KEY)))
+    return _make(Store(engine, master_key=TEST_KEY))
 
 
 @pytest.fixture
@@ -80,7 +107,7 @@ def chain_api(engine: Engine) -> Iterator[Api]:
         deployment = deploy_and_record(store, w3, admin)
         chain = ChainContext(w3, deployment.contract, deployment.chain_id, submitter=hub, admin=admin,
                              rpc_url=node.rpc_url)
-        yield _make(Ledger(store, chain), node)
+        yield _make(store, chain, node)
 
 
 @contextmanager

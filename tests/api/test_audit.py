@@ -28,7 +28,7 @@ def seal_batches(api: Api, n: int, hospital: str = GZ) -> None:
     """``n`` batches of two results each (R{2k}, R{2k+1})."""
     start = len(api.ledger.store.batches(hospital))
     for b in range(start, start + n):
-        api.ledger.submit(hospital, [rec(2 * b, hospital), rec(2 * b + 1, hospital)])
+        api.ledger.intake.submit(hospital, [rec(2 * b, hospital), rec(2 * b + 1, hospital)])
         assert api.ledger.store.seal(hospital, 100) is not None
 
 
@@ -41,11 +41,11 @@ def mark_anchored(api: Api, seq: int) -> None:
 
 
 def test_lineage_lists_versions_with_batch_and_anchor_and_flags_a_break(api: Api) -> None:
-    api.ledger.submit(GZ, [rec(1)])
+    api.ledger.intake.submit(GZ, [rec(1)])
     api.ledger.store.seal(GZ, 100)
-    api.ledger.submit(GZ, [rec(1, version=2, value=6.0)])
+    api.ledger.intake.submit(GZ, [rec(1, version=2, value=6.0)])
     api.ledger.store.seal(GZ, 100)
-    api.ledger.submit(GZ, [rec(1, version=3, value=7.0, supersedes=2)])
+    api.ledger.intake.submit(GZ, [rec(1, version=3, value=7.0, supersedes=2)])
     mark_anchored(api, 1)
 
     r = api.client.get(AUDIT_PATHS[0], headers=api.auth("auditor"))
@@ -174,7 +174,7 @@ def test_no_or_bad_token_is_unauthenticated(api: Api) -> None:
 
 
 def test_every_audit_read_is_logged_and_the_log_can_be_filtered(api: Api) -> None:
-    api.ledger.submit(GZ, [rec(1)])
+    api.ledger.intake.submit(GZ, [rec(1)])
     api.client.get(AUDIT_PATHS[0], headers=api.auth("auditor"))
     api.client.get(AUDIT_PATHS[1], headers=api.auth("admin"))
     api.client.get(f"/v1/audit/hospitals/{GZ}/results/nope/lineage", headers=api.auth("auditor"))  # 404: logged

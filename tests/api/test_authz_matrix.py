@@ -23,7 +23,6 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from mrledger.http.schemas import EXAMPLE_FHIR
-from mrledger.service.ledger import Ledger
 from mrledger.store import Store, make_engine, migrate
 from tests.api.conftest import Api, _make
 from tests.conftest import TEST_KEY
@@ -149,12 +148,12 @@ def seeded(tmp_path: Path) -> Api:
     R1 of both hospitals is submitted and sealed, so allowed reads find something."""
     engine = make_engine(f"sqlite:///{tmp_path / 'authz.db'}")
     migrate(engine)
-    api = _make(Ledger(Store(engine, master_key=TEST_KEY)))
+    api = _make(Store(engine, master_key=TEST_KEY))
     # The doctor is affiliated (doctor:<hid>, docs/kpis.md), as recording a decision requires; for every other
     # route the kind, doctor, is what counts. An unaffiliated doctor's 403 is tested in test_decisions.py.
     api.tokens["doctor"] = api.ledger.access.create_token(f"doctor:{OWN}", "test doctor", api.ledger.clock())
     for hid in (OWN, OTHER):
-        api.ledger.submit(hid, [rec(1, hid)])
+        api.ledger.intake.submit(hid, [rec(1, hid)])
         api.ledger.store.seal(hid, 100)
     return api
 

@@ -136,7 +136,7 @@ def test_get_catalogue_is_public(api: Api) -> None:
 
 
 def test_a_configured_catalogue_is_served_and_used(api: Api) -> None:
-    api.ledger.catalogue = parse_catalogue(MINIMAL, "custom.toml")
+    api.rebuild(catalogue=parse_catalogue(MINIMAL, "custom.toml"))
     assert [i["code"] for i in api.client.get("/v1/catalogue").json()["items"]] == ["2345-7"]
     assert_problem(api.client.put("/v1/hospitals/gz-001/eligibility/ct", json={"reference": "EQA"},
                                   headers=api.auth("admin")), 422, "unknown-category")

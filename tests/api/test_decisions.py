@@ -73,7 +73,7 @@ def stream_records(api: Api, hospital: str = "qd-002") -> int:
 
 
 def test_every_verification_answer_carries_a_stored_verification_id(api: Api) -> None:
-    api.ledger.submit("gz-001", [rec(1)])
+    api.ledger.intake.submit("gz-001", [rec(1)])
     body = {"hospital_id": "gz-001", "result_id": "R1", "record": rec(1).to_obj()}
     r = api.client.post("/v1/verify", json=body, headers=doctor(api))
     assert r.status_code == 200, r.text
@@ -295,7 +295,7 @@ def test_a_long_hospital_id_gets_a_valid_stream_id() -> None:
 
 
 def test_verification_rows_hold_no_clear_result_id(api: Api) -> None:
-    api.ledger.submit("gz-001", [rec(1)])
+    api.ledger.intake.submit("gz-001", [rec(1)])
     api.client.post("/v1/verify", json={"hospital_id": "gz-001", "result_id": "R1", "record": rec(1).to_obj()},
                     headers=doctor(api))
     with api.ledger.store.read() as s:

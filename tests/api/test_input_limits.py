@@ -47,14 +47,14 @@ _CHILD = """
 import json, os, sys
 from fastapi.testclient import TestClient
 from mrledger.http.app import create_app
-from mrledger.service.ledger import Ledger
+from mrledger.service.ledger import build_services
 from mrledger.store import Store, make_engine, migrate
 from mrledger.store.crypto import MasterKey
 
 engine = make_engine(sys.argv[2])
 migrate(engine)
-ledger = Ledger(Store(engine, master_key=MasterKey.from_text(os.environ["MRL_MASTER_KEY"])))
-ledger.register_hospital("gz-001", "Guangzhou")
+ledger = build_services(Store(engine, master_key=MasterKey.from_text(os.environ["MRL_MASTER_KEY"])))
+ledger.intake.register_hospital("gz-001", "Guangzhou")
 client = TestClient(create_app(ledger))
 # As py_ecc did on import before the node put the limit back (tests/anchoring/test_recursion_limit.py): the
 # depth check must hold on its own, whatever an import does to the limit.
@@ -226,7 +226,7 @@ def test_a_declared_length_over_the_limit_or_not_a_number_is_refused_before_read
 
 def _nothing_stored(api: Api) -> None:
     with pytest.raises(NotFoundError):
-        api.ledger.versions("gz-001", "R1")
+        api.ledger.results.versions("gz-001", "R1")
 
 
 def _fhir_record(resource_json: str) -> str:

@@ -65,7 +65,7 @@ def test_every_result_example_is_accepted_or_refused_with_the_adapters_reason(ap
     policy_refused: list[str] = []
     for n, path in enumerate(FILES):
         hid = f"ex-{n}"
-        api.ledger.register_hospital(hid, path.name)
+        api.ledger.intake.register_hospital(hid, path.name)
         api.tokens[f"hospital:{hid}"] = api.ledger.access.create_token(f"hospital:{hid}", "t", api.ledger.clock())
         before = rows(api)
         answer = post(api, "fhir", path.read_bytes(), "application/fhir+json", hospital=hid)

@@ -128,7 +128,7 @@ def test_results_stored_under_the_old_id_scheme_keep_their_lineage(api: Api) -> 
     (record,) = from_hl7v2(original, HID, default_tz=__import__("zoneinfo").ZoneInfo(TZ))
     old_id = legacy_result_id(record.result_id)
     assert (record.result_id, old_id) == ("EM-9.2^LIS", "EM-9.2")
-    api.ledger.submit(HID, [record.model_copy(update={"result_id": old_id})])  # as the old adapter stored it
+    api.ledger.intake.submit(HID, [record.model_copy(update={"result_id": old_id})])  # as the old adapter stored it
     resend = post(api, "hl7v2", original.encode(), HL7, tz=TZ).json()["results"]
     assert [(r["result_id"], r["version"], r["status"]) for r in resend] == [("EM-9.2", 1, "duplicate")]
     corrected = post(api, "hl7v2", message.encode(), HL7, tz=TZ).json()["results"]

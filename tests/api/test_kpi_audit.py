@@ -67,7 +67,7 @@ def test_a_decision_altered_after_anchoring_is_detected(chain_api: Api) -> None:
 
     Eligibility(ledger.store).grant("gz-001", "clinical-biochemistry", "EQA-1", ledger.clock())
     fresh = rec(1, issued=ledger.clock().isoformat(), effective=ledger.clock().isoformat())
-    ledger.submit("gz-001", [fresh])
+    ledger.intake.submit("gz-001", [fresh])
     api.anchor_all()
     assert api.node is not None
     api.node.rpc("anvil_mine", "0x2")

@@ -56,7 +56,7 @@ def _doctor(api: Api, hospital: str) -> dict[str, str]:
 def decide(api: Api, when: str, hospital: str, recognition: str, items: tuple[ItemRef, ...], decision: str,
            reason: str | None = None) -> None:
     moment = at(when)
-    api.ledger.clock = lambda: moment
+    api.clock.now = moment
     vid = new_id(moment)
     api.ledger.events.remember(VerificationRow(
         vid, moment, None, None, "gz-001", result_ref(api.ledger.regional_key, "gz-001", vid), 1, "authentic",
@@ -69,7 +69,7 @@ def decide(api: Api, when: str, hospital: str, recognition: str, items: tuple[It
 
 
 def encounters(api: Api, *items: tuple[str, str, bool, list[str]]) -> None:
-    api.ledger.clock = lambda: at("2024-07-01T00:00:00")
+    api.clock.now = at("2024-07-01T00:00:00")
     body = {"hospital_id": "qd-002", "encounters": [
         {"encounter_id": eid, "patient": {"value": f"P-{eid}"}, "seen_at": when + "Z", "retrieved": got,
          "categories": cats} for eid, when, got, cats in items]}
@@ -234,7 +234,7 @@ def test_bad_queries_are_problems(api: Api, params: dict[str, str], status: int,
 
 
 def test_default_period_is_the_last_30_days(api: Api) -> None:
-    api.ledger.clock = lambda: at("2024-05-31T12:00:00")
+    api.clock.now = at("2024-05-31T12:00:00")
     assert kpis(api)["period"] == {"from": "2024-05-02", "to": "2024-05-31", "tz": "UTC", "days": 30}
 
 

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
 from mrledger.http.app import create_app
-from mrledger.service.ledger import Ledger
+from mrledger.service.ledger import build_services
 from mrledger.store import Store
 from tests.api.conftest import Api
 from tests.api.test_audit import GZ, mark_anchored
@@ -37,8 +37,8 @@ def ledger_figures(client: TestClient) -> dict[str, float]:
 def test_ledger_figures_follow_submit_seal_and_anchor(api: Api) -> None:
     assert ledger_figures(api.client) == {"database_up": 1, "results_submitted": 0, "batches_sealed": 0,
                                           "batches_anchored": 0, "batches_awaiting_anchor": 0, "results_pending": 0}
-    api.ledger.submit(GZ, [rec(i) for i in range(3)])
-    api.ledger.submit("qd-002", [rec(9, "qd-002")])
+    api.ledger.intake.submit(GZ, [rec(i) for i in range(3)])
+    api.ledger.intake.submit("qd-002", [rec(9, "qd-002")])
     after_submit = ledger_figures(api.client)
     assert (after_submit["results_submitted"], after_submit["results_pending"]) == (4, 4)
     per_hospital = scrape(api.client)
@@ -56,13 +56,13 @@ def test_ledger_figures_follow_submit_seal_and_anchor(api: Api) -> None:
 
 def test_oldest_pending_age_uses_the_ledger_clock(engine: Engine) -> None:
     now = [datetime(2024, 5, 1, 8, 0, tzinfo=UTC)]
-    ledger = Ledger(Store(engine, master_key=TEST_KEY, clock=lambda: now[0]), clock=lambda: now[0])
-    ledger.register_hospital(GZ, "Guangzhou")
+    ledger = build_services(Store(engine, master_key=TEST_KEY, clock=lambda: now[0]), clock=lambda: now[0])
+    ledger.intake.register_hospital(GZ, "Guangzhou")
     client = TestClient(create_app(ledger))
     assert scrape(client)[("mrledger_oldest_pending_age_seconds", ())] == 0
-    ledger.submit(GZ, [rec(1)])
+    ledger.intake.submit(GZ, [rec(1)])
     now[0] += timedelta(seconds=42)
-    ledger.submit(GZ, [rec(2)])
+    ledger.intake.submit(GZ, [rec(2)])
     now[0] += timedelta(seconds=8)
     assert scrape(client)[("mrledger_oldest_pending_age_seconds", ())] == 50
 
@@ -116,7 +116,7 @@ def test_metrics_needs_no_token_and_is_documented(api: Api) -> None:
 
 def test_metrics_token_closes_metrics(api: Api) -> None:
     """Issue 14 #16: the open figures name hospitals with pending results; MRL_METRICS_TOKEN closes them."""
-    api.ledger.submit("gz-001", [rec(1)])
+    api.ledger.intake.submit("gz-001", [rec(1)])
     client = TestClient(create_app(api.ledger, metrics_token="s3cret-scrape-token"))
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer s3cret-scrape-tokeN"},
                     {"Authorization": "Basic s3cret-scrape-token"}, {"Authorization": "s3cret-scrape-token"},

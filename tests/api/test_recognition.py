@@ -232,7 +232,7 @@ API_NOW = datetime(2024, 5, 3, tzinfo=UTC)
 
 
 def _at(api: Api, now: datetime) -> None:
-    api.ledger.clock = lambda: now
+    api.clock.now = now
 
 
 def _grant(api: Api, category: str = "clinical-biochemistry", hid: str = "gz-001") -> None:

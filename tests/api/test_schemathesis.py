@@ -22,7 +22,7 @@ from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
 from mrledger.http.app import create_app
 from mrledger.ledger.records import HOSPITAL_ID_PATTERN
-from mrledger.service.ledger import Ledger
+from mrledger.service.ledger import Services, build_services
 from mrledger.store import Store, make_engine, migrate
 from tests.api.conftest import Api, _make
 from tests.conftest import TEST_KEY
@@ -36,8 +36,8 @@ def seeded(tmp_path: Path) -> Api:
     """A fresh SQLite ledger per operation, with R1 of gz-001 submitted and sealed."""
     engine = make_engine(f"sqlite:///{tmp_path / 'schema.db'}")
     migrate(engine)
-    api = _make(Ledger(Store(engine, master_key=TEST_KEY)))
-    api.ledger.submit(OWN, [rec(1)])
+    api = _make(Store(engine, master_key=TEST_KEY))
+    api.ledger.intake.submit(OWN, [rec(1)])
     api.ledger.store.seal(OWN, 100)
     api.tokens[f"doctor:{OWN}"] = api.ledger.access.create_token(f"doctor:{OWN}", "doctor", api.ledger.clock())
     return api
@@ -49,7 +49,7 @@ def _bootstrap_app() -> FastAPI:
     read, so no database is shared between tests."""
     engine = make_engine(f"sqlite:///{Path(tempfile.mkdtemp(prefix='mrl-schema-')) / 'bootstrap.db'}")
     migrate(engine)
-    return create_app(Ledger(Store(engine, master_key=TEST_KEY)))
+    return create_app(build_services(Store(engine, master_key=TEST_KEY)))
 
 
 APP = _bootstrap_app()
@@ -89,7 +89,7 @@ def test_api_conforms_to_its_openapi(case: Any, seeded: Api) -> None:
 
 def test_openapi_documents_problems_for_audit_routes() -> None:
     """Errors are application/problem+json, and the document says so (not FastAPI's default 422 body)."""
-    app = create_app(Ledger.__new__(Ledger))
+    app = create_app(Services.__new__(Services))
     ops = app.openapi()["paths"]["/v1/audit/hospitals/{hid}/batches"]["get"]["responses"]
     for status in ("401", "403", "404", "422"):
         assert list(ops[status]["content"]) == ["application/problem+json"], status

@@ -47,7 +47,7 @@ def seal_signed(api: Api, leaf: Leaf, hospital: str = "gz-001", **kw: Any) -> No
 
 
 def trusting(api: Api, trust: TrustStore, require: bool = True) -> None:
-    api.ledger.trust, api.ledger.require_signatures = trust, require
+    api.rebuild(trust=trust, require_signatures=require)
 
 
 def failed(out: dict[str, Any]) -> tuple[str, str, str | None, str]:

@@ -32,7 +32,7 @@ def _signed_and_anchored(api: Api, sealed_at: datetime, window: tuple[datetime, 
     chain = api.ledger.chain
     assert chain is not None
     leaf = PKI.hospital("gz-001", window=window, extra=EKU, key_label=f"st:{window[0]:%Y%m%d}:{window[1]:%Y%m%d}")
-    api.ledger.trust = PKI.trust()
+    api.rebuild(trust=PKI.trust())
 
     def sign(head: BatchHead) -> BatchSignature:
         return sign_batch(head, chain.chain_id, chain.contract, leaf.key, leaf.chain)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ from mrledger.anchoring.node import free_port
 from mrledger.cli.main import app as cli
 from mrledger.cli.tokens import parse_duration, parse_instant
 from mrledger.http.app import create_app
-from mrledger.service.ledger import Ledger
+from mrledger.service.ledger import build_services
 from mrledger.store import Store, make_engine
 from mrledger.store.access import Access
 from mrledger.store.models import ApiToken
@@ -37,11 +37,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SECOND_NODE = """
 import os, sys, uvicorn
 from mrledger.http.app import create_app
-from mrledger.service.ledger import Ledger
+from mrledger.service.ledger import build_services
 from mrledger.store import Store, make_engine
 from mrledger.store.crypto import MasterKey
 key = MasterKey.from_text(os.environ["MRL_MASTER_KEY"])  # the test's key, handed down by the parent
-uvicorn.run(create_app(Ledger(Store(make_engine(sys.argv[1]), master_key=key))), host="127.0.0.1",
+uvicorn.run(create_app(build_services(Store(make_engine(sys.argv[1]), master_key=key))), host="127.0.0.1",
             port=int(sys.argv[2]), log_level="warning")
 """
 
@@ -82,7 +82,7 @@ def test_a_revoked_or_expired_token_is_refused_by_both_processes_on_the_next_req
     doctor, doctor_id = made.json()["token"], made.json()["id"]
     auditor = api.tokens["auditor"]
     # A third app instance with its own engine (its own connection pool) on the same database.
-    other = TestClient(create_app(Ledger(Store(make_engine(db_url(engine)), master_key=TEST_KEY))))
+    other = TestClient(create_app(build_services(Store(make_engine(db_url(engine)), master_key=TEST_KEY))))
     for status in (_status(second_node, doctor), other.get("/v1/hospitals", headers=api.auth("admin")).status_code,
                    api.client.get("/v1/hospitals", headers={"Authorization": f"Bearer {doctor}"}).status_code):
         assert status == 200

@@ -152,7 +152,7 @@ def test_receipt_authentic_tampered_superseded(chain_api: Api) -> None:
     assert superseded["superseded_by"] == {"version": 2, "status": "corrected", "issued": "2024-05-02T07:30:00Z",
         "batch_seq": None, "anchor_status": "pending", "block_number": None, "tx_hash": None}
 
-    api.ledger.confirmations = 10_000
+    api.rebuild(confirmations=10_000)
     deep = verify(api, {"receipt": receipt})
     assert deep["verdict"] == "pending" and deep["failed_check"] == "anchor-confirmed"
     assert [e.verdict for e in reversed(verify_logs(api))] == \

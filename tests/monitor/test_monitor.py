@@ -74,7 +74,7 @@ class World:
 
         first = self.next_result
         self.next_result += results
-        self.api.ledger.submit(hospital, [rec(i, hospital) for i in range(first, first + results)])
+        self.api.ledger.intake.submit(hospital, [rec(i, hospital) for i in range(first, first + results)])
         head = self.api.ledger.store.seal(hospital, 10_000, sign=sign, now=now)
         assert head is not None
         return head
@@ -99,7 +99,7 @@ class World:
 def world(chain_api: Api, tmp_path: Path) -> Iterator[World]:
     """Two hospitals with two signed, anchored batches of two results each, and the node served over HTTP."""
     leaves = {h: PKI.hospital(h, window=WINDOW) for h in HOSPITALS}
-    chain_api.ledger.trust = PKI.trust()
+    chain_api.rebuild(trust=PKI.trust())
     with serve_in_thread(create_app(chain_api.ledger)) as url:
         w = World(chain_api, url, tmp_path, leaves)
         (tmp_path / "root.pem").write_bytes(PKI.root.pem)

@@ -16,7 +16,6 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from sqlalchemy import Engine
 
-from mrledger.http.app import create_app
 from mrledger.store import make_engine, migrate
 from tests.api.conftest import Api, chain_api, serve_in_thread
 
@@ -46,7 +45,7 @@ class Served:
 @pytest.fixture
 def served(chain_api: Api) -> Iterator[Served]:
     """The app over the chain ledger, on 127.0.0.1 (WebCrypto needs a secure context: localhost counts)."""
-    with serve_in_thread(create_app(chain_api.ledger)) as url:
+    with serve_in_thread(chain_api.client.app) as url:  # the app ``Api.rebuild`` rewires
         yield Served(chain_api, url)
 
 

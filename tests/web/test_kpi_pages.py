@@ -26,12 +26,12 @@ def _fresh_receipt(s: Served) -> dict[str, object]:
     ledger = s.api.ledger
     Eligibility(ledger.store).grant("gz-001", "clinical-biochemistry", "EQA-1", ledger.clock())
     now = ledger.clock().isoformat()
-    ledger.submit("gz-001", [rec(1, issued=now, effective=now)])
+    ledger.intake.submit("gz-001", [rec(1, issued=now, effective=now)])
     ledger.store.seal("gz-001", 100)
     s.api.anchor_all()
     assert s.api.node is not None
     s.api.node.rpc("anvil_mine", "0x2")
-    receipt, status = ledger.receipt("gz-001", "R1")
+    receipt, status = ledger.results.receipt("gz-001", "R1")
     assert receipt is not None, status
     return receipt.to_obj()
 

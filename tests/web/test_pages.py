@@ -33,13 +33,13 @@ VERDICT = "#verdict"
 def _seed(s: Served, results: int = 3) -> None:
     """One batch per result (R1 in batch 1, …), all anchored and confirmed on anvil."""
     for i in range(1, results + 1):
-        s.api.ledger.submit(HID, [rec(i)])
+        s.api.ledger.intake.submit(HID, [rec(i)])
         s.api.ledger.store.seal(HID, 100)
     s.api.anchor_all()
 
 
 def _receipt(s: Served, rid: str = "R1") -> dict[str, Any]:
-    found, status = s.api.ledger.receipt(HID, rid)
+    found, status = s.api.ledger.results.receipt(HID, rid)
     assert found is not None, status
     obj: dict[str, Any] = found.to_obj()
     return obj

@@ -33,10 +33,10 @@ def test_the_nodes_signature_result_is_shown(served: Served, page: Page, shots: 
     api, pki = served.api, Pki("web")
     chain = api.ledger.chain
     assert chain is not None
-    api.ledger.trust, api.ledger.require_signatures = pki.trust(), True
+    api.rebuild(trust=pki.trust(), require_signatures=True)
 
     def seal(i: int, leaf: Leaf) -> None:
-        api.ledger.submit(HID, [rec(i)])
+        api.ledger.intake.submit(HID, [rec(i)])
         api.ledger.store.seal(HID, 100, sign=lambda h: sign_batch(h, chain.chain_id, chain.contract, leaf.key,
                                                                   leaf.chain))
 
@@ -45,7 +45,7 @@ def test_the_nodes_signature_result_is_shown(served: Served, page: Page, shots: 
     api.anchor_all()
     receipts = {}
     for rid in ("R1", "R2"):
-        found, _ = api.ledger.receipt(HID, rid)
+        found, _ = api.ledger.results.receipt(HID, rid)
         assert found is not None and found.signature is not None
         receipts[rid] = found.to_obj()
 

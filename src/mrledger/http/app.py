@@ -24,7 +24,7 @@ from mrledger.http.strict_json import decodes_as_json
 from mrledger.ledger.canonical import check_depth
 from mrledger.ledger.errors import EncodingError
 from mrledger.node.settings import BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES
-from mrledger.service.ledger import Ledger
+from mrledger.service.ledger import Services
 
 DESCRIPTION = """
 Hospitals submit results; each becomes a salted RFC 8785 commitment, batched per hospital into an RFC 9162
@@ -120,7 +120,7 @@ def _json_media(scope: Scope) -> bool:
     return decodes_as_json(None if value is None else value.decode("latin-1"))
 
 
-def create_app(ledger: Ledger, *, threads: int | None = None, body_timeout: float = BODY_TIMEOUT_SECONDS,
+def create_app(ledger: Services, *, threads: int | None = None, body_timeout: float = BODY_TIMEOUT_SECONDS,
                metrics_token: str | None = None, verify_limit: RateLimiter | None = None) -> FastAPI:
     """``threads``: size of the pool that runs the (synchronous) request handlers; None keeps AnyIO's 40.
     ``mrledger serve`` passes ``MRL_API_THREADS`` (default 4): the handlers are CPU-bound under one

@@ -1,4 +1,5 @@
-"""Typed FastAPI dependencies: the ledger, the caller, and role checks.
+"""Typed FastAPI dependencies: the node's services (``mrledger.service.ledger.Services``), the caller, and role
+checks. Routes name the services parameter ``ledger``: the services of this node's ledger.
 
 Authorisation is declared per route with ``authorize(principal, ...)``: a token of the wrong role is a
 403, a missing or unknown token a 401, both RFC 9457 problems.
@@ -12,21 +13,21 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from mrledger.http.problems import Problem
-from mrledger.service.ledger import Ledger
+from mrledger.service.ledger import Services
 from mrledger.store.access import ANONYMOUS, Principal
 
 
 # The dependencies are ``async``: FastAPI runs a plain ``def`` dependency in the thread pool, and these two
 # had cost every request two thread hand-offs before its handler's own.
-async def get_ledger(request: Request) -> Ledger:
-    ledger: Ledger = request.app.state.ledger
+async def get_services(request: Request) -> Services:
+    ledger: Services = request.app.state.ledger
     return ledger
 
 
-LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_principal(request: Request, ledger: LedgerDep) -> Principal:
+async def get_principal(request: Request, ledger: ServicesDep) -> Principal:
     header = request.headers.get("authorization")
     if header is None:
         return ANONYMOUS

@@ -33,7 +33,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mrledger.http.problems import Problem
-from mrledger.service.ledger import Ledger
+from mrledger.service.ledger import Services
 from mrledger.store.anchors import CONFIRMED
 from mrledger.store.models import Anchor, Batch, PendingLeaf, RecordVersion
 
@@ -55,7 +55,7 @@ class LedgerCollector(Collector):
     pending figures.
     """
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Services) -> None:
         self._ledger = ledger
 
     def collect(self) -> Iterable[Metric]:
@@ -207,7 +207,7 @@ def _template(scope: Scope) -> str:
     return UNMATCHED
 
 
-def install(app: FastAPI, ledger: Ledger, token: str | None = None) -> None:
+def install(app: FastAPI, ledger: Services, token: str | None = None) -> None:
     """Give ``app`` its own registry, the ledger collector, the latency middleware and ``/metrics``
     (behind ``token`` when one is given: ``MRL_METRICS_TOKEN``)."""
     app.state.metrics_token = token.encode() if token else None

@@ -51,7 +51,7 @@ def lookup_id(value: str) -> str:
 def check_ids(record: ResultRecord, where: str = "") -> None:
     """Refuse (RecordError naming the field) a new record whose identifiers hold a character nobody can
     see (``INVISIBLE_CATEGORIES``): ``LAB-1`` and ``LAB\u200b-1`` would be two results that look like one.
-    Called at ingest (``Ledger.submit``), not at construction: a receipt issued before this rule still
+    Called at ingest (``IntakeService.submit``), not at construction: a receipt issued before this rule still
     parses and verifies, since its leaf commits to the id as it was."""
     content = record.content
     if (record.result_id.isascii() and record.subject.value.isascii() and record.code.code.isascii()

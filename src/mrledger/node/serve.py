@@ -50,7 +50,7 @@ from mrledger.node.background import LEADER_LOCK, ROLE_NAMES, Background, Spec, 
 from mrledger.node.pki import configure
 from mrledger.node.settings import Settings
 from mrledger.node.wiring import ServeError, load_key, open_node_store, regional_key_for, write_secret
-from mrledger.service.ledger import Ledger
+from mrledger.service.ledger import Services, build_services
 from mrledger.service.recognition import load_catalogue
 from mrledger.store import Store
 from mrledger.store.anchors import Outbox
@@ -265,7 +265,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _admin_token(ledger: Ledger, data_dir: Path) -> Path | None:
+def _admin_token(ledger: Services, data_dir: Path) -> Path | None:
     """Create the first admin token and leave it in a 0600 file (it is never printed or logged)."""
     path = data_dir / ADMIN_TOKEN
     if ledger.access.count_tokens("admin") == 0:
@@ -344,16 +344,18 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             settings, can_lead = region_trust(settings, store)
             pki = configure(settings, seal=settings.worker and can_lead)  # creates the dev PKI the child loads
             record_dev_trust(store, pki.dev)
-            ledger = Ledger(store, chain, confirmations=confirmations,
-                            catalogue=load_catalogue(settings.catalogue_file),
-                            trust=pki.trust.store if pki.trust else None, require_signatures=pki.require_signatures,
-                            regional_key=regional_key,
-                            max_sealing_delay=timedelta(seconds=settings.max_sealing_delay))
+            # The sealer and the anchoring worker run in a child process (node/background.py says why): it signs,
+            # /metrics here reports it (``sign_stats``), and it says whether it leads (``role``).
+            sign_stats = shared_sign_stats() if settings.worker else None
+            role = shared_role() if settings.worker else None
+            ledger = build_services(store, chain, confirmations=confirmations,
+                                    catalogue=load_catalogue(settings.catalogue_file),
+                                    trust=pki.trust.store if pki.trust else None,
+                                    require_signatures=pki.require_signatures, regional_key=regional_key,
+                                    max_sealing_delay=timedelta(seconds=settings.max_sealing_delay),
+                                    sign_stats=sign_stats,
+                                    node_role=(lambda: None) if role is None else lambda: ROLE_NAMES.get(role.value))
             if settings.worker:
-                # The sealer and the anchoring worker: a child process (node/background.py says why).
-                ledger.sign_stats = shared_sign_stats()  # the child signs, /metrics here reports it
-                role = shared_role()
-                ledger.node_role = lambda: ROLE_NAMES.get(role.value)
                 background = Background(Spec(
                     settings, rpc_url, contract, chain.chain_id, admin_key_file, submitter_key_file,
                     ledger.sign_stats.memory if pki.signing is not None else None, admin_lock,

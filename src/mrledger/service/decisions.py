@@ -8,9 +8,9 @@ Hospitals report encounters (a doctor saw a patient for whom recognisable result
 them or not): the denominator of the retrieval rate. The patient is committed only as HMAC-SHA256 under the
 regional key, never in clear.
 
-Both go to the acting hospital's event stream (``mrledger.store.events``): submitted through ``Ledger.submit`` like
-results, so the sealer and the anchoring worker commit them unchanged. Pure service code: no FastAPI; the
-routes (``http/routes/decisions.py``) map ``DecisionRefused`` to RFC 9457 problems.
+Both go to the acting hospital's event stream (``mrledger.store.events``): submitted through
+``IntakeService.submit`` like results, so the sealer and the anchoring worker commit them unchanged. Pure service
+code: no FastAPI; the routes (``http/routes/decisions.py``) map ``DecisionRefused`` to RFC 9457 problems.
 """
 
 from __future__ import annotations
@@ -26,19 +26,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from mrledger.ledger.errors import MrLedgerError
+from mrledger.service.intake import IntakeService
 from mrledger.service.recognition import Catalogue
 from mrledger.service.verification import DECIDABLE, Outcome
-from mrledger.store import ConflictError
+from mrledger.store import ConflictError, Store
 from mrledger.store.access import Principal
 from mrledger.store.decisions import EventIndex, VerificationRow
 from mrledger.store.events import DecisionFacts, EncounterFacts, ItemRef, events_stream, stream_name
 from mrledger.store.keyfiles import KeyFileError, read_private
-
-if TYPE_CHECKING:
-    from mrledger.service.ledger import Ledger
 
 log = logging.getLogger("mrledger.decisions")
 #: Crockford's base32, as ULIDs spell it (no I, L, O, U).
@@ -161,13 +159,19 @@ class Reported:
 
 
 class DecisionService:
-    """Decisions and encounters of one ledger. Thread-safe."""
+    """Decisions and encounters of one ledger. Thread-safe.
 
-    def __init__(self, ledger: Ledger, index: EventIndex) -> None:
-        self.ledger, self.index = ledger, index
+    ``intake`` stores the committed records (and registers the event streams), ``index`` keeps what verifications
+    answered and what was decided; ``catalogue`` gives the reorder reasons, categories and prices, ``regional_key``
+    the key of the patient, result and encounter hashes."""
+
+    def __init__(self, store: Store, index: EventIndex, intake: IntakeService, catalogue: Catalogue,
+                 regional_key: bytes, clock: Callable[[], datetime]) -> None:
+        self.store, self.index, self.intake = store, index, intake
+        self.catalogue, self.regional_key, self.clock = catalogue, regional_key, clock
         self._streams: set[str] = set()
         self._lock = threading.Lock()
-        self._prices: tuple[Catalogue, dict[tuple[str, str], int | None]] | None = None
+        self._prices = {(i.system, i.code): i.price_minor for i in catalogue.items}
 
     # -- verifications ------------------------------------------------------------------------------
 
@@ -179,9 +183,9 @@ class DecisionService:
         if (not outcome.decidable or outcome.hospital_id is None or outcome.result_id is None
                 or outcome.version is None):
             return outcome
-        now = self.ledger.clock()
+        now = self.clock()
         rec = outcome.recognition
-        ref = result_ref(self.ledger.regional_key, outcome.hospital_id, outcome.result_id)
+        ref = result_ref(self.regional_key, outcome.hospital_id, outcome.result_id)
         row = VerificationRow(
             new_id(now), now, who.token_id, who.role if who.token_id is not None else None, outcome.hospital_id, ref,
             outcome.version, outcome.verdict, None if rec is None else rec.decision,
@@ -217,19 +221,19 @@ class DecisionService:
         if existing is not None:
             return self._again(existing, hospital, decision, reason, detail)
         facts = DecisionFacts(
-            v.id, hospital, who.token_id, v.at, self.ledger.clock(), v.hospital_id, v.result_ref, v.version, v.verdict,
-            v.recognition or "reorder", v.reasons, v.category, self._priced(v.items), self.ledger.catalogue.currency,
+            v.id, hospital, who.token_id, v.at, self.clock(), v.hospital_id, v.result_ref, v.version, v.verdict,
+            v.recognition or "reorder", v.reasons, v.category, self._priced(v.items), self.catalogue.currency,
             decision, reason, detail)
         self._ensure_stream(hospital)
         try:
-            accepted = self.ledger.submit(facts.stream, [facts.record()])[0]
+            accepted = self.intake.submit(facts.stream, [facts.record()])[0]
         except ConflictError:
             # Recorded before: by a concurrent request, or by one that died between committing the record and
             # indexing it (store/decisions.py) — then the committed record is the decision, and is indexed now.
             existing = self.index.decision(verification_id)
             if existing is None:
-                existing = DecisionFacts.from_record(self.ledger.store.record(facts.stream, facts.result_key, 1))
-                self.index.index_decision(existing, self.ledger.store.versions(facts.stream,
+                existing = DecisionFacts.from_record(self.store.record(facts.stream, facts.result_key, 1))
+                self.index.index_decision(existing, self.store.versions(facts.stream,
                                                                                facts.result_key)[0].leaf_hash)
             return self._again(existing, hospital, decision, reason, detail)
         self.index.index_decision(facts, accepted.leaf_hash)
@@ -238,7 +242,7 @@ class DecisionService:
     def _check(self, v: VerificationRow, decision: DecisionName, reason: str | None,
                detail: str | None) -> str | None:
         detail = None if detail is None else unicodedata.normalize("NFC", detail.strip()) or None
-        reasons = self.ledger.catalogue.reorder_reasons
+        reasons = self.catalogue.reorder_reasons
         if decision == "recognised":
             if v.recognition != "recognise":
                 why = ", ".join(v.reasons) or "no recognition"
@@ -277,17 +281,13 @@ class DecisionService:
             raise DecisionRefused(409, "already-decided", "A decision is already recorded",
                                   f"verification {existing.verification_id} was decided {existing.decision} at "
                                   f"{existing.decided_at.isoformat()}; decisions are not replaced")
-        leaf = self.ledger.store.versions(existing.stream, existing.result_key)[0].leaf_hash
+        leaf = self.store.versions(existing.stream, existing.result_key)[0].leaf_hash
         return Recorded(existing, leaf, "duplicate")
 
     def _priced(self, items: Sequence[ItemRef]) -> tuple[ItemRef, ...]:
         """The items with the catalogue's prices now (committed: money saved counts the price in force when
         the decision was made, not whatever the catalogue says later)."""
-        cat = self.ledger.catalogue
-        cached = self._prices
-        if cached is None or cached[0] is not cat:
-            cached = self._prices = (cat, {(i.system, i.code): i.price_minor for i in cat.items})
-        prices = cached[1]
+        prices = self._prices
         return tuple(replace(i, price_minor=prices.get((i.system, i.code))) for i in items)
 
     # -- encounters ---------------------------------------------------------------------------------
@@ -303,8 +303,8 @@ class DecisionService:
         if dupes:
             raise DecisionRefused(422, "validation", "Request does not match the schema",
                                   f"encounter ids appear twice: {dupes[:5]}")
-        now = self.ledger.clock()
-        known = self.ledger.catalogue.categories
+        now = self.clock()
+        known = self.catalogue.categories
         for e in encounters:
             if e.seen_at > now + MAX_SKEW:
                 raise DecisionRefused(422, "validation", "Request does not match the schema",
@@ -313,13 +313,13 @@ class DecisionService:
             if unknown:
                 raise DecisionRefused(422, "unknown-category", "Not a catalogue category",
                                       f"encounter {e.encounter_id}: {unknown[0]!r} is not one of {sorted(known)}")
-        key = self.ledger.regional_key
+        key = self.regional_key
         facts = [EncounterFacts(hospital_id, encounter_ref(key, hospital_id, e.encounter_id), e.seen_at,
                                 patient_hash(key, e.patient_system, e.patient_value), e.retrieved,
                                 tuple(sorted(set(e.categories)))) for e in encounters]
         self._ensure_stream(hospital_id)
         try:
-            accepted = self.ledger.submit(events_stream(hospital_id), [f.record() for f in facts])
+            accepted = self.intake.submit(events_stream(hospital_id), [f.record() for f in facts])
         except ConflictError as exc:
             names = {f.result_key: e.encounter_id for f, e in zip(facts, encounters, strict=True)}
             clash = [names.get(rid, rid) for _, rid, _ in exc.keys][:5]
@@ -340,11 +340,11 @@ class DecisionService:
         with self._lock:
             if stream in self._streams:
                 return
-            if stream not in dict(self.ledger.store.hospitals()):
+            if stream not in dict(self.store.hospitals()):
                 try:
-                    self.ledger.register_hospital(stream, stream_name(hospital_id))
+                    self.intake.register_hospital(stream, stream_name(hospital_id))
                 except Exception as exc:  # the chain failed, not the database: the sealer registers it later
-                    if stream not in dict(self.ledger.store.hospitals()):
+                    if stream not in dict(self.store.hospitals()):
                         raise
                     log.warning("event stream %s registered in the database, not yet on chain (%s: %s)", stream,
                                 type(exc).__name__, exc)

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from mrledger.ledger import ResultRecord
 from mrledger.ledger.errors import MrLedgerError
@@ -37,15 +37,12 @@ from mrledger.ledger.formats._fhir_policy import Skipped
 from mrledger.ledger.formats.fhir import FhirResults
 from mrledger.ledger.formats.fhir import read_fhir as _read_fhir
 from mrledger.ledger.formats.hl7v2 import legacy_result_id
+from mrledger.ledger.ids import check_ids
 from mrledger.ledger.records import Status
 from mrledger.service.fhir_match import aliases, same_content
-from mrledger.store import Store
+from mrledger.store import Accepted, Store
 from mrledger.store.changes import identity_differs
 from mrledger.store.errors import ConflictError, IdentityChangeError, LineageError, NotFoundError
-
-# mrledger.service.ledger → mrledger.service.verification → this module (FHIR verification): no runtime import
-if TYPE_CHECKING:
-    from mrledger.service.ledger import Ledger
 
 T = TypeVar("T")
 AMENDMENTS = frozenset({"amended", "corrected"})
@@ -193,24 +190,6 @@ def continue_legacy(candidates: Sequence[ResultRecord], held: Mapping[str, Seque
     return out
 
 
-def submit(ledger: Ledger, hospital_id: str, candidates: Sequence[ResultRecord],
-           legacy: Callable[[str], str] | None = None) -> list[IntakeOutcome]:
-    """Plan ``candidates`` against the stored lineage and store them in one unit of work. ``legacy`` maps a
-    result id to the one the same result had under an earlier id scheme (``continue_legacy``)."""
-    ids = [c.result_id for c in candidates]
-    if legacy is not None:
-        old = held_versions(ledger.store, hospital_id, [legacy(i) for i in ids if legacy(i) != i])
-        if old:
-            candidates = continue_legacy(candidates, {**old, **held_versions(ledger.store, hospital_id, ids)},
-                                         legacy)
-    planned = plan(candidates, held_versions(ledger.store, hospital_id, [c.result_id for c in candidates]))
-    # Observations folded into a report stay findable by their own ids (a doctor may hold one alone).
-    names = {r.result_id: found for r in planned if (found := aliases(r))}
-    accepted = ledger.submit(hospital_id, planned, names)
-    return [IntakeOutcome(r.result_id, r.version, r.supersedes, r.status, a.leaf_hash, a.status)
-            for r, a in zip(planned, accepted, strict=True)]
-
-
 # -- the formats -------------------------------------------------------------------------------------
 
 
@@ -264,19 +243,65 @@ def fhir_records(hospital_id: str, data: bytes | dict[str, Any], tz: tzinfo | No
     return read_fhir(hospital_id, data, tz, include).records
 
 
-def submit_fhir(ledger: Ledger, hospital_id: str, data: bytes, tz: tzinfo | None = None,
-                include: Collection[str] = (), fhir_version: str | None = None
-                ) -> tuple[list[IntakeOutcome], list[Skipped]]:
-    """A FHIR R4 resource or Bundle (``read_fhir``): what was stored, and what was skipped and why."""
-    found = read_fhir(hospital_id, data, tz, include, fhir_version)
-    return submit(ledger, hospital_id, found.records), found.skipped
+class ChainRegistrar(Protocol):
+    """Puts a hospital on the chain's registry (``ChainContext.register_hospital``): named by what intake uses."""
+
+    def register_hospital(self, hospital_id: str, name: str, submitters: Sequence[str] = ()) -> bool: ...
 
 
-def submit_hl7v2(ledger: Ledger, hospital_id: str, data: bytes, tz: tzinfo | None = None,
-                 encoding: str = "utf-8") -> list[IntakeOutcome]:
-    """One or more ORU^R01 messages (batch wrappers allowed). Without ``tz`` every time must carry its
-    offset; HL7 times usually do not, and the sender's zone is the integrator's knowledge, not ours."""
-    zone = tz if tz is not None else ZoneRequired()
-    records = _adapt(lambda: from_hl7v2(data, hospital_id, default_tz=zone, version=PROVISIONAL_VERSION,
-                                        encoding=encoding))
-    return submit(ledger, hospital_id, records, legacy=legacy_result_id)
+class IntakeService:
+    """Where every result and event enters the ledger: hospitals, raw records, and the real formats.
+
+    Depends on the store and, when this node puts hospitals on chain itself, the chain registrar; ``registered``
+    is called after each registration (the verifier drops its cache of hospital names)."""
+
+    def __init__(self, store: Store, chain: ChainRegistrar | None = None, *,
+                 registered: Callable[[], None] = lambda: None) -> None:
+        self.store, self._chain, self._registered = store, chain, registered
+
+    def register_hospital(self, hospital_id: str, name: str, submitters: Sequence[str] = ()) -> bool:
+        """Register in the database and, when this node holds the registry's admin key, on chain with the
+        node's anchoring account as submitter. Returns whether it was registered on chain now."""
+        self.store.register_hospital(hospital_id, name)
+        self._registered()
+        return self._chain is not None and self._chain.register_hospital(hospital_id, name, submitters)
+
+    def submit(self, hospital_id: str, records: Sequence[ResultRecord],
+               aliases: Mapping[str, Sequence[str]] | None = None) -> list[Accepted]:
+        """Every intake path (JSON, FHIR, HL7 v2, DICOM fingerprints, events) ends here: new ids must be visible."""
+        for i, record in enumerate(records):
+            check_ids(record, f"records[{i}]" if len(records) > 1 else "")
+        return self.store.submit(hospital_id, records, aliases)
+
+    def submit_planned(self, hospital_id: str, candidates: Sequence[ResultRecord],
+                       legacy: Callable[[str], str] | None = None) -> list[IntakeOutcome]:
+        """Plan ``candidates`` against the stored lineage and store them in one unit of work. ``legacy`` maps a
+        result id to the one the same result had under an earlier id scheme (``continue_legacy``)."""
+        ids = [c.result_id for c in candidates]
+        if legacy is not None:
+            old = held_versions(self.store, hospital_id, [legacy(i) for i in ids if legacy(i) != i])
+            if old:
+                candidates = continue_legacy(candidates, {**old, **held_versions(self.store, hospital_id, ids)},
+                                             legacy)
+        planned = plan(candidates, held_versions(self.store, hospital_id, [c.result_id for c in candidates]))
+        # Observations folded into a report stay findable by their own ids (a doctor may hold one alone).
+        names = {r.result_id: found for r in planned if (found := aliases(r))}
+        accepted = self.submit(hospital_id, planned, names)
+        return [IntakeOutcome(r.result_id, r.version, r.supersedes, r.status, a.leaf_hash, a.status)
+                for r, a in zip(planned, accepted, strict=True)]
+
+    def submit_fhir(self, hospital_id: str, data: bytes, tz: tzinfo | None = None,
+                    include: Collection[str] = (), fhir_version: str | None = None
+                    ) -> tuple[list[IntakeOutcome], list[Skipped]]:
+        """A FHIR R4 resource or Bundle (``read_fhir``): what was stored, and what was skipped and why."""
+        found = read_fhir(hospital_id, data, tz, include, fhir_version)
+        return self.submit_planned(hospital_id, found.records), found.skipped
+
+    def submit_hl7v2(self, hospital_id: str, data: bytes, tz: tzinfo | None = None,
+                     encoding: str = "utf-8") -> list[IntakeOutcome]:
+        """One or more ORU^R01 messages (batch wrappers allowed). Without ``tz`` every time must carry its
+        offset; HL7 times usually do not, and the sender's zone is the integrator's knowledge, not ours."""
+        zone = tz if tz is not None else ZoneRequired()
+        records = _adapt(lambda: from_hl7v2(data, hospital_id, default_tz=zone, version=PROVISIONAL_VERSION,
+                                            encoding=encoding))
+        return self.submit_planned(hospital_id, records, legacy=legacy_result_id)

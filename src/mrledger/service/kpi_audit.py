@@ -21,19 +21,17 @@ counted as ``unanchored``. Costs one hash per record and one registry read per b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from mrledger.ledger import MerkleTree, ResultRecord, commit, verify_inclusion
 from mrledger.ledger.errors import MrLedgerError
+from mrledger.service.ledger import Services
 from mrledger.service.verification import ChainUnavailableError
 from mrledger.store import NotFoundError
 from mrledger.store.anchors import CONFIRMED, INCLUDED
 from mrledger.store.decisions import StoredLeaf
 from mrledger.store.events import DecisionFacts, EncounterFacts, events_stream
 from mrledger.store.kpi_rollup import KpiRollup
-
-if TYPE_CHECKING:
-    from mrledger.service.ledger import Ledger
 
 
 class _StreamBatch(NamedTuple):
@@ -58,7 +56,7 @@ def _fields(rebuilt: ResultRecord, stored: ResultRecord) -> list[str]:
     return out or ["content"]
 
 
-def _check_row(ledger: Ledger, stream: str, facts: DecisionFacts | EncounterFacts, placed: StoredLeaf | None,
+def _check_row(ledger: Services, stream: str, facts: DecisionFacts | EncounterFacts, placed: StoredLeaf | None,
                problems: list[dict[str, Any]]) -> None:
     """Step 3 for one KPI row: its record, read through the store's public API, must be the one the row
     points at, must hash to its leaf, and must be exactly what the row rebuilds."""
@@ -104,7 +102,7 @@ def _check_row(ledger: Ledger, stream: str, facts: DecisionFacts | EncounterFact
                                  fields=_fields(rebuilt, stored), **where))
 
 
-def audit_stream(ledger: Ledger, stream: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def audit_stream(ledger: Services, stream: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Check one event stream; (summary, problems)."""
     index = ledger.events
     leaves = index.stream_leaves(stream)
@@ -130,7 +128,7 @@ def audit_stream(ledger: Ledger, stream: str) -> tuple[dict[str, Any], list[dict
     return summary, problems
 
 
-def _batches(ledger: Ledger, stream: str, records: Sequence[StoredLeaf],
+def _batches(ledger: Services, stream: str, records: Sequence[StoredLeaf],
              roots: dict[int, tuple[bytes, int, str | None]], problems: list[dict[str, Any]]) -> bool:
     """Step 1: leaves → stored roots, stored roots → the registry. Whether the chain was asked."""
     leaves: dict[int, list[tuple[int, bytes]]] = {}
@@ -163,7 +161,7 @@ def _batches(ledger: Ledger, stream: str, records: Sequence[StoredLeaf],
     return True
 
 
-def audit(ledger: Ledger, hospital_id: str | None = None) -> dict[str, Any]:
+def audit(ledger: Services, hospital_id: str | None = None) -> dict[str, Any]:
     """Every event stream (or one hospital's): summaries and problems; ``ok`` when there is none."""
     streams = [events_stream(hospital_id)] if hospital_id is not None else ledger.events.streams()
     known = set(ledger.events.streams())

@@ -17,15 +17,13 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mrledger.service.ledger import Services
 from mrledger.store.anchors import CONFIRMED, SEALED
 from mrledger.store.events import events_stream, split_codes
 from mrledger.store.kpi_rollup import Counted, Key, KpiRollup, Sums
-
-if TYPE_CHECKING:
-    from mrledger.service.ledger import Ledger
 
 #: Longest period one report covers (ten years), and the default (the last 30 days).
 MAX_DAYS = 3660
@@ -214,7 +212,7 @@ def _categories(key: Key, category: str | None) -> tuple[str, ...] | None:
     return cats if key.categories == category else None
 
 
-def report(ledger: Ledger, p: Period, *, hospital: str | None = None, category: str | None = None,
+def report(ledger: Services, p: Period, *, hospital: str | None = None, category: str | None = None,
            anchored_only: bool = False) -> dict[str, Any]:
     """The KPI report of period ``p`` (docs/kpis.md §3 for its shape), summed from the rollup of sealed event
     batches and the few records not in one (``mrledger.store.kpi_rollup``), never from every row."""

@@ -1,23 +1,28 @@
-"""Service wiring: one ``Ledger`` object holds the store, the chain context and the settings, and offers
-the operations the HTTP routes and the CLI share. Routes stay thin (parse, authorise, call, shape).
+"""The services the HTTP routes and the CLI share, and ``build_services``, which wires them.
+
+Why small services rather than one object: each says in its constructor what it depends on, none is handed back
+the object that built it, and nothing is reassigned after construction — a different configuration (another
+clock, catalogue or trust) is a new ``Services``. The arrows: ``IntakeService`` → store (and the chain registrar);
+``DecisionService`` → store, event index, intake; ``VerificationService`` → verifier, access log, decisions;
+``ResultsService`` → store, outbox, chain. Routes stay thin (parse, authorise, call, shape).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from mrledger.anchoring.chain import ChainContext
-from mrledger.ledger import BatchHead, Receipt, ResultRecord, TrustStore
-from mrledger.ledger.ids import check_ids
+from mrledger.ledger import BatchHead, Receipt, TrustStore
 from mrledger.ledger.signing import MAX_SEALING_DELAY
 from mrledger.service.decisions import DecisionService
+from mrledger.service.intake import IntakeService
 from mrledger.service.pki import SignStats
 from mrledger.service.recognition import Catalogue, default_catalogue
 from mrledger.service.verification import Outcome, Verifier
-from mrledger.store import Accepted, Store, VersionInfo
+from mrledger.store import Store, VersionInfo
 from mrledger.store.access import Access, Principal
 from mrledger.store.anchors import CONFIRMED, PENDING, AnchorState, AnchorStatus, Outbox, batch_status
 from mrledger.store.decisions import EventIndex
@@ -35,81 +40,23 @@ class BatchView:
     leaf_hashes: list[bytes]
 
 
-class Ledger:
-    """What the API and CLI operate on."""
+class AccessLog:
+    """Who looked at or verified what, stamped with the node's clock: identities and verdicts only, never content."""
 
-    def __init__(self, store: Store, chain: ChainContext | None = None, *,
-                 clock: Callable[[], datetime] = utcnow, confirmations: int = 1,
-                 catalogue: Catalogue | None = None, trust: TrustStore | None = None,
-                 require_signatures: bool = False, regional_key: bytes | None = None,
-                 max_sealing_delay: timedelta = MAX_SEALING_DELAY) -> None:
-        if confirmations < 1:
-            raise ValueError("confirmations must be >= 1")
-        if require_signatures and trust is None:
-            raise ValueError("require_signatures needs a trust store to check signatures with")
-        self.store = store
-        self.chain = chain
-        self.access = Access(store)
-        self.outbox = Outbox(store)
-        self.clock = clock
-        #: Depth at which verification calls an anchor final (``MRL_CONFIRMATIONS``).
-        self.confirmations = confirmations
-        #: Mutual-recognition catalogue (``MRL_CATALOGUE_FILE``; default: the shipped one).
-        self.catalogue = catalogue or default_catalogue()
-        #: Whom hospital signatures must chain to (``MRL_TRUST_*``), and whether unsigned receipts fail.
-        self.trust = trust
-        self.require_signatures = require_signatures
-        #: ``MRL_MAX_SEALING_DELAY`` (docs/signatures.md §4, ``signature-time``).
-        self.max_sealing_delay = max_sealing_delay
-        #: Time the sealer spent signing batches (``/metrics``: ``mrledger_batch_sign_seconds``).
-        self.sign_stats = SignStats()
-        #: This node's part in its region under ``mrledger serve``: "leader" (seals and anchors), "follower"
-        #: or "starting" (node/background.py); None when nothing seals here.
-        self.node_role: Callable[[], str | None] = lambda: None
-        self._verifier: Verifier | None = None
-        #: Verifications, decisions and encounters (store/decisions.py); buffered under ``mrledger serve``.
-        self.events = EventIndex(store)
-        #: Key of the patient hashes of encounters (``MRL_REGIONAL_KEY``; a random one per ledger when unset,
-        #: which only library users and tests get: ``mrledger serve`` always passes the configured key).
-        self.regional_key = regional_key or secrets.token_bytes(32)
-        self._decisions: DecisionService | None = None
-
-    @property
-    def verifier(self) -> Verifier:
-        """Built on first use so that ``confirmations`` set after construction is honoured."""
-        v = self._verifier
-        if v is None or v.confirmations != self.confirmations or v.chain is not self.chain \
-                or v.catalogue is not self.catalogue or v.trust is not self.trust \
-                or v.require_signatures != self.require_signatures or v.max_sealing_delay != self.max_sealing_delay:
-            # The clock is read through the ledger so a test (or a caller) replacing ``ledger.clock`` is honoured.
-            v = self._verifier = Verifier(self.store, self.chain, self.confirmations, catalogue=self.catalogue,
-                                          clock=lambda: self.clock(), trust=self.trust,
-                                          require_signatures=self.require_signatures,
-                                          max_sealing_delay=self.max_sealing_delay)
-        return v
+    def __init__(self, access: Access, clock: Callable[[], datetime]) -> None:
+        self.access, self.clock = access, clock
 
     def log(self, who: Principal, action: str, *, hospital_id: str | None = None, result_id: str | None = None,
             version: int | None = None, verdict: str | None = None) -> None:
-        """Access-log entry: who looked at or verified what. Identities and verdicts only, never content."""
         self.access.log(who, action, self.clock(), hospital_id=hospital_id, result_id=result_id, version=version,
                         verdict=verdict)
 
-    def register_hospital(self, hospital_id: str, name: str, submitters: Sequence[str] = ()) -> bool:
-        """Register in the database and, when this node holds the registry's admin key, on chain with the
-        node's anchoring account as submitter. Returns whether it was registered on chain now."""
-        self.store.register_hospital(hospital_id, name)
-        if self._verifier is not None:
-            self._verifier.forget_hospitals()
-        return self.chain is not None and self.chain.register_hospital(hospital_id, name, submitters)
 
-    def submit(self, hospital_id: str, records: Sequence[ResultRecord],
-               aliases: Mapping[str, Sequence[str]] | None = None) -> list[Accepted]:
-        """Every intake path (JSON, FHIR, HL7 v2, DICOM fingerprints) ends here: new ids must be visible."""
-        for i, record in enumerate(records):
-            check_ids(record, f"records[{i}]" if len(records) > 1 else "")
-        return self.store.submit(hospital_id, records, aliases)
+class ResultsService:
+    """Reading results and batches with where they stand on their way to the chain."""
 
-    # -- reading ------------------------------------------------------------------------------------
+    def __init__(self, store: Store, outbox: Outbox, chain: ChainContext | None) -> None:
+        self.store, self.outbox, self.chain = store, outbox, chain
 
     def anchor_status(self, hospital_id: str, seq: int | None,
                       _cache: dict[int, AnchorStatus] | None = None) -> AnchorStatus:
@@ -148,34 +95,80 @@ class Ledger:
             confirmations = max(0, self.chain.head() - state.block_number + 1)
         return BatchView(head, state, confirmations, self.store.batch_leaves(hospital_id, seq))
 
-    # -- verification -------------------------------------------------------------------------------
 
-    def verify_by_receipt(self, who: Principal, receipt: object) -> Outcome:
-        outcome = self.verifier.by_receipt(receipt)
-        return self._log_verdict(who, outcome)
+class VerificationService:
+    """The three forms of verification, each access-logged and, when a decision may follow, remembered under
+    the ``verification_id`` the decision will name."""
 
-    def verify_record(self, who: Principal, hospital_id: str, result_id: str, version: int | None,
-                      record: object) -> Outcome:
-        outcome = self.verifier.by_record(hospital_id, result_id, version, record)
-        return self._log_verdict(who, outcome)
+    def __init__(self, verifier: Verifier, access_log: AccessLog, decisions: DecisionService) -> None:
+        self.verifier, self.access_log, self.decisions = verifier, access_log, decisions
 
-    def verify_fhir(self, who: Principal, hospital_id: str, resource: object, tz: tzinfo | None) -> Outcome:
-        outcome = self.verifier.by_fhir(hospital_id, resource, tz)
-        return self._log_verdict(who, outcome)
+    def by_receipt(self, who: Principal, receipt: object) -> Outcome:
+        return self._log_verdict(who, self.verifier.by_receipt(receipt))
+
+    def by_record(self, who: Principal, hospital_id: str, result_id: str, version: int | None,
+                  record: object) -> Outcome:
+        return self._log_verdict(who, self.verifier.by_record(hospital_id, result_id, version, record))
+
+    def by_fhir(self, who: Principal, hospital_id: str, resource: object, tz: tzinfo | None) -> Outcome:
+        return self._log_verdict(who, self.verifier.by_fhir(hospital_id, resource, tz))
 
     def _log_verdict(self, who: Principal, outcome: Outcome) -> Outcome:
-        """Access-log the verification and give it the ``verification_id`` a decision will name."""
-        self.log(who, "verify", hospital_id=outcome.hospital_id, result_id=outcome.result_id,
-                 version=outcome.version, verdict=outcome.verdict)
+        self.access_log.log(who, "verify", hospital_id=outcome.hospital_id, result_id=outcome.result_id,
+                            version=outcome.version, verdict=outcome.verdict)
         return self.decisions.remember(who, outcome)
 
-    # -- decisions and encounters (service/decisions.py) --------------------------------------------------
 
-    @property
-    def decisions(self) -> DecisionService:
-        """Built on first use, like the verifier (it reads the catalogue and the regional key through the
-        ledger, so a caller replacing either is honoured)."""
-        d = self._decisions
-        if d is None:
-            d = self._decisions = DecisionService(self, self.events)
-        return d
+@dataclass(frozen=True)
+class Services:
+    """What the API and CLI operate on: the services, and the few shared parts routes read directly."""
+
+    store: Store
+    chain: ChainContext | None
+    clock: Callable[[], datetime]
+    access: Access
+    access_log: AccessLog
+    outbox: Outbox
+    #: Verifications, decisions and encounters (store/decisions.py); buffered under ``mrledger serve``.
+    events: EventIndex
+    #: Mutual-recognition catalogue (``MRL_CATALOGUE_FILE``; default: the shipped one).
+    catalogue: Catalogue
+    #: Key of the patient hashes of encounters (``MRL_REGIONAL_KEY``).
+    regional_key: bytes
+    intake: IntakeService
+    results: ResultsService
+    verification: VerificationService
+    decisions: DecisionService
+    #: Time the sealer spent signing batches (``/metrics``: ``mrledger_batch_sign_seconds``).
+    sign_stats: SignStats
+    #: This node's part in its region under ``mrledger serve``: "leader" (seals and anchors), "follower"
+    #: or "starting" (node/background.py); None when nothing seals here.
+    node_role: Callable[[], str | None]
+
+
+def build_services(store: Store, chain: ChainContext | None = None, *, clock: Callable[[], datetime] = utcnow,
+                   confirmations: int = 1, catalogue: Catalogue | None = None, trust: TrustStore | None = None,
+                   require_signatures: bool = False, regional_key: bytes | None = None,
+                   max_sealing_delay: timedelta = MAX_SEALING_DELAY, sign_stats: SignStats | None = None,
+                   node_role: Callable[[], str | None] = lambda: None) -> Services:
+    """Wire the services over one store and (optionally) one chain.
+
+    ``confirmations``: depth at which verification calls an anchor final (``MRL_CONFIRMATIONS``). ``trust``: whom
+    hospital signatures must chain to (``MRL_TRUST_*``); ``require_signatures``: unsigned receipts fail.
+    ``max_sealing_delay``: ``MRL_MAX_SEALING_DELAY`` (docs/signatures.md §4). ``regional_key``: a random one when
+    unset, which only library users and tests get: ``mrledger serve`` always passes the configured key."""
+    if confirmations < 1:
+        raise ValueError("confirmations must be >= 1")
+    if require_signatures and trust is None:
+        raise ValueError("require_signatures needs a trust store to check signatures with")
+    catalogue = catalogue or default_catalogue()
+    regional_key = regional_key or secrets.token_bytes(32)
+    access, outbox, events = Access(store), Outbox(store), EventIndex(store)
+    access_log = AccessLog(access, clock)
+    verifier = Verifier(store, chain, confirmations, catalogue=catalogue, clock=clock, trust=trust,
+                        require_signatures=require_signatures, max_sealing_delay=max_sealing_delay)
+    intake = IntakeService(store, chain, registered=verifier.forget_hospitals)
+    decisions = DecisionService(store, events, intake, catalogue, regional_key, clock)
+    return Services(store, chain, clock, access, access_log, outbox, events, catalogue, regional_key, intake,
+                    ResultsService(store, outbox, chain), VerificationService(verifier, access_log, decisions),
+                    decisions, sign_stats or SignStats(), node_role)

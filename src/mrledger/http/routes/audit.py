@@ -15,12 +15,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from mrledger.http.deps import LedgerDep, PrincipalDep, authorize
+from mrledger.http.deps import PrincipalDep, ServicesDep, authorize
 from mrledger.http.problems import MEDIA_TYPE, Problem
 from mrledger.http.routes.results import ResultPath
 from mrledger.ledger.records import HOSPITAL_ID_PATTERN
 from mrledger.service.audit import chain_consistency
-from mrledger.service.ledger import Ledger
+from mrledger.service.ledger import Services
 from mrledger.store import UnknownHospitalError
 from mrledger.store.access import Principal
 from mrledger.store.anchors import CONFIRMED, INCLUDED, SEALED, AnchorState, BatchStatus
@@ -202,7 +202,7 @@ class _Verdict:
 
 
 @contextmanager
-def _audited(ledger: Ledger, who: Principal, action: str, hospital_id: str | None = None,
+def _audited(ledger: Services, who: Principal, action: str, hospital_id: str | None = None,
              result_id: str | None = None) -> Iterator[_Verdict]:
     """Log the read after it ran, with its verdict — or ``error`` if it failed, since a failed look at a
     hospital's ledger is still a look."""
@@ -216,7 +216,7 @@ def _audited(ledger: Ledger, who: Principal, action: str, hospital_id: str | Non
                       verdict=verdict.value)
 
 
-def _require_hospital(ledger: Ledger, hospital_id: str) -> None:
+def _require_hospital(ledger: Services, hospital_id: str) -> None:
     if hospital_id not in dict(ledger.store.hospitals()):
         raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
 
@@ -247,7 +247,7 @@ def _breaks(versions: list[int], supersedes: dict[int, int | None]) -> list[str]
 
 @router.get("/audit/hospitals/{hid}/results/{result_id}/lineage", response_model=Lineage,
             summary="Every version of a result with its batch and anchor", responses={**ERRORS, **NOT_FOUND})
-def lineage(hid: HospitalPath, result_id: ResultPath, ledger: LedgerDep, principal: PrincipalDep) -> Lineage:
+def lineage(hid: HospitalPath, result_id: ResultPath, ledger: ServicesDep, principal: PrincipalDep) -> Lineage:
     """Shows an auditor how a result evolved and where each version is committed, and flags a broken
     chain of versions (the store refuses one at submission, so a break means the database was altered)."""
     authorize(principal, *ROLES)
@@ -264,7 +264,7 @@ def lineage(hid: HospitalPath, result_id: ResultPath, ledger: LedgerDep, princip
 
 @router.get("/audit/hospitals/{hid}/batches", response_model=BatchPage, responses={**ERRORS, **NOT_FOUND},
             summary="A hospital's batches in seq order, with sequence and anchoring gaps")
-def batches(hid: HospitalPath, ledger: LedgerDep, principal: PrincipalDep,
+def batches(hid: HospitalPath, ledger: ServicesDep, principal: PrincipalDep,
             after_seq: Annotated[int, Query(ge=0, le=2**63 - 1, description="return batches with seq > this")] = 0,
             limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> BatchPage:
     """Lets an auditor walk a hospital's gap-free sequence page by page and see which batches the
@@ -293,7 +293,7 @@ def batches(hid: HospitalPath, ledger: LedgerDep, principal: PrincipalDep,
 @router.get("/audit/hospitals/{hid}/consistency", response_model=Consistency,
             summary="The database against the registry contract, for one hospital",
             responses={**ERRORS, **NOT_FOUND, **CHAIN_DOWN})
-def consistency(hid: HospitalPath, ledger: LedgerDep, principal: PrincipalDep) -> Consistency:
+def consistency(hid: HospitalPath, ledger: ServicesDep, principal: PrincipalDep) -> Consistency:
     """Compares every database batch with the registry's ``batchOf`` and every ``BatchAnchored`` event of
     the hospital with the database, so neither side can drop or rewrite a batch unnoticed. Costs one
     ``eth_call`` per batch plus one log query: meant for audits, not for polling."""
@@ -306,7 +306,7 @@ def consistency(hid: HospitalPath, ledger: LedgerDep, principal: PrincipalDep) -
 
 @router.get("/audit/access-log", response_model=AccessLogPage, summary="Who verified or audited what, newest first",
             responses=ERRORS)
-def access_log(ledger: LedgerDep, principal: PrincipalDep,
+def access_log(ledger: ServicesDep, principal: PrincipalDep,
                hospital_id: Annotated[str | None, Query(pattern=f"^{HOSPITAL_ID_PATTERN}$")] = None,
                result_id: Annotated[str | None, Query(min_length=1, max_length=128, description="Only accesses "
                                                       "to this result (needs hospital_id)")] = None,

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from mrledger.http.deps import LedgerDep, PrincipalDep, authorize
+from mrledger.http.deps import PrincipalDep, ServicesDep, authorize
 from mrledger.http.problems import Problem
 from mrledger.http.schemas import PARAM_422, ItemOut, LookupId, problems
 from mrledger.http.strict_json import StrictJsonRoute
@@ -111,7 +111,7 @@ def _out(grant: Grant, now: datetime) -> GrantOut:
                         "needed.",
             responses=problems(404, 422, s404=("not-found", "Not found", "no category 'pet' in the catalogue", {}),
                                s422=PARAM_422))
-def catalogue(ledger: LedgerDep,
+def catalogue(ledger: ServicesDep,
               category: Annotated[str | None, Query(description="Only this category's items.")] = None) -> Any:
     cat = ledger.catalogue
     if category is not None and category not in cat.categories:
@@ -132,7 +132,7 @@ def catalogue(ledger: LedgerDep,
             responses=problems(400, 401, 403, 404, 413, 422, s422=(
                 "unknown-category", "Not a catalogue category", "'pet' is not one of ['clinical-biochemistry', …]",
                 {})))
-def grant(hid: HospitalPath, category: CategoryPath, body: GrantIn, ledger: LedgerDep,
+def grant(hid: HospitalPath, category: CategoryPath, body: GrantIn, ledger: ServicesDep,
           principal: PrincipalDep) -> GrantOut:
     authorize(principal, "admin")
     if category not in ledger.catalogue.categories:
@@ -148,7 +148,7 @@ def grant(hid: HospitalPath, category: CategoryPath, body: GrantIn, ledger: Ledg
                summary="Revoke a hospital's eligibility for a category (admin)",
                description="Ends the open grant now (history is kept). 404 when there is none.",
                responses=problems(401, 403, 404, 422, s422=PARAM_422))
-def revoke(hid: HospitalPath, category: CategoryPath, ledger: LedgerDep, principal: PrincipalDep) -> GrantOut:
+def revoke(hid: HospitalPath, category: CategoryPath, ledger: ServicesDep, principal: PrincipalDep) -> GrantOut:
     authorize(principal, "admin")
     now = ledger.clock()
     return _out(Eligibility(ledger.store).revoke(hid, category, now), now)
@@ -157,7 +157,7 @@ def revoke(hid: HospitalPath, category: CategoryPath, ledger: LedgerDep, princip
 @router.get("/hospitals/{hid}/eligibility", response_model=EligibilityOut,
             summary="A hospital's eligibility (doctor, auditor, admin)",
             responses=problems(401, 403, 404, 422, s422=PARAM_422))
-def eligibility(hid: HospitalPath, ledger: LedgerDep, principal: PrincipalDep,
+def eligibility(hid: HospitalPath, ledger: ServicesDep, principal: PrincipalDep,
                 history: Annotated[bool, Query(description="Include revoked and replaced grants.")] = False) -> Any:
     authorize(principal, "admin", "auditor", "doctor")
     now = ledger.clock()

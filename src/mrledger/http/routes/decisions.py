@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Response, status
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
-from mrledger.http.deps import LedgerDep, PrincipalDep, authorize
+from mrledger.http.deps import PrincipalDep, ServicesDep, authorize
 from mrledger.http.problems import Problem
 from mrledger.http.schemas import HospitalId, problems
 from mrledger.http.strict_json import StrictJsonRoute
@@ -151,7 +151,7 @@ Problems: 403 `not-affiliated`, `not-your-verification`; 404 `unknown-verificati
                                   f"verification {_VID} was decided recognised; decisions are not replaced", {}),
                             s422=("reason-required", "A reason is required", "the programme would recognise this "
                                   "result: say why it is repeated", {}))})
-def record_decision(body: DecisionIn, ledger: LedgerDep, principal: PrincipalDep, response: Response) -> DecisionOut:
+def record_decision(body: DecisionIn, ledger: ServicesDep, principal: PrincipalDep, response: Response) -> DecisionOut:
     authorize(principal, "doctor")
     try:
         done = ledger.decisions.decide(principal, body.verification_id, body.decision, body.reason, body.detail)
@@ -236,7 +236,7 @@ hospital's event stream `<hid>.events` like results.
                  "encounter(s) ['ENC-2024-000451'] were reported before with other content", {}),
                  s422=("unknown-category", "Not a catalogue category", "encounter ENC-1: 'pet' is not one of [...]",
                        {})))
-def report_encounters(body: EncountersIn, ledger: LedgerDep, principal: PrincipalDep) -> Any:
+def report_encounters(body: EncountersIn, ledger: ServicesDep, principal: PrincipalDep) -> Any:
     authorize(principal, "hospital", hospital_id=body.hospital_id)
     items = [EncounterIn(e.encounter_id, e.patient.system, e.patient.value, e.seen_at, e.retrieved,
                          tuple(e.categories)) for e in body.encounters]

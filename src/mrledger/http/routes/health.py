@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from mrledger.anchoring.node import rpc_request
-from mrledger.http.deps import LedgerDep
-from mrledger.service.ledger import Ledger
+from mrledger.http.deps import ServicesDep
+from mrledger.service.ledger import Services
 
 router = APIRouter(tags=["health"])
 #: When the chain is not watched by a probe thread (library use, tests), readiness asks it with this timeout.
@@ -36,7 +36,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def chain_check(ledger: Ledger) -> tuple[bool, Any]:
+def chain_check(ledger: Services) -> tuple[bool, Any]:
     """(answers, detail) for the chain, without waiting on it for more than a second."""
     chain = ledger.chain
     if chain is None:
@@ -55,7 +55,7 @@ def chain_check(ledger: Ledger) -> tuple[bool, Any]:
     return True, {"chain_id": chain.chain_id, "head": head}
 
 
-def anchoring_check(ledger: Ledger) -> dict[str, Any]:
+def anchoring_check(ledger: Services) -> dict[str, Any]:
     """How far anchoring is behind, and the open alarms (anchors the chain lost or moved)."""
     outbox = ledger.outbox
     oldest = outbox.oldest_unconfirmed()
@@ -79,7 +79,7 @@ _POOL: RunVar[CapacityLimiter] = RunVar("mrl_readyz_pool")
 
 
 @router.get("/readyz", summary="Database and chain are reachable", responses={503: {"description": "not ready"}})
-async def readyz(ledger: LedgerDep) -> JSONResponse:
+async def readyz(ledger: ServicesDep) -> JSONResponse:
     try:
         pool = _POOL.get()
     except LookupError:
@@ -97,7 +97,7 @@ async def readyz(ledger: LedgerDep) -> JSONResponse:
 READY_WITHIN = 1.0
 
 
-def _readiness(ledger: Ledger) -> tuple[dict[str, Any], int]:
+def _readiness(ledger: Services) -> tuple[dict[str, Any], int]:
     checks: dict[str, Any] = {}
     try:
         with ledger.store.engine.connect() as conn:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from mrledger.http.deps import LedgerDep, PrincipalDep, authorize
+from mrledger.http.deps import PrincipalDep, ServicesDep, authorize
 from mrledger.http.problems import MEDIA_TYPE, PREFIX, Problem
 from mrledger.http.routes.results import HospitalPath, RawBody
 from mrledger.http.schemas import AcceptedOut, ProblemOut, SubmissionOut, problems
@@ -207,7 +207,7 @@ def _out(hospital_id: str, outcomes: list[intake.IntakeOutcome], skipped: list[S
     responses=_responses(_S409, _S422),
     openapi_extra=_body_doc(FHIR_TYPES[:2], {"type": "object"}, _FHIR_EXAMPLE, "A FHIR R4 resource or Bundle"),
 )
-def submit_fhir(hospital_id: HospitalPath, request: Request, body: RawBody, ledger: LedgerDep,
+def submit_fhir(hospital_id: HospitalPath, request: Request, body: RawBody, ledger: ServicesDep,
                 principal: PrincipalDep, tz: TzQuery = None, include: IncludeQuery = None) -> IntakeOut:
     authorize(principal, "hospital", hospital_id=hospital_id)
     params = _media(request, FHIR_TYPES)
@@ -216,8 +216,8 @@ def submit_fhir(hospital_id: HospitalPath, request: Request, body: RawBody, ledg
     zone = _zone(tz)
     categories = _include(include)
     with _as_problem():
-        outcomes, skipped = intake.submit_fhir(ledger, hospital_id, _bounded(body), zone, categories,
-                                               params.get("fhirversion"))
+        outcomes, skipped = ledger.intake.submit_fhir(hospital_id, _bounded(body), zone, categories,
+                                                      params.get("fhirversion"))
     return _out(hospital_id, outcomes, skipped)
 
 
@@ -234,7 +234,7 @@ def submit_fhir(hospital_id: HospitalPath, request: Request, body: RawBody, ledg
         {"where": "message 1 OBR EM-811"})),
     openapi_extra=_body_doc(HL7_TYPES, {"type": "string"}, _HL7_EXAMPLE, "ORU^R01 message(s), ER7"),
 )
-def submit_hl7v2(hospital_id: HospitalPath, request: Request, body: RawBody, ledger: LedgerDep,
+def submit_hl7v2(hospital_id: HospitalPath, request: Request, body: RawBody, ledger: ServicesDep,
                  principal: PrincipalDep, tz: TzQuery = None) -> IntakeOut:
     authorize(principal, "hospital", hospital_id=hospital_id)
     encoding = _media(request, HL7_TYPES).get("charset", "utf-8")
@@ -245,5 +245,5 @@ def submit_hl7v2(hospital_id: HospitalPath, request: Request, body: RawBody, led
                       f"charset {encoding!r} is not a known encoding") from exc
     zone = _zone(tz)
     with _as_problem():
-        outcomes = intake.submit_hl7v2(ledger, hospital_id, _bounded(body), zone, encoding)
+        outcomes = ledger.intake.submit_hl7v2(hospital_id, _bounded(body), zone, encoding)
     return _out(hospital_id, outcomes)

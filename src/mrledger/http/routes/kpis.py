@@ -11,13 +11,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from mrledger.http.deps import LedgerDep, PrincipalDep, authorize
+from mrledger.http.deps import PrincipalDep, ServicesDep, authorize
 from mrledger.http.problems import Problem
 from mrledger.http.schemas import PARAM_422, problems
 from mrledger.ledger.records import HOSPITAL_ID_PATTERN
 from mrledger.service.kpi_audit import audit
 from mrledger.service.kpis import KpiError, Period, period, report, to_csv
-from mrledger.service.ledger import Ledger
+from mrledger.service.ledger import Services
 from mrledger.store.anchors import BatchStatus
 from mrledger.store.events import is_event_stream
 
@@ -230,7 +230,7 @@ is null with a `reason`. `sources` names the event-stream batches (stream, seq) 
 """
 
 
-def _checked(ledger: Ledger, start: dt.date | None, end: dt.date | None, tz: str, hospital: str | None,
+def _checked(ledger: Services, start: dt.date | None, end: dt.date | None, tz: str, hospital: str | None,
              category: str | None) -> Period:
     if (start and start > _LAST_DAY) or (end and end > _LAST_DAY):
         raise Problem(422, "validation", "Request does not match the schema", f"dates after {_LAST_DAY} are refused")
@@ -252,12 +252,12 @@ _KPI_ERRORS = problems(401, 403, 404, 422, s404=("unknown-hospital", "Unknown ho
 
 @router.get("/kpis", response_model=KpiReport, summary="Recognition KPIs (auditor, admin)",
             description=KPI_DESCRIPTION, responses=_KPI_ERRORS)
-def kpis(ledger: LedgerDep, principal: PrincipalDep, start: FromQuery = None, to: ToQuery = None,
+def kpis(ledger: ServicesDep, principal: PrincipalDep, start: FromQuery = None, to: ToQuery = None,
          hospital: HospitalQuery = None, category: CategoryQuery = None, tz: TzQuery = "UTC",
          anchored_only: AnchoredQuery = False) -> Any:
     authorize(principal, *ROLES)
     p = _checked(ledger, start, to, tz, hospital, category)
-    ledger.log(principal, "kpis", hospital_id=hospital)
+    ledger.access_log.log(principal, "kpis", hospital_id=hospital)
     return report(ledger, p, hospital=hospital, category=category, anchored_only=anchored_only)
 
 
@@ -272,12 +272,12 @@ _CSV_EXAMPLE = ("scope,period,hospital_id,category,month,from,to,encounters,retr
             responses={200: {"description": "The report as CSV (UTF-8, header row)",
                              "content": {"text/csv": {"schema": {"type": "string"}, "example": _CSV_EXAMPLE}}},
                        **_KPI_ERRORS})
-def kpis_csv(ledger: LedgerDep, principal: PrincipalDep, start: FromQuery = None, to: ToQuery = None,
+def kpis_csv(ledger: ServicesDep, principal: PrincipalDep, start: FromQuery = None, to: ToQuery = None,
              hospital: HospitalQuery = None, category: CategoryQuery = None, tz: TzQuery = "UTC",
              anchored_only: AnchoredQuery = False) -> Response:
     authorize(principal, *ROLES)
     p = _checked(ledger, start, to, tz, hospital, category)
-    ledger.log(principal, "kpis-csv", hospital_id=hospital)
+    ledger.access_log.log(principal, "kpis-csv", hospital_id=hospital)
     body = to_csv(report(ledger, p, hospital=hospital, category=category, anchored_only=anchored_only))
     name = f"mrledger-kpis-{p.start}-{p.end}.csv"
     return Response(body, media_type="text/csv; charset=utf-8",
@@ -292,14 +292,15 @@ def kpis_csv(ledger: LedgerDep, principal: PrincipalDep, start: FromQuery = None
                         "after anchoring. One hash per record and one registry read per batch: an audit, not a poll.",
             responses={**problems(401, 403, 404, 422, 503, s404=("unknown-hospital", "Unknown hospital",
                                                                  "unknown hospital 'xx-9'", {}), s422=PARAM_422)})
-def audit_decisions(ledger: LedgerDep, principal: PrincipalDep, hospital: HospitalQuery = None) -> Any:
+def audit_decisions(ledger: ServicesDep, principal: PrincipalDep, hospital: HospitalQuery = None) -> Any:
     authorize(principal, *ROLES)
     if hospital is not None and (is_event_stream(hospital) or hospital not in dict(ledger.store.hospitals())):
         raise Problem(404, "unknown-hospital", "Unknown hospital", f"unknown hospital {hospital!r}")
     try:
         out = audit(ledger, hospital)
     except Exception:
-        ledger.log(principal, "audit-decisions", hospital_id=hospital, verdict="error")
+        ledger.access_log.log(principal, "audit-decisions", hospital_id=hospital, verdict="error")
         raise
-    ledger.log(principal, "audit-decisions", hospital_id=hospital, verdict="ok" if out["ok"] else "problems")
+    ledger.access_log.log(principal, "audit-decisions", hospital_id=hospital,
+                          verdict="ok" if out["ok"] else "problems")
     return out

@@ -18,11 +18,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from mrledger.http.deps import LedgerDep
+from mrledger.http.deps import ServicesDep
 from mrledger.http.problems import Problem
 from mrledger.http.routes.results import MAX_SEQ, HospitalPath
 from mrledger.http.schemas import PARAM_422, problems
-from mrledger.service.ledger import Ledger
+from mrledger.service.ledger import Services
 
 router = APIRouter(prefix="/v1", tags=["results"])
 
@@ -38,7 +38,7 @@ class PublishedLeaves(PublishedHead):
     leaf_hashes: list[str] = Field(description="hex RFC 9162 leaf hashes of the salted commitments, in tree order")
 
 
-def _head(ledger: Ledger, hospital_id: str, seq: int | None) -> PublishedHead:
+def _head(ledger: Services, hospital_id: str, seq: int | None) -> PublishedHead:
     found = ledger.store.published_batch(hospital_id, seq)
     if found is None:
         what = "no batch" if seq is None else f"no batch {seq}"
@@ -51,7 +51,7 @@ def _head(ledger: Ledger, hospital_id: str, seq: int | None) -> PublishedHead:
 @router.get("/hospitals/{hospital_id}/batches/head", response_model=PublishedHead,
             summary="The latest sealed batch head and its signature (public, hashes only)",
             responses=problems(404, 422, s422=PARAM_422))
-def latest_head(hospital_id: HospitalPath, ledger: LedgerDep) -> PublishedHead:
+def latest_head(hospital_id: HospitalPath, ledger: ServicesDep) -> PublishedHead:
     return _head(ledger, hospital_id, None)
 
 
@@ -61,7 +61,7 @@ def latest_head(hospital_id: HospitalPath, ledger: LedgerDep) -> PublishedHead:
                         "the batch (never sealed, or its leaves are gone).",
             responses=problems(404, 422, s422=PARAM_422))
 def batch_leaves(hospital_id: HospitalPath, seq: Annotated[int, Path(ge=1, le=MAX_SEQ)],
-                 ledger: LedgerDep) -> PublishedLeaves:
+                 ledger: ServicesDep) -> PublishedLeaves:
     head = _head(ledger, hospital_id, seq)
     leaves = ledger.store.published_leaves(hospital_id, seq)
     if not leaves:

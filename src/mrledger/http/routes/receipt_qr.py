@@ -16,7 +16,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
-from mrledger.http.deps import LedgerDep, PrincipalDep, authorize
+from mrledger.http.deps import PrincipalDep, ServicesDep, authorize
 from mrledger.http.problems import Problem
 from mrledger.http.routes.results import HospitalPath, ResultPath
 from mrledger.http.schemas import PARAM_422, problems
@@ -36,7 +36,7 @@ _MEDIA = {"png": "image/png", "svg": "image/svg+xml"}
 
 
 def _confirmed_receipt(ledger: Any, hospital_id: str, result_id: str, version: int | None) -> dict[str, Any]:
-    found, anchor_status = ledger.receipt(hospital_id, result_id, version)
+    found, anchor_status = ledger.results.receipt(hospital_id, result_id, version)
     if found is None:
         raise Problem(409, "receipt-pending", "The receipt is not available yet",
                       f"the batch anchor is {anchor_status}, not confirmed", anchor_status=anchor_status)
@@ -44,7 +44,7 @@ def _confirmed_receipt(ledger: Any, hospital_id: str, result_id: str, version: i
     return obj
 
 
-def _qr(kind: Literal["png", "svg"], hospital_id: str, result_id: str, ledger: LedgerDep, principal: PrincipalDep,
+def _qr(kind: Literal["png", "svg"], hospital_id: str, result_id: str, ledger: ServicesDep, principal: PrincipalDep,
         version: int | None, form: str) -> Response:
     authorize(principal, "hospital", "auditor", "admin", hospital_id=hospital_id)
     receipt = _confirmed_receipt(ledger, hospital_id, result_id, version)
@@ -54,8 +54,8 @@ def _qr(kind: Literal["png", "svg"], hospital_id: str, result_id: str, ledger: L
     else:
         chosen = form
         text = qr.encode(receipt if form == "full" else qr.reference(receipt, with_record=form == "ref"))
-    ledger.log(principal, "receipt-qr", hospital_id=hospital_id, result_id=result_id,
-               version=receipt["record"]["version"])
+    ledger.access_log.log(principal, "receipt-qr", hospital_id=hospital_id, result_id=result_id,
+                          version=receipt["record"]["version"])
     body = qr.render(text, kind, title=f"mrledger receipt {hospital_id} {result_id}")
     # Patient data inside: never cached by proxies or the browser.
     return Response(body, media_type=_MEDIA[kind], headers={
@@ -85,7 +85,7 @@ _QR_DOC = dict(
 
 @router.get("/hospitals/{hospital_id}/results/{result_id}/receipt.png",
             summary="The patient's receipt as a QR code, PNG (own hospital, auditor, admin)", **_QR_DOC)  # type: ignore[arg-type]
-def receipt_png(hospital_id: HospitalPath, result_id: ResultPath, ledger: LedgerDep, principal: PrincipalDep,
+def receipt_png(hospital_id: HospitalPath, result_id: ResultPath, ledger: ServicesDep, principal: PrincipalDep,
                 version: VersionQuery = None, form: FormQuery = "auto") -> Response:
     """For printing on the report: 8 pixels per module, quiet zone included."""
     return _qr("png", hospital_id, result_id, ledger, principal, version, form)
@@ -93,7 +93,7 @@ def receipt_png(hospital_id: HospitalPath, result_id: ResultPath, ledger: Ledger
 
 @router.get("/hospitals/{hospital_id}/results/{result_id}/receipt.svg",
             summary="The patient's receipt as a QR code, SVG (own hospital, auditor, admin)", **_QR_DOC)  # type: ignore[arg-type]
-def receipt_svg(hospital_id: HospitalPath, result_id: ResultPath, ledger: LedgerDep, principal: PrincipalDep,
+def receipt_svg(hospital_id: HospitalPath, result_id: ResultPath, ledger: ServicesDep, principal: PrincipalDep,
                 version: VersionQuery = None, form: FormQuery = "auto") -> Response:
     """Vector form for report templates, scales to any print size without blur."""
     return _qr("svg", hospital_id, result_id, ledger, principal, version, form)
@@ -107,7 +107,7 @@ def receipt_svg(hospital_id: HospitalPath, result_id: ResultPath, ledger: Ledger
                 "like an unknown result, so the route tells nothing to someone who does not hold the receipt.",
     responses=problems(404, 409, 422, s422=PARAM_422, s409=_PENDING),
 )
-def proof(hospital_id: HospitalPath, result_id: ResultPath, ledger: LedgerDep, principal: PrincipalDep,
+def proof(hospital_id: HospitalPath, result_id: ResultPath, ledger: ServicesDep, principal: PrincipalDep,
           leaf_hash: Annotated[str, Query(pattern="^[0-9a-f]{64}$", description="lower-hex leaf hash")],
           version: VersionQuery = None) -> Any:
     # The leaf hash is checked before anything else is said (even "pending"), and a result id that was never
@@ -121,6 +121,6 @@ def proof(hospital_id: HospitalPath, result_id: ResultPath, ledger: LedgerDep, p
     if info is None or info.leaf_hash.hex() != leaf_hash:
         raise NotFoundError(f"no result {result_id!r} with that leaf at hospital {hospital_id!r}")
     receipt = _confirmed_receipt(ledger, hospital_id, result_id, info.version)
-    ledger.log(principal, "proof", hospital_id=hospital_id, result_id=result_id,
-               version=receipt["record"]["version"])
+    ledger.access_log.log(principal, "proof", hospital_id=hospital_id, result_id=result_id,
+                          version=receipt["record"]["version"])
     return JSONResponse(qr.proof_of(receipt), headers={"Cache-Control": "no-store"})

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mrledger.http.deps import LedgerDep, PrincipalDep, authorize
+from mrledger.http.deps import PrincipalDep, ServicesDep, authorize
 from mrledger.http.problems import Problem
 from mrledger.http.schemas import (
     EXAMPLE_RECORD,
@@ -173,10 +173,10 @@ def _records(obj: Any, hospital_id: str) -> list[ResultRecord]:
     openapi_extra=json_body(ResultRecord | SubmissionBatch, "One record, or {\"records\": [...]}",
                             {"single": EXAMPLE_RECORD, "list": {"records": [EXAMPLE_RECORD]}}),
 )
-def submit(hospital_id: HospitalPath, body: RawBody, ledger: LedgerDep, principal: PrincipalDep) -> Response:
+def submit(hospital_id: HospitalPath, body: RawBody, ledger: ServicesDep, principal: PrincipalDep) -> Response:
     authorize(principal, "hospital", hospital_id=hospital_id)
     records = _records(parse_json(body), hospital_id)
-    accepted = ledger.submit(hospital_id, records)
+    accepted = ledger.intake.submit(hospital_id, records)
     new = sum(a.status == "accepted" for a in accepted)
     # Written directly in SubmissionOut's shape: building 1,000 AcceptedOut models and having FastAPI
     # validate them again through the response model cost ~4 µs per record, 5 % of the request
@@ -197,11 +197,11 @@ def submit(hospital_id: HospitalPath, body: RawBody, ledger: LedgerDep, principa
                 "(docs/access.md).",
     responses=problems(401, 403, 404, 422, s422=PARAM_422),
 )
-def result_versions(hospital_id: HospitalPath, result_id: ResultPath, ledger: LedgerDep,
+def result_versions(hospital_id: HospitalPath, result_id: ResultPath, ledger: ServicesDep,
                     principal: PrincipalDep) -> ResultOut:
     authorize(principal, "hospital", "auditor", "admin", hospital_id=hospital_id)
-    versions = ledger.versions(hospital_id, result_id)
-    ledger.log(principal, "lookup", hospital_id=hospital_id, result_id=result_id)
+    versions = ledger.results.versions(hospital_id, result_id)
+    ledger.access_log.log(principal, "lookup", hospital_id=hospital_id, result_id=result_id)
     return ResultOut(hospital_id=hospital_id, result_id=result_id, versions=[
         ResultVersionOut(version=v.version, status=v.status, supersedes=v.supersedes, leaf_hash=v.leaf_hash.hex(),
                    accepted_at=v.accepted_at, batch_seq=v.batch_seq, leaf_index=v.leaf_index,
@@ -219,15 +219,16 @@ def result_versions(hospital_id: HospitalPath, result_id: ResultPath, ledger: Le
         "receipt-pending", "The receipt is not available yet", "the batch anchor is submitted, not confirmed",
         {"anchor_status": "submitted"})),
 )
-def receipt(hospital_id: HospitalPath, result_id: ResultPath, ledger: LedgerDep, principal: PrincipalDep,
+def receipt(hospital_id: HospitalPath, result_id: ResultPath, ledger: ServicesDep, principal: PrincipalDep,
             version: Annotated[int | None, Query(ge=1, le=MAX_VERSION, description="Default: the latest version")]
             = None) -> Any:
     authorize(principal, "hospital", "auditor", "admin", hospital_id=hospital_id)
-    found, anchor_status = ledger.receipt(hospital_id, result_id, version)
+    found, anchor_status = ledger.results.receipt(hospital_id, result_id, version)
     if found is None:
         raise Problem(409, "receipt-pending", "The receipt is not available yet",
                       f"the batch anchor is {anchor_status}, not confirmed", anchor_status=anchor_status)
-    ledger.log(principal, "receipt", hospital_id=hospital_id, result_id=result_id, version=found.record.version)
+    ledger.access_log.log(principal, "receipt", hospital_id=hospital_id, result_id=result_id,
+                          version=found.record.version)
     # Returned as built: a model round trip could re-spell the record (nulls, numbers) and break the leaf.
     return JSONResponse(found.to_obj())
 
@@ -239,10 +240,10 @@ def receipt(hospital_id: HospitalPath, result_id: ResultPath, ledger: LedgerDep,
                 "leaf hashes in tree order.",
     responses=problems(401, 403, 404, 422, s422=PARAM_422),
 )
-def batch(hospital_id: HospitalPath, seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], ledger: LedgerDep,
+def batch(hospital_id: HospitalPath, seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], ledger: ServicesDep,
           principal: PrincipalDep) -> BatchDetailOut:
     authorize(principal, "hospital", "auditor", "admin", hospital_id=hospital_id)
-    view = ledger.batch(hospital_id, seq)
+    view = ledger.results.batch(hospital_id, seq)
     a = view.anchor
     anchor = BatchAnchorOut(status=SEALED) if a is None else BatchAnchorOut(
         status=a.status,

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from mrledger.http.deps import LedgerDep, PrincipalDep, authorize
+from mrledger.http.deps import PrincipalDep, ServicesDep, authorize
 from mrledger.http.problems import Problem
 from mrledger.http.schemas import problems
 from mrledger.http.strict_json import StrictJsonRoute
@@ -79,7 +79,7 @@ def _out(t: TokenInfo, now: datetime) -> dict[str, Any]:
 @router.get("/tokens", response_model=TokenList, summary="List API tokens (admin)",
             description="Every token, oldest first — revoked and expired ones included (the audit trail). Never "
                         "a token or its hash.", responses=problems(401, 403, 422))
-def list_tokens(ledger: LedgerDep, principal: PrincipalDep,
+def list_tokens(ledger: ServicesDep, principal: PrincipalDep,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
                 offset: Annotated[int, Query(ge=0, le=MAX_TOKEN_ID)] = 0) -> Any:
     authorize(principal, "admin")
@@ -93,7 +93,7 @@ def list_tokens(ledger: LedgerDep, principal: PrincipalDep,
                          "(403): they are made on the host with `mrledger token create --role admin`, so that a "
                          "leaked admin token cannot mint its own successor.",
              responses=problems(400, 401, 403, 404, 413, 422))
-def create_token(body: TokenCreate, ledger: LedgerDep, principal: PrincipalDep, response: Response) -> Any:
+def create_token(body: TokenCreate, ledger: ServicesDep, principal: PrincipalDep, response: Response) -> Any:
     authorize(principal, "admin")
     if body.role == "admin":
         raise Problem(403, "forbidden", "Admin tokens are made on the host",
@@ -104,7 +104,7 @@ def create_token(body: TokenCreate, ledger: LedgerDep, principal: PrincipalDep, 
         expires_at = now + timedelta(seconds=body.expires_in)
     token, info = ledger.access.issue_token(body.role, body.label or f"api {body.role}", now, expires_at)
     log.info("token %d (%s) created by token %s", info.id, info.role, principal.token_id)
-    ledger.log(principal, "token-create")
+    ledger.access_log.log(principal, "token-create")
     response.headers.update(_NO_STORE)
     return {**_out(info, now), "token": token}
 
@@ -112,11 +112,11 @@ def create_token(body: TokenCreate, ledger: LedgerDep, principal: PrincipalDep, 
 @router.post("/tokens/{token_id}/revoke", response_model=TokenOut, summary="Revoke an API token (admin)",
              description="Every node refuses the token from the next request on. Idempotent: a revoked token keeps "
                          "its first revocation time.", responses=problems(401, 403, 404, 422))
-def revoke_token(token_id: Annotated[int, Path(ge=1, le=MAX_TOKEN_ID)], ledger: LedgerDep,
+def revoke_token(token_id: Annotated[int, Path(ge=1, le=MAX_TOKEN_ID)], ledger: ServicesDep,
                  principal: PrincipalDep) -> Any:
     authorize(principal, "admin")
     now = ledger.clock()
     info = ledger.access.revoke_token(token_id, now)
     log.info("token %d (%s) revoked by token %s", info.id, info.role, principal.token_id)
-    ledger.log(principal, "token-revoke")
+    ledger.access_log.log(principal, "token-revoke")
     return _out(info, now)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 
 from mrledger.anchoring.chain import with_facts
-from mrledger.http.deps import LedgerDep, PrincipalDep, authorize
+from mrledger.http.deps import PrincipalDep, ServicesDep, authorize
 from mrledger.http.problems import Problem, invalid_body
 from mrledger.http.ratelimit import RateLimiter, client_key, retry_after
 from mrledger.http.routes.results import RawBody
@@ -124,7 +124,7 @@ AnonymousLimit = Annotated[None, Depends(anonymous_limit)]
                    "record": EXAMPLE_RECORD},
         "fhir": {"hospital_id": "gz-001", "fhir": EXAMPLE_FHIR}}),
 )
-async def verify(_limit: AnonymousLimit, body: RawBody, ledger: LedgerDep, principal: PrincipalDep) -> Any:
+async def verify(_limit: AnonymousLimit, body: RawBody, ledger: ServicesDep, principal: PrincipalDep) -> Any:
     obj = parse_json(body)
     if isinstance(obj, dict) and "receipt" in obj and "fhir" not in obj:
         if set(obj) != {"receipt"}:
@@ -138,7 +138,7 @@ async def verify(_limit: AnonymousLimit, body: RawBody, ledger: LedgerDep, princ
     return await run_in_verify_pool(_verify_held, obj, ledger, principal)
 
 
-async def _verify_by_receipt(ledger: LedgerDep, principal: PrincipalDep, receipt: Any) -> Outcome:
+async def _verify_by_receipt(ledger: ServicesDep, principal: PrincipalDep, receipt: Any) -> Outcome:
     """One thread hop for the whole verification: its database reads (signature policy, disclosure, hospital
     names, the access log, the decision record) must not run on the event loop, where each would stall every
     other request. A receipt anchored too recently to be cached has its registry entry and block read from
@@ -147,11 +147,11 @@ async def _verify_by_receipt(ledger: LedgerDep, principal: PrincipalDep, receipt
     503 there."""
     chain = ledger.chain
     facts = await chain.prefetch(receipt) if chain is not None else {}
-    outcome: Outcome = await run_in_verify_pool(with_facts, facts, ledger.verify_by_receipt, principal, receipt)
+    outcome: Outcome = await run_in_verify_pool(with_facts, facts, ledger.verification.by_receipt, principal, receipt)
     return outcome
 
 
-def _verify_held(obj: Any, ledger: LedgerDep, principal: PrincipalDep) -> Any:
+def _verify_held(obj: Any, ledger: ServicesDep, principal: PrincipalDep) -> Any:
     """The record and FHIR forms (database reads and a chain check: a worker thread)."""
     if isinstance(obj, dict) and "fhir" in obj:
         return _verify_fhir(obj, ledger, principal)
@@ -161,12 +161,12 @@ def _verify_held(obj: Any, ledger: LedgerDep, principal: PrincipalDep) -> Any:
     except ValidationError as exc:
         raise invalid_body(exc, "send {\"receipt\": {...}} or "
                                 "{\"hospital_id\", \"result_id\", \"version\"?, \"record\"}") from exc
-    return _answer(ledger.verify_record(principal, request.hospital_id, request.result_id, request.version,
-                                        request.record))
+    return _answer(ledger.verification.by_record(principal, request.hospital_id, request.result_id,
+                                                 request.version, request.record))
 
 
-def _verify_fhir(obj: dict[str, Any], ledger: LedgerDep, principal: PrincipalDep) -> Any:
-    """The FHIR form (``Ledger.verify_fhir``), logged like the other forms: identities and verdict only."""
+def _verify_fhir(obj: dict[str, Any], ledger: ServicesDep, principal: PrincipalDep) -> Any:
+    """The FHIR form (``VerificationService.by_fhir``), logged like the other forms: identities and verdict only."""
     authorize(principal, "doctor", "auditor", "admin")
     try:
         request = VerifyByFhir.model_validate(obj, strict=True)
@@ -179,7 +179,7 @@ def _verify_fhir(obj: dict[str, Any], ledger: LedgerDep, principal: PrincipalDep
                       f"tz {request.tz!r} is not an IANA time zone name (e.g. Asia/Shanghai, Europe/Berlin, UTC)",
                       errors=[{"loc": ["tz"], "msg": "unknown time zone"}]) from exc
     try:
-        outcome = ledger.verify_fhir(principal, request.hospital_id, request.fhir, zone)
+        outcome = ledger.verification.by_fhir(principal, request.hospital_id, request.fhir, zone)
     except FormatError as exc:  # the adapter's reason, as intake words it (not the generic invalid-record)
         extra = {"where": exc.where} if exc.where else {}
         raise Problem(422, "unsupported-content", "The content cannot be taken as results", str(exc),
