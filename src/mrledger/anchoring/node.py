@@ -67,15 +67,10 @@ class AnvilError(MrLedgerError, RuntimeError):
 def find_anvil(repo_root: Path = REPO_ROOT) -> Path:
     """Path of the anvil binary that ``npm ci`` installed from the platform package.
 
-    ``ANVIL_BIN`` overrides (e.g. a Foundry install). We do not go through ``node_modules/.bin/anvil``:
-    that is a node shim that would add ~50 ms and a node process between us and the signal we send.
+    ``AnvilNode(binary=...)`` overrides (``mrledger serve`` passes ``ANVIL_BIN``, read by node/settings.py: e.g. a
+    Foundry install). We do not go through ``node_modules/.bin/anvil``: that is a node shim that would add ~50 ms
+    and a node process between us and the signal we send.
     """
-    override = os.environ.get("ANVIL_BIN")
-    if override:
-        path = Path(override)
-        if not path.is_file():
-            raise AnvilError(f"ANVIL_BIN={override} is not a file")
-        return path
     uname = os.uname()
     package = _PLATFORM_PACKAGES.get((uname.sysname.lower(), uname.machine))
     if package is None:

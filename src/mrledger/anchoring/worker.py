@@ -47,10 +47,10 @@ from mrledger.store.anchors import CONFIRMED, INCLUDED, SUBMITTED, AnchorState, 
 
 log = logging.getLogger("mrledger.anchoring")
 
-#: Test-only fault injection: ``MRL_FAULT_INJECT=crash-after-broadcast`` makes the worker SIGKILL
-#: itself right after a transaction left for the node and before anything else is recorded, which is
-#: the window the crash-recovery test needs to hit deterministically.
-FAULT_ENV = "MRL_FAULT_INJECT"
+#: Test-only fault injection: ``fault=CRASH_AFTER_BROADCAST`` (``MRL_FAULT_INJECT``, node/settings.py) makes the
+#: worker SIGKILL itself right after a transaction left for the node and before anything else is recorded, which
+#: is the window the crash-recovery test needs to hit deterministically.
+CRASH_AFTER_BROADCAST = "crash-after-broadcast"
 
 
 @dataclass
@@ -101,13 +101,14 @@ class AnchorWorker:
         *,
         hospitals: Collection[str] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        fault: str | None = None,
     ) -> None:
         self.store, self.w3, self.contract, self.account = store, w3, contract, account
         self.config = config or WorkerConfig()
         self.hospitals = hospitals
         self.outbox = Outbox(store)
         self._clock = clock
-        self._fault = os.environ.get(FAULT_ENV)
+        self._fault = fault
         self._chain_id: int | None = None
         self.reconciler = Reconciler(self.outbox, w3, contract, hospitals=hospitals,
                                      every=self.config.reconcile_every, deep_scan=self.config.deep_scan,
@@ -370,7 +371,7 @@ class AnchorWorker:
             raise
         self.outbox.record_submission(new, [(h.hospital_id, h.seq) for h in items], self._clock())
         self._broadcast(new.raw_tx)
-        if self._fault == "crash-after-broadcast":
+        if self._fault == CRASH_AFTER_BROADCAST:
             os.kill(os.getpid(), signal.SIGKILL)
         report.sent += len(items)
 

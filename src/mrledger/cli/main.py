@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from mrledger.cli.anchoring import anchor
 from mrledger.cli.audit import audit_app
 from mrledger.cli.client import receipt, submit
 from mrledger.cli.common import EXIT_REFUSED, EXIT_USAGE, _err, _settings
@@ -157,14 +158,13 @@ def demo(
 
 chain_app = typer.Typer(help="Manage the registry contract on a chain.", no_args_is_help=True)
 app.add_typer(chain_app, name="chain")
-DEFAULT_DB = "sqlite:///.mrledger/mrledger.db"
 
 
 @chain_app.command("deploy")
 def chain_deploy(
     rpc: Annotated[str, typer.Option("--rpc", help="JSON-RPC endpoint of the chain.")],
-    db: Annotated[str, typer.Option("--db", envvar="MRL_DATABASE_URL", help="Database to record it in.")]
-    = DEFAULT_DB,
+    db: Annotated[str | None, typer.Option("--db", help="Database to record it in (default: MRL_DATABASE_URL, "
+                                           "else the data dir's).", show_default=False)] = None,
     key_file: Annotated[Path | None, typer.Option("--key-file", help="File holding the admin's private key "
                                                   "(default: the MRL_ADMIN_KEY environment variable).")] = None,
 ) -> None:
@@ -173,15 +173,16 @@ def chain_deploy(
     The admin key is read from a file or the environment, never from the command line (other users can
     read command lines in the process list); it gets the registry's admin role.
     """
-    import os
-
     from eth_account import Account
     from web3 import Web3
 
     from mrledger.anchoring.deploy import deploy_and_record
     from mrledger.store import Store
 
-    key = key_file.read_text().strip() if key_file else os.environ.get("MRL_ADMIN_KEY", "")
+    settings = _settings()
+    db = db or settings.db_url
+    key = (key_file.read_text().strip() if key_file
+           else settings.admin_key.get_secret_value() if settings.admin_key else "")
     if not key:
         Console(stderr=True).print("[red]error:[/] no admin key: pass --key-file or set MRL_ADMIN_KEY")
         raise typer.Exit(EXIT_USAGE)
@@ -207,7 +208,8 @@ def _settings_help() -> str:
     lines = []
     for name, info in Settings.model_fields.items():
         default = "" if info.default is None else f" [dim]\\[default: {info.default}][/]"
-        lines.append(f"MRL_{name.upper()}: {info.description}{default}")
+        env = info.validation_alias if isinstance(info.validation_alias, str) else f"MRL_{name.upper()}"
+        lines.append(f"{env}: {info.description}{default}")
     return "\n\n".join(lines)
 
 
@@ -272,6 +274,7 @@ app.command()(receipt)
 app.command()(kpis)
 app.command()(monitor)
 app.add_typer(audit_app, name="audit")
+app.command()(anchor)
 app.add_typer(eligibility_app, name="eligibility")
 app.add_typer(keys_app, name="keys")
 app.add_typer(pki_app, name="pki")

@@ -5,7 +5,6 @@ trust anchors are all it reads."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +23,10 @@ def monitor(
     = Path("monitor.db"),
     hospital: Annotated[list[str] | None, typer.Option(
         "--hospital", help="A hospital id to watch (repeat). Default: every hospital GET /v1/hospitals lists, "
-                           "with the token in $MRL_MONITOR_TOKEN.", show_default=False)] = None,
+                           "with --token.", show_default=False)] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="MRL_MONITOR_TOKEN", show_default=False,
+                                              help="An auditor token to list the node's hospitals with "
+                                                   "(only without --hospital).")] = None,
     from_block: Annotated[int, typer.Option("--from-block", min=0, help="First block to read events from "
                                             "(the registry's deployment block).")] = 0,
     trust: Annotated[list[Path] | None, typer.Option("--trust", exists=True, dir_okay=False, show_default=False,
@@ -67,7 +69,6 @@ def monitor(
         raise typer.Exit(EXIT_USAGE)
     hospitals = list(hospital or ())
     if not hospitals:
-        token = os.environ.get("MRL_MONITOR_TOKEN")
         if not token:
             _err("name the hospitals to watch with --hospital, or set MRL_MONITOR_TOKEN to list them from the node")
             raise typer.Exit(EXIT_USAGE)

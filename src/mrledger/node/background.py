@@ -347,7 +347,8 @@ def _run(spec: Spec, asked: list[int], pipe: Connection, parent: int) -> int:
             worker = AnchorWorker(store, Web3(Web3.HTTPProvider(spec.rpc_url, request_kwargs=timeout)),
                                   spec.contract, submitter, WorkerConfig(
                                       confirmations=spec.confirmations,
-                                      replace_after=timedelta(seconds=settings.replace_after)))
+                                      replace_after=timedelta(seconds=settings.replace_after)),
+                                  fault=settings.fault_inject)
             stop = threading.Event()
             threads = [threading.Thread(target=sealer.run, args=(stop,), name="sealer", daemon=True),
                        threading.Thread(target=worker.run, args=(stop,), kwargs={"interval": WORKER_INTERVAL},

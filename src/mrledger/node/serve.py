@@ -123,11 +123,11 @@ def stop_stale_anvil(data_dir: Path, timeout: float = 15.0) -> int | None:
     return pid
 
 
-def start_anvil(data_dir: Path, fund: list[str]) -> AnvilNode:
+def start_anvil(data_dir: Path, fund: list[str], binary: Path | None = None) -> AnvilNode:
     """The managed chain: tied to this process (it must be the main thread: see anchoring/node.py), one
     writer on its state file, saved atomically and every ``STATE_EVERY`` seconds."""
     stop_stale_anvil(data_dir)
-    node = AnvilNode(state_path=data_dir.resolve() / ANVIL_STATE, log_path=data_dir / "anvil.log",
+    node = AnvilNode(binary=binary, state_path=data_dir.resolve() / ANVIL_STATE, log_path=data_dir / "anvil.log",
                      pid_file=data_dir / ANVIL_PID, tie_to_parent=True, state_interval=STATE_EVERY)
     try:
         node.start()
@@ -328,7 +328,7 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             if settings.rpc_url:
                 rpc_url = settings.rpc_url
             else:
-                node = start_anvil(data_dir, fund)
+                node = start_anvil(data_dir, fund, settings.anvil_bin)
                 rpc_url = node.rpc_url
             # Every chain call has a timeout, and a node known not to answer is not asked (anchoring/health.py).
             health = ChainHealth(rpc_url).start()

@@ -1,5 +1,8 @@
 """All configuration in one pydantic-settings class: environment variables ``MRL_*`` (or a ``.env``).
 
+The only reader of the environment for the node and the CLI (tests/test_layers.py checks it): a setting read in
+two places is soon read in none. Everything else receives what it needs as an argument.
+
 Embedded defaults (SQLite in the data dir, a managed anvil, dev keys generated on first start) make
 ``mrledger serve`` work with no configuration; production sets ``MRL_DATABASE_URL`` (PostgreSQL),
 ``MRL_RPC_URL`` (its own node), ``MRL_CONTRACT_ADDRESS`` and key files.
@@ -109,6 +112,24 @@ class Settings(BaseSettings):
                                          "first start (keep a copy apart from the database's backups).")
     master_key: SecretStr | None = Field(None, description="The master key itself (64 hex digits), e.g. from a "
                                          "secret manager; never logged. Set this or MRL_MASTER_KEY_FILE, not both.")
+
+    # Keys given as values rather than files (prefer the files: a key in the environment is inherited by children).
+    admin_key: SecretStr | None = Field(None, description="The registry admin's private key for `mrledger chain "
+                                        "deploy` when no --key-file is given. Never logged.")
+    submitter_key: SecretStr | None = Field(None, description="The anchoring account's private key for `mrledger "
+                                            "anchor` when no --key-file is given. Never logged.")
+    fault_inject: str | None = Field(None, description="Tests only: 'crash-after-broadcast' makes the anchoring "
+                                     "worker SIGKILL itself right after a transaction left for the node.")
+    anvil_bin: Path | None = Field(None, validation_alias="ANVIL_BIN", description="(ANVIL_BIN, no prefix) The "
+                                   "anvil binary of the managed chain, e.g. a Foundry install; unset: the one "
+                                   "`npm ci` installed.")
+
+    @field_validator("anvil_bin")
+    @classmethod
+    def _anvil_is_a_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"ANVIL_BIN={value} is not a file")
+        return value
 
     @field_validator("trust_anchors", "trust_intermediates", "trust_crls", mode="before")
     @classmethod
