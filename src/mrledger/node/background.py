@@ -40,17 +40,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from multiprocessing.context import SpawnProcess
 from multiprocessing.sharedctypes import SynchronizedArray
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from web3 import Web3
 
 from mrledger.anchoring.chain import ChainContext
-from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
 from mrledger.ledger.errors import MrLedgerError
 from mrledger.node.pki import configure
 from mrledger.node.settings import Settings
-from mrledger.node.wiring import load_key, open_node_store
+from mrledger.node.wiring import anchor_worker, chain_context, key_files, load_key, open_node_store
 from mrledger.service.pki import BatchSigning, SignStats
 from mrledger.store import Store
 from mrledger.store.decisions import EventIndex
@@ -176,17 +174,14 @@ class Sealer:
 
 @dataclass(frozen=True)
 class Spec:
-    """What the child needs to build its half of the node, pickled to it over the spawn pipe: the key files
-    by path (it reads them itself) and the settings (which hold what the environment gave serve)."""
+    """What the child needs to build its half of the node (through node/wiring.py, as the parent does), pickled
+    to it over the spawn pipe: the settings (which hold what the environment gave serve; the child reads the key
+    files they name itself) and what the parent found out (the registry, the chain id)."""
 
-    settings: Settings
-    rpc_url: str
+    settings: Settings  # with ``rpc_url`` set: the managed chain's, when serve started one
     contract: str
     chain_id: int
-    admin_key: Path
-    submitter_key: Path
     sign_stats: SynchronizedArray[float] | None
-    admin_lock: Path  # the file both processes lock around admin-key transactions (ChainContext)
     confirmations: int = 1
     #: Shared with the parent: ``STARTING``, ``LEADER`` or ``FOLLOWER`` (a ``multiprocessing.Value("i")``).
     role: Any = None
@@ -327,13 +322,13 @@ def _run(spec: Spec, asked: list[int], pipe: Connection, parent: int) -> int:
     settings = spec.settings
     ready = _Ready(pipe)
     try:
-        admin = load_key(spec.admin_key, create=False)
-        submitter = load_key(spec.submitter_key, create=False)
-        timeout = {"timeout": settings.rpc_timeout}
-        w3 = Web3(Web3.HTTPProvider(spec.rpc_url, request_kwargs=timeout))
+        admin_key, submitter_key = key_files(settings)
+        admin, submitter = load_key(admin_key, create=False), load_key(submitter_key, create=False)
+        assert settings.rpc_url is not None  # serve sets the managed chain's
+        w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": settings.rpc_timeout}))
         store = open_node_store(settings)
-        chain = ChainContext(w3, spec.contract, spec.chain_id, submitter=submitter, admin=admin,
-                             rpc_url=spec.rpc_url, admin_lock_file=spec.admin_lock)
+        chain = chain_context(settings, w3, settings.rpc_url, spec.contract, spec.chain_id, submitter=submitter,
+                              admin=admin, confirmations=spec.confirmations)
         with contextlib.ExitStack() as stack:
             lease = _lead(stack, store, spec, asked, ready, parent)
             if isinstance(lease, int):
@@ -344,11 +339,7 @@ def _run(spec: Spec, asked: list[int], pipe: Connection, parent: int) -> int:
             sealer = Sealer(store, chain, settings, pki.signing)
             sealer.reconcile_hospitals(grace=0)  # catches up with hospitals registered while the node was down
             stack.enter_context(exclusive(store.engine, f"anchoring-worker:{submitter.address}"))
-            worker = AnchorWorker(store, Web3(Web3.HTTPProvider(spec.rpc_url, request_kwargs=timeout)),
-                                  spec.contract, submitter, WorkerConfig(
-                                      confirmations=spec.confirmations,
-                                      replace_after=timedelta(seconds=settings.replace_after)),
-                                  fault=settings.fault_inject)
+            worker = anchor_worker(settings, store, settings.rpc_url, spec.contract, submitter, spec.confirmations)
             stop = threading.Event()
             threads = [threading.Thread(target=sealer.run, args=(stop,), name="sealer", daemon=True),
                        threading.Thread(target=worker.run, args=(stop,), kwargs={"interval": WORKER_INTERVAL},

@@ -32,14 +32,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from mrledger.anchoring.chain import FINAL_DEPTH, ChainContext
 from mrledger.anchoring.deploy import deploy_and_record
 from mrledger.anchoring.depth import default_confirmations
 from mrledger.anchoring.health import ChainHealth, GuardedHTTPProvider
@@ -49,9 +48,17 @@ from mrledger.ledger.errors import MrLedgerError
 from mrledger.node.background import LEADER_LOCK, ROLE_NAMES, Background, Spec, shared_role, shared_sign_stats
 from mrledger.node.pki import configure
 from mrledger.node.settings import Settings
-from mrledger.node.wiring import ServeError, load_key, open_node_store, regional_key_for, write_secret
-from mrledger.service.ledger import Services, build_services
-from mrledger.service.recognition import load_catalogue
+from mrledger.node.wiring import (
+    ServeError,
+    build,
+    chain_context,
+    key_files,
+    load_key,
+    open_node_store,
+    regional_key_for,
+    write_secret,
+)
+from mrledger.service.ledger import Services
 from mrledger.store import Store
 from mrledger.store.anchors import Outbox
 from mrledger.store.locks import LockHeld, exclusive, file_lock
@@ -319,8 +326,7 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
                 raise ServeError(f"another mrledger serve is running on {data_dir}/") from None
             # A crashed run leaves its serve.json behind; it must not describe this run until this run writes it.
             (data_dir / SERVE_INFO).unlink(missing_ok=True)
-            admin_key_file = settings.admin_key_file or data_dir / "admin.key"
-            submitter_key_file = settings.submitter_key_file or data_dir / "submitter.key"
+            admin_key_file, submitter_key_file = key_files(settings)
             admin = load_key(admin_key_file, create=not settings.admin_key_file)
             submitter = load_key(submitter_key_file, create=not settings.submitter_key_file)
             fund: list[str] = [admin.address, submitter.address]
@@ -335,12 +341,10 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             w3 = Web3(GuardedHTTPProvider(rpc_url, health, timeout=settings.rpc_timeout))
             store = open_node_store(settings)
             contract = resolve_contract(store, w3, admin, settings.contract_address)
-            admin_lock = data_dir.resolve() / "admin-key.lock"  # the API and the sealer process share the key
             chain_id = int(w3.eth.chain_id)
             confirmations = settings.confirmations or default_confirmations(chain_id)
-            chain = ChainContext(w3, contract, chain_id, submitter=submitter, admin=admin, rpc_url=rpc_url,
-                                 admin_lock_file=admin_lock, final_depth=max(FINAL_DEPTH, confirmations),
-                                 health=health)
+            chain = chain_context(settings, w3, rpc_url, contract, chain_id, submitter=submitter, admin=admin,
+                                  confirmations=confirmations, health=health)
             settings, can_lead = region_trust(settings, store)
             pki = configure(settings, seal=settings.worker and can_lead)  # creates the dev PKI the child loads
             record_dev_trust(store, pki.dev)
@@ -348,17 +352,13 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             # /metrics here reports it (``sign_stats``), and it says whether it leads (``role``).
             sign_stats = shared_sign_stats() if settings.worker else None
             role = shared_role() if settings.worker else None
-            ledger = build_services(store, chain, confirmations=confirmations,
-                                    catalogue=load_catalogue(settings.catalogue_file),
-                                    trust=pki.trust.store if pki.trust else None,
-                                    require_signatures=pki.require_signatures, regional_key=regional_key,
-                                    max_sealing_delay=timedelta(seconds=settings.max_sealing_delay),
-                                    sign_stats=sign_stats,
-                                    node_role=(lambda: None) if role is None else lambda: ROLE_NAMES.get(role.value))
+            ledger = build(settings, store, chain, pki, confirmations=confirmations, regional_key=regional_key,
+                           sign_stats=sign_stats,
+                           node_role=(lambda: None) if role is None else lambda: ROLE_NAMES.get(role.value))
             if settings.worker:
                 background = Background(Spec(
-                    settings, rpc_url, contract, chain.chain_id, admin_key_file, submitter_key_file,
-                    ledger.sign_stats.memory if pki.signing is not None else None, admin_lock,
+                    settings.model_copy(update={"rpc_url": rpc_url}), contract, chain.chain_id,
+                    ledger.sign_stats.memory if pki.signing is not None else None,
                     confirmations=confirmations, role=role, can_lead=can_lead))
                 background.start()
             ledger.access.start_buffering()

@@ -1,21 +1,32 @@
-"""The node's composition root: how its parts are built from ``Settings`` — keys, the store, the regional key.
+"""The node's composition root: how its parts are built from ``Settings`` — keys, the store, the regional key,
+the chain context, the services the API serves and the anchoring worker.
 
 Why one module: ``mrledger serve``'s API process, its sealer/anchoring child process (node/background.py) and the
 CLI's database commands all build the same parts from the same settings. Written once here, each of them imports
-it; before, the child imported the parent's module (node/serve.py) for these helpers, a circle between the two.
+it; before, the child re-wired its half by importing the parent's module (node/serve.py), a circle between the two.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from web3 import Web3
 
+from mrledger.anchoring.chain import FINAL_DEPTH, ChainContext
+from mrledger.anchoring.health import ChainHealth
+from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
+from mrledger.node.pki import NodePki
 from mrledger.node.settings import Settings
 from mrledger.service.decisions import RegionalKeyError, load_regional_key
+from mrledger.service.ledger import Services, build_services
+from mrledger.service.pki import SignStats
+from mrledger.service.recognition import load_catalogue
 from mrledger.store import Store
 from mrledger.store.crypto import MasterKey, write_master_key_file
 from mrledger.store.errors import MasterKeyError
@@ -136,3 +147,45 @@ def open_node_store(settings: Settings) -> Store:
             raise ServeError(f"{source} is missing and the database already has keys: restore this database's "
                              "master key file (or set MRL_MASTER_KEY_FILE / MRL_MASTER_KEY)") from exc
         raise
+
+
+# -------------------------------------------------------------------------------- chain and services
+
+
+def key_files(settings: Settings) -> tuple[Path, Path]:
+    """The registry admin's and the anchoring account's key files: configured, else dev keys in the data dir."""
+    return (settings.admin_key_file or settings.data_dir / "admin.key",
+            settings.submitter_key_file or settings.data_dir / "submitter.key")
+
+
+def admin_lock_file(settings: Settings) -> Path:
+    """Locked around admin-key transactions: the API and the sealer process share one nonce sequence."""
+    return settings.data_dir.resolve() / "admin-key.lock"
+
+
+def chain_context(settings: Settings, w3: Web3, rpc_url: str, contract: str, chain_id: int, *,
+                  submitter: LocalAccount, admin: LocalAccount, confirmations: int,
+                  health: ChainHealth | None = None) -> ChainContext:
+    """The chain as both processes see it. Its cache calls a block final at no less than the configured
+    confirmations (``ChainContext.final_depth``)."""
+    return ChainContext(w3, contract, chain_id, submitter=submitter, admin=admin, rpc_url=rpc_url,
+                        admin_lock_file=admin_lock_file(settings), final_depth=max(FINAL_DEPTH, confirmations),
+                        health=health)
+
+
+def build(settings: Settings, store: Store, chain: ChainContext, pki: NodePki, *, confirmations: int,
+          regional_key: bytes, sign_stats: SignStats | None = None,
+          node_role: Callable[[], str | None] = lambda: None) -> Services:
+    """The services the API serves, configured from ``settings`` (catalogue, trust, sealing delay)."""
+    return build_services(store, chain, confirmations=confirmations, catalogue=load_catalogue(settings.catalogue_file),
+                          trust=pki.trust.store if pki.trust else None, require_signatures=pki.require_signatures,
+                          regional_key=regional_key, max_sealing_delay=timedelta(seconds=settings.max_sealing_delay),
+                          sign_stats=sign_stats, node_role=node_role)
+
+
+def anchor_worker(settings: Settings, store: Store, rpc_url: str, contract: str, submitter: LocalAccount,
+                  confirmations: int) -> AnchorWorker:
+    """The anchoring worker, on a web3 client of its own (its thread must not share the sealer's)."""
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": settings.rpc_timeout}))
+    config = WorkerConfig(confirmations=confirmations, replace_after=timedelta(seconds=settings.replace_after))
+    return AnchorWorker(store, w3, contract, submitter, config, fault=settings.fault_inject)
