@@ -54,11 +54,12 @@ class Api:
 
     def rebuild(self, **options: Any) -> Services:
         """The services with other options (``build_services``: ``confirmations``, ``trust``, ``catalogue``, …)
-        over the same store, chain, clock and regional key, answering through the same app from now on: a
-        service is not reconfigured in place."""
+        over the same store, chain, clock, regional key and signing figures (/metrics keeps the first services),
+        answering through the same app from now on: a service is not reconfigured in place."""
         self.options = {**self.options, **options}
         self.ledger = build_services(self.ledger.store, self.ledger.chain, clock=self.clock,
-                                     regional_key=self.ledger.regional_key, **self.options)
+                                     regional_key=self.ledger.regional_key, sign_stats=self.ledger.sign_stats,
+                                     **self.options)
         self.client.app.state.ledger = self.ledger  # type: ignore[attr-defined]
         return self.ledger
 
