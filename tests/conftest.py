@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh database per test, on SQLite and on the machine's real PostgreSQL."""
+"""Shared fixtures: a fresh database per test, on SQLite and on the machine's real PostgreSQL; the Hardhat
+Network node the chain tests share (their second EVM client, beside anvil: docs/anchoring.md, "EVM clients")."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from mrledger.anchoring.hardhat_node import HardhatNode
 from mrledger.store import make_engine, migrate
 from mrledger.store.crypto import MasterKey
 
@@ -67,3 +69,50 @@ def db_url(engine: Engine) -> str:
 def master_key() -> MasterKey:
     """The master key the tests' stores use (``TEST_MASTER_KEY``)."""
     return TEST_KEY
+
+
+#: The chain tests' EVM clients, as fixture params: anvil (also what `mrledger serve` manages) and Hardhat Network.
+EVM_CLIENTS = ["anvil", pytest.param("hardhat", marks=pytest.mark.hardhat)]
+
+
+@pytest.fixture(scope="session")
+def hardhat_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HardhatNode]:
+    """One Hardhat Network node per test process (per xdist worker): it takes seconds to start where anvil
+    takes 0.1 s, so the tests share it and each rolls the chain back after itself (``hardhat_rollback``)."""
+    with HardhatNode(log_path=tmp_path_factory.mktemp("hardhat") / "hardhat.log") as node:
+        yield node
+
+
+@pytest.fixture
+def hardhat_rollback(hardhat_node: HardhatNode) -> Iterator[HardhatNode]:
+    """The shared node for one test, which may do anything to its chain: afterwards the chain is back where it
+    was (evm_revert to a snapshot taken before), with automine on, as the next test expects it."""
+    snapshot = hardhat_node.snapshot()
+    yield hardhat_node
+    hardhat_node.rpc("evm_setAutomine", True)
+    hardhat_node.revert(snapshot)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """What runs on Hardhat Network besides anvil: everything parametrised over the EVM client, except
+
+    * tests marked ``anvil_only("why")`` (they need what only anvil has: a chain kept in a state file across
+      restarts, ...): skipped on Hardhat with that reason;
+    * the PostgreSQL run of a Hardhat case: the EVM client and the database are independent, and anvil on
+      PostgreSQL already covers the database, so Hardhat runs on SQLite only (CI time: docs/anchoring.md).
+    """
+    kept, dropped = [], []
+    for item in items:
+        params = item.callspec.params if isinstance(item, pytest.Function) and hasattr(item, "callspec") else {}
+        if "hardhat" not in (params.get("evm"), params.get("chain")):
+            kept.append(item)
+        elif params.get("engine") == "postgresql":
+            dropped.append(item)
+        else:
+            kept.append(item)
+            only = item.get_closest_marker("anvil_only")
+            if only is not None:
+                item.add_marker(pytest.mark.skip(reason=f"anvil only: {only.args[0]}"))
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

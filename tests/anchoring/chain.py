@@ -1,11 +1,12 @@
-"""The chain environment of the anchoring tests: a real anvil with the registry deployed and three hospitals
-registered, a store on the ``engine`` fixture's database (SQLite and PostgreSQL), and helpers to drive the
-worker. The ``env`` fixture is registered for the whole directory by conftest.py."""
+"""The chain environment of the anchoring tests: a real EVM node — anvil, and Hardhat Network — with the registry
+deployed and three hospitals registered, a store on the ``engine`` fixture's database (SQLite and PostgreSQL),
+and helpers to drive the worker and to reorganise the chain the same way on both clients. The ``env`` fixture
+is registered for the whole directory by conftest.py."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,20 +17,51 @@ from sqlalchemy import Engine
 from web3 import Web3
 
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring.hardhat_node import HardhatNode
 from mrledger.anchoring.node import AnvilNode, free_port
 from mrledger.anchoring.worker import AnchorWorker, StepReport, WorkerConfig
 from mrledger.ledger import hospital_key
 from mrledger.store import Store
 from mrledger.store.anchors import CONFIRMED, Outbox
-from tests.conftest import TEST_KEY
+from tests.conftest import EVM_CLIENTS, TEST_KEY
 from tests.store.test_repository import rec
 
 HOSPITALS = ("gz-001", "qd-002", "bj-003")
+EvmNode = AnvilNode | HardhatNode
+
+
+@pytest.fixture(params=EVM_CLIENTS)
+def evm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EvmNode]:
+    """The node of one test: its own anvil, on a state file (so a test can restart it on the same chain), or the
+    shared Hardhat Network node, rolled back after the test (tests/conftest.py, ``hardhat_rollback``)."""
+    if request.param == "hardhat":
+        node: HardhatNode = request.getfixturevalue("hardhat_rollback")
+        yield node
+        return
+    with AnvilNode(state_path=tmp_path / "anvil-state.json", port=free_port(),
+                   log_path=tmp_path / "anvil.log") as anvil:
+        yield anvil
+
+
+def checkpoint(node: EvmNode) -> None:
+    """Mark the head as a point a later ``reorg`` may fork from. anvil can reorg from any block
+    (``anvil_reorg``); Hardhat Network only back to a snapshot taken beforehand (anchoring/hardhat_node.py)."""
+    if isinstance(node, HardhatNode):
+        node.checkpoint()
+
+
+def reorg(node: EvmNode, depth: int, txs: Sequence[tuple[str, int]] = ()) -> None:
+    """Replace the last ``depth`` blocks by as many new ones holding ``txs`` ((raw transaction, block offset)
+    pairs): ``anvil_reorg`` on anvil, snapshot/revert and re-mining on Hardhat (from a ``checkpoint``)."""
+    if isinstance(node, HardhatNode):
+        node.reorg(depth, txs)
+    else:
+        node.rpc("anvil_reorg", depth, [[raw, offset] for raw, offset in txs])
 
 
 @dataclass
 class Env:
-    node: AnvilNode
+    node: EvmNode
     w3: Web3
     admin: LocalAccount
     hub: LocalAccount
@@ -43,6 +75,12 @@ class Env:
     def mine(self, n: int = 1) -> None:
         for _ in range(n):
             self.node.rpc("evm_mine")
+
+    def checkpoint(self) -> None:
+        checkpoint(self.node)
+
+    def reorg(self, depth: int, txs: Sequence[tuple[str, int]] = ()) -> None:
+        reorg(self.node, depth, txs)
 
     def seal_all(self, max_size: int = 10) -> int:
         n = 0
@@ -67,17 +105,18 @@ class Env:
 
 
 @pytest.fixture
-def env(engine: Engine, tmp_path: Path) -> Iterator[Env]:
-    node = AnvilNode(state_path=tmp_path / "anvil-state.json", port=free_port(), log_path=tmp_path / "anvil.log")
-    with node:
-        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
-        admin, hub = (Account.from_key(k) for k in node.private_keys[:2])
-        contract = reg.deploy_registry(w3, admin)
-        store = Store(engine, master_key=TEST_KEY)
-        for h in HOSPITALS:
-            store.register_hospital(h, f"Hospital {h}")
-            reg.register_hospital(w3, contract, admin, hospital_key(h), bytes(32), [hub.address])
-        yield Env(node, w3, admin, hub, contract, store)
+def env(engine: Engine, evm: EvmNode) -> Env:
+    """The registry deployed and the hospitals registered; the head is then a ``checkpoint``, so a test can
+    reorg away everything it anchored on either client."""
+    w3 = Web3(Web3.HTTPProvider(evm.rpc_url))
+    admin, hub = (Account.from_key(k) for k in evm.private_keys[:2])
+    contract = reg.deploy_registry(w3, admin)
+    store = Store(engine, master_key=TEST_KEY)
+    for h in HOSPITALS:
+        store.register_hospital(h, f"Hospital {h}")
+        reg.register_hospital(w3, contract, admin, hospital_key(h), bytes(32), [hub.address])
+    checkpoint(evm)
+    return Env(evm, w3, admin, hub, contract, store)
 
 
 def wait_until(done: Callable[[], bool], timeout: float = 60, tick: float = 0.1) -> None:

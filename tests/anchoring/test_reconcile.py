@@ -1,6 +1,7 @@
-"""Reconciliation against a real anvil, on SQLite and PostgreSQL: anchors the chain loses after the database
-recorded them ``confirmed`` — a reorg deeper than ``MRL_CONFIRMATIONS``, a chain gone back to older state —
-are found, sent again exactly once, and alarmed while they are missing (anchoring/reconcile.py).
+"""Reconciliation against a real anvil (on SQLite and PostgreSQL) and Hardhat Network (on SQLite): anchors the
+chain loses after the database recorded them ``confirmed`` — a reorg deeper than ``MRL_CONFIRMATIONS``, a chain
+gone back to older state — are found, sent again exactly once, and alarmed while they are missing
+(anchoring/reconcile.py).
 
 Before reconciliation existed each of these stalled the hospitals concerned forever, silently: the worker
 never looked at a confirmed anchor again and the registry's gap-free seq rule refused every later batch.
@@ -25,7 +26,7 @@ def _reorg_below(env: Env, hospital: str = "gz-001", seq: int = 1) -> int:
     state = Outbox(env.store).state(hospital, seq)
     assert state is not None and state.block_number is not None
     depth = int(env.w3.eth.block_number) - state.block_number + 1
-    env.node.rpc("anvil_reorg", depth, [])
+    env.reorg(depth)
     return depth
 
 

@@ -1,4 +1,5 @@
-"""mrledger.anchoring.rpc_async: the event loop's JSON-RPC client reads what web3 reads, from a real anvil."""
+"""mrledger.anchoring.rpc_async: the event loop's JSON-RPC client reads what web3 reads, from a real anvil and
+Hardhat Network."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The chain caches behind fast verification, against a real anvil: they save the round trips they promise
-to save, and they never hide a reorg (shallow: seen by the very next verification; deeper than the final
-depth: caught by the head-refresh tripwire) nor a root, size or block hash that differs from the chain's.
+"""The chain caches behind fast verification, against a real anvil and Hardhat Network: they save the round
+trips they promise to save, and they never hide a reorg (shallow: seen by the very next verification; deeper
+than the final depth: caught by the head-refresh tripwire) nor a root, size or block hash that differs from the
+chain's.
 
 Anchors are made the way the node makes them (store → seal → worker), on SQLite: the caches sit above the
 database, so running them on PostgreSQL as well would prove nothing more.
@@ -21,13 +22,13 @@ from web3 import Web3
 from mrledger.anchoring import chain as averify
 from mrledger.anchoring import contract as reg
 from mrledger.anchoring.chain import CachedReader, ChainContext, DirectReader, registry_holds
-from mrledger.anchoring.node import AnvilNode, free_port
 from mrledger.anchoring.verify import ONCHAIN_CHECKS, verify_on_chain
 from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
 from mrledger.ledger import hospital_key
 from mrledger.service.ledger import build_services
 from mrledger.store import Store, make_engine, migrate
-from tests.anchoring.chain import Env
+from mrledger.store.anchors import Outbox
+from tests.anchoring.chain import Env, EvmNode
 from tests.conftest import TEST_KEY
 from tests.store.test_repository import rec
 
@@ -52,7 +53,9 @@ class Chain(Env):
     """The worker tests' environment (one hospital here), plus anchoring a few results in one go."""
 
     def anchor(self, n: int = 3, start: int = 0) -> list[dict[str, Any]]:
-        """Submit, seal and anchor ``n`` results of gz-001; their receipts (anchor confirmed at depth 1)."""
+        """Submit, seal and anchor ``n`` results of gz-001; their receipts (anchor confirmed at depth 1). The head
+        before is a ``checkpoint``: the tests reorg the anchor away."""
+        self.checkpoint()
         self.store.submit("gz-001", [rec(i) for i in range(start, start + n)])
         self.store.seal("gz-001", 100)
         worker = AnchorWorker(self.store, self.w3, self.contract, self.hub, WorkerConfig(confirmations=1))
@@ -65,19 +68,17 @@ class Chain(Env):
 
 
 @pytest.fixture
-def chain(tmp_path: Path) -> Iterator[Chain]:
-    node = AnvilNode(state_path=tmp_path / "anvil-state.json", port=free_port(), log_path=tmp_path / "anvil.log")
-    with node:
-        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
-        admin, hub = (Account.from_key(k) for k in node.private_keys[:2])
-        contract = reg.deploy_registry(w3, admin)
-        engine = make_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
-        migrate(engine)
-        store = Store(engine, master_key=TEST_KEY)
-        store.register_hospital("gz-001", "Hospital gz-001")
-        reg.register_hospital(w3, contract, admin, hospital_key("gz-001"), bytes(32), [hub.address])
-        yield Chain(node, w3, admin, hub, contract, store)
-        engine.dispose()
+def chain(evm: EvmNode, tmp_path: Path) -> Iterator[Chain]:
+    w3 = Web3(Web3.HTTPProvider(evm.rpc_url))
+    admin, hub = (Account.from_key(k) for k in evm.private_keys[:2])
+    contract = reg.deploy_registry(w3, admin)
+    engine = make_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    migrate(engine)
+    store = Store(engine, master_key=TEST_KEY)
+    store.register_hospital("gz-001", "Hospital gz-001")
+    reg.register_hospital(w3, contract, admin, hospital_key("gz-001"), bytes(32), [hub.address])
+    yield Chain(evm, w3, admin, hub, contract, store)
+    engine.dispose()
 
 
 class Counting:
@@ -125,7 +126,7 @@ def test_shallow_anchor_is_asked_every_time_and_a_reorg_is_seen_at_once(chain: C
     reader = CachedReader(chain.w3, final_depth=DEPTH)  # default max_age: the head number stays cached
     before = verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)
     assert before.status == "valid" and before.extra["confirmations"] < DEPTH
-    chain.node.rpc("anvil_reorg", 1, [])  # the anchoring block is replaced by an empty one
+    chain.reorg(1)  # the anchoring block is replaced by an empty one
     after = verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)
     # Not on chain any more: "unanchored" (a reorg is the chain's doing, not the receipt's), at once.
     assert after.status == "unanchored" and after.failed == "anchor-root", after.to_obj()
@@ -140,7 +141,7 @@ def test_reorg_deeper_than_final_depth_trips_the_wire(chain: Chain) -> None:
     reader = CachedReader(chain.w3, final_depth=DEPTH, clock=clock)
     assert verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).status == "valid"
     anchored = receipt["anchor"]["block_number"]
-    chain.node.rpc("anvil_reorg", int(chain.w3.eth.block_number) - anchored + 1, [])  # the anchor is gone
+    chain.reorg(int(chain.w3.eth.block_number) - anchored + 1)  # the anchor is gone
     clock.tick()  # the next head refresh re-reads the highest cached block and finds it changed
     after = verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)
     assert reader.flushes == 1
@@ -199,7 +200,7 @@ def test_service_verdict_follows_a_shallow_reorg(chain: Chain) -> None:
     assert ledger.verification.verifier.by_receipt(receipts[0]).verdict == "authentic"
     held = rec(0).to_obj()
     assert ledger.verification.verifier.by_record("gz-001", "R0", None, held).verdict == "authentic"
-    chain.node.rpc("anvil_reorg", 1, [])
+    chain.reorg(1)
     assert ledger.verification.verifier.by_receipt(receipts[0]).verdict == "pending"
     assert ledger.verification.verifier.by_record("gz-001", "R0", None, held).verdict == "pending"
 
@@ -217,8 +218,10 @@ def test_anchor_re_included_at_the_same_height_is_seen(chain: Chain) -> None:
     [receipt, *_] = chain.anchor()
     reader = CachedReader(chain.w3, final_depth=DEPTH)
     assert verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).status == "valid"
-    raw = chain.node.rpc("eth_getRawTransactionByHash", receipt["anchor"]["tx_hash"])
-    chain.node.rpc("anvil_reorg", 1, [[raw, 0]])  # replace the last block by one carrying the same anchor
+    # The signed bytes as the worker kept them (Hardhat Network has no eth_getRawTransactionByHash).
+    [raw] = [t.raw_tx for t in Outbox(chain.store).txs(chain.hub.address, "mined")
+             if t.tx_hash == receipt["anchor"]["tx_hash"]]
+    chain.reorg(1, [("0x" + raw.hex(), 0)])  # replace the last block by one carrying the same anchor
     stored = reg.batch_of(chain.w3, chain.contract, hospital_key("gz-001"), receipt["batch"]["seq"])
     assert stored is not None and stored.anchored_block == receipt["anchor"]["block_number"]
     after = verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False)

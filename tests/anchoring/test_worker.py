@@ -1,5 +1,6 @@
-"""The anchoring worker against a real anvil node, on SQLite and PostgreSQL: anchor and confirm, crash
-after broadcast (kill -9), node outage, reorg, stuck transaction replacement, paused registry.
+"""The anchoring worker against a real anvil node (on SQLite and PostgreSQL) and Hardhat Network (on SQLite):
+anchor and confirm, crash after broadcast (kill -9), node outage (anvil only), reorg, stuck transaction
+replacement, paused registry.
 
 Every scenario ends with the same invariant: each sealed batch is on chain exactly once (one
 BatchAnchored event per (hospital, seq)) and confirmed in the database with the canonical block.
@@ -113,6 +114,8 @@ def test_root_already_on_chain_is_recorded_not_resent(env: Env) -> None:
     env.assert_exactly_once_and_confirmed()
 
 
+@pytest.mark.anvil_only("the node is stopped and started again on the same chain: Hardhat Network keeps no state "
+                        "across a restart (anvil has --dump-state/--load-state)")
 def test_node_outage_is_waited_out(env: Env) -> None:
     submit(env, 10)
     env.seal_all()
@@ -150,7 +153,7 @@ def test_reorg_of_an_included_batch_is_detected_and_reanchored(env: Env) -> None
     included = {h: Outbox(env.store).state(h, 1) for h in HOSPITALS}
     old_block = included["gz-001"].block_hash  # type: ignore[union-attr]
     # Replace the last block (the one holding the anchor) with an empty one.
-    env.node.rpc("anvil_reorg", 1, [])
+    env.reorg(1)
     report = worker.step()
     assert report.reorged == 3
     reports = drive(worker, env, 8)

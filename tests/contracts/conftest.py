@@ -1,8 +1,11 @@
-"""Chains for the registry tests: a real anvil (session-scoped, marked ``anvil``) and eth-tester (py-evm in
-process, no node needed) behind one ``chain`` fixture, so every contract rule is checked on both.
+"""Chains for the registry tests: a real anvil (session-scoped, marked ``anvil``), Hardhat Network (the session's
+shared node, marked ``hardhat``) and eth-tester (py-evm in process, no node needed) behind one ``chain`` fixture,
+so every contract rule is checked on all three; ``evm_chain`` is the two real nodes, for what eth-tester cannot
+do (JSON-RPC batches, gas as a node reports it).
 
-Why both: anvil is what CI and the worker use (real JSON-RPC, real revert encoding), eth-tester keeps a
-quick inner loop and proves the contract does not depend on anvil-specific behaviour.
+Why all three: anvil is what CI and the worker use (real JSON-RPC, real revert encoding), Hardhat Network is a
+second client with its own encoding of reverts (docs/anchoring.md, "EVM clients"), and eth-tester keeps a quick
+inner loop; together they prove the contract and its client do not depend on one node's behaviour.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from eth_account import Account
 from registry_chain import Chain
 from web3 import Web3
 
+from mrledger.anchoring.hardhat_node import HardhatNode
 from mrledger.anchoring.node import AnvilNode
+from tests.conftest import EVM_CLIENTS
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,6 +42,14 @@ def anvil_chain(anvil_node: AnvilNode) -> Chain:
 
 
 @pytest.fixture(scope="session")
+def hardhat_chain(hardhat_node: HardhatNode) -> Chain:
+    """On the node the chain tests share: these tests only add fresh registries, so nothing to roll back."""
+    w3 = Web3(Web3.HTTPProvider(hardhat_node.rpc_url))
+    keys = hardhat_node.private_keys
+    return Chain("hardhat", w3, *(Account.from_key(k) for k in keys[:4]), rpc_url=hardhat_node.rpc_url)
+
+
+@pytest.fixture(scope="session")
 def tester_chain() -> Chain:
     from eth_tester import EthereumTester, PyEVMBackend
     from web3 import EthereumTesterProvider
@@ -50,8 +63,14 @@ def tester_chain() -> Chain:
     return Chain("tester", w3, *accounts)
 
 
-@pytest.fixture(params=[pytest.param("anvil", marks=pytest.mark.anvil), "tester"])
+@pytest.fixture(params=[pytest.param("anvil", marks=pytest.mark.anvil), *EVM_CLIENTS[1:], "tester"])
 def chain(request: pytest.FixtureRequest) -> Chain:
-    fixture_name = "anvil_chain" if request.param == "anvil" else "tester_chain"
-    result: Chain = request.getfixturevalue(fixture_name)
+    result: Chain = request.getfixturevalue(f"{request.param}_chain")
+    return result
+
+
+@pytest.fixture(scope="module", params=[pytest.param("anvil", marks=pytest.mark.anvil), *EVM_CLIENTS[1:]])
+def evm_chain(request: pytest.FixtureRequest) -> Chain:
+    """A real node: anvil, then Hardhat Network."""
+    result: Chain = request.getfixturevalue(f"{request.param}_chain")
     return result

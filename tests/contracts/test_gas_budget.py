@@ -1,4 +1,4 @@
-"""The gas budget of anchoring, measured on anvil (receipt gasUsed, 21,000 base included).
+"""The gas budget of anchoring, measured on anvil and Hardhat Network (receipt gasUsed, 21,000 base included).
 
 Why a test: 80,000 gas per `anchor` is the figure the cost model of the project rests on; a contract
 change that breaks it must fail CI, not be discovered on mainnet.
@@ -6,7 +6,6 @@ change that breaks it must fail CI, not be discovered on mainnet.
 
 from __future__ import annotations
 
-import pytest
 from registry_chain import Chain, h32, hkey
 
 from mrledger.anchoring import contract as api
@@ -15,9 +14,8 @@ ANCHOR_BUDGET = 80_000
 MAX_U64 = 2**64 - 1
 
 
-@pytest.mark.anvil
-def test_anchor_within_budget_first_and_steady_state(anvil_chain: Chain) -> None:
-    c = anvil_chain
+def test_anchor_within_budget_first_and_steady_state(evm_chain: Chain) -> None:
+    c = evm_chain
     address, key = c.deploy_with_hospital("gas-hospital")
     first = api.anchor(c.w3, address, c.submitter, key, 1, h32("r1"), 10_000)
     steady = [api.anchor(c.w3, address, c.submitter, key, s, h32(f"r{s}"), MAX_U64).gas_used for s in (2, 3, 4)]
@@ -25,19 +23,17 @@ def test_anchor_within_budget_first_and_steady_state(anvil_chain: Chain) -> None
     assert max(steady) <= ANCHOR_BUDGET, steady
 
 
-@pytest.mark.anvil
-def test_anchor_by_second_key_within_budget(anvil_chain: Chain) -> None:
+def test_anchor_by_second_key_within_budget(evm_chain: Chain) -> None:
     """A key that is not the newest one pays the cold submitter-mapping read: still within budget."""
-    c = anvil_chain
+    c = evm_chain
     address, key = c.deploy_with_hospital("gas-hospital-2")
     api.add_submitter(c.w3, address, c.admin, key, c.other_submitter.address)  # now the newest key
     used = api.anchor(c.w3, address, c.submitter, key, 1, h32("r1"), MAX_U64).gas_used
     assert used <= ANCHOR_BUDGET, used
 
 
-@pytest.mark.anvil
-def test_anchor_many_costs_less_per_item_than_anchor(anvil_chain: Chain) -> None:
-    c = anvil_chain
+def test_anchor_many_costs_less_per_item_than_anchor(evm_chain: Chain) -> None:
+    c = evm_chain
     address = c.deploy()
     keys = [hkey(f"many-{i}") for i in range(10)]
     for k in keys:

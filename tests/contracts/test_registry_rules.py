@@ -1,4 +1,4 @@
-"""The registry's rules, each checked on anvil and on eth-tester: who may anchor, in which order, and that
+"""The registry's rules, each checked on anvil, Hardhat Network and eth-tester: who may anchor, in which order, and that
 nothing anchored can change. Reverts must come back as ContractRevert carrying the Solidity error name,
 since the worker branches on it."""
 

@@ -152,8 +152,18 @@ def decode_revert(data: bytes | str | None, tx_hash: str | None = None) -> Contr
     return ContractRevert(name, args, data="0x" + raw.hex(), tx_hash=tx_hash)
 
 
+def _revert_data(exc: ContractLogicError) -> str | bytes | None:
+    """The revert's return data. anvil and geth give it as the JSON-RPC error's ``data`` (a hex string), which
+    web3 hands on as is; Hardhat Network nests it, ``{"message": ..., "data": "0x..."}``, and web3 hands on the
+    object (without this, every custom error from Hardhat read ``unknown``: docs/anchoring.md, "EVM clients")."""
+    data: Any = exc.data
+    if isinstance(data, dict):
+        data = data.get("data")
+    return data if isinstance(data, str | bytes) else None
+
+
 def _revert_from(exc: ContractLogicError, tx_hash: str | None = None) -> ContractRevert:
-    data = exc.data if isinstance(exc.data, str | bytes) else None
+    data = _revert_data(exc)
     revert = decode_revert(data, tx_hash)
     if revert.name == "unknown" and not data:
         revert = ContractRevert("unknown", {"message": str(exc)}, tx_hash=tx_hash)
