@@ -198,6 +198,32 @@ def test_paused_registry_holds_batches_until_unpaused(env: Env) -> None:
     env.assert_exactly_once_and_confirmed()
 
 
+def test_a_transaction_that_reverts_once_mined_is_sent_again(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated fine, reverted when mined: the registry was paused between the simulation and the broadcast.
+    anvil answers the broadcast with the hash (the receipt has status 0); Hardhat Network mines the
+    transaction and answers with an error. On both the step goes on and the batches are sent again once the
+    registry takes them (docs/anchoring.md, "EVM clients")."""
+    submit(env, 2)
+    env.seal_all()
+    build = reg.build_anchor_tx
+
+    def build_then_pause(*args: object, **kwargs: object) -> object:
+        tx = build(*args, **kwargs)  # type: ignore[arg-type]
+        reg.pause(env.w3, env.contract, env.admin)
+        monkeypatch.setattr(reg, "build_anchor_tx", build)  # once
+        return tx
+
+    monkeypatch.setattr(reg, "build_anchor_tx", build_then_pause)
+    worker = env.worker()
+    assert worker.step().sent == 3  # broadcast, and mined: no error on either client
+    [reverted] = Outbox(env.store).txs(env.hub.address)
+    assert env.w3.eth.get_transaction_receipt(reverted.tx_hash)["status"] == 0  # type: ignore[arg-type]
+    reg.unpause(env.w3, env.contract, env.admin)
+    reports = drive(worker, env, 4)
+    assert sum(r.released for r in reports) == 3 and sum(r.sent for r in reports) == 3
+    env.assert_exactly_once_and_confirmed()
+
+
 def test_one_worker_per_key(env: Env) -> None:
     name = f"anchoring-worker:{env.hub.address}"
     with exclusive(env.store.engine, name), pytest.raises(LockHeld), exclusive(env.store.engine, name):
