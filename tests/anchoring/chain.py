@@ -21,8 +21,9 @@ from mrledger.anchoring.hardhat_node import HardhatNode
 from mrledger.anchoring.node import AnvilNode, free_port
 from mrledger.anchoring.worker import AnchorWorker, StepReport, WorkerConfig
 from mrledger.ledger import hospital_key
+from mrledger.ledger.status import CONFIRMED
 from mrledger.store import Store
-from mrledger.store.anchors import CONFIRMED, Outbox
+from mrledger.store.anchors import Outbox
 from tests.conftest import EVM_CLIENTS, TEST_KEY
 from tests.store.test_repository import rec
 

@@ -14,7 +14,8 @@ import pytest
 from mrledger.anchoring import contract as reg
 from mrledger.anchoring.verify import verify_on_chain
 from mrledger.ledger import hospital_key
-from mrledger.store.anchors import ANCHORS_LOST, CONFIRMED, Outbox
+from mrledger.ledger.status import CONFIRMED
+from mrledger.store.anchors import ANCHORS_LOST, Outbox
 from tests.anchoring.chain import HOSPITALS, Env, drive, submit
 
 pytestmark = pytest.mark.anvil

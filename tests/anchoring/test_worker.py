@@ -23,7 +23,8 @@ from sqlalchemy import Engine
 from mrledger.anchoring import contract as reg
 from mrledger.anchoring.verify import verify_on_chain
 from mrledger.ledger import hospital_key, verify_receipt
-from mrledger.store.anchors import SUBMITTED, Outbox
+from mrledger.ledger.status import SUBMITTED
+from mrledger.store.anchors import Outbox
 from mrledger.store.locks import LockHeld, exclusive
 from tests.anchoring.chain import HOSPITALS, Env, drive, submit, wait_until
 from tests.conftest import db_url

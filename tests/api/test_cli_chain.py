@@ -85,7 +85,7 @@ def test_audit_chain_compares_the_database_with_the_registry(tmp_path: Path) -> 
         contract = json.loads(out.stdout)["contract"]
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
         admin, hub = Account.from_key(node.private_keys[0]), Account.from_key(node.private_keys[1])
-        store = Store.open(db)
+        store = Store.open(db, master_key=TEST_KEY)
         store.register_hospital("gz-001", "Guangzhou")
         ensure_hospital_on_chain(w3, contract, admin, "gz-001", "Guangzhou", [hub.address])
         store.submit("gz-001", [rec(i) for i in range(3)])

@@ -84,11 +84,11 @@ def test_receipt_and_status_verified_against_the_commitment(chain: Chain) -> Non
                                                             ("LAB-3", 1, "final")])
     v2.anchor(c.w3, address, c.submitter, key, 1, batch_commitment_v2(root1, size1, map1))
     k1, leaf1, idx1, path1 = info1[0]
-    assert v2.verify_receipt(c.w3, address, key, 1, leaf1, idx1, size1, path1, map1)
-    assert not v2.verify_receipt(c.w3, address, key, 1, leaf1, idx1, size1, path1, h32("other map"))
-    assert not v2.verify_receipt(c.w3, address, key, 1, leaf1, idx1, size1 + 1, path1, map1)
-    assert not v2.verify_receipt(c.w3, address, key, 2, leaf1, idx1, size1, path1, map1)
-    assert not v2.verify_receipt(c.w3, address, key, 1, h32("forged"), idx1, size1, path1, map1)
+    assert v2.registry_verifies_receipt(c.w3, address, key, 1, leaf1, idx1, size1, path1, map1)
+    assert not v2.registry_verifies_receipt(c.w3, address, key, 1, leaf1, idx1, size1, path1, h32("other map"))
+    assert not v2.registry_verifies_receipt(c.w3, address, key, 1, leaf1, idx1, size1 + 1, path1, map1)
+    assert not v2.registry_verifies_receipt(c.w3, address, key, 2, leaf1, idx1, size1, path1, map1)
+    assert not v2.registry_verifies_receipt(c.w3, address, key, 1, h32("forged"), idx1, size1, path1, map1)
     stale_proof = m.prove(k1).to_bytes()
 
     # batch 2 corrects LAB-1 and withdraws LAB-2
@@ -149,8 +149,9 @@ def test_receipt_of_a_hub_anchored_batch(chain: Chain) -> None:
     _, hub_id = v2.anchor_hub(c.w3, address, c.submitter, items)
     where = v2.hub_proofs(hub_id, items)[1]
     k, leaf, index, path = info[1]
-    assert v2.verify_receipt(c.w3, address, keys[1], 1, leaf, index, size, path, map_root, where)
-    assert not v2.verify_receipt(c.w3, address, keys[1], 1, leaf, index, size, path, map_root)  # not stored alone
+    assert v2.registry_verifies_receipt(c.w3, address, keys[1], 1, leaf, index, size, path, map_root, where)
+    # Not stored alone: a hub batch needs its place in the hub's commitment.
+    assert not v2.registry_verifies_receipt(c.w3, address, keys[1], 1, leaf, index, size, path, map_root)
     got = v2.verify_status(c.w3, address, keys[1], 1, root, size, map_root, k, m.prove(k).to_bytes(), where)
     assert (got.answer.kind, got.answer.version, got.answer.leaf_hash) == ("current", 1, leaf)
 

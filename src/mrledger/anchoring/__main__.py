@@ -7,4 +7,5 @@ import sys
 
 from mrledger.cli.main import app
 
-app(args=["anchor", *sys.argv[1:]], prog_name="python -m mrledger.anchoring")
+if __name__ == "__main__":  # importing it (the recursion-limit test does) must not start a worker
+    app(args=["anchor", *sys.argv[1:]], prog_name="python -m mrledger.anchoring")

@@ -193,8 +193,8 @@ def is_anchored(w3: Web3, address: str, hospital_key: bytes, seq: int, commitmen
     return bool(_call(fn))
 
 
-def verify_receipt(w3: Web3, address: str, hospital_key: bytes, seq: int, leaf_hash: bytes, index: int, size: int,
-                   path: Sequence[bytes], map_root: bytes, where: HubProof = DIRECT) -> bool:
+def registry_verifies_receipt(w3: Web3, address: str, hospital_key: bytes, seq: int, leaf_hash: bytes, index: int,
+                              size: int, path: Sequence[bytes], map_root: bytes, where: HubProof = DIRECT) -> bool:
     """One eth_call: the leaf is in a batch whose (root, size, map root) is the commitment anchored for
     (hospital, seq), directly or in hub ``where``."""
     fn = registry(w3, address).functions.verifyReceipt(

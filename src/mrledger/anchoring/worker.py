@@ -42,8 +42,9 @@ from mrledger.anchoring.contract import BatchRecord
 from mrledger.anchoring.errors import AnchorConflict, ContractRevert
 from mrledger.anchoring.reconcile import DEEP_SCAN, Reconciler
 from mrledger.ledger import BatchHead, hospital_key
+from mrledger.ledger.status import CONFIRMED, INCLUDED, SUBMITTED
 from mrledger.store import Store
-from mrledger.store.anchors import CONFIRMED, INCLUDED, SUBMITTED, AnchorState, Found, NewTx, Outbox, TxInfo
+from mrledger.store.anchors import AnchorState, Found, NewTx, Outbox, TxInfo
 
 log = logging.getLogger("mrledger.anchoring")
 

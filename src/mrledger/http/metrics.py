@@ -33,8 +33,8 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mrledger.http.problems import Problem
+from mrledger.ledger.status import CONFIRMED
 from mrledger.service.ledger import Services
-from mrledger.store.anchors import CONFIRMED
 from mrledger.store.models import Anchor, Batch, PendingLeaf, RecordVersion
 
 #: Label for requests that matched no route, so scanners probing random paths cannot blow up the

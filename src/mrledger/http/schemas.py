@@ -16,9 +16,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 from mrledger.http.problems import MEDIA_TYPE, PREFIX
 from mrledger.ledger.ids import lookup_id
 from mrledger.ledger.records import HOSPITAL_ID_PATTERN, MAX_VERSION, ResultRecord
+from mrledger.ledger.status import AnchorStatus, BatchStatus
 from mrledger.ledger.verify import SignatureStatus
 from mrledger.node.settings import MAX_RECORDS_PER_REQUEST
-from mrledger.store.anchors import AnchorStatus, BatchStatus
 
 HEX32 = r"^[0-9a-f]{64}$"
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"

@@ -20,9 +20,10 @@ from mrledger.anchoring.chain import ChainContext, DirectReader, Holding, regist
 from mrledger.anchoring.contract import BatchRecord
 from mrledger.anchoring.errors import AnchoringError
 from mrledger.ledger import hospital_key
+from mrledger.ledger.status import ON_CHAIN, BatchStatus
 from mrledger.service.outcome import ChainUnavailableError
 from mrledger.store import Store, UnknownHospitalError
-from mrledger.store.anchors import ON_CHAIN, BatchStatus, Outbox, batch_status
+from mrledger.store.anchors import Outbox, batch_status
 
 
 class ChainNotConfiguredError(AnchoringError):

@@ -25,10 +25,10 @@ from typing import Any, NamedTuple
 
 from mrledger.ledger import MerkleTree, ResultRecord, commit, verify_inclusion
 from mrledger.ledger.errors import MrLedgerError
+from mrledger.ledger.status import CONFIRMED, INCLUDED
 from mrledger.service.ledger import Services
 from mrledger.service.verification import ChainUnavailableError
 from mrledger.store import NotFoundError
-from mrledger.store.anchors import CONFIRMED, INCLUDED
 from mrledger.store.decisions import StoredLeaf
 from mrledger.store.events import DecisionFacts, EncounterFacts, events_stream
 from mrledger.store.kpi_rollup import KpiRollup

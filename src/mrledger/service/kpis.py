@@ -20,8 +20,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mrledger.ledger.status import CONFIRMED, SEALED
 from mrledger.service.ledger import Services
-from mrledger.store.anchors import CONFIRMED, SEALED
 from mrledger.store.events import events_stream, split_codes
 from mrledger.store.kpi_rollup import Counted, Key, KpiRollup, Sums
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from mrledger.anchoring.chain import ChainContext
 from mrledger.ledger import BatchHead, Receipt, TrustStore
 from mrledger.ledger.signing import MAX_SEALING_DELAY
+from mrledger.ledger.status import CONFIRMED, PENDING, AnchorStatus
 from mrledger.service.decisions import DecisionService
 from mrledger.service.intake import IntakeService
 from mrledger.service.pki import SignStats
@@ -24,7 +25,7 @@ from mrledger.service.recognition import Catalogue, default_catalogue
 from mrledger.service.verification import Outcome, Verifier
 from mrledger.store import Store, VersionInfo
 from mrledger.store.access import Access, Principal
-from mrledger.store.anchors import CONFIRMED, PENDING, AnchorState, AnchorStatus, Outbox, batch_status
+from mrledger.store.anchors import AnchorState, Outbox, batch_status
 from mrledger.store.decisions import EventIndex
 
 

@@ -11,8 +11,8 @@ from typing import Any, Literal
 from mrledger.anchoring.errors import AnchoringError
 from mrledger.ledger import Check, ResultRecord, SignatureResult
 from mrledger.ledger.errors import MrLedgerError
+from mrledger.ledger.status import AnchorStatus
 from mrledger.service.recognition import Recognition
-from mrledger.store.anchors import AnchorStatus
 
 #: ``revoked``: genuine (authentic or pending), but the result's latest version is ``entered-in-error``.
 #: ``cannot-match``: the resource a doctor holds cannot be decided against what was committed (Observations the

@@ -41,6 +41,7 @@ from mrledger.ledger.formats import FormatError
 from mrledger.ledger.formats.fhir import project
 from mrledger.ledger.records import format_time
 from mrledger.ledger.signing import MAX_SEALING_DELAY, SigningTimeError, check_signing_time
+from mrledger.ledger.status import CONFIRMED
 from mrledger.service import fhir_match, intake
 from mrledger.service.outcome import (
     DECIDABLE,
@@ -52,7 +53,7 @@ from mrledger.service.outcome import (
 )
 from mrledger.service.recognition import Catalogue, Later, decide, default_catalogue
 from mrledger.store import NotFoundError, Store, VersionInfo
-from mrledger.store.anchors import CONFIRMED, Outbox, batch_status, version_status
+from mrledger.store.anchors import Outbox, batch_status, version_status
 from mrledger.store.eligibility import Eligibility
 
 T = TypeVar("T")

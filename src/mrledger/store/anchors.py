@@ -13,31 +13,21 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal, cast
+from typing import cast
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from mrledger.ledger import BatchHead
+from mrledger.ledger.status import CONFIRMED, INCLUDED, ON_CHAIN, PENDING, SEALED, SUBMITTED, AnchorStatus, BatchStatus
 from mrledger.store.models import Anchor, AnchorAlarm, AnchorTx, Batch, Deployment
 from mrledger.store.repository import Store
 
-#: Where a batch stands on its way to the chain — the one vocabulary of the outbox, the services, the API and the
-#: CLI: ``sealed`` (no ``anchors`` row) → ``submitted`` → ``included`` → ``confirmed``.
-BatchStatus = Literal["sealed", "submitted", "included", "confirmed"]
-#: Where a result version stands: ``pending`` (not sealed into a batch yet), then its batch's ``BatchStatus``.
-AnchorStatus = Literal["pending", "sealed", "submitted", "included", "confirmed"]
-PENDING: Final = "pending"
-SEALED: Final = "sealed"
-SUBMITTED: Final = "submitted"
-INCLUDED: Final = "included"
-CONFIRMED: Final = "confirmed"
 TX_PENDING, TX_MINED, TX_REPLACED, TX_LOST = "pending", "mined", "replaced", "lost"
 #: A mined anchoring transaction that the chain no longer holds (found by reconciliation, not by a step).
 TX_REORGED = "reorged"
 #: Alarm kinds: anchors the chain lost (re-sent), anchors it holds in another block than recorded (re-read).
 ANCHORS_LOST, ANCHORS_MOVED = "anchors-lost", "anchors-moved"
-ON_CHAIN: tuple[BatchStatus, ...] = (INCLUDED, CONFIRMED)
 
 
 def batch_status(state: AnchorState | None) -> BatchStatus:

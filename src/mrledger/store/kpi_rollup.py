@@ -28,7 +28,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, func, insert, literal,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mrledger.store.anchors import CONFIRMED
+from mrledger.ledger.status import CONFIRMED
 from mrledger.store.decisions import _decision, _encounter
 from mrledger.store.events import STREAM_SUFFIX, DecisionFacts, EncounterFacts, join_codes
 from mrledger.store.models import Anchor, Batch, BatchLeaf, Decision, Encounter, KpiCount, KpiRolled, PendingLeaf

@@ -19,11 +19,12 @@ from mrledger.http.deps import PrincipalDep, ServicesDep, authorize
 from mrledger.http.problems import MEDIA_TYPE, Problem
 from mrledger.http.routes.results import ResultPath
 from mrledger.ledger.records import HOSPITAL_ID_PATTERN
+from mrledger.ledger.status import CONFIRMED, INCLUDED, SEALED, BatchStatus
 from mrledger.service.audit import chain_consistency
 from mrledger.service.ledger import Services
 from mrledger.store import UnknownHospitalError
 from mrledger.store.access import Principal
-from mrledger.store.anchors import CONFIRMED, INCLUDED, SEALED, AnchorState, BatchStatus
+from mrledger.store.anchors import AnchorState
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 

@@ -15,10 +15,10 @@ from mrledger.http.deps import PrincipalDep, ServicesDep, authorize
 from mrledger.http.problems import Problem
 from mrledger.http.schemas import PARAM_422, problems
 from mrledger.ledger.records import HOSPITAL_ID_PATTERN
+from mrledger.ledger.status import BatchStatus
 from mrledger.service.kpi_audit import audit
 from mrledger.service.kpis import KpiError, Period, period, report, to_csv
 from mrledger.service.ledger import Services
-from mrledger.store.anchors import BatchStatus
 from mrledger.store.events import is_event_stream
 
 router = APIRouter(prefix="/v1", tags=["kpis"])

@@ -31,8 +31,8 @@ from mrledger.ledger import ResultRecord, parse_json
 from mrledger.ledger.errors import RecordError
 from mrledger.ledger.ids import lookup_id
 from mrledger.ledger.records import MAX_VERSION
+from mrledger.ledger.status import SEALED
 from mrledger.node.settings import MAX_RECORDS_PER_REQUEST
-from mrledger.store.anchors import SEALED
 
 router = APIRouter(prefix="/v1", tags=["results"])
 #: Batch numbers are stored as 64-bit integers.
