@@ -23,7 +23,7 @@ $(NODESTAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# The browser tests (tests/web/) drive Debian's Chromium; Playwright's own browser download is never used.
+# The browser tests (tests/http/web/) drive Debian's Chromium; Playwright's own browser download is never used.
 $(CHROMIUM):
 	@if [ "$$(id -u)" != 0 ]; then echo "setup: $(CHROMIUM) is missing and installing it needs root:" \
 	  "run 'sudo apt-get update && sudo apt-get install -y --no-install-recommends chromium'" >&2; exit 1; fi

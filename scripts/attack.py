@@ -19,11 +19,11 @@ invisible ids, JSON key edge cases, numbers in records behind a hospital's token
 17 (the SIGKILL above), and issue 16 #1 (every receipt endpoint and ``mrledger receipt`` for ids with
 ``/ % ? # space`` and non-Latin characters). What no request reaches is covered by tests instead: 1's
 recursion limit restored after imports by tests/anchoring/test_recursion_limit.py; 4 (the
-regional key survives a restart; refused start on PostgreSQL without one) by tests/api/test_serve.py; 10 (X.509
-EKU and name constraints) by tests/ledger/test_x509_usage.py and tests/api/test_dev_pki_eku.py; 11 (signing
-time against the block) by tests/api/test_signing_time.py; 14 (the receipt spec) by the vectors in
-tests/vectors/receipt*; 15's refusal of a loose key file by tests/api/test_keyfiles.py; 17 for every child by
-tests/api/test_serve_faults.py.
+regional key survives a restart; refused start on PostgreSQL without one) by tests/node/test_serve.py; 10 (X.509
+EKU and name constraints) by tests/ledger/test_x509_usage.py and tests/service/test_dev_pki_eku.py; 11 (signing
+time against the block) by tests/service/test_signing_time.py; 14 (the receipt spec) by the vectors in
+tests/vectors/receipt*; 15's refusal of a loose key file by tests/node/test_keyfiles.py; 17 for every child by
+tests/node/test_serve_faults.py.
 
 Counted, over every answer to every request a case sends:
 

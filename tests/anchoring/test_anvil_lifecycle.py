@@ -98,7 +98,7 @@ def test_a_damaged_save_never_replaces_the_chain_state(tmp_path: Path) -> None:
         for _ in range(4):
             node.rpc("evm_mine")
     assert json.loads(state.read_text())["best_block_number"] == 4
-    # What anvil leaves when the disk fills up while it saves (a real full disk: tests/api/test_serve_faults.py).
+    # What anvil leaves when the disk fills up while it saves (a real full disk: tests/node/test_serve_faults.py).
     dump_path(state).write_bytes(b"")
     with AnvilNode(state_path=state) as node:
         assert _head(node) == 4  # the last good state, not an empty chain

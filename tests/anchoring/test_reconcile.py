@@ -112,7 +112,7 @@ def test_periodic_reconciliation_finds_a_silent_loss(env: Env) -> None:
 def test_the_same_transaction_signed_again_after_the_chain_went_back(env: Env) -> None:
     """The chain goes back to exactly where it was before the anchoring transaction (same nonce, same base
     fee): re-signing the same batches yields the very same transaction hash as the one recorded before
-    (found by tests/api/test_serve_faults.py: the worker then failed every step on anchor_txs' unique hash)."""
+    (found by tests/node/test_serve_faults.py: the worker then failed every step on anchor_txs' unique hash)."""
     submit(env, 2)
     env.seal_all()
     snapshot = env.node.rpc("evm_snapshot")

@@ -650,7 +650,7 @@ SIGNATURE_CASES = [json.loads(p.read_text()) for p in SIGNATURE_VECTORS]
 
 
 #: Reasons that need the anchoring block (``mrledger.anchoring.verify.verify_on_chain``), so no offline vector or
-#: receipt can produce them: ``signature-time`` is tested against a real chain in tests/api/test_signing_time.py.
+#: receipt can produce them: ``signature-time`` is tested against a real chain in tests/service/test_signing_time.py.
 ON_CHAIN_REASONS = {"signature-time"}
 
 

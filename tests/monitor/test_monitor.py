@@ -30,7 +30,7 @@ from mrledger.ledger import BatchHead, BatchSignature, hospital_key, sign_batch
 from mrledger.ledger.witness import WitnessError, verify_witness_checkpoints
 from mrledger.monitor import Monitor, Problem
 from mrledger.monitor.run import Metrics, Options, build
-from tests.api.conftest import HOSPITALS, Api, serve_in_thread
+from tests.harness import HOSPITALS, Api, serve_in_thread
 from tests.pki import Leaf, Pki
 from tests.store.test_repository import rec
 

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 from mrledger.ledger.formats import from_hl7v2
 from scripts.intake_report import Held, fhir_values, hl7_values, kind_of
-from tests.api.test_intake import BIOSENSE, needs_shared
 from tests.ledger.formats.test_fhir import EXAMPLES
+from tests.service.test_intake import BIOSENSE, needs_shared
 
 MESSAGE = ("MSH|^~\\&|LIS|LAB|||20240501093000+0800||ORU^R01|C1|P|2.5.1\r"
            "PID|1||MRN-1^^^HOSP&1.2.3&ISO\r"

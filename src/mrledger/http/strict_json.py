@@ -4,7 +4,7 @@ the model as 0, ``1e400`` as inf), no lone surrogate — refused with the same 4
 
 Why a route class: FastAPI decodes with Starlette's ``Request.json()`` (plain ``json.loads``), and the
 documented way to change that is a ``Request`` subclass handed in by an ``APIRoute`` subclass. Routers whose
-routes take a model body say ``APIRouter(route_class=StrictJsonRoute)``; tests/api/test_input_limits.py
+routes take a model body say ``APIRouter(route_class=StrictJsonRoute)``; tests/http/test_input_limits.py
 fails for any route that decodes a body without it. (Nesting depth is bounded for every body, of every
 route, earlier: ``mrledger.http.app.BodyLimit``.)
 """

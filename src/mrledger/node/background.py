@@ -195,7 +195,7 @@ class Background:
 
     Signals and a pipe, not ``multiprocessing.Event``: setting such an event waits for its sleepers to
     wake, and a child killed while it slept never does — serve hung on its way out when the child had
-    been SIGKILLed (found by tests/api/test_serve.py)."""
+    been SIGKILLed (found by tests/node/test_serve.py)."""
 
     def __init__(self, spec: Spec) -> None:
         ctx = multiprocessing.get_context("spawn")  # never fork a process that already runs threads
