@@ -240,7 +240,7 @@ class Background:
             self.process.join(5)
 
 
-def _die_with_parent(parent: int) -> bool:
+def die_with_parent(parent: int) -> bool:
     """SIGKILL this process when its parent dies, however it dies (Linux; elsewhere the parent-pid watch
     in ``_run`` notices within half a second). False if the parent is already gone: it may have died while
     this interpreter was starting, before there was anything to ask the kernel."""
@@ -259,7 +259,7 @@ def _child(spec: Spec, ready: Connection, parent: int) -> None:
     # event's lock if the signal lands while the main thread holds it (inside Event.wait).
     asked: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, _frame: asked.append(signum))
-    if not _die_with_parent(parent):
+    if not die_with_parent(parent):
         raise SystemExit(1)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     raise SystemExit(_run(spec, asked, ready, parent))

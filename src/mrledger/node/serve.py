@@ -45,6 +45,7 @@ from mrledger.anchoring.health import ChainHealth, GuardedHTTPProvider
 from mrledger.anchoring.node import AnvilError, AnvilNode
 from mrledger.http.ratelimit import RateLimiter
 from mrledger.ledger.errors import MrLedgerError
+from mrledger.node.api_processes import ApiProcesses, ApiSpec, bind_shared
 from mrledger.node.background import LEADER_LOCK, ROLE_NAMES, Background, Spec, shared_role, shared_sign_stats
 from mrledger.node.pki import configure
 from mrledger.node.settings import Settings
@@ -260,16 +261,22 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 20, 100)
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def _bind(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """The API's listening socket; ``shared``: the extra API processes bind the same port (SO_REUSEPORT)."""
     try:
-        sock.bind(address)
+        if shared:
+            return bind_shared(host, port)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+        return sock
     except OSError as exc:
-        sock.close()
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    return sock
 
 
 def _admin_token(ledger: Services, data_dir: Path) -> Path | None:
@@ -316,6 +323,7 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     node: AnvilNode | None = None
     background: Background | None = None
+    extra: ApiProcesses | None = None
     health: ChainHealth | None = None
     threads: list[threading.Thread] = []
     with contextlib.ExitStack() as stack:
@@ -366,7 +374,7 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             ledger.events.start_buffering()  # verification ids (decisions look them up after a flush)
             stack.callback(_close, ledger.events.close, "verification ids")
             token_file = _admin_token(ledger, data_dir)
-            sock = _bind(settings.host, settings.port)
+            sock = _bind(settings.host, settings.port, shared=settings.api_processes > 1)
             port = sock.getsockname()[1]
             metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
             limit = RateLimiter(settings.verify_rate_limit, settings.verify_burst)
@@ -388,11 +396,16 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
                     return 0
             except RuntimeError as exc:
                 raise ServeError(str(exc)) from exc
+            if settings.api_processes > 1:
+                extra = ApiProcesses(ApiSpec(settings.model_copy(update={"rpc_url": rpc_url}), contract,
+                                             chain.chain_id, confirmations, port), settings.api_processes)
+                extra.start()
             base = _http_url(settings.host, port)
             info: dict[str, Any] = {"pid": os.getpid(), "api": base + "/v1", "rpc_url": rpc_url,
                                     "chain_id": chain.chain_id, "contract": contract,
                                     "anvil_pid": node.pid if node else None,
                                     "worker_pid": background.process.pid if background else None,
+                                    "api_pids": [os.getpid(), *(extra.pids if extra else [])],
                                     **pki.info()}  # certificate paths only, for `mrledger verify --trust`
             partial = data_dir / (SERVE_INFO + ".tmp")
             partial.write_text(json.dumps(info, indent=2) + "\n")
@@ -414,6 +427,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
                 dead = [t.name for t in threads if not t.is_alive()]
                 if background is not None and not background.alive():
                     dead.append("the sealer/anchoring process")
+                if extra is not None:
+                    dead += extra.dead()
                 if node is not None and node.exited() is not None and not restart_anvil(node, fund, w3, contract):
                     dead.append("the managed chain")
                 if dead:
@@ -431,6 +446,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             if server is not None:
                 server.should_exit = True
             stop.set()
+            if extra is not None:
+                extra.stop()
             if background is not None:
                 background.stop()
             for t in threads:

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     api_threads: int = Field(4, ge=1, le=256, description="Threads that run request handlers. Verification is "
                              "CPU-bound under one interpreter lock, so a small pool avoids a lock convoy (benchmark: "
                              "see docs); raise it when a remote RPC endpoint keeps requests waiting on the network.")
+    api_processes: int = Field(1, ge=1, le=64, description="API processes on the one port (SO_REUSEPORT; "
+                               "node/api_processes.py). Verification is CPU-bound under one interpreter lock, so "
+                               "one process serves one core: set it to the cores the API may use (docs/scaling.md).")
     worker: bool = Field(True, description="Run the sealer and the anchoring worker (in a child process of "
                                            "serve); false for an API-only node beside one that does.")
     verification_retention_days: int = Field(90, ge=0, le=36600, description="Days a verification without a "

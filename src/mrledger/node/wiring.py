@@ -164,7 +164,7 @@ def admin_lock_file(settings: Settings) -> Path:
 
 
 def chain_context(settings: Settings, w3: Web3, rpc_url: str, contract: str, chain_id: int, *,
-                  submitter: LocalAccount, admin: LocalAccount, confirmations: int,
+                  submitter: LocalAccount, admin: LocalAccount | None, confirmations: int,
                   health: ChainHealth | None = None) -> ChainContext:
     """The chain as both processes see it. Its cache calls a block final at no less than the configured
     confirmations (``ChainContext.final_depth``)."""

@@ -1,0 +1,163 @@
+"""More than one API process under one ``mrledger serve`` (``MRL_API_PROCESSES``).
+
+Why processes: verification is CPU-bound Python, so one interpreter serves one core however many threads it
+runs (docs/scaling.md has the figures). Each extra process is a whole API of its own — its store engine, chain
+client, caches, access-log buffer and rate limiter, built by node/wiring.py as the first one is — listening on
+the same port: every process binds it with ``SO_REUSEPORT`` and the kernel spreads connections between them.
+They share nothing but the database and the chain, like two nodes behind a load balancer.
+
+What an extra process does not do: seal, anchor or register hospitals on chain (it holds no admin key: the
+sealer process of this node, or the leader of the region, does), create the first admin token or the dev PKI
+(the first process has done both before it starts them). Its ``/metrics`` are its own (Prometheus scrapes
+each process, or the load balancer's view is the sum); the anonymous rate limit is per process, so a client
+spread over N processes gets at most N times ``MRL_VERIFY_RATE_LIMIT`` (docs/access.md §4).
+
+Lifetime is the sealer process's (node/background.py): spawned, never forked; killed with serve
+(``PR_SET_PDEATHSIG``); stopped with SIGTERM, after which uvicorn finishes the requests in flight; a process
+that dies makes serve shut down with exit code 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+from multiprocessing.context import SpawnProcess
+from typing import Any
+
+from mrledger.node.settings import Settings
+
+log = logging.getLogger("mrledger.serve")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    """What an extra API process needs, pickled to it: the settings (with the chain's ``rpc_url`` set) and what
+    the first process found out (the registry, the chain id, the confirmations and the port it bound)."""
+
+    settings: Settings
+    contract: str
+    chain_id: int
+    confirmations: int
+    port: int
+
+
+def bind_shared(host: str, port: int) -> socket.socket:
+    """A listening socket that other processes may bind too (``SO_REUSEPORT``): the kernel hands each new
+    connection to one of them."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    return sock
+
+
+class ApiProcesses:
+    """The first process's handle on the extra ones: start, watch, stop."""
+
+    def __init__(self, spec: ApiSpec, count: int) -> None:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that already runs threads
+        self.processes: list[SpawnProcess] = [
+            ctx.Process(target=_child, args=(spec, os.getpid()), name=f"mrledger-api-{i}", daemon=False)
+            for i in range(1, count)]
+
+    def start(self) -> None:
+        for p in self.processes:
+            p.start()
+
+    def dead(self) -> list[str]:
+        return [p.name for p in self.processes if p.exitcode is not None]
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes if p.pid is not None]
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for p in self.processes:
+            if p.pid is not None and p.is_alive():
+                p.terminate()
+        for p in self.processes:
+            if p.pid is None:
+                continue
+            p.join(timeout)
+            if p.is_alive():
+                log.error("%s did not stop in %.0fs; killing it", p.name, timeout)
+                p.kill()
+                p.join(5)
+
+
+def _child(spec: ApiSpec, parent: int) -> None:
+    from mrledger.node.background import die_with_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it then sends SIGTERM
+    if not die_with_parent(parent):
+        raise SystemExit(1)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    raise SystemExit(_run(spec, parent))
+
+
+def _run(spec: ApiSpec, parent: int) -> int:
+    import uvicorn
+    from web3 import Web3
+
+    from mrledger.anchoring.health import ChainHealth, GuardedHTTPProvider
+    from mrledger.http.app import create_app
+    from mrledger.http.protocol import BoundedHttpToolsProtocol
+    from mrledger.http.ratelimit import RateLimiter
+    from mrledger.node.pki import configure
+    from mrledger.node.wiring import build, chain_context, key_files, load_key, open_node_store, regional_key_for
+
+    settings = spec.settings
+    assert settings.rpc_url is not None  # serve sets the managed chain's
+    health = ChainHealth(settings.rpc_url).start()
+    try:
+        _, submitter_key = key_files(settings)
+        submitter = load_key(submitter_key, create=False)
+        w3 = Web3(GuardedHTTPProvider(settings.rpc_url, health, timeout=settings.rpc_timeout))
+        store = open_node_store(settings)
+        # No admin key: registration on chain is the sealer's (the region's leader's) job, not this process's.
+        chain = chain_context(settings, w3, settings.rpc_url, spec.contract, spec.chain_id, submitter=submitter,
+                              admin=None, confirmations=spec.confirmations, health=health)
+        pki = configure(settings, seal=False)
+        ledger = build(settings, store, chain, pki, confirmations=spec.confirmations,
+                       regional_key=regional_key_for(settings))
+        ledger.access.start_buffering()
+        ledger.events.start_buffering()
+        metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        app = create_app(ledger, threads=settings.api_threads, metrics_token=metrics_token,
+                         verify_limit=RateLimiter(settings.verify_rate_limit, settings.verify_burst))
+        config = uvicorn.Config(app, host=settings.host, port=spec.port, http=BoundedHttpToolsProtocol,
+                                lifespan="on", access_log=False, log_level="info", log_config=None)
+        server = uvicorn.Server(config)
+        signal.signal(signal.SIGTERM, lambda _s, _f: setattr(server, "should_exit", True))
+        sock = bind_shared(settings.host, spec.port)
+        watch = threading.Thread(target=_watch_parent, args=(server, parent), name="parent-watch", daemon=True)
+        watch.start()
+        try:
+            server.run(sockets=[sock])
+        finally:
+            for close in (ledger.access.close, ledger.events.close):
+                with contextlib.suppress(Exception):
+                    close()
+        return 0 if os.getppid() == parent else 1
+    except Exception:
+        log.exception("an API process cannot run")
+        return 1
+    finally:
+        health.stop()
+
+
+def _watch_parent(server: Any, parent: int) -> None:
+    """Stop serving if serve is gone (where ``PR_SET_PDEATHSIG`` is not available)."""
+    while not server.should_exit:
+        if os.getppid() != parent:
+            server.should_exit = True
+            return
+        threading.Event().wait(0.5)
