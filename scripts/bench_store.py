@@ -67,6 +67,20 @@ def open_database(db: str | None, prefix: str = "mrl-bench-") -> tuple[Engine, s
     return engine, "postgresql", cleanup
 
 
+def _stored_bytes(engine: Engine, label: str) -> int:
+    """What the ledger's tables take on disk, indexes and TOAST included (docs/scaling.md sizes PostgreSQL from
+    it): PostgreSQL's relation sizes of this schema; for SQLite, the file after a checkpoint."""
+    with engine.connect() as c:
+        if label == "postgresql":
+            return int(c.execute(text(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = current_schema() AND c.relkind = 'r'")).scalar_one())
+        c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(c.exec_driver_sql("PRAGMA page_count").scalar_one()) * int(
+            c.exec_driver_sql("PRAGMA page_size").scalar_one())
+
+
 def run(records: int, db: str | None, chunk: int, batch: int) -> dict[str, Any]:
     engine, label, cleanup = open_database(db)
     try:
@@ -83,10 +97,12 @@ def run(records: int, db: str | None, chunk: int, batch: int) -> dict[str, Any]:
         while store.seal("bench-01", batch) is not None:
             batches += 1
         seal_s = time.perf_counter() - t1
+        stored = _stored_bytes(engine, label)
         return {
             "records": records, "db": label, "chunk": chunk, "batch_size": batch, "batches": batches,
             "insert_s": round(insert_s, 3), "insert_per_s": round(records / insert_s),
             "seal_s": round(seal_s, 3), "insert_and_seal_per_s": round(records / (insert_s + seal_s)),
+            "stored_bytes": stored, "bytes_per_result": round(stored / records),
         }
     finally:
         if cleanup:
