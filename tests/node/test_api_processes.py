@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from web3 import Web3
 
+from mrledger.anchoring import contract as reg
 from mrledger.anchoring.node import free_port
+from mrledger.ledger import hospital_key
 from tests.node.test_serve import Node, _alive, _submit, _wait_receipts, record
 from tests.node.test_serve_faults import _descendants, _tokens, _wait_gone
 
@@ -74,3 +78,31 @@ def test_a_kill_9_of_serve_takes_its_api_processes_with_it(node: Node) -> None:
     node.proc.kill()
     node.proc.wait()
     _wait_gone(children, "a child process")
+
+
+def test_only_the_leader_registers_hospitals_on_chain(node: Node) -> None:
+    """No API process holds the admin key (issue 17 item 4, issue 20 item 1): POST /v1/hospitals writes the
+    database, and the sealer of the leading node puts the hospital and the submitters it asked for on chain —
+    before it seals the hospital's first batch, so results submitted at once are anchored."""
+    info = node.start()
+    admin = (node.seen / "admin-token").read_text().strip()
+    extra = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+    w3 = Web3(Web3.HTTPProvider(info["rpc_url"]))
+    with httpx.Client(timeout=30) as client:
+        r = client.post(f"{node.api}/hospitals", json={"id": "sz-003", "name": "Shenzhen"},
+                        headers={"Authorization": f"Bearer {admin}"})
+        assert r.status_code == 201 and r.json()["on_chain_registered"] is False, r.text
+        token = node.cli("token", "create", "--role", "hospital:sz-003", "--label", "test").stdout.strip()
+        tokens = {"sz-003": token}
+        accepted = {"sz-003": _submit(client, node, tokens, "sz-003", [record("sz-003", i) for i in range(3)])}
+        assert len(_wait_receipts(client, node, tokens, accepted)) == 3  # anchored by the leader's account
+        assert reg.hospital_of(w3, info["contract"], hospital_key("sz-003")).registered
+        # Another account asked for later is added on chain by the leader too.
+        again = client.post(f"{node.api}/hospitals", json={"id": "sz-003", "name": "Shenzhen", "submitters": [extra]},
+                            headers={"Authorization": f"Bearer {admin}"})
+        assert again.status_code in (200, 201) and again.json()["on_chain_registered"] is False, again.text
+    deadline = time.monotonic() + 30
+    while not reg.is_submitter(w3, info["contract"], hospital_key("sz-003"), extra):
+        assert time.monotonic() < deadline, node.log
+        time.sleep(0.2)
+    assert node.stop(signal.SIGINT) == 0, node.log

@@ -71,8 +71,11 @@ class HospitalOut(_Out):
 
     id: str
     name: str
-    on_chain_registered: bool = Field(description="Whether this call registered the hospital on chain (false when "
-                                                  "it was registered before or no chain admin key is configured).")
+    on_chain_registered: bool = Field(description="Whether this call registered the hospital on chain. Always false "
+                                                  "under `mrledger serve`: the API holds no admin key, and the "
+                                                  "node leading the region puts the hospital and its submitters on "
+                                                  "chain within a second, before it seals the hospital's first "
+                                                  "batch.")
 
 
 class HospitalSummary(_Out):

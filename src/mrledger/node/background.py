@@ -63,9 +63,6 @@ log = logging.getLogger("mrledger.serve")
 
 SEAL_EVERY = 0.2  # seconds between sealer passes
 WORKER_INTERVAL = 0.2
-#: A hospital registered in the database (by ``mrledger hospital register``) is put on chain by the
-#: sealer after this many seconds, unless whoever registered it did so already.
-REGISTER_GRACE = 2.0
 RETRY_REGISTER = 30.0  # seconds before a failed on-chain registration is tried again
 SIGN_WARN_EVERY = 60.0  # seconds between repeated warnings that a hospital's batches cannot be signed
 #: Seconds between deletions of verifications past their retention (MRL_VERIFICATION_RETENTION_DAYS).
@@ -98,8 +95,9 @@ class Sealer:
         self.size, self.interval = settings.batch_size, timedelta(seconds=settings.batch_interval)
         self.sign = None if signing is None else signing.for_chain(chain.chain_id, chain.contract)
         self.signing = signing
-        self.on_chain: set[str] = set()
-        self._first_seen: dict[str, float] = {}
+        #: Hospitals this sealer has put on chain (or found there), with the submitters it put there.
+        self.on_chain: dict[str, tuple[str, ...]] = {}
+        self._retry_at: dict[str, float] = {}
         self._last_reconcile = 0.0
         self._sign_warned: dict[str, float] = {}
         self.rollup = KpiRollup(store)
@@ -116,7 +114,10 @@ class Sealer:
 
     def step(self) -> None:
         rollup = False
-        for hospital in self.store.due_hospitals(self.size, self.interval):
+        due = self.store.due_hospitals(self.size, self.interval)
+        if self.chain.admin is not None and any(h not in self.on_chain for h in due):
+            self.reconcile_hospitals()  # a batch is sealed only for a hospital the registry knows
+        for hospital in due:
             try:
                 head = self.store.seal(hospital, self.size, sign=self.sign)
             except MrLedgerError as exc:  # signing refused: this hospital waits, the others are sealed
@@ -142,31 +143,32 @@ class Sealer:
             self._last_reconcile = time.monotonic()
             self.reconcile_hospitals()
 
-    def reconcile_hospitals(self, grace: float = REGISTER_GRACE) -> None:
+    def reconcile_hospitals(self) -> None:
+        """Put every hospital registered in the database on chain with the submitters its registration asked
+        for (``POST /v1/hospitals`` and ``mrledger hospital register`` write the database only): the leader is
+        the one process that spends the admin key's nonces. A failure is logged and retried later."""
         chain = self.chain
         if chain.admin is None:
             return
         now = time.monotonic()
-        for hospital_id, name in self.store.hospitals():
-            if hospital_id in self.on_chain:
+        for r in self.store.registrations():
+            if self.on_chain.get(r.hospital_id) == r.submitters or now < self._retry_at.get(r.hospital_id, 0.0):
                 continue
             if self.signing is not None and self.signing.dev is not None:
                 # Dev PKI: a hospital registered while the node runs gets its key now, not at its first seal.
                 try:
-                    self.signing.ensure_key(hospital_id)
+                    self.signing.ensure_key(r.hospital_id)
                 except MrLedgerError as exc:
-                    log.error("dev PKI: cannot issue a signing key for %s: %s", hospital_id, exc)
-            if now - self._first_seen.setdefault(hospital_id, now) < grace:
-                continue
+                    log.error("dev PKI: cannot issue a signing key for %s: %s", r.hospital_id, exc)
             try:
-                if chain.register_hospital(hospital_id, name):
-                    log.info("registered hospital %s on chain", hospital_id)
+                if chain.register_hospital(r.hospital_id, r.name, r.submitters):
+                    log.info("registered hospital %s on chain", r.hospital_id)
             except Exception as exc:  # e.g. our admin key is not the registry's admin: say so, retry later
-                log.warning("cannot put hospital %s on chain (%s: %s); retrying in %.0fs", hospital_id,
+                log.warning("cannot put hospital %s on chain (%s: %s); retrying in %.0fs", r.hospital_id,
                             type(exc).__name__, exc, RETRY_REGISTER)
-                self._first_seen[hospital_id] = now + RETRY_REGISTER
+                self._retry_at[r.hospital_id] = now + RETRY_REGISTER
                 continue
-            self.on_chain.add(hospital_id)
+            self.on_chain[r.hospital_id] = r.submitters
 
 
 # -------------------------------------------------------------------------------- the child process
@@ -337,7 +339,7 @@ def _run(spec: Spec, asked: list[int], pipe: Connection, parent: int) -> int:
             if pki.signing is not None and spec.sign_stats is not None:
                 pki.signing.stats = SignStats(memory=spec.sign_stats)  # shared with the parent's /metrics
             sealer = Sealer(store, chain, settings, pki.signing)
-            sealer.reconcile_hospitals(grace=0)  # catches up with hospitals registered while the node was down
+            sealer.reconcile_hospitals()  # catches up with hospitals registered while the node was down
             stack.enter_context(exclusive(store.engine, f"anchoring-worker:{submitter.address}"))
             worker = anchor_worker(settings, store, settings.rpc_url, spec.contract, submitter, spec.confirmations)
             stop = threading.Event()

@@ -351,7 +351,8 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             contract = resolve_contract(store, w3, admin, settings.contract_address)
             chain_id = int(w3.eth.chain_id)
             confirmations = settings.confirmations or default_confirmations(chain_id)
-            chain = chain_context(settings, w3, rpc_url, contract, chain_id, submitter=submitter, admin=admin,
+            # No admin key for the API: registration on chain is the leader's (its sealer's) job only.
+            chain = chain_context(settings, w3, rpc_url, contract, chain_id, submitter=submitter, admin=None,
                                   confirmations=confirmations, health=health)
             settings, can_lead = region_trust(settings, store)
             pki = configure(settings, seal=settings.worker and can_lead)  # creates the dev PKI the child loads

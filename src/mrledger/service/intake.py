@@ -260,9 +260,11 @@ class IntakeService:
         self.store, self._chain, self._registered = store, chain, registered
 
     def register_hospital(self, hospital_id: str, name: str, submitters: Sequence[str] = ()) -> bool:
-        """Register in the database and, when this node holds the registry's admin key, on chain with the
-        node's anchoring account as submitter. Returns whether it was registered on chain now."""
-        self.store.register_hospital(hospital_id, name)
+        """Register in the database and, when this process holds the registry's admin key (a library user, a
+        test), on chain with the node's anchoring account as submitter. Returns whether it was registered on
+        chain now. Under ``mrledger serve`` the API holds no admin key: the leader's sealer puts the hospital
+        and the ``submitters`` stored with it on chain, before it seals the hospital's first batch."""
+        self.store.register_hospital(hospital_id, name, submitters)
         self._registered()
         return self._chain is not None and self._chain.register_hospital(hospital_id, name, submitters)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
@@ -12,11 +14,21 @@ from mrledger.store.models import Hospital
 from mrledger.store.vault import Vault
 
 
+@dataclass(frozen=True)
+class Registration:
+    """A hospital as the leader puts it on chain: its name and the accounts asked to anchor for it."""
+
+    hospital_id: str
+    name: str
+    submitters: tuple[str, ...]
+
+
 class Hospitals(Vault):
     """Registration and listing of hospitals (a mixin of ``Store``)."""
 
-    def register_hospital(self, hospital_id: str, name: str) -> None:
-        """Register a hospital; repeating the same registration is a no-op, another name a conflict."""
+    def register_hospital(self, hospital_id: str, name: str, submitters: Sequence[str] = ()) -> None:
+        """Register a hospital; repeating the same registration is a no-op, another name a conflict. Submitter
+        accounts asked for again are added to those stored (the leader adds them on chain too)."""
         if not re.fullmatch(HOSPITAL_ID_PATTERN, hospital_id):
             raise SubmissionError("hospital id must be 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . _ -)")
         if not name.strip() or len(name) > 256:
@@ -26,10 +38,24 @@ class Hospitals(Vault):
             if existing is not None:
                 if existing.name != name:
                     raise ConflictError(f"hospital {hospital_id!r} is registered under another name")
+                held = _split(existing.submitters)
+                if any(a not in held for a in submitters):
+                    existing.submitters = ",".join(held + tuple(a for a in submitters if a not in held))
                 return
-            s.add(Hospital(id=hospital_id, name=name, created_at=self._clock()))
+            s.add(Hospital(id=hospital_id, name=name, created_at=self._clock(),
+                           submitters=",".join(dict.fromkeys(submitters))))
 
     def hospitals(self) -> list[tuple[str, str]]:
         with self.read() as s:
             return [(h.id, h.name) for h in s.scalars(select(Hospital).order_by(Hospital.id))]
+
+    def registrations(self) -> list[Registration]:
+        """Every hospital with the submitters its registration asked for, for the leader to put on chain."""
+        with self.read() as s:
+            return [Registration(h.id, h.name, _split(h.submitters))
+                    for h in s.scalars(select(Hospital).order_by(Hospital.id))]
+
+
+def _split(submitters: str) -> tuple[str, ...]:
+    return tuple(a for a in submitters.split(",") if a)
 

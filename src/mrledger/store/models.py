@@ -71,6 +71,9 @@ class Hospital(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: Accounts the registration asked to anchor for it, comma-separated ('': the leader's own account). The
+    #: leader puts them on chain (migration 0012 says why).
+    submitters: Mapped[str] = mapped_column(String(2048), default="", server_default="")
 
 
 class RecordVersion(Base):
