@@ -34,12 +34,11 @@ import time
 import urllib.error
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Self
 
 from eth_utils.address import to_checksum_address
 
-from mrledger.anchoring.node import LOOPBACK, REPO_ROOT, AnvilError, rpc_request
+from mrledger.anchoring.node import LOOPBACK, REPO_ROOT, AnvilError, DevChainProcess, rpc_request
 from mrledger.ledger.errors import MrLedgerError
 
 CONFIG = Path(__file__).resolve().with_name("hardhat") / "hardhat.config.js"
@@ -69,10 +68,15 @@ def find_hardhat(repo_root: Path = REPO_ROOT) -> tuple[str, Path]:
     return node, script
 
 
-class HardhatNode:
+class HardhatNode(DevChainProcess):
     """Start, query and stop one Hardhat Network process; the same surface as ``AnvilNode`` (``rpc_url``,
     ``private_keys``, ``addresses``, ``rpc``, start/stop/context manager) plus ``mine``, ``snapshot``/
     ``revert``, and ``checkpoint``/``reorg`` standing in for anvil's ``anvil_reorg``."""
+
+    _CLIENT = "hardhat"
+
+    def _error(self, message: str) -> MrLedgerError:
+        return HardhatError(message)
 
     def __init__(
         self,
@@ -163,56 +167,6 @@ class HardhatNode:
             self._log = None
         self._port = None
         self._checkpoints.clear()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __del__(self) -> None:  # last resort: never leave an orphaned node behind
-        proc = getattr(self, "_proc", None)
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-
-    def exited(self) -> int | None:
-        """The exit code if the process ended on its own (None while it runs or after ``stop``)."""
-        return None if self._proc is None else self._proc.poll()
-
-    # -------------------------------------------------------------- queries
-
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise HardhatError("hardhat is not running")
-        return self._port
-
-    @property
-    def rpc_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def private_keys(self) -> list[str]:
-        """The dev accounts' keys (the well-known test mnemonic, anvil's too): for local chains only."""
-        return list(self._private_keys)
-
-    @property
-    def addresses(self) -> list[str]:
-        """Checksummed, as web3 requires."""
-        return list(self._addresses)
 
     def rpc(self, method: str, *params: Any) -> Any:
         """Raw JSON-RPC, for the node's own methods (evm_snapshot, hardhat_mine, evm_setAutomine, ...)."""

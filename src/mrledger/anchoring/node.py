@@ -100,7 +100,76 @@ def rpc_request(url: str, method: str, params: list[Any] | None = None, timeout:
     return reply["result"]
 
 
-class AnvilNode:
+class DevChainProcess:
+    """What a local EVM node run as a child process offers, whichever client it is (``AnvilNode``,
+    ``HardhatNode``): a context manager over ``start``/``stop``, and the queries. Written once so the two
+    clients cannot drift apart in what the tests and ``mrledger serve`` read from them."""
+
+    _CLIENT = "the node"
+    _proc: subprocess.Popen[bytes] | None
+    _port: int | None
+    _private_keys: list[str]
+    _addresses: list[str]
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
+
+    def _error(self, message: str) -> MrLedgerError:
+        return AnvilError(message)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __del__(self) -> None:  # last resort: never leave an orphaned node behind
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+    def exited(self) -> int | None:
+        """The exit code if the process ended on its own (None while it runs or after ``stop``)."""
+        return None if self._proc is None else self._proc.poll()
+
+    @property
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise self._error(f"{self._CLIENT} is not running")
+        return self._port
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def private_keys(self) -> list[str]:
+        """The dev accounts' keys (the well-known test mnemonic): for local chains only."""
+        return list(self._private_keys)
+
+    @property
+    def addresses(self) -> list[str]:
+        """Checksummed, as web3 requires."""
+        return list(self._addresses)
+
+
+class AnvilNode(DevChainProcess):
     """Start, query and stop one anvil process. Use as a context manager or call start()/stop().
 
     ``state_path``: the chain is loaded from and saved to this file (atomically, see the module docstring),
@@ -110,6 +179,8 @@ class AnvilNode:
     gets SIGTERM when this process dies. ``pid_file``: where its pid is written the moment it exists.
     ``lock_wait``: seconds to wait for another anvil on the same state file to exit before refusing.
     """
+
+    _CLIENT = "anvil"
 
     def __init__(
         self,
@@ -304,58 +375,11 @@ class AnvilNode:
         self.stop()
         return self.start()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def __del__(self) -> None:  # last resort: never leave an orphaned node behind
-        proc = getattr(self, "_proc", None)
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+        super().__del__()
         fd = getattr(self, "_lock_fd", None)
         if fd is not None:
             os.close(fd)
-
-    def exited(self) -> int | None:
-        """The exit code if the process ended on its own (None while it runs or after ``stop``)."""
-        return None if self._proc is None else self._proc.poll()
-
-    # -------------------------------------------------------------- queries
-
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise AnvilError("anvil is not running")
-        return self._port
-
-    @property
-    def rpc_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def private_keys(self) -> list[str]:
-        """The dev accounts' keys (anvil's well-known test mnemonic): for local chains only."""
-        return list(self._private_keys)
-
-    @property
-    def addresses(self) -> list[str]:
-        """Checksummed, as web3 requires."""
-        return list(self._addresses)
 
     def rpc(self, method: str, *params: Any) -> Any:
         """Raw JSON-RPC, for anvil-specific methods (evm_snapshot, anvil_reorg, evm_mine, ...)."""
