@@ -43,6 +43,7 @@ ALLOWED: dict[str, set[str]] = {
 #: (``Principal``, ``NotFoundError``, ``CacheMiss``, …) and CLI commands that still open the store themselves.
 EXCEPTIONS: set[tuple[str, str]] = {
     ("node/serve.py", "http"),  # serve runs the HTTP app (create_app, the bounded protocol, the rate limit)
+    ("node/api_processes.py", "http"),  # so does each extra API process
     ("http/__init__.py", "anchoring"),  # import-order guard of web3's recursion limit (see the module)
     ("http/problems.py", "anchoring"), ("http/problems.py", "store"),
     ("http/routes/audit.py", "store"),
