@@ -59,6 +59,15 @@ def verify(
                                                    "certificate fails as revoked.", show_default=False)] = None,
     allow_unsigned: Annotated[bool, typer.Option("--allow-unsigned", help="With --trust, accept a receipt "
                                                  "that carries no signature.")] = False,
+    witnesses: Annotated[int | None, typer.Option("--witnesses", min=1, help="Require this many of the --witness "
+                                                  "keys to vouch for the receipt's batch with a --checkpoint "
+                                                  "(docs/monitor.md).", show_default=False)] = None,
+    witness: Annotated[list[Path] | None, typer.Option("--witness", help="Ed25519 public key (PEM) of a witness "
+                                                       "you trust, named by its file (repeatable).",
+                                                       show_default=False)] = None,
+    checkpoint: Annotated[list[Path] | None, typer.Option("--checkpoint", help="A witness checkpoint "
+                                                          "(mrl-witness/1 JSON), or a directory of them "
+                                                          "(repeatable).", show_default=False)] = None,
 ) -> None:
     """Verify a receipt offline: format, leaf hash, batch identity, inclusion proof, anchor presence;
     with --rpc also on chain: chain id, the registry's stored root and size, its RFC 9162 verifier, and
@@ -71,6 +80,9 @@ def verify(
     • 0  valid: every check passed (with --trust: signed by the hospital) and the receipt names an anchor
 
     • 3  unanchored: the proof holds but the batch is not anchored on chain yet
+
+    • 4  not witnessed: valid, but fewer than --witnesses of the --witness keys vouch for its batch (or two of
+      them signed different histories: a split view)
 
     • 1  invalid: a check failed (tampered record, broken proof, not a receipt)
 
@@ -95,6 +107,17 @@ def verify(
     elif crl or intermediate:
         _err("--crl and --intermediate need --trust (the CA the signature must chain to)")
         raise typer.Exit(EXIT_USAGE)
+    from mrledger.cli import witnesses as wit
+
+    try:
+        keys = wit.load_witness_keys(witness or [])
+        documents = wit.load_checkpoints(checkpoint or [])
+    except wit.WitnessSetupError as exc:
+        _err(str(exc))
+        raise typer.Exit(EXIT_USAGE) from None
+    if witnesses is not None and witnesses > len(keys):
+        _err(f"--witnesses {witnesses} needs at least that many --witness keys ({len(keys)} given)")
+        raise typer.Exit(EXIT_USAGE)
     verdict = verify_receipt(data, trust=store, require_signature=store is not None and not allow_unsigned)
     if rpc is not None:
         from web3 import Web3
@@ -108,11 +131,16 @@ def verify(
             Console(stderr=True).print(f"[red]error:[/] cannot check the chain at {rpc}: {type(exc).__name__}: {exc}",
                                        soft_wrap=True)
             raise typer.Exit(EXIT_USAGE) from None
+    vouched, said = (True, "") if witnesses is None or verdict.status != "valid" else \
+        wit.check(verdict, keys, documents, witnesses)
     if as_json:
-        typer.echo(json.dumps(verdict.to_obj(), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps({**verdict.to_obj(), **({"witnessed": vouched, "witnesses": said} if said else {})},
+                              indent=2, ensure_ascii=False))
     else:
         _print_verdict(Console(), receipt_file, verdict)
-    raise typer.Exit(EXIT_CODES[verdict.status])
+        if said:
+            Console().print(said, highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(EXIT_CODES[verdict.status] if vouched else wit.EXIT_NOT_WITNESSED)
 
 
 def _print_verdict(console: Console, path: Path, verdict: Verdict) -> None:

@@ -1,0 +1,67 @@
+"""``mrledger verify --witnesses K``: require K of the region's witnesses to vouch for the receipt's batch.
+
+Why in the verifier the doctor runs: a valid receipt proves its batch is anchored and signed, not that the node
+shows everyone the same history. Monitors that check every batch from outside sign checkpoints (docs/monitor.md,
+``mrl-witness/1``); a verifier configured with the witnesses' public keys accepts a receipt only when K of them
+cover its batch, as Certificate Transparency clients require witness cosignatures (``ledger.witness``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from mrledger.ledger import Verdict
+from mrledger.ledger.witness import WitnessError, verify_witness_checkpoints
+
+#: Exit code of a receipt that is valid but not vouched for by enough witnesses (or that witnesses disagree on).
+EXIT_NOT_WITNESSED = 4
+
+
+class WitnessSetupError(Exception):
+    """A witness key or checkpoint file that cannot be used: a usage error, not a verdict."""
+
+
+def load_witness_keys(paths: list[Path]) -> dict[str, bytes]:
+    """Witness name (the file's stem) → raw Ed25519 public key, from PEM files."""
+    keys: dict[str, bytes] = {}
+    for path in paths:
+        try:
+            key = load_pem_public_key(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise WitnessSetupError(f"cannot read witness key {str(path)!r}: {exc}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise WitnessSetupError(f"witness key {str(path)!r} is not an Ed25519 public key")
+        keys[path.stem] = key.public_bytes_raw()
+    return keys
+
+
+def load_checkpoints(paths: list[Path]) -> list[Any]:
+    """The checkpoint documents of the files named, a directory standing for its ``*.json``."""
+    documents = []
+    for path in paths:
+        for file in sorted(path.glob("*.json")) if path.is_dir() else [path]:
+            try:
+                documents.append(json.loads(file.read_bytes()))
+            except (OSError, ValueError) as exc:
+                raise WitnessSetupError(f"cannot read checkpoint {str(file)!r}: {exc}") from None
+    return documents
+
+
+def check(verdict: Verdict, witnesses: dict[str, bytes], documents: list[Any], k: int) -> tuple[bool, str]:
+    """(vouched for, what to print) for a valid receipt's batch. A receipt without an anchor section cannot be
+    placed on a deployment, so it is not vouched for."""
+    r = verdict.receipt
+    if r is None or r.anchor is None:
+        return False, "witnesses: the receipt names no anchor to check against"
+    try:
+        names = verify_witness_checkpoints(documents, hospital_id=r.batch.hospital_id, seq=r.batch.seq,
+                                           root=r.batch.root, chain_id=r.anchor.chain_id,
+                                           contract=r.anchor.contract, witnesses=witnesses, k=k)
+    except WitnessError as exc:
+        return False, f"witnesses: {exc}"
+    return True, f"witnesses: {', '.join(names)} vouch for batch {r.batch.seq} ({len(names)} of {k} required)"
