@@ -7,7 +7,7 @@ layer above it)::
     store     → ledger
     anchoring → store, ledger (and contracts, the registry's compiled artefact)
     service   → anchoring, store, ledger; no FastAPI, typer, uvicorn
-    node      → service and below (serve.py runs the HTTP app: the one arrow up, listed below)
+    node      → service and below (api_processes.py builds the HTTP server every API process runs: the one arrow up)
     http      → service, node, ledger (store and anchoring only where listed below)
     cli       → service, node, ledger (store and anchoring only where listed below)
 
@@ -42,8 +42,9 @@ ALLOWED: dict[str, set[str]] = {
 #: deleting its line here. The http and cli ones are types and errors the services have not wrapped yet
 #: (``Principal``, ``NotFoundError``, ``CacheMiss``, …) and CLI commands that still open the store themselves.
 EXCEPTIONS: set[tuple[str, str]] = {
-    ("node/serve.py", "http"),  # serve runs the HTTP app (create_app, the bounded protocol, the rate limit)
-    ("node/api_processes.py", "http"),  # so does each extra API process
+    # Every API process of serve runs the HTTP app (create_app, the bounded protocol, the rate limit): built in one
+    # place, ``api_server``, for the first process and the extra ones.
+    ("node/api_processes.py", "http"),
     ("http/__init__.py", "anchoring"),  # import-order guard of web3's recursion limit (see the module)
     ("http/problems.py", "anchoring"), ("http/problems.py", "store"),
     ("http/routes/audit.py", "store"),

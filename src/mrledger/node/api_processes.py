@@ -19,18 +19,23 @@ that dies makes serve shut down with exit code 1.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mrledger.node.settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from mrledger.service.ledger import Services
 
 log = logging.getLogger("mrledger.serve")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
@@ -48,15 +53,44 @@ class ApiSpec:
     port: int
 
 
-def bind_shared(host: str, port: int) -> socket.socket:
-    """A listening socket that other processes may bind too (``SO_REUSEPORT``): the kernel hands each new
-    connection to one of them."""
+def bind(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """The API's listening socket. ``shared``: other processes may bind it too (``SO_REUSEPORT``), and the
+    kernel hands each new connection to one of them."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
     return sock
+
+
+def api_server(settings: Settings, ledger: Services, port: int) -> uvicorn.Server:
+    """The HTTP server of one API process, configured alike in the first process and the extra ones."""
+    import uvicorn
+
+    from mrledger.http.app import create_app
+    from mrledger.http.protocol import BoundedHttpToolsProtocol
+    from mrledger.http.ratelimit import RateLimiter
+
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    app = create_app(ledger, threads=settings.api_threads, metrics_token=metrics_token,
+                     verify_limit=RateLimiter(settings.verify_rate_limit, settings.verify_burst))
+    return uvicorn.Server(uvicorn.Config(app, host=settings.host, port=port, http=BoundedHttpToolsProtocol,
+                                         lifespan="on", access_log=False, log_level="info", log_config=None))
+
+
+def close_logged(close: Callable[[], None], what: str) -> None:
+    """Flush a buffer on the way out; a database that cannot take it (a full disk) is logged, and the stop
+    goes on: the chain and everything else still need stopping cleanly."""
+    try:
+        close()
+    except Exception as exc:
+        log.error("the last buffered %s entries could not be written (%s: %s)", what, type(exc).__name__, exc)
 
 
 class ApiProcesses:
@@ -104,13 +138,9 @@ def _child(spec: ApiSpec, parent: int) -> None:
 
 
 def _run(spec: ApiSpec, parent: int) -> int:
-    import uvicorn
     from web3 import Web3
 
     from mrledger.anchoring.health import ChainHealth, GuardedHTTPProvider
-    from mrledger.http.app import create_app
-    from mrledger.http.protocol import BoundedHttpToolsProtocol
-    from mrledger.http.ratelimit import RateLimiter
     from mrledger.node.pki import configure
     from mrledger.node.wiring import build, chain_context, key_files, load_key, open_node_store, regional_key_for
 
@@ -130,22 +160,16 @@ def _run(spec: ApiSpec, parent: int) -> int:
                        regional_key=regional_key_for(settings))
         ledger.access.start_buffering()
         ledger.events.start_buffering()
-        metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-        app = create_app(ledger, threads=settings.api_threads, metrics_token=metrics_token,
-                         verify_limit=RateLimiter(settings.verify_rate_limit, settings.verify_burst))
-        config = uvicorn.Config(app, host=settings.host, port=spec.port, http=BoundedHttpToolsProtocol,
-                                lifespan="on", access_log=False, log_level="info", log_config=None)
-        server = uvicorn.Server(config)
+        server = api_server(settings, ledger, spec.port)
         signal.signal(signal.SIGTERM, lambda _s, _f: setattr(server, "should_exit", True))
-        sock = bind_shared(settings.host, spec.port)
+        sock = bind(settings.host, spec.port, shared=True)
         watch = threading.Thread(target=_watch_parent, args=(server, parent), name="parent-watch", daemon=True)
         watch.start()
         try:
             server.run(sockets=[sock])
         finally:
-            for close in (ledger.access.close, ledger.events.close):
-                with contextlib.suppress(Exception):
-                    close()
+            close_logged(ledger.access.close, "access log")
+            close_logged(ledger.events.close, "verification ids")
         return 0 if os.getppid() == parent else 1
     except Exception:
         log.exception("an API process cannot run")

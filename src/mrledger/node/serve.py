@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -43,9 +42,8 @@ from mrledger.anchoring.deploy import deploy_and_record
 from mrledger.anchoring.depth import default_confirmations
 from mrledger.anchoring.health import ChainHealth, GuardedHTTPProvider
 from mrledger.anchoring.node import AnvilError, AnvilNode
-from mrledger.http.ratelimit import RateLimiter
 from mrledger.ledger.errors import MrLedgerError
-from mrledger.node.api_processes import ApiProcesses, ApiSpec, bind_shared
+from mrledger.node.api_processes import ApiProcesses, ApiSpec, api_server, bind, close_logged
 from mrledger.node.background import LEADER_LOCK, ROLE_NAMES, Background, Spec, shared_role, shared_sign_stats
 from mrledger.node.pki import configure
 from mrledger.node.settings import Settings
@@ -261,24 +259,6 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 20, 100)
 
 
-def _bind(host: str, port: int, *, shared: bool = False) -> socket.socket:
-    """The API's listening socket; ``shared``: the extra API processes bind the same port (SO_REUSEPORT)."""
-    try:
-        if shared:
-            return bind_shared(host, port)
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError:
-            sock.close()
-            raise
-        return sock
-    except OSError as exc:
-        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-
-
 def _admin_token(ledger: Services, data_dir: Path) -> Path | None:
     """Create the first admin token and leave it in a 0600 file (it is never printed or logged)."""
     path = data_dir / ADMIN_TOKEN
@@ -286,15 +266,6 @@ def _admin_token(ledger: Services, data_dir: Path) -> Path | None:
         path.unlink(missing_ok=True)
         write_secret(path, ledger.access.create_token("admin", "created by mrledger serve", datetime.now(UTC)))
     return path if path.is_file() else None
-
-
-def _close(close: Callable[[], None], what: str) -> None:
-    """Flush a buffer on the way out; a database that cannot take it (a full disk) is logged, and the stop
-    goes on: the chain and everything else still need stopping cleanly."""
-    try:
-        close()
-    except Exception as exc:
-        log.error("the last buffered %s entries could not be written (%s: %s)", what, type(exc).__name__, exc)
 
 
 def _http_url(host: str, port: int) -> str:
@@ -305,9 +276,6 @@ def _http_url(host: str, port: int) -> str:
 def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
     """Run the node until SIGINT or SIGTERM; 0 after a clean shutdown, 1 if a part failed."""
     import uvicorn
-
-    from mrledger.http.app import create_app
-    from mrledger.http.protocol import BoundedHttpToolsProtocol
 
     stop = threading.Event()
     server: uvicorn.Server | None = None
@@ -371,18 +339,16 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
                     confirmations=confirmations, role=role, can_lead=can_lead))
                 background.start()
             ledger.access.start_buffering()
-            stack.callback(_close, ledger.access.close, "access log")  # flushes the buffered entries on the way out
+            stack.callback(close_logged, ledger.access.close, "access log")  # flushed on the way out
             ledger.events.start_buffering()  # verification ids (decisions look them up after a flush)
-            stack.callback(_close, ledger.events.close, "verification ids")
+            stack.callback(close_logged, ledger.events.close, "verification ids")
             token_file = _admin_token(ledger, data_dir)
-            sock = _bind(settings.host, settings.port, shared=settings.api_processes > 1)
+            try:
+                sock = bind(settings.host, settings.port, shared=settings.api_processes > 1)
+            except OSError as exc:
+                raise ServeError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from exc
             port = sock.getsockname()[1]
-            metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-            limit = RateLimiter(settings.verify_rate_limit, settings.verify_burst)
-            app = create_app(ledger, threads=settings.api_threads, metrics_token=metrics_token, verify_limit=limit)
-            config = uvicorn.Config(app, host=settings.host, port=port, http=BoundedHttpToolsProtocol,
-                                    lifespan="on", access_log=False, log_level="info", log_config=None)
-            server = uvicorn.Server(config)
+            server = api_server(settings, ledger, port)
             threads.append(threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True))
             tune_gc()
             for t in threads:
