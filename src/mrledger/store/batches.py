@@ -6,17 +6,23 @@ a proof for a 10,000-leaf batch then costs microseconds.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import cast
 
 from sqlalchemy import Table, bindparam, delete, func, select
+from sqlalchemy.orm import Session
 
 from mrledger.ledger import BatchHead, BatchSignature, MerkleTree, build_batch, canonicalize, parse_json
+from mrledger.ledger.statusmap import StatusProof
 from mrledger.store.bulk import IN_CHUNK, DriverInsert
-from mrledger.store.errors import NotFoundError, UnknownHospitalError
+from mrledger.store.errors import NotFoundError, StoreError, UnknownHospitalError
 from mrledger.store.models import Batch, BatchLeaf, Hospital, PendingLeaf, RecordVersion
+from mrledger.store.statusmaps import MapCache, MapRow, MissingStatusKeyError, map_changes
 from mrledger.store.vault import Vault
+
+log = logging.getLogger("mrledger.store")
 
 _INSERT_BATCH_LEAVES = DriverInsert.values(cast(Table, BatchLeaf.__table__),
                                            ("hospital_id", "seq", "leaf_index", "record_version_id"))
@@ -32,6 +38,7 @@ class Batches(Vault):
     """Sealing and batch reads (a mixin of ``Store``, which sets ``_tree``)."""
 
     _tree: Callable[[str, int], MerkleTree]
+    _maps: MapCache
 
     def seal(self, hospital_id: str, max_size: int, now: datetime | None = None,
              sign: Callable[[BatchHead], BatchSignature] | None = None) -> BatchHead | None:
@@ -47,7 +54,8 @@ class Batches(Vault):
             if s.scalar(select(Hospital.id).where(Hospital.id == hospital_id).with_for_update()) is None:
                 raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
             pending = s.execute(
-                select(PendingLeaf.record_version_id, RecordVersion.leaf_hash)
+                select(PendingLeaf.record_version_id, RecordVersion.leaf_hash, RecordVersion.status_key,
+                       RecordVersion.version, RecordVersion.status)
                 .join(RecordVersion, RecordVersion.id == PendingLeaf.record_version_id)
                 .where(PendingLeaf.hospital_id == hospital_id)
                 .order_by(PendingLeaf.record_version_id)
@@ -58,14 +66,49 @@ class Batches(Vault):
             seq = (s.scalar(select(func.max(Batch.seq)).where(Batch.hospital_id == hospital_id)) or 0) + 1
             head, _tree = build_batch(hospital_id, seq, [p[1] for p in pending], now or self._clock())
             signature = None if sign is None else canonicalize(sign(head).to_obj()).decode("utf-8")
+            map_root = self._next_map_root(s, hospital_id, seq, [(p[2], p[3], p[4], p[1]) for p in pending])
             s.add(Batch(hospital_id=hospital_id, seq=seq, size=head.size, root=head.root, sealed_at=head.sealed_at,
-                        signature=signature))
+                        signature=signature, map_root=map_root))
             s.flush()
             _INSERT_BATCH_LEAVES.run(s.connection(), [(hospital_id, seq, i, p[0]) for i, p in enumerate(pending)])
             ids = [p[0] for p in pending]
             for i in range(0, len(ids), IN_CHUNK):
                 s.execute(delete(PendingLeaf).where(PendingLeaf.record_version_id.in_(ids[i:i + IN_CHUNK])))
             return head
+
+    def _next_map_root(self, s: Session, hospital_id: str, seq: int, rows: list[MapRow]) -> bytes | None:
+        """The hospital's status-map root after batch ``seq`` (the map after ``seq - 1`` plus ``rows``), or None
+        while rows written before migration 0013 wait for their keys (a store opened without the master key
+        cannot derive them; the first batch sealed after they are keyed commits them)."""
+        try:
+            with self._maps.at(s, hospital_id, "seal", seq - 1) as entry:
+                entry.map.apply(map_changes(entry.map, rows))
+                entry.seq = seq
+                return entry.map.root
+        except MissingStatusKeyError:
+            log.warning("batch %d of %s sealed without a status-map root: rows written before migration 0013 "
+                        "are not keyed yet (open the store with the master key)", seq, hospital_id)
+            return None
+
+    def map_root(self, hospital_id: str, seq: int) -> bytes | None:
+        """The status-map root batch ``seq`` committed (None: sealed before migration 0013, or no such batch)."""
+        with self.single_read() as conn:
+            return conn.execute(select(Batch.map_root).where(Batch.hospital_id == hospital_id, Batch.seq == seq)
+                                ).scalar()
+
+    def status_proof(self, hospital_id: str, key: bytes, seq: int) -> tuple[bytes, StatusProof] | None:
+        """The map proof of ``key`` after batch ``seq``, with the root that batch committed; None if it has none.
+        The map is rebuilt from the sealed rows, so it is checked against the committed root before it proves
+        anything: rows altered after sealing raise StoreError instead of yielding a proof the chain refutes."""
+        with self.read() as s:
+            root = s.scalar(select(Batch.map_root).where(Batch.hospital_id == hospital_id, Batch.seq == seq))
+            if root is None:
+                return None
+            with self._maps.at(s, hospital_id, "prove", seq) as entry:
+                if entry.map.root != root:
+                    raise StoreError(f"the status map of {hospital_id!r} rebuilt from its rows does not match the root "
+                                     f"batch {seq} committed: the database was altered after sealing")
+                return root, entry.map.prove(key)
 
     def due_hospitals(self, size_limit: int, max_age: timedelta, now: datetime | None = None) -> list[str]:
         """Hospitals whose open batch is full or whose oldest pending result is older than ``max_age``."""

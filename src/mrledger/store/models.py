@@ -97,6 +97,10 @@ class RecordVersion(Base):
     salt_enc: Mapped[bytes] = mapped_column(LargeBinary)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     accepted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: The result's status-map key (``mrledger.ledger.statusmap.status_key``: a salted hash, no id in it), the
+    #: same on every version of one result. Null only on rows an earlier version wrote, until the store is
+    #: unlocked (``store/statusmaps.py``).
+    status_key: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
 
 
 class ResultAlias(Base):
@@ -139,6 +143,9 @@ class Batch(Base):
     #: ``BatchSignature.to_obj()``, exactly the receipt's ``signature`` section. Null for a batch sealed by a
     #: node that does not sign. Written in the sealing transaction, never afterwards.
     signature: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The hospital's status-map root after this batch (docs/receipt.md §15); null for batches sealed before
+    #: migration 0013. Written in the sealing transaction, never afterwards.
+    map_root: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
 
 
 class BatchLeaf(Base):

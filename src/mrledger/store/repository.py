@@ -11,19 +11,24 @@ transactions of unit.py.
 
 from __future__ import annotations
 
+import logging
+import threading
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine
 
-from mrledger.store.crypto import MasterKey
+from mrledger.store.crypto import Keyring, MasterKey
 from mrledger.store.db import make_engine, migrate
 from mrledger.store.hospitals import Hospitals
 from mrledger.store.receipts import Receipts
 from mrledger.store.results import Results, VersionInfo
 from mrledger.store.salts import SaltPool
+from mrledger.store.statusmaps import MapCache, backfill_status_keys
 from mrledger.store.submission import MAX_SUBMISSION, Accepted, SaltSource, Submission
 from mrledger.store.vault import Clock, utcnow
+
+log = logging.getLogger("mrledger.store")
 
 
 class Store(Hospitals, Submission, Results, Receipts):
@@ -50,6 +55,20 @@ class Store(Hospitals, Submission, Results, Receipts):
         super().__init__(engine, clock=clock, master_key=master_key)
         self._salts = salts or SaltPool()  # the OS CSPRNG in 64 KiB draws (store/salts.py)
         self._tree = lru_cache(maxsize=64)(self._load_tree)
+        self._maps = MapCache()
+        self._status_keys_lock = threading.Lock()
+        self._status_keys_done = False
+
+    def unlock(self) -> Keyring:
+        """``Vault.unlock``, then key the rows an earlier version wrote without status-map keys (migration
+        0013): once per store, after the keyring is in place (the backfill decrypts with it)."""
+        keys = super().unlock()
+        with self._status_keys_lock:
+            if not self._status_keys_done:
+                if backfill_status_keys(self):
+                    log.info("status-map keys derived for the rows written before migration 0013")
+                self._status_keys_done = True
+        return keys
 
     @classmethod
     def open(cls, url: str, **kwargs: object) -> Store:

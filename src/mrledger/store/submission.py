@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from mrledger.ledger import ResultRecord, commit, content_digest
 from mrledger.ledger.leaf import SALT_BYTES
+from mrledger.ledger.statusmap import status_key
 from mrledger.store.bulk import IN_CHUNK, DriverInsert, processed
 from mrledger.store.changes import IDENTITY_WORDS, describe, identity_detail, identity_differs
 from mrledger.store.crypto import RECORD_JSON, record_context
@@ -29,6 +30,7 @@ from mrledger.store.errors import (
 )
 from mrledger.store.models import Hospital, PendingLeaf, RecordVersion, ResultAlias
 from mrledger.store.results import version_row
+from mrledger.store.statusmaps import first_version_key
 from mrledger.store.vault import Vault
 
 #: Most records one submission may carry (the API documents the same limit).
@@ -55,7 +57,7 @@ _RECORD_VERSIONS = cast(Table, RecordVersion.__table__)
 _PENDING_LEAVES = cast(Table, PendingLeaf.__table__)
 _INSERT_VERSIONS = DriverInsert.values(_RECORD_VERSIONS, (
     "hospital_id", "result_hmac", "version", "status", "supersedes", "record_enc", "content_digest", "salt_enc",
-    "leaf_hash", "accepted_at"))
+    "leaf_hash", "status_key", "accepted_at"))
 #: A new version's pending row, its id looked up by the unique (hospital, result, version) in the same statement.
 _INSERT_PENDING = DriverInsert(insert(_PENDING_LEAVES).from_select(
     ["record_version_id", "hospital_id", "accepted_at"],
@@ -106,7 +108,8 @@ class Submission(Vault):
         with self.unit_of_work() as s:
             if s.get(Hospital, hospital_id) is None:
                 raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
-            existing = self._existing(s, hospital_id, hmacs)
+            held_keys: dict[str, bytes | None] = {}
+            existing = self._existing(s, hospital_id, hmacs, held_keys)
             conflicts = [(hospital_id, rid, v) for (rid, v), d in wanted.items()
                          if (rid, v) in existing and existing[(rid, v)][0] != d]
             if conflicts:
@@ -122,6 +125,8 @@ class Submission(Vault):
             rows: list[tuple[object, ...]] = []
             out: list[Accepted] = []
             new_leaves: dict[tuple[str, int], bytes] = {}
+            map_keys = self._map_keys(s, hospital_id, records, held_keys, hmacs)
+            first_salts: dict[str, tuple[int, bytes]] = {}
             for r, d in zip(records, digests, strict=True):
                 key = (r.result_id, r.version)
                 known = existing[key][1] if key in existing else new_leaves.get(key)
@@ -130,12 +135,20 @@ class Submission(Vault):
                     continue
                 salt = self._salts(SALT_BYTES)
                 leaf = commit(r, salt)
+                lowest = first_salts.get(r.result_id)
+                if lowest is None or r.version < lowest[0]:
+                    first_salts[r.result_id] = (r.version, salt)
                 new_leaves[key] = leaf
                 result_hmac = hmacs[r.result_id]
                 record_enc, salt_enc = keys.encrypt_version(record_context(hospital_id, result_hmac, r.version, leaf),
                                                             r.to_json().encode("utf-8"), salt)
-                rows.append((result_hmac, r.version, r.status, r.supersedes, record_enc, d, salt_enc, leaf))
+                rows.append((result_hmac, r.version, r.status, r.supersedes, record_enc, d, salt_enc, leaf,
+                             r.result_id))
                 out.append(Accepted(hospital_id, r.result_id, r.version, leaf, "accepted"))
+            for rid, (_v, salt) in first_salts.items():
+                # A result new to this ledger is keyed by the salt of its lowest version (docs/receipt.md §15).
+                map_keys.setdefault(rid, status_key(hospital_id, rid, salt))
+            rows = [(*row[:-1], map_keys[cast(str, row[-1])]) for row in rows]
             if rows:
                 # Straight to the driver (mrledger.store.bulk: SQLAlchemy's per-row parameter work was a third of
                 # submit's time); the pending rows find their record's id by its unique key, in SQL.
@@ -160,19 +173,35 @@ class Submission(Vault):
             ResultAlias.alias_hmac.in_(sorted({a for a, _ in wanted}))))}
         s.add_all(ResultAlias(hospital_id=hospital_id, alias_hmac=a, result_hmac=r) for a, r in sorted(wanted - held))
 
+    def _map_keys(self, s: Session, hospital_id: str, records: Sequence[ResultRecord],
+                  held: Mapping[str, bytes | None], hmacs: Mapping[str, bytes]) -> dict[str, bytes]:
+        """Status-map keys of the results this submission adds versions to and that are already held (the
+        others get theirs from their first new version's salt in ``_submit``). Why one key per result: a
+        patient holding version 1 must find the entry that version 3 updated (statusmap.status_key). A held
+        row without a key (written before migration 0013, not yet backfilled) gets it from its first salt."""
+        keys: dict[str, bytes] = {}
+        for rid in {r.result_id for r in records if r.result_id in held}:
+            known = held[rid]
+            keys[rid] = known if known is not None else first_version_key(self, s, hospital_id, hmacs[rid], rid)
+        return keys
+
     @staticmethod
-    def _existing(s: Session, hospital_id: str, hmacs: Mapping[str, bytes]) -> dict[tuple[str, int], _Known]:
+    def _existing(s: Session, hospital_id: str, hmacs: Mapping[str, bytes],
+                  map_keys: dict[str, bytes | None] | None = None) -> dict[tuple[str, int], _Known]:
         """(result_id, version) -> (content digest, leaf hash) of what this hospital already submitted;
-        ``hmacs`` maps each result id to its keyed hash, which is what the rows hold."""
+        ``hmacs`` maps each result id to its keyed hash, which is what the rows hold. ``map_keys`` receives
+        each held result's status-map key."""
         found: dict[tuple[str, int], _Known] = {}
         by_hmac = {h: rid for rid, h in hmacs.items()}
         keys = sorted(by_hmac)
         for i in range(0, len(keys), IN_CHUNK):
             q = select(RecordVersion.result_hmac, RecordVersion.version, RecordVersion.content_digest,
-                       RecordVersion.leaf_hash).where(RecordVersion.hospital_id == hospital_id,
-                                                      RecordVersion.result_hmac.in_(keys[i:i + IN_CHUNK]))
-            for h, v, d, leaf in s.execute(q):
+                       RecordVersion.leaf_hash, RecordVersion.status_key).where(
+                RecordVersion.hospital_id == hospital_id, RecordVersion.result_hmac.in_(keys[i:i + IN_CHUNK]))
+            for h, v, d, leaf, key in s.execute(q):
                 found[(by_hmac[h], v)] = (d, leaf)
+                if map_keys is not None and map_keys.get(by_hmac[h]) is None:
+                    map_keys[by_hmac[h]] = key
         return found
 
     @staticmethod

@@ -1,0 +1,156 @@
+"""The hospitals' status maps (``mrl-smap/1``, docs/receipt.md §15), as the store keeps and proves them.
+
+What is stored: each record version's map key (``record_versions.status_key``, written at submission) and each
+batch's map root (``batches.map_root``, written by the sealing transaction). The maps themselves are not
+stored: the map after batch S of a hospital is a function of the versions sealed in its batches 1..S (for each
+key, the highest version), so it is rebuilt from those rows and kept in memory (``MapCache``), advanced batch by
+batch. Why not a table of tree nodes: the map of a hospital with 100,000 results rebuilds in ~0.5 s and then
+proves in ~0.1 ms (measured on this machine), and rows that are a function of other rows can only disagree
+with them.
+
+Two cached maps per hospital at most, because they answer different questions: the sealer's map is at the
+newest sealed batch (it is about to commit the next root); the prover's map is at the newest *anchored* batch
+(a doctor's answer must be checkable against the chain). Each only moves forward; a request for an older
+batch rebuilds from scratch (rare: an auditor's question).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.orm import Session
+
+from mrledger.ledger import ResultRecord
+from mrledger.ledger.errors import EncodingError
+from mrledger.ledger.statusmap import StatusMap, StatusValue, status_key
+from mrledger.store.crypto import RECORD_JSON, SALT, record_context
+from mrledger.store.errors import StoreError
+from mrledger.store.models import BatchLeaf, RecordVersion
+from mrledger.store.vault import Vault
+
+log = logging.getLogger("mrledger.store")
+
+#: (key, version, record status, leaf hash) of one sealed record version.
+MapRow = tuple[bytes | None, int, str, bytes]
+
+#: Rows of the map of one hospital between two batches (exclusive, inclusive), in sealing order.
+_MAP_ROWS = (select(RecordVersion.status_key, RecordVersion.version, RecordVersion.status, RecordVersion.leaf_hash)
+             .join(BatchLeaf, BatchLeaf.record_version_id == RecordVersion.id)
+             .where(BatchLeaf.hospital_id == bindparam("hid"), BatchLeaf.seq > bindparam("after"),
+                    BatchLeaf.seq <= bindparam("upto"))
+             .order_by(BatchLeaf.seq, BatchLeaf.leaf_index))
+BACKFILL_CHUNK = 500
+#: The key of a row written before migration 0013 that cannot be opened (altered, or under a lost data key): its
+#: result stays out of the map, as it stays unreadable. Not a possible SHA-256 output one could hit.
+UNKEYABLE = bytes(32)
+
+
+class MissingStatusKeyError(RuntimeError):
+    """A row written before migration 0013 that no store with the master key has keyed yet."""
+
+
+def map_changes(current: StatusMap, rows: Iterable[MapRow]) -> dict[bytes, StatusValue]:
+    """The entries ``rows`` change: per key, the highest version, if it is above the one the map holds. A lower
+    version sealed after a higher one (a sender resending an old version) changes nothing: the map tells the
+    latest version, not the latest arrival."""
+    changes: dict[bytes, StatusValue] = {}
+    for key, version, status, leaf in rows:
+        if key is None:
+            raise MissingStatusKeyError("a record version has no status key yet (backfill_status_keys)")
+        if key == UNKEYABLE:
+            continue
+        held = changes.get(key) or current.get(key)
+        if held is None or version > held.version:
+            changes[key] = StatusValue.for_record(version, status, leaf)
+    return changes
+
+
+@dataclass
+class _Entry:
+    seq: int = 0
+    map: StatusMap = field(default_factory=StatusMap)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class MapCache:
+    """In-memory maps by (hospital, purpose), each with its batch seq and its own lock; least recently used
+    ones are dropped beyond ``size`` (a map of 100,000 results holds a few tens of MB)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self._size = size
+
+    @contextmanager
+    def at(self, conn: Connection | Session, hospital_id: str, purpose: str, seq: int) -> Iterator[_Entry]:
+        """The entry holding the hospital's map after batch ``seq``, locked for the caller. A caller that
+        mutates the map sets ``entry.seq``; one that raises leaves the entry dropped, so a map changed by a
+        transaction that rolled back is never served."""
+        with self._lock:
+            entry = self._entries.pop((hospital_id, purpose), None) or _Entry()
+            self._entries[(hospital_id, purpose)] = entry
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        with entry.lock:
+            try:
+                if entry.seq > seq:
+                    entry.seq, entry.map = 0, StatusMap()
+                if entry.seq < seq:
+                    rows = conn.execute(_MAP_ROWS, {"hid": hospital_id, "after": entry.seq, "upto": seq}).all()
+                    entry.map.apply(map_changes(entry.map, rows))
+                    entry.seq = seq
+                yield entry
+            except BaseException:
+                with self._lock:
+                    if self._entries.get((hospital_id, purpose)) is entry:
+                        del self._entries[(hospital_id, purpose)]
+                entry.seq, entry.map = 0, StatusMap()
+                raise
+
+
+def first_version_key(vault: Vault, s: Session, hospital_id: str, result_hmac: bytes, result_id: str | None = None,
+                      ) -> bytes:
+    """A result's map key from its first stored version (lowest id): its salt and, unless given, the result id
+    inside its record — both encrypted, hence the vault."""
+    row = s.execute(select(RecordVersion.version, RecordVersion.leaf_hash, RecordVersion.record_enc,
+                           RecordVersion.salt_enc)
+                    .where(RecordVersion.hospital_id == hospital_id, RecordVersion.result_hmac == result_hmac)
+                    .order_by(RecordVersion.version).limit(1)).one()
+    context = record_context(hospital_id, result_hmac, row.version, row.leaf_hash)
+    if result_id is None:
+        result_id = ResultRecord.from_json(vault._decrypt(RECORD_JSON, context, row.record_enc).decode()).result_id
+    return status_key(hospital_id, result_id, vault._decrypt(SALT, context, row.salt_enc))
+
+
+def backfill_status_keys(vault: Vault, chunk: int = BACKFILL_CHUNK) -> int:
+    """Give every row written before migration 0013 its map key, one transaction per ``chunk`` results (a
+    resumable job: an interrupted run leaves whole results keyed or not). Returns the rows keyed. A result whose
+    first version cannot be opened gets ``UNKEYABLE`` and an error in the log: the store still opens, and the
+    read of that record fails where it always did."""
+    vault.keys  # noqa: B018 - unlocked before the first transaction: unlocking opens its own
+    done = 0
+    while True:
+        with vault.unit_of_work() as s:
+            results = s.execute(select(RecordVersion.hospital_id, RecordVersion.result_hmac)
+                                .where(RecordVersion.status_key.is_(None))
+                                .group_by(RecordVersion.hospital_id, RecordVersion.result_hmac)
+                                .limit(chunk)).all()
+            if not results:
+                return done
+            for hospital_id, result_hmac in results:
+                try:
+                    key = first_version_key(vault, s, hospital_id, result_hmac)
+                except (StoreError, EncodingError) as exc:
+                    log.error("a result of %s written before migration 0013 cannot be opened (%s); it stays out of "
+                              "the status map", hospital_id, type(exc).__name__)
+                    key = UNKEYABLE
+                result = s.connection().execute(update(RecordVersion).where(
+                    RecordVersion.hospital_id == hospital_id, RecordVersion.result_hmac == result_hmac)
+                    .values(status_key=key))
+                done += result.rowcount
