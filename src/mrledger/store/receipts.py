@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 
 from mrledger.ledger import Anchor as AnchorInfo
 from mrledger.ledger import BatchHead, BatchSignature, Receipt, ResultRecord, parse_json
+from mrledger.ledger.status_check import STATUS_SECRET_EXTENSION
 from mrledger.store.batches import Batches
-from mrledger.store.models import Anchor, Batch, BatchLeaf
+from mrledger.store.models import Anchor, Batch, BatchLeaf, RecordVersion
 from mrledger.store.results import version_row
+from mrledger.store.statusmaps import first_version
 
 
 class Receipts(Batches):
@@ -27,6 +29,8 @@ class Receipts(Batches):
             anchor = s.scalar(select(Anchor).where(and_(Anchor.hospital_id == hospital_id, Anchor.seq == member.seq,
                                                         Anchor.status == "confirmed")))
             leaf, index = row.leaf_hash, member.leaf_index
+            first_id = s.scalar(select(func.min(RecordVersion.id)).where(RecordVersion.hospital_id == hospital_id,
+                                                                         RecordVersion.result_hmac == rid))
         assert b is not None  # the foreign key guarantees it
         record_json, salt = self._open_version(hospital_id, rid, row.version, leaf, row.record_enc, row.salt_enc)
         tree = self._tree(hospital_id, member.seq)
@@ -38,6 +42,12 @@ class Receipts(Batches):
         # The stored section is parsed as strictly as a patient's receipt: a mangled column raises
         # EncodingError here rather than travelling on to a doctor.
         signature = None if b.signature is None else BatchSignature.from_obj(parse_json(b.signature))
-        return Receipt(ResultRecord.from_json(record_json), salt, index, leaf, tuple(tree.inclusion_proof(index)),
-                       head, anchor_info, signature=signature)
+        record = ResultRecord.from_json(record_json)
+        extensions = {}
+        if first_id != row.id or record.version != 1:
+            # Only the first stored version's salt names the result's status-map entry (ledger/status_check.py).
+            with self.read() as s:
+                extensions[STATUS_SECRET_EXTENSION] = first_version(self, s, hospital_id, rid)[2].hex()
+        return Receipt(record, salt, index, leaf, tuple(tree.inclusion_proof(index)), head, anchor_info,
+                       extensions=extensions, signature=signature)
 

@@ -29,7 +29,6 @@ from sqlalchemy.orm import Session
 from mrledger.ledger import ResultRecord
 from mrledger.ledger.errors import EncodingError
 from mrledger.ledger.statusmap import StatusMap, StatusValue, status_key
-from mrledger.store.crypto import RECORD_JSON, SALT, record_context
 from mrledger.store.errors import StoreError
 from mrledger.store.models import BatchLeaf, RecordVersion
 from mrledger.store.vault import Vault
@@ -114,18 +113,22 @@ class MapCache:
                 raise
 
 
-def first_version_key(vault: Vault, s: Session, hospital_id: str, result_hmac: bytes, result_id: str | None = None,
-                      ) -> bytes:
-    """A result's map key from its first stored version (lowest id): its salt and, unless given, the result id
-    inside its record — both encrypted, hence the vault."""
-    row = s.execute(select(RecordVersion.version, RecordVersion.leaf_hash, RecordVersion.record_enc,
+def first_version(vault: Vault, s: Session, hospital_id: str, result_hmac: bytes) -> tuple[int, str, bytes]:
+    """(row id, result id, salt) of a result's first stored version: the lowest row id, i.e. the first row its
+    first submission inserted, whatever its version number. Its salt is the result's map-key secret
+    (statusmap.status_key); id and salt are encrypted, hence the vault."""
+    row = s.execute(select(RecordVersion.id, RecordVersion.version, RecordVersion.leaf_hash, RecordVersion.record_enc,
                            RecordVersion.salt_enc)
                     .where(RecordVersion.hospital_id == hospital_id, RecordVersion.result_hmac == result_hmac)
-                    .order_by(RecordVersion.version).limit(1)).one()
-    context = record_context(hospital_id, result_hmac, row.version, row.leaf_hash)
-    if result_id is None:
-        result_id = ResultRecord.from_json(vault._decrypt(RECORD_JSON, context, row.record_enc).decode()).result_id
-    return status_key(hospital_id, result_id, vault._decrypt(SALT, context, row.salt_enc))
+                    .order_by(RecordVersion.id).limit(1)).one()
+    record_json, salt = vault._open_version(hospital_id, result_hmac, row.version, row.leaf_hash, row.record_enc,
+                                            row.salt_enc)
+    return row.id, ResultRecord.from_json(record_json).result_id, salt
+
+
+def first_version_key(vault: Vault, s: Session, hospital_id: str, result_hmac: bytes) -> bytes:
+    _row, result_id, salt = first_version(vault, s, hospital_id, result_hmac)
+    return status_key(hospital_id, result_id, salt)
 
 
 def backfill_status_keys(vault: Vault, chunk: int = BACKFILL_CHUNK) -> int:

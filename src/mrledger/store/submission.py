@@ -126,7 +126,7 @@ class Submission(Vault):
             out: list[Accepted] = []
             new_leaves: dict[tuple[str, int], bytes] = {}
             map_keys = self._map_keys(s, hospital_id, records, held_keys, hmacs)
-            first_salts: dict[str, tuple[int, bytes]] = {}
+            first_salts: dict[str, bytes] = {}
             for r, d in zip(records, digests, strict=True):
                 key = (r.result_id, r.version)
                 known = existing[key][1] if key in existing else new_leaves.get(key)
@@ -135,9 +135,7 @@ class Submission(Vault):
                     continue
                 salt = self._salts(SALT_BYTES)
                 leaf = commit(r, salt)
-                lowest = first_salts.get(r.result_id)
-                if lowest is None or r.version < lowest[0]:
-                    first_salts[r.result_id] = (r.version, salt)
+                first_salts.setdefault(r.result_id, salt)
                 new_leaves[key] = leaf
                 result_hmac = hmacs[r.result_id]
                 record_enc, salt_enc = keys.encrypt_version(record_context(hospital_id, result_hmac, r.version, leaf),
@@ -145,8 +143,9 @@ class Submission(Vault):
                 rows.append((result_hmac, r.version, r.status, r.supersedes, record_enc, d, salt_enc, leaf,
                              r.result_id))
                 out.append(Accepted(hospital_id, r.result_id, r.version, leaf, "accepted"))
-            for rid, (_v, salt) in first_salts.items():
-                # A result new to this ledger is keyed by the salt of its lowest version (docs/receipt.md §15).
+            for rid, salt in first_salts.items():
+                # A result new to this ledger is keyed by the salt of its first stored version (the first row
+                # inserted, as store/statusmaps.py reads it back; docs/receipt.md §15).
                 map_keys.setdefault(rid, status_key(hospital_id, rid, salt))
             rows = [(*row[:-1], map_keys[cast(str, row[-1])]) for row in rows]
             if rows:
@@ -182,7 +181,7 @@ class Submission(Vault):
         keys: dict[str, bytes] = {}
         for rid in {r.result_id for r in records if r.result_id in held}:
             known = held[rid]
-            keys[rid] = known if known is not None else first_version_key(self, s, hospital_id, hmacs[rid], rid)
+            keys[rid] = known if known is not None else first_version_key(self, s, hospital_id, hmacs[rid])
         return keys
 
     @staticmethod
