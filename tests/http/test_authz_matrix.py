@@ -65,7 +65,7 @@ class Row:
 
     @property
     def key(self) -> tuple[str, str]:
-        return self.method, normalise(self.path)
+        return self.method, normalise(self.path.split("?", 1)[0])
 
 
 def only(allowed: set[str]) -> dict[str, str]:
@@ -88,6 +88,8 @@ TABLE = [
     Row("GET", "/v1/hospitals/{hid}/results/R1/receipt.svg", only({"own", "auditor", "admin"})),
     # public: hashes only, and only for a caller who names the leaf hash (http/routes/receipt_qr.py)
     Row("GET", "/v1/hospitals/{hid}/results/R1/proof", dict.fromkeys(CALLERS, ok)),
+    # public: a status-map proof, only for a caller who names the result's status key (docs/receipt.md §17)
+    Row("GET", "/v1/hospitals/{hid}/results/R1/status-proof?key=" + "00" * 32, dict.fromkeys(CALLERS, ok)),
     Row("GET", "/v1/hospitals/{hid}/batches/1", only({"own", "auditor", "admin"})),
     # public: the signed head and salted leaf hashes, what an outside monitor re-derives the root from
     Row("GET", "/v1/hospitals/{hid}/batches/head", dict.fromkeys(CALLERS, ok)),

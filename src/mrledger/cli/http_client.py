@@ -201,6 +201,10 @@ class ApiClient:
         path = f"/hospitals/{quote(hospital_id, safe='')}/results/{result_segment(result_id)}/receipt"
         return self._request("GET", path, params=params).content
 
+    def status_proof(self, hospital_id: str, result_id: str, key: bytes) -> Any:
+        """The result's ``mrl-status-proof/1`` (no token needed: the key is the proof of holding the receipt)."""
+        path = f"/hospitals/{quote(hospital_id, safe='')}/results/{result_segment(result_id)}/status-proof"
+        return self._request("GET", path, params={"key": key.hex()}).json()
 
     def kpis(self, params: dict[str, str], *, csv: bool = False) -> Any:
         """The KPI report (``GET /v1/kpis``) as parsed JSON, or with ``csv`` the CSV text (``/v1/kpis.csv``)."""

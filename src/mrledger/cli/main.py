@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -68,6 +69,12 @@ def verify(
     checkpoint: Annotated[list[Path] | None, typer.Option("--checkpoint", help="A witness checkpoint "
                                                           "(mrl-witness/1 JSON), or a directory of them "
                                                           "(repeatable).", show_default=False)] = None,
+    status: Annotated[str | None, typer.Option("--status", help="URL of an mrledger node: also ask whether this "
+                                               "version is still current (superseded? withdrawn?) and check the "
+                                               "answer against the receipt and, with --rpc, the chain.",
+                                               show_default=False)] = None,
+    status_grace: Annotated[int, typer.Option("--status-grace", min=0, help="Seconds a newer batch may sit on "
+                                              "chain before an answer from an older one is stale.")] = 600,
 ) -> None:
     """Verify a receipt offline: format, leaf hash, batch identity, inclusion proof, anchor presence;
     with --rpc also on chain: chain id, the registry's stored root and size, its RFC 9162 verifier, and
@@ -83,6 +90,11 @@ def verify(
 
     • 4  not witnessed: valid, but fewer than --witnesses of the --witness keys vouch for its batch (or two of
       them signed different histories: a split view)
+
+    • 5  not current (with --status): valid, but superseded by a later version or withdrawn
+
+    • 6  status unverified (with --status): valid, but the node's status answer is missing, stale, or does not
+      check against the receipt or the chain
 
     • 1  invalid: a check failed (tampered record, broken proof, not a receipt)
 
@@ -119,28 +131,39 @@ def verify(
         _err(f"--witnesses {witnesses} needs at least that many --witness keys ({len(keys)} given)")
         raise typer.Exit(EXIT_USAGE)
     verdict = verify_receipt(data, trust=store, require_signature=store is not None and not allow_unsigned)
+    w3 = None
     if rpc is not None:
         from web3 import Web3
 
         from mrledger.anchoring.verify import verify_on_chain
 
         try:
-            verdict = verify_on_chain(data, Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 10})),
-                                      offline=verdict, trust=store)  # also signature-time (docs/signatures.md §4)
+            w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 10}))
+            verdict = verify_on_chain(data, w3, offline=verdict, trust=store)  # also signature-time (signatures.md §4)
         except Exception as exc:  # unreachable endpoint, not an EVM node: a usage problem, not a verdict
             Console(stderr=True).print(f"[red]error:[/] cannot check the chain at {rpc}: {type(exc).__name__}: {exc}",
                                        soft_wrap=True)
             raise typer.Exit(EXIT_USAGE) from None
     vouched, said = (True, "") if witnesses is None or verdict.status != "valid" else \
         wit.check(verdict, keys, documents, witnesses)
+    current = None
+    if status is not None and verdict.status == "valid" and verdict.receipt is not None:
+        from mrledger.cli import status as st
+
+        current = st.check(verdict.receipt, status, w3, timedelta(seconds=status_grace))
     if as_json:
-        typer.echo(json.dumps({**verdict.to_obj(), **({"witnessed": vouched, "witnesses": said} if said else {})},
+        typer.echo(json.dumps({**verdict.to_obj(), **({"witnessed": vouched, "witnesses": said} if said else {}),
+                               **({"current": current.to_obj()} if current is not None else {})},
                               indent=2, ensure_ascii=False))
     else:
         _print_verdict(Console(), receipt_file, verdict)
-        if said:
-            Console().print(said, highlight=False, markup=False, soft_wrap=True)
-    raise typer.Exit(EXIT_CODES[verdict.status] if vouched else wit.EXIT_NOT_WITNESSED)
+        for line in (said, "" if current is None else current.line()):
+            if line:
+                Console().print(line, highlight=False, markup=False, soft_wrap=True)
+    if not vouched:
+        raise typer.Exit(wit.EXIT_NOT_WITNESSED)
+    raise typer.Exit(EXIT_CODES[verdict.status] if current is None or current.exit_code is None
+                     else current.exit_code)
 
 
 def _print_verdict(console: Console, path: Path, verdict: Verdict) -> None:

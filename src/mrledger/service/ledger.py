@@ -9,21 +9,23 @@ clock, catalogue or trust) is a new ``Services``. The arrows: ``IntakeService`` 
 
 from __future__ import annotations
 
+import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from mrledger.anchoring.chain import ChainContext
-from mrledger.ledger import BatchHead, Receipt, TrustStore
+from mrledger.ledger import Anchor, BatchHead, Receipt, TrustStore
 from mrledger.ledger.signing import MAX_SEALING_DELAY
 from mrledger.ledger.status import CONFIRMED, PENDING, AnchorStatus
+from mrledger.ledger.status_check import StatusDocument
 from mrledger.service.decisions import DecisionService
 from mrledger.service.intake import IntakeService
 from mrledger.service.pki import SignStats
 from mrledger.service.recognition import Catalogue, default_catalogue
 from mrledger.service.verification import Outcome, Verifier
-from mrledger.store import Store, VersionInfo
+from mrledger.store import NotFoundError, Store, VersionInfo
 from mrledger.store.access import Access, Principal
 from mrledger.store.anchors import AnchorState, Outbox, batch_status
 from mrledger.store.decisions import EventIndex
@@ -95,6 +97,32 @@ class ResultsService:
         if self.chain is not None and state is not None and state.block_number is not None:
             confirmations = max(0, self.chain.head() - state.block_number + 1)
         return BatchView(head, state, confirmations, self.store.batch_leaves(hospital_id, seq))
+
+
+    def status_document(self, hospital_id: str, result_id: str, key: bytes) -> StatusDocument:
+        """The map proof of a result's entry as of the hospital's latest confirmed batch (docs/receipt.md §17).
+        The caller names the key, which only a receipt's holder can derive; any other key (or an unknown result)
+        is the NotFoundError of an unknown result, so the route tells a prober nothing. StatusPendingError while
+        no confirmed batch commits a map (a hospital whose batches all predate migration 0013)."""
+        try:
+            held = self.store.status_key_of(hospital_id, result_id)
+        except NotFoundError:
+            held = None
+        if held is None or not hmac.compare_digest(held, key):
+            raise NotFoundError(f"no result {result_id!r} with that status key at hospital {hospital_id!r}")
+        state = self.outbox.latest_confirmed(hospital_id)
+        proven = None if state is None else self.store.status_proof(hospital_id, key, state.head.seq)
+        if state is None or proven is None:
+            raise StatusPendingError("no confirmed batch of this hospital commits a status map yet")
+        root, proof = proven
+        anchor = None
+        if state.chain_id and state.contract and state.tx_hash and state.block_hash:
+            anchor = Anchor(state.chain_id, state.contract, state.tx_hash, state.block_number or 0, state.block_hash)
+        return StatusDocument(hospital_id, key, state.head, root, proof, anchor)
+
+
+class StatusPendingError(Exception):
+    """No status answer can be given yet (HTTP 409): nothing anchored commits the hospital's status map."""
 
 
 class VerificationService:

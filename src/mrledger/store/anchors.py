@@ -266,6 +266,15 @@ class Outbox:
                             .where(Anchor.hospital_id == hospital_id, Anchor.seq == seq)).first()
             return None if row is None else _state(row[0], row[1])
 
+    def latest_confirmed(self, hospital_id: str) -> AnchorState | None:
+        """The hospital's highest batch whose anchor is confirmed: what a status answer is given as of."""
+        with self._store.read() as s:
+            row = s.execute(select(Anchor, Batch).join(Batch, (Batch.hospital_id == Anchor.hospital_id)
+                                                        & (Batch.seq == Anchor.seq))
+                            .where(Anchor.hospital_id == hospital_id, Anchor.status == CONFIRMED)
+                            .order_by(Anchor.seq.desc()).limit(1)).first()
+            return None if row is None else _state(row[0], row[1])
+
     def txs(self, signer: str, status: str = TX_PENDING) -> list[TxInfo]:
         with self._store.read() as s:
             q = select(AnchorTx).where(AnchorTx.signer == signer, AnchorTx.status == status).order_by(

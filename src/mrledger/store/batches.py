@@ -96,6 +96,13 @@ class Batches(Vault):
             return conn.execute(select(Batch.map_root).where(Batch.hospital_id == hospital_id, Batch.seq == seq)
                                 ).scalar()
 
+    def status_key_of(self, hospital_id: str, result_id: str) -> bytes | None:
+        """The status-map key of a stored result (None: unknown result, or not keyed yet)."""
+        rid = self.keys.index(hospital_id, result_id)
+        with self.single_read() as conn:
+            return conn.execute(select(RecordVersion.status_key).where(
+                RecordVersion.hospital_id == hospital_id, RecordVersion.result_hmac == rid).limit(1)).scalar()
+
     def status_proof(self, hospital_id: str, key: bytes, seq: int) -> tuple[bytes, StatusProof] | None:
         """The map proof of ``key`` after batch ``seq``, with the root that batch committed; None if it has none.
         The map is rebuilt from the sealed rows, so it is checked against the committed root before it proves

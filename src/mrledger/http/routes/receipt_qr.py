@@ -22,6 +22,7 @@ from mrledger.http.routes.results import HospitalPath, ResultPath
 from mrledger.http.schemas import PARAM_422, problems
 from mrledger.ledger.records import MAX_VERSION
 from mrledger.service import qr
+from mrledger.service.ledger import StatusPendingError
 from mrledger.store import NotFoundError
 
 router = APIRouter(prefix="/v1", tags=["results"])
@@ -32,6 +33,8 @@ FormQuery = Annotated[Literal["auto", "full", "ref", "ref-min"], Query(
 VersionQuery = Annotated[int | None, Query(ge=1, le=MAX_VERSION, description="Default: the latest version")]
 _PENDING = ("receipt-pending", "The receipt is not available yet", "the batch anchor is submitted, not confirmed",
             {"anchor_status": "submitted"})
+_STATUS_PENDING: tuple[str, str, str, dict[str, Any]] = ("status-pending", "No status answer yet",
+                   "no confirmed batch of this hospital commits a status map yet", {})
 _MEDIA = {"png": "image/png", "svg": "image/svg+xml"}
 
 
@@ -124,3 +127,23 @@ def proof(hospital_id: HospitalPath, result_id: ResultPath, ledger: ServicesDep,
     ledger.access_log.log(principal, "proof", hospital_id=hospital_id, result_id=result_id,
                           version=receipt["record"]["version"])
     return JSONResponse(qr.proof_of(receipt), headers={"Cache-Control": "no-store"})
+
+
+@router.get(
+    "/hospitals/{hospital_id}/results/{result_id}/status-proof",
+    summary="Is this version still current? The status-map proof of a result (anyone who names its status key)",
+    description="`mrl-status-proof/1` (docs/receipt.md §17): the map proof of the result's entry as of the "
+                "hospital's latest confirmed batch, that batch's head, map root and anchor. The caller names the "
+                "result's status key, which only a receipt's holder can derive (from the first version's salt); "
+                "any other key is a 404 like an unknown result. Check it with the receipt and the chain "
+                "(`mrledger verify --status`), not by trusting this node.",
+    responses=problems(404, 409, 422, s422=PARAM_422, s409=_STATUS_PENDING),
+)
+def status_proof(hospital_id: HospitalPath, result_id: ResultPath, ledger: ServicesDep, principal: PrincipalDep,
+                 key: Annotated[str, Query(pattern="^[0-9a-f]{64}$", description="lower-hex status key")]) -> Any:
+    try:
+        doc = ledger.results.status_document(hospital_id, result_id, bytes.fromhex(key))
+    except StatusPendingError as exc:
+        raise Problem(409, "status-pending", "No status answer yet", str(exc)) from exc
+    ledger.access_log.log(principal, "status-proof", hospital_id=hospital_id, result_id=result_id)
+    return JSONResponse(doc.to_obj(), headers={"Cache-Control": "no-store"})

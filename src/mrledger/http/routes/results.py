@@ -76,7 +76,7 @@ class ResultIdPath:
     #: one segment (the hospital id).
     ROUTES: tuple[tuple[tuple[bytes, ...], frozenset[bytes]], ...] = (
         ((b"v1", b"hospitals", b"*", b"results"),
-         frozenset({b"", b"receipt", b"receipt.png", b"receipt.svg", b"proof"})),
+         frozenset({b"", b"receipt", b"receipt.png", b"receipt.svg", b"proof", b"status-proof"})),
         ((b"v1", b"audit", b"hospitals", b"*", b"results"), frozenset({b"lineage"})),
     )
 

@@ -2,7 +2,7 @@
 // check first (receipts), then the ledger (POST /v1/verify), then optionally the doctor's own JSON-RPC endpoint.
 // A FHIR resource has no proof to check offline: the ledger maps it as intake did and finds its version.
 import {
-  checkRootOnChain, decodeQrText, decodeUtf8Strict, isQrText, parseJsonStrict, receiptFromReference, verifyOffline,
+  checkRootOnChain, currentStatus, decodeQrText, decodeUtf8Strict, isQrText, parseJsonStrict, receiptFromReference, verifyOffline,
 } from "./core.js";
 import { mountDecision, showDecision } from "./decision.js";
 import { apply, mountSwitcher, t } from "./i18n.js";
@@ -74,6 +74,13 @@ function render() {
   if (chain) step("chain", chain.ok ? "ok" : "fail", chain.ok ? `${t("chain.ok")} (${t("d.conf")}: ${chain.confirmations})`
                                                          : `${t("chain.fail")}: ${chain.detail}`);
   else step("chain", "skip", t("chain.skip"));
+  // 4. current status (status map, docs/receipt.md §17)
+  const st = last.status;
+  if (st) {
+    const where = st.chain ? `${t("st.chain")}; ${t("st.v1")}` : t("st.node");
+    step("status", st.status === "current" ? "ok" : st.status === "unknown" ? "skip" : "fail", `${st.status}: ${st.detail} — ${where}`);
+  } else step("status", "skip", t("st.skip"));
+  $("step-status").dataset.state = st ? st.status : "skipped";
 
   // The verdict: a failed offline check is final (tampered) whatever a server says.
   let kind, word, sub = "";
@@ -86,8 +93,15 @@ function render() {
   else if (server) {
     kind = server.verdict;
     if (kind === "authentic" && server.superseded_by) kind = "superseded";
+    // The status map checked on the doctor's own chain endpoint outranks what the node's database says.
+    if ((kind === "authentic" || kind === "superseded") && st && st.chain) {
+      if (st.status === "superseded") kind = "superseded";
+      else if (st.status === "withdrawn") kind = "revoked";
+      else if (st.status !== "current") { kind = "unknown"; sub = `${t("st.unverified")}: ${st.detail}`; }
+    }
     word = t("v." + kind);
-    if (server.recognition) sub = t("rec." + server.recognition.decision);
+    if (server.recognition && !sub) sub = t("rec." + server.recognition.decision);
+    if (st && st.chain && (st.status === "superseded" || st.status === "withdrawn")) sub = st.detail;
     if (kind === "cannot-match") sub = (server.checks.find((c) => c.name === server.failed_check) || {}).detail || sub;
     if (server.failed_check === "signature") sub = `${t("sig.fail")}: ${server.signature ? server.signature.status : ""}`;
   } else if (offline) { kind = offline.status === "valid" ? "unknown" : "pending"; word = t("v." + kind); sub = t("v.offline-only"); }
@@ -130,7 +144,7 @@ async function postVerify(body, auth) {
 
 async function checkReceipt(receipt) {
   setVerdict("working", t("v.working"));
-  last = { receipt, offline: await verifyOffline(receipt), server: null, chain: null, waiting: true };
+  last = { receipt, offline: await verifyOffline(receipt), server: null, chain: null, status: null, waiting: true };
   render(); // the offline result is on screen before any network request
   if (last.offline.status === "invalid") return;
   const rpc = $("rpc").value.trim();
@@ -139,6 +153,9 @@ async function checkReceipt(receipt) {
     postVerify({ receipt }, false).then((v) => { last.server = v; }, (e) => { last.error = e.message; }),
     rpc && receipt.anchor ? checkRootOnChain(rpc, receipt).then((c) => { last.chain = c; },
                                                                  (e) => { last.chain = { ok: false, conflict: false, detail: e.message }; })
+      : null,
+    last.offline.status === "valid" ? currentStatus(receipt, rpc).then((s) => { last.status = s; },
+                                                                       (e) => { last.status = { status: "unknown", detail: e.message, chain: null }; })
       : null,
   ]);
   last.waiting = false;

@@ -1,0 +1,51 @@
+"""Is a receipt's version still current, by a node's status document and the chain (docs/receipt.md §17).
+
+The verdict stands on two checks that must both hold: the document against the receipt (``ledger.status_check``:
+the key, the map proof, the versions) and the document's batch against the registry (``anchoring.status``). A
+node that serves an old map to hide a correction is caught by the second: once the hospital's next batch has been
+on chain for longer than ``grace``, the answer is ``stale``, never ``current``. Why a grace at all: a node answers
+as of its latest *confirmed* batch, so a batch still gathering confirmations is not a lie.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from web3 import Web3
+
+from mrledger.anchoring.status import StatusBinding, bind_status, newer_batch_age
+from mrledger.ledger.receipt import Receipt
+from mrledger.ledger.status_check import StatusDocument, StatusVerdict, check_status
+
+DEFAULT_GRACE = timedelta(minutes=10)
+
+
+def verify_status(w3: Web3, receipt: Receipt, doc: StatusDocument, *,
+                  grace: timedelta = DEFAULT_GRACE) -> tuple[StatusVerdict, StatusBinding | None]:
+    """The receipt's status from the document and the chain. The document's anchor names the registry only
+    if it matches the receipt's (a node cannot point the verifier at a registry of its own)."""
+    verdict = check_status(receipt, doc)
+    if verdict.kind in ("invalid", "unknown") or receipt.anchor is None:
+        return verdict, None
+    if doc.anchor is not None and (doc.anchor.contract.lower() != receipt.anchor.contract.lower()
+                                   or doc.anchor.chain_id != receipt.anchor.chain_id):
+        return StatusVerdict("invalid", None, doc.batch.seq, "the status proof names another registry than the "
+                                                              "receipt's"), None
+    binding = bind_status(w3, receipt.anchor.contract, doc)
+    if not binding.on_chain:
+        return StatusVerdict("invalid", None, doc.batch.seq, binding.detail), binding
+    age = newer_batch_age(w3, receipt.anchor.contract, doc, binding.latest_seq)
+    if age is not None and age > grace:
+        return StatusVerdict("stale", None, doc.batch.seq, f"the node answers as of batch {doc.batch.seq}, but batch "
+                                                           f"{doc.batch.seq + 1} has been on chain for "
+                                                           f"{int(age.total_seconds())} s: it hides a newer status"
+                             ), binding
+    return verdict, binding
+
+
+def binding_obj(binding: StatusBinding | None) -> dict[str, Any] | None:
+    if binding is None:
+        return None
+    return {"on_chain": binding.on_chain, "latest_seq": binding.latest_seq, "map_root_bound": binding.map_root_bound,
+            "anchored_block": binding.anchored_block, "detail": binding.detail}
