@@ -94,6 +94,8 @@ TABLE = [
     # public: the signed head and salted leaf hashes, what an outside monitor re-derives the root from
     Row("GET", "/v1/hospitals/{hid}/batches/head", dict.fromkeys(CALLERS, ok)),
     Row("GET", "/v1/hospitals/{hid}/batches/1/leaves", dict.fromkeys(CALLERS, ok)),
+    # versions and withdrawals per leaf: for auditors (the monitor's --token), not the public
+    Row("GET", "/v1/hospitals/{hid}/batches/1/map", AUDIT),
     Row("POST", "/v1/verify", dict.fromkeys(CALLERS, ok), _receipt_body, "receipt"),
     Row("POST", "/v1/verify", only({"doctor", "admin", "auditor"}), _record_body, "record"),
     Row("POST", "/v1/verify", only({"doctor", "admin", "auditor"}), _fhir_body, "fhir"),

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, update
 
-from mrledger.ledger.statusmap import StatusMap, StatusValue, status_key, verify_status_proof
+from mrledger.ledger.statusmap import UNKEYABLE, StatusMap, StatusValue, status_key, verify_status_proof
 from mrledger.store import Store, StoreError
 from mrledger.store.models import Batch, RecordVersion
-from mrledger.store.statusmaps import UNKEYABLE, backfill_status_keys
+from mrledger.store.statusmaps import backfill_status_keys
 from tests.conftest import TEST_KEY
 from tests.store.test_repository import rec
 

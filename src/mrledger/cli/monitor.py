@@ -25,8 +25,9 @@ def monitor(
         "--hospital", help="A hospital id to watch (repeat). Default: every hospital GET /v1/hospitals lists, "
                            "with --token.", show_default=False)] = None,
     token: Annotated[str | None, typer.Option("--token", envvar="MRL_MONITOR_TOKEN", show_default=False,
-                                              help="An auditor token to list the node's hospitals with "
-                                                   "(only without --hospital).")] = None,
+                                              help="An auditor token: lists the node's hospitals (without "
+                                                   "--hospital) and lets the monitor re-derive every batch's "
+                                                   "status map (without it, maps are not checked).")] = None,
     from_block: Annotated[int, typer.Option("--from-block", min=0, help="First block to read events from "
                                             "(the registry's deployment block).")] = 0,
     trust: Annotated[list[Path] | None, typer.Option("--trust", exists=True, dir_okay=False, show_default=False,
@@ -78,7 +79,8 @@ def monitor(
             _err(str(exc))
             raise typer.Exit(EXIT_USAGE) from None
     options = Options(rpc, contract, node, state, hospitals, from_block, trust or (), intermediate or (), crl or (),
-                      not allow_unsigned, withhold_delay, witness_key=witness_key, witness_out=witness_out)
+                      not allow_unsigned, withhold_delay, witness_key=witness_key, witness_out=witness_out,
+                      token=token)
     try:
         built = build(options)
     except (ValueError, OSError) as exc:  # a state file of another deployment, a bad key or trust file

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from mrledger.ledger.errors import EncodingError, ProofError
+from mrledger.ledger.errors import EncodingError, MrLedgerError, ProofError
 
 SMAP_FORMAT = "mrl-smap/1"
 KEY_DOMAIN = b"mrl-smap/1 key"
@@ -349,3 +349,31 @@ class StatusMap:
             other = self._keys[lo].to_bytes(32, "big")
             leaf = (other, self._values[other])
         return StatusProof(tuple(siblings), leaf)
+
+
+#: (key, version, record status, leaf hash) of one committed record version: a map change as the store and a
+#: monitor read it (key None: a row written before the map existed and not keyed yet).
+MapRow = tuple[bytes | None, int, str, bytes]
+#: The key of a row written before migration 0013 that cannot be opened (altered, or under a lost data key): its
+#: result stays out of the map, as it stays unreadable. Not a possible SHA-256 output one could hit.
+UNKEYABLE = bytes(32)
+
+
+class MissingStatusKeyError(MrLedgerError):
+    """A row written before migration 0013 that no store with the master key has keyed yet."""
+
+
+def map_changes(current: StatusMap, rows: Iterable[MapRow]) -> dict[bytes, StatusValue]:
+    """The entries ``rows`` change: per key, the highest version, if it is above the one the map holds. A lower
+    version sealed after a higher one (a sender resending an old version) changes nothing: the map tells the
+    latest version, not the latest arrival."""
+    changes: dict[bytes, StatusValue] = {}
+    for key, version, status, leaf in rows:
+        if key is None:
+            raise MissingStatusKeyError("a record version has no status key yet (backfill_status_keys)")
+        if key == UNKEYABLE:
+            continue
+        held = changes.get(key) or current.get(key)
+        if held is None or version > held.version:
+            changes[key] = StatusValue.for_record(version, status, leaf)
+    return changes

@@ -9,10 +9,9 @@ stable ``kind`` (the alert's name) and a human ``detail``:
 ``signature``      the head's signature is missing (when required), does not verify, does not chain to the
                    region's trust anchors, is revoked, or signs another deployment (the reason leads)
 ``signing-time``   the signed ``sealed_at`` does not fit the anchoring block's time (``check_signing_time``)
+``status-map``     the batch's status-map root (issue 18) does not follow from the previous map and this batch's
+                   leaves with the map changes the node publishes for them (``check_status_map``)
 =================  ==========================================================================================
-
-The status map of the verifiable-status issue (18) does not exist yet: ``check_status_map`` is the hook where
-its re-derivation (previous map root + this batch's leaves → this batch's map root) will go.
 """
 
 from __future__ import annotations
@@ -20,9 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from mrledger.ledger import SignatureError, TrustStore, merkle_root, verify_batch_signature
+from mrledger.ledger import EncodingError, SignatureError, TrustStore, merkle_root, verify_batch_signature
 from mrledger.ledger.signing import MAX_SEALING_DELAY, SigningTimeError, check_signing_time
-from mrledger.monitor.sources import Published
+from mrledger.ledger.statusmap import MapRow, StatusMap, StatusValue, map_changes
+from mrledger.monitor.sources import Published, PublishedMap
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,6 @@ def check_batch(hospital_id: str, seq: int, root: bytes, size: int, block_time: 
                                               f"{derived.hex() or '-'}, the head says {head.root.hex()} "
                                               f"size {head.size}"))
     found.extend(check_signature(published, block_time, deployment))
-    found.extend(check_status_map(hospital_id, seq, published))
     return found
 
 
@@ -91,8 +90,27 @@ def check_signature(published: Published, block_time: int, deployment: Deploymen
     return []
 
 
-def check_status_map(hospital_id: str, seq: int, published: Published) -> list[Finding]:
-    """Hook for issue 18 (verifiable status map): once the node publishes each batch's map root, re-derive it
-    from the previous batch's map root and this batch's leaves, so a version changed or withdrawn without a
-    leaf, or a leaf without its map change, is caught (kind ``status-map``). Nothing to check until then."""
-    return []
+def check_status_map(current: StatusMap, leaves: list[bytes], published: PublishedMap,
+                     ) -> tuple[list[Finding], dict[bytes, StatusValue]] | None:
+    """Re-derive a batch's status-map root: ``current`` (the map after the previous batch, as this monitor derived
+    it) plus, per published leaf, the map change the node says it makes (docs/receipt.md §15). Applies the
+    changes to ``current`` and returns the findings (``status-map``: a version changed or withdrawn without a
+    leaf, or a leaf without its change, makes the roots differ) with the changes applied; None when the batch
+    cannot be re-derived (a row the node has not keyed), and ``current`` is then left as it was."""
+    if len(published.changes) != len(leaves):
+        return [Finding("status-map", f"{len(published.changes)} map changes published for {len(leaves)} "
+                                      "leaves")], {}
+    rows: list[MapRow] = []
+    for (key, version, status), leaf in zip(published.changes, leaves, strict=True):
+        if key is None:
+            return None
+        rows.append((key, version, "entered-in-error" if status == "withdrawn" else "final", leaf))
+    try:
+        changes = map_changes(current, rows)
+        root = current.apply(changes)
+    except EncodingError as exc:
+        return [Finding("status-map", f"the published map changes do not apply: {exc}")], {}
+    if published.root is not None and root != published.root:
+        return [Finding("status-map", f"the map root re-derived from the previous map and this batch's leaves is "
+                                      f"{root.hex()}; the node committed {published.root.hex()}")], changes
+    return [], changes

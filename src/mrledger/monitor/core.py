@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mrledger.ledger import hospital_key
-from mrledger.monitor.checks import Deployment, check_batch
+from mrledger.ledger.statusmap import StatusMap
+from mrledger.monitor.checks import Deployment, check_batch, check_status_map
 from mrledger.monitor.sources import Chain, Node, NodeError, Published
 from mrledger.monitor.state import AnchorRow, State
 
@@ -32,7 +33,7 @@ FETCH_THREADS = 8
 
 #: Every kind of problem the monitor reports (the ``kind`` of a JSON line, the label of the metric).
 KINDS = ("sequence-gap", "root-mismatch", "leaf-mismatch", "signature", "signing-time", "withheld", "split-view",
-         "unknown-hospital")
+         "unknown-hospital", "status-map")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,8 @@ class Monitor:
         self.ids = {hospital_key(h): h for h in hospitals}
         self.from_block, self.withhold_delay, self.clock = from_block, withhold_delay, clock
         self.on_problem, self.on_checkpoint = on_problem, on_checkpoint
+        #: Each hospital's re-derived status map, loaded from the state on first use (``_advance_map``).
+        self._maps: dict[bytes, StatusMap] = {}
         state.bind(deployment.chain_id, deployment.contract)
 
     # -- the pass -----------------------------------------------------------------------------------
@@ -172,6 +175,46 @@ class Monitor:
         for f in findings:
             self._report(found, f.kind, row.hkey, row.seq, f.detail, row.block)
         self.state.set_status(row.hkey, row.seq, "problem" if findings else "ok")
+        if not findings:
+            self._advance_map(found, row.hkey, {row.seq: published})
+
+    def _advance_map(self, found: list[Problem], hkey: bytes, fetched: dict[int, Published]) -> None:
+        """Re-derive the hospital's status map batch by batch, from the one after the last this monitor applied,
+        through every batch whose check passed (a batch in problem or not yet published stops it: the next map
+        can only be derived from a trusted previous one, and so does a batch whose root does not re-derive).
+        Needs the node token (map changes are not public);
+        without it, or while the node does not answer, nothing is derived and the next pass tries again."""
+        if self.node.token is None:
+            return
+        hid = self.ids[hkey]
+        current = self._maps.get(hkey)
+        if current is None:
+            current = self._maps[hkey] = StatusMap(self.state.map_entries(hkey))
+        seq = self.state.map_seq(hkey) + 1
+        while (row := self.state.anchor(hkey, seq)) is not None and row.status == "ok":
+            try:
+                published = fetched.get(seq) or self.node.leaves(hid, seq)
+                answer = None if published is None else self.node.map(hid, seq)
+            except NodeError as exc:
+                log.warning("cannot read %s batch %d's map from the node: %s", hid, seq, exc)
+                return
+            if published is None or answer is None:
+                return
+            checked = check_status_map(current, published.leaves or [], answer)
+            if checked is None:
+                log.warning("%s batch %d has rows the node has not keyed: its map is not re-derived", hid, seq)
+                return
+            findings, changes = checked
+            if findings:
+                # The history diverges here: later roots would differ for this one reason, so the map stops at
+                # the last batch that re-derived (as a transparency log's monitor stops at an inconsistency);
+                # it is re-derived from the state, unchanged, and this batch is retried on every pass.
+                for f in findings:
+                    self._report(found, f.kind, hkey, seq, f.detail, row.block)
+                del self._maps[hkey]
+                return
+            self.state.save_map(hkey, seq, changes)
+            seq += 1
 
     def _check_heads(self, found: list[Problem]) -> None:
         """Split view: the head the node serves as its latest lags behind what it publishes batch by batch (the

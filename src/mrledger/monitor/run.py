@@ -41,6 +41,8 @@ class Options:
     keep_blocks: int = 128
     witness_key: Path | None = None
     witness_out: Path | None = None
+    #: An auditor token: the status maps are re-derived only with it (their changes are not public).
+    token: str | None = None
 
 
 class Metrics:
@@ -92,7 +94,8 @@ def build(options: Options, *, on_problem: object = None) -> Monitor:
     def emit(problem: Problem) -> None:
         print(problem.to_json(), flush=True)
 
-    return Monitor(chain, Node(options.node_url), state, deployment, options.hospitals, from_block=options.from_block,
+    node = Node(options.node_url, token=options.token)
+    return Monitor(chain, node, state, deployment, options.hospitals, from_block=options.from_block,
                    withhold_delay=options.withhold_delay, on_problem=on_problem or emit,  # type: ignore[arg-type]
                    on_checkpoint=checkpoint)
 

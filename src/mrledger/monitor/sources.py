@@ -93,6 +93,15 @@ class Published:
     leaves: list[bytes] | None
 
 
+@dataclass(frozen=True, slots=True)
+class PublishedMap:
+    """What the node publishes of one batch's status map: the root it committed (None: sealed before the map)
+    and, per leaf in tree order, (key, version, map status) — key None for a row it has not keyed."""
+
+    root: bytes | None
+    changes: list[tuple[bytes | None, int, str]]
+
+
 class NodeError(Exception):
     """The node's answer could not be read (not JSON, wrong shape, a 5xx): reported as ``node-unreadable``."""
 
@@ -100,16 +109,19 @@ class NodeError(Exception):
 class Node:
     """The node's public, hash-only routes."""
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0, client: httpx.Client | None = None) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 30.0, client: httpx.Client | None = None,
+                 token: str | None = None) -> None:
         self.base = base_url.rstrip("/")
         self.http = client or httpx.Client(timeout=timeout)
+        #: An auditor token: only for the batch map changes (``map``), which are not public.
+        self.token = token
 
     def close(self) -> None:
         self.http.close()
 
-    def _get(self, path: str) -> dict[str, Any] | None:
+    def _get(self, path: str, headers: dict[str, str] | None = None) -> dict[str, Any] | None:
         try:
-            r = self.http.get(self.base + path)
+            r = self.http.get(self.base + path, headers=headers)
         except httpx.HTTPError as exc:
             raise NodeError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
         if r.status_code == 404:
@@ -133,6 +145,31 @@ class Node:
         """The latest head the node serves, or None when it has sealed nothing."""
         body = self._get(f"/v1/hospitals/{quote(hospital_id, safe='')}/batches/head")
         return None if body is None else _published(body, with_leaves=False)
+
+    def map(self, hospital_id: str, seq: int) -> PublishedMap | None:
+        """Batch ``seq``'s committed map root and each leaf's map change (needs ``token``), or None when the
+        node does not publish it."""
+        body = self._get(f"/v1/hospitals/{quote(hospital_id, safe='')}/batches/{seq}/map",
+                         {"Authorization": f"Bearer {self.token}"})
+        if body is None:
+            return None
+        try:
+            root = body.get("map_root")
+            entries = body.get("entries")
+            if not isinstance(entries, list):
+                raise EncodingError("entries is not a list")
+            changes = []
+            for e in entries:
+                if not isinstance(e, dict) or e.get("status") not in ("current", "withdrawn"):
+                    raise EncodingError("a map entry is not {key, version, status}")
+                key = None if e.get("key") is None else parse_hex(e["key"], size=32, what="status key")
+                version = e.get("version")
+                if not isinstance(version, int) or isinstance(version, bool):
+                    raise EncodingError("a map entry's version is not an integer")
+                changes.append((key, version, e["status"]))
+            return PublishedMap(None if root is None else parse_hex(root, size=32, what="map root"), changes)
+        except EncodingError as exc:
+            raise NodeError(f"the node's map data does not parse: {exc}") from exc
 
     def hospitals(self, token: str) -> list[str]:
         """Hospital ids from ``GET /v1/hospitals`` (any token): how the monitor maps the chain's hospital keys

@@ -11,6 +11,8 @@ What it holds, and why each piece survives a restart:
   (``pending`` until the node publishes the batch, then ``ok`` or ``problem``). ``chain`` is a running hash of
   the hospital's anchored (seq, root, size), the commitment a witness signs (``mrledger.monitor.witness``).
 * ``problems``: what was reported, so a problem is written once, not on every poll.
+* ``smap``: each hospital's status map as this monitor re-derived it (key → mrl-smap/1 value), with the last
+  batch applied in ``meta`` (``smap_seq:<hospital key>``): the previous map every next batch is checked from.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mrledger.ledger.statusmap import StatusValue
 from mrledger.ledger.witness import chain_hash
 
 SCHEMA = """
@@ -30,6 +33,8 @@ CREATE TABLE IF NOT EXISTS anchors (
     block INTEGER NOT NULL, block_time INTEGER NOT NULL, chain BLOB NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending', PRIMARY KEY (hkey, seq));
 CREATE INDEX IF NOT EXISTS anchors_block ON anchors (block);
+CREATE TABLE IF NOT EXISTS smap (hkey BLOB NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (hkey, key));
 CREATE TABLE IF NOT EXISTS problems (
     kind TEXT NOT NULL, hkey BLOB NOT NULL, seq INTEGER NOT NULL, detail TEXT NOT NULL, block INTEGER,
     PRIMARY KEY (kind, hkey, seq));
@@ -153,6 +158,23 @@ class State:
 
     def hospitals(self) -> list[bytes]:
         return [bytes(k) for (k,) in self.db.execute("SELECT DISTINCT hkey FROM anchors ORDER BY hkey")]
+
+    # -- status maps ---------------------------------------------------------------------------------
+
+    def map_seq(self, hkey: bytes) -> int:
+        value = self.get(f"smap_seq:{hkey.hex()}")
+        return 0 if value is None else int(value)
+
+    def map_entries(self, hkey: bytes) -> dict[bytes, StatusValue]:
+        return {bytes(k): StatusValue.from_bytes(bytes(v))
+                for k, v in self.db.execute("SELECT key, value FROM smap WHERE hkey = ?", (hkey,))}
+
+    def save_map(self, hkey: bytes, seq: int, changes: dict[bytes, StatusValue]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO smap VALUES (?, ?, ?)",
+                                [(hkey, k, v.to_bytes()) for k, v in changes.items()])
+            self.put(f"smap_seq:{hkey.hex()}", str(seq))
 
     # -- problems ------------------------------------------------------------------------------------
 

@@ -15,11 +15,11 @@ from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from mrledger.ledger import BatchHead, BatchSignature, MerkleTree, build_batch, canonicalize, parse_json
-from mrledger.ledger.statusmap import StatusProof
+from mrledger.ledger.statusmap import MapRow, MissingStatusKeyError, StatusProof, map_changes
 from mrledger.store.bulk import IN_CHUNK, DriverInsert
 from mrledger.store.errors import NotFoundError, StoreError, UnknownHospitalError
 from mrledger.store.models import Batch, BatchLeaf, Hospital, PendingLeaf, RecordVersion
-from mrledger.store.statusmaps import MapCache, MapRow, MissingStatusKeyError, map_changes
+from mrledger.store.statusmaps import MapCache
 from mrledger.store.vault import Vault
 
 log = logging.getLogger("mrledger.store")
@@ -176,6 +176,21 @@ class Batches(Vault):
                 .join(BatchLeaf, BatchLeaf.record_version_id == RecordVersion.id)
                 .where(BatchLeaf.hospital_id == hospital_id, BatchLeaf.seq == seq)
                 .order_by(BatchLeaf.leaf_index)).all())
+
+    def published_map(self, hospital_id: str, seq: int) -> tuple[bytes | None, list[MapRow]] | None:
+        """Batch ``seq``'s committed map root and, per leaf in tree order, the map change it makes (key, version,
+        record status, leaf hash): what a monitor re-derives the map root from (docs/monitor.md). None when
+        there is no such batch. Read from the table, like ``published_leaves``."""
+        with self.read() as s:
+            b = s.get(Batch, (hospital_id, seq))
+            if b is None:
+                return None
+            rows = s.execute(
+                select(RecordVersion.status_key, RecordVersion.version, RecordVersion.status, RecordVersion.leaf_hash)
+                .join(BatchLeaf, BatchLeaf.record_version_id == RecordVersion.id)
+                .where(BatchLeaf.hospital_id == hospital_id, BatchLeaf.seq == seq)
+                .order_by(BatchLeaf.leaf_index)).all()
+            return b.map_root, [tuple(r) for r in rows]  # type: ignore[misc]
 
     def batch_leaves(self, hospital_id: str, seq: int) -> list[bytes]:
         return list(self._tree(hospital_id, seq)._levels[0])

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -28,15 +28,17 @@ from sqlalchemy.orm import Session
 
 from mrledger.ledger import ResultRecord
 from mrledger.ledger.errors import EncodingError
-from mrledger.ledger.statusmap import StatusMap, StatusValue, status_key
+from mrledger.ledger.statusmap import (
+    UNKEYABLE,
+    StatusMap,
+    map_changes,
+    status_key,
+)
 from mrledger.store.errors import StoreError
 from mrledger.store.models import BatchLeaf, RecordVersion
 from mrledger.store.vault import Vault
 
 log = logging.getLogger("mrledger.store")
-
-#: (key, version, record status, leaf hash) of one sealed record version.
-MapRow = tuple[bytes | None, int, str, bytes]
 
 #: Rows of the map of one hospital between two batches (exclusive, inclusive), in sealing order.
 _MAP_ROWS = (select(RecordVersion.status_key, RecordVersion.version, RecordVersion.status, RecordVersion.leaf_hash)
@@ -45,29 +47,6 @@ _MAP_ROWS = (select(RecordVersion.status_key, RecordVersion.version, RecordVersi
                     BatchLeaf.seq <= bindparam("upto"))
              .order_by(BatchLeaf.seq, BatchLeaf.leaf_index))
 BACKFILL_CHUNK = 500
-#: The key of a row written before migration 0013 that cannot be opened (altered, or under a lost data key): its
-#: result stays out of the map, as it stays unreadable. Not a possible SHA-256 output one could hit.
-UNKEYABLE = bytes(32)
-
-
-class MissingStatusKeyError(RuntimeError):
-    """A row written before migration 0013 that no store with the master key has keyed yet."""
-
-
-def map_changes(current: StatusMap, rows: Iterable[MapRow]) -> dict[bytes, StatusValue]:
-    """The entries ``rows`` change: per key, the highest version, if it is above the one the map holds. A lower
-    version sealed after a higher one (a sender resending an old version) changes nothing: the map tells the
-    latest version, not the latest arrival."""
-    changes: dict[bytes, StatusValue] = {}
-    for key, version, status, leaf in rows:
-        if key is None:
-            raise MissingStatusKeyError("a record version has no status key yet (backfill_status_keys)")
-        if key == UNKEYABLE:
-            continue
-        held = changes.get(key) or current.get(key)
-        if held is None or version > held.version:
-            changes[key] = StatusValue.for_record(version, status, leaf)
-    return changes
 
 
 @dataclass

@@ -13,15 +13,16 @@ Registered before the results router so ``…/batches/head`` is not taken for ``
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from mrledger.http.deps import ServicesDep
+from mrledger.http.deps import PrincipalDep, ServicesDep, authorize
 from mrledger.http.problems import Problem
 from mrledger.http.routes.results import MAX_SEQ, HospitalPath
 from mrledger.http.schemas import PARAM_422, problems
+from mrledger.ledger.statusmap import StatusValue
 from mrledger.service.ledger import Services
 
 router = APIRouter(prefix="/v1", tags=["results"])
@@ -67,3 +68,34 @@ def batch_leaves(hospital_id: HospitalPath, seq: Annotated[int, Path(ge=1, le=MA
     if not leaves:
         raise Problem(404, "not-found", "Not found", f"batch {seq} of hospital {hospital_id!r} has no published leaves")
     return PublishedLeaves(**head.model_dump(), leaf_hashes=[h.hex() for h in leaves])
+
+
+class MapEntry(BaseModel):
+    key: str | None = Field(description="the result's status-map key (hex; null: a row the node has not keyed)")
+    version: int
+    status: Literal["current", "withdrawn"] = Field(description="what the version writes into the map")
+
+
+class PublishedMap(BaseModel):
+    hospital_id: str
+    seq: int
+    map_root: str | None = Field(description="the map root the batch committed (null: sealed before the map)")
+    entries: list[MapEntry] = Field(description="per leaf, in tree order, the map change it makes")
+
+
+@router.get("/hospitals/{hospital_id}/batches/{seq}/map", response_model=PublishedMap,
+            summary="A batch's status-map root and the map change of each leaf (auditor, admin)",
+            description="What a monitor re-derives the batch's map root from (docs/receipt.md §15, docs/monitor.md): "
+                        "keys are salted hashes, but versions and withdrawals are facts about a hospital's results, "
+                        "so this is for auditors, not the public. The leaf hashes are `…/leaves`.",
+            responses=problems(401, 403, 404, 422, s422=PARAM_422))
+def batch_map(hospital_id: HospitalPath, seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], ledger: ServicesDep,
+              principal: PrincipalDep) -> PublishedMap:
+    authorize(principal, "auditor", "admin")
+    found = ledger.store.published_map(hospital_id, seq)
+    if found is None:
+        raise Problem(404, "not-found", "Not found", f"no batch {seq} for hospital {hospital_id!r}")
+    root, rows = found
+    return PublishedMap(hospital_id=hospital_id, seq=seq, map_root=None if root is None else root.hex(), entries=[
+        MapEntry(key=None if key is None else key.hex(), version=version,
+                 status=StatusValue.for_record(version, status, leaf).status) for key, version, status, leaf in rows])
