@@ -167,6 +167,12 @@ def doctor_probing(t: Target) -> list[Answer]:
     proof = t.http("GET", f"/v1/hospitals/{HID}/results/{CANARY_RESULT}/proof?leaf_hash={leaf}&version=1").expect(200)
     proof.body = b"(the proof of a leaf the caller holds)"
     out += [stored, never, proof]
+    # The status proof (docs/receipt.md §17): a key nobody was given is the 404 of a result never stored; the batch
+    # map changes (versions, withdrawals) are for auditors, not for an anonymous caller.
+    stored, never = (t.http("GET", f"/v1/hospitals/{HID}/results/{rid}/status-proof?key={'ab' * 32}").expect(404)
+                     for rid in (CANARY_RESULT, NEVER_STORED))
+    _same(stored, never, (CANARY_RESULT, NEVER_STORED))
+    out += [stored, never, t.http("GET", f"/v1/hospitals/{HID}/batches/1/map").expect(401)]
     held = w.records[CANARY_RESULT, 1]
     stored_issued = held["issued"]
     wrong = copy.deepcopy(held)

@@ -24,6 +24,9 @@ from attack_seed import AWKWARD_IDS, World, record
 from attack_target import CANARY_PATIENT, CANARY_RESULT, HID, OTHER_HID, Answer, Target
 from bench_api import COMMAND
 
+from mrledger.ledger import Receipt
+from mrledger.ledger.status_check import receipt_status_key
+
 
 def _world(t: Target) -> World:
     if t.world is None:
@@ -39,7 +42,7 @@ def _own(a: Answer) -> Answer:
 
 def ids_reachable(t: Target) -> list[Answer]:
     """Issue 16 #1: a result whose id holds ``/ % ? # space`` or non-Latin characters got a 202; its versions,
-    receipt, QR (PNG, SVG), proof and lineage answer 200 for it, and ``mrledger receipt`` prints it."""
+    receipt, QR (PNG, SVG), proof, status proof and lineage answer 200 for it, and ``mrledger receipt`` prints it."""
     w = _world(t)
     out: list[Answer] = []
     hospital, auditor = w.tokens["hospital"], w.tokens["auditor"]
@@ -62,6 +65,10 @@ def ids_reachable(t: Target) -> list[Answer]:
         proof = t.http("GET", f"{base}/proof?leaf_hash={receipt['leaf']['hash']}").expect(200)
         proof.body = b"(the proof of a leaf the caller holds)"
         out.append(proof)
+        key = receipt_status_key(Receipt.from_obj(receipt))
+        status = t.http("GET", f"{base}/status-proof?key={key.hex() if key else ''}").expect(200)
+        status.body = b"(the status proof of a result the caller holds)"
+        out.append(status)
     with ThreadPoolExecutor(4) as pool:  # the CLI's start-up is most of its time
         out += pool.map(lambda rid: _cli_receipt(t, rid, hospital), [r for r in AWKWARD_IDS if (r, 1) in w.receipts])
     return out

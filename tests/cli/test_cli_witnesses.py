@@ -4,7 +4,10 @@ receipt that fails on its own keeps its own exit code; unusable inputs are usage
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +106,33 @@ def test_unusable_witness_inputs_are_usage_errors(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text("{")
     assert _verify(path, "--witnesses", "1", "--witness", str(a), "--checkpoint", str(broken)).exit_code == 2
+
+
+def test_checkpoints_fetched_from_witnesses_over_http(tmp_path: Path) -> None:
+    """A witness publishes its ``--witness-out`` directory over HTTP; ``--checkpoint URL/`` asks it for the
+    receipt's hospital. A witness that is down, or has no checkpoint for the hospital, counts for nothing."""
+    path, receipt = _receipt(tmp_path)
+    (a, ka), (b, kb) = _witness(tmp_path, "alpha"), _witness(tmp_path, "beta")
+    hospital = receipt["batch"]["hospital_id"]
+    for name, key in (("alpha", ka), ("beta", kb)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{hospital}.json").write_text(json.dumps(_checkpoint(receipt, key)))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        keys = ["--witness", str(a), "--witness", str(b)]
+        ok = _verify(path, "--witnesses", "2", *keys, "--checkpoint", f"{base}/alpha/", "--checkpoint",
+                     f"{base}/beta/{hospital}.json")
+        assert ok.exit_code == 0, ok.output
+        assert "alpha, beta vouch for batch" in ok.output
+        gone = _verify(path, "--witnesses", "2", *keys, "--checkpoint", f"{base}/alpha/", "--checkpoint",
+                       f"{base}/nowhere/")
+        assert gone.exit_code == 4, gone.output
+        assert "HTTP 404" in gone.output
+    finally:
+        server.shutdown()
+        server.server_close()
+    down = _verify(path, "--witnesses", "1", *keys, "--checkpoint", f"{base}/alpha/")
+    assert down.exit_code == 4 and "ConnectError" in down.output, down.output

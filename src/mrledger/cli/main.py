@@ -66,9 +66,11 @@ def verify(
     witness: Annotated[list[Path] | None, typer.Option("--witness", help="Ed25519 public key (PEM) of a witness "
                                                        "you trust, named by its file (repeatable).",
                                                        show_default=False)] = None,
-    checkpoint: Annotated[list[Path] | None, typer.Option("--checkpoint", help="A witness checkpoint "
-                                                          "(mrl-witness/1 JSON), or a directory of them "
-                                                          "(repeatable).", show_default=False)] = None,
+    checkpoint: Annotated[list[str] | None, typer.Option("--checkpoint", help="A witness checkpoint "
+                                                         "(mrl-witness/1 JSON): a file, a directory of them, or "
+                                                         "an http(s) URL; a URL ending in / is a witness's "
+                                                         "directory, asked for <hospital>.json (repeatable).",
+                                                         show_default=False)] = None,
     status: Annotated[str | None, typer.Option("--status", help="URL of an mrledger node: also ask whether this "
                                                "version is still current (superseded? withdrawn?) and check the "
                                                "answer against the receipt and, with --rpc, the chain.",
@@ -144,8 +146,12 @@ def verify(
             Console(stderr=True).print(f"[red]error:[/] cannot check the chain at {rpc}: {type(exc).__name__}: {exc}",
                                        soft_wrap=True)
             raise typer.Exit(EXIT_USAGE) from None
-    vouched, said = (True, "") if witnesses is None or verdict.status != "valid" else \
-        wit.check(verdict, keys, documents, witnesses)
+    vouched, said = True, ""
+    if witnesses is not None and verdict.status == "valid":
+        fetched, notes = ([], []) if verdict.receipt is None else \
+            wit.fetch_checkpoints(checkpoint or [], verdict.receipt.batch.hospital_id)
+        vouched, said = wit.check(verdict, keys, documents + fetched, witnesses)
+        said = "\n".join([*notes, said])
     current = None
     if status is not None and verdict.status == "valid" and verdict.receipt is not None:
         from mrledger.cli import status as st

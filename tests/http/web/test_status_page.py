@@ -60,6 +60,21 @@ def test_an_old_receipt_reads_superseded_although_the_nodes_database_says_curren
     page.screenshot(path=str(shots / "verify-superseded-by-map-en.png"), full_page=True)
 
 
+def test_a_withdrawn_result_reads_revoked_from_the_map(served: Served, page: Page,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    served.api.ledger.intake.submit(HID, [rec(2)])
+    served.api.anchor_all()
+    found, _ = served.api.ledger.results.receipt(HID, "R2", 1)
+    assert found is not None
+    served.api.ledger.intake.submit(HID, [rec(2, version=2, status="entered-in-error")])
+    served.api.anchor_all()
+    monkeypatch.setattr(served.api.ledger.verification.verifier, "_later", lambda *a, **k: (None, None))
+    _check(served, page, found.to_obj())
+    _verdict(page, "revoked")
+    page.wait_for_selector("#step-status[data-state=withdrawn]")
+    assert "withdrawn (entered in error) by version 2" in (page.text_content("#verdict-sub") or "")
+
+
 def test_a_node_serving_its_old_map_is_not_believed(served: Served, page: Page,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     receipt, before = _corrected(served)
