@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from mrledger.cli.main import app
 from mrledger.ledger import Receipt
-from mrledger.ledger.status_check import STATUS_SECRET_EXTENSION, StatusDocument, check_status, receipt_status_key
+from mrledger.ledger.receipt import STATUS_SECRET_EXTENSION
+from mrledger.ledger.status_check import StatusDocument, check_status, receipt_status_key
 from mrledger.service.status import verify_status
 from tests.harness import Api, serve_in_thread
 from tests.http.test_results import record, submit

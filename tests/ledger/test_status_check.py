@@ -4,19 +4,18 @@ hospital's history by hand — the map, the batches and the receipts — with no
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
-from mrledger.ledger import Receipt, ResultRecord, build_batch, commit
+from mrledger.ledger import Receipt, ResultRecord, build_batch, commit, verify_receipt
 from mrledger.ledger.errors import EncodingError
-from mrledger.ledger.status_check import (
-    STATUS_SECRET_EXTENSION,
-    StatusDocument,
-    check_status,
-    receipt_status_key,
-)
+from mrledger.ledger.receipt import STATUS_SECRET_EXTENSION
+from mrledger.ledger.status_check import StatusDocument, check_status, receipt_status_key
 from mrledger.ledger.statusmap import StatusMap, StatusValue, status_key
 
 H = "bj-07"
@@ -117,3 +116,17 @@ def test_the_document_round_trips_and_is_parsed_strictly(history: History) -> No
                    {"proof": "00"}, {"proof": "0"}, {"key": "ab"}, {"map_root": None}):
         with pytest.raises(EncodingError):
             StatusDocument.from_obj({**doc.to_obj(), **change})
+
+
+def test_a_malformed_status_secret_is_a_format_failure_for_the_verifier_and_the_schema(history: History) -> None:
+    """The one extension this version defines is parsed by the receipt parser as the JSON Schema states it:
+    both refuse the same receipts (tests/ledger/test_receipt_schema.py keeps them in step)."""
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "receipt.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    history.add(2)
+    good = json.loads(history.receipts[2].to_json())
+    assert verify_receipt(good).failed is None and not list(validator.iter_errors(good))
+    for bad in ("AB" * 16, "ab" * 15, 5):
+        spoiled = {**good, "extensions": {STATUS_SECRET_EXTENSION: bad}}
+        assert verify_receipt(spoiled).failed == "format"
+        assert list(validator.iter_errors(spoiled))

@@ -26,6 +26,8 @@ from mrledger.ledger.records import ResultRecord
 from mrledger.ledger.signing import BatchSignature
 
 RECEIPT_FORMAT = "mrl-receipt/1"
+#: The non-critical extension that carries the salt of the result's first stored version (docs/receipt.md §17).
+STATUS_SECRET_EXTENSION = "status_secret"
 #: Critical extensions this version of the verifier understands.
 KNOWN_CRITICAL: frozenset[str] = frozenset()
 _FIELDS = {"format", "record", "salt", "leaf", "audit_path", "batch", "anchor", "signature", "extensions", "critical"}
@@ -156,6 +158,11 @@ class Receipt:
             raise EncodingError("critical must list names of present extensions")
         if len(set(critical)) != len(critical):
             raise EncodingError("critical must name each extension once")
+        if STATUS_SECRET_EXTENSION in extensions:
+            # The one extension this version defines (docs/receipt.md §17): parsed here, so that a receipt every
+            # verifier and the JSON Schema accept names its status key or has none.
+            parse_hex(extensions[STATUS_SECRET_EXTENSION], size=SALT_BYTES,
+                      what=f"extensions.{STATUS_SECRET_EXTENSION}")
         if not isinstance(obj["record"], dict):
             raise RecordError("record must be a JSON object")
         record = ResultRecord.from_obj(obj["record"])

@@ -21,12 +21,10 @@ from typing import Any, Literal
 from mrledger.ledger.batch import BatchHead
 from mrledger.ledger.canonical import parse_hex
 from mrledger.ledger.errors import EncodingError, ProofError
-from mrledger.ledger.receipt import Anchor, Receipt
+from mrledger.ledger.receipt import STATUS_SECRET_EXTENSION, Anchor, Receipt
 from mrledger.ledger.statusmap import SECRET_BYTES, StatusProof, status_key, verify_status_proof
 
 STATUS_PROOF_FORMAT = "mrl-status-proof/1"
-#: The receipt extension (non-critical: older verifiers ignore it) that carries the first version's salt.
-STATUS_SECRET_EXTENSION = "status_secret"
 _FIELDS = {"format", "hospital_id", "key", "batch", "map_root", "proof", "anchor"}
 
 Kind = Literal["current", "superseded", "withdrawn", "stale", "invalid", "unknown"]

@@ -6,7 +6,7 @@ from sqlalchemy import and_, func, select
 
 from mrledger.ledger import Anchor as AnchorInfo
 from mrledger.ledger import BatchHead, BatchSignature, Receipt, ResultRecord, parse_json
-from mrledger.ledger.status_check import STATUS_SECRET_EXTENSION
+from mrledger.ledger.receipt import STATUS_SECRET_EXTENSION
 from mrledger.store.batches import Batches
 from mrledger.store.models import Anchor, Batch, BatchLeaf, RecordVersion
 from mrledger.store.results import version_row

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
+from mrledger.ledger import verify_receipt
 from mrledger.ledger.status_check import StatusDocument
 from tests.http.web.conftest import Served
 from tests.http.web.test_pages import HID, VERDICT, _verdict
@@ -118,3 +119,20 @@ def test_js_map_proofs_agree_with_python_on_the_vectors(served: Served, page: Pa
              if g["kind"] != v["want"] or g["version"] != v.get("want_version")
              or g["leaf"] != v.get("want_leaf_hash")]
     assert not wrong, "\n".join(wrong)
+
+
+def test_js_parses_the_status_secret_as_python_does(served: Served, page: Page) -> None:
+    page.goto(f"{served.url}/verify")
+    vector = Path(__file__).parents[2] / "vectors" / "receipt" / "ok_anchored.json"
+    receipt = json.loads(vector.read_text())["receipt"]
+    cases = [("ab" * 16, None), ("AB" * 16, "format"), ("ab" * 15, "format"), (5, "format")]
+    got = page.evaluate("""async ([receipt, cases]) => {
+        const m = await import('/web/core.js');
+        const out = [];
+        for (const [secret] of cases) {
+          out.push((await m.verifyOffline({...receipt, extensions: {status_secret: secret}})).failed);
+        }
+        return out;
+    }""", [receipt, cases])
+    assert got == [want for _, want in cases]
+    assert [verify_receipt({**receipt, "extensions": {"status_secret": s}}).failed for s, _ in cases] == got

@@ -240,6 +240,10 @@ function formatProblem(r) {
   const ext = r.extensions || {}, crit = "critical" in r ? r.critical : [];
   if (!Array.isArray(crit) || !crit.every((c) => typeof c === "string" && Object.hasOwn(ext, c)) ||
       new Set(crit).size !== crit.length) return "critical";
+  // the one extension this version defines (§17), parsed as ledger/receipt.py and the schema do
+  if (Object.hasOwn(ext, "status_secret") && !(typeof ext.status_secret === "string" && HEX32.test(ext.status_secret))) {
+    return "extensions.status_secret";
+  }
   return null;
 }
 
