@@ -51,6 +51,7 @@ from mrledger.node.settings import Settings
 from mrledger.node.wiring import anchor_worker, chain_context, key_files, load_key, open_node_store
 from mrledger.service.pki import BatchSigning, SignStats
 from mrledger.store import Store
+from mrledger.store.access import Access
 from mrledger.store.decisions import EventIndex
 from mrledger.store.events import is_event_stream
 from mrledger.store.kpi_rollup import KpiRollup
@@ -102,6 +103,7 @@ class Sealer:
         self._sign_warned: dict[str, float] = {}
         self.rollup = KpiRollup(store)
         self.retention = timedelta(days=settings.verification_retention_days)
+        self.access_retention = timedelta(days=settings.access_log_retention_days)
         self._last_prune = -PRUNE_EVERY
 
     def run(self, stop: threading.Event) -> None:
@@ -133,15 +135,27 @@ class Sealer:
                 rollup |= is_event_stream(hospital)
         if rollup:  # count the new event batches for the KPIs now, not in the next report's request
             self.rollup.roll_up()
-        if self.retention and time.monotonic() - self._last_prune >= PRUNE_EVERY:
+        if time.monotonic() - self._last_prune >= PRUNE_EVERY:
             self._last_prune = time.monotonic()
-            pruned = EventIndex(self.store).prune(datetime.now(UTC) - self.retention)
-            if pruned:
-                log.info("deleted %d verifications older than %d days that no decision names", pruned,
-                         self.retention.days)
+            self.prune(datetime.now(UTC))
         if time.monotonic() - self._last_reconcile >= 1.0:
             self._last_reconcile = time.monotonic()
             self.reconcile_hospitals()
+
+    def prune(self, now: datetime) -> tuple[int, int]:
+        """The retention jobs: verifications no decision names, and access-log entries, past their settings
+        (0 days: kept). Returns (verifications, entries) deleted."""
+        verifications = entries = 0
+        if self.retention:
+            verifications = EventIndex(self.store).prune(now - self.retention)
+            if verifications:
+                log.info("deleted %d verifications older than %d days that no decision names", verifications,
+                         self.retention.days)
+        if self.access_retention:
+            entries = Access(self.store).prune(now - self.access_retention)
+            if entries:
+                log.info("deleted %d access-log entries older than %d days", entries, self.access_retention.days)
+        return verifications, entries
 
     def reconcile_hospitals(self) -> None:
         """Put every hospital registered in the database on chain with the submitters its registration asked

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
                                              "decision is kept (the id a doctor's decision names); older ones are "
                                              "deleted hourly by the sealer process. Verifications a decision names "
                                              "are kept with it. 0 keeps them all (docs/kpis.md, 'Retention').")
+    access_log_retention_days: int = Field(0, ge=0, le=36600, description="Days an access-log entry (who looked "
+                                           "at or verified what) is kept; older ones are deleted hourly by the "
+                                           "sealer process. 0, the default, keeps them all: the log is evidence, "
+                                           "and how long it must be kept is the region's rule, not ours "
+                                           "(docs/access.md, 'Retention').")
     catalogue_file: Path | None = Field(None, description="Mutual-recognition catalogue (TOML, mrl-catalogue/1); "
                                                           "unset: the shipped default (docs/recognition.md).")
     # Hospital batch signatures (docs/signatures.md §10). No MRL_TRUST_ANCHORS: the dev PKI in <data_dir>/pki.

@@ -18,6 +18,7 @@ from typing import cast
 from sqlalchemy import Table, bindparam, func, or_, select
 
 from mrledger.store.buffer import BufferedRows
+from mrledger.store.bulk import delete_in_chunks
 from mrledger.store.crypto import ACCESS_RESULT_ID, access_context
 from mrledger.store.errors import NotFoundError, SubmissionError
 from mrledger.store.events import is_event_stream
@@ -183,6 +184,13 @@ class Access(BufferedRows):
                                   "version": version, "verdict": verdict}
         self._buffer.put(row)
 
+
+    def prune(self, before: datetime, chunk: int = 10_000) -> int:
+        """Delete the entries older than ``before`` (``MRL_ACCESS_LOG_RETENTION_DAYS``), ``chunk`` per
+        transaction; the number deleted. Buffered entries are written first, so none escapes its deadline."""
+        self.flush()
+        return delete_in_chunks(self._store.unit_of_work, select(AccessLog.id).where(AccessLog.at < before),
+                                AccessLog.id, chunk)
 
     def entries(self, *, hospital_id: str | None = None, result_id: str | None = None, limit: int = 100,
                 offset: int = 0) -> list[AccessEntry]:

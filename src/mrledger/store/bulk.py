@@ -14,11 +14,13 @@ value is the same in every row). Column defaults are not applied: name every col
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy import Column, Connection, Insert, Table, bindparam, insert
+from sqlalchemy import Column, Connection, Insert, Select, Table, bindparam, delete, insert
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
 #: Most ids in one ``IN (...)`` list: under SQLite's and the drivers' parameter limits, and large enough
@@ -81,3 +83,19 @@ def processed(column: Column[Any] | Any, value: Any, dialect: Dialect) -> Any:
     """``value`` as ``column``'s type would hand it to the driver (its bind processor, if any)."""
     process = column.type._cached_bind_processor(dialect)
     return value if process is None else process(value)
+
+
+def delete_in_chunks(unit: Callable[[], AbstractContextManager[Session]], ids: Select[Any], id_column: Any,
+                     chunk: int = 10_000) -> int:
+    """Delete the rows whose ``id_column`` the query ``ids`` (a select of that column, without a limit) yields,
+    ``chunk`` per transaction; the number deleted. Why chunks: one long delete would hold SQLite's writer lock (and
+    PostgreSQL's row locks) against submissions for as long as it runs. Used by the retention jobs."""
+    done = 0
+    while True:
+        with unit() as s:
+            found = list(s.scalars(ids.limit(chunk)))
+            if found:
+                s.execute(delete(id_column.table).where(id_column.in_(found)))
+        done += len(found)
+        if len(found) < chunk:
+            return done

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, and_, delete, insert, select
+from sqlalchemy import Table, and_, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mrledger.ledger import canonicalize
 from mrledger.store.buffer import BufferedRows
+from mrledger.store.bulk import delete_in_chunks
 from mrledger.store.errors import NotFoundError
 from mrledger.store.events import (
     STREAM_SUFFIX,
@@ -194,17 +195,9 @@ class EventIndex(BufferedRows):
         (a long delete would hold SQLite's writer lock against submissions); the number deleted. A decision then
         naming one gets the 404 of an unknown verification, as it would after a crash lost it: verify again."""
         self.flush()
-        done = 0
-        while True:
-            with self._store.unit_of_work() as s:
-                ids = list(s.scalars(
-                    select(Verification.id).outerjoin(Decision, Decision.verification_id == Verification.id)
-                    .where(Verification.at < before, Decision.verification_id.is_(None)).limit(chunk)))
-                if ids:
-                    s.execute(delete(Verification).where(Verification.id.in_(ids)))
-            done += len(ids)
-            if len(ids) < chunk:
-                return done
+        return delete_in_chunks(self._store.unit_of_work, select(Verification.id).outerjoin(
+            Decision, Decision.verification_id == Verification.id).where(
+            Verification.at < before, Decision.verification_id.is_(None)), Verification.id, chunk)
 
     # -- reading for the audit ------------------------------------------------------------------------
 
