@@ -31,6 +31,8 @@ class StatusBinding:
     map_root_bound: bool
     anchored_block: int | None
     detail: str
+    #: How long ago (chain time) the document's batch was anchored: what "current as of" means.
+    anchored_age: timedelta | None = None
 
 
 def bind_status(w3: Web3, registry: str, doc: StatusDocument) -> StatusBinding:
@@ -43,7 +45,7 @@ def bind_status(w3: Web3, registry: str, doc: StatusDocument) -> StatusBinding:
                                                          f"{doc.hospital_id} than the node's (or none)")
     return StatusBinding(True, latest, False, held.anchored_block,
                          f"batch {doc.batch.seq} is on chain (block {held.anchored_block}); the map root is the "
-                         "node's word on a v1 registry")
+                         "node's word on a v1 registry", _age(w3, held.anchored_block))
 
 
 def newer_batch_age(w3: Web3, registry: str, doc: StatusDocument, latest: int) -> timedelta | None:
@@ -53,6 +55,11 @@ def newer_batch_age(w3: Web3, registry: str, doc: StatusDocument, latest: int) -
     nxt = reg.batch_of(w3, registry, hospital_key(doc.hospital_id), doc.batch.seq + 1)
     if nxt is None:
         return None
+    return _age(w3, nxt.anchored_block)
+
+
+def _age(w3: Web3, block: int) -> timedelta:
+    """Chain time since ``block``: the latest block's timestamp minus its."""
     now = w3.eth.get_block("latest")["timestamp"]
-    then = w3.eth.get_block(nxt.anchored_block)["timestamp"]
+    then = w3.eth.get_block(block)["timestamp"]
     return timedelta(seconds=max(0, int(now) - int(then)))

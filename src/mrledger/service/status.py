@@ -41,11 +41,25 @@ def verify_status(w3: Web3, receipt: Receipt, doc: StatusDocument, *,
                                                            f"{doc.batch.seq + 1} has been on chain for "
                                                            f"{int(age.total_seconds())} s: it hides a newer status"
                              ), binding
+    if verdict.kind == "current" and binding.anchored_age is not None:
+        later = ("the chain holds no later batch" if binding.latest_seq <= doc.batch.seq else
+                 f"batch {binding.latest_seq} is on chain for less than {int(grace.total_seconds())} s")
+        verdict = StatusVerdict("current", verdict.version, verdict.as_of, f"{verdict.detail}, anchored "
+                                f"{_ago(binding.anchored_age)} ago; {later}")
     return verdict, binding
+
+
+def _ago(age: timedelta) -> str:
+    seconds = int(age.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 def binding_obj(binding: StatusBinding | None) -> dict[str, Any] | None:
     if binding is None:
         return None
     return {"on_chain": binding.on_chain, "latest_seq": binding.latest_seq, "map_root_bound": binding.map_root_bound,
-            "anchored_block": binding.anchored_block, "detail": binding.detail}
+            "anchored_block": binding.anchored_block, "detail": binding.detail,
+            "anchored_age_s": None if binding.anchored_age is None else int(binding.anchored_age.total_seconds())}

@@ -465,15 +465,18 @@ export async function checkStatusOnChain(url, receipt, doc, verdict, grace = STA
   const chain = { on_chain: held.slice(0, 64) === doc.batch.root && parseInt(held.slice(64, 128), 16) === doc.batch.size,
                   latest_seq: latest, map_root_bound: false };
   if (!chain.on_chain) return { ...verdict, status: "invalid", detail: "the registry holds another batch than the node's (or none)", chain };
+  const time = async (tag) => parseInt((await rpc(url, "eth_getBlockByNumber", [tag, false])).timestamp, 16);
+  const now = await time("latest");
+  const ageOf = async (entry) => now - (await time("0x" + parseInt(entry.slice(128, 192), 16).toString(16)));
   if (latest > doc.batch.seq) {
-    const next = await batchOf(doc.batch.seq + 1), block = parseInt(next.slice(128, 192), 16);
-    const time = async (tag) => parseInt((await rpc(url, "eth_getBlockByNumber", [tag, false])).timestamp, 16);
-    const age = (await time("latest")) - (await time("0x" + block.toString(16)));
+    const age = await ageOf(await batchOf(doc.batch.seq + 1));
     if (age > grace) {
       return { ...verdict, status: "stale", version: null, detail: `the node answers as of batch ${doc.batch.seq}, but batch ${doc.batch.seq + 1} has been on chain for ${age} s: it hides a newer status`, chain };
     }
   }
-  return { ...verdict, chain };
+  if (verdict.status !== "current") return { ...verdict, chain };
+  const later = latest > doc.batch.seq ? `batch ${latest} is on chain for less than ${grace} s` : "the chain holds no later batch";
+  return { ...verdict, detail: `${verdict.detail}, anchored ${await ageOf(held)} s ago; ${later}`, chain };
 }
 
 // Ask the node for the receipt's status proof and check it; with a JSON-RPC url, against the chain too.
