@@ -102,16 +102,16 @@ def test_js_map_proofs_agree_with_python_on_the_vectors(served: Served, page: Pa
     vectors = [json.loads(p.read_text()) for p in MAP_VECTORS]
     inputs = json.loads((MAP_VECTORS[0].parent / "root_from_entries.json").read_text())["key_inputs"]
     key = page.evaluate("""async (k) => {
-        const m = await import('/web/core.js');
-        return m.hex(await m.statusKey(k.hospital_id, k.result_id, m.unhex(k.secret)));
+        const m = await import('/web/status.js'), c = await import('/web/core.js');
+        return c.hex(await m.statusKey(k.hospital_id, k.result_id, c.unhex(k.secret)));
     }""", inputs)
     assert key == inputs["key"]
     got = page.evaluate("""async (vectors) => {
-        const m = await import('/web/core.js');
+        const m = await import('/web/status.js'), c = await import('/web/core.js');
         const out = [];
         for (const v of vectors) {
-          const a = await m.verifyStatusProof(m.unhex(v.root), m.unhex(v.key), m.unhex(v.proof));
-          out.push({kind: a.kind, version: a.version ?? null, leaf: a.leafHash ? m.hex(a.leafHash) : null});
+          const a = await m.verifyStatusProof(c.unhex(v.root), c.unhex(v.key), c.unhex(v.proof));
+          out.push({kind: a.kind, version: a.version ?? null, leaf: a.leafHash ? c.hex(a.leafHash) : null});
         }
         return out;
     }""", vectors)

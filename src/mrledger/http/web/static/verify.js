@@ -2,9 +2,10 @@
 // check first (receipts), then the ledger (POST /v1/verify), then optionally the doctor's own JSON-RPC endpoint.
 // A FHIR resource has no proof to check offline: the ledger maps it as intake did and finds its version.
 import {
-  checkRootOnChain, currentStatus, decodeQrText, decodeUtf8Strict, isQrText, parseJsonStrict, receiptFromReference, verifyOffline,
+  checkRootOnChain, decodeQrText, decodeUtf8Strict, isQrText, parseJsonStrict, receiptFromReference, verifyOffline,
 } from "./core.js";
 import { mountDecision, showDecision } from "./decision.js";
+import { currentStatus } from "./status.js";
 import { apply, mountSwitcher, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
