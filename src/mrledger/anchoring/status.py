@@ -33,6 +33,8 @@ class StatusBinding:
     detail: str
     #: How long ago (chain time) the document's batch was anchored: what "current as of" means.
     anchored_age: timedelta | None = None
+    #: The latest block's timestamp when the binding was read: "now" on the chain, for every age.
+    chain_time: int | None = None
 
 
 def bind_status(w3: Web3, registry: str, doc: StatusDocument) -> StatusBinding:
@@ -43,23 +45,22 @@ def bind_status(w3: Web3, registry: str, doc: StatusDocument) -> StatusBinding:
     if held is None or held.root != doc.batch.root or held.size != doc.batch.size:
         return StatusBinding(False, latest, False, None, f"the registry holds another batch {doc.batch.seq} for "
                                                          f"{doc.hospital_id} than the node's (or none)")
+    now = int(w3.eth.get_block("latest")["timestamp"])
     return StatusBinding(True, latest, False, held.anchored_block,
                          f"batch {doc.batch.seq} is on chain (block {held.anchored_block}); the map root is the "
-                         "node's word on a v1 registry", _age(w3, held.anchored_block))
+                         "node's word on a v1 registry", _age(w3, held.anchored_block, now), now)
 
 
-def newer_batch_age(w3: Web3, registry: str, doc: StatusDocument, latest: int) -> timedelta | None:
+def newer_batch_age(w3: Web3, registry: str, doc: StatusDocument, binding: StatusBinding) -> timedelta | None:
     """How long the first batch after the document's has been on chain (None: there is none)."""
-    if latest <= doc.batch.seq:
+    if binding.latest_seq <= doc.batch.seq or binding.chain_time is None:
         return None
     nxt = reg.batch_of(w3, registry, hospital_key(doc.hospital_id), doc.batch.seq + 1)
     if nxt is None:
         return None
-    return _age(w3, nxt.anchored_block)
+    return _age(w3, nxt.anchored_block, binding.chain_time)
 
 
-def _age(w3: Web3, block: int) -> timedelta:
-    """Chain time since ``block``: the latest block's timestamp minus its."""
-    now = w3.eth.get_block("latest")["timestamp"]
-    then = w3.eth.get_block(block)["timestamp"]
-    return timedelta(seconds=max(0, int(now) - int(then)))
+def _age(w3: Web3, block: int, now: int) -> timedelta:
+    """Chain time from ``block`` to ``now`` (a block timestamp)."""
+    return timedelta(seconds=max(0, now - int(w3.eth.get_block(block)["timestamp"])))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -363,17 +363,23 @@ class MissingStatusKeyError(MrLedgerError):
     """A row written before migration 0013 that no store with the master key has keyed yet."""
 
 
-def map_changes(current: StatusMap, rows: Iterable[MapRow]) -> dict[bytes, StatusValue]:
-    """The entries ``rows`` change: per key, the highest version, if it is above the one the map holds. A lower
-    version sealed after a higher one (a sender resending an old version) changes nothing: the map tells the
-    latest version, not the latest arrival."""
+def record_entries(rows: Iterable[MapRow]) -> Iterator[tuple[bytes | None, StatusValue]]:
+    """The map entry each committed record version writes (``StatusValue.for_record``), for ``map_changes``."""
+    return ((key, StatusValue.for_record(version, status, leaf)) for key, version, status, leaf in rows)
+
+
+def map_changes(current: StatusMap, entries: Iterable[tuple[bytes | None, StatusValue]]) -> dict[bytes, StatusValue]:
+    """The entries that change the map, in batch order: per key, the highest version, if it is above the one the
+    map holds. A lower version sealed after a higher one (a sender resending an old version) changes nothing:
+    the map tells the latest version, not the latest arrival. The store passes ``record_entries`` of its rows; a
+    monitor, the values the node publishes."""
     changes: dict[bytes, StatusValue] = {}
-    for key, version, status, leaf in rows:
+    for key, value in entries:
         if key is None:
             raise MissingStatusKeyError("a record version has no status key yet (backfill_status_keys)")
         if key == UNKEYABLE:
             continue
         held = changes.get(key) or current.get(key)
-        if held is None or version > held.version:
-            changes[key] = StatusValue.for_record(version, status, leaf)
+        if held is None or value.version > held.version:
+            changes[key] = value
     return changes

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from mrledger.ledger import EncodingError, SignatureError, TrustStore, merkle_root, verify_batch_signature
 from mrledger.ledger.signing import MAX_SEALING_DELAY, SigningTimeError, check_signing_time
-from mrledger.ledger.statusmap import MapRow, StatusMap, StatusValue, map_changes
+from mrledger.ledger.statusmap import StatusMap, StatusValue, map_changes
 from mrledger.monitor.sources import Published, PublishedMap
 
 
@@ -100,13 +100,12 @@ def check_status_map(current: StatusMap, leaves: list[bytes], published: Publish
     if len(published.changes) != len(leaves):
         return [Finding("status-map", f"{len(published.changes)} map changes published for {len(leaves)} "
                                       "leaves")], {}
-    rows: list[MapRow] = []
-    for (key, version, status), leaf in zip(published.changes, leaves, strict=True):
-        if key is None:
-            return None
-        rows.append((key, version, "entered-in-error" if status == "withdrawn" else "final", leaf))
+    if any(key is None for key, _, _ in published.changes):
+        return None
     try:
-        changes = map_changes(current, rows)
+        changes = map_changes(current, [(key, StatusValue(version, status, leaf))
+                                        for (key, version, status), leaf in zip(published.changes, leaves,
+                                                                                strict=True)])
         root = current.apply(changes)
     except EncodingError as exc:
         return [Finding("status-map", f"the published map changes do not apply: {exc}")], {}

@@ -19,6 +19,7 @@ from web3 import Web3
 from mrledger.anchoring import contract as reg
 from mrledger.ledger import BatchHead, BatchSignature, EncodingError
 from mrledger.ledger.canonical import parse_hex
+from mrledger.ledger.statusmap import STATUS_CODES, Status
 
 #: Blocks per ``eth_getLogs`` call: public endpoints refuse wide ranges.
 LOG_CHUNK = 2000
@@ -99,7 +100,7 @@ class PublishedMap:
     and, per leaf in tree order, (key, version, map status) — key None for a row it has not keyed."""
 
     root: bytes | None
-    changes: list[tuple[bytes | None, int, str]]
+    changes: list[tuple[bytes | None, int, Status]]
 
 
 class NodeError(Exception):
@@ -158,9 +159,9 @@ class Node:
             entries = body.get("entries")
             if not isinstance(entries, list):
                 raise EncodingError("entries is not a list")
-            changes = []
+            changes: list[tuple[bytes | None, int, Status]] = []
             for e in entries:
-                if not isinstance(e, dict) or e.get("status") not in ("current", "withdrawn"):
+                if not isinstance(e, dict) or e.get("status") not in STATUS_CODES:
                     raise EncodingError("a map entry is not {key, version, status}")
                 key = None if e.get("key") is None else parse_hex(e["key"], size=32, what="status key")
                 version = e.get("version")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from mrledger.anchoring.chain import ChainContext
-from mrledger.ledger import Anchor, BatchHead, Receipt, TrustStore
+from mrledger.ledger import BatchHead, Receipt, TrustStore
 from mrledger.ledger.signing import MAX_SEALING_DELAY
 from mrledger.ledger.status import CONFIRMED, PENDING, AnchorStatus
 from mrledger.ledger.status_check import StatusDocument
@@ -29,6 +29,7 @@ from mrledger.store import NotFoundError, Store, VersionInfo
 from mrledger.store.access import Access, Principal
 from mrledger.store.anchors import AnchorState, Outbox, batch_status
 from mrledger.store.decisions import EventIndex
+from mrledger.store.receipts import anchor_section
 
 
 def utcnow() -> datetime:
@@ -115,10 +116,7 @@ class ResultsService:
         if state is None or proven is None:
             raise StatusPendingError("no confirmed batch of this hospital commits a status map yet")
         root, proof = proven
-        anchor = None
-        if state.chain_id and state.contract and state.tx_hash and state.block_hash:
-            anchor = Anchor(state.chain_id, state.contract, state.tx_hash, state.block_number or 0, state.block_hash)
-        return StatusDocument(hospital_id, key, state.head, root, proof, anchor)
+        return StatusDocument(hospital_id, key, state.head, root, proof, anchor_section(state))
 
 
 class StatusPendingError(Exception):

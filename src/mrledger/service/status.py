@@ -35,7 +35,7 @@ def verify_status(w3: Web3, receipt: Receipt, doc: StatusDocument, *,
     binding = bind_status(w3, receipt.anchor.contract, doc)
     if not binding.on_chain:
         return StatusVerdict("invalid", None, doc.batch.seq, binding.detail), binding
-    age = newer_batch_age(w3, receipt.anchor.contract, doc, binding.latest_seq)
+    age = newer_batch_age(w3, receipt.anchor.contract, doc, binding)
     if age is not None and age > grace:
         return StatusVerdict("stale", None, doc.batch.seq, f"the node answers as of batch {doc.batch.seq}, but batch "
                                                            f"{doc.batch.seq + 1} has been on chain for "

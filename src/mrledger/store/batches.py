@@ -15,11 +15,11 @@ from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from mrledger.ledger import BatchHead, BatchSignature, MerkleTree, build_batch, canonicalize, parse_json
-from mrledger.ledger.statusmap import MapRow, MissingStatusKeyError, StatusProof, map_changes
+from mrledger.ledger.statusmap import MapRow, MissingStatusKeyError, StatusProof, map_changes, record_entries
 from mrledger.store.bulk import IN_CHUNK, DriverInsert
 from mrledger.store.errors import NotFoundError, StoreError, UnknownHospitalError
 from mrledger.store.models import Batch, BatchLeaf, Hospital, PendingLeaf, RecordVersion
-from mrledger.store.statusmaps import MapCache
+from mrledger.store.statusmaps import MapCache, map_rows
 from mrledger.store.vault import Vault
 
 log = logging.getLogger("mrledger.store")
@@ -82,7 +82,7 @@ class Batches(Vault):
         cannot derive them; the first batch sealed after they are keyed commits them)."""
         try:
             with self._maps.at(s, hospital_id, "seal", seq - 1) as entry:
-                entry.map.apply(map_changes(entry.map, rows))
+                entry.map.apply(map_changes(entry.map, record_entries(rows)))
                 entry.seq = seq
                 return entry.map.root
         except MissingStatusKeyError:
@@ -183,14 +183,7 @@ class Batches(Vault):
         there is no such batch. Read from the table, like ``published_leaves``."""
         with self.read() as s:
             b = s.get(Batch, (hospital_id, seq))
-            if b is None:
-                return None
-            rows = s.execute(
-                select(RecordVersion.status_key, RecordVersion.version, RecordVersion.status, RecordVersion.leaf_hash)
-                .join(BatchLeaf, BatchLeaf.record_version_id == RecordVersion.id)
-                .where(BatchLeaf.hospital_id == hospital_id, BatchLeaf.seq == seq)
-                .order_by(BatchLeaf.leaf_index)).all()
-            return b.map_root, [tuple(r) for r in rows]  # type: ignore[misc]
+            return None if b is None else (b.map_root, map_rows(s, hospital_id, seq - 1, seq))
 
     def batch_leaves(self, hospital_id: str, seq: int) -> list[bytes]:
         return list(self._tree(hospital_id, seq)._levels[0])

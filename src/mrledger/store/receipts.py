@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
-from sqlalchemy import and_, func, select
+from typing import Protocol
+
+from sqlalchemy import and_, select
 
 from mrledger.ledger import Anchor as AnchorInfo
 from mrledger.ledger import BatchHead, BatchSignature, Receipt, ResultRecord, parse_json
 from mrledger.ledger.receipt import STATUS_SECRET_EXTENSION
 from mrledger.store.batches import Batches
-from mrledger.store.models import Anchor, Batch, BatchLeaf, RecordVersion
+from mrledger.store.crypto import SALT, record_context
+from mrledger.store.models import Anchor, Batch, BatchLeaf
 from mrledger.store.results import version_row
-from mrledger.store.statusmaps import first_version
+from mrledger.store.statusmaps import first_row
+
+
+class AnchorFacts(Protocol):
+    """What the store knows of a batch's anchor: an ``anchors`` row, or ``store.anchors.AnchorState``."""
+
+    @property
+    def chain_id(self) -> int | None: ...
+    @property
+    def contract(self) -> str | None: ...
+    @property
+    def tx_hash(self) -> str | None: ...
+    @property
+    def block_number(self) -> int | None: ...
+    @property
+    def block_hash(self) -> str | None: ...
+
+
+def anchor_section(a: AnchorFacts) -> AnchorInfo | None:
+    """The §8 anchor section of a batch whose anchor is on chain (None while any of its facts is missing)."""
+    if not (a.chain_id and a.contract and a.tx_hash and a.block_hash):
+        return None
+    return AnchorInfo(a.chain_id, a.contract, a.tx_hash, a.block_number or 0, a.block_hash)
 
 
 class Receipts(Batches):
@@ -29,25 +54,22 @@ class Receipts(Batches):
             anchor = s.scalar(select(Anchor).where(and_(Anchor.hospital_id == hospital_id, Anchor.seq == member.seq,
                                                         Anchor.status == "confirmed")))
             leaf, index = row.leaf_hash, member.leaf_index
-            first_id = s.scalar(select(func.min(RecordVersion.id)).where(RecordVersion.hospital_id == hospital_id,
-                                                                         RecordVersion.result_hmac == rid))
+            first = first_row(s, hospital_id, rid)
         assert b is not None  # the foreign key guarantees it
         record_json, salt = self._open_version(hospital_id, rid, row.version, leaf, row.record_enc, row.salt_enc)
         tree = self._tree(hospital_id, member.seq)
         head = BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at)
-        anchor_info = None
-        if anchor is not None and anchor.tx_hash and anchor.block_hash and anchor.contract and anchor.chain_id:
-            anchor_info = AnchorInfo(anchor.chain_id, anchor.contract, anchor.tx_hash,
-                                     anchor.block_number or 0, anchor.block_hash)
+        anchor_info = None if anchor is None else anchor_section(anchor)
         # The stored section is parsed as strictly as a patient's receipt: a mangled column raises
         # EncodingError here rather than travelling on to a doctor.
         signature = None if b.signature is None else BatchSignature.from_obj(parse_json(b.signature))
         record = ResultRecord.from_json(record_json)
         extensions = {}
-        if first_id != row.id or record.version != 1:
+        if first.id != row.id or record.version != 1:
             # Only the first stored version's salt names the result's status-map entry (ledger/status_check.py).
-            with self.read() as s:
-                extensions[STATUS_SECRET_EXTENSION] = first_version(self, s, hospital_id, rid)[2].hex()
+            first_salt = self._decrypt(SALT, record_context(hospital_id, rid, first.version, first.leaf_hash),
+                                       first.salt_enc)
+            extensions[STATUS_SECRET_EXTENSION] = first_salt.hex()
         return Receipt(record, salt, index, leaf, tuple(tree.inclusion_proof(index)), head, anchor_info,
                        extensions=extensions, signature=signature)
 

@@ -23,15 +23,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from mrledger.ledger import ResultRecord
 from mrledger.ledger.errors import EncodingError
 from mrledger.ledger.statusmap import (
     UNKEYABLE,
+    MapRow,
     StatusMap,
     map_changes,
+    record_entries,
     status_key,
 )
 from mrledger.store.errors import StoreError
@@ -47,6 +49,12 @@ _MAP_ROWS = (select(RecordVersion.status_key, RecordVersion.version, RecordVersi
                     BatchLeaf.seq <= bindparam("upto"))
              .order_by(BatchLeaf.seq, BatchLeaf.leaf_index))
 BACKFILL_CHUNK = 500
+
+
+def map_rows(conn: Connection | Session, hospital_id: str, after: int, upto: int) -> list[MapRow]:
+    """The map rows (key, version, record status, leaf) of the hospital's batches ``after < seq <= upto``, in
+    sealing order: what a map is advanced with, and what a monitor is shown of one batch."""
+    return [tuple(r) for r in conn.execute(_MAP_ROWS, {"hid": hospital_id, "after": after, "upto": upto})]  # type: ignore[misc]
 
 
 @dataclass
@@ -80,8 +88,8 @@ class MapCache:
                 if entry.seq > seq:
                     entry.seq, entry.map = 0, StatusMap()
                 if entry.seq < seq:
-                    rows = conn.execute(_MAP_ROWS, {"hid": hospital_id, "after": entry.seq, "upto": seq}).all()
-                    entry.map.apply(map_changes(entry.map, rows))
+                    rows = map_rows(conn, hospital_id, entry.seq, seq)
+                    entry.map.apply(map_changes(entry.map, record_entries(rows)))
                     entry.seq = seq
                 yield entry
             except BaseException:
@@ -92,22 +100,23 @@ class MapCache:
                 raise
 
 
-def first_version(vault: Vault, s: Session, hospital_id: str, result_hmac: bytes) -> tuple[int, str, bytes]:
-    """(row id, result id, salt) of a result's first stored version: the lowest row id, i.e. the first row its
-    first submission inserted, whatever its version number. Its salt is the result's map-key secret
-    (statusmap.status_key); id and salt are encrypted, hence the vault."""
-    row = s.execute(select(RecordVersion.id, RecordVersion.version, RecordVersion.leaf_hash, RecordVersion.record_enc,
-                           RecordVersion.salt_enc)
-                    .where(RecordVersion.hospital_id == hospital_id, RecordVersion.result_hmac == result_hmac)
-                    .order_by(RecordVersion.id).limit(1)).one()
-    record_json, salt = vault._open_version(hospital_id, result_hmac, row.version, row.leaf_hash, row.record_enc,
-                                            row.salt_enc)
-    return row.id, ResultRecord.from_json(record_json).result_id, salt
+def first_row(s: Session, hospital_id: str, result_hmac: bytes) -> Row[int, int, bytes, bytes, bytes]:
+    """A result's first stored version (id, version, leaf_hash, record_enc, salt_enc): the lowest row id, i.e.
+    the first row its first submission inserted, whatever its version number. Its salt is the result's map-key
+    secret (statusmap.status_key)."""
+    return s.execute(select(RecordVersion.id, RecordVersion.version, RecordVersion.leaf_hash, RecordVersion.record_enc,
+                            RecordVersion.salt_enc)
+                     .where(RecordVersion.hospital_id == hospital_id, RecordVersion.result_hmac == result_hmac)
+                     .order_by(RecordVersion.id).limit(1)).one()
 
 
 def first_version_key(vault: Vault, s: Session, hospital_id: str, result_hmac: bytes) -> bytes:
-    _row, result_id, salt = first_version(vault, s, hospital_id, result_hmac)
-    return status_key(hospital_id, result_id, salt)
+    """A result's map key: the result id inside its first version's record and that version's salt, both
+    encrypted, hence the vault."""
+    row = first_row(s, hospital_id, result_hmac)
+    record_json, salt = vault._open_version(hospital_id, result_hmac, row.version, row.leaf_hash, row.record_enc,
+                                            row.salt_enc)
+    return status_key(hospital_id, ResultRecord.from_json(record_json).result_id, salt)
 
 
 def backfill_status_keys(vault: Vault, chunk: int = BACKFILL_CHUNK) -> int:

@@ -331,6 +331,14 @@ export async function rpc(url, method, params) {
   return body.result;
 }
 
+// The registry's batchOf(SHA-256(hospital id), seq): {root (hex), size, block}; root all zeros when not anchored.
+export async function batchOf(url, contract, hospitalId, seq) {
+  const key = hex(await sha256(te.encode(hospitalId)));
+  const data = BATCH_OF_SELECTOR + key + seq.toString(16).padStart(64, "0");
+  const out = (await rpc(url, "eth_call", [{ to: contract, data }, "latest"])).slice(2);
+  return { root: out.slice(0, 64), size: parseInt(out.slice(64, 128), 16), block: parseInt(out.slice(128, 192), 16) };
+}
+
 // {ok, detail, root, size, anchoredBlock, head}: the registry's batchOf(hospitalKey, seq) vs the receipt.
 export async function checkRootOnChain(url, receipt) {
   const a = receipt.anchor;
@@ -339,10 +347,7 @@ export async function checkRootOnChain(url, receipt) {
   if (chainId !== a.chain_id) {
     return { ok: false, conflict: false, detail: `endpoint is chain ${chainId}, receipt says ${a.chain_id}` };
   }
-  const key = hex(await sha256(te.encode(receipt.batch.hospital_id)));
-  const data = BATCH_OF_SELECTOR + key + receipt.batch.seq.toString(16).padStart(64, "0");
-  const out = (await rpc(url, "eth_call", [{ to: a.contract, data }, "latest"])).slice(2);
-  const root = out.slice(0, 64), size = parseInt(out.slice(64, 128), 16), block = parseInt(out.slice(128, 192), 16);
+  const { root, size, block } = await batchOf(url, a.contract, receipt.batch.hospital_id, receipt.batch.seq);
   const head = parseInt(await rpc(url, "eth_blockNumber", []), 16);
   const ok = root === receipt.batch.root && size === receipt.batch.size, absent = /^0+$/.test(root);
   // conflict: the registry holds *another* root for this batch — the receipt contradicts the chain.

@@ -2,7 +2,7 @@
 // receipt's holder derives, the verdict, and its binding to the doctor's own chain endpoint. Mirrors
 // ledger/statusmap.py, ledger/status_check.py and service/status.py; the test suite runs
 // tests/vectors/statusmap/*.json and the §17 verdicts through both. Pure functions but for the two fetches.
-import { BATCH_OF_SELECTOR, concat, hex, rpc, sha256, te, unhex } from "./core.js";
+import { batchOf, concat, hex, rpc, sha256, te, unhex } from "./core.js";
 
 const EMPTY = new Uint8Array(32);
 const u16 = (n) => new Uint8Array([n >> 8, n & 0xff]);
@@ -109,17 +109,16 @@ export async function checkStatusOnChain(url, receipt, doc, verdict, grace = STA
     return { ...verdict, status: "invalid", detail: "the status proof names another registry than the receipt's", chain: null };
   }
   const key = hex(await sha256(te.encode(doc.hospital_id)));
-  const batchOf = async (seq) => (await rpc(url, "eth_call", [{ to: a.contract, data: BATCH_OF_SELECTOR + key + seq.toString(16).padStart(64, "0") }, "latest"])).slice(2);
-  const held = await batchOf(doc.batch.seq);
+  const held = await batchOf(url, a.contract, doc.hospital_id, doc.batch.seq);
   const latest = parseInt((await rpc(url, "eth_call", [{ to: a.contract, data: LAST_SEQ_SELECTOR + key }, "latest"])).slice(2), 16);
-  const chain = { on_chain: held.slice(0, 64) === doc.batch.root && parseInt(held.slice(64, 128), 16) === doc.batch.size,
+  const chain = { on_chain: held.root === doc.batch.root && held.size === doc.batch.size,
                   latest_seq: latest, map_root_bound: false };
   if (!chain.on_chain) return { ...verdict, status: "invalid", detail: "the registry holds another batch than the node's (or none)", chain };
   const time = async (tag) => parseInt((await rpc(url, "eth_getBlockByNumber", [tag, false])).timestamp, 16);
   const now = await time("latest");
-  const ageOf = async (entry) => now - (await time("0x" + parseInt(entry.slice(128, 192), 16).toString(16)));
+  const ageOf = async (entry) => now - (await time("0x" + entry.block.toString(16)));
   if (latest > doc.batch.seq) {
-    const age = await ageOf(await batchOf(doc.batch.seq + 1));
+    const age = await ageOf(await batchOf(url, a.contract, doc.hospital_id, doc.batch.seq + 1));
     if (age > grace) {
       return { ...verdict, status: "stale", version: null, detail: `the node answers as of batch ${doc.batch.seq}, but batch ${doc.batch.seq + 1} has been on chain for ${age} s: it hides a newer status`, chain };
     }
