@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from web3 import Web3
 
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring import contract_v2 as reg2
 from mrledger.anchoring.hardhat_node import HardhatNode
 from mrledger.anchoring.node import AnvilNode, free_port
 from mrledger.anchoring.worker import AnchorWorker, StepReport, WorkerConfig
@@ -68,6 +69,7 @@ class Env:
     hub: LocalAccount
     contract: str
     store: Store
+    version: int = 1
 
     def worker(self, confirmations: int = 1, **kw: object) -> AnchorWorker:
         return AnchorWorker(self.store, self.w3, self.contract, self.hub,
@@ -92,7 +94,7 @@ class Env:
 
     def assert_exactly_once_and_confirmed(self) -> None:
         outbox = Outbox(self.store)
-        events = reg.anchored_events(self.w3, self.contract)
+        events = (reg2 if self.version == 2 else reg).anchored_events(self.w3, self.contract)
         seen = [(e.hospital_key, e.seq) for e in events]
         assert len(seen) == len(set(seen)), "a batch was anchored twice"
         for h in HOSPITALS:
@@ -105,19 +107,31 @@ class Env:
         assert len(seen) == sum(len(self.store.batches(h)) for h in HOSPITALS)
 
 
-@pytest.fixture
-def env(engine: Engine, evm: EvmNode) -> Env:
-    """The registry deployed and the hospitals registered; the head is then a ``checkpoint``, so a test can
-    reorg away everything it anchored on either client."""
+def make_env(engine: Engine, evm: EvmNode, version: int = 1) -> Env:
+    """The registry (of ABI ``version``) deployed and the hospitals registered; the head is then a
+    ``checkpoint``, so a test can reorg away everything it anchored on either client."""
     w3 = Web3(Web3.HTTPProvider(evm.rpc_url))
     admin, hub = (Account.from_key(k) for k in evm.private_keys[:2])
-    contract = reg.deploy_registry(w3, admin)
+    abi = reg2 if version == 2 else reg
+    contract = abi.deploy_registry(w3, admin)
     store = Store(engine, master_key=TEST_KEY)
     for h in HOSPITALS:
         store.register_hospital(h, f"Hospital {h}")
-        reg.register_hospital(w3, contract, admin, hospital_key(h), bytes(32), [hub.address])
+        abi.register_hospital(w3, contract, admin, hospital_key(h), bytes(32), [hub.address])
     checkpoint(evm)
-    return Env(evm, w3, admin, hub, contract, store)
+    return Env(evm, w3, admin, hub, contract, store, version)
+
+
+@pytest.fixture
+def env(engine: Engine, evm: EvmNode) -> Env:
+    """A v1 registry (``make_env``)."""
+    return make_env(engine, evm)
+
+
+@pytest.fixture
+def env2(engine: Engine, evm: EvmNode) -> Env:
+    """A v2 registry: one commitment word per batch, hubs (``make_env``)."""
+    return make_env(engine, evm, 2)
 
 
 def wait_until(done: Callable[[], bool], timeout: float = 60, tick: float = 0.1) -> None:

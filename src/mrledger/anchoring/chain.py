@@ -29,13 +29,16 @@ from web3._utils.rpc_abi import RPC
 from web3.exceptions import BlockNotFound
 
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring import contract_v2 as reg2
 from mrledger.anchoring._lru import Lru
 from mrledger.anchoring.contract import BatchRecord
+from mrledger.anchoring.contract_v2 import CommitRecord
 from mrledger.anchoring.deploy import ensure_hospital_on_chain
 from mrledger.anchoring.errors import AnchoringError
 from mrledger.anchoring.rpc_async import AsyncRpc, RpcError
 from mrledger.ledger import hospital_key
 from mrledger.ledger.errors import MrLedgerError
+from mrledger.ledger.statusmap import EMPTY, batch_commitment_v2
 from mrledger.store.locks import file_lock
 
 if TYPE_CHECKING:
@@ -114,6 +117,11 @@ class ChainReader(Protocol):
 
     def batch(self, contract: str, hospital_key: bytes, seq: int) -> BatchRecord | None: ...
 
+    def version(self, contract: str) -> int: ...
+
+    def commit(self, contract: str, hospital_key: bytes, seq: int, near: int | None = None) -> CommitRecord | None:
+        ...
+
 
 def _fetch_block(w3: Web3, number: int) -> BlockInfo | None:
     try:
@@ -140,6 +148,12 @@ class DirectReader:
 
     def batch(self, contract: str, hospital_key: bytes, seq: int) -> BatchRecord | None:
         return reg.batch_of(self.w3, contract, hospital_key, seq)
+
+    def version(self, contract: str) -> int:
+        return reg2.registry_version(self.w3, contract)
+
+    def commit(self, contract: str, hospital_key: bytes, seq: int, near: int | None = None) -> CommitRecord | None:
+        return reg2.locate(self.w3, contract, hospital_key, seq, near=near)
 
 
 class CachedReader:
@@ -184,6 +198,8 @@ class CachedReader:
         self._refresh = threading.Lock()
         self._blocks: Lru[int, BlockInfo] = Lru(blocks)
         self._batches: Lru[tuple[str, bytes, int], BatchRecord] = Lru(batches)
+        self._commits: Lru[tuple[str, bytes, int], CommitRecord] = Lru(batches)
+        self._versions: dict[str, int] = {}
         #: Reorgs detected by the tripwire (the caches were dropped); exported for tests and metrics.
         self.flushes = 0
         #: The latest background head refresh started by a ``cache_only`` caller (tests join it).
@@ -268,6 +284,8 @@ class CachedReader:
     def flush(self) -> None:
         self._blocks.clear()
         self._batches.clear()
+        self._commits.clear()
+        self._versions.clear()
         self.flushes += 1
 
     def _final(self, number: int) -> bool:
@@ -305,6 +323,40 @@ class CachedReader:
             self._batches.put(key, found)
         return found
 
+    def version(self, contract: str) -> int:
+        """The registry's ABI, kept per contract. On the event loop (``cache_only``) it is known without a round
+        trip when this request's facts hold a ``batchOf`` answer of that contract: only a v1 registry answers
+        ``batchOf`` (a v2 one has no such function, and the fetch fails)."""
+        c = contract.lower()
+        known = self._versions.get(c)
+        if known is not None:
+            return known
+        facts = _FRESH.get()
+        if facts is not None and any(k[0] == "batch" and k[1][0] == c for k in facts):
+            self._versions[c] = 1
+            return 1
+        if _CACHE_ONLY.get():
+            raise CacheMiss("the registry's version is not known yet")
+        version = reg2.registry_version(self.w3, contract)
+        if len(self._versions) < 1024:
+            self._versions[c] = version
+        return version
+
+    def commit(self, contract: str, hospital_key: bytes, seq: int, near: int | None = None) -> CommitRecord | None:
+        """A v2 registry's entry, by its logs (``contract_v2.locate``): cached once final, as ``batch`` is. Not
+        prefetched on the event loop (``missing`` leaves v2 receipts to the worker thread): a log search is
+        two or three round trips, paid once per batch once it is final."""
+        key = (contract.lower(), bytes(hospital_key), seq)
+        found = self._commits.get(key)
+        if found is not None:
+            return found
+        if _CACHE_ONLY.get():
+            raise CacheMiss(f"batch {seq} is not cached")
+        found = reg2.locate(self.w3, contract, hospital_key, seq, near=near)
+        if found is not None and self._final(found.anchored_block) and self.block(found.anchored_block):
+            self._commits.put(key, found)
+        return found
+
     @cached_property
     def rpc(self) -> AsyncRpc | None:
         """The event-loop client for this reader's node (None: not a plain http:// endpoint)."""
@@ -317,6 +369,8 @@ class CachedReader:
         that does not look like an anchored receipt (the verification proper reports what is wrong)."""
         try:
             anchor, batch = receipt["anchor"], receipt["batch"]
+            if "map_root" in anchor:
+                return None  # a v2 registry's entry is found by its logs, on the worker thread (``commit``)
             need = Need(str(anchor["contract"]), hospital_key(str(batch["hospital_id"])), int(batch["seq"]),
                         int(anchor["block_number"]))
         except (TypeError, KeyError, ValueError, MrLedgerError):
@@ -380,24 +434,45 @@ class Holding:
     """What the registry holds for a batch head's (hospital, seq), and whether it is that head.
 
     ``entry`` None: the registry holds nothing there (not anchored yet, or a reorg removed the anchor);
-    ``holds`` False with an entry: the registry holds another root or size — the database's batch, or the
-    receipt's, is not the one anchored. Each caller words its own verdict; the rule is written once here."""
+    ``holds`` False with an entry: the registry holds another root or size (v1), or another commitment (v2) —
+    the database's batch, or the receipt's, is not the one anchored. Each caller words its own verdict; the
+    rule is written once here."""
 
-    entry: BatchRecord | None
+    entry: BatchRecord | CommitRecord | None
     holds: bool
 
     @classmethod
-    def of(cls, entry: BatchRecord | None, head: Head) -> Holding:
-        """Compare a registry entry already read (a batch of them, or an event) with ``head``."""
+    def of(cls, entry: BatchRecord | CommitRecord | None, head: Head, map_root: bytes | None = None) -> Holding:
+        """Compare a registry entry already read (a batch of them, or an event) with ``head`` (and, on a v2
+        registry, the map root its commitment binds: ``EMPTY`` for a batch sealed without a map)."""
+        if isinstance(entry, CommitRecord):
+            word = batch_commitment_v2(head.root, head.size, map_root or EMPTY)
+            return cls(entry, entry.commitment == word)
         return cls(entry, entry is not None and entry.root == head.root and entry.size == head.size)
 
+    @property
+    def what(self) -> str:
+        """The registry's entry in words, for a message."""
+        e = self.entry
+        if e is None:
+            return "nothing"
+        if isinstance(e, CommitRecord):
+            return f"commitment {e.commitment.hex()}"
+        return f"root {e.root.hex()} size {e.size}"
 
-def registry_holds(reader: ChainReader, contract: str, head: Head) -> Holding:
-    """Whether registry ``contract`` holds ``head``: the root *and* size stored for (hospital, seq) equal the
-    head's. Why both: a root alone does not say how many leaves it covers, and a proof is checked against the
-    size too. ``reader`` decides how fresh the answer is (``DirectReader`` for audits, the node's
-    ``CachedReader`` for verifications, which caches final entries only)."""
-    return Holding.of(reader.batch(contract, hospital_key(head.hospital_id), head.seq), head)
+
+def registry_holds(reader: ChainReader, contract: str, head: Head, map_root: bytes | None = None,
+                   near: int | None = None) -> Holding:
+    """Whether registry ``contract`` holds ``head``. A v1 registry: the root *and* size stored for (hospital,
+    seq) equal the head's (a root alone does not say how many leaves it covers, and a proof is checked against
+    the size too). A v2 registry: the commitment anchored for (hospital, seq) is the head's with ``map_root``
+    (``near``: the block the caller expects it in, looked at first). ``reader`` decides how fresh the answer is
+    (``DirectReader`` for audits, the node's ``CachedReader`` for verifications, which caches final entries
+    only)."""
+    key = hospital_key(head.hospital_id)
+    if reader.version(contract) == 2:
+        return Holding.of(reader.commit(contract, key, head.seq, near), head, map_root)
+    return Holding.of(reader.batch(contract, key, head.seq), head)
 
 
 @dataclass
@@ -476,9 +551,10 @@ class ChainContext:
         except (OSError, TimeoutError, CacheMiss, RpcError):
             return {}
 
-    def holds(self, head: Head, contract: str | None = None) -> Holding:
+    def holds(self, head: Head, contract: str | None = None, map_root: bytes | None = None,
+              near: int | None = None) -> Holding:
         """``registry_holds`` through the node's cached reader, on this node's registry by default."""
-        return registry_holds(self.reader, contract or self.contract, head)
+        return registry_holds(self.reader, contract or self.contract, head, map_root, near)
 
     def block(self, number: int) -> BlockInfo | None:
         """Hash and timestamp of a block, cached once final; None if there is no such block (yet)."""

@@ -3,14 +3,21 @@
 Why a second module rather than a flag in ``contract.py``: v1 registries stay deployed and readable (old
 receipts are verified against them forever), and the two ABIs differ in what a batch is (root and size vs
 one commitment). The plumbing — local signing, simulation first, revert decoding — is ``contract.py``'s,
-reused as is, so both registries fail the same way. Not wired into the worker or the receipts yet.
+reused as is, so both registries fail the same way.
+
+What a v2 registry does not store, and how it is found instead: the block of a batch anchored alone (one word
+per batch is the point; its block is in its ``BatchAnchored`` log) and the position of a batch in a hub (the
+hub's items are the logs of its transaction, in order). ``locate`` reads both from the logs, bounded by the
+hospital's ``lastSeq`` so a batch the registry does not hold is never searched for.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
@@ -18,10 +25,11 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 
-from mrledger.anchoring.contract import TxResult, _b32, _call, _send
+from mrledger.anchoring.contract import GAS_MARGIN, TxResult, _b32, _call, _reverts, _send
 from mrledger.anchoring.errors import AnchoringError
 from mrledger.contracts import V2_CONTRACT_NAME, load_artefact
 from mrledger.ledger.merkle import MerkleTree
+from mrledger.ledger.receipt import HubPosition as LedgerHubPosition
 from mrledger.ledger.statusmap import StatusAnswer, hub_leaf_hash
 
 _KINDS = {0: "invalid", 1: "absent", 2: "current", 3: "withdrawn"}
@@ -105,11 +113,15 @@ def _registry(w3: Web3, address: str) -> Contract:
 # ------------------------------------------------------------------ deployment and administration
 
 
-def deploy_registry(w3: Web3, admin_account: LocalAccount, *, admin: str | None = None) -> str:
+def deploy_registry(w3: Web3, admin_account: LocalAccount, *, admin: str | None = None,
+                    predecessor: str | None = None) -> str:
+    """Deploy a v2 registry; ``predecessor``: the (paused) v1 registry it succeeds in place, whose hospitals'
+    sequences it carries over at their registration."""
     artefact = load_artefact(V2_CONTRACT_NAME)
     factory = w3.eth.contract(abi=artefact["abi"], bytecode=artefact["bytecode"])
     owner = to_checksum_address(admin or admin_account.address)
-    _, receipt = _send(w3, factory.constructor(owner), admin_account)
+    before = to_checksum_address(predecessor) if predecessor else "0x" + "00" * 20
+    _, receipt = _send(w3, factory.constructor(owner, before), admin_account)
     address = receipt.get("contractAddress")
     if not address:
         raise AnchoringError("deployment receipt has no contract address")
@@ -159,6 +171,119 @@ def anchor_hub(w3: Web3, address: str, submitter_account: LocalAccount,
 # ------------------------------------------------------------------ reads and verification (eth_call)
 
 
+def build_anchor_tx(w3: Web3, address: str, sender: str, items: Sequence[HubItem], *, nonce: int,
+                    fees: dict[str, int]) -> dict[str, Any]:
+    """The unsigned transaction anchoring ``items``: ``anchor`` for one batch (one word), ``anchorHub`` for
+    several (one hub root for all); simulated first, as ``contract.build_anchor_tx`` is, so a sequence the
+    registry refuses raises ContractRevert before anything is signed."""
+    fns = registry(w3, address).functions
+    if len(items) == 1:
+        i = items[0]
+        fn = fns.anchor(_b32(i.hospital_key, "hospital key"), i.seq, _b32(i.commitment, "commitment"))
+    else:
+        fn = fns.anchorHub([(_b32(i.hospital_key, "hospital key"), i.seq, _b32(i.commitment, "commitment"))
+                            for i in items])
+    with _reverts():
+        estimate = int(fn.estimate_gas({"from": sender}))
+    params: dict[str, Any] = {"from": sender, "nonce": nonce, "gas": int(estimate * GAS_MARGIN),
+                              "chainId": w3.eth.chain_id, "type": 2, **fees}
+    return dict(fn.build_transaction(params))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRecord:
+    """What a v2 registry holds for (hospital, seq), with where: the commitment, the block and transaction of
+    its ``BatchAnchored`` log, and its hub position (None: stored alone)."""
+
+    commitment: bytes
+    anchored_block: int
+    tx_hash: str
+    hub: LedgerHubPosition | None
+
+
+def anchored_in(w3: Web3, address: str, receipt: Any) -> dict[tuple[bytes, int], CommitRecord]:
+    """The batches one mined transaction anchored, by (hospital key, seq), with their hub positions — read from
+    its receipt alone: a hub's items are its ``BatchAnchored`` logs in order, and its ``HubAnchored`` log names
+    the hub (``hub_proofs`` rebuilds each path exactly as the contract built the root)."""
+    reg = registry(w3, address)
+    mine = [log for log in receipt["logs"] if str(log["address"]).lower() == address.lower()]
+    batches = reg.events.BatchAnchored().process_receipt({**receipt, "logs": mine}, errors=DISCARD)
+    hubs = reg.events.HubAnchored().process_receipt({**receipt, "logs": mine}, errors=DISCARD)
+    items = [HubItem(bytes(e["args"]["hospitalKey"]), int(e["args"]["seq"]), bytes(e["args"]["commitment"]))
+             for e in batches]
+    if len(hubs) > 1:
+        raise AnchoringError(f"transaction {receipt['transactionHash']!r} has {len(hubs)} HubAnchored events")
+    positions: list[LedgerHubPosition | None] = [None] * len(items)
+    if hubs:
+        hub_id = int(hubs[0]["args"]["hubId"])
+        if int(hubs[0]["args"]["count"]) != len(items) or hub_root(items) != bytes(hubs[0]["args"]["root"]):
+            raise AnchoringError(f"hub {hub_id}: its BatchAnchored logs do not rebuild its root")
+        positions = [LedgerHubPosition(p.hub_id, p.index, p.path) for p in hub_proofs(hub_id, items)]
+    block, tx = int(receipt["blockNumber"]), "0x" + bytes(receipt["transactionHash"]).hex()
+    return {(i.hospital_key, i.seq): CommitRecord(i.commitment, block, tx, pos)
+            for i, pos in zip(items, positions, strict=True)}
+
+
+def locate(w3: Web3, address: str, hospital_key: bytes, seq: int, *, from_block: int = 0,
+           near: int | None = None) -> CommitRecord | None:
+    """Where a v2 registry holds (hospital, seq), or None if it does not (``lastSeq`` below seq: never
+    anchored, or removed by a reorg). ``near``: the block a receipt or the database names, looked at first (one
+    log read); otherwise, or if the batch is not there (a reorg moved it), the logs from ``from_block`` on.
+    The answer is the chain's at the moment of reading; a reorg between the reads shows as None here and is
+    seen again by the caller's next look."""
+    hk = _b32(hospital_key, "hospital key")
+    if seq > last_seq(w3, address, hk):
+        return None
+    event = registry(w3, address).events.BatchAnchored
+    ranges: list[tuple[int, int | str]] = [(near, near)] if near is not None else []
+    for start, end in [*ranges, (from_block, "latest")]:
+        logs = [x for x in event.get_logs(from_block=start, to_block=end, argument_filters={"hospitalKey": hk})
+                if int(x["args"]["seq"]) == seq]
+        if logs:
+            mined = anchored_in(w3, address, w3.eth.get_transaction_receipt(logs[-1]["transactionHash"]))
+            return mined.get((hk, seq))
+    return None
+
+
+_VERSIONS: weakref.WeakKeyDictionary[Web3, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True, slots=True)
+class AnchoredEventV2:
+    hospital_key: bytes
+    seq: int
+    commitment: bytes
+    block_number: int
+    tx_hash: str
+
+
+def anchored_events(w3: Web3, address: str, *, from_block: int = 0, to_block: int | str = "latest",
+                    hospital_key: bytes | None = None) -> list[AnchoredEventV2]:
+    """BatchAnchored logs of a v2 registry in a block range (an audit's "nothing on chain the database lacks")."""
+    filters = None if hospital_key is None else {"hospitalKey": _b32(hospital_key, "hospital key")}
+    logs = registry(w3, address).events.BatchAnchored.get_logs(from_block=from_block, to_block=to_block,
+                                                               argument_filters=filters)
+    return [AnchoredEventV2(bytes(x["args"]["hospitalKey"]), int(x["args"]["seq"]), bytes(x["args"]["commitment"]),
+                            int(x["blockNumber"]), "0x" + bytes(x["transactionHash"]).hex()) for x in logs]
+
+
+def registry_version(w3: Web3, address: str) -> int:
+    """2 if ``address`` speaks the v2 ABI (it answers ``hubCount()``), else 1. Cached per client and address
+    once the address has code (a chain reset can put another registry at the same address: not cached then)."""
+    address = to_checksum_address(address)
+    known = _VERSIONS.setdefault(w3, {})
+    if address in known:
+        return known[address]
+    try:
+        _call(registry(w3, address).functions.hubCount())
+        version = 2
+    except Exception:  # v1 has no such function: the call reverts (or the node says so in its own words)
+        version = 1
+    if w3.eth.get_code(address):
+        known[address] = version
+    return version
+
+
 def commitment_of(w3: Web3, address: str, hospital_key: bytes, seq: int) -> bytes | None:
     """The commitment ``anchor`` stored, or None (never anchored, or anchored in a hub)."""
     value = bytes(_call(registry(w3, address).functions.commitmentOf(_b32(hospital_key, "hospital key"), seq)))
@@ -172,6 +297,17 @@ def hub_of(w3: Web3, address: str, hub_id: int) -> HubRecord | None:
 
 def last_seq(w3: Web3, address: str, hospital_key: bytes) -> int:
     return int(_call(registry(w3, address).functions.lastSeq(_b32(hospital_key, "hospital key"))))
+
+
+def is_submitter(w3: Web3, address: str, hospital_key: bytes, account: str) -> bool:
+    fn = registry(w3, address).functions.isSubmitter(_b32(hospital_key, "hospital key"), to_checksum_address(account))
+    return bool(_call(fn))
+
+
+def predecessor(w3: Web3, address: str) -> str | None:
+    """The v1 registry this one succeeded in place (None: a registry of its own)."""
+    value = str(_call(registry(w3, address).functions.predecessor()))
+    return None if int(value, 16) == 0 else to_checksum_address(value)
 
 
 def hospital_of(w3: Web3, address: str, hospital_key: bytes) -> HospitalRecordV2:

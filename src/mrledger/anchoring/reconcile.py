@@ -36,8 +36,8 @@ from datetime import datetime
 from web3 import Web3
 
 from mrledger.anchoring import contract as reg
-from mrledger.anchoring.chain import Holding
 from mrledger.anchoring.errors import AnchorConflict
+from mrledger.anchoring.registries import RegistryAdapter
 from mrledger.ledger import hospital_key
 from mrledger.store.anchors import AlarmInfo, AnchorState, Outbox
 
@@ -70,8 +70,11 @@ class Reconciler:
 
     def __init__(self, outbox: Outbox, w3: Web3, contract: str, *, hospitals: Collection[str] | None = None,
                  every: float = 10.0, deep_scan: int = DEEP_SCAN, confirmations: int = 1,
-                 now: Callable[[], datetime], monotonic: Callable[[], float] = time.monotonic) -> None:
+                 now: Callable[[], datetime], monotonic: Callable[[], float] = time.monotonic,
+                 registry: Callable[[], RegistryAdapter]) -> None:
         self.outbox, self.w3, self.contract, self.hospitals = outbox, w3, contract, hospitals
+        #: The worker's registry adapter (v1 or v2 ABI; ``lastSeq`` and block hashes read the same on both).
+        self._registry = registry
         self.every, self.deep_scan, self.confirmations = every, deep_scan, confirmations
         self._now, self._mono = now, monotonic
         self._checkpoint: tuple[int, str] | None = None
@@ -145,17 +148,16 @@ class Reconciler:
     def _moved(self, changed: dict[str, list[AnchorState]], found: Findings, now: datetime) -> None:
         """Anchors whose recorded block is gone although the registry holds their seq: the registry must hold
         the same root (else the ledger and the chain disagree), in another block."""
-        wanted = [(hospital_key(h), a.head.seq) for h, anchors in changed.items() for a in anchors]
-        view = reg.read_many(self.w3, self.contract, batches=wanted)
+        placed = self._registry().locate_many([a.head for anchors in changed.values() for a in anchors])
         for h, anchors in changed.items():
             seqs = []
             for a in anchors:
-                stored = view.batches.get((hospital_key(h), a.head.seq))
+                stored = placed.get((h, a.head.seq))
                 if stored is None:
                     continue  # lost meanwhile: the next round's lastSeq finds it
-                if not Holding.of(stored, a.head).holds:
-                    raise AnchorConflict(f"registry holds root {stored.root.hex()} size {stored.size} for {h}/"
-                                         f"{a.head.seq}; the ledger has {a.head.root.hex()} size {a.head.size}")
+                if not stored.holds:
+                    raise AnchorConflict(f"registry holds {stored.what} for {h}/{a.head.seq}; the ledger has root "
+                                         f"{a.head.root.hex()} size {a.head.size}")
                 seqs.append(a.head.seq)
             if not seqs:
                 continue

@@ -2,7 +2,8 @@
 JSON-RPC endpoint (her own node, a public one), so she need not trust the hospital's server.
 
 Adds to the offline checks (mrledger.ledger.verify_receipt): the endpoint is the receipt's chain, the registry
-holds this batch's root and size for (hospital, seq), the proof holds against that on-chain root (by
+holds this batch's root and size for (hospital, seq) — on a v2 registry, the one commitment word that hashes
+them with the receipt's map root (mrl-receipt/2) — the proof holds against that on-chain root (by
 default with the registry's own RFC 9162 verifier, one eth_call), and the anchoring block is still
 canonical. Reports the confirmations.
 
@@ -18,7 +19,10 @@ from typing import Any, cast
 from web3 import Web3
 
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring import contract_v2 as reg2
 from mrledger.anchoring.chain import ChainReader, DirectReader, registry_holds
+from mrledger.anchoring.contract import BatchRecord
+from mrledger.anchoring.contract_v2 import CommitRecord
 from mrledger.ledger import Check, Receipt, SignatureResult, TrustStore, Verdict, hospital_key, verify_receipt
 from mrledger.ledger.errors import MrLedgerError
 from mrledger.ledger.merkle import verify_inclusion
@@ -70,7 +74,13 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
     checks.append(Check("chain-id", True))
 
     hk = hospital_key(r.batch.hospital_id)
-    holding = registry_holds(chain, anchor.contract, r.batch)
+    version = chain.version(anchor.contract)
+    if version != anchor.registry_version:
+        # An mrl-receipt/1 carries no map root, which a v2 commitment binds; an mrl-receipt/2 names a commitment
+        # a v1 registry does not store. Neither is a receipt any node issues for that registry.
+        return fail("anchor-root", f"the receipt is {r.format} but registry {anchor.contract} is a "
+                                   f"v{version} registry")
+    holding = registry_holds(chain, anchor.contract, r.batch, anchor.map_root, near=anchor.block_number)
     stored = holding.entry
     if stored is None:
         # Not "invalid": with nothing but the receipt, a batch the registry does not hold (yet) cannot be told
@@ -81,17 +91,18 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
                             "reorganisation and is being anchored again; ask the hospital's node"))
         return Verdict("unanchored", tuple(checks), r, {"on_chain": True}, signature)
     if not holding.holds:
-        return fail("anchor-root", f"the registry holds root {stored.root.hex()} size {stored.size} for this batch")
+        return fail("anchor-root", f"the registry holds {holding.what} for this batch")
     checks.append(Check("anchor-root", True))
 
     if onchain_proof:
-        if not reg.registry_verifies_proof(w3, anchor.contract, hk, r.batch.seq, r.leaf_hash, r.leaf_index,
-                                           r.batch.size, r.audit_path):
+        if not _registry_verifies(w3, anchor.contract, hk, r, stored):
             return fail("on-chain-proof", "the registry's RFC 9162 verifier rejects the proof")
         checks.append(Check("on-chain-proof", True))
     else:
+        # The registry holds this batch's (root, size) — or, on v2, a commitment that hashes them: either way
+        # the receipt's root and size are the chain's.
         try:
-            verify_inclusion(r.leaf_index, stored.size, r.leaf_hash, r.audit_path, stored.root)
+            verify_inclusion(r.leaf_index, r.batch.size, r.leaf_hash, r.audit_path, r.batch.root)
         except MrLedgerError as exc:
             return fail("on-chain-proof", f"the proof does not lead to the registry's root: {exc}")
         checks.append(Check("on-chain-proof", True, "checked against the registry's root and size"))
@@ -106,15 +117,14 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
         # the chain reorganised and the batch was anchored again (or its transaction mined again). What the
         # registry holds is what vouches for the result, so it stands, counted from the registry's block.
         # Read again: the head read above may have found a reorg deeper than the cached entries (tripwire).
-        holding = registry_holds(chain, anchor.contract, r.batch)
+        holding = registry_holds(chain, anchor.contract, r.batch, anchor.map_root)
         stored = holding.entry
         if stored is None:
             checks.append(Check("anchor-root", False, f"the registry holds no batch {r.batch.seq} for "
                                 f"{r.batch.hospital_id} any more (a chain reorganisation); ask the hospital's node"))
             return Verdict("unanchored", tuple(checks), r, {"on_chain": True}, signature)
         if not holding.holds:
-            return fail("anchor-root", f"the registry holds root {stored.root.hex()} size {stored.size} for this "
-                                       "batch")
+            return fail("anchor-root", f"the registry holds {holding.what} for this batch")
         number, tx = stored.anchored_block, None
         head = max(head, number)
         confirmations = head - number + 1
@@ -139,3 +149,17 @@ def verify_on_chain(receipt: Receipt | bytes | str | dict[str, Any], w3: Web3, *
     return Verdict("valid", tuple(checks), r, {"on_chain": True, "confirmations": confirmations,
                                                 "chain_id": chain_id, "block_number": number,
                                                 "tx_hash": tx, "contract": anchor.contract}, signature)
+
+
+def _registry_verifies(w3: Web3, contract: str, hk: bytes, r: Receipt, stored: BatchRecord | CommitRecord) -> bool:
+    """The registry's own verifier, one eth_call: v1 ``verifyReceipt`` against its (root, size); v2
+    ``verifyReceipt`` against the commitment, at the place the chain holds it (a hub found by its logs: a
+    receipt whose batch a reorg moved into another hub still names the old one, and is no less genuine)."""
+    if isinstance(stored, CommitRecord):
+        assert r.anchor is not None and r.anchor.map_root is not None
+        hub = stored.hub
+        where = reg2.DIRECT if hub is None else reg2.HubProof(hub.hub_id, hub.index, hub.path)
+        return reg2.registry_verifies_receipt(w3, contract, hk, r.batch.seq, r.leaf_hash, r.leaf_index, r.batch.size,
+                                              r.audit_path, r.anchor.map_root, where)
+    return reg.registry_verifies_proof(w3, contract, hk, r.batch.seq, r.leaf_hash, r.leaf_index, r.batch.size,
+                                       r.audit_path)

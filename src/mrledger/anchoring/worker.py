@@ -31,16 +31,16 @@ import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
 from mrledger.anchoring import contract as reg
-from mrledger.anchoring.chain import DirectReader, Holding, registry_holds
-from mrledger.anchoring.contract import BatchRecord
 from mrledger.anchoring.errors import AnchorConflict, ContractRevert
 from mrledger.anchoring.reconcile import DEEP_SCAN, Reconciler
+from mrledger.anchoring.registries import RegistryAdapter, adapter_for
 from mrledger.ledger import BatchHead, hospital_key
 from mrledger.ledger.status import CONFIRMED, INCLUDED, SUBMITTED
 from mrledger.store import Store
@@ -103,6 +103,7 @@ class AnchorWorker:
         hospitals: Collection[str] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         fault: str | None = None,
+        from_block: int = 0,
     ) -> None:
         self.store, self.w3, self.contract, self.account = store, w3, contract, account
         self.config = config or WorkerConfig()
@@ -111,10 +112,22 @@ class AnchorWorker:
         self._clock = clock
         self._fault = fault
         self._chain_id: int | None = None
+        #: The registry's ABI (v1: root and size per batch; v2: one commitment word, hubs): registries.py.
+        #: ``from_block``: where a v2 registry's logs start (its deployment), for finding a batch by its logs.
+        self._from_block = from_block
+        self._registry: RegistryAdapter | None = None
         self.reconciler = Reconciler(self.outbox, w3, contract, hospitals=hospitals,
                                      every=self.config.reconcile_every, deep_scan=self.config.deep_scan,
-                                     confirmations=self.config.confirmations, now=clock)
+                                     confirmations=self.config.confirmations, now=clock,
+                                     registry=lambda: self.registry)
         self._head: int | None = None
+
+    @property
+    def registry(self) -> RegistryAdapter:
+        """Asked of the chain once (the first step: the node may be down when the worker is built)."""
+        if self._registry is None:
+            self._registry = adapter_for(self.w3, self.contract, self.store.map_root, from_block=self._from_block)
+        return self._registry
 
     @property
     def chain_id(self) -> int:
@@ -174,42 +187,44 @@ class AnchorWorker:
 
     # -- submitted → included -----------------------------------------------------------------------
 
-    def _on_chain(self, head: BatchHead) -> tuple[str, int, str] | None:
-        """(tx hash, block number, block hash) of the anchor of ``head`` on chain, or None."""
-        hk = hospital_key(head.hospital_id)
-        holding = registry_holds(DirectReader(self.w3), self.contract, head)
-        stored = holding.entry
-        if stored is None:
+    def _on_chain(self, head: BatchHead) -> Found | None:
+        """Where the chain holds the anchor of ``head``, or None."""
+        placed = self.registry.locate(head)
+        if placed is None:
             return None
-        if not holding.holds:
-            raise AnchorConflict(f"registry holds root {stored.root.hex()} size {stored.size} for "
-                                 f"{head.hospital_id}/{head.seq}; the ledger has {head.root.hex()} size {head.size}")
-        events = [e for e in reg.anchored_events(self.w3, self.contract, from_block=stored.anchored_block,
-                                                  to_block=stored.anchored_block, hospital_key=hk)
-                  if e.seq == head.seq]
-        if not events:
-            return None  # the block moved under us (reorg between the two reads): look again next step
-        block = self.w3.eth.get_block(stored.anchored_block)
-        return events[0].tx_hash, stored.anchored_block, _hex(block["hash"])
+        if not placed.holds:
+            raise AnchorConflict(f"registry holds {placed.what} for {head.hospital_id}/{head.seq}; the ledger has "
+                                 f"root {head.root.hex()} size {head.size}")
+        tx_hash = placed.tx_hash
+        if tx_hash is None:  # a v1 registry names the block, not the transaction: its log there does
+            events = [e for e in reg.anchored_events(self.w3, self.contract, from_block=placed.block_number,
+                                                      to_block=placed.block_number,
+                                                      hospital_key=hospital_key(head.hospital_id))
+                      if e.seq == head.seq]
+            if not events:
+                return None  # the block moved under us (reorg between the two reads): look again next step
+            tx_hash = events[0].tx_hash
+        block = self.w3.eth.get_block(placed.block_number)
+        return Found(head.hospital_id, head.seq, tx_hash, placed.block_number, _hex(block["hash"]), placed.hub)
 
-    def _record_found(self, head: BatchHead, found: tuple[str, int, str], report: StepReport) -> None:
-        tx_hash, number, block_hash = found
-        self.outbox.mark_included(head.hospital_id, head.seq, chain_id=self.chain_id, contract=self.contract,
-                                  tx_hash=tx_hash, block_number=number, block_hash=block_hash, now=self._clock())
+    def _record_found(self, found: Found, report: StepReport) -> None:
+        self._include([found])
         report.included += 1
 
-    def _from_receipt(self, tx_hash: str) -> tuple[dict[tuple[bytes, int], tuple[bytes, int]], int, str] | None:
-        """The batches a mined transaction anchored ({(hospital key, seq): (root, size)}, block, block hash),
-        read from its receipt in one round trip; None if it is not mined (or reverted)."""
+    def _include(self, found: list[Found]) -> None:
+        self.outbox.mark_included_many(found, chain_id=self.chain_id, contract=self.contract, now=self._clock(),
+                                       registry_version=self.registry.version)
+
+    def _from_receipt(self, tx_hash: str) -> tuple[Any, int, str] | None:
+        """A mined transaction's receipt (block number, block hash), read in one round trip; None if it is not
+        mined (or reverted)."""
         try:
             receipt = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
         except TransactionNotFound:
             return None
         if receipt is None or receipt["status"] != 1:
             return None
-        events = reg.anchored_in(self.w3, self.contract, receipt)
-        return ({(e.hospital_key, e.seq): (e.root, e.size) for e in events}, int(receipt["blockNumber"]),
-                _hex(receipt["blockHash"]))
+        return receipt, int(receipt["blockNumber"]), _hex(receipt["blockHash"])
 
     def _track_submitted(self, report: StepReport) -> None:
         """submitted → included, a transaction at a time: its receipt says which batches it anchored and where
@@ -225,30 +240,31 @@ class AnchorWorker:
             mined = self._from_receipt(tx_hash) if tx_hash else None
             rest = states
             if mined is not None:
-                anchored, number, block_hash = mined
+                receipt, number, block_hash = mined
+                anchored = self.registry.mined(receipt, [st.head for st in states])
                 rest = []
                 for st in states:
-                    hit = anchored.get((hospital_key(st.head.hospital_id), st.head.seq))
+                    hit = anchored.get((st.head.hospital_id, st.head.seq))
                     if hit is None:
                         rest.append(st)
-                    elif not Holding.of(BatchRecord(hit[0], hit[1], number), st.head).holds:
-                        raise AnchorConflict(f"transaction {tx_hash} anchored root {hit[0].hex()} size {hit[1]} for "
-                                             f"{st.head.hospital_id}/{st.head.seq}; the ledger has "
+                    elif not hit.holds:
+                        raise AnchorConflict(f"transaction {tx_hash} anchored {hit.what} for "
+                                             f"{st.head.hospital_id}/{st.head.seq}; the ledger has root "
                                              f"{st.head.root.hex()} size {st.head.size}")
                     else:
                         assert tx_hash is not None
-                        found.append(Found(st.head.hospital_id, st.head.seq, tx_hash, number, block_hash))
+                        found.append(Found(st.head.hospital_id, st.head.seq, tx_hash, number, block_hash, hit.hub))
             for i, st in enumerate(rest):
                 on_chain = self._on_chain(st.head)
                 if on_chain is not None:
-                    found.append(Found(st.head.hospital_id, st.head.seq, *on_chain))
+                    found.append(on_chain)
                 elif st.tx_id is not None:
                     unresolved.add(st.tx_id)
                     if i == 0 and mined is None:  # its transaction is not mined: nor are the others it carries
                         unresolved.update(x.tx_id for x in rest if x.tx_id is not None)
                         break
         if found:
-            self.outbox.mark_included_many(found, chain_id=self.chain_id, contract=self.contract, now=self._clock())
+            self._include(found)
             report.included += len(found)
         for tx in sorted((self.outbox.tx(i) for i in unresolved), key=lambda t: (t.nonce, t.id)):
             self._nurse(tx, report)
@@ -354,7 +370,7 @@ class AnchorWorker:
                 # or another instance. Record it; never send it twice.
                 found = self._on_chain(head)
                 if found is not None:
-                    self._record_found(head, found, report)
+                    self._record_found(found, report)
                 continue
             if head.seq != expected[hid]:
                 report.waiting.append(f"{hid}/{head.seq}")
@@ -377,8 +393,7 @@ class AnchorWorker:
         report.sent += len(items)
 
     def _sign(self, heads: list[BatchHead], nonce: int, fees: dict[str, int]) -> NewTx:
-        items = [reg.AnchorItem(hospital_key(h.hospital_id), h.seq, h.root, h.size) for h in heads]
-        tx = reg.build_anchor_tx(self.w3, self.contract, self.account.address, items, nonce=nonce, fees=fees)
+        tx = self.registry.build_tx(heads, self.account.address, nonce=nonce, fees=fees)
         signed = self.account.sign_transaction(tx)
         return NewTx(self.chain_id, self.contract, self.account.address, nonce, _hex(signed.hash),
                      bytes(signed.raw_transaction), int(tx["maxFeePerGas"]), int(tx["maxPriorityFeePerGas"]))

@@ -107,8 +107,9 @@ def audit_chain(
             console.print(f"  [red]✗[/] batch {d.seq} on chain (block {d.block_number}) but not in the database",
                           highlight=False)
         for r in found.root_mismatches:
+            chain_word = (f"root {r.chain_root.hex()} size {r.chain_size}" if r.chain_root is not None
+                          else f"commitment {r.chain_commitment.hex() if r.chain_commitment else '?'}")
             console.print(f"  [red]✗[/] batch {r.seq}: the database holds root {r.db_root.hex()} size {r.db_size}, "
-                          f"the chain ({r.source}) {r.chain_root.hex()} size {r.chain_size}", highlight=False,
-                          soft_wrap=True)
+                          f"the chain ({r.source}) {chain_word}", highlight=False, soft_wrap=True)
         console.print("[bold green]consistent[/]" if found.consistent else "[bold red]inconsistent[/]")
     raise typer.Exit(EXIT_CONSISTENT if found.consistent else EXIT_INCONSISTENT)

@@ -4,6 +4,13 @@ pragma solidity ^0.8.24;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 
+/// @notice What v2 reads of the v1 registry it succeeds (``MrLedgerRegistry``): enough to carry each hospital's
+///         sequence over, so that batch numbering stays gap-free across the upgrade.
+interface IRegistryV1 {
+    function lastSeq(bytes32 hospitalKey) external view returns (uint64);
+    function paused() external view returns (bool);
+}
+
 /// @title MrLedgerRegistryV2
 /// @notice Public, append-only registry of hospitals' batch commitments: one 32-byte word per batch,
 ///         `commitment = sha256(0x04 || root || u64be(size) || mapRoot)`, binding the batch's RFC 9162 root,
@@ -19,6 +26,10 @@ import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 ///      The hospital slot packs lastSeq, the time of the last anchor (uint32 seconds: good until 2106) and
 ///      the newest submitter (saves the cold submitter-mapping read in the usual one-key case; the mapping
 ///      stays the authority). Registration lives in another slot, read only to name an error.
+///      In-place upgrade from a v1 registry (docs/anchoring.md, "Registry v2"): deployed with the v1 registry as
+///      `predecessor`, v2 registers a hospital only while the predecessor is paused, and starts the hospital's
+///      sequence where the predecessor's ends (read from it, not from the admin), so each (hospital, seq) is
+///      anchored in exactly one of the two registries and the numbering has no gap.
 contract MrLedgerRegistryV2 is AccessControl, Pausable {
     /// @dev One storage slot: 64 + 32 + 160 bits.
     struct Hospital {
@@ -63,8 +74,12 @@ contract MrLedgerRegistryV2 is AccessControl, Pausable {
     mapping(bytes32 hospitalKey => mapping(uint64 seq => bytes32)) private _commitments;
     mapping(uint64 hubId => Hub) private _hubs;
     uint64 public hubCount;
+    /// @notice The v1 registry this one succeeds (zero: none).
+    address public immutable predecessor;
 
     event HospitalRegistered(bytes32 indexed hospitalKey, bytes32 nameHash);
+    /// @notice A hospital whose batches 1..lastSeq are anchored in the predecessor; it continues at lastSeq + 1.
+    event HospitalCarriedOver(bytes32 indexed hospitalKey, address predecessor, uint64 lastSeq);
     event SubmitterAdded(bytes32 indexed hospitalKey, address indexed submitter);
     event SubmitterRevoked(bytes32 indexed hospitalKey, address indexed submitter);
     /// @dev For a hub, the transaction's BatchAnchored events are its items in order (index 0 first) and its
@@ -83,10 +98,12 @@ contract MrLedgerRegistryV2 is AccessControl, Pausable {
     error BatchAlreadyAnchored(bytes32 hospitalKey, uint64 seq);
     error SeqGap(bytes32 hospitalKey, uint64 expected, uint64 got);
     error HubSize(uint256 count);
+    error PredecessorNotPaused(address predecessor);
 
-    constructor(address admin) {
+    constructor(address admin, address predecessor_) {
         if (admin == address(0)) revert ZeroAddress();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        predecessor = predecessor_;
     }
 
     // ------------------------------------------------------------------ administration
@@ -102,6 +119,15 @@ contract MrLedgerRegistryV2 is AccessControl, Pausable {
         info.registeredBlock = uint64(block.number);
         info.registered = true;
         emit HospitalRegistered(hospitalKey, nameHash);
+        if (predecessor != address(0)) {
+            // Paused, the predecessor takes no further anchor, so the sequence read here is final.
+            if (!IRegistryV1(predecessor).paused()) revert PredecessorNotPaused(predecessor);
+            uint64 carried = IRegistryV1(predecessor).lastSeq(hospitalKey);
+            if (carried != 0) {
+                _hospitals[hospitalKey].lastSeq = carried;
+                emit HospitalCarriedOver(hospitalKey, predecessor, carried);
+            }
+        }
         for (uint256 i; i < submitters.length; ++i) {
             _addSubmitter(hospitalKey, submitters[i]);
         }

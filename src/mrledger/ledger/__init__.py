@@ -33,7 +33,7 @@ from mrledger.ledger.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from mrledger.ledger.receipt import RECEIPT_FORMAT, Anchor, Receipt
+from mrledger.ledger.receipt import RECEIPT_FORMAT, RECEIPT_FORMAT_V2, Anchor, HubPosition, Receipt
 from mrledger.ledger.records import MAX_RECORD_BYTES, ResultRecord
 from mrledger.ledger.signing import (
     BATCH_SIG_FORMAT,
@@ -59,6 +59,7 @@ __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_RECORD_BYTES",
     "RECEIPT_FORMAT",
+    "RECEIPT_FORMAT_V2",
     "SALT_BYTES",
     "SIGNATURE_REASONS",
     "Anchor",
@@ -66,6 +67,7 @@ __all__ = [
     "BatchSignature",
     "Check",
     "EncodingError",
+    "HubPosition",
     "KeySigner",
     "MerkleTree",
     "MrLedgerError",

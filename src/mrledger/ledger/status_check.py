@@ -62,9 +62,15 @@ class StatusDocument:
             proof = StatusProof.from_bytes(bytes.fromhex(proof_hex))
         except (ValueError, ProofError) as exc:
             raise EncodingError(f"status proof: {exc}") from exc
-        return cls(batch.hospital_id, parse_hex(obj["key"], size=32, what="status key"), batch,
-                   parse_hex(obj["map_root"], size=32, what="map root"), proof,
-                   None if obj["anchor"] is None else Anchor.from_obj(obj["anchor"]))
+        map_root = parse_hex(obj["map_root"], size=32, what="map root")
+        anchor = obj["anchor"]
+        # A v2 registry's anchor names the map root its commitment binds (and the hub): it must be this one.
+        parsed = None if anchor is None else Anchor.from_obj(
+            anchor, 2 if isinstance(anchor, dict) and "map_root" in anchor else 1)
+        if parsed is not None and parsed.map_root is not None and parsed.map_root != map_root:
+            raise EncodingError("status proof's anchor binds another map root than the document's")
+        return cls(batch.hospital_id, parse_hex(obj["key"], size=32, what="status key"), batch, map_root, proof,
+                   parsed)
 
 
 def receipt_status_key(receipt: Receipt) -> bytes | None:

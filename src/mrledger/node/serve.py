@@ -170,7 +170,7 @@ def restart_anvil(node: AnvilNode, fund: list[str], w3: Web3, contract: str) -> 
 # -------------------------------------------------------------------------------- chain wiring
 
 
-def resolve_contract(store: Store, w3: Web3, admin: LocalAccount, configured: str | None) -> str:
+def resolve_contract(store: Store, w3: Web3, admin: LocalAccount, configured: str | None, version: int = 1) -> str:
     """MRL_CONTRACT_ADDRESS if set; else the deployment recorded for this chain if it still has code
     (a deleted anvil state file loses it); else deploy one now and record it — only while no other node
     leads this database: a second node with a chain of its own must not record a registry the leader's chain
@@ -189,13 +189,14 @@ def resolve_contract(store: Store, w3: Web3, admin: LocalAccount, configured: st
                     recorded.contract, chain_id)
     try:
         with exclusive(store.engine, LEADER_LOCK):
-            info = deploy_and_record(store, w3, admin)
+            info = deploy_and_record(store, w3, admin, version=version)
     except LockHeld:
         raise ServeError(f"the registry {recorded.contract if recorded else ''} this database records for chain "
                          f"{chain_id} is not on this node's chain, and another node leads this database: point "
                          "MRL_RPC_URL at the leader's chain (its serve.json says where) and set "
                          "MRL_CONTRACT_ADDRESS") from None
-    log.info("deployed registry %s on chain %d at block %d", info.contract, chain_id, info.deployed_block)
+    log.info("deployed registry %s (v%d) on chain %d at block %d", info.contract, version, chain_id,
+             info.deployed_block)
     return info.contract
 
 
@@ -316,7 +317,7 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             health = ChainHealth(rpc_url).start()
             w3 = Web3(GuardedHTTPProvider(rpc_url, health, timeout=settings.rpc_timeout))
             store = open_node_store(settings)
-            contract = resolve_contract(store, w3, admin, settings.contract_address)
+            contract = resolve_contract(store, w3, admin, settings.contract_address, settings.registry_version)
             chain_id = int(w3.eth.chain_id)
             confirmations = settings.confirmations or default_confirmations(chain_id)
             # No admin key for the API: registration on chain is the leader's (its sealer's) job only.

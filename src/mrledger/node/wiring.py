@@ -28,6 +28,7 @@ from mrledger.service.ledger import Services, build_services
 from mrledger.service.pki import SignStats
 from mrledger.service.recognition import load_catalogue
 from mrledger.store import Store
+from mrledger.store.anchors import Outbox
 from mrledger.store.crypto import MasterKey, write_master_key_file
 from mrledger.store.errors import MasterKeyError
 from mrledger.store.keyfiles import KeyFileError, read_private
@@ -188,4 +189,7 @@ def anchor_worker(settings: Settings, store: Store, rpc_url: str, contract: str,
     """The anchoring worker, on a web3 client of its own (its thread must not share the sealer's)."""
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": settings.rpc_timeout}))
     config = WorkerConfig(confirmations=confirmations, replace_after=timedelta(seconds=settings.replace_after))
-    return AnchorWorker(store, w3, contract, submitter, config, fault=settings.fault_inject)
+    recorded = Outbox(store).deployment()
+    # A v2 registry is searched by its logs (anchoring/registries.py): from its deployment, when recorded.
+    start = recorded.deployed_block if recorded and recorded.contract.lower() == contract.lower() else 0
+    return AnchorWorker(store, w3, contract, submitter, config, fault=settings.fault_inject, from_block=start)

@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring import contract_v2 as reg2
 from mrledger.anchoring.chain import ChainContext, DirectReader, Holding, registry_holds
 from mrledger.anchoring.contract import BatchRecord
+from mrledger.anchoring.contract_v2 import CommitRecord
 from mrledger.anchoring.errors import AnchoringError
+from mrledger.anchoring.registries import commitment
 from mrledger.ledger import hospital_key
 from mrledger.ledger.status import ON_CHAIN, BatchStatus
 from mrledger.service.outcome import ChainUnavailableError
@@ -41,13 +44,15 @@ class MissingOnChain:
 
 @dataclass(frozen=True, slots=True)
 class MissingInDb:
-    """A batch the registry holds (a ``BatchAnchored`` event) that the database does not."""
+    """A batch the registry holds (a ``BatchAnchored`` event) that the database does not: its root and size on
+    a v1 registry, its commitment on a v2 one."""
 
     seq: int
-    root: bytes
-    size: int
+    root: bytes | None
+    size: int | None
     block_number: int
     tx_hash: str
+    commitment: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +62,12 @@ class RootMismatch:
     seq: int
     source: Literal["batchOf", "BatchAnchored"]
     db_root: bytes
-    chain_root: bytes
+    chain_root: bytes | None
     db_size: int
-    chain_size: int
+    chain_size: int | None
+    #: A v2 registry: the commitment the database's batch makes, and the one the chain holds.
+    db_commitment: bytes | None = None
+    chain_commitment: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +98,32 @@ class ChainConsistency:
             "last_seq_chain": self.last_seq_chain, "last_seq_db": self.last_seq_db,
             "missing_on_chain": [{"seq": m.seq, "anchor_status": m.anchor_status, "alarm": m.alarm}
                                  for m in self.missing_on_chain],
-            "missing_in_db": [{"seq": m.seq, "root": m.root.hex(), "size": m.size, "block_number": m.block_number,
-                               "tx_hash": m.tx_hash} for m in self.missing_in_db],
-            "root_mismatches": [{"seq": m.seq, "source": m.source, "db_root": m.db_root.hex(),
-                                 "chain_root": m.chain_root.hex(), "db_size": m.db_size, "chain_size": m.chain_size}
+            "missing_in_db": [_drop_none({"seq": m.seq, "root": _hex(m.root), "size": m.size,
+                                          "block_number": m.block_number, "tx_hash": m.tx_hash,
+                                          "commitment": _hex(m.commitment)}) for m in self.missing_in_db],
+            "root_mismatches": [_drop_none({"seq": m.seq, "source": m.source, "db_root": m.db_root.hex(),
+                                            "chain_root": _hex(m.chain_root), "db_size": m.db_size,
+                                            "chain_size": m.chain_size, "db_commitment": _hex(m.db_commitment),
+                                            "chain_commitment": _hex(m.chain_commitment)})
                                 for m in self.root_mismatches],
         }
 
 
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else value.hex()
+
+
+def _drop_none(obj: dict[str, Any]) -> dict[str, Any]:
+    """v1 entries keep their exact shape; v2 ones add commitments and have no chain root or size."""
+    return {k: v for k, v in obj.items() if v is not None}
+
+
 def chain_consistency(store: Store, chain: ChainContext | None, hospital_id: str) -> ChainConsistency:
     """Compare ``hospital_id``'s batches in ``store`` with the registry of ``chain``.
+
+    A ledger upgraded in place from a v1 registry (anchoring/deploy.py ``upgrade_in_place``) holds batches in
+    both: each batch is compared with the registry its anchor names (batches not anchored yet, with the
+    current one), and the events of the predecessor count as well as the current registry's.
 
     Raises ChainNotConfiguredError (no chain), UnknownHospitalError (no such hospital here) or
     ChainUnavailableError (the node does not answer, the call reverts: no verdict without the chain)."""
@@ -114,9 +138,20 @@ def chain_consistency(store: Store, chain: ChainContext | None, hospital_id: str
     from_block = deployment.deployed_block if deployment and deployment.contract == chain.contract else 0
     try:
         direct = DirectReader(chain.w3)  # an audit reads the chain as it is now, never a cache
-        on_chain = {seq: registry_holds(direct, chain.contract, head) for seq, head in heads.items()}
-        events = reg.anchored_events(chain.w3, chain.contract, from_block=from_block, hospital_key=key)
-        last_chain = reg.last_seq(chain.w3, chain.contract, key)
+        version = direct.version(chain.contract)
+        before = reg2.predecessor(chain.w3, chain.contract) if version == 2 else None
+        on_chain: dict[int, Holding] = {}
+        commitments: dict[int, bytes] = {}
+        for seq, head in heads.items():
+            state = outbox.state(hospital_id, seq)
+            where = state.contract if state is not None and state.contract else chain.contract
+            map_root = store.map_root(hospital_id, seq)
+            on_chain[seq] = registry_holds(direct, where, head, map_root)
+            commitments[seq] = commitment(head, map_root)
+        events: list[Any] = (reg.anchored_events(chain.w3, before, hospital_key=key) if before else [])
+        events += (reg2.anchored_events if version == 2 else reg.anchored_events)(
+            chain.w3, chain.contract, from_block=from_block, hospital_key=key)
+        last_chain = reg.last_seq(chain.w3, chain.contract, key)  # the same ABI on both registries
     except Exception as exc:  # connection refused, timeouts, reverts: all mean "cannot check now"
         raise ChainUnavailableError(type(exc).__name__) from exc
     missing_on_chain: list[MissingOnChain] = []
@@ -128,11 +163,22 @@ def chain_consistency(store: Store, chain: ChainContext | None, hospital_id: str
         if record is None:
             status = batch_status(outbox.state(hospital_id, seq))
             missing_on_chain.append(MissingOnChain(seq, status, alarm=status in ON_CHAIN))
-        elif not holding.holds:
+        elif holding.holds:
+            continue
+        elif isinstance(record, CommitRecord):
+            mismatches[seq] = RootMismatch(seq, "batchOf", head.root, None, head.size, None, commitments[seq],
+                                           record.commitment)
+        else:
             mismatches[seq] = RootMismatch(seq, "batchOf", head.root, record.root, head.size, record.size)
     for e in events:
         held = heads.get(e.seq)
-        if held is None:
+        if isinstance(e, reg2.AnchoredEventV2):
+            if held is None:
+                missing_in_db.append(MissingInDb(e.seq, None, None, e.block_number, e.tx_hash, e.commitment))
+            elif e.seq not in mismatches and e.commitment != commitments[e.seq]:
+                mismatches[e.seq] = RootMismatch(e.seq, "BatchAnchored", held.root, None, held.size, None,
+                                                 commitments[e.seq], e.commitment)
+        elif held is None:
             missing_in_db.append(MissingInDb(e.seq, e.root, e.size, e.block_number, e.tx_hash))
         elif e.seq not in mismatches and not Holding.of(BatchRecord(e.root, e.size, e.block_number), held).holds:
             mismatches[e.seq] = RootMismatch(e.seq, "BatchAnchored", held.root, e.root, held.size, e.size)

@@ -151,9 +151,9 @@ def _batches(ledger: Services, stream: str, records: Sequence[StoredLeaf],
             problems.append(_problem("not-on-chain", stream, f"batch {seq} is {status} here but not in the "
                                                              "registry", seq=seq))
         elif not holding.holds:
-            problems.append(_problem("chain-mismatch", stream, f"the registry holds root {on_chain.root.hex()} size "
-                                                               f"{on_chain.size} for batch {seq}, the database "
-                                                               f"{root.hex()} size {size}", seq=seq))
+            problems.append(_problem("chain-mismatch", stream, f"the registry holds {holding.what} for batch {seq}, "
+                                                               f"the database root {root.hex()} size {size}",
+                                     seq=seq))
     return True
 
 

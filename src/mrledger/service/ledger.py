@@ -116,7 +116,7 @@ class ResultsService:
         if state is None or proven is None:
             raise StatusPendingError("no confirmed batch of this hospital commits a status map yet")
         root, proof = proven
-        return StatusDocument(hospital_id, key, state.head, root, proof, anchor_section(state))
+        return StatusDocument(hospital_id, key, state.head, root, proof, anchor_section(state, root))
 
 
 class StatusPendingError(Exception):

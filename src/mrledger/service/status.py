@@ -14,7 +14,7 @@ from typing import Any
 
 from web3 import Web3
 
-from mrledger.anchoring.status import StatusBinding, bind_status, newer_batch_age
+from mrledger.anchoring.status import StatusBinding, bind_status, newer_batch_age, status_registry
 from mrledger.ledger.receipt import Receipt
 from mrledger.ledger.status_check import StatusDocument, StatusVerdict, check_status
 
@@ -28,14 +28,18 @@ def verify_status(w3: Web3, receipt: Receipt, doc: StatusDocument, *,
     verdict = check_status(receipt, doc)
     if verdict.kind in ("invalid", "unknown") or receipt.anchor is None:
         return verdict, None
-    if doc.anchor is not None and (doc.anchor.contract.lower() != receipt.anchor.contract.lower()
-                                   or doc.anchor.chain_id != receipt.anchor.chain_id):
+    registry = status_registry(w3, receipt.anchor.contract, doc)
+    if registry is None or (doc.anchor is not None and doc.anchor.chain_id != receipt.anchor.chain_id):
         return StatusVerdict("invalid", None, doc.batch.seq, "the status proof names another registry than the "
-                                                              "receipt's"), None
-    binding = bind_status(w3, receipt.anchor.contract, doc)
+                                                              "receipt's (or its v2 successor)"), None
+    binding = bind_status(w3, registry, doc)
     if not binding.on_chain:
         return StatusVerdict("invalid", None, doc.batch.seq, binding.detail), binding
-    age = newer_batch_age(w3, receipt.anchor.contract, doc, binding)
+    if binding.paused and verdict.kind == "current":
+        return StatusVerdict("stale", None, doc.batch.seq, f"the status is as of batch {doc.batch.seq} in registry "
+                                                           f"{registry}, which is paused (succeeded by an upgrade): "
+                                                           "ask for the status in its successor"), binding
+    age = newer_batch_age(w3, registry, doc, binding)
     if age is not None and age > grace:
         return StatusVerdict("stale", None, doc.batch.seq, f"the node answers as of batch {doc.batch.seq}, but batch "
                                                            f"{doc.batch.seq + 1} has been on chain for "
@@ -61,5 +65,5 @@ def binding_obj(binding: StatusBinding | None) -> dict[str, Any] | None:
     if binding is None:
         return None
     return {"on_chain": binding.on_chain, "latest_seq": binding.latest_seq, "map_root_bound": binding.map_root_bound,
-            "anchored_block": binding.anchored_block, "detail": binding.detail,
+            "anchored_block": binding.anchored_block, "detail": binding.detail, "registry": binding.registry,
             "anchored_age_s": None if binding.anchored_age is None else int(binding.anchored_age.total_seconds())}

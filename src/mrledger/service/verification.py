@@ -156,7 +156,7 @@ class Verifier:
                                                      max_sealing_delay=self.max_sealing_delay))
         checks = list(on_chain.checks)
         if on_chain.status == "unanchored":  # the registry holds no such batch: removed by a reorg, or forged
-            gone = self._anchor_gone(base, checks[:-1], chain, r.batch)
+            gone = self._anchor_gone(base, checks[:-1], chain, r.batch, anchor.map_root)
             if gone is not None:
                 return gone
         if on_chain.status != "valid":
@@ -172,8 +172,8 @@ class Verifier:
                        established=True)
         return self._depth(base, checks, block, confirmations)
 
-    def _anchor_gone(self, base: Outcome, checks: list[Check], chain: ChainContext, head: BatchHead
-                     ) -> Outcome | None:
+    def _anchor_gone(self, base: Outcome, checks: list[Check], chain: ChainContext, head: BatchHead,
+                     map_root: bytes | None) -> Outcome | None:
         """A receipt whose bytes hold (offline checks passed) but whose batch the registry does not hold: the
         verdict, or None when this is not the chain's doing (then: tampered).
 
@@ -186,7 +186,7 @@ class Verifier:
         tampered. (When the registry holds this root in another block than the receipt names,
         ``verify_on_chain`` already answers: authentic, anchored again.)"""
         hospital_id, seq = head.hospital_id, head.seq
-        holding = self._ask(lambda: chain.holds(head))
+        holding = self._ask(lambda: chain.holds(head, map_root=map_root))
         now = holding.entry
         if now is not None and not holding.holds:
             return None
@@ -266,18 +266,18 @@ class Verifier:
             return found
         base, chain = found
         batch = receipt.batch
-        holding = self._ask(lambda: chain.holds(batch, anchor.contract))
+        holding = self._ask(lambda: chain.holds(batch, anchor.contract, anchor.map_root, anchor.block_number))
         stored_on_chain = holding.entry
         if stored_on_chain is None:  # the chain lost the anchor (this ledger's own root): re-anchoring
-            gone = self._anchor_gone(base, checks, chain, batch)
+            gone = self._anchor_gone(base, checks, chain, batch, anchor.map_root)
             if gone is not None:
                 return gone
             return self._fail(base, "tampered", checks, "anchor-root",
                               f"the registry holds no batch {batch.seq} for {hospital_id}")
         if not holding.holds:
             return self._fail(base, "tampered", checks, "anchor-root",
-                              f"the registry holds root {stored_on_chain.root.hex()} size {stored_on_chain.size}, "
-                              f"the ledger {batch.root.hex()} size {batch.size}")
+                              f"the registry holds {holding.what}, the ledger root {batch.root.hex()} size "
+                              f"{batch.size}")
         checks.append(Check("anchor-root", True))
         block = stored_on_chain.anchored_block  # the chain's word, should a reorg have moved the anchor
         confirmations = max(0, self._ask(chain.head) - block + 1)

@@ -18,7 +18,7 @@ from typing import cast
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from mrledger.ledger import BatchHead
+from mrledger.ledger import BatchHead, HubPosition
 from mrledger.ledger.status import CONFIRMED, INCLUDED, ON_CHAIN, PENDING, SEALED, SUBMITTED, AnchorStatus, BatchStatus
 from mrledger.store.models import Anchor, AnchorAlarm, AnchorTx, Batch, Deployment
 from mrledger.store.repository import Store
@@ -77,6 +77,11 @@ class AnchorState:
     contract: str | None
     submitted_at: datetime | None
     confirmed_at: datetime | None
+    #: Null or 1: v1 registry; 2: v2 (hub columns set when the batch was anchored in a hub).
+    registry_version: int | None = None
+    hub_id: int | None = None
+    hub_index: int | None = None
+    hub_path: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,8 @@ class Found:
     tx_hash: str
     block_number: int
     block_hash: str
+    #: A v2 registry's hub holding the batch's commitment (None: stored alone, or a v1 registry).
+    hub: HubPosition | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +115,7 @@ class DeploymentInfo:
     contract: str
     deployed_block: int
     admin: str
+    registry_version: int = 1
 
 
 def _tx(row: AnchorTx) -> TxInfo:
@@ -118,7 +126,8 @@ def _tx(row: AnchorTx) -> TxInfo:
 def _state(a: Anchor, b: Batch) -> AnchorState:
     head = BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at)
     return AnchorState(head, cast(BatchStatus, a.status), a.tx_id, a.tx_hash, a.block_number, a.block_hash,
-                       a.chain_id, a.contract, a.submitted_at, a.confirmed_at)
+                       a.chain_id, a.contract, a.submitted_at, a.confirmed_at, a.registry_version, a.hub_id,
+                       a.hub_index, a.hub_path)
 
 
 def _alarm(a: AnchorAlarm) -> AlarmInfo:
@@ -157,11 +166,12 @@ class Outbox:
 
     # -- deployments --------------------------------------------------------------------------------
 
-    def record_deployment(self, chain_id: int, contract: str, deployed_block: int, admin: str, now: datetime) -> None:
+    def record_deployment(self, chain_id: int, contract: str, deployed_block: int, admin: str, now: datetime,
+                          registry_version: int = 1) -> None:
         with self._store.unit_of_work() as s:
             if s.get(Deployment, (chain_id, contract)) is None:
                 s.add(Deployment(chain_id=chain_id, contract=contract, deployed_block=deployed_block, admin=admin,
-                                 created_at=now))
+                                 created_at=now, registry_version=registry_version))
 
     def deployment(self, chain_id: int | None = None) -> DeploymentInfo | None:
         """The most recent deployment (on ``chain_id`` if given)."""
@@ -170,7 +180,8 @@ class Outbox:
             if chain_id is not None:
                 q = q.where(Deployment.chain_id == chain_id)
             d = s.scalar(q)
-            return None if d is None else DeploymentInfo(d.chain_id, d.contract, d.deployed_block, d.admin)
+            return None if d is None else DeploymentInfo(d.chain_id, d.contract, d.deployed_block, d.admin,
+                                                         d.registry_version)
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -313,12 +324,14 @@ class Outbox:
             return row.id
 
     def mark_included(self, hospital_id: str, seq: int, *, chain_id: int, contract: str, tx_hash: str,
-                      block_number: int, block_hash: str, now: datetime) -> None:
+                      block_number: int, block_hash: str, now: datetime, hub: HubPosition | None = None,
+                      registry_version: int = 1) -> None:
         """submitted (or SEALED, when the chain already holds the root after a crash) → included."""
-        self.mark_included_many([Found(hospital_id, seq, tx_hash, block_number, block_hash)], chain_id=chain_id,
-                                contract=contract, now=now)
+        self.mark_included_many([Found(hospital_id, seq, tx_hash, block_number, block_hash, hub)], chain_id=chain_id,
+                                contract=contract, now=now, registry_version=registry_version)
 
-    def mark_included_many(self, found: Sequence[Found], *, chain_id: int, contract: str, now: datetime) -> None:
+    def mark_included_many(self, found: Sequence[Found], *, chain_id: int, contract: str, now: datetime,
+                           registry_version: int = 1) -> None:
         """``mark_included`` for many batches in one transaction. Why: under full ingest on SQLite every write
         transaction of the worker waits for the writer lock behind a submission; one per batch (and another
         per confirmation) let anchoring fall 100 batches and 40 s behind (scripts/chaos.py --steady-only)."""
@@ -331,6 +344,10 @@ class Outbox:
                     s.add(a)
                 a.status, a.chain_id, a.contract, a.tx_hash = INCLUDED, chain_id, contract, f.tx_hash
                 a.block_number, a.block_hash, a.updated_at = f.block_number, f.block_hash, now
+                a.registry_version = None if registry_version == 1 else registry_version
+                a.hub_id = None if f.hub is None else f.hub.hub_id
+                a.hub_index = None if f.hub is None else f.hub.index
+                a.hub_path = None if f.hub is None else b"".join(f.hub.path)
                 if f.tx_hash not in mined:
                     row = mined[f.tx_hash] = s.scalar(select(AnchorTx).where(AnchorTx.tx_hash == f.tx_hash))
                     if row is not None:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -190,6 +191,11 @@ class Anchor(Base):
     tx_id: Mapped[int | None] = mapped_column(ForeignKey("anchor_txs.id"), nullable=True)
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: Null or 1: a v1 registry (root and size per batch); 2: one commitment word, maybe in a hub (migration 0014).
+    registry_version: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    hub_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    hub_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    hub_path: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class AnchorAlarm(Base):
@@ -255,6 +261,7 @@ class Deployment(Base):
     deployed_block: Mapped[int] = mapped_column(BigInteger)
     admin: Mapped[str] = mapped_column(String(42))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    registry_version: Mapped[int] = mapped_column(SmallInteger, default=1, server_default="1")
 
 
 class ApiToken(Base):

@@ -1,4 +1,5 @@
-"""Receipts: the mrl-receipt/1 a patient is handed, built from a sealed version, its batch and its anchor."""
+"""Receipts: the mrl-receipt/1 (/2 on a v2 registry) a patient is handed, built from a sealed version, its batch
+and its anchor."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from sqlalchemy import and_, select
 
 from mrledger.ledger import Anchor as AnchorInfo
 from mrledger.ledger import BatchHead, BatchSignature, Receipt, ResultRecord, parse_json
-from mrledger.ledger.receipt import STATUS_SECRET_EXTENSION
+from mrledger.ledger.receipt import STATUS_SECRET_EXTENSION, HubPosition
+from mrledger.ledger.statusmap import EMPTY as EMPTY_MAP_ROOT
 from mrledger.store.batches import Batches
 from mrledger.store.crypto import SALT, record_context
 from mrledger.store.models import Anchor, Batch, BatchLeaf
@@ -29,13 +31,34 @@ class AnchorFacts(Protocol):
     def block_number(self) -> int | None: ...
     @property
     def block_hash(self) -> str | None: ...
+    @property
+    def registry_version(self) -> int | None: ...
+    @property
+    def hub_id(self) -> int | None: ...
+    @property
+    def hub_index(self) -> int | None: ...
+    @property
+    def hub_path(self) -> bytes | None: ...
 
 
-def anchor_section(a: AnchorFacts) -> AnchorInfo | None:
-    """The §8 anchor section of a batch whose anchor is on chain (None while any of its facts is missing)."""
+def hub_position(a: AnchorFacts) -> HubPosition | None:
+    """The stored hub placement of a v2 anchor (None: stored alone, or a v1 registry)."""
+    if a.hub_id is None:
+        return None
+    path = a.hub_path or b""
+    return HubPosition(a.hub_id, a.hub_index or 0, tuple(path[i:i + 32] for i in range(0, len(path), 32)))
+
+
+def anchor_section(a: AnchorFacts, map_root: bytes | None) -> AnchorInfo | None:
+    """The §8 anchor section of a batch whose anchor is on chain (None while any of its facts is missing).
+    On a v2 registry it carries the map root the commitment binds (``EMPTY`` for a batch sealed without a map:
+    the commitment the worker anchored, anchoring/registry.py) and the hub placement."""
     if not (a.chain_id and a.contract and a.tx_hash and a.block_hash):
         return None
-    return AnchorInfo(a.chain_id, a.contract, a.tx_hash, a.block_number or 0, a.block_hash)
+    if (a.registry_version or 1) == 1:
+        return AnchorInfo(a.chain_id, a.contract, a.tx_hash, a.block_number or 0, a.block_hash)
+    return AnchorInfo(a.chain_id, a.contract, a.tx_hash, a.block_number or 0, a.block_hash,
+                      map_root=map_root or EMPTY_MAP_ROOT, hub=hub_position(a))
 
 
 class Receipts(Batches):
@@ -59,7 +82,7 @@ class Receipts(Batches):
         record_json, salt = self._open_version(hospital_id, rid, row.version, leaf, row.record_enc, row.salt_enc)
         tree = self._tree(hospital_id, member.seq)
         head = BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at)
-        anchor_info = None if anchor is None else anchor_section(anchor)
+        anchor_info = None if anchor is None else anchor_section(anchor, b.map_root)
         # The stored section is parsed as strictly as a patient's receipt: a mangled column raises
         # EncodingError here rather than travelling on to a doctor.
         signature = None if b.signature is None else BatchSignature.from_obj(parse_json(b.signature))

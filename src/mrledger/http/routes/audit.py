@@ -139,19 +139,22 @@ class MissingOnChain(BaseModel):
 
 class MissingInDb(BaseModel):
     seq: int
-    root: str
-    size: int
+    root: str | None = Field(None, description="v1 registry: the anchored root (a v2 registry stores none)")
+    size: int | None = None
     block_number: int
     tx_hash: str
+    commitment: str | None = Field(None, description="v2 registry: the anchored commitment word")
 
 
 class RootMismatch(BaseModel):
     seq: int
     source: Literal["batchOf", "BatchAnchored"]
     db_root: str
-    chain_root: str
+    chain_root: str | None = None
     db_size: int
-    chain_size: int
+    chain_size: int | None = None
+    db_commitment: str | None = Field(None, description="v2 registry: the commitment the database's batch makes")
+    chain_commitment: str | None = Field(None, description="v2 registry: the commitment the chain holds")
 
 
 class Consistency(BaseModel):
