@@ -120,4 +120,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # The app under test, built as `mrledger serve` builds it, for every layer's tests (tests/harness.py). Imported
 # last: the harness itself uses TEST_KEY from this module.
-from tests.harness import api, chain_api  # noqa: E402, F401 - fixtures
+from tests.harness import api, chain_api, chain_api_v2  # noqa: E402, F401 - fixtures

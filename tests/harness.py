@@ -98,17 +98,31 @@ def api(engine: Engine) -> Api:
     return _make(Store(engine, master_key=TEST_KEY))
 
 
-@pytest.fixture
-def chain_api(engine: Engine) -> Iterator[Api]:
-    """The API with a real anvil node and a deployed registry; ``anchor_all()`` anchors what is sealed."""
+@contextmanager
+def chain_api_on(engine: Engine, version: int) -> Iterator[Api]:
+    """The API on a real anvil with a registry of ABI ``version`` (``chain_api``, ``chain_api_v2``)."""
     with AnvilNode() as node:
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
         admin, hub = (Account.from_key(k) for k in node.private_keys[:2])
         store = Store(engine, master_key=TEST_KEY)
-        deployment = deploy_and_record(store, w3, admin)
+        deployment = deploy_and_record(store, w3, admin, version=version)
         chain = ChainContext(w3, deployment.contract, deployment.chain_id, submitter=hub, admin=admin,
                              rpc_url=node.rpc_url)
         yield _make(store, chain, node)
+
+
+@pytest.fixture
+def chain_api(engine: Engine) -> Iterator[Api]:
+    """The API with a real anvil node and a deployed (v1) registry; ``anchor_all()`` anchors what is sealed."""
+    with chain_api_on(engine, 1) as api:
+        yield api
+
+
+@pytest.fixture
+def chain_api_v2(engine: Engine) -> Iterator[Api]:
+    """``chain_api`` on a v2 registry (one commitment word per batch binding the status map root)."""
+    with chain_api_on(engine, 2) as api:
+        yield api
 
 
 @contextmanager

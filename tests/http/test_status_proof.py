@@ -2,29 +2,45 @@
 does: against the receipt and the chain, never trusting the node — an old receipt of a corrected result reads
 ``superseded``, of a withdrawn one ``withdrawn``; a node that serves an old map is ``stale`` once the newer batch
 has been on chain past the grace; a batch the chain does not hold is ``invalid``; a key nobody was given is a
-404 like an unknown result. The CLI (``verify --status``) answers the same over real HTTP."""
+404 like an unknown result. The CLI (``verify --status``) answers the same over real HTTP. Each runs on a v1 and
+a v2 registry; on v2 the map root is the chain's too, so a node that makes up a map is caught."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 from typer.testing import CliRunner
 
+from mrledger.anchoring.contract_v2 import registry_version
 from mrledger.cli.main import app
 from mrledger.ledger import Receipt
 from mrledger.ledger.receipt import STATUS_SECRET_EXTENSION
 from mrledger.ledger.status_check import StatusDocument, check_status, receipt_status_key
+from mrledger.ledger.statusmap import StatusMap, StatusValue
 from mrledger.service.status import verify_status
-from tests.harness import Api, serve_in_thread
+from tests.harness import Api, chain_api_on, serve_in_thread
 from tests.http.test_results import record, submit
 
 pytestmark = pytest.mark.anvil
 H = "gz-001"
+
+
+@pytest.fixture(params=[1, 2], ids=["registry-v1", "registry-v2"])
+def chain_any(request: pytest.FixtureRequest, engine: Engine) -> Iterator[Api]:
+    with chain_api_on(engine, request.param) as api:
+        yield api
+
+
+def version_of(api: Api) -> int:
+    assert api.ledger.chain is not None
+    return registry_version(api.ledger.chain.w3, api.ledger.chain.contract)
 
 
 def receipt(api: Api, rid: str, version: int) -> Receipt:
@@ -59,14 +75,16 @@ def corrected_history(api: Api) -> tuple[Receipt, Receipt, StatusDocument]:
     return r1, r2, before
 
 
-def test_an_old_receipt_reads_superseded_or_withdrawn_from_the_chain(chain_api: Api) -> None:
-    api = chain_api
+def test_an_old_receipt_reads_superseded_or_withdrawn_from_the_chain(chain_any: Api) -> None:
+    api = chain_any
+    v2 = version_of(api) == 2
     assert api.ledger.chain is not None
     w3 = api.ledger.chain.w3
     r1, r2, before = corrected_history(api)
     # Before the correction the node answered "current", and the chain agreed.
     verdict, binding = verify_status(w3, r1, before)
-    assert verdict.kind == "current" and binding is not None and binding.on_chain and not binding.map_root_bound
+    assert verdict.kind == "current" and binding is not None and binding.on_chain and binding.map_root_bound == v2
+    assert r1.format == ("mrl-receipt/2" if v2 else "mrl-receipt/1")
     # Now: the old receipts (the patient's paper QR) are superseded / withdrawn, by the chain-checked batch.
     verdict, binding = verify_status(w3, r1, document(api, r1))
     assert (verdict.kind, verdict.version) == ("superseded", 2) and binding is not None and binding.on_chain
@@ -79,8 +97,8 @@ def test_an_old_receipt_reads_superseded_or_withdrawn_from_the_chain(chain_api: 
     assert current.kind == "current" and " ago; the chain holds no later batch" in current.detail
 
 
-def test_a_node_serving_its_old_map_is_stale_not_current(chain_api: Api) -> None:
-    api = chain_api
+def test_a_node_serving_its_old_map_is_stale_not_current(chain_any: Api) -> None:
+    api = chain_any
     assert api.ledger.chain is not None and api.node is not None
     w3 = api.ledger.chain.w3
     r1, _, before = corrected_history(api)
@@ -95,8 +113,8 @@ def test_a_node_serving_its_old_map_is_stale_not_current(chain_api: Api) -> None
     assert verify_status(w3, r1, before, grace=timedelta(hours=1))[0].kind == "current"
 
 
-def test_a_batch_the_chain_does_not_hold_is_invalid(chain_api: Api) -> None:
-    api = chain_api
+def test_a_batch_the_chain_does_not_hold_is_invalid(chain_any: Api) -> None:
+    api = chain_any
     assert api.ledger.chain is not None
     assert submit(api, {"records": [record(1)]}).status_code == 202
     api.anchor_all()
@@ -127,8 +145,8 @@ def test_only_a_holder_of_the_key_gets_an_answer(chain_api: Api) -> None:
     assert bad.status_code == 422
 
 
-def test_the_cli_says_superseded_with_exit_5(chain_api: Api, tmp_path: Path) -> None:
-    api = chain_api
+def test_the_cli_says_superseded_with_exit_5(chain_any: Api, tmp_path: Path) -> None:
+    api = chain_any
     assert api.node is not None
     r1, _, _ = corrected_history(api)
     old = tmp_path / "r1-v1.json"
@@ -148,3 +166,28 @@ def test_the_cli_says_superseded_with_exit_5(chain_api: Api, tmp_path: Path) -> 
     got = runner.invoke(app, ["verify", str(old), "--rpc", api.node.rpc_url, "--status", url])
     assert got.exit_code == 6, got.output
     assert "status unknown" in got.output
+
+
+def test_a_made_up_map_is_caught_on_v2_only(chain_any: Api) -> None:
+    """The node hides a correction behind a map of its own making, in which the old version is still current,
+    served with the real latest batch. The proof checks against the made-up root, so only the chain can tell:
+    a v1 registry stores no map root (the node's word: "current", the gap v2 closes), a v2 registry's commitment
+    binds the real one (invalid)."""
+    api = chain_any
+    assert api.ledger.chain is not None
+    w3 = api.ledger.chain.w3
+    r1, _, _ = corrected_history(api)
+    real = document(api, r1)
+    assert verify_status(w3, r1, real)[0].kind == "superseded"
+    key = receipt_status_key(r1)
+    assert key is not None
+    lie = StatusMap({key: StatusValue(1, "current", r1.leaf_hash)})
+    forged = dataclasses.replace(real, map_root=lie.root, proof=lie.prove(key),
+                                 anchor=None if real.anchor is None else dataclasses.replace(
+                                     real.anchor, map_root=None if real.anchor.map_root is None else lie.root))
+    assert check_status(r1, forged).kind == "current"  # the document alone is consistent
+    verdict, binding = verify_status(w3, r1, forged)
+    if version_of(api) == 2:
+        assert verdict.kind == "invalid" and binding is not None and not binding.on_chain
+    else:
+        assert verdict.kind == "current" and binding is not None and not binding.map_root_bound

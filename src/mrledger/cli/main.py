@@ -11,7 +11,7 @@ import importlib.util
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -224,20 +224,60 @@ def chain_deploy(
                                            "else the data dir's).", show_default=False)] = None,
     key_file: Annotated[Path | None, typer.Option("--key-file", help="File holding the admin's private key "
                                                   "(default: the MRL_ADMIN_KEY environment variable).")] = None,
+    registry_version: Annotated[int, typer.Option("--registry-version", min=1, max=2, help="1: root and size per "
+                                                  "batch; 2: one commitment word per batch binding the status map "
+                                                  "root, hub anchoring.")] = 1,
 ) -> None:
-    """Deploy MrLedgerRegistry and record its chain id and address in the database.
+    """Deploy MrLedgerRegistry (or MrLedgerRegistryV2) and record its chain id and address in the database.
 
     The admin key is read from a file or the environment, never from the command line (other users can
     read command lines in the process list); it gets the registry's admin role.
     """
-    from eth_account import Account
-    from web3 import Web3
-
     from mrledger.anchoring.deploy import deploy_and_record
     from mrledger.store import Store
 
+    db, admin, w3 = _admin_on_chain(rpc, db, key_file)
+    info = deploy_and_record(Store.open(db), w3, admin, version=registry_version)
+    typer.echo(json.dumps({"chain_id": info.chain_id, "contract": info.contract,
+                           "registry_version": info.registry_version, "deployed_block": info.deployed_block,
+                           "admin": info.admin}))
+
+
+@chain_app.command("upgrade")
+def chain_upgrade(
+    rpc: Annotated[str, typer.Option("--rpc", help="JSON-RPC endpoint of the chain.")],
+    db: Annotated[str | None, typer.Option("--db", help="The ledger's database (default: MRL_DATABASE_URL, "
+                                           "else the data dir's).", show_default=False)] = None,
+    key_file: Annotated[Path | None, typer.Option("--key-file", help="File holding the admin's private key "
+                                                  "(default: the MRL_ADMIN_KEY environment variable).")] = None,
+) -> None:
+    """Move the ledger from its v1 registry to a new v2 one, in place (docs/anchoring.md, "Registry v2").
+
+    Run with the node stopped, once every sealed batch is confirmed: the v1 registry is paused (it stays
+    readable: old receipts keep verifying there), a v2 registry naming it as predecessor is deployed and
+    recorded, and the node's next start registers the hospitals there, each continuing its sequence.
+    """
+    from mrledger.anchoring.deploy import upgrade_in_place
+    from mrledger.anchoring.errors import AnchoringError
+    from mrledger.store import Store
+
+    db, admin, w3 = _admin_on_chain(rpc, db, key_file)
+    try:
+        info = upgrade_in_place(Store.open(db), w3, admin)
+    except AnchoringError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    typer.echo(json.dumps({"chain_id": info.chain_id, "contract": info.contract, "registry_version": 2,
+                           "deployed_block": info.deployed_block, "admin": info.admin}))
+
+
+def _admin_on_chain(rpc: str, db: str | None, key_file: Path | None) -> tuple[str, Any, Any]:
+    """(database URL, admin account, Web3) for the chain commands; a usage error (exit 2) if any is missing.
+    The admin key comes from a file or the environment, never from the command line."""
+    from eth_account import Account
+    from web3 import Web3
+
     settings = _settings()
-    db = db or settings.db_url
     key = (key_file.read_text().strip() if key_file
            else settings.admin_key.get_secret_value() if settings.admin_key else "")
     if not key:
@@ -252,9 +292,7 @@ def chain_deploy(
     if not w3.is_connected():
         Console(stderr=True).print(f"[red]error:[/] no chain answers at {rpc}")
         raise typer.Exit(EXIT_USAGE)
-    info = deploy_and_record(Store.open(db), w3, admin)
-    typer.echo(json.dumps({"chain_id": info.chain_id, "contract": info.contract,
-                           "deployed_block": info.deployed_block, "admin": info.admin}))
+    return db or settings.db_url, admin, w3
 
 
 # -------------------------------------------------------------------------------- the node
