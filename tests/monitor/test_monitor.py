@@ -98,6 +98,11 @@ class World:
 @pytest.fixture
 def world(chain_api: Api, tmp_path: Path) -> Iterator[World]:
     """Two hospitals with two signed, anchored batches of two results each, and the node served over HTTP."""
+    yield from make_world(chain_api, tmp_path)
+
+
+def make_world(chain_api: Api, tmp_path: Path) -> Iterator[World]:
+    """``world`` on any registry (tests/monitor/test_monitor_v2.py uses a v2 one)."""
     leaves = {h: PKI.hospital(h, window=WINDOW) for h in HOSPITALS}
     chain_api.rebuild(trust=PKI.trust())
     with serve_in_thread(create_app(chain_api.ledger)) as url:

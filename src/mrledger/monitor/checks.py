@@ -21,8 +21,9 @@ from datetime import UTC, datetime, timedelta
 
 from mrledger.ledger import EncodingError, SignatureError, TrustStore, merkle_root, verify_batch_signature
 from mrledger.ledger.signing import MAX_SEALING_DELAY, SigningTimeError, check_signing_time
-from mrledger.ledger.statusmap import StatusMap, StatusValue, map_changes
+from mrledger.ledger.statusmap import EMPTY, StatusMap, StatusValue, batch_commitment_v2, map_changes
 from mrledger.monitor.sources import Published, PublishedMap
+from mrledger.monitor.state import AnchorRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,23 @@ def check_batch(hospital_id: str, seq: int, root: bytes, size: int, block_time: 
                                               f"size {head.size}"))
     found.extend(check_signature(published, block_time, deployment))
     return found
+
+
+def check_commitment(row: AnchorRow, published: Published) -> list[Finding]:
+    """A v2 registry anchors one word per batch, ``SHA-256(0x04 || root || size || map root)``: the node's
+    published head and map root must hash to it (the root it then names is the chain's, and ``check_batch``
+    re-derives it from the leaves). Nothing to check for a v1 anchor, whose root and size are on chain."""
+    if row.commitment is None:
+        return []
+    head = published.head
+    if head.seq != row.seq:
+        return [Finding("root-mismatch", f"asked for batch {row.seq}, the node answered batch {head.seq}")]
+    word = batch_commitment_v2(head.root, head.size, published.map_root or EMPTY)
+    if word != row.commitment:
+        return [Finding("root-mismatch", f"the chain anchored commitment {row.commitment.hex()}; the node publishes "
+                                         f"root {head.root.hex()} size {head.size} map root "
+                                         f"{(published.map_root or EMPTY).hex()}, which hash to {word.hex()}")]
+    return []
 
 
 def check_signature(published: Published, block_time: int, deployment: Deployment) -> list[Finding]:

@@ -18,11 +18,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mrledger.ledger import hospital_key
 from mrledger.ledger.statusmap import StatusMap
-from mrledger.monitor.checks import Deployment, check_batch, check_status_map
+from mrledger.monitor.checks import Deployment, check_batch, check_commitment, check_status_map
 from mrledger.monitor.sources import Chain, Node, NodeError, Published
 from mrledger.monitor.state import AnchorRow, State
 
@@ -125,7 +125,8 @@ class Monitor:
             if e.seq != expected and (previous is not None or self.from_block == 0):
                 self._report(found, "sequence-gap", e.hospital_key, e.seq,
                              f"anchored seq {e.seq} after seq {expected - 1}", e.block)
-            self.state.add_anchor(e.hospital_key, e.seq, e.root, e.size, e.block, self.chain.block_time(e.block_hash))
+            self.state.add_anchor(e.hospital_key, e.seq, e.root, e.size, e.block, self.chain.block_time(e.block_hash),
+                                  e.commitment)
             hashes[e.block] = e.block_hash
         if head_hash is not None:
             hashes[head] = head_hash
@@ -171,7 +172,13 @@ class Monitor:
                 self._report(found, "withheld", row.hkey, row.seq, f"anchored {waited:.0f} s ago, not published "
                              f"(limit {self.withhold_delay:g} s): {why}", row.block)
             return
-        findings = check_batch(hid, row.seq, row.root, row.size, row.block_time, published, self.deployment)
+        findings = check_commitment(row, published)
+        if not findings and row.commitment is not None:
+            # The node's head hashes to the word the chain holds: its root and size are the chain's now.
+            self.state.resolve(row.hkey, row.seq, published.head.root, published.head.size)
+            row = replace(row, root=published.head.root, size=published.head.size)
+        findings = findings or check_batch(hid, row.seq, row.root, row.size, row.block_time, published,
+                                           self.deployment)
         for f in findings:
             self._report(found, f.kind, row.hkey, row.seq, f.detail, row.block)
         self.state.set_status(row.hkey, row.seq, "problem" if findings else "ok")
@@ -236,7 +243,8 @@ class Monitor:
                                  f"the chain holds, and the node publishes, batch {latest.seq}", latest.block)
                 continue
             row = self.state.anchor(hkey, served.head.seq)
-            if row is not None and row.status == "ok" and (row.root, row.size) != (served.head.root, served.head.size):
+            if row is not None and row.status == "ok" and row.resolved \
+                    and (row.root, row.size) != (served.head.root, served.head.size):
                 self._report(found, "split-view", hkey, row.seq, f"the node's head for seq {row.seq} has root "
                              f"{served.head.root.hex()}; its batch data and the chain say {row.root.hex()}", row.block)
 

@@ -17,6 +17,7 @@ from eth_typing import HexStr
 from web3 import Web3
 
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring import contract_v2 as reg2
 from mrledger.ledger import BatchHead, BatchSignature, EncodingError
 from mrledger.ledger.canonical import parse_hex
 from mrledger.ledger.statusmap import STATUS_CODES, Status
@@ -27,7 +28,8 @@ LOG_CHUNK = 2000
 
 @dataclass(frozen=True, slots=True)
 class Anchored:
-    """One ``BatchAnchored`` event with the block it is in."""
+    """One ``BatchAnchored`` event with the block it is in: (root, size) on a v1 registry; on a v2 registry the
+    commitment word (``root`` empty, ``size`` 0 until the node's published head is found to hash to it)."""
 
     hospital_key: bytes
     seq: int
@@ -35,6 +37,7 @@ class Anchored:
     size: int
     block: int
     block_hash: str
+    commitment: bytes | None = None
 
 
 class Chain:
@@ -43,7 +46,9 @@ class Chain:
 
     def __init__(self, w3: Web3, contract: str) -> None:
         self.w3, self.contract = w3, Web3.to_checksum_address(contract)
-        self._event = reg.registry(w3, self.contract).events.BatchAnchored
+        #: The registry's ABI, asked of the chain once: a v2 registry's BatchAnchored carries one commitment.
+        self.version = reg2.registry_version(w3, self.contract)
+        self._event = (reg2 if self.version == 2 else reg).registry(w3, self.contract).events.BatchAnchored
         self._times: dict[str, int] = {}
 
     def chain_id(self) -> int:
@@ -73,8 +78,13 @@ class Chain:
             end = min(to_block, start + LOG_CHUNK - 1)
             for log in self._event.get_logs(from_block=start, to_block=end):
                 a = log["args"]
-                out.append(Anchored(bytes(a["hospitalKey"]), int(a["seq"]), bytes(a["root"]), int(a["size"]),
-                                    int(log["blockNumber"]), "0x" + bytes(log["blockHash"]).hex()))
+                where = int(log["blockNumber"]), "0x" + bytes(log["blockHash"]).hex()
+                if self.version == 2:
+                    out.append(Anchored(bytes(a["hospitalKey"]), int(a["seq"]), b"", 0, *where,
+                                        commitment=bytes(a["commitment"])))
+                else:
+                    out.append(Anchored(bytes(a["hospitalKey"]), int(a["seq"]), bytes(a["root"]), int(a["size"]),
+                                        *where))
             start = end + 1
         return out
 
@@ -92,6 +102,8 @@ class Published:
     head: BatchHead
     signature: BatchSignature | None
     leaves: list[bytes] | None
+    #: The status-map root the batch committed (None: sealed before the map, or a node that does not say).
+    map_root: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +204,8 @@ def _published(body: dict[str, Any], *, with_leaves: bool) -> Published:
             if not isinstance(raw, list):
                 raise EncodingError("leaf_hashes is not a list")
             leaves = [parse_hex(h, size=32, what="leaf hash") for h in raw]
+        raw_root = body.get("map_root")
+        map_root = None if raw_root is None else parse_hex(raw_root, size=32, what="map root")
     except EncodingError as exc:
         raise NodeError(f"the node's batch data does not parse: {exc}") from exc
-    return Published(head, signature, leaves)
+    return Published(head, signature, leaves, map_root)

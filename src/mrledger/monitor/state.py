@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS blocks (number INTEGER PRIMARY KEY, hash TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS anchors (
     hkey BLOB NOT NULL, seq INTEGER NOT NULL, root BLOB NOT NULL, size INTEGER NOT NULL,
     block INTEGER NOT NULL, block_time INTEGER NOT NULL, chain BLOB NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending', PRIMARY KEY (hkey, seq));
+    status TEXT NOT NULL DEFAULT 'pending', commitment BLOB, PRIMARY KEY (hkey, seq));
 CREATE INDEX IF NOT EXISTS anchors_block ON anchors (block);
 CREATE TABLE IF NOT EXISTS smap (hkey BLOB NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (hkey, key));
@@ -54,6 +54,12 @@ class AnchorRow:
     block_time: int
     chain: bytes
     status: str
+    #: A v2 registry's word; ``root``/``size`` are then empty/0 (and ``chain`` empty) until ``resolve``.
+    commitment: bytes | None = None
+
+    @property
+    def resolved(self) -> bool:
+        return self.size > 0
 
 
 class State:
@@ -67,6 +73,9 @@ class State:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(anchors)")}
+        if "commitment" not in columns:  # a state file written before v2 registries
+            self.db.execute("ALTER TABLE anchors ADD COLUMN commitment BLOB")
         self.keep_blocks = keep_blocks
 
     def close(self) -> None:
@@ -127,12 +136,38 @@ class State:
         row = self.db.execute("SELECT * FROM anchors WHERE hkey = ? ORDER BY seq DESC LIMIT 1", (hkey,)).fetchone()
         return None if row is None else _row(row)
 
-    def add_anchor(self, hkey: bytes, seq: int, root: bytes, size: int, block: int, block_time: int) -> AnchorRow:
+    def add_anchor(self, hkey: bytes, seq: int, root: bytes, size: int, block: int, block_time: int,
+                   commitment: bytes | None = None) -> AnchorRow:
+        """A v2 anchor (``commitment``) has no root and size yet: its witness chain is computed when the node's
+        published head is found to hash to the commitment (``resolve``)."""
         previous = self.last_anchor(hkey)
-        chain = chain_hash(GENESIS if previous is None else previous.chain, seq, root, size)
-        self.db.execute("INSERT OR REPLACE INTO anchors VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
-                        (hkey, seq, root, size, block, block_time, chain))
-        return AnchorRow(hkey, seq, root, size, block, block_time, chain, "pending")
+        chain = b""
+        if size > 0 and (previous is None or previous.chain):
+            chain = chain_hash(GENESIS if previous is None else previous.chain, seq, root, size)
+        self.db.execute("INSERT OR REPLACE INTO anchors VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                        (hkey, seq, root, size, block, block_time, chain, commitment))
+        return AnchorRow(hkey, seq, root, size, block, block_time, chain, "pending", commitment)
+
+    def resolve(self, hkey: bytes, seq: int, root: bytes, size: int) -> None:
+        """Set a v2 anchor's (root, size) — checked against its commitment by the caller — and compute the
+        witness chain from there on, for as long as the rows are resolved and consecutive (a row still waiting
+        for its node data stops it; its own ``resolve`` continues it)."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("UPDATE anchors SET root = ?, size = ? WHERE hkey = ? AND seq = ?", (root, size, hkey, seq))
+            first = self.first_anchor(hkey)
+            before = None if first is None or first.seq == seq else self.anchor(hkey, seq - 1)
+            if first is None or (first.seq != seq and (before is None or not before.chain)):
+                return
+            chain = GENESIS if before is None else before.chain
+            for r in self.db.execute("SELECT * FROM anchors WHERE hkey = ? AND seq >= ? ORDER BY seq",
+                                     (hkey, seq)).fetchall():
+                row = _row(r)
+                if row.seq != seq or not row.resolved:
+                    break
+                chain = chain_hash(chain, row.seq, row.root, row.size)
+                self.db.execute("UPDATE anchors SET chain = ? WHERE hkey = ? AND seq = ?", (chain, hkey, row.seq))
+                seq += 1
 
     def anchor(self, hkey: bytes, seq: int) -> AnchorRow | None:
         row = self.db.execute("SELECT * FROM anchors WHERE hkey = ? AND seq = ?", (hkey, seq)).fetchone()
@@ -186,6 +221,6 @@ class State:
 
 
 def _row(row: tuple[Any, ...]) -> AnchorRow:
-    hkey, seq, root, size, block, block_time, chain, status = row
+    hkey, seq, root, size, block, block_time, chain, status, commitment = row
     return AnchorRow(bytes(hkey), int(seq), bytes(root), int(size), int(block), int(block_time), bytes(chain),
-                     str(status))
+                     str(status), None if commitment is None else bytes(commitment))

@@ -33,6 +33,9 @@ class PublishedHead(BaseModel):
     batch: dict[str, Any] = Field(description="the `mrl-batch/1` head, exactly as in receipts (docs/receipt.md §7)")
     signature: dict[str, Any] | None = Field(
         description="the hospital's `mrl-batch-sig/1` signature section (docs/signatures.md §3), null if unsigned")
+    map_root: str | None = Field(None, description="the status-map root the batch committed (hex; null: sealed "
+                                                   "before the map). On a v2 registry the anchored word hashes it "
+                                                   "with the root and size (docs/receipt.md §18)")
 
 
 class PublishedLeaves(PublishedHead):
@@ -45,8 +48,10 @@ def _head(ledger: Services, hospital_id: str, seq: int | None) -> PublishedHead:
         what = "no batch" if seq is None else f"no batch {seq}"
         raise Problem(404, "not-found", "Not found", f"{what} for hospital {hospital_id!r}")
     head, signature = found
+    map_root = ledger.store.map_root(hospital_id, head.seq)
     return PublishedHead(hospital_id=hospital_id, batch=head.to_obj(),
-                         signature=None if signature is None else signature.to_obj())
+                         signature=None if signature is None else signature.to_obj(),
+                         map_root=None if map_root is None else map_root.hex())
 
 
 @router.get("/hospitals/{hospital_id}/batches/head", response_model=PublishedHead,
