@@ -134,6 +134,12 @@ def env2(engine: Engine, evm: EvmNode) -> Env:
     return make_env(engine, evm, 2)
 
 
+@pytest.fixture(params=[1, 2], ids=["registry-v1", "registry-v2"])
+def env_any(request: pytest.FixtureRequest, engine: Engine, evm: EvmNode) -> Env:
+    """Each registry in turn, for the scenarios whose outcome must not depend on what a registry stores."""
+    return make_env(engine, evm, request.param)
+
+
 def wait_until(done: Callable[[], bool], timeout: float = 60, tick: float = 0.1) -> None:
     """Poll ``done`` until it holds; fail with a clear message when ``timeout`` passes."""
     deadline = time.monotonic() + timeout

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.anchoring.chain import env, env2, evm  # noqa: F401 - the chain fixtures of this directory
+from tests.anchoring.chain import env, env2, env_any, evm  # noqa: F401 - the chain fixtures of this directory
 
 
 def pytest_configure(config: pytest.Config) -> None:

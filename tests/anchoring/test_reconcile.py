@@ -38,9 +38,10 @@ def _anchor_everything(env: Env, worker_steps: int = 4) -> None:
     env.assert_exactly_once_and_confirmed()
 
 
-def test_reorg_deeper_than_the_confirmations_is_found_and_reanchored(env: Env) -> None:
+def test_reorg_deeper_than_the_confirmations_is_found_and_reanchored(env_any: Env) -> None:
     """MRL_CONFIRMATIONS=1; a reorg of 4+ blocks (replaced by empty blocks) drops batch 1 of every hospital the
     database keeps as confirmed; the next batch then stalls on the gap until reconciliation re-anchors."""
+    env = env_any
     submit(env, 4)
     env.seal_all()
     worker = env.worker(confirmations=1)
@@ -92,9 +93,10 @@ def test_chain_gone_back_to_older_state_is_healed_without_new_batches(env: Env) 
     assert all(reg.last_seq(env.w3, env.contract, hospital_key(h)) == 3 for h in HOSPITALS)
 
 
-def test_periodic_reconciliation_finds_a_silent_loss(env: Env) -> None:
+def test_periodic_reconciliation_finds_a_silent_loss(env_any: Env) -> None:
     """No stall, no head going back (the reorg replaced blocks at the same height): the periodic round still
     finds what the chain lost."""
+    env = env_any
     submit(env, 3)
     env.seal_all()
     worker = env.worker(confirmations=1, reconcile_every=0.0)
