@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import Engine
 
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring import contract_v2 as reg2
 from mrledger.anchoring.verify import verify_on_chain
 from mrledger.ledger import hospital_key, verify_receipt
 from mrledger.ledger.status import SUBMITTED
@@ -77,7 +78,10 @@ def test_later_batches_follow_in_order(env: Env) -> None:
     assert [b.seq for b in env.store.batches("gz-001")] == [1, 2]
 
 
-def test_kill_9_after_broadcast_then_restart_anchors_exactly_once(env: Env, engine: Engine) -> None:
+def test_kill_9_after_broadcast_then_restart_anchors_exactly_once(env_any: Env, engine: Engine) -> None:
+    """On both registries: on v2 the restarted worker finds the hub's batches by their logs (the registry keeps no
+    block per batch) and rebuilds their hub positions from the chain, not from the transaction the crash forgot."""
+    env = env_any
     submit(env, 12)
     env.seal_all()
     cmd = [sys.executable, "-m", "mrledger.anchoring", "--db", db_url(engine), "--rpc", env.node.rpc_url,
@@ -89,7 +93,7 @@ def test_kill_9_after_broadcast_then_restart_anchors_exactly_once(env: Env, engi
     # The transaction reached the chain, the database only knows it was submitted.
     outbox = Outbox(env.store)
     assert {s.status for h in HOSPITALS for s in [outbox.state(h, 1)] if s} == {SUBMITTED}
-    assert len(reg.anchored_events(env.w3, env.contract)) == 6
+    assert len((reg2 if env.version == 2 else reg).anchored_events(env.w3, env.contract)) == 6
     nonce_before = env.w3.eth.get_transaction_count(env.hub.address)
 
     del proc_env["MRL_FAULT_INJECT"]
@@ -101,6 +105,10 @@ def test_kill_9_after_broadcast_then_restart_anchors_exactly_once(env: Env, engi
         restarted.wait(timeout=30)
     env.assert_exactly_once_and_confirmed()
     assert env.w3.eth.get_transaction_count(env.hub.address) == nonce_before  # nothing was sent again
+    receipt = env.store.receipt("bj-003", "R3")
+    assert receipt is not None and receipt.anchor is not None
+    assert (receipt.anchor.hub is not None) == (env.version == 2)
+    assert verify_on_chain(receipt, env.w3).status == "valid"
 
 
 def test_root_already_on_chain_is_recorded_not_resent(env: Env) -> None:
