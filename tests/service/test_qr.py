@@ -79,6 +79,13 @@ def test_reference_plus_proof_is_the_receipt() -> None:
         qr.receipt_from_reference(ref, other)
 
 
+def test_reference_plus_a_v2_proof_is_an_mrl_receipt_2() -> None:
+    v2 = json.loads((VECTORS / "v2_ok_hub.json").read_text())["receipt"]
+    ref = qr.decode(qr.encode(qr.reference(v2)))
+    rebuilt = qr.receipt_from_reference(ref, qr.proof_of(v2))
+    assert rebuilt == v2 and rebuilt["format"] == "mrl-receipt/2" and verify_receipt(rebuilt).status == "valid"
+
+
 def test_render_png_and_svg() -> None:
     text = qr.encode(OK)
     assert qr.render(text, "png").startswith(b"\x89PNG")

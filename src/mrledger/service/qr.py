@@ -29,7 +29,7 @@ import segno
 
 from mrledger.ledger.canonical import canonicalize, parse_json
 from mrledger.ledger.errors import EncodingError
-from mrledger.ledger.receipt import RECEIPT_FORMAT
+from mrledger.ledger.receipt import RECEIPT_FORMAT, RECEIPT_FORMAT_V2
 
 #: The scheme; written upper-case in the QR so every character is in the alphanumeric set.
 PREFIX = "MRL:/"
@@ -129,13 +129,17 @@ def proof_of(receipt: dict[str, Any]) -> dict[str, Any]:
 
 
 def receipt_from_reference(ref: dict[str, Any], proof: dict[str, Any]) -> dict[str, Any]:
-    """Rebuild the ``mrl-receipt/1`` from a ``ref`` QR and the fetched proof. Nothing is trusted: the
-    result still goes through the full verification (leaf from record+salt, path to the anchored root)."""
+    """Rebuild the ``mrl-receipt/1`` (``/2`` on a v2 registry) from a ``ref`` QR and the fetched proof. Nothing is
+    trusted: the result still goes through the full verification (leaf from record+salt, path to the anchored
+    root)."""
     if ref.get("format") != REF_FORMAT or "record" not in ref:
         raise QrPayloadError("only an mrl-qref/1 with a record can become a receipt")
     if proof["leaf"]["hash"] != ref["leaf_hash"] or proof["batch"]["seq"] != ref["batch_seq"]:
         raise QrPayloadError("the proof is for another leaf or batch than the QR names")
-    return {"format": RECEIPT_FORMAT, "record": ref["record"], "salt": ref["salt"], **proof}
+    anchor = proof.get("anchor")
+    # A proof whose anchor names a v2 registry (map root, hub) rebuilds an mrl-receipt/2 (docs/receipt.md §18).
+    fmt = RECEIPT_FORMAT_V2 if isinstance(anchor, dict) and "map_root" in anchor else RECEIPT_FORMAT
+    return {"format": fmt, "record": ref["record"], "salt": ref["salt"], **proof}
 
 
 def make(text: str) -> segno.QRCode:
