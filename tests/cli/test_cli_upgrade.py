@@ -20,12 +20,14 @@ from web3 import Web3
 
 from mrledger.anchoring import contract as reg
 from mrledger.anchoring import contract_v2 as reg2
+from mrledger.anchoring.chain import ChainContext
 from mrledger.anchoring.deploy import ensure_hospital_on_chain
 from mrledger.anchoring.node import AnvilNode
 from mrledger.anchoring.worker import AnchorWorker
 from mrledger.cli.main import app
 from mrledger.ledger import Receipt, hospital_key
 from mrledger.ledger.status_check import StatusDocument, receipt_status_key
+from mrledger.service.ledger import build_services
 from mrledger.service.status import verify_status
 from mrledger.store import Store
 from mrledger.store.anchors import Outbox
@@ -126,6 +128,15 @@ def test_upgrade_in_place_keeps_old_receipts_and_continues_the_sequence(tmp_path
         assert binding is not None and binding.map_root_bound and binding.registry == v2
         # The answer the node gave before the upgrade is bound to the paused v1: never "current" now.
         assert verify_status(w3, old, before)[0].kind == "stale"
+        # The node, now on v2, still vouches for receipts anchored in the v1 registry its registry succeeded
+        # (named on chain by predecessor()); a registry that is neither stays "unknown".
+        node = build_services(store, ChainContext(w3, v2, 31337))
+        for r, fmt in ((old, "mrl-receipt/1"), (new, "mrl-receipt/2")):
+            outcome = node.verification.verifier.by_receipt(r.to_obj())
+            assert (outcome.verdict, r.format) == ("authentic", fmt), outcome
+        elsewhere = json.loads(old.to_json())
+        elsewhere["anchor"]["contract"] = "0x" + "12" * 20
+        assert node.verification.verifier.by_receipt(elsewhere).verdict == "unknown"
         # v1 takes no anchor any more: a v1 transaction for batch 5 reverts.
         with pytest.raises(Exception, match="EnforcedPause"):
             reg.anchor(w3, v1, hub, hospital_key(H), 4, b"\x22" * 32, 1)

@@ -500,6 +500,7 @@ class ChainContext:
     health: ChainHealth | None = None
     reader: CachedReader = field(init=False, repr=False)
     _admin_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _predecessors: frozenset[str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # web3 asks eth_chainId before every eth_call (validation middleware) and verify_on_chain asks it once
@@ -544,12 +545,23 @@ class ChainContext:
         if reader.rpc is None:
             return {}
         need = reader.missing(receipt)
-        if need is None or need.contract.lower() != self.contract.lower():
+        if need is None or (need.contract.lower() != self.contract.lower()
+                            and need.contract.lower() not in (self._predecessors or ())):
             return {}
         try:
             return await reader.fetch(need)
         except (OSError, TimeoutError, CacheMiss, RpcError):
             return {}
+
+    def predecessors(self) -> frozenset[str]:
+        """The registries this node's registry succeeded in place (lower case; empty for a v1 registry or a v2
+        one deployed fresh), as the chain says (``predecessor()``), asked once."""
+        if self._predecessors is None:
+            if _CACHE_ONLY.get():
+                raise CacheMiss("the registry's predecessor is read on a worker thread")
+            before = reg2.predecessor(self.w3, self.contract) if self.reader.version(self.contract) == 2 else None
+            self._predecessors = frozenset({before.lower()} if before else ())
+        return self._predecessors
 
     def holds(self, head: Head, contract: str | None = None, map_root: bytes | None = None,
               near: int | None = None) -> Holding:

@@ -145,9 +145,11 @@ class Verifier:
         if isinstance(found, Outcome):
             return found
         base, chain = found
-        if anchor.contract.lower() != chain.contract.lower():
+        if anchor.contract.lower() != chain.contract.lower() \
+                and anchor.contract.lower() not in self._ask(chain.predecessors):
             # Anyone can deploy a look-alike registry and anchor a forged batch there; only the ledger's own
-            # registry vouches for its hospitals.
+            # registry vouches for its hospitals — or the v1 registry it succeeded in place, which the current one
+            # names on chain (receipts issued before the upgrade keep verifying: docs/anchoring.md, "Registry v2").
             return self._fail(base, "unknown", checks, "contract",
                               f"anchored in {anchor.contract}, not in this ledger's registry {chain.contract}")
         # The node's cached chain view; the proof is checked locally against the root the chain holds.
