@@ -208,6 +208,36 @@ def receipt_vectors() -> None:
     opaque_vectors(salt)
 
 
+def receipt_v2_vectors() -> None:
+    """mrl-receipt/2 (docs/receipt.md §18): the v1 receipt's body with a v2 registry's anchor — the map root its
+    commitment binds and the hub position (null: stored alone). Shape only: the commitment is checked on chain."""
+    good = json.loads((OUT / "receipt" / "ok_anchored.json").read_text())["receipt"]
+    hub = {"id": 3, "index": 5, "path": ["a1" * 32, "a2" * 32, "a3" * 32]}
+    v2 = {**good, "format": "mrl-receipt/2", "anchor": {**good["anchor"], "map_root": "5e" * 32, "hub": hub}}
+    _write("receipt", "v2_ok_hub", {"desc": "valid mrl-receipt/2, anchored in a hub", "receipt": v2,
+                                    "want_error": None})
+
+    def mutate(name: str, err: str | None, fn: Any) -> None:
+        r = json.loads(json.dumps(v2))
+        fn(r)
+        _write("receipt", name, {"desc": name.replace("_", " "), "receipt": r, "want_error": err})
+
+    mutate("v2_ok_direct", None, lambda r: r["anchor"].update(hub=None))
+    mutate("v2_unanchored", "format", lambda r: r.update(anchor=None))
+    mutate("v2_anchor_without_map_root", "format", lambda r: r["anchor"].pop("map_root"))
+    mutate("v2_anchor_without_hub", "format", lambda r: r["anchor"].pop("hub"))
+    mutate("v1_with_v2_anchor", "format", lambda r: r.update(format="mrl-receipt/1"))
+    mutate("v2_map_root_upper_case", "format", lambda r: r["anchor"].update(map_root="5E" * 32))
+    mutate("v2_map_root_short", "format", lambda r: r["anchor"].update(map_root="5e" * 31))
+    mutate("v2_hub_id_zero", "format", lambda r: r["anchor"]["hub"].update(id=0))
+    mutate("v2_hub_index_4096", "format", lambda r: r["anchor"]["hub"].update(index=4096))
+    mutate("v2_hub_index_4095_ok", None, lambda r: r["anchor"]["hub"].update(index=4095))
+    mutate("v2_hub_path_13", "format", lambda r: r["anchor"]["hub"].update(path=["a1" * 32] * 13))
+    mutate("v2_hub_path_12_ok", None, lambda r: r["anchor"]["hub"].update(path=["a1" * 32] * 12))
+    mutate("v2_hub_unknown_key", "format", lambda r: r["anchor"]["hub"].update(root="a1" * 32))
+    mutate("v2_value_altered", "leaf-hash", lambda r: r["record"]["content"]["observations"][0].update(value=5.5))
+
+
 def _nested(levels: int) -> list[Any]:
     """``levels`` arrays, each the only element of the one around it: ``[[[]]]`` for 3."""
     value: list[Any] = []
@@ -498,6 +528,7 @@ def main() -> None:
     inclusion_vectors()
     consistency_vectors()
     receipt_vectors()
+    receipt_v2_vectors()
     receipt_text_vectors()
     signature_vectors()
     statusmap_vectors()

@@ -25,8 +25,9 @@ from mrledger.anchoring.deploy import ensure_hospital_on_chain
 from mrledger.anchoring.node import AnvilNode
 from mrledger.anchoring.worker import AnchorWorker
 from mrledger.cli.main import app
-from mrledger.ledger import Receipt, hospital_key
-from mrledger.ledger.status_check import StatusDocument, receipt_status_key
+from mrledger.ledger import Anchor, BatchHead, Receipt, hospital_key
+from mrledger.ledger.status_check import StatusDocument, check_status, receipt_status_key
+from mrledger.ledger.statusmap import StatusMap, StatusValue, batch_commitment_v2
 from mrledger.service.ledger import build_services
 from mrledger.service.status import verify_status
 from mrledger.store import Store
@@ -128,6 +129,23 @@ def test_upgrade_in_place_keeps_old_receipts_and_continues_the_sequence(tmp_path
         assert binding is not None and binding.map_root_bound and binding.registry == v2
         # The answer the node gave before the upgrade is bound to the paused v1: never "current" now.
         assert verify_status(w3, old, before)[0].kind == "stale"
+        # A registry of someone else's making that names v1 as its predecessor, holds the hospital (its deployer
+        # registered it) and a made-up map in which R1 is still current: not the successor (no v1 submitter of
+        # the hospital anchored there), so the made-up answer is invalid, never "current".
+        rogue = Account.from_key(node.private_keys[7])
+        fake = reg2.deploy_registry(w3, rogue, predecessor=v1)
+        reg2.register_hospital(w3, fake, rogue, hospital_key(H), bytes(32), [rogue.address])
+        key = receipt_status_key(old)
+        assert key is not None
+        lie = StatusMap({key: StatusValue(1, "current", old.leaf_hash)})
+        head = BatchHead(H, 4, 1, b"\x33" * 32, old.batch.sealed_at)
+        sent = reg2.anchor(w3, fake, rogue, hospital_key(H), 4, batch_commitment_v2(head.root, 1, lie.root))
+        block = w3.eth.get_block(sent.block_number)
+        forged = StatusDocument(H, key, head, lie.root, lie.prove(key), Anchor(
+            31337, fake, sent.tx_hash, sent.block_number, "0x" + bytes(block["hash"]).hex(), map_root=lie.root))
+        assert check_status(old, forged).kind == "current"  # consistent in itself
+        verdict, binding = verify_status(w3, old, forged)
+        assert verdict.kind == "invalid" and binding is not None and "not its successor" in binding.detail
         # The node, now on v2, still vouches for receipts anchored in the v1 registry its registry succeeded
         # (named on chain by predecessor()); a registry that is neither stays "unknown".
         node = build_services(store, ChainContext(w3, v2, 31337))

@@ -10,10 +10,13 @@ word there; a v2 registry's one-word commitment hashes it in (statusmap ``batch_
 map root is the chain's. ``StatusBinding.map_root_bound`` says which case a verdict stands on.
 
 Across an in-place upgrade (anchoring/deploy.py ``upgrade_in_place``) a receipt names the v1 registry and the
-document a batch on its v2 successor: the successor is accepted because it names the receipt's registry as its
-``predecessor`` on chain, which no registry of the node's own making could. A document bound to a *paused* v1
-registry is never ``current``: a paused v1 registry is one that was succeeded, and the verifier holding only
-the old address cannot see the successor's later batches.
+document a batch on its v2 successor. Naming the receipt's registry as ``predecessor`` is not enough — anyone
+can deploy a contract that says so, and register the hospital in it. What a registry of someone else's making
+cannot show is the hospital's own key: the successor is accepted only when the transaction that anchored the
+document's batch there was sent, to that registry, by a key the v1 registry lists as the hospital's submitter
+(v1 keeps its submitters readable while paused). A document bound to a *paused* v1 registry is never
+``current``: a paused v1 registry is one that was succeeded, and the verifier holding only the old address
+cannot see the successor's later batches.
 """
 
 from __future__ import annotations
@@ -60,9 +63,10 @@ def status_registry(w3: Web3, receipt_registry: str, doc: StatusDocument) -> str
     return doc.anchor.contract if before is not None and before.lower() == receipt_registry.lower() else None
 
 
-def bind_status(w3: Web3, registry: str, doc: StatusDocument) -> StatusBinding:
+def bind_status(w3: Web3, registry: str, doc: StatusDocument, predecessor: str | None = None) -> StatusBinding:
     """Compare the document's batch with the registry's record of it (v1: root and size; v2: the commitment,
-    which binds the map root too)."""
+    which binds the map root too). ``predecessor``: the receipt's registry when ``registry`` is its successor —
+    then the batch must have been anchored there by a submitter of the hospital in the predecessor."""
     key = hospital_key(doc.hospital_id)
     reader = DirectReader(w3)
     version = reader.version(registry)
@@ -74,6 +78,10 @@ def bind_status(w3: Web3, registry: str, doc: StatusDocument) -> StatusBinding:
         what = "commitment (batch root, size, map root)" if version == 2 else "batch"
         return StatusBinding(False, latest, False, None, f"the registry holds another {what} {doc.batch.seq} for "
                                                          f"{doc.hospital_id} than the node's (or none)")
+    if predecessor is not None and not _sent_by_submitter(w3, predecessor, registry, key, held):
+        return StatusBinding(False, latest, False, None, f"batch {doc.batch.seq} of registry {registry} was not "
+                                                         f"anchored by a submitter {predecessor} lists for "
+                                                         f"{doc.hospital_id}: not its successor")
     now = int(w3.eth.get_block("latest")["timestamp"])
     paused = version == 1 and reg.is_paused(w3, registry)
     bound = ("its commitment binds the map root" if version == 2
@@ -81,6 +89,18 @@ def bind_status(w3: Web3, registry: str, doc: StatusDocument) -> StatusBinding:
     return StatusBinding(True, latest, version == 2, held.anchored_block,
                          f"batch {doc.batch.seq} is on chain (block {held.anchored_block}); {bound}",
                          _age(w3, held.anchored_block, now), now, registry, paused)
+
+
+def _sent_by_submitter(w3: Web3, predecessor: str, registry: str, key: bytes, held: object) -> bool:
+    """The transaction holding the successor's record was sent to the successor by a key the predecessor lists
+    as the hospital's submitter."""
+    tx_hash = getattr(held, "tx_hash", None)
+    if not tx_hash:
+        return False
+    tx = w3.eth.get_transaction(tx_hash)
+    to, sender = tx.get("to"), tx.get("from")
+    return (to is not None and sender is not None and str(to).lower() == registry.lower()
+            and reg.is_submitter(w3, predecessor, key, str(sender)))
 
 
 def newer_batch_age(w3: Web3, registry: str, doc: StatusDocument, binding: StatusBinding) -> timedelta | None:

@@ -32,7 +32,8 @@ def verify_status(w3: Web3, receipt: Receipt, doc: StatusDocument, *,
     if registry is None or (doc.anchor is not None and doc.anchor.chain_id != receipt.anchor.chain_id):
         return StatusVerdict("invalid", None, doc.batch.seq, "the status proof names another registry than the "
                                                               "receipt's (or its v2 successor)"), None
-    binding = bind_status(w3, registry, doc)
+    successor = registry.lower() != receipt.anchor.contract.lower()
+    binding = bind_status(w3, registry, doc, receipt.anchor.contract if successor else None)
     if not binding.on_chain:
         return StatusVerdict("invalid", None, doc.batch.seq, binding.detail), binding
     if binding.paused and verdict.kind == "current":

@@ -54,9 +54,10 @@ def test_an_old_receipt_reads_superseded_although_the_nodes_database_says_curren
     monkeypatch.setattr(served.api.ledger.verification.verifier, "_later", lambda *a, **k: (None, None))
     _check(served, page, receipt)
     _verdict(page, "superseded")
-    page.wait_for_selector("#step-status[data-state=superseded]")
+    page.wait_for_selector("#step-status[data-state=superseded][data-map-root-bound=false]")  # v1: the node's word
     assert "superseded by version 2" in (page.text_content("#status-status") or "")
     assert "checked on your chain endpoint" in (page.text_content("#status-status") or "")
+    assert "map root as the node states it (v1 registry)" in (page.text_content("#status-status") or "")
     assert page.text_content("#verdict-sub") == "superseded by version 2"
     page.screenshot(path=str(shots / "verify-superseded-by-map-en.png"), full_page=True)
 

@@ -142,7 +142,7 @@ const FIELDS = ["format", "record", "salt", "leaf", "audit_path", "batch", "anch
   "critical"];
 const MAX_INDEX = 1048575, MAX_SAFE = Number.MAX_SAFE_INTEGER, MAX_RESOURCE_DEPTH = 64;
 const isInt = (v, min = 0, max = Infinity) => Number.isInteger(v) && v >= min && v <= max;
-const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+export const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const same = (obj, keys) => isObject(obj) && Object.keys(obj).sort().join() === [...keys].sort().join();
 const levels = (v) => (v !== null && typeof v === "object"
   ? 1 + Object.values(v).reduce((m, x) => Math.max(m, levels(x)), 0) : 0);
@@ -196,11 +196,34 @@ function recordProblem(rec) {
   return null;
 }
 
+// The anchor (§8, §18): mrl-receipt/1 names a v1 registry (root and size per batch); mrl-receipt/2 a v2 one,
+// whose one commitment word binds the map root too, stored alone (hub null) or in a hub (id, index, path).
+export const RECEIPT_V1 = "mrl-receipt/1", RECEIPT_V2 = "mrl-receipt/2";
+const ANCHOR_V1 = ["chain_id", "contract", "tx_hash", "block_number", "block_hash"];
+const ANCHOR_V2 = [...ANCHOR_V1, "map_root", "hub"];
+const MAX_U64 = 2 ** 64 - 1, MAX_HUB_INDEX = 4095, MAX_HUB_PATH = 12;
+export function anchorProblem(a, v2) {
+  if (a == null) return null;
+  if (!same(a, v2 ? ANCHOR_V2 : ANCHOR_V1) || !isInt(a.chain_id, 1, MAX_SAFE) || !isInt(a.block_number) ||
+      !/^0x[0-9a-fA-F]{40}$/.test(a.contract) || !/^0x[0-9a-fA-F]{64}$/.test(a.tx_hash) ||
+      !/^0x[0-9a-fA-F]{64}$/.test(a.block_hash)) return "anchor";
+  if (v2 && (typeof a.map_root !== "string" || !HEX64.test(a.map_root))) return "anchor.map_root";
+  const h = a.hub;
+  if (v2 && h !== null && (!same(h, ["id", "index", "path"]) || !isInt(h.id, 1, MAX_U64) ||
+      !isInt(h.index, 0, MAX_HUB_INDEX) || !Array.isArray(h.path) || h.path.length > MAX_HUB_PATH ||
+      !h.path.every((p) => typeof p === "string" && HEX64.test(p)))) return "anchor.hub";
+  return null;
+}
+
 // The shape checks a browser can make; the server's parser is stricter on the record (its closed fields,
 // code systems, bounds) and runs anyway when the page asks it.
 function formatProblem(r) {
   if (!isObject(r)) return "not a JSON object";
-  if (r.format !== "mrl-receipt/1") return `format is ${JSON.stringify(r.format)}, not mrl-receipt/1`;
+  if (r.format !== RECEIPT_V1 && r.format !== RECEIPT_V2) {
+    return `format is ${JSON.stringify(r.format)}, not ${RECEIPT_V1} or ${RECEIPT_V2}`;
+  }
+  // One spelling per receipt: a receipt not anchored yet is an mrl-receipt/1 whatever its registry.
+  if (r.format === RECEIPT_V2 && r.anchor == null) return "an mrl-receipt/2 names its v2 anchor";
   const unknown = Object.keys(r).filter((k) => !FIELDS.includes(k));
   if (unknown.length) return `unknown fields: ${unknown.join(", ")}`;
   for (const k of ["record", "salt", "leaf", "audit_path", "batch"]) if (!(k in r)) return `missing ${k}`;
@@ -224,10 +247,8 @@ function formatProblem(r) {
   if (!same(b, ["format", "hospital_id", "seq", "size", "root", "sealed_at"]) || b.format !== "mrl-batch/1" ||
       typeof b.hospital_id !== "string" || !HOSPITAL_ID.test(b.hospital_id) ||
       !isInt(b.seq, 1) || !isInt(b.size, 1, 1048576) || !HEX64.test(b.root) || !validTime(b.sealed_at)) return "batch head";
-  const a = r.anchor;
-  if (a != null && (!same(a, ["chain_id", "contract", "tx_hash", "block_number", "block_hash"]) ||
-      !isInt(a.chain_id, 1, MAX_SAFE) || !isInt(a.block_number) || !/^0x[0-9a-fA-F]{40}$/.test(a.contract) ||
-      !/^0x[0-9a-fA-F]{64}$/.test(a.tx_hash) || !/^0x[0-9a-fA-F]{64}$/.test(a.block_hash))) return "anchor";
+  const anchorWhy = anchorProblem(r.anchor, r.format === RECEIPT_V2);
+  if (anchorWhy) return anchorWhy;
   // The hospital's signature (docs/signatures.md §3): only its shape here. X.509 paths and CRLs are the
   // node's job; the page shows the node's result, never its own opinion of a certificate.
   const s = r.signature;
@@ -314,7 +335,9 @@ export async function decodeQrText(s) {
 export function receiptFromReference(ref, proof) {
   if (ref.format !== "mrl-qref/1" || !ref.record) throw new Error("reference without record");
   if (proof.leaf.hash !== ref.leaf_hash || proof.batch.seq !== ref.batch_seq) throw new Error("proof mismatch");
-  return { format: "mrl-receipt/1", record: ref.record, salt: ref.salt, leaf: proof.leaf,
+  // One spelling per receipt: an anchor with a map root is a v2 registry's, so the receipt is mrl-receipt/2.
+  const format = proof.anchor && "map_root" in proof.anchor ? RECEIPT_V2 : RECEIPT_V1;
+  return { format, record: ref.record, salt: ref.salt, leaf: proof.leaf,
            audit_path: proof.audit_path, batch: proof.batch, anchor: proof.anchor };
 }
 
@@ -339,7 +362,8 @@ export async function batchOf(url, contract, hospitalId, seq) {
   return { root: out.slice(0, 64), size: parseInt(out.slice(64, 128), 16), block: parseInt(out.slice(128, 192), 16) };
 }
 
-// {ok, detail, root, size, anchoredBlock, head}: the registry's batchOf(hospitalKey, seq) vs the receipt.
+// {ok, conflict, detail, anchoredBlock, confirmations} and root, size (v1) or commitment (v2): the registry
+// vs the receipt. conflict: the registry provably holds something else for (hospital, seq).
 export async function checkRootOnChain(url, receipt) {
   const a = receipt.anchor;
   if (!a) return { ok: false, detail: "no anchor" };
@@ -347,6 +371,12 @@ export async function checkRootOnChain(url, receipt) {
   if (chainId !== a.chain_id) {
     return { ok: false, conflict: false, detail: `endpoint is chain ${chainId}, receipt says ${a.chain_id}` };
   }
+  return receipt.format === RECEIPT_V2 ? checkCommitmentOnChain(url, receipt) : checkBatchOnChain(url, receipt);
+}
+
+// v1: batchOf(hospitalKey, seq) holds the receipt's root and size.
+async function checkBatchOnChain(url, receipt) {
+  const a = receipt.anchor;
   const { root, size, block } = await batchOf(url, a.contract, receipt.batch.hospital_id, receipt.batch.seq);
   const head = parseInt(await rpc(url, "eth_blockNumber", []), 16);
   const ok = root === receipt.batch.root && size === receipt.batch.size, absent = /^0+$/.test(root);
@@ -354,4 +384,112 @@ export async function checkRootOnChain(url, receipt) {
   return { ok, conflict: !ok && !absent, root, size, anchoredBlock: block, confirmations: ok ? head - block + 1 : 0,
            detail: ok ? "root and size match the registry" : absent ? "batch not in the registry"
              : "the registry holds another root or size" };
+}
+
+// ---- on-chain commitment, v2 registry (docs/receipt.md §18) --------------------------------------------------
+// Selectors and the event topic computed like BATCH_OF_SELECTOR, e.g.
+// `python -c "from eth_utils import keccak; print(keccak(text='isAnchored(bytes32,uint64,bytes32,(uint64,uint256,bytes32[]))')[:4].hex())"`;
+// the topic is the whole keccak of 'BatchAnchored(bytes32,uint64,bytes32)'.
+export const IS_ANCHORED_SELECTOR = "0x7ac1c8d6"; // isAnchored(bytes32,uint64,bytes32,(uint64,uint256,bytes32[]))
+export const COMMITMENT_OF_SELECTOR = "0x46e596e4"; // commitmentOf(bytes32,uint64)
+export const HUB_OF_SELECTOR = "0x061d4f84"; // hubOf(uint64)
+export const HUB_COUNT_SELECTOR = "0x7985bc44"; // hubCount(): only a v2 registry answers it
+export const LAST_SEQ_SELECTOR = "0x50367b77"; // lastSeq(bytes32), the same on both registries
+export const BATCH_ANCHORED_TOPIC = "0x1273a4026b115b326b4daf6d9b6f57ae6ff713f4acb6b891e38b8e550e2ae17c";
+export const DIRECT = { id: 0, index: 0, path: [] }; // isAnchored's "stored alone" position
+
+const word = (n) => BigInt(n).toString(16).padStart(64, "0");
+const call = async (url, to, data) => (await rpc(url, "eth_call", [{ to, data }, "latest"])).slice(2);
+export const hospitalKey = async (hospitalId) => hex(await sha256(te.encode(hospitalId)));
+
+// statusmap.batch_commitment_v2: SHA-256(0x04 || root || u64be(size) || map_root), hex.
+export async function batchCommitment(rootHex, size, mapRootHex) {
+  const u64 = new Uint8Array(8);
+  new DataView(u64.buffer).setBigUint64(0, BigInt(size));
+  return hex(await sha256(concat(new Uint8Array([4]), unhex(rootHex), u64, unhex(mapRootHex))));
+}
+
+// The ABI call data of isAnchored: the HubProof tuple holds a dynamic array, so the tuple is itself dynamic —
+// the head carries its offset (4 words), the tuple's own head the array's offset within the tuple (3 words).
+export function isAnchoredData(key, seq, commitment, hub) {
+  return IS_ANCHORED_SELECTOR + key + word(seq) + commitment + word(4 * 32) +
+    word(hub.id) + word(hub.index) + word(3 * 32) + word(hub.path.length) + hub.path.join("");
+}
+
+export async function isAnchored(url, contract, key, seq, commitment, hub = DIRECT) {
+  return BigInt("0x" + ((await call(url, contract, isAnchoredData(key, seq, commitment, hub))) || "0")) === 1n;
+}
+
+export async function lastSeq(url, contract, key) {
+  return parseInt(await call(url, contract, LAST_SEQ_SELECTOR + key), 16);
+}
+
+// The BatchAnchored log of (hospital, seq) in a v2 registry: {commitment, block, tx}, or null. The block the
+// receipt or document names is read first (one small range); a public endpoint may refuse a scan from block 0.
+export async function anchoredLog(url, contract, key, seq, near = null, from = 0) {
+  const ranges = [...(near === null ? [] : [[near, near]]), [from, "latest"]];
+  for (const [lo, hi] of ranges) {
+    const logs = await rpc(url, "eth_getLogs", [{ address: contract, topics: [BATCH_ANCHORED_TOPIC, "0x" + key],
+      fromBlock: "0x" + lo.toString(16), toBlock: hi === "latest" ? hi : "0x" + hi.toString(16) }]);
+    const mine = logs.filter((l) => !l.removed && parseInt(l.data.slice(2, 66), 16) === seq);
+    if (mine.length) {
+      const l = mine.at(-1);
+      return { commitment: l.data.slice(66, 130).toLowerCase(), block: parseInt(l.blockNumber, 16), tx: l.transactionHash };
+    }
+  }
+  return null;
+}
+
+// Is the contract a v1 registry? Positively: it answers batchOf and not hubCount. Any other answer (an error of
+// the endpoint, no code there) proves nothing, so it is never read as a contradiction.
+async function isV1Registry(url, contract) {
+  const answer = (data) => call(url, contract, data).then((out) => out.length, () => -1);
+  return (await answer(HUB_COUNT_SELECTOR)) === -1 && (await answer(BATCH_OF_SELECTOR + word(0) + word(1))) === 192;
+}
+
+// The block that anchored the receipt's commitment, as the receipt names it: a hub's own record (hubOf), or
+// for a commitment stored alone the receipt's transaction, mined in that block with its BatchAnchored log.
+async function anchoringBlock(url, a, key, seq, commitment) {
+  if (a.hub) return parseInt((await call(url, a.contract, HUB_OF_SELECTOR + word(a.hub.id))).slice(128, 192), 16);
+  const tx = await rpc(url, "eth_getTransactionReceipt", [a.tx_hash]);
+  if (!tx) return null;
+  const data = "0x" + word(seq) + commitment, mine = (l) => l.address.toLowerCase() === a.contract.toLowerCase() &&
+    l.topics[0] === BATCH_ANCHORED_TOPIC && l.topics[1] === "0x" + key && l.data.toLowerCase() === data;
+  return tx.logs.some(mine) ? parseInt(tx.blockNumber, 16) : null;
+}
+
+// v2: the commitment of (root, size, map root) is anchored for (hospital, seq) at the receipt's place, in the
+// receipt's block. Not anchored there is a conflict only when the registry holds another commitment for it.
+async function checkCommitmentOnChain(url, receipt) {
+  const a = receipt.anchor, b = receipt.batch, key = await hospitalKey(b.hospital_id);
+  const commitment = await batchCommitment(b.root, b.size, a.map_root);
+  const fail = (conflict, detail) => ({ ok: false, conflict, commitment, anchoredBlock: null, confirmations: 0, detail });
+  let held;
+  try {
+    held = await isAnchored(url, a.contract, key, b.seq, commitment, a.hub || DIRECT);
+  } catch (e) {
+    // As verify_on_chain: an mrl-receipt/2 names a commitment a v1 registry does not store.
+    if (await isV1Registry(url, a.contract)) return fail(true, `the receipt is mrl-receipt/2 but registry ${a.contract} is a v1 registry`);
+    throw e;
+  }
+  if (!held) return notAnchoredThere(url, a, key, b.seq, commitment, fail);
+  const block = await anchoringBlock(url, a, key, b.seq, commitment);
+  if (block !== a.block_number) {
+    return fail(false, `the registry holds this commitment, but not as anchored in block ${a.block_number} ` +
+                       "(a chain reorganisation?): ask the hospital for a fresh receipt");
+  }
+  const head = parseInt(await rpc(url, "eth_blockNumber", []), 16);
+  return { ok: true, conflict: false, commitment, anchoredBlock: block, confirmations: head - block + 1,
+           detail: `the registry holds this batch's commitment (root, size, map root)${a.hub ? ` in hub ${a.hub.id}` : ""}` };
+}
+
+// Why isAnchored said no: not anchored (yet), anchored with this commitment elsewhere (a reorg moved it), or
+// another commitment anchored for (hospital, seq) — the only case that contradicts the receipt.
+async function notAnchoredThere(url, a, key, seq, commitment, fail) {
+  if (!((await lastSeq(url, a.contract, key)) >= seq)) return fail(false, "batch not in the registry");
+  const direct = await call(url, a.contract, COMMITMENT_OF_SELECTOR + key + word(seq));
+  const other = /^0*$/.test(direct) ? (await anchoredLog(url, a.contract, key, seq, a.block_number))?.commitment : direct;
+  if (other === undefined) return fail(false, "the registry's log of this batch could not be found");
+  if (other !== commitment) return fail(true, "the registry holds another commitment (root, size or map root) for this batch");
+  return fail(false, "the registry holds this commitment, but not at the place the receipt names: ask the hospital for a fresh receipt");
 }

@@ -2,7 +2,10 @@
 // receipt's holder derives, the verdict, and its binding to the doctor's own chain endpoint. Mirrors
 // ledger/statusmap.py, ledger/status_check.py and service/status.py; the test suite runs
 // tests/vectors/statusmap/*.json and the §17 verdicts through both. Pure functions but for the two fetches.
-import { batchOf, concat, hex, rpc, sha256, te, unhex } from "./core.js";
+import {
+  anchorProblem, anchoredLog, batchCommitment, batchOf, concat, DIRECT, hex, HUB_COUNT_SELECTOR, hospitalKey, isAnchored,
+  isObject, lastSeq, rpc, sha256, te, unhex,
+} from "./core.js";
 
 const EMPTY = new Uint8Array(32);
 const u16 = (n) => new Uint8Array([n >> 8, n & 0xff]);
@@ -97,35 +100,100 @@ export async function checkStatus(receipt, doc) {
   return v("current", mine, `current as of batch ${seq}`);
 }
 
-// Selector of lastSeq(bytes32), computed like BATCH_OF_SELECTOR.
-export const LAST_SEQ_SELECTOR = "0x50367b77";
+export { LAST_SEQ_SELECTOR } from "./core.js";
+// Selectors computed like core.js's, e.g. `python -c "from eth_utils import keccak; print(keccak(text='predecessor()')[:4].hex())"`.
+export const PREDECESSOR_SELECTOR = "0xb719d032"; // predecessor(): the v1 registry a v2 one succeeded in place
+export const PAUSED_SELECTOR = "0x5c975abb"; // paused()
+export const IS_SUBMITTER_SELECTOR = "0x8f8f851c"; // isSubmitter(bytes32,address)
 export const STATUS_GRACE_SECONDS = 600;
 
-// The document's batch against the registry the receipt names, and how long a newer batch has been on chain:
-// the page's half of service/status.py. Returns the verdict with chain: {on_chain, latest_seq, map_root_bound}.
+const call = async (url, to, data) => (await rpc(url, "eth_call", [{ to, data }, "latest"])).slice(2);
+const sameAddress = (x, y) => x.toLowerCase() === y.toLowerCase();
+
+// The registry to bind the document in (anchoring/status.py status_registry): the receipt's, or the document's if
+// it is a v2 registry naming the receipt's as its predecessor on chain (an in-place upgrade). null: any other.
+async function statusRegistry(url, a, d) {
+  if (d && d.chain_id !== a.chain_id) return null;
+  if (!d || sameAddress(d.contract, a.contract)) return a.contract;
+  const answer = (data) => call(url, d.contract, data).catch(() => "");
+  if ((await answer(HUB_COUNT_SELECTOR)).length !== 64) return null; // not a v2 registry
+  const before = await answer(PREDECESSOR_SELECTOR);
+  return before.length === 64 && sameAddress("0x" + before.slice(24), a.contract) ? d.contract : null;
+}
+
+// Naming the receipt's registry as predecessor proves nothing by itself: anyone can deploy a contract that says so
+// and register the hospital in it. The successor is the hospital's when the document's anchoring transaction
+// went to it from a key the predecessor lists as the hospital's submitter (anchoring/status.py, the same rule).
+async function sentBySubmitter(url, predecessor, registry, key, txHash) {
+  const tx = await rpc(url, "eth_getTransactionByHash", [txHash]).catch(() => null);
+  if (!tx || !tx.to || !tx.from || !sameAddress(tx.to, registry)) return false;
+  const data = IS_SUBMITTER_SELECTOR + key + tx.from.slice(2).toLowerCase().padStart(64, "0"); // key: hex already
+  return BigInt("0x" + ((await call(url, predecessor, data).catch(() => "")) || "0")) !== 0n;
+}
+
+// v1: the registry's (root, size) of the batch; the map root stays the node's word.
+async function bindV1(url, registry, doc, key) {
+  const held = await batchOf(url, registry, doc.hospital_id, doc.batch.seq);
+  const latest = await lastSeq(url, registry, key);
+  return { chain: { on_chain: held.root === doc.batch.root && held.size === doc.batch.size, latest_seq: latest,
+                    map_root_bound: false, registry },
+           block: held.block, what: "batch",
+           // A paused v1 registry was succeeded: the verifier holding its address cannot see later batches.
+           paused: async () => BigInt("0x" + ((await call(url, registry, PAUSED_SELECTOR)) || "0")) !== 0n,
+           next: async () => (await batchOf(url, registry, doc.hospital_id, doc.batch.seq + 1)).block };
+}
+
+// v2: the one commitment word hashes the batch's root and size with the map root, so isAnchored binds all three;
+// blocks come from the BatchAnchored logs (a v2 registry does not store them per batch).
+async function bindV2(url, registry, doc, key) {
+  const d = doc.anchor, seq = doc.batch.seq;
+  const commitment = await batchCommitment(doc.batch.root, doc.batch.size, doc.map_root);
+  const onChain = await isAnchored(url, registry, key, seq, commitment, d.hub || DIRECT);
+  const latest = await lastSeq(url, registry, key);
+  const held = onChain ? await anchoredLog(url, registry, key, seq, d.block_number) : null;
+  return { chain: { on_chain: onChain, latest_seq: latest, map_root_bound: onChain, registry },
+           block: held ? held.block : null, what: "commitment (batch root, size, map root)",
+           paused: async () => false,
+           next: async () => (await anchoredLog(url, registry, key, seq + 1, null, held ? held.block : 0))?.block ?? null };
+}
+
+// The document's batch against the registry the receipt names (or its v2 successor), and how long a newer batch
+// has been on chain: the page's half of service/status.py. Returns the verdict with chain: {on_chain,
+// latest_seq, map_root_bound, registry}.
 export async function checkStatusOnChain(url, receipt, doc, verdict, grace = STATUS_GRACE_SECONDS) {
-  const a = receipt.anchor;
-  if (doc.anchor && (doc.anchor.contract.toLowerCase() !== a.contract.toLowerCase() || doc.anchor.chain_id !== a.chain_id)) {
-    return { ...verdict, status: "invalid", detail: "the status proof names another registry than the receipt's", chain: null };
+  const a = receipt.anchor, d = doc.anchor, v2 = isObject(d) && "map_root" in d;
+  const invalid = (detail, chain = null) => ({ ...verdict, status: "invalid", detail, chain });
+  if (v2 && (anchorProblem(d, true) || d.map_root !== doc.map_root)) {
+    return invalid("the status proof's anchor is malformed or binds another map root than the document's");
   }
-  const key = hex(await sha256(te.encode(doc.hospital_id)));
-  const held = await batchOf(url, a.contract, doc.hospital_id, doc.batch.seq);
-  const latest = parseInt((await rpc(url, "eth_call", [{ to: a.contract, data: LAST_SEQ_SELECTOR + key }, "latest"])).slice(2), 16);
-  const chain = { on_chain: held.root === doc.batch.root && held.size === doc.batch.size,
-                  latest_seq: latest, map_root_bound: false };
-  if (!chain.on_chain) return { ...verdict, status: "invalid", detail: "the registry holds another batch than the node's (or none)", chain };
+  const registry = await statusRegistry(url, a, d);
+  if (!registry) return invalid("the status proof names another registry than the receipt's (or its v2 successor)");
+  const key = await hospitalKey(doc.hospital_id);
+  const bound = await (v2 ? bindV2 : bindV1)(url, registry, doc, key);
+  const chain = bound.chain, seq = doc.batch.seq;
+  if (!chain.on_chain) return invalid(`the registry holds another ${bound.what} than the node's (or none)`, chain);
+  if (!sameAddress(registry, a.contract) && !(await sentBySubmitter(url, a.contract, registry, key, d.tx_hash))) {
+    return invalid(`batch ${seq} of registry ${registry} was not anchored by a submitter ${a.contract} lists for ` +
+                   `${doc.hospital_id}: not its successor`, { ...chain, on_chain: false });
+  }
+  if (verdict.status === "current" && await bound.paused()) {
+    return { ...verdict, status: "stale", version: null, chain,
+             detail: `the status is as of batch ${seq} in registry ${registry}, which is paused (succeeded by an upgrade): ask for the status in its successor` };
+  }
   const time = async (tag) => parseInt((await rpc(url, "eth_getBlockByNumber", [tag, false])).timestamp, 16);
   const now = await time("latest");
-  const ageOf = async (entry) => now - (await time("0x" + entry.block.toString(16)));
-  if (latest > doc.batch.seq) {
-    const age = await ageOf(await batchOf(url, a.contract, doc.hospital_id, doc.batch.seq + 1));
+  const ageOf = async (block) => now - (await time("0x" + block.toString(16)));
+  if (chain.latest_seq > seq) {
+    const next = await bound.next();
+    const age = next === null ? 0 : await ageOf(next);
     if (age > grace) {
-      return { ...verdict, status: "stale", version: null, detail: `the node answers as of batch ${doc.batch.seq}, but batch ${doc.batch.seq + 1} has been on chain for ${age} s: it hides a newer status`, chain };
+      return { ...verdict, status: "stale", version: null, detail: `the node answers as of batch ${seq}, but batch ${seq + 1} has been on chain for ${age} s: it hides a newer status`, chain };
     }
   }
   if (verdict.status !== "current") return { ...verdict, chain };
-  const later = latest > doc.batch.seq ? `batch ${latest} is on chain for less than ${grace} s` : "the chain holds no later batch";
-  return { ...verdict, detail: `${verdict.detail}, anchored ${await ageOf(held)} s ago; ${later}`, chain };
+  const later = chain.latest_seq > seq ? `batch ${chain.latest_seq} is on chain for less than ${grace} s` : "the chain holds no later batch";
+  const anchored = bound.block === null ? "" : `, anchored ${await ageOf(bound.block)} s ago`;
+  return { ...verdict, detail: `${verdict.detail}${anchored}; ${later}`, chain };
 }
 
 // Ask the node for the receipt's status proof and check it; with a JSON-RPC url, against the chain too.

@@ -78,10 +78,13 @@ function render() {
   // 4. current status (status map, docs/receipt.md §17)
   const st = last.status;
   if (st) {
-    const where = st.chain ? `${t("st.chain")}; ${t("st.v1")}` : t("st.node");
+    // On a v2 registry the commitment binds the map root: the answer is the chain's, not the node's word.
+    const where = st.chain ? `${t("st.chain")}; ${t(st.chain.map_root_bound ? "st.v2" : "st.v1")}` : t("st.node");
     step("status", st.status === "current" ? "ok" : st.status === "unknown" ? "skip" : "fail", `${st.status}: ${st.detail} — ${where}`);
   } else step("status", "skip", t("st.skip"));
   $("step-status").dataset.state = st ? st.status : "skipped";
+  if (st && st.chain) $("step-status").dataset.mapRootBound = String(st.chain.map_root_bound);
+  else delete $("step-status").dataset.mapRootBound;
 
   // The verdict: a failed offline check is final (tampered) whatever a server says.
   let kind, word, sub = "";
