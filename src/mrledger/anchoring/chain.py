@@ -92,6 +92,11 @@ def fresh(facts: dict[tuple[Any, ...], Any]) -> Iterator[None]:
         _FRESH.reset(token)
 
 
+def in_cache_only() -> bool:
+    """Whether the caller runs under ``cache_only`` (on an event loop: it must not wait on the network)."""
+    return _CACHE_ONLY.get()
+
+
 @contextmanager
 def cache_only() -> Iterator[None]:
     """Answer from ``CachedReader``'s caches or raise ``CacheMiss``, never ask the node.

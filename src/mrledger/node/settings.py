@@ -87,6 +87,16 @@ class Settings(BaseSettings):
                                           "CRLs are configured (':'-separated); they must chain to an anchor.")
     trust_crls: PathList = Field([], description="CRL files, PEM or DER (':'-separated); a "
                                  "replaced file is reloaded within seconds, without a restart.")
+    witness_keys: PathList = Field([], description="PEM files of the Ed25519 public keys of the region's witnesses "
+                                   "(`mrledger monitor --witness-key`; ':'-separated; the file name is the witness's "
+                                   "name). With MRL_WITNESS_K, POST /v1/verify requires them (docs/monitor.md).")
+    witness_k: int = Field(0, ge=0, le=64, description="How many of MRL_WITNESS_KEYS must vouch for an authentic "
+                           "result's batch (a checkpoint at or after it); fewer, or two that disagree: the verdict "
+                           "is 'unknown'. 0: no witness requirement.")
+    witness_checkpoints: Annotated[list[str], NoDecode] = Field(
+        [], description="Where the witnesses publish checkpoints: URLs (one ending in '/' is a --witness-out "
+                        "directory served over HTTP: <hospital>.json) or local files/directories; separated by "
+                        "spaces. Fetched per hospital at most every 30 s.")
     signing_keys_dir: Path | None = Field(None, description="Hospital signing keys: <dir>/<hospital_id>/<name>"
                                           ".key.pem (0600) + <name>.crt.pem (certificate, then intermediates); the "
                                           "newest valid one signs. Default with the dev PKI: <data_dir>/pki/hospitals.")
@@ -144,7 +154,13 @@ class Settings(BaseSettings):
             raise ValueError(f"ANVIL_BIN={value} is not a file")
         return value
 
-    @field_validator("trust_anchors", "trust_intermediates", "trust_crls", mode="before")
+    @field_validator("witness_checkpoints", mode="before")
+    @classmethod
+    def _spaced_list(cls, value: Any) -> Any:
+        """URLs hold ':' (no PATH-like list): separated by white space."""
+        return value.split() if isinstance(value, str) else value
+
+    @field_validator("trust_anchors", "trust_intermediates", "trust_crls", "witness_keys", mode="before")
     @classmethod
     def _path_list(cls, value: Any) -> Any:
         """A ':'-separated list, as in PATH: friendlier in an environment variable than a JSON array."""

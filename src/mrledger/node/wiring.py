@@ -27,6 +27,7 @@ from mrledger.service.decisions import RegionalKeyError, load_regional_key
 from mrledger.service.ledger import Services, build_services
 from mrledger.service.pki import SignStats
 from mrledger.service.recognition import load_catalogue
+from mrledger.service.witnesses import WitnessPolicy, load_witness_keys
 from mrledger.store import Store
 from mrledger.store.anchors import Outbox
 from mrledger.store.crypto import MasterKey, write_master_key_file
@@ -181,7 +182,15 @@ def build(settings: Settings, store: Store, chain: ChainContext, pki: NodePki, *
     return build_services(store, chain, confirmations=confirmations, catalogue=load_catalogue(settings.catalogue_file),
                           trust=pki.trust.store if pki.trust else None, require_signatures=pki.require_signatures,
                           regional_key=regional_key, max_sealing_delay=timedelta(seconds=settings.max_sealing_delay),
-                          sign_stats=sign_stats, node_role=node_role)
+                          sign_stats=sign_stats, node_role=node_role, witnesses=witness_policy(settings))
+
+
+def witness_policy(settings: Settings) -> WitnessPolicy | None:
+    """``MRL_WITNESS_*`` as a policy; a key or checkpoint file that cannot be read stops the node at start-up
+    (WitnessSetupError), with the file named."""
+    if settings.witness_k == 0:
+        return None
+    return WitnessPolicy(load_witness_keys(settings.witness_keys), settings.witness_k, settings.witness_checkpoints)
 
 
 def anchor_worker(settings: Settings, store: Store, rpc_url: str, contract: str, submitter: LocalAccount,

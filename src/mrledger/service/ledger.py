@@ -25,6 +25,7 @@ from mrledger.service.intake import IntakeService
 from mrledger.service.pki import SignStats
 from mrledger.service.recognition import Catalogue, default_catalogue
 from mrledger.service.verification import Outcome, Verifier
+from mrledger.service.witnesses import WitnessPolicy
 from mrledger.store import NotFoundError, Store, VersionInfo
 from mrledger.store.access import Access, Principal
 from mrledger.store.anchors import AnchorState, Outbox, batch_status
@@ -177,13 +178,15 @@ def build_services(store: Store, chain: ChainContext | None = None, *, clock: Ca
                    confirmations: int = 1, catalogue: Catalogue | None = None, trust: TrustStore | None = None,
                    require_signatures: bool = False, regional_key: bytes | None = None,
                    max_sealing_delay: timedelta = MAX_SEALING_DELAY, sign_stats: SignStats | None = None,
-                   node_role: Callable[[], str | None] = lambda: None) -> Services:
+                   node_role: Callable[[], str | None] = lambda: None,
+                   witnesses: WitnessPolicy | None = None) -> Services:
     """Wire the services over one store and (optionally) one chain.
 
     ``confirmations``: depth at which verification calls an anchor final (``MRL_CONFIRMATIONS``). ``trust``: whom
     hospital signatures must chain to (``MRL_TRUST_*``); ``require_signatures``: unsigned receipts fail.
     ``max_sealing_delay``: ``MRL_MAX_SEALING_DELAY`` (docs/signatures.md §4). ``regional_key``: a random one when
-    unset, which only library users and tests get: ``mrledger serve`` always passes the configured key."""
+    unset, which only library users and tests get: ``mrledger serve`` always passes the configured key.
+    ``witnesses``: ``MRL_WITNESS_*``, k of n witnesses must vouch for an authentic result's batch."""
     if confirmations < 1:
         raise ValueError("confirmations must be >= 1")
     if require_signatures and trust is None:
@@ -193,7 +196,8 @@ def build_services(store: Store, chain: ChainContext | None = None, *, clock: Ca
     access, outbox, events = Access(store), Outbox(store), EventIndex(store)
     access_log = AccessLog(access, clock)
     verifier = Verifier(store, chain, confirmations, catalogue=catalogue, clock=clock, trust=trust,
-                        require_signatures=require_signatures, max_sealing_delay=max_sealing_delay)
+                        require_signatures=require_signatures, max_sealing_delay=max_sealing_delay,
+                        witnesses=witnesses)
     intake = IntakeService(store, chain, registered=verifier.forget_hospitals)
     decisions = DecisionService(store, events, intake, catalogue, regional_key, clock)
     return Services(store, chain, clock, access, access_log, outbox, events, catalogue, regional_key, intake,

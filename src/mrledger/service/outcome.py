@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from mrledger.anchoring.errors import AnchoringError
-from mrledger.ledger import Check, ResultRecord, SignatureResult
+from mrledger.ledger import BatchHead, Check, ResultRecord, SignatureResult
 from mrledger.ledger.errors import MrLedgerError
 from mrledger.ledger.status import AnchorStatus
 from mrledger.service.recognition import Recognition
@@ -78,6 +78,8 @@ class Outcome:
     #: do database facts (name, later versions, revocation, eligibility) reach the answer, and only then is
     #: the verification decidable (service/decisions.py).
     established: bool = field(default=False, repr=False, compare=False)
+    #: The batch the verdict rests on (for the witness requirement: service/witnesses.py).
+    batch: BatchHead | None = field(default=None, repr=False, compare=False)
 
     @property
     def decidable(self) -> bool:

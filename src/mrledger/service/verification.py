@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, TypeVar
 
-from mrledger.anchoring.chain import ChainContext
+from mrledger.anchoring.chain import CacheMiss, ChainContext, in_cache_only
 from mrledger.anchoring.verify import verify_on_chain
 from mrledger.ledger import (
     Anchor,
@@ -52,6 +52,7 @@ from mrledger.service.outcome import (
     VerdictName,
 )
 from mrledger.service.recognition import Catalogue, Later, decide, default_catalogue
+from mrledger.service.witnesses import WitnessPolicy
 from mrledger.store import NotFoundError, Store, VersionInfo
 from mrledger.store.anchors import Outbox, batch_status, version_status
 from mrledger.store.eligibility import Eligibility
@@ -87,6 +88,8 @@ class Verifier:
     #: ``MRL_MAX_SEALING_DELAY``: how much earlier than its anchoring block a signed batch may claim to have
     #: been sealed when its certificate has expired by the block's time (``mrledger.ledger.check_signing_time``).
     max_sealing_delay: timedelta = MAX_SEALING_DELAY
+    #: ``MRL_WITNESS_*``: k of these witnesses must vouch for an authentic result's batch, else ``unknown``.
+    witnesses: WitnessPolicy | None = None
     _names: dict[str, str] = field(default_factory=dict, repr=False)
     _names_at: float = field(default=-_NAMES_TTL, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -132,7 +135,7 @@ class Verifier:
         return outcome
 
     def _receipt_verdict(self, r: Receipt, offline: Verdict) -> Outcome:
-        base = replace(self._claimed(r.record), signature=offline.signature)
+        base = replace(self._claimed(r.record), signature=offline.signature, batch=r.batch)
         checks = list(offline.checks)
         if offline.status == "invalid":
             return replace(base, verdict="tampered", checks=tuple(checks), failed_check=offline.failed)
@@ -249,7 +252,7 @@ class Verifier:
         # The signature is checked here too: the hospital vouches for the batch the database holds, so a
         # rewritten batch row (or a signature copied from another batch) is caught without the chain.
         offline = self._offline(receipt)
-        base = replace(base, signature=offline.signature)
+        base = replace(base, signature=offline.signature, batch=receipt.batch)
         if offline.status == "invalid":  # the database no longer agrees with itself
             checks.extend(c for c in offline.checks if not c.ok)
             return replace(base, verdict="tampered", checks=tuple(checks), failed_check=offline.failed)
@@ -499,6 +502,7 @@ class Verifier:
         """Revocation and recognition on top of the verification verdict. A genuine (authentic or pending)
         result that was revoked answers ``revoked``; tampered and unknown stay as they are (they say more).
         Recognition sees the verdict from before the revocation, so a pending anchor is still reported."""
+        outcome = self._witnessed(outcome)
         verdict = outcome.verdict
         if outcome.revoked_by is not None and verdict in ("authentic", "pending"):
             by = outcome.revoked_by
@@ -518,6 +522,22 @@ class Verifier:
         recognition = decide(verdict=verdict, record=record, catalogue=self.catalogue, eligible=eligible, now=now,
                              superseded_by=later[0], revoked_by=later[1], failed_check=outcome.failed_check)
         return replace(outcome, recognition=recognition)
+
+    def _witnessed(self, outcome: Outcome) -> Outcome:
+        """With a witness requirement, an authentic result whose batch fewer than k witnesses vouch for (or two
+        vouch differently for: a split view) is ``unknown``: the chain holds it, but nobody outside the node has
+        confirmed the node shows everyone that history (docs/monitor.md, "Witnesses")."""
+        policy, batch = self.witnesses, outcome.batch
+        if policy is None or outcome.verdict != "authentic" or batch is None or not outcome.chain_id \
+                or not outcome.contract:
+            return outcome
+        if in_cache_only() and not policy.cached(batch.hospital_id):
+            raise CacheMiss("witness checkpoints are fetched on a worker thread")
+        vouched, detail = policy.vouch(batch, outcome.chain_id, outcome.contract)
+        checks = (*outcome.checks, Check("witnesses", vouched, detail))
+        if vouched:
+            return replace(outcome, checks=checks)
+        return replace(outcome, verdict="unknown", checks=checks, failed_check="witnesses")
 
     def _chain_for(self, base: Outcome, checks: list[Check], anchor: Anchor) -> tuple[Outcome, ChainContext] | Outcome:
         """The anchor's fields on the answer, and this node's chain if it is the anchor's chain; otherwise the
