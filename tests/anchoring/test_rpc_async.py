@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from mrledger.anchoring import chain as averify
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring import readers as averify
 from mrledger.anchoring.chain import CachedReader, Need
 from mrledger.anchoring.rpc_async import AsyncRpc, RpcError, _read_chunked
 from mrledger.anchoring.verify import verify_on_chain

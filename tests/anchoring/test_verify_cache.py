@@ -19,8 +19,8 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
-from mrledger.anchoring import chain as averify
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring import readers as averify
 from mrledger.anchoring.chain import CachedReader, ChainContext, DirectReader, registry_holds
 from mrledger.anchoring.verify import ONCHAIN_CHECKS, verify_on_chain
 from mrledger.anchoring.worker import AnchorWorker, WorkerConfig

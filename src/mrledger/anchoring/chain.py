@@ -1,420 +1,51 @@
-"""The chain this node anchors on and the one way it is read: ``ChainContext`` (web3 client, registry,
-accounts) and its ``CachedReader`` (cached final facts, fresh reads for the rest).
+"""The chain this node anchors on: ``ChainContext`` (web3 client, registry, accounts, the node's ``CachedReader``)
+and the one rule for what "the registry holds this batch" means (``registry_holds``, ``Holding``).
 
 Why one module: every consumer of chain state (receipt verification, held-record verification, the
-database-vs-chain audit, the KPI audit) must see the same view of the chain, with the same rule for what may
-be cached (only facts ``final_depth`` blocks deep, see ``CachedReader``) and the same rule for what "the
-registry holds this batch" means (``registry_holds``). Where the chain is read from is pluggable
-(``ChainReader``): the CLI asks the node every time (``DirectReader``); the API, which answers hundreds of
-verifications a second from a handful of batches, uses ``CachedReader``.
+database-vs-chain audit, the KPI audit) must see the same view of the chain and the same rule, on either registry
+(v1: root and size; v2: one commitment word binding them with the status-map root). How the chain is read —
+the node every time (``DirectReader``, the CLI) or cached final facts (``CachedReader``, the API) — is
+anchoring/readers.py, re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import logging
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3._utils.rpc_abi import RPC
-from web3.exceptions import BlockNotFound
 
-from mrledger.anchoring import contract as reg
 from mrledger.anchoring import contract_v2 as reg2
-from mrledger.anchoring._lru import Lru
 from mrledger.anchoring.contract import BatchRecord
 from mrledger.anchoring.contract_v2 import CommitRecord
 from mrledger.anchoring.deploy import ensure_hospital_on_chain
-from mrledger.anchoring.errors import AnchoringError
-from mrledger.anchoring.rpc_async import AsyncRpc, RpcError
+from mrledger.anchoring.rpc_async import RpcError
 from mrledger.ledger import hospital_key
-from mrledger.ledger.errors import MrLedgerError
 from mrledger.ledger.statusmap import EMPTY, batch_commitment_v2
 from mrledger.store.locks import file_lock
 
 if TYPE_CHECKING:
     from mrledger.anchoring.health import ChainHealth
 
-#: A block at least this deep below the head is treated as final by ``CachedReader``: its hash, and any
-#: registry entry anchored in it, are cached. 12 blocks is the customary "safe" depth on Ethereum
-#: (post-merge reorgs deeper than 1–2 blocks have not been observed; full finality is ~64 blocks).
-FINAL_DEPTH = 12
-
-log = logging.getLogger("mrledger.anchoring")
-
-
-@dataclass(frozen=True, slots=True)
-class BlockInfo:
-    number: int
-    hash: str  # 0x-prefixed, lower case
-    timestamp: int
-
-
-#: Set while a caller runs on an event loop and must not wait on the network (see ``cache_only``).
-_CACHE_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("mrl_cache_only", default=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Need:
-    """The chain facts a receipt's verification reads: the registry entry and the anchoring block."""
-
-    contract: str
-    hospital_key: bytes
-    seq: int
-    block_number: int
-
-
-class CacheMiss(AnchoringError):
-    """Raised by ``CachedReader`` in cache-only mode when the answer needs a round trip to the node."""
-
-
-#: Facts fetched for one request by ``CachedReader.fetch`` (see ``fresh``), by ("batch", key) / ("block", n).
-_FRESH: contextvars.ContextVar[dict[tuple[Any, ...], Any] | None] = contextvars.ContextVar("mrl_fresh", default=None)
-
-
-@contextmanager
-def fresh(facts: dict[tuple[Any, ...], Any]) -> Iterator[None]:
-    """Let ``CachedReader`` answer from ``facts`` — read from the node for this request, after it arrived —
-    as well as from its caches (the event-loop path for shallow anchors, http/routes/verify.py)."""
-    token = _FRESH.set(facts)
-    try:
-        yield
-    finally:
-        _FRESH.reset(token)
-
-
-def in_cache_only() -> bool:
-    """Whether the caller runs under ``cache_only`` (on an event loop: it must not wait on the network)."""
-    return _CACHE_ONLY.get()
-
-
-@contextmanager
-def cache_only() -> Iterator[None]:
-    """Answer from ``CachedReader``'s caches or raise ``CacheMiss``, never ask the node.
-
-    Why: code on an event loop (``CachedReader.fetch``, which keeps what it read only when the cached head says
-    it is final) must never block on the node. Nothing is half done on a miss: readers raise before any
-    side effect."""
-    token = _CACHE_ONLY.set(True)
-    try:
-        yield
-    finally:
-        _CACHE_ONLY.reset(token)
-
-
-class ChainReader(Protocol):
-    """The chain state a verification needs; implementations decide what may be cached."""
-
-    def chain_id(self) -> int: ...
-
-    def head(self) -> int: ...
-
-    def block(self, number: int) -> BlockInfo | None: ...
-
-    def batch(self, contract: str, hospital_key: bytes, seq: int) -> BatchRecord | None: ...
-
-    def version(self, contract: str) -> int: ...
-
-    def commit(self, contract: str, hospital_key: bytes, seq: int, near: int | None = None) -> CommitRecord | None:
-        ...
-
-
-def _fetch_block(w3: Web3, number: int) -> BlockInfo | None:
-    try:
-        block = w3.eth.get_block(number)
-    except BlockNotFound:
-        return None
-    return BlockInfo(number, "0x" + bytes(block["hash"]).hex(), int(block["timestamp"]))
-
-
-class DirectReader:
-    """Asks the node every time: what a one-off verification (the CLI) wants."""
-
-    def __init__(self, w3: Web3) -> None:
-        self.w3 = w3
-
-    def chain_id(self) -> int:
-        return int(self.w3.eth.chain_id)
-
-    def head(self) -> int:
-        return int(self.w3.eth.block_number)
-
-    def block(self, number: int) -> BlockInfo | None:
-        return _fetch_block(self.w3, number)
-
-    def batch(self, contract: str, hospital_key: bytes, seq: int) -> BatchRecord | None:
-        return reg.batch_of(self.w3, contract, hospital_key, seq)
-
-    def version(self, contract: str) -> int:
-        return reg2.registry_version(self.w3, contract)
-
-    def commit(self, contract: str, hospital_key: bytes, seq: int, near: int | None = None) -> CommitRecord | None:
-        return reg2.locate(self.w3, contract, hospital_key, seq, near=near)
-
-
-class CachedReader:
-    """A ``ChainReader`` for a long-running service: a verification of an old anchor costs no round trip.
-
-    What is cached, and why it cannot serve a reorged-away anchor:
-
-    * The chain id, forever: an endpoint's chain id does not change.
-    * The head number, for ``max_age`` seconds (0.5 by default). Confirmations are therefore up to half
-      a second stale — harmless, a confirmation count is stale by the time the doctor reads it anyway.
-    * A block's hash and timestamp by number, and a registry entry (root, size, anchoring block) by
-      (contract, hospital, seq) — but **only once the block is ``final_depth`` (default 12) or more below
-      the head**. A reorg replaces a suffix of the chain; one shallower than ``final_depth`` cannot touch
-      a cached block, so a cached hash at a number is the canonical hash at that number, and the registry
-      (append-only, gap-free: an anchored (hospital, seq) is never overwritten) still holds the cached
-      entry. Anchors shallower than that are asked every time, so a shallow reorg — the only kind that
-      happens in practice — is seen by the very next verification. Absent batches are never cached (they
-      will be anchored). A root mismatch is never hidden: the cache holds what the chain says, and every
-      request still compares it with the receipt.
-    * Tripwire for the assumption itself: each head refresh (once per ``max_age``, off the common path)
-      re-reads the highest cached block. Block hashes chain, so if the chain below that block had changed,
-      its hash would have too; on a mismatch every cache is dropped and a warning logged. Entries are only
-      added at ``final_depth``, so entries fetched on both sides of a reorg would need a reorg deeper than
-      ``final_depth`` — the case the tripwire catches.
-
-    ``final_depth`` should be at least the deepest reorg the chain can plausibly suffer (and at least the
-    configured confirmations, which are meant as the same promise). Thread-safe.
-    """
-
-    def __init__(self, w3: Web3, *, final_depth: int = FINAL_DEPTH, max_age: float = 0.5,
-                 chain_id: int | None = None, blocks: int = 4096, batches: int = 65536,
-                 clock: Callable[[], float] = time.monotonic, health: ChainHealth | None = None) -> None:
-        if final_depth < 1:
-            raise ValueError("final_depth must be >= 1")
-        self.w3, self.final_depth, self.max_age, self.clock = w3, final_depth, max_age, clock
-        #: Whether the node answers (anchoring/health.py): while it does not, the last head is served as it is
-        #: (final anchors keep verifying from the caches, their confirmations a little low) and nothing waits.
-        self.health = health
-        self._chain_id = chain_id
-        self._head: tuple[float, int] | None = None
-        self._head_lock = threading.Lock()
-        self._refresh = threading.Lock()
-        self._blocks: Lru[int, BlockInfo] = Lru(blocks)
-        self._batches: Lru[tuple[str, bytes, int], BatchRecord] = Lru(batches)
-        self._commits: Lru[tuple[str, bytes, int], CommitRecord] = Lru(batches)
-        self._versions: dict[str, int] = {}
-        #: Reorgs detected by the tripwire (the caches were dropped); exported for tests and metrics.
-        self.flushes = 0
-        #: The latest background head refresh started by a ``cache_only`` caller (tests join it).
-        self.refresher: threading.Thread | None = None
-
-    def chain_id(self) -> int:
-        if self._chain_id is None:
-            if _CACHE_ONLY.get():
-                raise CacheMiss("the chain id is not known yet")
-            self._chain_id = int(self.w3.eth.chain_id)
-        return self._chain_id
-
-    def head(self, max_age: float | None = None) -> int:
-        """The latest block number, at most ``max_age`` seconds old. One thread refreshes; while the cached
-        number is only slightly stale the others keep using it rather than queueing behind the round trip,
-        but a number far older than ``max_age`` (after an idle spell, say) is never served: then they wait
-        for the refresh — otherwise a burst after idling reads "0 confirmations" for confirmed anchors.
-
-        In ``cache_only`` mode a slightly stale number is served the same way and the refresh runs on a
-        background thread. Why: raising ``CacheMiss`` there sent every request of the moment the head
-        expired to a worker thread, all at once, behind one round trip — a 20–35 ms stall every
-        ``max_age`` (0.5 s), which was the whole p99 of ``scripts/bench_api.py`` at 500 verifications/s."""
-        age = self.max_age if max_age is None else max_age
-        now = self.clock()
-        with self._head_lock:
-            cached = self._head
-        if cached is not None and (now - cached[0] <= age or (self.health is not None and not self.health.up)):
-            return cached[1]
-        must_wait = cached is None or age == 0 or now - cached[0] > max(2.0, 4 * age)
-        if _CACHE_ONLY.get():
-            if must_wait:
-                raise CacheMiss("the cached head is older than max_age")
-            assert cached is not None
-            if self._refresh.acquire(blocking=False):
-                try:
-                    self.refresher = threading.Thread(target=self._refresh_quietly, args=(now, cached, age),
-                                                      name="chain-head", daemon=True)
-                    self.refresher.start()
-                except BaseException:
-                    self._refresh.release()  # the thread that would have released it never ran
-                    raise
-            return cached[1]
-        if not self._refresh.acquire(blocking=must_wait):
-            assert cached is not None
-            return cached[1]
-        return self._refresh_head(now, cached, age)
-
-    def _refresh_head(self, now: float, cached: tuple[float, int] | None, age: float) -> int:
-        """Read the head from the node (the caller holds ``_refresh``; released here)."""
-        try:
-            with self._head_lock:
-                fresh = self._head
-            if fresh is not None and fresh is not cached and self.clock() - fresh[0] <= age:
-                return fresh[1]  # another thread refreshed while this one waited
-            number = int(self.w3.eth.block_number)
-            self._tripwire(number)
-            with self._head_lock:
-                self._head = (now, number)
-            return number
-        finally:
-            self._refresh.release()
-
-    def _refresh_quietly(self, now: float, cached: tuple[float, int] | None, age: float) -> None:
-        """The background refresh: a failure (node down) is logged; the next caller past the stale limit
-        asks the node itself and gets the error."""
-        try:
-            self._refresh_head(now, cached, age)
-        except Exception as exc:
-            log.warning("chain head refresh failed (%s: %s)", type(exc).__name__, exc)
-
-    def _tripwire(self, head: int) -> None:
-        cached = [b for b in self._blocks.values() if b.number <= head]
-        if not cached:
-            return
-        top = max(cached, key=lambda b: b.number)
-        now = _fetch_block(self.w3, top.number)
-        if now is None or now.hash != top.hash:
-            log.warning("block %d changed (%s -> %s): a reorg deeper than %d blocks; dropping the chain caches",
-                        top.number, top.hash, now.hash if now else None, self.final_depth)
-            self.flush()
-
-    def flush(self) -> None:
-        self._blocks.clear()
-        self._batches.clear()
-        self._commits.clear()
-        self._versions.clear()
-        self.flushes += 1
-
-    def _final(self, number: int) -> bool:
-        return self.head() - number + 1 >= self.final_depth
-
-    def block(self, number: int) -> BlockInfo | None:
-        found = self._blocks.get(number)
-        if found is not None:
-            return found
-        facts = _FRESH.get()
-        if facts is not None and ("block", number) in facts:  # read for this request: as good as asking now
-            found = cast(BlockInfo | None, facts["block", number])
-        elif _CACHE_ONLY.get():
-            raise CacheMiss(f"block {number} is not cached")
-        else:
-            found = _fetch_block(self.w3, number)
-        if found is not None and self._final(number):
-            self._blocks.put(number, found)
-        return found
-
-    def batch(self, contract: str, hospital_key: bytes, seq: int) -> BatchRecord | None:
-        key = (contract.lower(), bytes(hospital_key), seq)
-        found = self._batches.get(key)
-        if found is not None:
-            return found
-        facts = _FRESH.get()
-        if facts is not None and ("batch", key) in facts:
-            found = cast(BatchRecord | None, facts["batch", key])
-        elif _CACHE_ONLY.get():
-            raise CacheMiss(f"batch {seq} is not cached")
-        else:
-            found = reg.batch_of(self.w3, contract, hospital_key, seq)
-        # Cached with its anchoring block, so that the tripwire watches every block a cached entry rests on.
-        if found is not None and self._final(found.anchored_block) and self.block(found.anchored_block):
-            self._batches.put(key, found)
-        return found
-
-    def version(self, contract: str) -> int:
-        """The registry's ABI, kept per contract. On the event loop (``cache_only``) it is known without a round
-        trip when this request's facts hold a ``batchOf`` answer of that contract: only a v1 registry answers
-        ``batchOf`` (a v2 one has no such function, and the fetch fails)."""
-        c = contract.lower()
-        known = self._versions.get(c)
-        if known is not None:
-            return known
-        facts = _FRESH.get()
-        if facts is not None and any(k[0] == "batch" and k[1][0] == c for k in facts):
-            self._versions[c] = 1
-            return 1
-        if _CACHE_ONLY.get():
-            raise CacheMiss("the registry's version is not known yet")
-        version = reg2.registry_version(self.w3, contract)
-        if len(self._versions) < 1024:
-            self._versions[c] = version
-        return version
-
-    def commit(self, contract: str, hospital_key: bytes, seq: int, near: int | None = None) -> CommitRecord | None:
-        """A v2 registry's entry, by its logs (``contract_v2.locate``): cached once final, as ``batch`` is. Not
-        prefetched on the event loop (``missing`` leaves v2 receipts to the worker thread): a log search is
-        two or three round trips, paid once per batch once it is final."""
-        key = (contract.lower(), bytes(hospital_key), seq)
-        found = self._commits.get(key)
-        if found is not None:
-            return found
-        if _CACHE_ONLY.get():
-            raise CacheMiss(f"batch {seq} is not cached")
-        found = reg2.locate(self.w3, contract, hospital_key, seq, near=near)
-        if found is not None and self._final(found.anchored_block) and self.block(found.anchored_block):
-            self._commits.put(key, found)
-        return found
-
-    @cached_property
-    def rpc(self) -> AsyncRpc | None:
-        """The event-loop client for this reader's node (None: not a plain http:// endpoint)."""
-        endpoint = getattr(self.w3.provider, "endpoint_uri", None)
-        return AsyncRpc.for_url(str(endpoint)) if endpoint else None
-
-    def missing(self, receipt: Any) -> Need | None:
-        """What verifying the receipt document ``receipt`` (parsed JSON, not yet validated) would have to ask
-        the node for: its registry entry and anchoring block, unless both are cached. None also for anything
-        that does not look like an anchored receipt (the verification proper reports what is wrong)."""
-        try:
-            anchor, batch = receipt["anchor"], receipt["batch"]
-            if "map_root" in anchor:
-                return None  # a v2 registry's entry is found by its logs, on the worker thread (``commit``)
-            need = Need(str(anchor["contract"]), hospital_key(str(batch["hospital_id"])), int(batch["seq"]),
-                        int(anchor["block_number"]))
-        except (TypeError, KeyError, ValueError, MrLedgerError):
-            return None
-        if not (0 <= need.seq < 2**64 and 0 <= need.block_number < 2**63):
-            return None  # not a registry entry or block there can be: the verification proper refuses it
-        cached = (self._batches.get((need.contract.lower(), need.hospital_key, need.seq)) is not None
-                  and self._blocks.get(need.block_number) is not None)
-        return None if cached else need
-
-    async def fetch(self, need: Need) -> dict[tuple[Any, ...], Any]:
-        """Read ``need`` from the node on the event loop (one round trip), for ``fresh``. Facts that are final
-        by the cached head go into the caches as ``batch``/``block`` would put them; the others serve this
-        request only, so a shallow anchor is still read from the node for every verification."""
-        rpc = self.rpc
-        if rpc is None:
-            raise CacheMiss("no event-loop client for this endpoint")
-        if self.health is not None and not self.health.up:
-            raise CacheMiss("the node does not answer")  # the thread path then refuses at once (ChainDown)
-        stored, block = await rpc.batch_and_block(need.contract, need.hospital_key, need.seq, need.block_number)
-        info = None if block is None else BlockInfo(need.block_number, block[0], block[1])
-        key = (need.contract.lower(), bytes(need.hospital_key), need.seq)
-        facts: dict[tuple[Any, ...], Any] = {("batch", key): stored, ("block", need.block_number): info}
-        # Read through ``block``/``batch``, which keep what is final by the one rule of a read from the node.
-        with fresh(facts), cache_only(), contextlib.suppress(CacheMiss):  # a miss: no fresh head, keep nothing
-            self.block(need.block_number)
-            self.batch(need.contract, need.hospital_key, need.seq)
-        return facts
-
-
-T = TypeVar("T")
-
-
-def with_facts(facts: dict[tuple[Any, ...], Any], call: Callable[..., T], *args: Any) -> T:
-    """``call(*args)`` with ``facts`` (from ``ChainContext.prefetch``) answering the node's reader: the thread
-    the verification runs on gets what the event loop read for it (contextvars do not cross threads by
-    themselves in every runner, so the facts are set on the thread that reads them)."""
-    with fresh(facts):
-        return call(*args)
+from mrledger.anchoring.readers import (
+    FINAL_DEPTH,
+    BlockInfo,
+    CachedReader,
+    CacheMiss,
+    ChainReader,
+    DirectReader,
+    Need,
+    cache_only,
+    fresh,
+    in_cache_only,
+    with_facts,
+)
 
 
 class Head(Protocol):
@@ -562,7 +193,7 @@ class ChainContext:
         """The registries this node's registry succeeded in place (lower case; empty for a v1 registry or a v2
         one deployed fresh), as the chain says (``predecessor()``), asked once."""
         if self._predecessors is None:
-            if _CACHE_ONLY.get():
+            if in_cache_only():
                 raise CacheMiss("the registry's predecessor is read on a worker thread")
             before = reg2.predecessor(self.w3, self.contract) if self.reader.version(self.contract) == 2 else None
             self._predecessors = frozenset({before.lower()} if before else ())
@@ -576,3 +207,8 @@ class ChainContext:
     def block(self, number: int) -> BlockInfo | None:
         """Hash and timestamp of a block, cached once final; None if there is no such block (yet)."""
         return self.reader.block(number)
+
+
+#: The readers (anchoring/readers.py) stay importable from here: they are this module's interface too.
+__all__ = ["FINAL_DEPTH", "BlockInfo", "CacheMiss", "CachedReader", "ChainContext", "ChainReader", "DirectReader",
+           "Head", "Holding", "Need", "cache_only", "fresh", "in_cache_only", "registry_holds", "with_facts"]
