@@ -14,7 +14,7 @@ from mrledger.anchoring.chain import CachedReader, Need
 from mrledger.anchoring.rpc_async import AsyncRpc, RpcError, _read_chunked
 from mrledger.anchoring.verify import verify_on_chain
 from mrledger.ledger import hospital_key
-from tests.anchoring.test_verify_cache import DEPTH, Chain, chain  # noqa: F401  (the fixture)
+from tests.anchoring.test_verify_cache import DEPTH, Chain, chain, chain2  # noqa: F401  (the fixtures)
 
 pytestmark = pytest.mark.anvil
 
@@ -79,6 +79,36 @@ def test_fetch_caches_only_final_facts(chain: Chain) -> None:  # noqa: F811
     assert len(reader._batches) == len(reader._blocks) == 1 and reader.missing(receipt) is None  # final: cached
     with averify.cache_only():
         assert verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).status == "valid"
+
+
+def test_fetch_of_a_v2_receipt_caches_only_final_facts(chain2: Chain) -> None:  # noqa: F811
+    """An mrl-receipt/2 is read on the event loop too, in one round trip (``isAnchored`` at the claimed place,
+    the block, the block's logs of the hospital): shallow facts serve one request, final ones are kept."""
+    receipts = chain2.anchor()
+    receipt = receipts[0]
+    reader = CachedReader(chain2.w3, final_depth=DEPTH, chain_id=chain2.w3.eth.chain_id)
+    need = reader.missing(receipt)
+    assert need is not None and need.commitment is not None and need.hub is None  # one batch: stored alone
+    reader.head()
+    facts = asyncio.run(reader.fetch(need))
+    key = (receipt["anchor"]["contract"].lower(), hospital_key("gz-001"), receipt["batch"]["seq"])
+    assert facts["commit", key].tx_hash == receipt["anchor"]["tx_hash"] and len(reader._commits) == 0
+    with averify.cache_only(), averify.fresh(facts):
+        assert verify_on_chain(receipt, chain2.w3, reader=reader, onchain_proof=False).status == "valid"
+    # Another map root: the registry does not hold that word; no fact, the worker thread decides (anchor-root).
+    other = {**receipt, "anchor": {**receipt["anchor"], "map_root": "ab" * 32}}
+    wrong = asyncio.run(reader.fetch(reader.missing(other)))  # type: ignore[arg-type]
+    assert all(k[0] != "commit" for k in wrong)
+    with averify.cache_only(), averify.fresh(wrong), pytest.raises(averify.CacheMiss):
+        verify_on_chain(other, chain2.w3, reader=reader, onchain_proof=False)
+    with averify.fresh(wrong):
+        assert verify_on_chain(other, chain2.w3, reader=reader, onchain_proof=False).failed == "anchor-root"
+    chain2.mine(DEPTH)
+    reader.head(max_age=0)
+    asyncio.run(reader.fetch(need))
+    assert len(reader._commits) == 1 and reader.missing(receipt) is None  # final: cached
+    with averify.cache_only():
+        assert verify_on_chain(receipt, chain2.w3, reader=reader, onchain_proof=False).status == "valid"
 
 
 def _one_shot_server(answers: list[bytes]) -> tuple[asyncio.AbstractServer, list[int]]:

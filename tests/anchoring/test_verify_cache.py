@@ -20,6 +20,7 @@ from eth_account import Account
 from web3 import Web3
 
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring import contract_v2 as reg2
 from mrledger.anchoring import readers as averify
 from mrledger.anchoring.chain import CachedReader, ChainContext, DirectReader, registry_holds
 from mrledger.anchoring.verify import ONCHAIN_CHECKS, verify_on_chain
@@ -69,15 +70,26 @@ class Chain(Env):
 
 @pytest.fixture
 def chain(evm: EvmNode, tmp_path: Path) -> Iterator[Chain]:
+    yield from _chain(evm, tmp_path, 1)
+
+
+@pytest.fixture
+def chain2(evm: EvmNode, tmp_path: Path) -> Iterator[Chain]:
+    """``chain`` on a v2 registry."""
+    yield from _chain(evm, tmp_path, 2)
+
+
+def _chain(evm: EvmNode, tmp_path: Path, version: int) -> Iterator[Chain]:
     w3 = Web3(Web3.HTTPProvider(evm.rpc_url))
     admin, hub = (Account.from_key(k) for k in evm.private_keys[:2])
-    contract = reg.deploy_registry(w3, admin)
+    abi = reg2 if version == 2 else reg
+    contract = abi.deploy_registry(w3, admin)
     engine = make_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
     migrate(engine)
     store = Store(engine, master_key=TEST_KEY)
     store.register_hospital("gz-001", "Hospital gz-001")
-    reg.register_hospital(w3, contract, admin, hospital_key("gz-001"), bytes(32), [hub.address])
-    yield Chain(evm, w3, admin, hub, contract, store)
+    abi.register_hospital(w3, contract, admin, hospital_key("gz-001"), bytes(32), [hub.address])
+    yield Chain(evm, w3, admin, hub, contract, store, version)
     engine.dispose()
 
 

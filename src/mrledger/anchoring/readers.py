@@ -17,10 +17,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.exceptions import BlockNotFound
 
@@ -30,9 +31,11 @@ from mrledger.anchoring._lru import Lru
 from mrledger.anchoring.contract import BatchRecord
 from mrledger.anchoring.contract_v2 import CommitRecord
 from mrledger.anchoring.errors import AnchoringError
-from mrledger.anchoring.rpc_async import AsyncRpc
+from mrledger.anchoring.rpc_async import AsyncRpc, RpcError
 from mrledger.ledger import hospital_key
 from mrledger.ledger.errors import MrLedgerError
+from mrledger.ledger.receipt import HubPosition
+from mrledger.ledger.statusmap import batch_commitment_v2
 
 if TYPE_CHECKING:
     from mrledger.anchoring.health import ChainHealth
@@ -57,12 +60,15 @@ _CACHE_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("mrl_cache_on
 
 @dataclass(frozen=True, slots=True)
 class Need:
-    """The chain facts a receipt's verification reads: the registry entry and the anchoring block."""
+    """The chain facts a receipt's verification reads: the registry entry and the anchoring block. On a v2
+    registry (``commitment`` set) the entry is the word the receipt claims, at the hub position it claims."""
 
     contract: str
     hospital_key: bytes
     seq: int
     block_number: int
+    commitment: bytes | None = None
+    hub: reg2.HubProof | None = None
 
 
 class CacheMiss(AnchoringError):
@@ -118,6 +124,23 @@ class ChainReader(Protocol):
 
     def commit(self, contract: str, hospital_key: bytes, seq: int, near: int | None = None) -> CommitRecord | None:
         ...
+
+
+#: topic0 of the v2 registry's ``BatchAnchored(bytes32 indexed hospitalKey, uint64 seq, bytes32 commitment)``.
+V2_ANCHORED_TOPIC = "0x" + keccak(text="BatchAnchored(bytes32,uint64,bytes32)").hex()
+
+
+def _v2_need(need: Need, batch: Any, anchor: Any) -> Need:
+    """The word an mrl-receipt/2 claims, and where (raises ValueError/KeyError/TypeError on a malformed one: the
+    verification proper then says what is wrong)."""
+    root, size, map_root = bytes.fromhex(str(batch["root"])), int(batch["size"]), bytes.fromhex(str(anchor["map_root"]))
+    hub = anchor["hub"]
+    where = None if hub is None else reg2.HubProof(int(hub["id"]), int(hub["index"]),
+                                                   tuple(bytes.fromhex(str(p)) for p in hub["path"]))
+    if where is not None and not (0 < where.hub_id < 2**64 and 0 <= where.index < 4096 and len(where.path) <= 12
+                                  and all(len(p) == 32 for p in where.path)):
+        raise ValueError("hub position")
+    return replace(need, commitment=batch_commitment_v2(root, size, map_root), hub=where)
 
 
 def _fetch_block(w3: Web3, number: int) -> BlockInfo | None:
@@ -329,9 +352,10 @@ class CachedReader:
         if known is not None:
             return known
         facts = _FRESH.get()
-        if facts is not None and any(k[0] == "batch" and k[1][0] == c for k in facts):
-            self._versions[c] = 1
-            return 1
+        for kind, version in (("batch", 1), ("commit", 2)):  # only that registry answers that read
+            if facts is not None and any(k[0] == kind and k[1][0] == c for k in facts):
+                self._versions[c] = version
+                return version
         if _CACHE_ONLY.get():
             raise CacheMiss("the registry's version is not known yet")
         version = reg2.registry_version(self.w3, contract)
@@ -347,9 +371,13 @@ class CachedReader:
         found = self._commits.get(key)
         if found is not None:
             return found
-        if _CACHE_ONLY.get():
+        facts = _FRESH.get()
+        if facts is not None and ("commit", key) in facts:
+            found = cast(CommitRecord, facts["commit", key])
+        elif _CACHE_ONLY.get():
             raise CacheMiss(f"batch {seq} is not cached")
-        found = reg2.locate(self.w3, contract, hospital_key, seq, near=near)
+        else:
+            found = reg2.locate(self.w3, contract, hospital_key, seq, near=near)
         if found is not None and self._final(found.anchored_block) and self.block(found.anchored_block):
             self._commits.put(key, found)
         return found
@@ -366,15 +394,16 @@ class CachedReader:
         that does not look like an anchored receipt (the verification proper reports what is wrong)."""
         try:
             anchor, batch = receipt["anchor"], receipt["batch"]
-            if "map_root" in anchor:
-                return None  # a v2 registry's entry is found by its logs, on the worker thread (``commit``)
             need = Need(str(anchor["contract"]), hospital_key(str(batch["hospital_id"])), int(batch["seq"]),
                         int(anchor["block_number"]))
+            if "map_root" in anchor:
+                need = _v2_need(need, batch, anchor)
         except (TypeError, KeyError, ValueError, MrLedgerError):
             return None
-        if not (0 <= need.seq < 2**64 and 0 <= need.block_number < 2**63):
+        if not (0 < need.seq < 2**64 and 0 <= need.block_number < 2**63):
             return None  # not a registry entry or block there can be: the verification proper refuses it
-        cached = (self._batches.get((need.contract.lower(), need.hospital_key, need.seq)) is not None
+        entries = self._batches if need.commitment is None else self._commits
+        cached = (entries.get((need.contract.lower(), need.hospital_key, need.seq)) is not None
                   and self._blocks.get(need.block_number) is not None)
         return None if cached else need
 
@@ -387,14 +416,52 @@ class CachedReader:
             raise CacheMiss("no event-loop client for this endpoint")
         if self.health is not None and not self.health.up:
             raise CacheMiss("the node does not answer")  # the thread path then refuses at once (ChainDown)
-        stored, block = await rpc.batch_and_block(need.contract, need.hospital_key, need.seq, need.block_number)
-        info = None if block is None else BlockInfo(need.block_number, block[0], block[1])
         key = (need.contract.lower(), bytes(need.hospital_key), need.seq)
-        facts: dict[tuple[Any, ...], Any] = {("batch", key): stored, ("block", need.block_number): info}
-        # Read through ``block``/``batch``, which keep what is final by the one rule of a read from the node.
+        facts: dict[tuple[Any, ...], Any]
+        if need.commitment is not None:
+            facts = await self._fetch_v2(rpc, need, key)
+        else:
+            stored, block = await rpc.batch_and_block(need.contract, need.hospital_key, need.seq, need.block_number)
+            info = None if block is None else BlockInfo(need.block_number, block[0], block[1])
+            facts = {("batch", key): stored, ("block", need.block_number): info}
+        # Read through ``block``/``batch``/``commit``, which keep what is final by the one rule of a read from the
+        # node.
         with fresh(facts), cache_only(), contextlib.suppress(CacheMiss):  # a miss: no fresh head, keep nothing
             self.block(need.block_number)
-            self.batch(need.contract, need.hospital_key, need.seq)
+            if need.commitment is None:
+                self.batch(need.contract, need.hospital_key, need.seq)
+            elif ("commit", key) in facts:
+                self.commit(need.contract, need.hospital_key, need.seq)
+        return facts
+
+    async def _fetch_v2(self, rpc: AsyncRpc, need: Need, key: tuple[str, bytes, int]) -> dict[tuple[Any, ...], Any]:
+        """One round trip: whether the registry holds the claimed word at the claimed place (``isAnchored``), the
+        block, and the hospital's ``BatchAnchored`` logs in it (the block and transaction of the word: a v2
+        registry stores no block per batch). A word the registry does not hold there yields no ``commit``
+        fact: the worker thread then searches the logs (``commit``: moved by a reorg, or never anchored)."""
+        assert need.commitment is not None
+        where = need.hub or reg2.DIRECT
+        data = reg2.registry(self.w3, need.contract).encode_abi(
+            "isAnchored", [need.hospital_key, need.seq, need.commitment, where.as_arg()])
+        number = hex(need.block_number)
+        held, block, logs = await rpc.batch([
+            ("eth_call", [{"to": need.contract, "data": data}, "latest"]),
+            ("eth_getBlockByNumber", [number, False]),
+            ("eth_getLogs", [{"address": need.contract, "fromBlock": number, "toBlock": number,
+                              "topics": [V2_ANCHORED_TOPIC, "0x" + need.hospital_key.hex()]}])])
+        try:
+            info = None if block is None else BlockInfo(need.block_number, str(block["hash"]).lower(),
+                                                        int(block["timestamp"], 16))
+            facts: dict[tuple[Any, ...], Any] = {("block", need.block_number): info}
+            if info is None or int(str(held), 16) != 1:
+                return facts
+            word = (need.seq.to_bytes(32, "big") + need.commitment).hex()
+            tx = next((str(x["transactionHash"]) for x in logs if str(x["data"])[2:].lower() == word), None)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RpcError(f"unexpected answer from the node: {exc}") from exc
+        if tx is not None:
+            hub = None if need.hub is None else HubPosition(need.hub.hub_id, need.hub.index, need.hub.path)
+            facts["commit", key] = CommitRecord(need.commitment, need.block_number, tx, hub)
         return facts
 
 
