@@ -81,7 +81,9 @@ export function decodeUtf8Strict(bytes) {
   return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
 }
 
-export function parseJsonStrict(text) {
+// onNumber(token, value) sees each number's spelling and returns the value to keep: witness.js tells the
+// fractions and big integers Python reads as float, or as an int no double holds, from the integers.
+export function parseJsonStrict(text, onNumber = (token, n) => n) {
   let i = 0;
   const fail = (why) => { throw new Error(`invalid JSON at character ${i}: ${why}`); };
   const take = (re) => { re.lastIndex = i; const m = re.exec(text); if (m) i = re.lastIndex; return m && m[0]; };
@@ -126,7 +128,7 @@ export function parseJsonStrict(text) {
     const n = Number(number);
     if (!Number.isFinite(n)) fail(`number ${number.slice(0, 32)} is beyond the range of a double`);
     if (n === 0 && /[1-9]/.test(number.split(/[eE]/)[0])) fail(`number ${number.slice(0, 32)} rounds to 0`);
-    return n;
+    return onNumber(number, n);
   };
   const out = value(0);
   take(J_WS);

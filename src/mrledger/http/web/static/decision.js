@@ -6,6 +6,7 @@ import { t } from "./i18n.js";
 const $ = (id) => document.getElementById(id);
 let reasons = null; // [{code, name, detail}] from GET /v1/catalogue, fetched once
 let current = null; // the verification the buttons act on
+let unconfirmedNow = false; // showDecision's flag for current, kept for the re-renders below
 const done = new Map(); // verification_id -> the recorded decision (re-rendered on language change)
 
 async function loadReasons() {
@@ -31,17 +32,20 @@ function status(text, bad = false) {
 }
 
 // Called by the verify page after each render: show the box for a server verdict with a verification id.
-export async function showDecision(server) {
+// unconfirmed: the page's own checks did not establish what the node says (e.g. too few of the doctor's
+// witnesses vouch), so "recognise" is not offered even when the programme's rules would.
+export async function showDecision(server, unconfirmed = false) {
   const box = $("decision-box");
   if (!server || !server.verification_id) { box.hidden = true; current = null; return; }
-  current = server;
+  current = server; unconfirmedNow = unconfirmed;
   box.hidden = false;
   await loadReasons();
   fillReasons();
   const token = $("token").value.trim();
-  const recognisable = server.recognition && server.recognition.decision === "recognise";
+  const recognisable = !unconfirmed && server.recognition && server.recognition.decision === "recognise";
   const recorded = done.get(server.verification_id);
-  $("decision-hint").textContent = token ? t(recognisable ? "dec.help" : "dec.help.reorder") : t("dec.needtoken");
+  const hint = unconfirmed ? "dec.help.unconfirmed" : recognisable ? "dec.help" : "dec.help.reorder";
+  $("decision-hint").textContent = token ? t(hint) : t("dec.needtoken");
   $("dec-recognise").disabled = !token || !recognisable || !!recorded;
   $("dec-reorder").disabled = !token || !!recorded;
   $("reason").disabled = $("reason-detail").disabled = !token || !!recorded;
@@ -63,12 +67,12 @@ async function post(decision) {
   const out = await res.json();
   if (!res.ok) { status(`${t("dec.refused")}: ${out.detail || out.title}`, true); return; }
   done.set(current.verification_id, out);
-  await showDecision(current);
+  await showDecision(current, unconfirmedNow);
   $("decision-status").focus();
 }
 
 export function mountDecision() {
   $("dec-recognise").addEventListener("click", () => post("recognised"));
   $("dec-reorder").addEventListener("click", () => post("reordered"));
-  $("token").addEventListener("change", () => showDecision(current));
+  $("token").addEventListener("change", () => showDecision(current, unconfirmedNow));
 }

@@ -1,20 +1,57 @@
 // The /verify page: receipt (file, paste, QR image, camera), held record or held FHIR resource in; offline
 // check first (receipts), then the ledger (POST /v1/verify), then optionally the doctor's own JSON-RPC endpoint.
 // A FHIR resource has no proof to check offline: the ledger maps it as intake did and finds its version.
+// With witnesses in the settings, a receipt reads AUTHENTIC only if k of them vouch for its batch (witness.js).
 import {
   checkRootOnChain, decodeQrText, decodeUtf8Strict, isQrText, parseJsonStrict, receiptFromReference, verifyOffline,
 } from "./core.js";
 import { mountDecision, showDecision } from "./decision.js";
 import { currentStatus } from "./status.js";
 import { apply, mountSwitcher, t } from "./i18n.js";
+import { checkWitnesses, parseWitnessSettings } from "./witness.js";
 
 const $ = (id) => document.getElementById(id);
 const store = { token: sessionStorage, rpc: localStorage, explorer: localStorage };
-let last = null; // {offline, server, chain} of the last check, re-rendered when the language changes
+let last = null; // {offline, server, chain, status, witness} of the last check, re-rendered on a language change
 
 for (const [id, where] of Object.entries(store)) {
   $(id).value = where.getItem("mrl." + id) || "";
   $(id).addEventListener("change", () => where.setItem("mrl." + id, $(id).value.trim()));
+}
+
+// The doctor's witnesses, set once (localStorage). A deep link (?witnesses=<lines>&k=<k>, percent-encoded as
+// URLSearchParams writes it) fills them in only where none are saved, and is saved only once she edits them: a
+// link must never replace her own list, or it could swap her witnesses for some that vouch for anything.
+const WITNESS_FIELDS = ["witnesses", "witness-k"];
+function loadWitnessSettings() {
+  for (const id of WITNESS_FIELDS) $(id).value = localStorage.getItem("mrl." + id) || "";
+  const q = new URLSearchParams(location.search);
+  if (q.has("witnesses") && !$("witnesses").value.trim()) {
+    $("witnesses").value = q.get("witnesses");
+    $("witness-k").value = q.get("k") || "";
+  }
+  for (const id of WITNESS_FIELDS) {
+    $(id).addEventListener("change", () => {
+      for (const f of WITNESS_FIELDS) localStorage.setItem("mrl." + f, $(f).value.trim());
+      showWitnessSettings();
+    });
+  }
+  showWitnessSettings();
+}
+
+// {config} (null: no witnesses) or {error}, from the fields as they are now.
+function witnessSettings() {
+  try { return { config: parseWitnessSettings($("witnesses").value, $("witness-k").value) }; }
+  catch (e) { return { error: e.message }; }
+}
+
+const fill = (template, values) => template.replace(/\{(\w+)\}/g, (m, key) => (key in values ? values[key] : m));
+
+function showWitnessSettings() {
+  const { config, error } = witnessSettings(), out = $("witness-settings");
+  out.textContent = error ? `${t("wit.set.invalid")}: ${error}`
+    : config ? fill(t("wit.set.ok"), { n: config.witnesses.length, k: config.k }) : "";
+  out.className = error ? "alert" : "muted";
 }
 
 function setVerdict(kind, word, sub = "") {
@@ -85,6 +122,11 @@ function render() {
   $("step-status").dataset.state = st ? st.status : "skipped";
   if (st && st.chain) $("step-status").dataset.mapRootBound = String(st.chain.map_root_bound);
   else delete $("step-status").dataset.mapRootBound;
+  // 5. the doctor's witnesses (shown only when she has configured some)
+  const w = last.witness;
+  renderWitnessStep(w);
+  // Too few of them vouching (or a split view, or no way to ask) is what the verdict must not read past.
+  const unwitnessed = w && !["vouched", "skipped"].includes(w.state);
 
   // The verdict: a failed offline check is final (tampered) whatever a server says.
   let kind, word, sub = "";
@@ -103,6 +145,9 @@ function render() {
       else if (st.status === "withdrawn") kind = "revoked";
       else if (st.status !== "current") { kind = "unknown"; sub = `${t("st.unverified")}: ${st.detail}`; }
     }
+    // The doctor's witnesses outrank the node too: the chain holds the batch, but only they can say the node
+    // shows everyone that history. A revocation needs no vouching to be heeded.
+    if ((kind === "authentic" || kind === "superseded") && unwitnessed) { kind = "unknown"; sub = witnessVerdict(w); }
     word = t("v." + kind);
     if (server.recognition && !sub) sub = t("rec." + server.recognition.decision);
     if (st && st.chain && (st.status === "superseded" || st.status === "withdrawn")) sub = st.detail;
@@ -133,7 +178,53 @@ function render() {
   const checks = (s.checks || (offline && offline.checks) || []).map((c) => `${c.ok ? "✔" : "✘"} ${c.name}`).join("  ");
   fact(dl, "d.checks", checks);
   $("details").hidden = false;
-  showDecision(server); // recognise / reorder buttons, with a doctor token (decision.js)
+  showDecision(server, !!(receipt && unwitnessed)); // recognise / reorder buttons, with a doctor token (decision.js)
+}
+
+// data-state: none (no witnesses configured), checking, skipped, vouched, witness-quorum, witness-conflict,
+// no-anchor or error (settings not valid, or the check itself failed).
+function renderWitnessStep(w) {
+  const li = $("step-witness");
+  li.hidden = !w;
+  li.dataset.state = w ? w.state : "none";
+  if (w && w.vouching) li.dataset.vouching = w.vouching.join(",");
+  else delete li.dataset.vouching;
+  if (!w) return;
+  const names = w.vouching && w.vouching.length ? w.vouching.join(", ") : t("wit.none");
+  const values = { names, n: w.vouching ? w.vouching.length : 0, k: w.k, seq: w.seq };
+  const text = {
+    checking: () => t("wit.checking"), skipped: () => t(w.why), "no-anchor": () => t("wit.noanchor"),
+    error: () => `${t(w.why || "wit.error")}: ${w.detail}`, vouched: () => fill(t("wit.ok"), values),
+    "witness-quorum": () => fill(t("wit.quorum"), values), "witness-conflict": () => `${t("wit.conflict")}: ${w.detail}`,
+  }[w.state]();
+  const notes = w.notes && w.notes.length ? ` ${t("wit.notes")}: ${w.notes.join("; ")}` : "";
+  step("witness", w.state === "vouched" ? "ok" : ["checking", "skipped"].includes(w.state) ? "skip" : "fail", text + notes);
+}
+
+function witnessVerdict(w) {
+  if (w.state === "witness-conflict") return t("wit.v.conflict");
+  return t(w.state === "witness-quorum" || w.state === "no-anchor" ? "wit.v.quorum" : "wit.v.error");
+}
+
+// The witness step of a receipt check before any network request: null without witnesses; skipped when the
+// receipt failed in the browser; not checkable without an anchor (which deployment would they vouch for?).
+function witnessStart(receipt, offline) {
+  const { config, error } = witnessSettings();
+  if (error) return { state: "error", why: "wit.set.invalid", detail: error };
+  if (!config) return null;
+  if (offline.status === "invalid") return { state: "skipped", why: "srv.skip" };
+  if (!receipt.anchor) return { state: "no-anchor" };
+  return { state: "checking", config };
+}
+
+async function witnessCheck(run) {
+  const { config } = run.witness, seq = run.receipt.batch.seq;
+  try {
+    const r = await checkWitnesses(run.receipt, config);
+    run.witness = { ...r, state: r.ok ? "vouched" : r.reason, k: config.k, seq };
+  } catch (e) {
+    run.witness = { state: "error", detail: e.message };
+  }
 }
 
 async function postVerify(body, auth) {
@@ -149,6 +240,8 @@ async function postVerify(body, auth) {
 async function checkReceipt(receipt) {
   setVerdict("working", t("v.working"));
   last = { receipt, offline: await verifyOffline(receipt), server: null, chain: null, status: null, waiting: true };
+  last.witness = witnessStart(receipt, last.offline);
+  const run = last;
   render(); // the offline result is on screen before any network request
   if (last.offline.status === "invalid") return;
   const rpc = $("rpc").value.trim();
@@ -161,6 +254,7 @@ async function checkReceipt(receipt) {
     last.offline.status === "valid" ? currentStatus(receipt, rpc).then((s) => { last.status = s; },
                                                                        (e) => { last.status = { status: "unknown", detail: e.message, chain: null }; })
       : null,
+    run.witness && run.witness.state === "checking" ? witnessCheck(run) : null,
   ]);
   last.waiting = false;
   render();
@@ -258,7 +352,7 @@ async function checkRecord() {
   const body = { hospital_id: $("hid").value.trim(), result_id: $("rid").value.trim(), record };
   if ($("ver").value) body.version = Number($("ver").value);
   setVerdict("working", t("v.working"));
-  last = { receipt: null, offline: null, server: null, chain: null };
+  last = { receipt: null, offline: null, server: null, chain: null, witness: witnessWithoutReceipt() };
   try { last.server = await postVerify(body, true); } catch (e) { last.error = e.message; }
   render();
 }
@@ -284,9 +378,15 @@ async function checkFhir() {
   const body = { hospital_id: hid, fhir };
   if ($("fhir-tz").value.trim()) body.tz = $("fhir-tz").value.trim();
   setVerdict("working", t("v.working"));
-  last = { receipt: null, offline: null, server: null, chain: null };
+  last = { receipt: null, offline: null, server: null, chain: null, witness: witnessWithoutReceipt() };
   try { last.server = await postVerify(body, true); } catch (e) { last.error = e.message; }
   render();
+}
+
+// A record or FHIR resource names no batch root to hold the witnesses' checkpoints against: the step says so.
+function witnessWithoutReceipt() {
+  const { config, error } = witnessSettings();
+  return error || config ? { state: "skipped", why: "wit.record" } : null;
 }
 
 const KEEP_FOCUS = Symbol("keep focus"); // returned when the page asked for input and focused that field
@@ -306,5 +406,6 @@ $("cam").addEventListener("click", () => guard(camera));
 $("go-record").addEventListener("click", () => guard(checkRecord));
 $("go-fhir").addEventListener("click", () => guard(checkFhir));
 mountDecision();
-mountSwitcher($("lang"), () => { apply(); render(); });
+loadWitnessSettings();
+mountSwitcher($("lang"), () => { apply(); showWitnessSettings(); render(); });
 document.body.dataset.ready = "1";
