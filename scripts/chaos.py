@@ -34,6 +34,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mrledger.anchoring import contract as reg  # noqa: E402
+from mrledger.anchoring import contract_v2 as reg2  # noqa: E402
 from mrledger.anchoring.node import AnvilNode, free_port, rpc_request  # noqa: E402
-from mrledger.ledger import hospital_key  # noqa: E402
+from mrledger.anchoring.registries import adapter_for  # noqa: E402
+from mrledger.ledger import BatchHead, hospital_key  # noqa: E402
 from mrledger.store.crypto import MasterKey  # noqa: E402
 
 _MRLEDGER = Path(sys.executable).with_name("mrledger")
@@ -311,8 +314,9 @@ def check(run: Run, db_url: str, rpc_url: str, contract: str, accepted: set[tupl
         rows = conn.execute(text(
             "SELECT bl.hospital_id, bl.seq, rv.leaf_hash FROM batch_leaves bl "
             "JOIN record_versions rv ON rv.id = bl.record_version_id")).all()
-        batches = {(h, int(q)): bytes(r)
-                   for h, q, r in conn.execute(text("SELECT hospital_id, seq, root FROM batches"))}
+        rows_b = conn.execute(text("SELECT hospital_id, seq, size, root, map_root FROM batches")).all()
+        heads = {(h, int(q)): (BatchHead(h, int(q), int(n), bytes(r), datetime.now(UTC)),
+                               None if m is None else bytes(m)) for h, q, n, r, m in rows_b}
         confirmed = {(h, int(q)) for h, q in conn.execute(text("SELECT hospital_id, seq FROM anchors "
                                                                 "WHERE status = 'confirmed'"))}
         pending = {(h, bytes(x).hex()) for h, x in conn.execute(text(
@@ -323,11 +327,14 @@ def check(run: Run, db_url: str, rpc_url: str, contract: str, accepted: set[tupl
     from web3 import Web3
 
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
-    keys = {h: hospital_key(h) for h, _ in batches}
-    view = reg.read_many(w3, contract, batches=[(keys[h], q) for h, q in batches])
-    events = Counter((e.hospital_key, e.seq) for e in reg.anchored_events(w3, contract))
-    good = {b for b in batches if (found := view.batches.get((keys[b[0]], b[1]))) is not None
-            and found.root == batches[b] and events[keys[b[0]], b[1]] == 1 and b in confirmed}
+    keys = {h: hospital_key(h) for h, _ in heads}
+    # Either registry: v1 holds (root, size), v2 one word binding them with the map root (anchoring/registries.py).
+    registry = adapter_for(w3, contract, lambda h, q: heads[h, q][1])
+    placed = registry.locate_many([head for head, _ in heads.values()])
+    events = Counter((e.hospital_key, e.seq) for e in (reg2 if registry.version == 2 else reg).anchored_events(
+        w3, contract))
+    good = {b for b in heads if (found := placed.get(b)) is not None and found.holds
+            and events[keys[b[0]], b[1]] == 1 and b in confirmed}
     out = {"accepted": len(accepted), "anchored_once": 0, "lost": 0, "stalled": 0,
            "double": sum(1 for n in events.values() if n > 1)}
     for item in accepted:

@@ -66,7 +66,8 @@ def test_upgrade_in_place_keeps_old_receipts_and_continues_the_sequence(tmp_path
     env = {"MRL_ADMIN_KEY": "", "MRL_DATA_DIR": str(tmp_path)}
     with AnvilNode() as node:
         env["MRL_ADMIN_KEY"] = node.private_keys[0]
-        out = runner.invoke(app, ["chain", "deploy", "--rpc", node.rpc_url, "--db", db], env=env)
+        out = runner.invoke(app, ["chain", "deploy", "--rpc", node.rpc_url, "--db", db, "--registry-version", "1"],
+                            env=env)
         assert out.exit_code == 0, out.output
         v1 = json.loads(out.stdout)["contract"]
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))

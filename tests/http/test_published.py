@@ -21,7 +21,9 @@ def test_head_and_leaves_are_public_hashes_that_rederive_the_root(api: Api) -> N
     r = api.client.get(f"/v1/hospitals/{GZ}/batches/1/leaves")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"hospital_id", "batch", "signature", "leaf_hashes"}  # no ids, no records, no status
+    # No ids, no records, no status; the map root is one hash over all keyed entries (docs/access.md §5).
+    assert set(body) == {"hospital_id", "batch", "signature", "leaf_hashes", "map_root"}
+    assert body["map_root"] == api.ledger.store.map_root(GZ, 1).hex()  # type: ignore[union-attr]
     first = BatchHead.from_obj(body["batch"])
     assert merkle_root([bytes.fromhex(h) for h in body["leaf_hashes"]]) == first.root
     assert body["leaf_hashes"] == [h.hex() for h in api.ledger.store.batch_leaves(GZ, 1)]

@@ -27,6 +27,7 @@ import pytest
 from web3 import Web3
 
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring import contract_v2 as reg2
 from mrledger.anchoring.node import free_port
 from mrledger.ledger import hospital_key
 from mrledger.store import Store
@@ -45,6 +46,12 @@ def record(hospital: str, i: int) -> dict[str, Any]:
             "effective": "2024-05-01T07:00:00Z", "issued": "2024-05-01T07:30:00Z", "status": "final",
             "content": {"type": "observations", "observations": [
                 {"code": {"system": "http://loinc.org", "code": "2345-7"}, "value": 5 + i / 100, "unit": "mmol/L"}]}}
+
+
+def anchored_events(w3: Web3, contract: str) -> list[Any]:
+    """The registry's BatchAnchored events, whichever ABI serve deployed (MRL_REGISTRY_VERSION): each has
+    ``hospital_key``, ``seq`` and ``tx_hash``."""
+    return (reg2 if reg2.registry_version(w3, contract) == 2 else reg).anchored_events(w3, contract)
 
 
 def _alive(pid: int) -> bool:
@@ -230,7 +237,7 @@ def test_serve_end_to_end_and_crash_recovery(node: Node, tmp_path: Path) -> None
 
     # exactly once: no (hospital, seq) anchored twice, and the chain's lastSeq is the database's batch count
     w3 = Web3(Web3.HTTPProvider(info2["rpc_url"]))
-    events = reg.anchored_events(w3, info2["contract"])
+    events = anchored_events(w3, info2["contract"])
     counts = Counter((e.hospital_key, e.seq) for e in events)
     assert counts and max(counts.values()) == 1, counts
     store = Store.open(f"sqlite:///{data / 'mrledger.db'}", master_key=data / "master.key")
@@ -258,7 +265,8 @@ def test_ctrl_c_stops_everything_and_saves_the_chain(node: Node) -> None:
     assert out.returncode == 0, out.stderr
     w3 = Web3(Web3.HTTPProvider(info["rpc_url"]))
     deadline = time.monotonic() + 30
-    while not reg.hospital_of(w3, info["contract"], hospital_key("sz-003")).registered:
+    abi = reg2 if reg2.registry_version(w3, info["contract"]) == 2 else reg
+    while not abi.hospital_of(w3, info["contract"], hospital_key("sz-003")).registered:
         assert time.monotonic() < deadline, node.log
         time.sleep(0.2)
     state = node.data_dir / "anvil-state.json"

@@ -23,7 +23,7 @@ from web3 import Web3
 from mrledger.anchoring import contract as reg
 from mrledger.anchoring.node import free_port
 from mrledger.ledger import hospital_key
-from tests.node.test_serve import HOSPITALS, Node, _alive, _submit, _wait_receipts, record
+from tests.node.test_serve import HOSPITALS, Node, _alive, _submit, _wait_receipts, anchored_events, record
 
 pytestmark = pytest.mark.anvil
 
@@ -196,7 +196,7 @@ def test_a_managed_chain_that_dies_is_started_again_and_healed(node: Node) -> No
     assert "the managed chain (anvil) exited" in node.log and "anchors lost" in node.log, node.log
     assert node.proc is not None and node.proc.poll() is None
     for h in HOSPITALS:
-        seen = [e for e in reg.anchored_events(w3, info["contract"]) if e.hospital_key == hospital_key(h)]
+        seen = [e for e in anchored_events(w3, info["contract"]) if e.hospital_key == hospital_key(h)]
         assert sorted(e.seq for e in seen) == list(range(1, before[h] + 1))  # exactly once each
     assert all(r["anchor"] for r in receipts.values())
     assert node.stop() == 0

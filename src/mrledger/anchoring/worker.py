@@ -3,14 +3,15 @@ stuck transactions and reorgs.
 
 Why it is safe:
 - **The chain is the source of truth.** Before sending, and whenever a batch's fate is unclear, the
-  worker reads the registry's ``batchOf(hospital, seq)``. If the root is already there (a crash after a
+  worker reads what the registry holds for (hospital, seq) — ``batchOf`` on a v1 registry, the
+  ``BatchAnchored`` logs on a v2 one (anchoring/registries.py). If the root is already there (a crash after a
   broadcast, another instance), it records that anchor instead of sending again; and the contract's
   gap-free ``seq`` rule makes any duplicate send revert harmlessly.
 - **Write-ahead of the transaction.** A transaction is signed and stored (outbox) *before* it is
   broadcast, so after a crash at any point the worker finds it and rebroadcasts the same bytes (same
   hash, same nonce) instead of minting a second one.
-- **One transaction in flight per key.** It carries every due batch (``anchorMany``), so throughput does
-  not suffer, and nonces never race. A stuck one is replaced with the same nonce and a higher fee.
+- **One transaction in flight per key.** It carries every due batch (``anchorMany``; ``anchorHub`` on v2), so
+  throughput does not suffer, and nonces never race. A stuck one is replaced with the same nonce and a higher fee.
 - **Reorgs.** Until a batch is ``MRL_CONFIRMATIONS`` deep, each step re-reads the block that held it; if
   its hash changed the batch goes back to ``submitted`` and is found again or rebroadcast.
 - **Deeper than that.** Confirmations are a promise about receipts, not a licence to stop watching:

@@ -226,7 +226,7 @@ def chain_deploy(
                                                   "(default: the MRL_ADMIN_KEY environment variable).")] = None,
     registry_version: Annotated[int, typer.Option("--registry-version", min=1, max=2, help="1: root and size per "
                                                   "batch; 2: one commitment word per batch binding the status map "
-                                                  "root, hub anchoring.")] = 1,
+                                                  "root, hub anchoring.")] = 2,
 ) -> None:
     """Deploy MrLedgerRegistry (or MrLedgerRegistryV2) and record its chain id and address in the database.
 

@@ -38,11 +38,12 @@ class Settings(BaseSettings):
     rpc_url: str | None = Field(None, description="JSON-RPC endpoint of the chain; unset: a managed local anvil.")
     contract_address: str | None = Field(None, description="Registry address; unset: the recorded deployment, "
                                                            "or a new one on a managed anvil.")
-    registry_version: int = Field(1, ge=1, le=2, description="ABI of a registry serve deploys when none is "
-                                  "recorded: 1 (root and size per batch) or 2 (one commitment word per batch binding "
-                                  "the status map root, hub anchoring; receipts mrl-receipt/2). A recorded or "
-                                  "configured registry is used as it is; `mrledger chain upgrade` moves a ledger "
-                                  "from v1 to v2 in place (docs/anchoring.md, 'Registry v2').")
+    registry_version: int = Field(2, ge=1, le=2, description="ABI of a registry serve deploys when none is "
+                                  "recorded: 2 (one commitment word per batch binding the status map root, hub "
+                                  "anchoring; receipts mrl-receipt/2) or 1 (root and size per batch, the registry of "
+                                  "ledgers before it). A recorded or configured registry is used as it is; `mrledger "
+                                  "chain upgrade` moves a ledger from v1 to v2 in place (docs/anchoring.md, "
+                                  "'Registry v2').")
     confirmations: int | None = Field(None, ge=1, le=1000, description="Depth at which an anchor counts as "
                                       "confirmed and receipts carry it. Unset: 1 on local dev chains (ids 31337, "
                                       "1337), 12 elsewhere (docs/anchoring.md, 'Confirmation depth'). Deeper reorgs "

@@ -143,7 +143,11 @@ def _batches(ledger: Services, stream: str, records: Sequence[StoredLeaf],
         if status not in (INCLUDED, CONFIRMED):
             continue
         try:
-            holding = chain.holds(_StreamBatch(stream, seq, root, size))
+            # Against the registry its anchor names (a v1 predecessor after an upgrade), with the map root a v2
+            # word binds, looked for first in the block the outbox recorded.
+            state = ledger.outbox.state(stream, seq)
+            holding = chain.holds(_StreamBatch(stream, seq, root, size), state.contract if state else None,
+                                  ledger.store.map_root(stream, seq), state.block_number if state else None)
         except Exception as exc:  # no verdict without the chain: the caller gets a 503 and asks again
             raise ChainUnavailableError(f"cannot read the registry: {type(exc).__name__}: {exc}") from exc
         on_chain = holding.entry
