@@ -1,6 +1,7 @@
 """Monitor benchmark: how fast ``mrledger monitor`` re-derives what a node anchored. Not a test.
 
 Usage:  python scripts/bench_monitor.py [--hospitals 20] [--results 10000] [--batch 100] [--runs 3]
+                                       [--registry-version 2]
 
 Builds a node in process (SQLite in a temporary directory, a development CA, every batch signed ES256), on a
 real anvil it starts, serves it under uvicorn on a loopback port, ingests ``--results`` results spread over
@@ -102,6 +103,9 @@ def main() -> None:
     ap.add_argument("--results", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--registry-version", type=int, choices=(1, 2), default=2,
+                    help="the registry the node anchors on (v2: the monitor checks each word against the node's head "
+                         "and map root)")
     args = ap.parse_args()
     hospitals = [f"h{n:02d}-bench" for n in range(args.hospitals)]
     with tempfile.TemporaryDirectory() as tmp_dir, AnvilNode() as node:
@@ -111,7 +115,7 @@ def main() -> None:
         store = Store(engine, master_key=MasterKey.generate())
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
         admin, hub = (Account.from_key(k) for k in node.private_keys[:2])
-        deployment = deploy_and_record(store, w3, admin)
+        deployment = deploy_and_record(store, w3, admin, version=args.registry_version)
         chain = ChainContext(w3, deployment.contract, deployment.chain_id, submitter=hub, admin=admin,
                              rpc_url=node.rpc_url)
         dev = DevCA.create(tmp / "pki", datetime.now(UTC))
@@ -158,7 +162,7 @@ def main() -> None:
         "batches_per_s": spread([b for b, _ in rates]), "leaves_per_s": spread([lv for _, lv in rates]),
         "floor_leaves_per_s": round(floor, 1),
         "leaves_vs_floor": round(statistics.median(lv for _, lv in rates) / floor, 4),
-        "cores": os.cpu_count(), "problems": problems}
+        "cores": os.cpu_count(), "registry_version": args.registry_version, "problems": problems}
     print(json.dumps(out))
 
 
