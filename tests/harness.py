@@ -3,12 +3,15 @@ token per role, and — for tests marked ``anvil`` — a real chain with the reg
 
 from __future__ import annotations
 
+import functools
+import http.server
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +27,12 @@ from mrledger.anchoring.deploy import deploy_and_record
 from mrledger.anchoring.node import AnvilNode, free_port
 from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
 from mrledger.http.app import create_app
+from mrledger.ledger import Receipt
+from mrledger.ledger.status_check import StatusDocument, receipt_status_key
 from mrledger.service.ledger import Services, build_services
 from mrledger.store import Store
+from mrledger.store.anchors import Outbox
+from mrledger.store.receipts import anchor_section
 from tests.conftest import TEST_KEY
 
 HOSPITALS = {"gz-001": "Guangzhou First People's Hospital", "qd-002": "Qingdao Municipal Hospital"}
@@ -142,3 +149,46 @@ def serve_in_thread(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class CorsHandler(http.server.SimpleHTTPRequestHandler):
+    """A witness's published --witness-out directory. Witnesses must send Access-Control-Allow-Origin (here
+    ``*``): the /verify page fetches their checkpoints from another origin, and without it the browser hides
+    the answer, so the witness counts as down."""
+
+    cors = True
+
+    def end_headers(self) -> None:
+        if self.cors:
+            self.send_header("Access-Control-Allow-Origin", "*")
+        super().end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def witness_site(directory: Path, handler: type[CorsHandler] = CorsHandler) -> Iterator[str]:
+    """``directory`` served over HTTP on a loopback port, as a witness publishes its checkpoints; yields the URL
+    (ending in ``/``: a verifier asks it for ``<hospital>.json``)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def status_doc(store: Store, receipt: Receipt) -> StatusDocument:
+    """What the node's ``…/status-proof`` serves for ``receipt`` (service/ledger.py), built from the store the same
+    way: the map proof of its key as of the hospital's latest confirmed batch."""
+    hospital = receipt.batch.hospital_id
+    key = receipt_status_key(receipt)
+    state = Outbox(store).latest_confirmed(hospital)
+    assert key is not None and state is not None
+    proven = store.status_proof(hospital, key, state.head.seq)
+    assert proven is not None
+    root, proof = proven
+    return StatusDocument(hospital, key, state.head, root, proof, anchor_section(state, root))

@@ -25,15 +25,15 @@ from mrledger.anchoring.deploy import ensure_hospital_on_chain
 from mrledger.anchoring.node import AnvilNode
 from mrledger.anchoring.worker import AnchorWorker
 from mrledger.cli.main import app
-from mrledger.ledger import Anchor, BatchHead, Receipt, hospital_key
+from mrledger.ledger import Anchor, BatchHead, hospital_key
 from mrledger.ledger.status_check import StatusDocument, check_status, receipt_status_key
 from mrledger.ledger.statusmap import StatusMap, StatusValue, batch_commitment_v2
 from mrledger.service.ledger import build_services
 from mrledger.service.status import verify_status
 from mrledger.store import Store
 from mrledger.store.anchors import Outbox
-from mrledger.store.receipts import anchor_section
 from tests.conftest import TEST_KEY
+from tests.harness import status_doc
 from tests.store.test_repository import rec
 
 pytestmark = pytest.mark.anvil
@@ -48,17 +48,6 @@ def anchor(store: Store, w3: Web3, contract: str, hub: object) -> None:
         if Outbox(store).unconfirmed() == 0:
             return
     raise AssertionError("anchoring did not settle")
-
-
-def status_doc(store: Store, receipt: Receipt) -> StatusDocument:
-    """What the node's ``…/status-proof`` serves (service/ledger.py), built from the store the same way."""
-    key = receipt_status_key(receipt)
-    state = Outbox(store).latest_confirmed(H)
-    assert key is not None and state is not None
-    proven = store.status_proof(H, key, state.head.seq)
-    assert proven is not None
-    root, proof = proven
-    return StatusDocument(H, key, state.head, root, proof, anchor_section(state, root))
 
 
 def test_upgrade_in_place_keeps_old_receipts_and_continues_the_sequence(tmp_path: Path) -> None:

@@ -6,11 +6,6 @@ vouched for; a witness that is down counts for nothing, and k-of-n decides."""
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +14,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mrledger.service.witnesses import WitnessPolicy, WitnessSetupError
+from tests.harness import witness_site
 from tests.monitor.test_monitor import GZ, World, world  # noqa: F401 - fixture
 
 #: On SQLite and PostgreSQL (the node's database; the monitor keeps its own SQLite state either way).
 pytestmark = [pytest.mark.anvil]
-
-
-@contextmanager
-def served(directory: Path) -> Iterator[str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def witness(w: World, name: str) -> tuple[Path, bytes, Path]:
@@ -61,7 +44,7 @@ def test_the_node_requires_k_of_n_witnesses(world: World) -> None:  # noqa: F811
     receipt = world.api.client.get(f"/v1/hospitals/{GZ}/results/R0/receipt", headers=world.api.auth(f"hospital:{GZ}"))
     assert receipt.status_code == 200, receipt.text
     body = receipt.json()
-    with served(made["commission"][2]) as url1, served(made["association"][2]) as url2:
+    with witness_site(made["commission"][2]) as url1, witness_site(made["association"][2]) as url2:
         world.api.rebuild(witnesses=WitnessPolicy({n: made[n][1] for n in names}, 2, [url1, url2], ttl=0.0))
         before = verify(world, body)  # nobody has checked anything yet
         assert before["verdict"] == "unknown" and before["failed_check"] == "witnesses", before

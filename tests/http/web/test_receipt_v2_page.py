@@ -25,13 +25,11 @@ from mrledger.anchoring import contract_v2 as reg2
 from mrledger.anchoring.deploy import ensure_hospital_on_chain, upgrade_in_place
 from mrledger.anchoring.verify import verify_on_chain
 from mrledger.anchoring.worker import AnchorWorker
-from mrledger.ledger import Anchor, Receipt, hospital_key, verify_receipt
+from mrledger.ledger import Anchor, hospital_key, verify_receipt
 from mrledger.ledger.status_check import StatusDocument, check_status, receipt_status_key
 from mrledger.ledger.statusmap import StatusMap, StatusValue, batch_commitment_v2
 from mrledger.service.status import verify_status
-from mrledger.store.anchors import Outbox
-from mrledger.store.receipts import anchor_section
-from tests.harness import HOSPITALS, Api, serve_in_thread
+from tests.harness import HOSPITALS, Api, serve_in_thread, status_doc
 from tests.http.web.conftest import Served
 from tests.http.web.test_pages import HID, VERDICT, _verdict
 from tests.http.web.test_status_page import _check, _corrected
@@ -268,18 +266,6 @@ def test_js_encodes_is_anchored_as_web3_does(served_v2: Served, page: Page) -> N
 # ---- across an in-place upgrade -------------------------------------------------------------------------------
 
 
-def _status_doc(api: Api, receipt: Receipt) -> StatusDocument:
-    """What the node's ``…/status-proof`` serves, built from the store as service/ledger.py builds it."""
-    store = api.ledger.store
-    key = receipt_status_key(receipt)
-    state = Outbox(store).latest_confirmed(HID)
-    assert key is not None and state is not None
-    proven = store.status_proof(HID, key, state.head.seq)
-    assert proven is not None
-    root, proof = proven
-    return StatusDocument(HID, key, state.head, root, proof, anchor_section(state, root))
-
-
 def _js_status(page: Page, rpc: str, receipt: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
     return page.evaluate("""async ([rpc, receipt, doc]) => {
         const s = await import('/web/status.js');
@@ -298,7 +284,7 @@ def test_the_page_follows_an_upgrade_and_never_calls_a_paused_v1_current(served:
     api.anchor_all()
     old = api.ledger.store.receipt(HID, "R1")
     assert old is not None and old.format == "mrl-receipt/1"
-    before = _status_doc(api, old)
+    before = status_doc(api.ledger.store, old)
 
     v2 = upgrade_in_place(api.ledger.store, w3, chain.admin).contract
     assert ensure_hospital_on_chain(w3, v2, chain.admin, HID, HOSPITALS[HID], [chain.submitter.address])
@@ -309,7 +295,7 @@ def test_the_page_follows_an_upgrade_and_never_calls_a_paused_v1_current(served:
         worker.step()
         if api.ledger.outbox.unconfirmed() == 0:
             break
-    after = _status_doc(api, old)
+    after = status_doc(api.ledger.store, old)
     assert after.anchor is not None and after.anchor.contract == v2 and after.map_root is not None
 
     page.goto(f"{served.url}/verify")

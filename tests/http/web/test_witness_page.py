@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import base64
 import copy
-import functools
-import http.server
 import itertools
 import json
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -32,6 +28,7 @@ from mrledger.ledger.witness import (
     sign_checkpoint,
     verify_witness_checkpoints,
 )
+from tests.harness import CorsHandler, witness_site
 from tests.http.web.conftest import Served
 from tests.http.web.test_kpi_pages import _fresh_receipt
 from tests.http.web.test_pages import HID, VERDICT, _axe, _receipt, _seed, _verdict
@@ -277,36 +274,8 @@ def test_the_pages_base64_is_pythons_strict_base64(served: Served, page: Page) -
 
 # ---- end to end ------------------------------------------------------------------------------------------------
 
-class CorsHandler(http.server.SimpleHTTPRequestHandler):
-    """A witness's published --witness-out directory. Witnesses must send Access-Control-Allow-Origin (here
-    ``*``): the /verify page fetches their checkpoints from another origin, and without it the browser hides
-    the answer, so the witness counts as down."""
-
-    cors = True
-
-    def end_headers(self) -> None:
-        if self.cors:
-            self.send_header("Access-Control-Allow-Origin", "*")
-        super().end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 class NoCorsHandler(CorsHandler):
     cors = False
-
-
-@contextmanager
-def witness_site(directory: Path, handler: type[CorsHandler] = CorsHandler) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def publish(directory: Path, receipts: list[dict[str, Any]], key: Ed25519PrivateKey) -> None:
