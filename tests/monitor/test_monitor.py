@@ -24,6 +24,8 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from mrledger.anchoring import contract as reg
+from mrledger.anchoring.deploy import ensure_hospital_on_chain, upgrade_in_place
+from mrledger.anchoring.worker import AnchorWorker
 from mrledger.cli.main import app as cli
 from mrledger.http.app import create_app
 from mrledger.ledger import BatchHead, BatchSignature, hospital_key, sign_batch
@@ -274,3 +276,24 @@ def test_witness_checkpoints_are_signed_and_verified_k_of_n(world: World) -> Non
     with pytest.raises(WitnessError, match="witness-quorum"):  # one witness's document only
         verify_witness_checkpoints(documents[:1], hospital_id=GZ, seq=1, root=root, witnesses=keys, k=2,
                                    **deployment)  # type: ignore[arg-type]
+
+
+def test_after_an_in_place_upgrade_the_v2_history_continues_without_a_gap(world: World) -> None:
+    """A monitor of the v2 registry that succeeded the world's v1 one (docs/anchoring.md, "Registry v2"): each
+    hospital's first batch there follows its last in v1 (read from v1, the paused predecessor), so a clean
+    history reads no sequence gap. Signatures are left out: the world's batches are signed for the v1 registry."""
+    api = world.api
+    chain = api.ledger.chain
+    assert chain is not None and chain.admin is not None and chain.submitter is not None
+    v2 = upgrade_in_place(api.ledger.store, chain.w3, chain.admin).contract
+    for h in HOSPITALS:
+        ensure_hospital_on_chain(chain.w3, v2, chain.admin, h, HOSPITALS[h], [chain.submitter.address])
+        world.seal(h)
+    worker = AnchorWorker(api.ledger.store, chain.w3, v2, chain.submitter)
+    for _ in range(6):
+        worker.step()
+    assert api.ledger.outbox.unconfirmed() == 0
+    monitor, found = world.monitor(contract=v2, trust=[], intermediates=[], require_signatures=False,
+                                   state=world.tmp / "v2.db")
+    result = monitor.run_once()
+    assert result.problems == [] and found == [] and result.batches_checked == len(HOSPITALS)

@@ -378,6 +378,11 @@ def hospital_of(w3: Web3, address: str, hospital_key: bytes) -> HospitalRecord:
     return HospitalRecord(bool(registered), bytes(name_hash), int(block), int(last))
 
 
+def is_admin(w3: Web3, address: str, account: str) -> bool:
+    """Whether ``account`` holds the registry's admin role (``DEFAULT_ADMIN_ROLE``, OpenZeppelin AccessControl)."""
+    return bool(_call(registry(w3, address).functions.hasRole(bytes(32), to_checksum_address(account))))
+
+
 def is_paused(w3: Web3, address: str) -> bool:
     return bool(_call(registry(w3, address).functions.paused()))
 

@@ -23,10 +23,11 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
+from web3.exceptions import BadFunctionCallOutput
 from web3.logs import DISCARD
 
 from mrledger.anchoring.contract import GAS_MARGIN, TxResult, _b32, _call, _reverts, _send
-from mrledger.anchoring.errors import AnchoringError
+from mrledger.anchoring.errors import AnchoringError, ContractRevert
 from mrledger.contracts import V2_CONTRACT_NAME, load_artefact
 from mrledger.ledger.merkle import MerkleTree
 from mrledger.ledger.receipt import HubPosition as LedgerHubPosition
@@ -235,14 +236,25 @@ def locate(w3: Web3, address: str, hospital_key: bytes, seq: int, *, from_block:
     if seq > last_seq(w3, address, hk):
         return None
     event = registry(w3, address).events.BatchAnchored
-    ranges: list[tuple[int, int | str]] = [(near, near)] if near is not None else []
-    for start, end in [*ranges, (from_block, "latest")]:
+    head = int(w3.eth.block_number)
+    # Newest first, in windows a provider accepts (many cap eth_getLogs at 10,000 blocks): a batch asked about
+    # is usually recent, and the hint, when there is one, is one block.
+    ranges = [(near, near)] if near is not None else []
+    top = head
+    while top >= from_block:
+        ranges.append((max(from_block, top - LOG_WINDOW + 1), top))
+        top -= LOG_WINDOW
+    for start, end in ranges:
         logs = [x for x in event.get_logs(from_block=start, to_block=end, argument_filters={"hospitalKey": hk})
                 if int(x["args"]["seq"]) == seq]
         if logs:
             mined = anchored_in(w3, address, w3.eth.get_transaction_receipt(logs[-1]["transactionHash"]))
             return mined.get((hk, seq))
     return None
+
+
+#: Blocks per ``eth_getLogs`` request of ``locate`` (a common provider limit).
+LOG_WINDOW = 10_000
 
 
 _VERSIONS: weakref.WeakKeyDictionary[Web3, dict[str, int]] = weakref.WeakKeyDictionary()
@@ -277,7 +289,10 @@ def registry_version(w3: Web3, address: str) -> int:
     try:
         _call(registry(w3, address).functions.hubCount())
         version = 2
-    except Exception:  # v1 has no such function: the call reverts (or the node says so in its own words)
+    except (ContractRevert, BadFunctionCallOutput):
+        # v1 has no such function: the call reverts; an address with no code answers nothing. Any other failure
+        # (a timeout, a refused connection, HTTP 429) says nothing about the ABI and propagates: taken for v1, a
+        # genuine v2 receipt would read "tampered" and the worker would stop anchoring.
         version = 1
     if w3.eth.get_code(address):
         known[address] = version

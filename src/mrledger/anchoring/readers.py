@@ -396,16 +396,17 @@ class CachedReader:
             anchor, batch = receipt["anchor"], receipt["batch"]
             need = Need(str(anchor["contract"]), hospital_key(str(batch["hospital_id"])), int(batch["seq"]),
                         int(anchor["block_number"]))
-            if "map_root" in anchor:
-                need = _v2_need(need, batch, anchor)
+            v2 = "map_root" in anchor
+            if not (0 < need.seq < 2**64 and 0 <= need.block_number < 2**63):
+                return None  # not a registry entry or block there can be: the verification proper refuses it
+            # The cache first: this runs on the event loop for every request, and a v2 word costs a hash to compute.
+            entries = self._commits if v2 else self._batches
+            if (entries.get((need.contract.lower(), need.hospital_key, need.seq)) is not None
+                    and self._blocks.get(need.block_number) is not None):
+                return None
+            return _v2_need(need, batch, anchor) if v2 else need
         except (TypeError, KeyError, ValueError, MrLedgerError):
             return None
-        if not (0 < need.seq < 2**64 and 0 <= need.block_number < 2**63):
-            return None  # not a registry entry or block there can be: the verification proper refuses it
-        entries = self._batches if need.commitment is None else self._commits
-        cached = (entries.get((need.contract.lower(), need.hospital_key, need.seq)) is not None
-                  and self._blocks.get(need.block_number) is not None)
-        return None if cached else need
 
     async def fetch(self, need: Need) -> dict[tuple[Any, ...], Any]:
         """Read ``need`` from the node on the event loop (one round trip), for ``fresh``. Facts that are final

@@ -12,9 +12,12 @@ map root is the chain's. ``StatusBinding.map_root_bound`` says which case a verd
 Across an in-place upgrade (anchoring/deploy.py ``upgrade_in_place``) a receipt names the v1 registry and the
 document a batch on its v2 successor. Naming the receipt's registry as ``predecessor`` is not enough — anyone
 can deploy a contract that says so, and register the hospital in it. What a registry of someone else's making
-cannot show is the hospital's own key: the successor is accepted only when the transaction that anchored the
-document's batch there was sent, to that registry, by a key the v1 registry lists as the hospital's submitter
-(v1 keeps its submitters readable while paused). A document bound to a *paused* v1 registry is never
+cannot show is the v1 registry's administration: the successor is accepted only when the transaction that
+registered the hospital there (its ``HospitalRegistered`` log, in the block ``hospitalOf`` names) was sent, to
+that registry, by an account holding v1's admin role (``hasRole``, readable while paused) — the account that
+registers hospitals, as an upgrade does. Submitter keys are not the test: they rotate, a region's hub key may
+never have been v1's, and a node's hot key is exactly what a verifier should not have to trust for this.
+A document bound to a *paused* v1 registry is never
 ``current``: a paused v1 registry is one that was succeeded, and the verifier holding only the old address
 cannot see the successor's later batches.
 """
@@ -66,7 +69,7 @@ def status_registry(w3: Web3, receipt_registry: str, doc: StatusDocument) -> str
 def bind_status(w3: Web3, registry: str, doc: StatusDocument, predecessor: str | None = None) -> StatusBinding:
     """Compare the document's batch with the registry's record of it (v1: root and size; v2: the commitment,
     which binds the map root too). ``predecessor``: the receipt's registry when ``registry`` is its successor —
-    then the batch must have been anchored there by a submitter of the hospital in the predecessor."""
+    then the hospital must have been registered there by the predecessor's admin."""
     key = hospital_key(doc.hospital_id)
     reader = DirectReader(w3)
     version = reader.version(registry)
@@ -78,10 +81,9 @@ def bind_status(w3: Web3, registry: str, doc: StatusDocument, predecessor: str |
         what = "commitment (batch root, size, map root)" if version == 2 else "batch"
         return StatusBinding(False, latest, False, None, f"the registry holds another {what} {doc.batch.seq} for "
                                                          f"{doc.hospital_id} than the node's (or none)")
-    if predecessor is not None and not _sent_by_submitter(w3, predecessor, registry, key, held):
-        return StatusBinding(False, latest, False, None, f"batch {doc.batch.seq} of registry {registry} was not "
-                                                         f"anchored by a submitter {predecessor} lists for "
-                                                         f"{doc.hospital_id}: not its successor")
+    if predecessor is not None and not _registered_by_admin(w3, predecessor, registry, key):
+        return StatusBinding(False, latest, False, None, f"{doc.hospital_id} was not registered in {registry} by "
+                                                         f"an admin of {predecessor}: not its successor")
     now = int(w3.eth.get_block("latest")["timestamp"])
     paused = version == 1 and reg.is_paused(w3, registry)
     bound = ("its commitment binds the map root" if version == 2
@@ -91,16 +93,20 @@ def bind_status(w3: Web3, registry: str, doc: StatusDocument, predecessor: str |
                          _age(w3, held.anchored_block, now), now, registry, paused)
 
 
-def _sent_by_submitter(w3: Web3, predecessor: str, registry: str, key: bytes, held: object) -> bool:
-    """The transaction holding the successor's record was sent to the successor by a key the predecessor lists
-    as the hospital's submitter."""
-    tx_hash = getattr(held, "tx_hash", None)
-    if not tx_hash:
+def _registered_by_admin(w3: Web3, predecessor: str, registry: str, key: bytes) -> bool:
+    """The transaction that registered the hospital in the successor went to it from an admin of the
+    predecessor."""
+    info = reg2.hospital_of(w3, registry, key)
+    if not info.registered:
         return False
-    tx = w3.eth.get_transaction(tx_hash)
+    logs = reg2.registry(w3, registry).events.HospitalRegistered.get_logs(
+        from_block=info.registered_block, to_block=info.registered_block, argument_filters={"hospitalKey": key})
+    if len(logs) != 1:
+        return False
+    tx = w3.eth.get_transaction(logs[0]["transactionHash"])
     to, sender = tx.get("to"), tx.get("from")
     return (to is not None and sender is not None and str(to).lower() == registry.lower()
-            and reg.is_submitter(w3, predecessor, key, str(sender)))
+            and reg.is_admin(w3, predecessor, str(sender)))
 
 
 def newer_batch_age(w3: Web3, registry: str, doc: StatusDocument, binding: StatusBinding) -> timedelta | None:

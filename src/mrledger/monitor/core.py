@@ -121,7 +121,8 @@ class Monitor:
         events = self.chain.anchored(start, head)
         for e in events:
             previous = self.state.last_anchor(e.hospital_key)
-            expected = 1 if previous is None else previous.seq + 1
+            # After an in-place upgrade a hospital's first batch here follows its last in the predecessor.
+            expected = self.chain.carried(e.hospital_key) + 1 if previous is None else previous.seq + 1
             if e.seq != expected and (previous is not None or self.from_block == 0):
                 self._report(found, "sequence-gap", e.hospital_key, e.seq,
                              f"anchored seq {e.seq} after seq {expected - 1}", e.block)

@@ -50,6 +50,7 @@ class Chain:
         self.version = reg2.registry_version(w3, self.contract)
         self._event = (reg2 if self.version == 2 else reg).registry(w3, self.contract).events.BatchAnchored
         self._times: dict[str, int] = {}
+        self._predecessor: str | None = None
 
     def chain_id(self) -> int:
         return int(self.w3.eth.chain_id)
@@ -87,6 +88,15 @@ class Chain:
                                         *where))
             start = end + 1
         return out
+
+    def carried(self, hospital_key: bytes) -> int:
+        """The seq a hospital's history starts after in this registry: on a v2 registry that succeeded a (paused)
+        v1 in place, the v1 registry's last seq for it (its batches 1..n are anchored there); else 0."""
+        if self.version != 2:
+            return 0
+        if self._predecessor is None:
+            self._predecessor = reg2.predecessor(self.w3, self.contract) or ""
+        return reg.last_seq(self.w3, self._predecessor, hospital_key) if self._predecessor else 0
 
     def last_seq(self, hospital_key: bytes) -> int:
         return reg.last_seq(self.w3, self.contract, hospital_key)

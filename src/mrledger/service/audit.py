@@ -146,7 +146,8 @@ def chain_consistency(store: Store, chain: ChainContext | None, hospital_id: str
             state = outbox.state(hospital_id, seq)
             where = state.contract if state is not None and state.contract else chain.contract
             map_root = store.map_root(hospital_id, seq)
-            on_chain[seq] = registry_holds(direct, where, head, map_root)
+            near = state.block_number if state is not None else None
+            on_chain[seq] = registry_holds(direct, where, head, map_root, near)
             commitments[seq] = commitment(head, map_root)
         events: list[Any] = (reg.anchored_events(chain.w3, before, hospital_key=key) if before else [])
         events += (reg2.anchored_events if version == 2 else reg.anchored_events)(

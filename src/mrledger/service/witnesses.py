@@ -96,8 +96,8 @@ def fetch_checkpoints(items: list[str], hospital_id: str, *, timeout: float = 10
 @dataclass
 class WitnessPolicy:
     """``k`` of the witnesses ``keys`` (name → raw Ed25519 key) must vouch for a verified receipt's batch; their
-    checkpoints are the files and directories among ``sources`` (read once) and its URLs (fetched per hospital,
-    kept ``ttl`` seconds). Thread-safe."""
+    checkpoints are the files and directories among ``sources`` and its URLs, read again per hospital once what
+    was read is ``ttl`` seconds old (a witness rewrites its checkpoint after every pass). Thread-safe."""
 
     keys: dict[str, bytes]
     k: int
@@ -105,7 +105,6 @@ class WitnessPolicy:
     ttl: float = 30.0
     timeout: float = 5.0
     clock: Callable[[], float] = time.monotonic
-    _files: list[Any] = field(default_factory=list, repr=False)
     _fetched: dict[str, tuple[float, list[Any], list[str]]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -114,31 +113,37 @@ class WitnessPolicy:
             raise WitnessSetupError(f"{self.k} witnesses required, {len(self.keys)} witness key(s) configured")
         if not self.sources:
             raise WitnessSetupError("witnesses are required but no checkpoint file or URL is configured")
-        self._files = load_checkpoints(self.sources)
+        load_checkpoints(self.sources)  # an unreadable file stops the node at start-up, with its name
 
-    def cached(self, hospital_id: str) -> bool:
-        """Whether ``vouch`` can answer for the hospital without a network round trip."""
-        if not any(is_url(s) for s in self.sources):
-            return True
-        with self._lock:
-            hit = self._fetched.get(hospital_id)
-        return hit is not None and self.clock() - hit[0] < self.ttl
-
-    def documents(self, hospital_id: str) -> tuple[list[Any], list[str]]:
+    def documents(self, hospital_id: str, *, wait: bool = True) -> tuple[list[Any], list[str]] | None:
+        """The hospital's checkpoint documents and notes on those that could not be had; None when they are
+        older than ``ttl`` and ``wait`` is False (the caller must not block: the event loop)."""
         with self._lock:
             hit = self._fetched.get(hospital_id)
         if hit is None or self.clock() - hit[0] >= self.ttl:
+            if not wait:
+                return None
+            try:
+                files = load_checkpoints(self.sources)
+            except WitnessSetupError as exc:  # a witness mid-rewrite, a file removed: counts for nothing
+                files, file_notes = [], [str(exc)]
+            else:
+                file_notes = []
             fetched, notes = fetch_checkpoints(self.sources, hospital_id, timeout=self.timeout)
-            hit = (self.clock(), fetched, notes)
+            hit = (self.clock(), [*files, *fetched], [*file_notes, *notes])
             with self._lock:
                 if len(self._fetched) >= 4096:
                     self._fetched.clear()
                 self._fetched[hospital_id] = hit
-        return [*self._files, *hit[1]], hit[2]
+        return hit[1], hit[2]
 
-    def vouch(self, batch: BatchHead, chain_id: int, contract: str) -> tuple[bool, str]:
-        """(enough witnesses vouch for ``batch`` on this deployment, what to say)."""
-        documents, notes = self.documents(batch.hospital_id)
+    def vouch(self, batch: BatchHead, chain_id: int, contract: str, *, wait: bool = True) -> tuple[bool, str] | None:
+        """(enough witnesses vouch for ``batch`` on this deployment, what to say); None when the checkpoints must
+        be read again and ``wait`` is False."""
+        found = self.documents(batch.hospital_id, wait=wait)
+        if found is None:
+            return None
+        documents, notes = found
         try:
             names = verify_witness_checkpoints(documents, hospital_id=batch.hospital_id, seq=batch.seq,
                                                root=batch.root, chain_id=chain_id, contract=contract,

@@ -104,7 +104,10 @@ export { LAST_SEQ_SELECTOR } from "./core.js";
 // Selectors computed like core.js's, e.g. `python -c "from eth_utils import keccak; print(keccak(text='predecessor()')[:4].hex())"`.
 export const PREDECESSOR_SELECTOR = "0xb719d032"; // predecessor(): the v1 registry a v2 one succeeded in place
 export const PAUSED_SELECTOR = "0x5c975abb"; // paused()
-export const IS_SUBMITTER_SELECTOR = "0x8f8f851c"; // isSubmitter(bytes32,address)
+export const HOSPITAL_OF_SELECTOR = "0x67543ed4"; // hospitalOf(bytes32) (v2: registered, nameHash, registeredBlock, …)
+export const HAS_ROLE_SELECTOR = "0x91d14854"; // hasRole(bytes32,address)
+// topic0 of HospitalRegistered(bytes32 indexed hospitalKey, bytes32 nameHash)
+export const HOSPITAL_REGISTERED_TOPIC = "0x14553d19269a5513c06892f1424133a2f0e3a1c43dcde83db56c8008cb5c5a33";
 export const STATUS_GRACE_SECONDS = 600;
 
 const call = async (url, to, data) => (await rpc(url, "eth_call", [{ to, data }, "latest"])).slice(2);
@@ -122,12 +125,19 @@ async function statusRegistry(url, a, d) {
 }
 
 // Naming the receipt's registry as predecessor proves nothing by itself: anyone can deploy a contract that says so
-// and register the hospital in it. The successor is the hospital's when the document's anchoring transaction
-// went to it from a key the predecessor lists as the hospital's submitter (anchoring/status.py, the same rule).
-async function sentBySubmitter(url, predecessor, registry, key, txHash) {
-  const tx = await rpc(url, "eth_getTransactionByHash", [txHash]).catch(() => null);
+// and register the hospital in it. The successor is the hospital's when the transaction that registered the
+// hospital there went to it from an admin of the predecessor (anchoring/status.py, the same rule): the v1
+// registry's administration, not a node's hot submitter key.
+async function registeredByAdmin(url, predecessor, registry, key) {
+  const info = await call(url, registry, HOSPITAL_OF_SELECTOR + key).catch(() => ""); // key: hex already
+  if (info.length < 5 * 64 || BigInt("0x" + info.slice(0, 64)) === 0n) return false;
+  const block = "0x" + BigInt("0x" + info.slice(128, 192)).toString(16);
+  const logs = await rpc(url, "eth_getLogs", [{ address: registry, fromBlock: block, toBlock: block,
+                                                topics: [HOSPITAL_REGISTERED_TOPIC, "0x" + key] }]).catch(() => []);
+  if (!Array.isArray(logs) || logs.length !== 1) return false;
+  const tx = await rpc(url, "eth_getTransactionByHash", [logs[0].transactionHash]).catch(() => null);
   if (!tx || !tx.to || !tx.from || !sameAddress(tx.to, registry)) return false;
-  const data = IS_SUBMITTER_SELECTOR + key + tx.from.slice(2).toLowerCase().padStart(64, "0"); // key: hex already
+  const data = HAS_ROLE_SELECTOR + "0".repeat(64) + tx.from.slice(2).toLowerCase().padStart(64, "0");
   return BigInt("0x" + ((await call(url, predecessor, data).catch(() => "")) || "0")) !== 0n;
 }
 
@@ -172,9 +182,9 @@ export async function checkStatusOnChain(url, receipt, doc, verdict, grace = STA
   const bound = await (v2 ? bindV2 : bindV1)(url, registry, doc, key);
   const chain = bound.chain, seq = doc.batch.seq;
   if (!chain.on_chain) return invalid(`the registry holds another ${bound.what} than the node's (or none)`, chain);
-  if (!sameAddress(registry, a.contract) && !(await sentBySubmitter(url, a.contract, registry, key, d.tx_hash))) {
-    return invalid(`batch ${seq} of registry ${registry} was not anchored by a submitter ${a.contract} lists for ` +
-                   `${doc.hospital_id}: not its successor`, { ...chain, on_chain: false });
+  if (!sameAddress(registry, a.contract) && !(await registeredByAdmin(url, a.contract, registry, key))) {
+    return invalid(`${doc.hospital_id} was not registered in ${registry} by an admin of ${a.contract}: not its ` +
+                   "successor", { ...chain, on_chain: false });
   }
   if (verdict.status === "current" && await bound.paused()) {
     return { ...verdict, status: "stale", version: null, chain,
