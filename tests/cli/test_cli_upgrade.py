@@ -135,7 +135,8 @@ def test_upgrade_in_place_keeps_old_receipts_and_continues_the_sequence(tmp_path
             31337, fake, sent.tx_hash, sent.block_number, "0x" + bytes(block["hash"]).hex(), map_root=lie.root))
         assert check_status(old, forged).kind == "current"  # consistent in itself
         verdict, binding = verify_status(w3, old, forged)
-        assert verdict.kind == "invalid" and binding is not None and "not its successor" in binding.detail and "admin" in binding.detail
+        assert verdict.kind == "invalid" and binding is not None
+        assert "not its successor" in binding.detail and "admin" in binding.detail
         # The node, now on v2, still vouches for receipts anchored in the v1 registry its registry succeeded
         # (named on chain by predecessor()); a registry that is neither stays "unknown".
         node = build_services(store, ChainContext(w3, v2, 31337))
