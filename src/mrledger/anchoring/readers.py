@@ -176,6 +176,10 @@ class DirectReader:
         return reg2.locate(self.w3, contract, hospital_key, seq, near=near)
 
 
+#: A registry entry of either ABI (both carry ``anchored_block``).
+E = TypeVar("E", BatchRecord, CommitRecord)
+
+
 class CachedReader:
     """A ``ChainReader`` for a long-running service: a verification of an old anchor costs no round trip.
 
@@ -327,21 +331,8 @@ class CachedReader:
         return found
 
     def batch(self, contract: str, hospital_key: bytes, seq: int) -> BatchRecord | None:
-        key = (contract.lower(), bytes(hospital_key), seq)
-        found = self._batches.get(key)
-        if found is not None:
-            return found
-        facts = _FRESH.get()
-        if facts is not None and ("batch", key) in facts:
-            found = cast(BatchRecord | None, facts["batch", key])
-        elif _CACHE_ONLY.get():
-            raise CacheMiss(f"batch {seq} is not cached")
-        else:
-            found = reg.batch_of(self.w3, contract, hospital_key, seq)
-        # Cached with its anchoring block, so that the tripwire watches every block a cached entry rests on.
-        if found is not None and self._final(found.anchored_block) and self.block(found.anchored_block):
-            self._batches.put(key, found)
-        return found
+        return self._entry("batch", self._batches, contract, hospital_key, seq,
+                           lambda: reg.batch_of(self.w3, contract, hospital_key, seq))
 
     def version(self, contract: str) -> int:
         """The registry's ABI, kept per contract. On the event loop (``cache_only``) it is known without a round
@@ -364,22 +355,29 @@ class CachedReader:
         return version
 
     def commit(self, contract: str, hospital_key: bytes, seq: int, near: int | None = None) -> CommitRecord | None:
-        """A v2 registry's entry, by its logs (``contract_v2.locate``): cached once final, as ``batch`` is. Not
-        prefetched on the event loop (``missing`` leaves v2 receipts to the worker thread): a log search is
-        two or three round trips, paid once per batch once it is final."""
+        """A v2 registry's entry: prefetched on the event loop (``fetch``) or found by its logs
+        (``contract_v2.locate``, two or three round trips); cached once final, as ``batch`` is."""
+        return self._entry("commit", self._commits, contract, hospital_key, seq,
+                           lambda: reg2.locate(self.w3, contract, hospital_key, seq, near=near))
+
+    def _entry(self, kind: str, cache: Lru[tuple[str, bytes, int], E], contract: str, hospital_key: bytes, seq: int,
+               read: Callable[[], E | None]) -> E | None:
+        """A registry entry (``batch`` or ``commit``): from the cache, this request's facts, or the node (never in
+        ``cache_only``). Cached with its anchoring block once final, so that the tripwire watches every block a
+        cached entry rests on."""
         key = (contract.lower(), bytes(hospital_key), seq)
-        found = self._commits.get(key)
+        found = cache.get(key)
         if found is not None:
             return found
         facts = _FRESH.get()
-        if facts is not None and ("commit", key) in facts:
-            found = cast(CommitRecord, facts["commit", key])
+        if facts is not None and (kind, key) in facts:
+            found = cast(E | None, facts[kind, key])
         elif _CACHE_ONLY.get():
             raise CacheMiss(f"batch {seq} is not cached")
         else:
-            found = reg2.locate(self.w3, contract, hospital_key, seq, near=near)
+            found = read()
         if found is not None and self._final(found.anchored_block) and self.block(found.anchored_block):
-            self._commits.put(key, found)
+            cache.put(key, found)
         return found
 
     @cached_property
