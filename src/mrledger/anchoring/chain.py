@@ -27,7 +27,7 @@ from mrledger.anchoring.contract_v2 import CommitRecord
 from mrledger.anchoring.deploy import ensure_hospital_on_chain
 from mrledger.anchoring.rpc_async import RpcError
 from mrledger.ledger import hospital_key
-from mrledger.ledger.statusmap import EMPTY, batch_commitment_v2
+from mrledger.ledger.statusmap import committed_word
 from mrledger.store.locks import file_lock
 
 if TYPE_CHECKING:
@@ -82,8 +82,7 @@ class Holding:
         """Compare a registry entry already read (a batch of them, or an event) with ``head`` (and, on a v2
         registry, the map root its commitment binds: ``EMPTY`` for a batch sealed without a map)."""
         if isinstance(entry, CommitRecord):
-            word = batch_commitment_v2(head.root, head.size, map_root or EMPTY)
-            return cls(entry, entry.commitment == word)
+            return cls(entry, entry.commitment == committed_word(head.root, head.size, map_root))
         return cls(entry, entry is not None and entry.root == head.root and entry.size == head.size)
 
     @property

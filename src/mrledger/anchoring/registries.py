@@ -26,7 +26,7 @@ from mrledger.anchoring import contract as reg
 from mrledger.anchoring import contract_v2 as reg2
 from mrledger.anchoring.contract import BatchRecord
 from mrledger.ledger import BatchHead, HubPosition, hospital_key
-from mrledger.ledger.statusmap import EMPTY, batch_commitment_v2
+from mrledger.ledger.statusmap import committed_word
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +45,8 @@ MapRoots = Callable[[str, int], bytes | None]
 
 
 def commitment(head: BatchHead, map_root: bytes | None) -> bytes:
-    """The v2 word of a batch (``EMPTY`` map root for a batch sealed without a map; module docstring)."""
-    return batch_commitment_v2(head.root, head.size, map_root or EMPTY)
+    """The v2 word of a batch (``statusmap.committed_word``)."""
+    return committed_word(head.root, head.size, map_root)
 
 
 class RegistryAdapter(Protocol):

@@ -120,6 +120,13 @@ def batch_commitment_v2(root: bytes, size: int, map_root: bytes) -> bytes:
     return _sha256(COMMITMENT_PREFIX + root + size.to_bytes(8, "big") + map_root).digest()
 
 
+def committed_word(root: bytes, size: int, map_root: bytes | None) -> bytes:
+    """The word a v2 registry holds for a batch, with the node's convention for a batch sealed without a status map
+    (a store without the master key, or sealed before migration 0013): it binds ``EMPTY``, under which every result
+    is absent — never a false "current". One rule for the worker, the verifiers and the monitor."""
+    return batch_commitment_v2(root, size, map_root or EMPTY)
+
+
 def hub_leaf_hash(hospital_key: bytes, seq: int, commitment: bytes) -> bytes:
     """A batch's leaf in a v2 registry hub (many hospitals' batches anchored in one transaction):
     ``SHA-256(0x05 || hospitalKey || u64be(seq) || commitment)``; the hub's root is the RFC 9162 root over

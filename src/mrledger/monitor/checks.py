@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from mrledger.ledger import EncodingError, SignatureError, TrustStore, merkle_root, verify_batch_signature
 from mrledger.ledger.signing import MAX_SEALING_DELAY, SigningTimeError, check_signing_time
-from mrledger.ledger.statusmap import EMPTY, StatusMap, StatusValue, batch_commitment_v2, map_changes
+from mrledger.ledger.statusmap import EMPTY, StatusMap, StatusValue, committed_word, map_changes
 from mrledger.monitor.sources import Published, PublishedMap
 from mrledger.monitor.state import AnchorRow
 
@@ -75,7 +75,7 @@ def check_commitment(row: AnchorRow, published: Published) -> list[Finding]:
     head = published.head
     if head.seq != row.seq:
         return [Finding("root-mismatch", f"asked for batch {row.seq}, the node answered batch {head.seq}")]
-    word = batch_commitment_v2(head.root, head.size, published.map_root or EMPTY)
+    word = committed_word(head.root, head.size, published.map_root)
     if word != row.commitment:
         return [Finding("root-mismatch", f"the chain anchored commitment {row.commitment.hex()}; the node publishes "
                                          f"root {head.root.hex()} size {head.size} map root "
