@@ -142,8 +142,9 @@ def chain_consistency(store: Store, chain: ChainContext | None, hospital_id: str
         before = reg2.predecessor(chain.w3, chain.contract) if version == 2 else None
         on_chain: dict[int, Holding] = {}
         commitments: dict[int, bytes] = {}
+        states = {seq: outbox.state(hospital_id, seq) for seq in heads}
         for seq, head in heads.items():
-            state = outbox.state(hospital_id, seq)
+            state = states[seq]
             where = state.contract if state is not None and state.contract else chain.contract
             map_root = store.map_root(hospital_id, seq)
             near = state.block_number if state is not None else None
@@ -162,7 +163,7 @@ def chain_consistency(store: Store, chain: ChainContext | None, hospital_id: str
         holding = on_chain[seq]
         record = holding.entry
         if record is None:
-            status = batch_status(outbox.state(hospital_id, seq))
+            status = batch_status(states[seq])
             missing_on_chain.append(MissingOnChain(seq, status, alarm=status in ON_CHAIN))
         elif holding.holds:
             continue
