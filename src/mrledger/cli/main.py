@@ -217,13 +217,17 @@ chain_app = typer.Typer(help="Manage the registry contract on a chain.", no_args
 app.add_typer(chain_app, name="chain")
 
 
+RpcOption = Annotated[str, typer.Option("--rpc", help="JSON-RPC endpoint of the chain.")]
+AdminKeyOption = Annotated[Path | None, typer.Option("--key-file", help="File holding the admin's private key "
+                                                     "(default: the MRL_ADMIN_KEY environment variable).")]
+
+
 @chain_app.command("deploy")
 def chain_deploy(
-    rpc: Annotated[str, typer.Option("--rpc", help="JSON-RPC endpoint of the chain.")],
+    rpc: RpcOption,
     db: Annotated[str | None, typer.Option("--db", help="Database to record it in (default: MRL_DATABASE_URL, "
                                            "else the data dir's).", show_default=False)] = None,
-    key_file: Annotated[Path | None, typer.Option("--key-file", help="File holding the admin's private key "
-                                                  "(default: the MRL_ADMIN_KEY environment variable).")] = None,
+    key_file: AdminKeyOption = None,
     registry_version: Annotated[int, typer.Option("--registry-version", min=1, max=2, help="1: root and size per "
                                                   "batch; 2: one commitment word per batch binding the status map "
                                                   "root, hub anchoring.")] = 2,
@@ -237,19 +241,15 @@ def chain_deploy(
     from mrledger.store import Store
 
     db, admin, w3 = _admin_on_chain(rpc, db, key_file)
-    info = deploy_and_record(Store.open(db), w3, admin, version=registry_version)
-    typer.echo(json.dumps({"chain_id": info.chain_id, "contract": info.contract,
-                           "registry_version": info.registry_version, "deployed_block": info.deployed_block,
-                           "admin": info.admin}))
+    _print_deployment(deploy_and_record(Store.open(db), w3, admin, version=registry_version))
 
 
 @chain_app.command("upgrade")
 def chain_upgrade(
-    rpc: Annotated[str, typer.Option("--rpc", help="JSON-RPC endpoint of the chain.")],
+    rpc: RpcOption,
     db: Annotated[str | None, typer.Option("--db", help="The ledger's database (default: MRL_DATABASE_URL, "
                                            "else the data dir's).", show_default=False)] = None,
-    key_file: Annotated[Path | None, typer.Option("--key-file", help="File holding the admin's private key "
-                                                  "(default: the MRL_ADMIN_KEY environment variable).")] = None,
+    key_file: AdminKeyOption = None,
 ) -> None:
     """Move the ledger from its v1 registry to a new v2 one, in place (docs/anchoring.md, "Registry v2").
 
@@ -267,8 +267,14 @@ def chain_upgrade(
     except AnchoringError as exc:
         Console(stderr=True).print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_USAGE) from None
-    typer.echo(json.dumps({"chain_id": info.chain_id, "contract": info.contract, "registry_version": 2,
-                           "deployed_block": info.deployed_block, "admin": info.admin}))
+    _print_deployment(info)
+
+
+def _print_deployment(info: Any) -> None:
+    """The recorded deployment (``anchoring.deploy.DeploymentInfo``) as the one JSON line both commands print."""
+    typer.echo(json.dumps({"chain_id": info.chain_id, "contract": info.contract,
+                           "registry_version": info.registry_version, "deployed_block": info.deployed_block,
+                           "admin": info.admin}))
 
 
 def _admin_on_chain(rpc: str, db: str | None, key_file: Path | None) -> tuple[str, Any, Any]:
