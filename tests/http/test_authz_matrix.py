@@ -118,6 +118,9 @@ TABLE = [
     Row("GET", "/v1/kpis", AUDIT),
     Row("GET", "/v1/kpis.csv", AUDIT),
     Row("GET", "/v1/audit/decisions", AUDIT),
+    # The audit as a job (http/routes/audit_jobs.py): the second allowed caller gets the 409 of the running job.
+    Row("POST", "/v1/audit/decisions/jobs", AUDIT),
+    Row("GET", "/v1/audit/decisions/jobs/01JD3S4V6Q8E2N7W0X5K9C1B2A", AUDIT, label="an unknown job: 404 for auditors"),
     # API tokens (http/routes/tokens.py): administrators only; admin tokens themselves are made on the host.
     Row("GET", "/v1/tokens", only({"admin"})),
     Row("POST", "/v1/tokens", only({"admin"}), lambda api, hid: {"role": "auditor", "label": "matrix"}),
@@ -130,7 +133,7 @@ def normalise(template: str) -> str:
     colleague naming a parameter ``{hospital_id}`` does not break the table."""
     template = re.sub(r"\{[^}]+\}", "{}", template)
     return re.sub(r"(?<=/hospitals/)[^/{]+|(?<=/results/)[^/{]+|(?<=/batches/)[^/{]+|(?<=/eligibility/)[^/{]+"
-                  r"|(?<=/tokens/)[^/{]+", "{}", template)
+                  r"|(?<=/tokens/)[^/{]+|(?<=/jobs/)[^/{]+", "{}", template)
 
 
 def app_routes(api: Api) -> set[tuple[str, str]]:

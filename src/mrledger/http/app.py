@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mrledger.http import metrics, problems, web
 from mrledger.http.ratelimit import RateLimiter
 from mrledger.http.routes import audit, health, hospitals, published, receipt_qr, results, verify
+from mrledger.http.routes import audit_jobs as audit_job_routes
 from mrledger.http.routes import catalogue as recognition_routes
 from mrledger.http.routes import decisions as decision_routes
 from mrledger.http.routes import intake as intake_routes
@@ -24,6 +25,7 @@ from mrledger.http.strict_json import decodes_as_json
 from mrledger.ledger.canonical import check_depth
 from mrledger.ledger.errors import EncodingError
 from mrledger.node.settings import BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES
+from mrledger.service.audit_jobs import AuditJobs
 from mrledger.service.ledger import Services
 
 DESCRIPTION = """
@@ -121,13 +123,16 @@ def _json_media(scope: Scope) -> bool:
 
 
 def create_app(ledger: Services, *, threads: int | None = None, body_timeout: float = BODY_TIMEOUT_SECONDS,
-               metrics_token: str | None = None, verify_limit: RateLimiter | None = None) -> FastAPI:
+               metrics_token: str | None = None, verify_limit: RateLimiter | None = None,
+               audit_jobs: AuditJobs | None = None) -> FastAPI:
     """``threads``: size of the pool that runs the (synchronous) request handlers; None keeps AnyIO's 40.
     ``mrledger serve`` passes ``MRL_API_THREADS`` (default 4): the handlers are CPU-bound under one
     interpreter lock, and 40 threads contending for it lost a quarter of the verification throughput.
     ``body_timeout``: see ``BodyLimit`` (tests shorten it). ``metrics_token``: ``MRL_METRICS_TOKEN``.
     ``verify_limit``: the per-address limit of anonymous verification (http/ratelimit.py); ``mrledger serve``
-    passes ``MRL_VERIFY_RATE_LIMIT``/``MRL_VERIFY_BURST``, None (library use, tests) limits nothing."""
+    passes ``MRL_VERIFY_RATE_LIMIT``/``MRL_VERIFY_BURST``, None (library use, tests) limits nothing.
+    ``audit_jobs``: where KPI audit jobs keep their state (``mrledger serve``: ``<data dir>/audit-jobs``, shared by
+    its API processes); None: a private temporary directory, seen by this app only."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -140,6 +145,7 @@ def create_app(ledger: Services, *, threads: int | None = None, body_timeout: fl
                                 {"name": "verify"}, {"name": "audit"}])
     app.state.ledger = ledger
     app.state.verify_limit = verify_limit
+    app.state.audit_jobs = audit_jobs if audit_jobs is not None else AuditJobs()
     problems.install(app)
 
     app.add_middleware(BodyLimit, timeout=body_timeout)
@@ -151,6 +157,7 @@ def create_app(ledger: Services, *, threads: int | None = None, body_timeout: fl
     app.include_router(receipt_qr.router)  # receipt as QR, public proof for reference QRs (service/qr.py)
     app.include_router(decision_routes.router)  # recognition decisions and encounters (service/decisions.py)
     app.include_router(kpi_routes.router)  # KPIs and their audit check (service/kpis.py, service/kpi_audit.py)
+    app.include_router(audit_job_routes.router)  # the audit check as a job (service/audit_jobs.py)
     app.include_router(token_routes.router)  # API tokens for administrators (list, create, revoke)
     app.include_router(web.router)  # the /verify and /audit pages (http/web/)
     # /metrics and the latency middleware (outermost: it times the 413s too)

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from mrledger.anchoring.errors import AnchoringError
 from mrledger.ledger.errors import EncodingError, RecordError
 from mrledger.service.audit import ChainNotConfiguredError
+from mrledger.service.kpi_audit import AuditTooLargeError
 from mrledger.store.errors import (
     ConflictError,
     DecryptionError,
@@ -111,6 +112,13 @@ def install(app: FastAPI) -> None:
             # route that matched the path only, so with GET and POST on one path it would say "POST".
             headers["Allow"] = ", ".join(_allowed_methods(request))
         return _response(request, exc.status_code, name, str(exc.detail), headers=headers)
+
+    @app.exception_handler(AuditTooLargeError)
+    async def _too_large(request: Request, exc: AuditTooLargeError) -> JSONResponse:
+        """``GET /v1/audit/decisions`` over a ledger too large for one request: refused at once, not hung."""
+        return _response(request, 422, "audit-too-large", "Too many records for one request",
+                         f"{exc}: start a job with POST /v1/audit/decisions/jobs and poll its Location",
+                         records=exc.records, limit=exc.limit, jobs="/v1/audit/decisions/jobs")
 
     @app.exception_handler(RecordError)
     async def _record(request: Request, exc: RecordError) -> JSONResponse:

@@ -76,10 +76,12 @@ def api_server(settings: Settings, ledger: Services, port: int) -> uvicorn.Serve
     from mrledger.http.app import create_app
     from mrledger.http.protocol import BoundedHttpToolsProtocol
     from mrledger.http.ratelimit import RateLimiter
+    from mrledger.service.audit_jobs import AuditJobs
 
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     app = create_app(ledger, threads=settings.api_threads, metrics_token=metrics_token,
-                     verify_limit=RateLimiter(settings.verify_rate_limit, settings.verify_burst))
+                     verify_limit=RateLimiter(settings.verify_rate_limit, settings.verify_burst),
+                     audit_jobs=AuditJobs(settings.data_dir / "audit-jobs"))
     return uvicorn.Server(uvicorn.Config(app, host=settings.host, port=port, http=BoundedHttpToolsProtocol,
                                          lifespan="on", access_log=False, log_level="info", log_config=None))
 

@@ -18,9 +18,9 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, and_, insert, select
+from sqlalchemy import Row, Select, Table, and_, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,7 +37,17 @@ from mrledger.store.events import (
     join_codes,
     split_codes,
 )
-from mrledger.store.models import Anchor, Batch, BatchLeaf, Decision, Encounter, Hospital, RecordVersion, Verification
+from mrledger.store.models import (
+    Anchor,
+    Batch,
+    BatchLeaf,
+    Decision,
+    Encounter,
+    Hospital,
+    PendingLeaf,
+    RecordVersion,
+    Verification,
+)
 from mrledger.store.repository import Store
 
 
@@ -78,14 +88,38 @@ def _items(text: str) -> tuple[ItemRef, ...]:
     return tuple(ItemRef.from_obj(o) for o in json.loads(text))
 
 
-def _decision(d: Decision) -> DecisionFacts:
+#: An index row as the facts its record commits.
+Facts = DecisionFacts | EncounterFacts
+
+
+@dataclass(frozen=True, slots=True)
+class AuditBatch:
+    """A batch of an event stream as the audit checks it: its head, its status-map root and where its anchor
+    says it is (registry, block; None before it is anchored)."""
+
+    seq: int
+    size: int
+    root: bytes
+    map_root: bytes | None
+    status: str | None
+    contract: str | None
+    block_number: int | None
+
+
+#: Index rows read per statement by the audit (``EventIndex.strays``).
+_PAGE = 1000
+_DECISION_COLUMNS = tuple(Decision.__table__.columns)
+_ENCOUNTER_COLUMNS = tuple(Encounter.__table__.columns)
+
+
+def _decision(d: Decision | Row[Any]) -> DecisionFacts:
     return DecisionFacts(d.verification_id, d.hospital_id, d.token_id, d.verified_at, d.decided_at,
                          d.result_hospital_id, d.result_ref, d.result_version, d.verdict, d.recognition,
                          split_codes(d.rule_reasons), d.category, _items(d.items), d.currency, d.decision, d.reason,
                          d.detail)
 
 
-def _encounter(e: Encounter) -> EncounterFacts:
+def _encounter(e: Encounter | Row[Any]) -> EncounterFacts:
     return EncounterFacts(e.hospital_id, e.encounter_ref, e.seen_at, e.patient_hash, e.retrieved,
                           split_codes(e.categories))
 
@@ -227,10 +261,61 @@ class EventIndex(BufferedRows):
         """The index rows of a stream by record version id."""
         with self._store.read() as s:
             decisions = {d.record_version_id: _decision(d)
-                         for d in s.scalars(select(Decision).where(Decision.stream == stream))}
+                         for d in s.execute(select(*_DECISION_COLUMNS).where(Decision.stream == stream))}
             encounters = {e.record_version_id: _encounter(e)
-                          for e in s.scalars(select(Encounter).where(Encounter.stream == stream))}
+                          for e in s.execute(select(*_ENCOUNTER_COLUMNS).where(Encounter.stream == stream))}
         return decisions, encounters
 
+    # -- reading for the audit job, a bounded piece at a time (service/kpi_audit.py) ----------------------------
 
-__all__ = ["EventIndex", "StoredLeaf", "VerificationRow"]
+    def stream_records(self, stream: str) -> int:
+        """How many records a stream holds (sealed or not): the audit's progress denominator."""
+        with self._store.read() as s:
+            return int(s.scalar(select(func.count()).select_from(RecordVersion)
+                                .where(RecordVersion.hospital_id == stream)) or 0)
+
+    def audit_batches(self, stream: str, after_seq: int, limit: int) -> list[AuditBatch]:
+        """Up to ``limit`` batches of a stream after ``after_seq``, in order, with their anchors."""
+        q = (select(Batch.seq, Batch.size, Batch.root, Batch.map_root, Anchor.status, Anchor.contract,
+                    Anchor.block_number)
+             .outerjoin(Anchor, and_(Anchor.hospital_id == Batch.hospital_id, Anchor.seq == Batch.seq))
+             .where(Batch.hospital_id == stream, Batch.seq > after_seq).order_by(Batch.seq).limit(limit))
+        with self._store.read() as s:
+            return [AuditBatch(int(seq), int(size), bytes(root), None if mr is None else bytes(mr), status, contract,
+                               block) for seq, size, root, mr, status, contract, block in s.execute(q)]
+
+    def indexed_in_batches(self, stream: str, first_seq: int, last_seq: int) -> list[tuple[int, Facts]]:
+        """(record version id, facts) of the index rows of a stream pointing at a record of its batches
+        ``first_seq``..``last_seq``: one statement per table, whatever the number of rows."""
+        placed = select(BatchLeaf.record_version_id).where(BatchLeaf.hospital_id == stream,
+                                                           BatchLeaf.seq.between(first_seq, last_seq))
+        return self._indexed_where(stream, placed)
+
+    def indexed_pending(self, stream: str, first_id: int, last_id: int) -> list[tuple[int, Facts]]:
+        """The same for the stream's records not sealed yet with ids ``first_id``..``last_id``."""
+        pending = select(PendingLeaf.record_version_id).where(
+            PendingLeaf.hospital_id == stream, PendingLeaf.record_version_id.between(first_id, last_id))
+        return self._indexed_where(stream, pending)
+
+    def strays(self, stream: str, limit: int = _PAGE) -> list[Facts]:
+        """Index rows of a stream that point at no record of that stream (at most ``limit``)."""
+        mine = select(RecordVersion.id).where(RecordVersion.hospital_id == stream)
+        with self._store.read() as s:
+            out: list[Facts] = [_decision(d) for d in s.execute(
+                select(*_DECISION_COLUMNS).where(Decision.stream == stream, Decision.record_version_id.not_in(mine))
+                .limit(limit))]
+            out += [_encounter(e) for e in s.execute(
+                select(*_ENCOUNTER_COLUMNS).where(Encounter.stream == stream,
+                                                  Encounter.record_version_id.not_in(mine)).limit(limit))]
+        return out[:limit]
+
+    def _indexed_where(self, stream: str, ids: Select[Any]) -> list[tuple[int, Facts]]:
+        with self._store.read() as s:
+            out: list[tuple[int, Facts]] = [(int(d.record_version_id), _decision(d)) for d in s.execute(
+                select(*_DECISION_COLUMNS).where(Decision.stream == stream, Decision.record_version_id.in_(ids)))]
+            out += [(int(e.record_version_id), _encounter(e)) for e in s.execute(
+                select(*_ENCOUNTER_COLUMNS).where(Encounter.stream == stream, Encounter.record_version_id.in_(ids)))]
+        return out
+
+
+__all__ = ["AuditBatch", "EventIndex", "Facts", "StoredLeaf", "VerificationRow"]

@@ -146,14 +146,18 @@ class DecisionFacts:
                    tuple(d["rule_reasons"]), d.get("category"), tuple(ItemRef.from_obj(i) for i in d["items"]),
                    str(d["currency"]), str(d["decision"]), d.get("reason"), d.get("detail"))
 
-    def record(self) -> ResultRecord:
-        return ResultRecord.from_obj({
+    def record_obj(self) -> dict[str, Any]:
+        """The record as a JSON object, not yet validated (``record`` validates it)."""
+        return {
             "hospital_id": self.stream, "result_id": self.result_key, "version": 1, "kind": "other",
             "code": {"system": EVENT_SYSTEM, "code": DECISION_EVENT},
             "subject": {"system": VERIFICATION_SYSTEM, "value": self.verification_id},
             "effective": format_time(self.verified_at), "issued": format_time(self.decided_at), "status": "final",
             "content": {"type": "event", "event": DECISION_EVENT, "data": self.data()},
-        })
+        }
+
+    def record(self) -> ResultRecord:
+        return ResultRecord.from_obj(self.record_obj())
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,14 +183,18 @@ class EncounterFacts:
         return {"format": ENCOUNTER_FORMAT, "encounter_ref": self.encounter_ref, "hospital_id": self.hospital_id,
                 "retrieved": self.retrieved, "categories": list(self.categories)}
 
-    def record(self) -> ResultRecord:
-        return ResultRecord.from_obj({
+    def record_obj(self) -> dict[str, Any]:
+        """The record as a JSON object, not yet validated (``record`` validates it)."""
+        return {
             "hospital_id": self.stream, "result_id": self.result_key, "version": 1, "kind": "other",
             "code": {"system": EVENT_SYSTEM, "code": ENCOUNTER_EVENT},
             "subject": {"system": PATIENT_HMAC_SYSTEM, "value": self.patient_hash},
             "effective": format_time(self.seen_at), "issued": format_time(self.seen_at), "status": "final",
             "content": {"type": "event", "event": ENCOUNTER_EVENT, "data": self.data()},
-        })
+        }
+
+    def record(self) -> ResultRecord:
+        return ResultRecord.from_obj(self.record_obj())
 
 
 def join_codes(codes: Sequence[str]) -> str:

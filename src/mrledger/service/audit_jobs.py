@@ -1,0 +1,208 @@
+"""The KPI audit as a job: ``POST /v1/audit/decisions/jobs`` starts it, ``GET …/jobs/{id}`` says how far it got.
+
+Why a job: at city size (2.5 million decisions and encounters) the audit takes minutes, longer than any request
+should live and longer than a proxy waits. So it runs in a background thread of the API process that accepted
+it (service/kpi_audit.py ``DecisionAudit``: a range of batches at a time, each range read in its own short
+transactions, memory bounded whatever the ledger's size), and writes its state — progress, then the summary and
+the problems — to a small JSON file after every range.
+
+Why files, not a table: every API process of a node (``MRL_API_PROCESSES``) must answer a poll about a job
+another one runs, and the job need not outlive the node. They share the node's data directory (``mrledger
+serve``: ``<data dir>/audit-jobs/``), so the state is one file per job, replaced atomically, and "one job at a
+time per node" is an exclusive ``flock`` on ``job.lock`` that the running job holds: a second start while it is
+held is refused (409, naming the running job). The kernel releases the lock when the process dies, so a job
+whose file still says ``running`` while nobody holds the lock was lost to a restart: it is reported ``lost`` and
+the caller starts another. Nothing else survives a restart, by design.
+
+Bounded: at most ``MAX_JOB_PROBLEMS`` problems are kept (all are counted, by kind); the last ``KEEP_JOBS`` job
+files are kept.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from mrledger.service.decisions import new_id
+from mrledger.service.kpi_audit import CHUNK_RECORDS, DecisionAudit, records_of, streams_of
+from mrledger.service.ledger import Services
+
+log = logging.getLogger("mrledger.audit")
+
+#: Problems a job keeps (the first ones found); every problem is counted in ``problem_count`` and by kind.
+MAX_JOB_PROBLEMS = 1_000
+#: Job files kept (older ones are deleted when a job starts).
+KEEP_JOBS = 20
+#: The state file is rewritten at most this often while a job runs (and always when a stream or the job ends).
+WRITE_EVERY_S = 0.5
+_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+class AuditJobRunning(Exception):
+    """A job is running on this node already (``job_id``: which, None if its file cannot be read)."""
+
+    def __init__(self, job_id: str | None) -> None:
+        super().__init__(f"audit job {job_id} is running")
+        self.job_id = job_id
+
+
+def _copy(state: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(state))
+    return out
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class AuditJobs:
+    """The audit jobs of one node, in ``directory`` (None: a private temporary one, for library use and tests:
+    then only this process sees them). Thread-safe; every process of a node may hold one over the same directory.
+    ``chunk``: records per range (``kpi_audit.CHUNK_RECORDS``). ``after_write``: called with the state after each
+    write (tests watch a job's progress with it)."""
+
+    def __init__(self, directory: Path | None = None, *, chunk: int = CHUNK_RECORDS,
+                 after_write: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.directory = directory if directory is not None else Path(tempfile.mkdtemp(prefix="mrl-audit-jobs-"))
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.chunk, self.after_write = chunk, after_write
+        self._lock_path = self.directory / "job.lock"
+        self._threads: dict[str, threading.Thread] = {}
+
+    # -- starting ---------------------------------------------------------------------------------------------
+
+    def start(self, ledger: Services, hospital_id: str | None, on_end: Callable[[dict[str, Any]], None] =
+              lambda _: None) -> dict[str, Any]:
+        """Start a job (its first state); AuditJobRunning while one runs on this node. ``on_end`` gets the
+        final state (the route access-logs the verdict with it)."""
+        handle = open(self._lock_path, "a+b")  # noqa: SIM115 - held by the job's thread until it ends
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise AuditJobRunning(self._current()) from None
+        try:
+            job_id = new_id(datetime.now(UTC))
+            state: dict[str, Any] = {
+                "id": job_id, "state": "running", "hospital": hospital_id, "started_at": _now(), "updated_at": _now(),
+                "finished_at": None, "progress": {"records_total": None, "records_checked": 0, "streams_total": None,
+                                                  "streams_done": 0, "batches_checked": 0},
+                "ok": None, "checked_records": 0, "streams": [], "problem_count": 0, "problems_by_kind": {},
+                "problems": [], "problems_truncated": False, "error": None}
+            self._write(state)
+            (self.directory / "current").write_text(job_id)
+            self._prune()
+            thread = threading.Thread(target=self._run, args=(ledger, handle, state, on_end),
+                                      name=f"audit-job-{job_id}", daemon=True)
+            self._threads[job_id] = thread
+            thread.start()
+        except BaseException:
+            handle.close()
+            raise
+        return _copy(state)
+
+    def _run(self, ledger: Services, handle: IO[bytes], state: dict[str, Any],
+             on_end: Callable[[dict[str, Any]], None]) -> None:
+        progress, last = state["progress"], [0.0]
+
+        def report(run: DecisionAudit, force: bool = False) -> None:
+            progress["records_checked"], progress["batches_checked"] = run.records_checked, run.batches_checked
+            done = len(run.streams)
+            state["streams"], state["problems"] = run.streams, run.found.kept
+            state["problem_count"], state["problems_by_kind"] = run.found.count, dict(run.found.by_kind)
+            state["problems_truncated"] = run.found.count > len(run.found.kept)
+            if force or done != progress["streams_done"] or time.monotonic() - last[0] >= WRITE_EVERY_S:
+                progress["streams_done"] = done
+                last[0] = time.monotonic()
+                self._write(state)
+
+        try:
+            streams = streams_of(ledger, state["hospital"])
+            progress["streams_total"], progress["records_total"] = len(streams), records_of(ledger, streams)
+            self._write(state)
+            run = DecisionAudit(ledger, chunk=self.chunk, keep=MAX_JOB_PROBLEMS, progress=report)
+            run.run(streams)
+            report(run)
+            state.update(state="done", ok=run.found.count == 0, checked_records=run.records_checked)
+        except Exception as exc:  # the job's end is its verdict: the caller reads it and starts another
+            log.exception("audit job %s failed", state["id"])
+            state.update(state="failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            state["finished_at"] = _now()
+            try:
+                self._write(state)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)  # after the final state: a free lock means nothing runs
+                handle.close()
+                self._threads.pop(state["id"], None)
+        try:
+            on_end(state)
+        except Exception:
+            log.exception("audit job %s: after its end", state["id"])
+
+    # -- reading ----------------------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """A job's state (None: unknown here). A job whose file says ``running`` while no process holds the lock
+        was lost (its process stopped): reported ``lost``."""
+        if not _ID.match(job_id):
+            return None
+        try:
+            state: dict[str, Any] = json.loads((self.directory / f"{job_id}.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        if state["state"] == "running" and not self._held():
+            state = json.loads((self.directory / f"{job_id}.json").read_text())  # it may have ended meanwhile
+            if state["state"] == "running":
+                state["state"] = "lost"
+                state["error"] = "the process running this job stopped (a restart): start another"
+        return state
+
+    def wait(self, job_id: str, timeout: float | None = None) -> None:
+        """Until a job this process runs has ended (tests, scripts in process)."""
+        thread = self._threads.get(job_id)
+        if thread is not None:
+            thread.join(timeout)
+
+    def _held(self) -> bool:
+        with open(self._lock_path, "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
+    def _current(self) -> str | None:
+        try:
+            text = (self.directory / "current").read_text().strip()
+        except FileNotFoundError:
+            return None
+        return text if _ID.match(text) else None
+
+    def _write(self, state: dict[str, Any]) -> None:
+        state["updated_at"] = _now()
+        path = self.directory / f"{state['id']}.json"
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(state, separators=(",", ":")))
+        os.replace(tmp, path)  # a reader sees the old state or the new one, never half of one
+        if self.after_write is not None:
+            self.after_write(_copy(state))
+
+    def _prune(self) -> None:
+        files = sorted(self.directory.glob("*.json"))  # ULIDs sort by time
+        for old in files[:-KEEP_JOBS]:
+            old.unlink(missing_ok=True)
+
+
+__all__ = ["KEEP_JOBS", "MAX_JOB_PROBLEMS", "AuditJobRunning", "AuditJobs"]

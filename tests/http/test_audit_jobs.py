@@ -1,0 +1,188 @@
+"""The KPI audit as a job (http/routes/audit_jobs.py, service/audit_jobs.py), through the HTTP app on SQLite and
+PostgreSQL: a clean ledger is ok with the right counts, a KPI row edited with SQL is found, progress is visible
+while it runs, a second start while one runs is a 409 naming it, a job lost to a restart says so, and the
+synchronous ``GET /v1/audit/decisions`` refuses ledgers over its limit instead of hanging."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from mrledger.service import kpi_audit
+from mrledger.service.audit_jobs import AuditJobs
+from tests.harness import Api
+from tests.service.test_kpi_audit import doctor, encounter, recognised, sql
+
+
+def ledger_of(api: Api, decisions: int = 3, encounters: int = 4, sealed: bool = True) -> int:
+    """Decisions and encounters of qd-002, sealed in batches of 2 (so a job ranges over several) when ``sealed``;
+    how many records."""
+    for _ in range(decisions):
+        recognised(api)
+    for i in range(encounters):
+        encounter(api, f"E{i}")
+    if sealed:
+        while api.ledger.store.seal("qd-002.events", 2) is not None:
+            pass
+    return decisions + encounters
+
+
+def use_jobs(api: Api, jobs: AuditJobs) -> AuditJobs:
+    api.client.app.state.audit_jobs = jobs  # type: ignore[attr-defined]
+    return jobs
+
+
+def jobs_of(api: Api) -> AuditJobs:
+    jobs: AuditJobs = api.client.app.state.audit_jobs  # type: ignore[attr-defined]
+    return jobs
+
+
+def start(api: Api, role: str = "auditor", **params: str) -> dict[str, Any]:
+    r = api.client.post("/v1/audit/decisions/jobs", params=params, headers=api.auth(role))
+    assert r.status_code == 202, r.text
+    body: dict[str, Any] = r.json()
+    assert r.headers["Location"] == f"/v1/audit/decisions/jobs/{body['id']}"
+    assert body["state"] == "running"
+    return body
+
+
+def finished(api: Api, job_id: str, **params: Any) -> dict[str, Any]:
+    jobs_of(api).wait(job_id, timeout=60)
+    r = api.client.get(f"/v1/audit/decisions/jobs/{job_id}", params=params, headers=api.auth("auditor"))
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    assert body["state"] == "done", body
+    return body
+
+
+def test_a_job_over_a_clean_ledger_is_ok_with_the_counts(api: Api) -> None:
+    use_jobs(api, AuditJobs(chunk=2))
+    n = ledger_of(api)
+    recognised(api)  # one more, not sealed: checked against the database only
+    body = finished(api, start(api)["id"])
+    assert body["ok"] is True and body["problem_count"] == 0 and body["problems"] == []
+    assert body["progress"] == {"records_total": n + 1, "records_checked": n + 1, "streams_total": 1,
+                                "streams_done": 1, "batches_checked": 4}
+    assert body["checked_records"] == n + 1 and body["finished_at"] is not None
+    (stream,) = body["streams"]
+    assert (stream["stream"], stream["records"], stream["decisions"], stream["encounters"], stream["batches"],
+            stream["unanchored_records"], stream["chain_checked"]) == ("qd-002.events", n + 1, 4, 4, 4, n + 1, False)
+    # The same answer as the one-request check.
+    sync = api.client.get("/v1/audit/decisions", headers=api.auth("auditor")).json()
+    assert sync["streams"] == body["streams"] and sync["ok"] is True
+    # One hospital: only its stream; another hospital has none.
+    assert finished(api, start(api, hospital="qd-002")["id"])["checked_records"] == n + 1
+    assert finished(api, start(api, "admin", hospital="gz-001")["id"])["progress"]["streams_total"] == 0
+
+
+def test_a_tampered_kpi_row_is_found_by_the_job(api: Api) -> None:
+    use_jobs(api, AuditJobs(chunk=3))
+    vid = recognised(api)
+    ledger_of(api)
+    sql(api, "UPDATE decisions SET decision = 'reordered', reason = 'emergency' WHERE verification_id = :v", v=vid)
+    sql(api, "UPDATE encounters SET retrieved = :f WHERE encounter_ref = (SELECT min(encounter_ref) FROM encounters)",
+        f=False)
+    body = finished(api, start(api)["id"])
+    assert body["ok"] is False and body["problem_count"] == 2
+    assert body["problems_by_kind"] == {"altered": 2}
+    by_field = {tuple(p["fields"]): p for p in body["problems"]}
+    assert by_field[("data.decision", "data.reason")]["verification_id"] == vid
+    assert by_field[("data.retrieved",)]["seq"] >= 1
+    # Problems are paged.
+    page = finished(api, body["id"], problems_offset=1, problems_limit=1)
+    assert page["problems"] == body["problems"][1:] and page["problems_offset"] == 1
+
+
+def test_progress_is_visible_and_a_second_job_while_one_runs_is_a_409(api: Api) -> None:
+    ledger_of(api, decisions=4, encounters=4)
+    gate, seen = threading.Event(), threading.Event()
+    states: list[dict[str, Any]] = []
+
+    def after_write(state: dict[str, Any]) -> None:
+        states.append(state)
+        if state["state"] == "running" and state["progress"]["records_checked"] > 0 and not seen.is_set():
+            seen.set()
+            assert gate.wait(30)  # hold the job here, mid-way, until the test has looked
+
+    use_jobs(api, AuditJobs(chunk=2, after_write=after_write))
+    job = start(api)
+    assert seen.wait(30)
+    r = api.client.get(f"/v1/audit/decisions/jobs/{job['id']}", headers=api.auth("auditor"))
+    now = r.json()
+    assert now["state"] == "running" and 0 < now["progress"]["records_checked"] < now["progress"]["records_total"] == 8
+    second = api.client.post("/v1/audit/decisions/jobs", headers=api.auth("admin"))
+    assert second.status_code == 409, second.text
+    assert second.headers["content-type"].startswith("application/problem+json")
+    assert second.json()["job_id"] == job["id"]
+    assert second.headers["Location"] == f"/v1/audit/decisions/jobs/{job['id']}"
+    gate.set()
+    assert finished(api, job["id"])["ok"] is True
+    checked = [s["progress"]["records_checked"] for s in states]
+    assert checked == sorted(checked) and checked[-1] == 8
+    start(api)  # the lock is free again
+
+
+def test_a_job_lost_to_a_restart_says_so(api: Api) -> None:
+    jobs = jobs_of(api)
+    job_id = "01JD3S4V6Q8E2N7W0X5K9C1B2A"
+    (jobs.directory / f"{job_id}.json").write_text(json.dumps({  # what a job's file says when its process died
+        "id": job_id, "state": "running", "hospital": None, "started_at": "2024-05-01T00:00:00.000Z",
+        "updated_at": "2024-05-01T00:00:01.000Z", "finished_at": None,
+        "progress": {"records_total": 10, "records_checked": 2, "streams_total": 1, "streams_done": 0,
+                     "batches_checked": 1},
+        "ok": None, "checked_records": 0, "streams": [], "problem_count": 0, "problems_by_kind": {}, "problems": [],
+        "problems_truncated": False, "error": None}))
+    body = api.client.get(f"/v1/audit/decisions/jobs/{job_id}", headers=api.auth("auditor")).json()
+    assert body["state"] == "lost" and "start another" in body["error"]
+    unknown = api.client.get("/v1/audit/decisions/jobs/01JD3S4V6Q8E2N7W0X5K9C1B2B", headers=api.auth("auditor"))
+    assert unknown.status_code == 404 and unknown.json()["type"].endswith("unknown-audit-job")
+
+
+def test_who_may_run_and_read_jobs(api: Api) -> None:
+    ledger_of(api, 1, 1)
+    job = start(api)
+    for role in ("doctor", "hospital:qd-002"):
+        assert api.client.post("/v1/audit/decisions/jobs", headers=api.auth(role)).status_code == 403
+        assert api.client.get(f"/v1/audit/decisions/jobs/{job['id']}", headers=api.auth(role)).status_code == 403
+    doctor(api)
+    assert api.client.post("/v1/audit/decisions/jobs", headers=api.auth("doctor:qd-002")).status_code == 403
+    assert api.client.post("/v1/audit/decisions/jobs").status_code == 401
+    assert api.client.get(f"/v1/audit/decisions/jobs/{job['id']}").status_code == 401
+    assert api.client.post("/v1/audit/decisions/jobs", params={"hospital": "nope"},
+                           headers=api.auth("auditor")).status_code == 404
+    finished(api, job["id"])
+
+
+def test_the_one_request_check_refuses_a_ledger_over_its_limit(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    n = ledger_of(api, 2, 2)
+    monkeypatch.setattr(kpi_audit, "MAX_SYNC_RECORDS", n - 1)
+    r = api.client.get("/v1/audit/decisions", headers=api.auth("auditor"))
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["type"].endswith("audit-too-large") and (body["records"], body["limit"]) == (n, n - 1)
+    assert "/v1/audit/decisions/jobs" in body["detail"]
+    assert finished(api, start(api)["id"])["checked_records"] == n  # the job has no such limit
+
+
+@pytest.mark.anvil
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_job_checks_the_registry_and_finds_a_rewritten_batch(engine: Any, version: int) -> None:
+    from tests.harness import chain_api_on
+
+    with chain_api_on(engine, version) as api:
+        use_jobs(api, AuditJobs(chunk=2))
+        n = ledger_of(api, 3, 3)
+        api.anchor_all()
+        body = finished(api, start(api)["id"])
+        assert body["ok"] is True, body["problems"]
+        (stream,) = body["streams"]
+        assert stream["chain_checked"] is True
+        assert stream["confirmed_batches"] == 3 == body["progress"]["batches_checked"]
+        assert stream["records"] == n and stream["unanchored_records"] == 0
+        sql(api, "UPDATE batches SET root = :r WHERE hospital_id = 'qd-002.events' AND seq = 2", r=b"\x00" * 32)
+        after = finished(api, start(api)["id"])
+        assert sorted((p["kind"], p["seq"]) for p in after["problems"]) == [("chain-mismatch", 2),
+                                                                            ("root-mismatch", 2)]
