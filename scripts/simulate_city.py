@@ -50,7 +50,8 @@ Definitions of the printed numbers (``--json``):
   programme recognised (post-retrieval recognition rate); ``tests_avoided``: catalogue items of recognised
   results; ``money_saved``: their catalogue prices (CNY); ``matches_api``: true only if these four equal what
   ``GET /v1/kpis`` returns for the run's days, after every decision and encounter is in a confirmed batch.
-  ``kpi_counts``: what was sent; ``decision_audit``: ``GET /v1/audit/decisions`` (KPI tables vs anchors).
+  ``kpi_counts``: what was sent; ``decision_audit``: the audit job (``POST /v1/audit/decisions/jobs``, polled:
+  KPI tables vs anchors).
 * ``by_scenario``: what each kind of receipt got (current, amended-current, amended-superseded, revoked,
   expired, not-in-catalogue). ``unexpected``: verifications whose verdict or set of reasons differs from what
   the simulation itself predicts from the hospital's eligibility, the catalogue and the result's fate; 0 means
@@ -898,7 +899,7 @@ class City:
         period = {"from": self.now.date().isoformat(), "to": datetime.now(UTC).date().isoformat()}
         api = self.client.get("/kpis", params=period, headers=auditor).raise_for_status().json()
         mine = sim_kpis.figures(k)
-        audit = self.client.get("/audit/decisions", headers=auditor).raise_for_status().json()
+        audit = self.audit_job(auditor, timeout)
         return {
             "kpis": {**mine, "matches_api": sim_kpis.matches(mine, api)},
             "kpi_counts": {"decisions": k.decisions, "recognisable": k.recognisable, "recognised": k.recognised,
@@ -907,9 +908,28 @@ class City:
                            "anchored_records": api["sources"]["confirmed"], "errors": k.errors,
                            "error_examples": k.error_examples},
             "decision_audit": {"ok": audit["ok"], "records": audit["checked_records"],
-                               "problems": len(audit["problems"]),
+                               "problems": audit["problem_count"],
                                "chain_checked": all(x["chain_checked"] for x in audit["streams"])},
         }
+
+    def audit_job(self, auditor: dict[str, str], timeout: float) -> dict[str, Any]:
+        """The KPI audit as a job (``POST /v1/audit/decisions/jobs``, docs/kpis.md §6): started (or, if one runs
+        already, that one), polled until done, with a progress bar; its final state."""
+        r = self.client.post("/audit/decisions/jobs", headers=auditor)
+        job_id = r.json()["job_id"] if r.status_code == 409 else r.raise_for_status().json()["id"]
+        deadline = time.monotonic() + timeout
+        with _progress(self.console) as bar:
+            task = bar.add_task("audit decisions", total=None)
+            while True:
+                job = self.client.get(f"/audit/decisions/jobs/{job_id}", headers=auditor).raise_for_status().json()
+                bar.update(task, total=job["progress"]["records_total"], completed=job["progress"]["records_checked"])
+                if job["state"] == "done":
+                    return dict(job)
+                if job["state"] != "running":
+                    raise SystemExit(f"audit job {job_id} {job['state']}: {job['error']}")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"audit job {job_id} not done after {timeout:.0f} s: {job['progress']}")
+                time.sleep(0.5)
 
     def verify(self, path: Path) -> Tally:
         """Doctors verify from ``--workers`` processes; the parent only draws the progress bar and merges."""

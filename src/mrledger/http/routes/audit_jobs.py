@@ -14,8 +14,7 @@ from mrledger.http.problems import Problem
 from mrledger.http.routes.kpis import ROLES, AuditProblem, HospitalQuery, StreamSummary
 from mrledger.http.schemas import PARAM_422, problems
 from mrledger.service.audit_jobs import MAX_JOB_PROBLEMS, AuditJobRunning, AuditJobs
-from mrledger.service.kpi_audit import CHUNK_RECORDS
-from mrledger.store.events import is_event_stream
+from mrledger.service.kpi_audit import CHUNK_RECORDS, is_hospital
 
 router = APIRouter(prefix="/v1", tags=["kpis"])
 
@@ -88,7 +87,7 @@ def _location(job_id: str) -> str:
 def start_audit_job(request: Request, response: Response, ledger: ServicesDep, principal: PrincipalDep,
                     hospital: HospitalQuery = None) -> Any:
     authorize(principal, *ROLES)
-    if hospital is not None and (is_event_stream(hospital) or hospital not in dict(ledger.store.hospitals())):
+    if hospital is not None and not is_hospital(ledger, hospital):
         raise Problem(404, "unknown-hospital", "Unknown hospital", f"unknown hospital {hospital!r}")
     log = ledger.access_log
 
