@@ -91,16 +91,18 @@ def test_a_decision_altered_after_anchoring_is_detected(chain_api: Api) -> None:
     assert got.status_code == 200, got.text
     assert verify_receipt(got.content).status == "valid"
     kpi = api.client.get("/v1/kpis", headers=api.auth("auditor")).json()
-    assert kpi["sources"]["batches"] == [{"stream": "qd-002.events", "seq": 1, "anchor_status": "confirmed"}]
+    assert kpi["sources"]["batches"] == [
+        {"stream": "qd-002.events", "first_seq": 1, "last_seq": 1, "anchor_status": "confirmed"}]
     assert kpi["totals"]["current"]["recognised"] == 1
 
     # Someone turns the recognition into a reorder in the KPI table (and so changes what counts for money).
     sql(api, "UPDATE decisions SET decision = 'reordered', reason = 'emergency'")
     after = audit(api)
     assert after["ok"] is False
-    # The report counted the batch before the edit: its counts no longer match the index either.
+    # The report counted the batch before the edit: its counts no longer match the index either, nor do the day and
+    # month sums of its hospital (seq null: the stream's rollup as a whole).
     assert [(p["kind"], p["seq"]) for p in after["problems"] if p["kind"] == "rollup-mismatch"] == [
-        ("rollup-mismatch", 1)]
+        ("rollup-mismatch", 1), ("rollup-mismatch", None)]
     (problem,) = [p for p in after["problems"] if p["kind"] != "rollup-mismatch"]
     assert problem["kind"] == "altered" and problem["verification_id"] == v["verification_id"]
     assert problem["fields"] == ["data.decision", "data.reason"] and problem["seq"] == 1

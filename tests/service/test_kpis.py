@@ -191,9 +191,10 @@ def test_every_figure_names_its_batches(city: Api) -> None:
     assert rep["sources"]["unsealed"] == rep["sources"]["records"] == 9 and rep["sources"]["batches"] == []
     city.ledger.store.seal("qd-002.events", 10_000)
     rep = kpis(city, **MAY)
-    assert rep["sources"]["batches"] == [{"stream": "qd-002.events", "seq": 1, "anchor_status": "sealed"}]
+    assert rep["sources"]["batches"] == [
+        {"stream": "qd-002.events", "first_seq": 1, "last_seq": 1, "anchor_status": "sealed"}]
     assert rep["sources"]["unsealed"] == 1  # gz-001's v5
-    assert {h["hospital_id"]: h["batches"] for h in rep["by_hospital"]} == {"qd-002": [1], "gz-001": []}
+    assert {h["hospital_id"]: h["batches"] for h in rep["by_hospital"]} == {"qd-002": [[1, 1]], "gz-001": []}
     # Only anchored figures: nothing is confirmed without a chain.
     anchored = kpis(city, anchored_only="true", **MAY)
     assert anchored["totals"]["current"]["decisions"] == 0 and anchored["filters"]["anchored_only"] is True

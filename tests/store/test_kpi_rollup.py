@@ -69,7 +69,8 @@ def test_a_batch_with_unindexed_records_is_counted_once_they_are_indexed(city: A
     partial = kpis(city, **MAY)
     assert _counts(city)[0] == 1  # gz-001's batch only: qd-002's waits for its missing index row
     assert partial["totals"]["current"]["decisions"] == whole["totals"]["current"]["decisions"] - 1
-    assert {"stream": "qd-002.events", "seq": 1, "anchor_status": "sealed"} in partial["sources"]["batches"]
+    sealed = {"stream": "qd-002.events", "first_seq": 1, "last_seq": 1, "anchor_status": "sealed"}
+    assert sealed in partial["sources"]["batches"]
     with store.unit_of_work() as s:  # the retried request indexes it
         s.add(Decision(**kept))
     assert _figures(kpis(city, **MAY)) == _figures(whole)
@@ -137,3 +138,50 @@ def test_verifications_past_their_retention_are_deleted_unless_a_decision_names_
     assert left == decided | {"01RECENTNODECISION00000000"}
     assert index.verification("01OLDNODECISION00000000000") is None
     assert kpis(city, **MAY)["totals"]["current"]["decisions"] == 5  # the KPIs lose nothing
+
+
+def test_signed_pieces_and_covers_count_exactly_what_a_period_holds() -> None:
+    """Every period a report asks for, in any zone, is months ± days ± quarter-hours (kpi_levels.pieces), and
+    disjoint pieces for its batches (cover): checked against counting times one by one."""
+    import random
+    from datetime import timedelta
+    from itertools import pairwise
+
+    from mrledger.store.kpi_levels import DAY, MONTH, cover, floor_day, floor_month, pieces
+
+    rnd = random.Random(20)
+    q = timedelta(minutes=15)
+    base = datetime(2023, 11, 1, tzinfo=UTC)
+    times = sorted(base + q * rnd.randrange(0, 4 * 24 * 500) + timedelta(seconds=rnd.randrange(900))
+                   for _ in range(3000))
+
+    def inside(level: str, a: datetime, b: datetime, t: datetime) -> bool:
+        at = floor_month(t) if level == MONTH else floor_day(t) if level == DAY else t
+        return a <= at < b
+
+    for _ in range(300):
+        lo = base + q * rnd.randrange(0, 4 * 24 * 400)
+        hi = lo + q * rnd.randrange(1, 4 * 24 * 120)
+        want = sum(lo <= t < hi for t in times)
+        assert sum(sign * sum(inside(lv, a, b, t) for t in times) for lv, a, b, sign in pieces(lo, hi)) == want
+        parts = cover(lo, hi)
+        assert sum(sum(inside(lv, a, b, t) for t in times) for lv, a, b in parts) == want
+        assert parts[0][1] == lo and parts[-1][2] == hi
+        assert all(x[2] == y[1] for x, y in pairwise(parts))
+
+
+def test_the_audit_finds_day_and_month_sums_or_runs_edited(city: Api) -> None:  # noqa: F811
+    from mrledger.store.models import KpiRun, KpiSum
+
+    _seal_all(city)
+    kpis(city, **MAY)
+    for model, edit in ((KpiSum, "n"), (KpiRun, "last_seq")):
+        first = select(model).order_by(*model.__table__.primary_key.columns).limit(1)
+        with city.ledger.store.unit_of_work() as s:
+            row = s.scalars(first).one()
+            setattr(row, edit, getattr(row, edit) + 1)
+        audit = city.client.get("/v1/audit/decisions", headers=city.auth("auditor")).json()
+        assert [p["kind"] for p in audit["problems"]] == ["rollup-mismatch"], audit["problems"]
+        with city.ledger.store.unit_of_work() as s:
+            row = s.scalars(first).one()
+            setattr(row, edit, getattr(row, edit) - 1)

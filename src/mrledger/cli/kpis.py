@@ -105,5 +105,5 @@ def _table(rep: dict[str, Any]) -> Table:
                       _change(g["money_saved"], False), str(f["reordered"]))
     src = rep["sources"]
     table.caption = (f"{src['records']} decisions and encounters counted, {src['confirmed']} in confirmed batches; "
-                     f"{len(src['batches'])} batches (--json lists them)")
+                     f"{src['batch_count']} batches (--json lists them)")
     return table

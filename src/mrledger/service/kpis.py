@@ -20,10 +20,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from mrledger.ledger.status import CONFIRMED, SEALED
+from mrledger.ledger.status import CONFIRMED, PENDING
 from mrledger.service.ledger import Services
 from mrledger.store.events import events_stream, split_codes
-from mrledger.store.kpi_rollup import Counted, Key, KpiRollup, Sums
+from mrledger.store.kpi_levels import merge_runs
+from mrledger.store.kpi_read import Run, counted
+from mrledger.store.kpi_rollup import Counted, Key, Sums
 
 #: Longest period one report covers (ten years), and the default (the last 30 days).
 MAX_DAYS = 3660
@@ -179,27 +181,23 @@ class _Slice:
 
 @dataclass
 class _Sources:
-    """Where a period's figures come from: records, and the batches (with their anchor status) holding them."""
+    """Where a period's figures come from: records, and the batches (runs of seqs per stream, with their anchor
+    status) holding them."""
 
     records: int = 0
     confirmed: int = 0
     unsealed: int = 0
-    batches: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def add(self, c: Counted) -> None:
         self.records += c.sums.n
-        if c.seq is None:
-            self.unsealed += c.sums.n
-            return
-        status = c.anchor or SEALED
-        self.batches[(c.stream, c.seq)] = status
-        self.confirmed += c.sums.n if status == CONFIRMED else 0
+        self.unsealed += c.sums.n if c.status == PENDING else 0
+        self.confirmed += c.sums.n if c.status == CONFIRMED else 0
 
-    def obj(self) -> dict[str, Any]:
+    def obj(self, runs: list[Run]) -> dict[str, Any]:
         return {"records": self.records, "confirmed": self.confirmed, "unconfirmed": self.records - self.confirmed,
-                "unsealed": self.unsealed,
-                "batches": [{"stream": s, "seq": q, "anchor_status": self.batches[(s, q)]}
-                            for s, q in sorted(self.batches)]}
+                "unsealed": self.unsealed, "batch_count": sum(r.last - r.first + 1 for r in runs),
+                "batches": [{"stream": r.stream, "first_seq": r.first, "last_seq": r.last, "anchor_status": r.status}
+                            for r in runs]}
 
 
 def _categories(key: Key, category: str | None) -> tuple[str, ...] | None:
@@ -221,15 +219,16 @@ def report(ledger: Services, p: Period, *, hospital: str | None = None, category
     months = p.months()
     # Slot 0 is the previous period, slots 1.. the months of this one (contiguous, in time order).
     slots = [prev.bounds()] + [Period(a, b, p.tz).bounds() for _, a, b in months]
-    counted = KpiRollup(ledger.store).counted(slots, hospital, anchored_only=anchored_only)
+    lo, hi = slots[1][0], slots[-1][1]
+    tally = counted(ledger.store, slots, hospital, category=category, anchored_only=anchored_only,
+                    spans=[(lo, hi), slots[0]])
     total = _Slice()
     hospitals: dict[str, _Slice] = {}
     categories: dict[str, _Slice] = {}
     by_month = {m: Figures() for m, _, _ in months}
     hospital_months: dict[tuple[str, str], Figures] = {}
-    seqs: dict[str, set[int]] = {}
     sources, previous_sources = _Sources(), _Sources()
-    for c in counted:
+    for c in tally.counts:
         cats = _categories(c.key, category)
         if cats is None:
             continue
@@ -242,13 +241,15 @@ def report(ledger: Services, p: Period, *, hospital: str | None = None, category
             month = months[c.slot - 1][0]
             by_month[month].add_counts(c.key, c.sums)
             hospital_months.setdefault((hid, month), Figures()).add_counts(c.key, c.sums)
-            if c.seq is not None:
-                seqs.setdefault(hid, set()).add(c.seq)
+    seqs: dict[str, list[tuple[int, int]]] = {}
+    for r in tally.batches[0]:
+        seqs.setdefault(r.stream, []).append((r.first, r.last))
     if hospital is not None:
         hospitals.setdefault(hospital, _Slice())
     by_hospital: list[dict[str, Any]] = [
         {"hospital_id": hid, "stream": events_stream(hid), "current": s.now.obj(reasons),
-         "previous": s.before.obj(reasons), "growth": growth(s.now, s.before), "batches": sorted(seqs.get(hid, ()))}
+         "previous": s.before.obj(reasons), "growth": growth(s.now, s.before),
+         "batches": [list(r) for r in merge_runs(seqs.get(events_stream(hid), ()))]}
         for hid, s in hospitals.items()]
     by_hospital.sort(key=_rank_key)
     for rank, row in enumerate(by_hospital, 1):
@@ -267,7 +268,7 @@ def report(ledger: Services, p: Period, *, hospital: str | None = None, category
                       "figures": f.obj(reasons)} for m, f in by_month.items()],
         "by_hospital_month": [{"hospital_id": h, "month": m, "figures": f.obj(reasons)}
                               for (h, m), f in sorted(hospital_months.items())],
-        "sources": sources.obj(), "previous_sources": previous_sources.obj(),
+        "sources": sources.obj(tally.batches[0]), "previous_sources": previous_sources.obj(tally.batches[1]),
     }
 
 
@@ -319,12 +320,12 @@ def to_csv(rep: dict[str, Any]) -> str:
                          "" if rank is None else rank]
                         + [figures["reorders_by_reason"].get(c, 0) for c in reasons] + [batches])
 
-    src = " ".join(f"{b['stream']}:{b['seq']}" for b in rep["sources"]["batches"])
+    src = " ".join(f"{b['stream']}:{_span(b['first_seq'], b['last_seq'])}" for b in rep["sources"]["batches"])
     t = rep["totals"]
     emit("total", "current", cur, t["current"], g=t["growth"], batches=src)
     emit("total", "previous", prev, t["previous"])
     for h in rep["by_hospital"]:
-        mine = " ".join(f"{h['stream']}:{s}" for s in h["batches"])
+        mine = " ".join(f"{h['stream']}:{_span(a, b)}" for a, b in h["batches"])
         emit("hospital", "current", cur, h["current"], hospital=h["hospital_id"], g=h["growth"], rank=h["rank"],
              batches=mine)
         emit("hospital", "previous", prev, h["previous"], hospital=h["hospital_id"])
@@ -337,6 +338,10 @@ def to_csv(rep: dict[str, Any]) -> str:
         emit("hospital-month", "current", {"from": "", "to": ""}, hm["figures"], hospital=hm["hospital_id"],
              month=hm["month"])
     return out.getvalue()
+
+
+def _span(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}-{last}"
 
 
 def _v(value: float | None) -> str | float:

@@ -4,34 +4,32 @@ A KPI report over a city's year reads millions of decisions and encounters if it
 measured a report that never answered after 60,000 verifications). But a sealed batch never changes: its counts,
 by 15-minute UTC bucket and by every dimension a report groups or filters on (hospital, kind, categories, the
 doctor's decision, the programme's recognition, the reorder reason), are computed once — by the sealer right
-after it seals an event batch, or by the first report that finds the batch uncounted — and written in one
-transaction with a marker row (``kpi_rolled``), so a batch is counted completely or not at all. A report then
-sums rollup rows in SQL (a few per batch), and reads one by one only what is not in a counted batch: records
-still pending (the sealer's outbox, seconds of traffic) and the rare batch sealed before all its records were
-indexed (a crash between a record's submission and its indexing; counted once its index rows are complete).
+after it seals an event batch, or by the first report that finds the batch uncounted (``kpi_todo``, filled by a
+trigger on ``batches``) — and written in one transaction with a marker row (``kpi_rolled``), so a batch is counted
+completely or not at all. The same transaction adds them to the sums by UTC day and month and the runs of batches
+(``mrledger.store.kpi_levels``) that a report reads (``mrledger.store.kpi_read``): with a real node's 5-second
+batches a batch holds about one record, so rows per batch would be rows per record.
 
 Every time zone's midnight falls on a 15-minute boundary of UTC, so every period and month of a report is a
-whole number of buckets: the sums are exact, not approximations. Everything a report reads is read in one
-snapshot (SQLite's transaction; REPEATABLE READ on PostgreSQL), so a batch sealed meanwhile is counted once.
+whole number of buckets: the sums are exact, not approximations.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, insert, literal, select, tuple_
+from sqlalchemy import and_, delete, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mrledger.ledger.status import CONFIRMED
+from mrledger.store import kpi_levels
 from mrledger.store.decisions import _decision, _encounter
 from mrledger.store.events import STREAM_SUFFIX, DecisionFacts, EncounterFacts, join_codes
-from mrledger.store.models import Anchor, Batch, BatchLeaf, Decision, Encounter, KpiCount, KpiRolled, PendingLeaf
+from mrledger.store.models import Batch, BatchLeaf, Decision, Encounter, KpiCount, KpiRolled, KpiRun, KpiSum, KpiTodo
 from mrledger.store.repository import Store
 
 BUCKET = timedelta(minutes=15)
@@ -71,7 +69,7 @@ class Sums:
         self.amount_minor += other.amount_minor
 
 
-def _key_sums(facts: DecisionFacts | EncounterFacts) -> tuple[Key, datetime, Sums]:
+def key_sums(facts: DecisionFacts | EncounterFacts) -> tuple[Key, datetime, Sums]:
     if isinstance(facts, EncounterFacts):
         return (Key(facts.hospital_id, "e", join_codes(facts.categories), "", "", ""), facts.seen_at,
                 Sums(1, int(facts.retrieved), 0, 0))
@@ -81,19 +79,17 @@ def _key_sums(facts: DecisionFacts | EncounterFacts) -> tuple[Key, datetime, Sum
 
 @dataclass(frozen=True, slots=True)
 class Counted:
-    """What a report sums: counts of one key in one slot of the report's time line, from one batch (``seq`` None:
-    not sealed yet) whose anchor has ``anchor`` status (None: sealed, not anchored yet)."""
+    """What a report sums: counts of one key in one slot of the report's time line, of records whose batch has
+    anchor ``status`` (``pending``: not sealed yet; ``sealed``: no anchor yet)."""
 
     key: Key
     slot: int
-    stream: str
-    seq: int | None
-    anchor: str | None
+    status: str
     sums: Sums
 
 
 class KpiRollup:
-    """The rollup tables (migration 0011) over a store. Thread-safe (each call is its own unit of work)."""
+    """The rollup tables (migrations 0011, 0015) over a store. Thread-safe (each call is its own unit of work)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -104,24 +100,36 @@ class KpiRollup:
         """Count every sealed event batch not counted yet whose records are all indexed; the number counted."""
         with self._store.read() as s:
             todo = [(h, q, n) for h, q, n in s.execute(
-                _not_counted(Batch.size)
-                .order_by(Batch.hospital_id, Batch.seq))]
+                select(KpiTodo.stream, KpiTodo.seq, Batch.size)
+                .join(Batch, and_(Batch.hospital_id == KpiTodo.stream, Batch.seq == KpiTodo.seq))
+                .order_by(KpiTodo.stream, KpiTodo.seq))]
         done = 0
         for i in range(0, len(todo), _CHUNK):
             done += self._roll(todo[i:i + _CHUNK])
         return done
 
-    def check(self, stream: str) -> list[tuple[int, str]]:
+    def check(self, stream: str) -> list[tuple[int | None, str]]:
         """(seq, what differs) for every counted batch of ``stream`` whose stored counts are not the counts of its
-        indexed records now: the KPI audit's proof that reports summed from the rollup are the index's figures."""
+        indexed records now, and (None, what differs) when the day and month sums of the stream's hospitals or its
+        runs of batches are not those of its counted batches' indexed records: the KPI audit's proof that reports
+        summed from the rollup are the index's figures."""
         with self._store.read() as s:
             seqs = list(s.scalars(select(KpiRolled.seq).where(KpiRolled.stream == stream).order_by(KpiRolled.seq)))
             stored: dict[int, dict[tuple[Key, datetime], tuple[int, int, int, int]]] = defaultdict(dict)
             for c in s.scalars(select(KpiCount).where(KpiCount.stream == stream)):
                 key = Key(c.hospital_id, c.kind, c.categories, c.decision, c.recognition, c.reason)
                 stored[c.seq][(key, c.bucket)] = (c.n, c.retrieved, c.tests, c.amount_minor)
-            facts = _batch_facts(s, [(stream, q) for q in seqs])
-        out = []
+            facts = batch_facts(s, [(stream, q) for q in seqs])
+            runs: dict[tuple[str, datetime, str], list[tuple[int, int]]] = defaultdict(list)
+            for r in s.scalars(select(KpiRun).where(KpiRun.stream == stream)):
+                runs[(r.level, r.bucket, r.category)].append((r.first_seq, r.last_seq))
+            derived_rows = {seq: _rows(_sums(facts.get((stream, seq), ()))) for seq in seqs}
+            hospitals = {r["hospital_id"] for rows in derived_rows.values() for r in rows}
+            hospitals.add(stream.removesuffix(STREAM_SUFFIX))  # a row of its hospital that no record made
+            level_stored = {(r.level, r.bucket, r.hospital_id, r.kind, r.categories, r.decision, r.recognition,
+                             r.reason): [r.n, r.retrieved, r.tests, r.amount_minor]
+                            for r in s.scalars(select(KpiSum).where(KpiSum.hospital_id.in_(hospitals)))}
+        out: list[tuple[int | None, str]] = []
         for seq in seqs:
             sums = _sums(facts.get((stream, seq), ()))
             derived = {k: (v.n, v.retrieved, v.tests, v.amount_minor) for k, v in sums.items()}
@@ -129,119 +137,67 @@ class KpiRollup:
                 changed = len(set(derived.items()) ^ set(stored.get(seq, {}).items()))
                 out.append((seq, f"the KPI counts of batch {seq} differ from its indexed records in {changed} "
                                  "rollup row(s)"))
+        level_derived = dict(kpi_levels.level_sums(r for rows in derived_rows.values() for r in rows))
+        if level_derived != level_stored:
+            changed = len({k for k in level_derived.keys() | level_stored.keys()
+                           if level_derived.get(k) != level_stored.get(k)})
+            out.append((None, f"the day and month KPI sums of {sorted(hospitals)} differ from the indexed records "
+                              f"of the counted batches in {changed} row(s)"))
+        want: dict[tuple[str, datetime, str], list[tuple[int, int]]] = defaultdict(list)
+        for seq, rows in derived_rows.items():
+            for run_key in kpi_levels.run_keys(rows):
+                want[run_key].append((seq, seq))
+        got = {k: kpi_levels.merge_runs(v) for k, v in runs.items()}
+        if {k: kpi_levels.merge_runs(v) for k, v in want.items()} != got:
+            out.append((None, f"the runs of counted batches of {stream} by day and month differ from the indexed "
+                              "records of its counted batches"))
         return out
 
     def _roll(self, batches: Sequence[tuple[str, int, int]]) -> int:
         with self._store.read() as s:
-            facts = _batch_facts(s, [(h, q) for h, q, _ in batches])
+            facts = batch_facts(s, [(h, q) for h, q, _ in batches])
         complete = [(h, q) for h, q, size in batches if len(facts.get((h, q), ())) == size]
         if not complete:
             return 0
-        rows: list[dict[str, object]] = []
-        for stream, seq in complete:
-            sums = _sums(facts.get((stream, seq), ()))
-            rows += [{"stream": stream, "seq": seq, "hospital_id": k.hospital_id, "bucket": b, "kind": k.kind,
-                      "categories": k.categories, "decision": k.decision, "recognition": k.recognition,
-                      "reason": k.reason, "n": v.n, "retrieved": v.retrieved, "tests": v.tests,
-                      "amount_minor": v.amount_minor} for (k, b), v in sums.items()]
+        per_batch = [(stream, seq, _rows(_sums(facts.get((stream, seq), ())), stream, seq))
+                     for stream, seq in complete]
+        rows = [r for _, _, batch in per_batch for r in batch]
         try:
             with self._store.unit_of_work() as s:
                 s.execute(insert(KpiRolled), [{"stream": h, "seq": q} for h, q in complete])
                 if rows:
                     s.execute(insert(KpiCount), rows)
+                s.execute(delete(KpiTodo).where(tuple_(KpiTodo.stream, KpiTodo.seq).in_(complete)))
+                kpi_levels.add(s, per_batch)
         except IntegrityError:  # another process counted some of them first: the rest one by one
             if len(complete) == 1:
                 return 0
             return sum(self._roll([(h, q, len(facts[(h, q)]))]) for h, q in complete)
         return len(complete)
 
-    # -- reading ----------------------------------------------------------------------------------------------
 
-    def counted(self, slots: Sequence[tuple[datetime, datetime]], hospital_id: str | None = None, *,
-                anchored_only: bool = False) -> list[Counted]:
-        """Counts per key, slot, batch and anchor status of every decision and encounter whose time falls in one of
-        ``slots`` (disjoint [start, end) UTC intervals on 15-minute boundaries, in order): rollup sums for counted
-        batches, one by one for the rest, all read in one snapshot. ``anchored_only``: confirmed batches only."""
-        self.roll_up()
-        if not slots:
-            return []
-        lo, hi = slots[0][0], slots[-1][1]
-        out: list[Counted] = []
-        with self._snapshot() as s:
-            r = KpiCount
-            slot = _slot_case(r.bucket, slots)
-            q = (select(r.hospital_id, r.kind, r.categories, r.decision, r.recognition, r.reason, slot, r.stream,
-                        r.seq, Anchor.status, func.sum(r.n), func.sum(r.retrieved), func.sum(r.tests),
-                        func.sum(r.amount_minor))
-                 .outerjoin(Anchor, and_(Anchor.hospital_id == r.stream, Anchor.seq == r.seq))
-                 .where(r.bucket >= lo, r.bucket < hi)
-                 .group_by(r.hospital_id, r.kind, r.categories, r.decision, r.recognition, r.reason, slot, r.stream,
-                           r.seq, Anchor.status))
-            if hospital_id is not None:
-                q = q.where(r.hospital_id == hospital_id)
-            if anchored_only:
-                q = q.where(Anchor.status == CONFIRMED)
-            for h, kind, cats, dec, rec, reason, sl, stream, seq, status, n, ret, tests, amount in s.execute(q):
-                if sl is None or sl < 0:
-                    continue
-                out.append(Counted(Key(h, kind, cats, dec, rec, reason), int(sl), stream, int(seq), status,
-                                   Sums(int(n), int(ret), int(tests), int(amount))))
-            out += self._uncounted(s, slots, hospital_id, anchored_only)
-        return out
-
-    def _uncounted(self, s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: str | None,
-                   anchored_only: bool) -> list[Counted]:
-        """Records of the period not in a counted batch: pending ones, and those of batches not counted yet."""
-        placed: list[tuple[DecisionFacts | EncounterFacts, str, int | None, str | None]] = []
-        if not anchored_only:  # pending records have no anchor at all
-            pending = PendingLeaf.record_version_id
-            placed += [(_decision(d), d.stream, None, None) for d in s.scalars(
-                select(Decision).join(PendingLeaf, pending == Decision.record_version_id))]
-            placed += [(_encounter(e), e.stream, None, None) for e in s.scalars(
-                select(Encounter).join(PendingLeaf, pending == Encounter.record_version_id))]
-        open_batches = [(h, q) for h, q in s.execute(_not_counted())]
-        if open_batches:
-            status = dict(((h, q), st) for h, q, st in s.execute(
-                select(Anchor.hospital_id, Anchor.seq, Anchor.status)
-                .where(tuple_(Anchor.hospital_id, Anchor.seq).in_(open_batches))))
-            for (stream, seq), batch in _batch_facts(s, open_batches).items():
-                if anchored_only and status.get((stream, seq)) != CONFIRMED:
-                    continue
-                placed += [(f, stream, seq, status.get((stream, seq))) for f in batch]
-        out = []
-        for facts, stream, at, anchor in placed:
-            key, when, one = _key_sums(facts)
-            sl = _slot_of(when, slots)
-            if sl is not None and (hospital_id is None or key.hospital_id == hospital_id):
-                out.append(Counted(key, sl, stream, at, anchor, one))
-        return out
-
-    @contextmanager
-    def _snapshot(self) -> Iterator[Session]:
-        """One read transaction that sees one state of the database (SQLite's BEGIN already does)."""
-        with self._store.read() as s:
-            if s.get_bind().dialect.name == "postgresql":
-                s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            yield s
+def _rows(sums: dict[tuple[Key, datetime], Sums], stream: str = "", seq: int = 0) -> list[dict[str, Any]]:
+    """Rollup rows (the columns of ``kpi_rollup``) of one batch's sums."""
+    return [{"stream": stream, "seq": seq, "hospital_id": k.hospital_id, "bucket": b, "kind": k.kind,
+             "categories": k.categories, "decision": k.decision, "recognition": k.recognition, "reason": k.reason,
+             "n": v.n, "retrieved": v.retrieved, "tests": v.tests, "amount_minor": v.amount_minor}
+            for (k, b), v in sorted(sums.items(), key=lambda kv: (kv[0][1], _dims(kv[0][0])))]
 
 
-def _not_counted(*extra: Any) -> Select[Any]:
-    """(stream, seq, *extra) of the sealed event batches not in the rollup yet."""
-    return (select(Batch.hospital_id, Batch.seq, *extra)
-            .outerjoin(KpiRolled, and_(KpiRolled.stream == Batch.hospital_id, KpiRolled.seq == Batch.seq))
-            .where(Batch.hospital_id.endswith(STREAM_SUFFIX), KpiRolled.seq.is_(None)))
+def _dims(k: Key) -> tuple[str, ...]:
+    return (k.hospital_id, k.kind, k.categories, k.decision, k.recognition, k.reason)
 
 
 def _sums(facts: Sequence[DecisionFacts | EncounterFacts]) -> dict[tuple[Key, datetime], Sums]:
     """The rollup of some records: sums by key and bucket."""
     sums: dict[tuple[Key, datetime], Sums] = defaultdict(Sums)
     for f in facts:
-        key, when, one = _key_sums(f)
+        key, when, one = key_sums(f)
         sums[(key, bucket_of(when))].add(one)
     return sums
 
 
-def _batch_facts(s: Session, batches: Sequence[tuple[str, int]]) -> dict[tuple[str, int], list[
+def batch_facts(s: Session, batches: Sequence[tuple[str, int]]) -> dict[tuple[str, int], list[
         DecisionFacts | EncounterFacts]]:
     """The indexed decisions and encounters of these batches, by batch."""
     out: dict[tuple[str, int], list[DecisionFacts | EncounterFacts]] = defaultdict(list)
@@ -258,19 +214,4 @@ def _batch_facts(s: Session, batches: Sequence[tuple[str, int]]) -> dict[tuple[s
     return out
 
 
-def _slot_case(column: Any, slots: Sequence[tuple[datetime, datetime]]) -> ColumnElement[int]:
-    """SQL: the index of the slot holding ``column`` (−1 between slots)."""
-    whens: list[tuple[ColumnElement[bool], int]] = []
-    for i, (start, end) in enumerate(slots):
-        whens.append((and_(column >= start, column < end), i))
-    return case(*whens, else_=literal(-1))
-
-
-def _slot_of(when: datetime, slots: Sequence[tuple[datetime, datetime]]) -> int | None:
-    for i, (start, end) in enumerate(slots):
-        if start <= when < end:
-            return i
-    return None
-
-
-__all__ = ["BUCKET", "Counted", "Key", "KpiRollup", "Sums", "bucket_of"]
+__all__ = ["BUCKET", "Counted", "Key", "KpiRollup", "Sums", "batch_facts", "bucket_of", "key_sums"]

@@ -463,3 +463,60 @@ class KpiRolled(Base):
 
     stream: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+
+
+class KpiSum(Base):
+    """Counts of every counted batch together, by UTC day (``level`` ``d``) or UTC month (``m``) and by the
+    dimensions of ``kpi_rollup`` (migration 0015, ``mrledger.store.kpi_levels``): a report over a year reads a dozen
+    month rows per combination instead of a row per batch. Added to in the transaction that counts a batch."""
+
+    __tablename__ = "kpi_sums"
+
+    level: Mapped[str] = mapped_column(String(1), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    hospital_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(1), primary_key=True)
+    categories: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    decision: Mapped[str] = mapped_column(String(16), primary_key=True)
+    recognition: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+    retrieved: Mapped[int] = mapped_column(BigInteger)
+    tests: Mapped[int] = mapped_column(BigInteger)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+
+
+class KpiRun(Base):
+    """The counted batches of a stream holding records of one UTC day or month, as runs of consecutive seqs
+    (``category`` ``*``: all records; otherwise those reported under that category): what a report names as its
+    sources without a row per batch."""
+
+    __tablename__ = "kpi_runs"
+
+    level: Mapped[str] = mapped_column(String(1), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(64), primary_key=True)
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class KpiTodo(Base):
+    """A sealed event batch not counted yet. Written by a trigger on ``batches`` (migration 0015), deleted when the
+    batch is counted: finding what to count does not scan every batch."""
+
+    __tablename__ = "kpi_todo"
+
+    stream: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+
+
+class KpiOpen(Base):
+    """An event batch whose anchor is not confirmed (no ``anchors`` row, or one not ``confirmed``), kept by triggers
+    on ``batches`` and ``anchors`` (migration 0015) whoever writes them: a report subtracts these few batches for
+    ``anchored_only`` and names their status without reading the anchor of every batch."""
+
+    __tablename__ = "kpi_open"
+
+    stream: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

@@ -87,7 +87,8 @@ class HospitalKpi(BaseModel):
     current: Figures
     previous: Figures
     growth: Growth
-    batches: list[int] = Field(description="Batches (seq) of `stream` holding the current period's records.")
+    batches: list[list[int]] = Field(description="Batches of `stream` holding the current period's records, as "
+                                                  "runs `[first_seq, last_seq]` (inclusive) of consecutive seqs.")
 
 
 class CategoryKpi(BaseModel):
@@ -110,9 +111,13 @@ class HospitalMonthKpi(BaseModel):
     figures: Figures
 
 
-class BatchRef(BaseModel):
+class BatchRun(BaseModel):
+    """Batches ``first_seq``..``last_seq`` of ``stream`` (every one of them holds records counted), all with
+    ``anchor_status``: a year of 5-second batches is a few runs per stream, not millions of entries."""
+
     stream: str
-    seq: int
+    first_seq: int
+    last_seq: int
     anchor_status: BatchStatus
 
 
@@ -121,7 +126,8 @@ class Sources(BaseModel):
     confirmed: int = Field(description="...of which in batches whose anchor is confirmed.")
     unconfirmed: int
     unsealed: int = Field(description="...not sealed into a batch yet.")
-    batches: list[BatchRef]
+    batch_count: int = Field(description="Batches holding the records counted (the seqs in `batches`).")
+    batches: list[BatchRun]
 
 
 class Filters(BaseModel):
@@ -151,13 +157,15 @@ class KpiReport(BaseModel):
         "reorder_reasons": ["condition-changed", "emergency"],
         "totals": {"current": _F, "previous": _F, "growth": _G},
         "by_hospital": [{"hospital_id": "qd-002", "stream": "qd-002.events", "rank": 1, "current": _F,
-                         "previous": _F, "growth": _G, "batches": [3, 4]}],
+                         "previous": _F, "growth": _G, "batches": [[3, 4]]}],
         "by_category": [{"category": "clinical-biochemistry", "current": _F, "previous": _F, "growth": _G}],
         "by_month": [{"month": "2024-05", "from": "2024-05-01", "to": "2024-05-31", "figures": _F}],
         "by_hospital_month": [{"hospital_id": "qd-002", "month": "2024-05", "figures": _F}],
-        "sources": {"records": 197, "confirmed": 190, "unconfirmed": 7, "unsealed": 7, "batches": [
-            {"stream": "qd-002.events", "seq": 3, "anchor_status": "confirmed"}]},
-        "previous_sources": {"records": 0, "confirmed": 0, "unconfirmed": 0, "unsealed": 0, "batches": []}}]})
+        "sources": {"records": 197, "confirmed": 190, "unconfirmed": 7, "unsealed": 7, "batch_count": 2,
+                    "batches": [{"stream": "qd-002.events", "first_seq": 3, "last_seq": 4,
+                                 "anchor_status": "confirmed"}]},
+        "previous_sources": {"records": 0, "confirmed": 0, "unconfirmed": 0, "unsealed": 0, "batch_count": 0,
+                             "batches": []}}]})
 
     period: PeriodOut
     previous_period: PeriodOut = Field(description="Equal length, ending the day before `period` starts.")
@@ -170,7 +178,8 @@ class KpiReport(BaseModel):
                                                        "encounter under each category it names.")
     by_month: list[MonthKpi]
     by_hospital_month: list[HospitalMonthKpi] = Field(description="Months with data, per hospital (charts).")
-    sources: Sources = Field(description="The records and batches (stream, seq) the current figures count.")
+    sources: Sources = Field(description="The records and batches (runs of seqs per stream and anchor status) the "
+                                         "current figures count.")
     previous_sources: Sources
 
 
@@ -225,8 +234,8 @@ KPI_DESCRIPTION = """
 Retrieval rate, post-retrieval recognition rate, reorders by reason, tests avoided and money saved for the
 period (days `from`..`to` in `tz`, both inclusive), in total and per acting hospital, category and month, with
 growth against the previous period of equal length. Definitions: docs/kpis.md. A rate with nothing to divide by
-is null with a `reason`. `sources` names the event-stream batches (stream, seq) the figures were counted from;
-`GET /v1/audit/decisions` proves those batches and the KPI tables agree.
+is null with a `reason`. `sources` names the event-stream batches (runs of seqs per stream) the figures were
+counted from; `GET /v1/audit/decisions` proves those batches and the KPI tables agree.
 """
 
 
@@ -268,7 +277,8 @@ _CSV_EXAMPLE = ("scope,period,hospital_id,category,month,from,to,encounters,retr
 @router.get("/kpis.csv", summary="Recognition KPIs as CSV (auditor, admin)", response_class=Response,
             description="The report of `GET /v1/kpis` as one table: a row per slice (total, hospital, category, "
                         "month, hospital-month) and period, growth on the current rows, `reorders_<reason>` "
-                        "columns, and the batches counted (`stream:seq`) on total and hospital rows.",
+                        "columns, and the batches counted (`stream:seq` or `stream:first-last`) on total and "
+                        "hospital rows.",
             responses={200: {"description": "The report as CSV (UTF-8, header row)",
                              "content": {"text/csv": {"schema": {"type": "string"}, "example": _CSV_EXAMPLE}}},
                        **_KPI_ERRORS})

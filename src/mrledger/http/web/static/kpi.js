@@ -114,7 +114,7 @@ export function renderKpis() {
     el("td", {}, pct(h.current.recognition_rate)), el("td", {}, change(h.growth.recognition_rate, true)),
     el("td", {}, String(h.current.tests_avoided)), el("td", {}, `${h.current.money_saved.toFixed(2)} ${report.currency}`),
     el("td", {}, change(h.growth.money_saved, false)),
-    el("td", { class: "hash" }, h.batches.length ? `${h.stream}: ${h.batches.join(", ")}` : "—")));
+    el("td", { class: "hash" }, h.batches.length ? `${h.stream}: ${h.batches.map(([a, b]) => (a === b ? `${a}` : `${a}–${b}`)).join(", ")}` : "—")));
   $("kpi-ranking").tBodies[0].replaceChildren(...rows);
   $("kpi-empty").hidden = report.sources.records > 0;
   $("kpi-results").hidden = false;

@@ -1,0 +1,245 @@
+"""What a KPI report reads: the day and month sums (``mrledger.store.kpi_levels``), the per-batch rollup at the
+quarter-hour edges of its slots and for the few batches whose anchor is not confirmed, and one by one what no
+counted batch holds (records still pending, a batch sealed before all its records were indexed).
+
+The sums over counted batches are all confirmed batches *plus* the open ones (``kpi_open``: no confirmed anchor,
+a handful at the tip of each stream), so the open batches' own rows are subtracted and, unless the report asks for
+``anchored_only``, added back under their anchor status: the figures and ``sources`` stay exact without a row per
+batch. Everything is read in one snapshot (SQLite's transaction; REPEATABLE READ on PostgreSQL), so a batch sealed
+or counted meanwhile is counted once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Integer, and_, func, literal, select, tuple_, union_all
+from sqlalchemy.orm import Session
+
+from mrledger.ledger.status import CONFIRMED, PENDING, SEALED
+from mrledger.store.decisions import _decision, _encounter
+from mrledger.store.events import DecisionFacts, EncounterFacts, events_stream
+from mrledger.store.kpi_levels import ALL, QUARTER, cover, merge_runs, pieces, run_categories
+from mrledger.store.kpi_rollup import Counted, Key, KpiRollup, Sums, batch_facts, key_sums
+from mrledger.store.models import (
+    Anchor,
+    Batch,
+    Decision,
+    Encounter,
+    KpiCount,
+    KpiOpen,
+    KpiRun,
+    KpiSum,
+    KpiTodo,
+    PendingLeaf,
+)
+from mrledger.store.repository import Store
+
+_DIMS = ("hospital_id", "kind", "categories", "decision", "recognition", "reason")
+_SUMS = ("n", "retrieved", "tests", "amount_minor")
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Batches ``first``..``last`` (inclusive) of ``stream``, all with anchor ``status``."""
+
+    stream: str
+    first: int
+    last: int
+    status: str
+
+
+@dataclass
+class Tally:
+    """A report's counts (per key, slot and anchor status) and, per span asked for, the batches holding them."""
+
+    counts: list[Counted] = field(default_factory=list)
+    batches: list[list[Run]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """Counts of one key at one time (a bucket, or a record's time) in one batch outside the sums' confirmed part."""
+
+    key: Key
+    when: datetime
+    stream: str
+    seq: int | None
+    status: str
+    sums: Sums
+
+
+def counted(store: Store, slots: Sequence[tuple[datetime, datetime]], hospital_id: str | None = None, *,
+            category: str | None = None, anchored_only: bool = False,
+            spans: Sequence[tuple[datetime, datetime]] = ()) -> Tally:
+    """Counts per key, slot and anchor status of every decision and encounter whose time falls in one of ``slots``
+    (disjoint [start, end) UTC intervals on 15-minute boundaries), and for each of ``spans`` the batches holding
+    those of ``hospital_id`` (and reported under ``category``) as runs of seqs by anchor status. Counts what is not
+    counted yet first. ``anchored_only``: records in confirmed batches only."""
+    KpiRollup(store).roll_up()
+    with _snapshot(store) as s:
+        return _tally(s, slots, hospital_id, category, anchored_only, spans)
+
+
+@contextmanager
+def _snapshot(store: Store) -> Iterator[Session]:
+    """One read transaction that sees one state of the database (SQLite's BEGIN already does)."""
+    with store.read() as s:
+        if s.get_bind().dialect.name == "postgresql":
+            s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        yield s
+
+
+def _tally(s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: str | None, category: str | None,
+           anchored_only: bool, spans: Sequence[tuple[datetime, datetime]]) -> Tally:
+    net = _sums(s, slots, hospital_id)
+    opened = _open(s, hospital_id)
+    for p in opened:  # in the sums, but not confirmed: taken out, and put back below under their status
+        sl = _slot_of(p.when, slots)
+        if sl is not None:
+            acc = net.setdefault((p.key, sl), Sums())
+            acc.add(Sums(-p.sums.n, -p.sums.retrieved, -p.sums.tests, -p.sums.amount_minor))
+    loose = _uncounted(s, hospital_id, anchored_only)
+    extra = loose if anchored_only else opened + loose
+    out = Tally([Counted(k, sl, CONFIRMED, v) for (k, sl), v in net.items() if v.n])
+    for p in extra:
+        sl = _slot_of(p.when, slots)
+        if sl is not None:
+            out.counts.append(Counted(p.key, sl, p.status, p.sums))
+    for lo, hi in spans:
+        out.batches.append(_runs(s, lo, hi, hospital_id, category, opened, extra))
+    return out
+
+
+def _sums(s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: str | None) -> dict[
+        tuple[Key, int], Sums]:
+    """Per key and slot, the counts of every counted batch: each slot as months and days of ``kpi_sums`` and the
+    quarter-hours of ``kpi_rollup`` at its edges, added or subtracted (``kpi_levels.pieces``), summed in SQL."""
+    parts = []
+    for i, (lo, hi) in enumerate(slots):
+        for level, a, b, sign in pieces(lo, hi):
+            t: Any = KpiCount if level == QUARTER else KpiSum
+            q = select(literal(i, Integer).label("slot"), *(getattr(t, d) for d in _DIMS),
+                       *((getattr(t, c) if sign > 0 else -getattr(t, c)).label(c) for c in _SUMS)
+                       ).where(t.bucket >= a, t.bucket < b)
+            if level != QUARTER:
+                q = q.where(t.level == level)
+            if hospital_id is not None:
+                q = q.where(t.hospital_id == hospital_id)
+            parts.append(q)
+    out: dict[tuple[Key, int], Sums] = {}
+    if not parts:
+        return out
+    u = union_all(*parts).subquery()
+    dims = [u.c[d] for d in _DIMS]
+    for row in s.execute(select(u.c.slot, *dims, *(func.sum(u.c[c]) for c in _SUMS)).group_by(u.c.slot, *dims)):
+        key = Key(*row[1:7])
+        out[(key, int(row[0]))] = Sums(*(int(v) for v in row[7:11]))
+    return out
+
+
+def _open(s: Session, hospital_id: str | None) -> list[_Placed]:
+    """The rollup rows of counted batches whose anchor is not confirmed (``kpi_open``), with that status."""
+    q = (select(KpiCount, Anchor.status)
+         .join(KpiOpen, and_(KpiOpen.stream == KpiCount.stream, KpiOpen.seq == KpiCount.seq))
+         .outerjoin(Anchor, and_(Anchor.hospital_id == KpiCount.stream, Anchor.seq == KpiCount.seq)))
+    if hospital_id is not None:
+        q = q.where(KpiCount.hospital_id == hospital_id)
+    return [_Placed(Key(*(getattr(c, d) for d in _DIMS)), c.bucket, c.stream, c.seq, status or SEALED,
+                    Sums(c.n, c.retrieved, c.tests, c.amount_minor)) for c, status in s.execute(q)]
+
+
+def _uncounted(s: Session, hospital_id: str | None, anchored_only: bool) -> list[_Placed]:
+    """Records not in a counted batch, one by one: pending ones, and those of batches not counted yet."""
+    placed: list[tuple[DecisionFacts | EncounterFacts, str, int | None, str]] = []
+    if not anchored_only:  # pending records have no anchor at all
+        pending = PendingLeaf.record_version_id
+        placed += [(_decision(d), d.stream, None, PENDING) for d in s.scalars(
+            select(Decision).join(PendingLeaf, pending == Decision.record_version_id))]
+        placed += [(_encounter(e), e.stream, None, PENDING) for e in s.scalars(
+            select(Encounter).join(PendingLeaf, pending == Encounter.record_version_id))]
+    todo = [(h, q) for h, q in s.execute(select(KpiTodo.stream, KpiTodo.seq).join(
+        Batch, and_(Batch.hospital_id == KpiTodo.stream, Batch.seq == KpiTodo.seq)))]
+    if todo:
+        status = dict(((h, q), st) for h, q, st in s.execute(
+            select(Anchor.hospital_id, Anchor.seq, Anchor.status)
+            .where(tuple_(Anchor.hospital_id, Anchor.seq).in_(todo))))
+        for (stream, seq), batch in batch_facts(s, todo).items():
+            st = status.get((stream, seq)) or SEALED
+            if not anchored_only or st == CONFIRMED:
+                placed += [(f, stream, seq, st) for f in batch]
+    out = []
+    for facts, stream, at, st in placed:
+        key, when, one = key_sums(facts)
+        if hospital_id is None or key.hospital_id == hospital_id:
+            out.append(_Placed(key, when, stream, at, st, one))
+    return out
+
+
+def _runs(s: Session, lo: datetime, hi: datetime, hospital_id: str | None, category: str | None,
+          opened: Sequence[_Placed], extra: Sequence[_Placed]) -> list[Run]:
+    """The batches holding the records of [lo, hi) (of ``hospital_id``, reported under ``category``): counted
+    ones from the day and month runs and the quarter-hours' rollup rows (``kpi_levels.cover``), confirmed unless
+    open; open and uncounted ones with their status."""
+    stream = events_stream(hospital_id) if hospital_id is not None else None
+    counted: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for level, a, b in cover(lo, hi):
+        if level == QUARTER:
+            q: Any = (select(KpiCount.stream, KpiCount.seq, KpiCount.kind, KpiCount.categories)
+                      .where(KpiCount.bucket >= a, KpiCount.bucket < b))
+            if hospital_id is not None:
+                q = q.where(KpiCount.hospital_id == hospital_id)
+            for st, seq, kind, cats in s.execute(q):
+                if category is None or category in run_categories(kind, cats)[1:]:
+                    counted[st].append((seq, seq))
+            continue
+        q = (select(KpiRun.stream, KpiRun.first_seq, KpiRun.last_seq)
+             .where(KpiRun.level == level, KpiRun.bucket >= a, KpiRun.bucket < b, KpiRun.category == (category or ALL)))
+        if stream is not None:
+            q = q.where(KpiRun.stream == stream)
+        for st, first, last in s.execute(q):
+            counted[st].append((first, last))
+
+    def mine(p: _Placed) -> bool:
+        return lo <= p.when < hi and (category is None or category in run_categories(p.key.kind,
+                                                                                     p.key.categories)[1:])
+
+    not_confirmed = {(p.stream, p.seq) for p in opened if mine(p)}
+    by_status: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
+    for st, runs in counted.items():
+        gone = sorted(q for h, q in not_confirmed if h == st and q is not None)
+        by_status[(st, CONFIRMED)] += _without(merge_runs(runs), gone)
+    for p in extra:
+        if p.seq is not None and mine(p):
+            by_status[(p.stream, p.status)].append((p.seq, p.seq))
+    return sorted((Run(st, a, b, status) for (st, status), runs in by_status.items() for a, b in merge_runs(runs)),
+                  key=lambda r: (r.stream, r.first))
+
+
+def _without(runs: list[tuple[int, int]], seqs: list[int]) -> list[tuple[int, int]]:
+    """``runs`` (sorted, disjoint) less the sorted ``seqs``."""
+    out = []
+    for a, b in runs:
+        for q in seqs:
+            if a <= q <= b:
+                if a < q:
+                    out.append((a, q - 1))
+                a = q + 1
+        if a <= b:
+            out.append((a, b))
+    return out
+
+
+def _slot_of(when: datetime, slots: Sequence[tuple[datetime, datetime]]) -> int | None:
+    for i, (start, end) in enumerate(slots):
+        if start <= when < end:
+            return i
+    return None
+
+
+__all__ = ["Run", "Tally", "counted"]
