@@ -150,7 +150,9 @@ def create_app(ledger: Services, *, threads: int | None = None, body_timeout: fl
 
     app.add_middleware(BodyLimit, timeout=body_timeout)
     app.add_middleware(results.ResultIdPath)  # result ids with '/', '%', '?', … (http/routes/results.py)
-    for module in (health, hospitals, published, results, verify, audit):  # published before results: …/head
+    # verify first: the router tries routes in order, and each miss cost the node's hottest anonymous route
+    # ~20 µs (FastAPI's route matching); published before results: …/head
+    for module in (verify, health, hospitals, published, results, audit):
         app.include_router(module.router)
     app.include_router(intake_routes.router)  # FHIR / HL7 v2 intake (service/intake.py)
     app.include_router(recognition_routes.router)  # catalogue and eligibility (service/recognition.py)

@@ -140,9 +140,8 @@ class Access(BufferedRows):
         if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
             return None
         at = now if now is not None else datetime.now(UTC)
-        with self._store.single_read() as conn:  # every authenticated request asks: the plain-connection path
-            row = conn.execute(_TOKEN, {"hash": _digest(token), "now": at}).first()
-        return None if row is None else Principal(row.id, row.role)
+        rows = self._store.fetch(_TOKEN, {"hash": _digest(token), "now": at})  # every authenticated request asks
+        return Principal(*rows[0]) if rows else None
 
     def count_tokens(self, role: str, now: datetime | None = None) -> int:
         """Tokens of ``role`` that still work (neither revoked nor expired)."""

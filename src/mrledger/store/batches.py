@@ -136,8 +136,7 @@ class Batches(Vault):
         """This ledger holds batch ``seq`` of the hospital, and it precedes the hospital's first signed batch
         (or none is signed): the allowance for receipts handed out before signing was switched on. Unknown
         hospitals and batches get none (service/verification.py)."""
-        with self.single_read() as conn:
-            first, held = conn.execute(_SIGNED_FROM, {"hid": hospital_id, "seq": seq}).one()
+        ((first, held),) = self.fetch(_SIGNED_FROM, {"hid": hospital_id, "seq": seq})
         return bool(held) and (first is None or seq < first)
 
     def batch(self, hospital_id: str, seq: int) -> BatchHead:

@@ -104,12 +104,10 @@ class Eligibility:
             return [_grant(r) for r in s.scalars(q)]
 
     def categories(self, hospital_id: str, at: datetime) -> frozenset[str]:
-        """Every category ``hospital_id`` is eligible for at ``at``: one plain-connection query, because it is
-        asked on every verification (see ``Store.single_read``)."""
-        with self._store.single_read() as conn:
-            rows = conn.execute(_CATEGORIES, {"hid": hospital_id, "at": at})
-            return frozenset(c for c, g, v, r in rows
-                             if Grant(hospital_id, c, "", g, v, r).active(at))
+        """Every category ``hospital_id`` is eligible for at ``at``: one statement on the DB-API cursor, because
+        it is asked on every verification (``Store.fetch``)."""
+        rows = self._store.fetch(_CATEGORIES, {"hid": hospital_id, "at": at})
+        return frozenset(c for c, g, v, r in rows if Grant(hospital_id, c, "", g, v, r).active(at))
 
     def is_eligible(self, hospital_id: str, category: str, at: datetime) -> bool:
         return category in self.categories(hospital_id, at)

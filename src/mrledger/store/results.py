@@ -90,10 +90,9 @@ class Results(Vault):
 
     def versions(self, hospital_id: str, result_id: str) -> list[VersionInfo]:
         """Every version of a result, oldest first, with its batch position once sealed (asked on every
-        verification: read through ``single_read``)."""
+        verification: read through ``fetch``)."""
         rid = self.keys.index(hospital_id, result_id)
-        with self.single_read() as conn:
-            rows = conn.execute(_VERSIONS, {"hid": hospital_id, "rid": rid}).all()
+        rows = self.fetch(_VERSIONS, {"hid": hospital_id, "rid": rid})
         if not rows:
             raise NotFoundError(f"no result {result_id!r} at hospital {hospital_id!r}")
         return [VersionInfo(*row) for row in rows]

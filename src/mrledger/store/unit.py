@@ -11,19 +11,21 @@ These are that API, typed, with the contract each one keeps:
   refuses to write (``ReadOnlyError``): a write there would otherwise commit on PostgreSQL and deadlock-retry
   on SQLite, depending on the backend.
 - ``single_read()``: a plain connection for one statement, the hot path of verification (see its docstring).
+- ``fetch(stmt, params)``: the hottest of those statements, run on the DB-API cursor (store/fastread.py says why).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, Select, event
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 
 from mrledger.store.db import SINGLE_READ_OPTION, WRITE_OPTION
 from mrledger.store.errors import ReadOnlyError
+from mrledger.store.fastread import FastReads
 
 #: What the key tools (store/keystore.py) and the buffered writers (store/buffer.py) take: a factory of
 #: transactions, e.g. ``store.unit_of_work`` or ``store.read``.
@@ -56,6 +58,7 @@ class UnitOfWork:
         self._readers = sessionmaker(engine, class_=_ReadSession, expire_on_commit=False)
         self._writers = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
         self._single = engine.execution_options(**{SINGLE_READ_OPTION: True})
+        self._fast = FastReads(engine)
 
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:
@@ -77,6 +80,11 @@ class UnitOfWork:
         statement per connection: on SQLite it runs without BEGIN (``SINGLE_READ_OPTION``)."""
         with self._single.connect() as conn:
             yield conn
+
+    def fetch(self, stmt: Select[*tuple[Any, ...]], params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of one SELECT (a module-level statement with named bind parameters), on the DB-API cursor:
+        a tenth of ``single_read``'s CPU for the lookups every verification makes (store/fastread.py)."""
+        return self._fast.rows(stmt, params)
 
 
 __all__ = ["ReadOnlyError", "Unit", "UnitOfWork"]
