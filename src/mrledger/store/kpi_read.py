@@ -145,13 +145,21 @@ def _sums(s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: s
 
 def _open(s: Session, hospital_id: str | None) -> list[_Placed]:
     """The rollup rows of counted batches whose anchor is not confirmed (``kpi_open``), with that status."""
-    q = (select(KpiCount, Anchor.status)
-         .join(KpiOpen, and_(KpiOpen.stream == KpiCount.stream, KpiOpen.seq == KpiCount.seq))
-         .outerjoin(Anchor, and_(Anchor.hospital_id == KpiCount.stream, Anchor.seq == KpiCount.seq)))
-    if hospital_id is not None:
-        q = q.where(KpiCount.hospital_id == hospital_id)
-    return [_Placed(Key(*(getattr(c, d) for d in _DIMS)), c.bucket, c.stream, c.seq, status or SEALED,
-                    Sums(c.n, c.retrieved, c.tests, c.amount_minor)) for c, status in s.execute(q)]
+    status = {(h, q): st for h, q, st in s.execute(
+        select(KpiOpen.stream, KpiOpen.seq, Anchor.status)
+        .outerjoin(Anchor, and_(Anchor.hospital_id == KpiOpen.stream, Anchor.seq == KpiOpen.seq)))}
+    out: list[_Placed] = []
+    by_stream: dict[str, list[int]] = defaultdict(list)
+    for h, seq in sorted(status):
+        by_stream[h].append(seq)
+    for h, seqs in by_stream.items():  # stream = ? AND seq IN (…): by the (stream, seq) index, never a scan
+        q = select(KpiCount).where(KpiCount.stream == h, KpiCount.seq.in_(seqs))
+        if hospital_id is not None:
+            q = q.where(KpiCount.hospital_id == hospital_id)
+        out += [_Placed(Key(*(getattr(c, d) for d in _DIMS)), c.bucket, c.stream, c.seq,
+                        status[(c.stream, c.seq)] or SEALED, Sums(c.n, c.retrieved, c.tests, c.amount_minor))
+                for c in s.scalars(q)]
+    return out
 
 
 def _uncounted(s: Session, hospital_id: str | None, anchored_only: bool) -> list[_Placed]:

@@ -494,9 +494,11 @@ class KpiRun(Base):
     __tablename__ = "kpi_runs"
 
     level: Mapped[str] = mapped_column(String(1), primary_key=True)
+    #: Before ``bucket`` in the key: a report reads one category's runs (``*`` without a filter) over a range of
+    #: buckets, and a category's runs are many more than ``*``'s (its batches are rarely consecutive).
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
     bucket: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     stream: Mapped[str] = mapped_column(String(64), primary_key=True)
-    category: Mapped[str] = mapped_column(String(64), primary_key=True)
     first_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     last_seq: Mapped[int] = mapped_column(BigInteger)
 

@@ -117,12 +117,12 @@ def upgrade() -> None:
     op.create_table(
         "kpi_runs",
         sa.Column("level", sa.String(length=1), nullable=False),
+        sa.Column("category", sa.String(length=64), nullable=False),
         sa.Column("bucket", _WHEN, nullable=False),
         sa.Column("stream", sa.String(length=64), nullable=False),
-        sa.Column("category", sa.String(length=64), nullable=False),
         sa.Column("first_seq", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("last_seq", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("level", "bucket", "stream", "category", "first_seq", name=op.f("pk_kpi_runs")),
+        sa.PrimaryKeyConstraint("level", "category", "bucket", "stream", "first_seq", name=op.f("pk_kpi_runs")),
     )
     for name in ("kpi_todo", "kpi_open"):
         op.create_table(
