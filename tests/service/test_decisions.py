@@ -25,7 +25,7 @@ from mrledger.service.decisions import (
     patient_hash,
     result_ref,
 )
-from mrledger.store.decisions import VerificationRow
+from mrledger.store.decisions import EventIndex, VerificationRow
 from mrledger.store.events import DecisionFacts, ItemRef, events_stream
 from mrledger.store.models import Decision, Encounter, Verification
 from tests.harness import Api
@@ -352,3 +352,23 @@ def test_serve_takes_the_configured_regional_key_and_requires_one_on_postgresql(
         regional_key_for(Settings(data_dir=tmp_path, regional_key="ef" * 32, regional_key_file=tmp_path / "k"))
     with pytest.raises(ServeError, match="32 bytes"):
         regional_key_for(Settings(data_dir=tmp_path, regional_key="ef" * 8))
+
+
+def test_a_verification_buffered_by_another_api_process_is_found(api: Api) -> None:
+    """Two API processes of one node (MRL_API_PROCESSES) each buffer the verifications they answer: a doctor whose
+    decision reaches the other process at once is not told the verification does not exist."""
+    other = EventIndex(api.ledger.store)  # the second process's index over the same database
+    api.ledger.events.start_buffering(interval=0.2)
+    other.start_buffering(interval=0.2)
+    try:
+        now = api.ledger.clock()
+        vid = new_id(now)
+        api.ledger.events.remember(VerificationRow(
+            vid, now, None, None, "gz-001", result_ref(api.ledger.regional_key, "gz-001", "R1"), 1, "authentic",
+            "recognise", (), None, ()))
+        found = other.verification(vid)  # not flushed by the first process yet: found after its interval
+        assert found is not None and found.id == vid and found.verdict == "authentic"
+        assert other.verification(new_id(now)) is None  # an unknown id is still unknown
+    finally:
+        other.close()
+        api.ledger.events.close()

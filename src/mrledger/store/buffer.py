@@ -33,6 +33,8 @@ class BufferedWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        #: Seconds between writes while buffering; None when rows are written as they come.
+        self.interval: float | None = None
 
     def put(self, row: Row) -> None:
         q = self._queue
@@ -45,6 +47,7 @@ class BufferedWriter:
         if self._queue is not None:
             return
         self._queue = queue.SimpleQueue()
+        self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, args=(interval,), name=self._name, daemon=True)
         self._thread.start()
@@ -73,6 +76,7 @@ class BufferedWriter:
             self._thread.join(timeout=10)
         self.flush()
         self._queue = None
+        self.interval = None
 
     def _loop(self, interval: float) -> None:
         while not self._stop.wait(interval):

@@ -15,6 +15,7 @@ resolves to the same record, indexes it. The index rows hold every committed fie
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -146,7 +147,20 @@ class EventIndex(BufferedRows):
         self._buffer.put(row)
 
     def verification(self, verification_id: str) -> VerificationRow | None:
+        """The verification ``verification_id`` names, this process's buffered ones included. Not found while
+        buffering: looked for once more after two write intervals, because the verification may have been
+        answered by another API process of the node (``MRL_API_PROCESSES``) or another node of the region,
+        whose buffer writes it within its interval — a doctor deciding at once through another process must
+        not be told the verification does not exist. Only an unknown id waits (a token holder's mistake)."""
         self.flush()
+        found = self._verification(verification_id)
+        wait = self._buffer.interval
+        if found is None and wait is not None:
+            time.sleep(2 * wait)
+            found = self._verification(verification_id)
+        return found
+
+    def _verification(self, verification_id: str) -> VerificationRow | None:
         with self._store.read() as s:
             v = s.get(Verification, verification_id)
             if v is None:
