@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, bindparam, select
 
 from mrledger.store import Store
+from mrledger.store.fastread import driver_rows
 from mrledger.store.models import RecordVersion
 from mrledger.store.results import _VERSIONS
 from tests.conftest import TEST_KEY
@@ -50,6 +51,9 @@ def test_datetime_parameters_compare_like_sqlalchemy(engine: Engine) -> None:
         with engine.connect() as conn:
             expected = [tuple(r) for r in conn.execute(stmt, {"at": at})]
         assert store.fetch(stmt, {"at": at}) == expected
+        bound = select(RecordVersion.version, RecordVersion.accepted_at).where(RecordVersion.accepted_at <= at)
+        with engine.connect() as conn:  # values bound in the statement, inside the caller's transaction
+            assert driver_rows(conn, bound) == [tuple(r) for r in conn.execute(bound)]
 
 
 def test_refuses_what_it_does_not_take(engine: Engine) -> None:

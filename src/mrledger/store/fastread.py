@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from threading import Lock
 from typing import Any
 
-from sqlalchemy import Engine, Select
+from sqlalchemy import CompoundSelect, Connection, Engine, Select
 
 Processor = Callable[[Any], Any] | None
 
@@ -84,4 +84,31 @@ class FastReads:
         return [tuple(v if p is None else p(v) for p, v in zip(procs, r, strict=True)) for r in raw]
 
 
-__all__ = ["FastReads"]
+def driver_rows(conn: Connection, stmt: Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
+                ) -> list[tuple[Any, ...]]:
+    """The rows of ``stmt`` (values bound in it) on ``conn``'s DB-API connection — inside its transaction, so in
+    the caller's snapshot — as plain tuples through the column types' processors. For a large, one-off SELECT:
+    a year's KPI report reads ~22,000 grouped rows, and building SQLAlchemy ``Row`` objects for them was 7 µs a
+    row, three quarters of the statement's time (issue 20)."""
+    dialect = conn.dialect
+    compiled = stmt.compile(dialect=dialect)
+    values = compiled.construct_params()
+    for param, name in compiled.bind_names.items():
+        process = param.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            values[name] = process(values[name])
+    args: Sequence[Any] | Mapping[str, Any] = (values if compiled.positiontup is None
+                                               else [values[n] for n in compiled.positiontup])
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(str(compiled), args)
+        raw = cursor.fetchall()
+    finally:
+        cursor.close()
+    procs = [col.type.dialect_impl(dialect).result_processor(dialect, None) for col in stmt.selected_columns]
+    if not any(procs):
+        return [tuple(r) for r in raw]
+    return [tuple(v if p is None else p(v) for p, v in zip(procs, r, strict=True)) for r in raw]
+
+
+__all__ = ["FastReads", "driver_rows"]

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, and_, func, literal, select, tuple_, union_all
+from sqlalchemy import Integer, and_, literal, select, tuple_, union_all
 from sqlalchemy.orm import Session
 
 from mrledger.ledger.status import CONFIRMED, PENDING, SEALED
 from mrledger.store.decisions import _decision, _encounter
 from mrledger.store.events import DecisionFacts, EncounterFacts, events_stream
+from mrledger.store.fastread import driver_rows
 from mrledger.store.kpi_levels import ALL, QUARTER, cover, merge_runs, pieces, run_categories
 from mrledger.store.kpi_rollup import Counted, Key, KpiRollup, Sums, batch_facts, key_sums
 from mrledger.store.models import (
@@ -119,7 +120,7 @@ def _tally(s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: 
 def _sums(s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: str | None) -> dict[
         tuple[Key, int], Sums]:
     """Per key and slot, the counts of every counted batch: each slot as months and days of ``kpi_sums`` and the
-    quarter-hours of ``kpi_rollup`` at its edges, added or subtracted (``kpi_levels.pieces``), summed in SQL."""
+    quarter-hours of ``kpi_rollup`` at its edges, added or subtracted (``kpi_levels.pieces``)."""
     parts = []
     for i, (lo, hi) in enumerate(slots):
         for level, a, b, sign in pieces(lo, hi):
@@ -135,11 +136,22 @@ def _sums(s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: s
     out: dict[tuple[Key, int], Sums] = {}
     if not parts:
         return out
-    u = union_all(*parts).subquery()
-    dims = [u.c[d] for d in _DIMS]
-    for row in s.execute(select(u.c.slot, *dims, *(func.sum(u.c[c]) for c in _SUMS)).group_by(u.c.slot, *dims)):
-        key = Key(*row[1:7])
-        out[(key, int(row[0]))] = Sums(*(int(v) for v in row[7:11]))
+    # Summed here, not by GROUP BY: SQLite grouped the union's ~27,000 rows of a year's report in 130-190 ms, the
+    # rows fetched as plain tuples (``driver_rows``) and added up in a dict take ~100 ms (issue 20, 250,000 events).
+    acc: dict[tuple[Any, ...], list[int]] = {}
+    for row in driver_rows(s.connection(), union_all(*parts)):
+        k = row[:7]
+        found = acc.get(k)
+        if found is None:
+            acc[k] = [row[7], row[8], row[9], row[10]]
+        else:
+            found[0] += row[7]
+            found[1] += row[8]
+            found[2] += row[9]
+            found[3] += row[10]
+    for (slot, h, kind, cats, decision, recognition, reason), (n, retrieved, tests, amount) in acc.items():
+        out[(Key(h, kind, cats, decision, recognition, reason), int(slot))] = Sums(int(n), int(retrieved), int(tests),
+                                                                                   int(amount))
     return out
 
 
