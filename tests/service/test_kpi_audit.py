@@ -125,6 +125,25 @@ def test_an_altered_decision_is_detected_without_a_chain(api: Api) -> None:
     assert problem["kind"] == "altered" and problem["fields"] == ["data.items"]
 
 
+def test_records_sealed_while_the_audit_reads_them_are_not_unindexed(api: Api, monkeypatch: pytest.MonkeyPatch
+                                                                     ) -> None:
+    """The audit reads a stream's pending records, then their index rows: the sealer sealing them in between
+    must not make them read as missing from the KPI tables."""
+    recognised(api)
+    encounter(api)
+    store = api.ledger.store
+    read = store.opened_pending
+
+    def then_sealed(*args: Any, **kwargs: Any) -> Any:
+        leaves = read(*args, **kwargs)
+        store.seal("qd-002.events", 100)  # the sealer, between the audit's two reads
+        return leaves
+
+    monkeypatch.setattr(store, "opened_pending", then_sealed)
+    answer = audit(api)
+    assert answer["ok"] is True, answer["problems"]
+
+
 def test_an_altered_encounter_is_detected(api: Api) -> None:
     encounter(api)
     api.ledger.store.seal("qd-002.events", 100)

@@ -177,6 +177,15 @@ def test_longer_periods_split_into_months(city: Api) -> None:
     assert rep["previous_period"] == {"from": "2024-02-18", "to": "2024-04-14", "tz": "UTC", "days": 57}
 
 
+def test_ten_years_far_from_utc(city: Api) -> None:
+    """Ten years in Pacific/Kiritimati (+14:00): five pieces a month, over SQLite's 500 terms of one compound
+    SELECT — was a 500; the May figures are the same as in a one-month report."""
+    whole = kpis(city, tz="Pacific/Kiritimati", **{"from": "2015-01-01", "to": "2025-01-07"})
+    may = kpis(city, tz="Pacific/Kiritimati", **MAY)
+    assert len(whole["by_month"]) == 121
+    assert [m["figures"] for m in whole["by_month"] if m["month"] == "2024-05"] == [may["totals"]["current"]]
+
+
 def test_nothing_to_count_gives_null_rates_with_reasons(api: Api) -> None:
     now = kpis(api, **MAY)["totals"]["current"]
     assert now["retrieval_rate"] == {"value": None, "numerator": 0, "denominator": 0,

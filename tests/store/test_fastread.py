@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Column, Engine, Integer, MetaData, Table, bindparam, select
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mrledger.store import Store
 from mrledger.store.fastread import driver_rows
@@ -65,3 +66,17 @@ def test_refuses_what_it_does_not_take(engine: Engine) -> None:
         store.fetch(_VERSIONS, {"hid": "gz-001"})
     with pytest.raises(KeyError):
         store.fetch(_VERSIONS, {"hid": "gz-001", "other": b""})
+
+
+def test_driver_errors_are_sqlalchemys(engine: Engine) -> None:
+    """A failing statement raises SQLAlchemy's DBAPIError (the API's 503 handler catches its OperationalError, not
+    the driver's own classes), and the connection it used goes back to the pool usable."""
+    store = _store_with_versions(engine)
+    missing = Table("no_such_table", MetaData(), Column("a", Integer))
+    with pytest.raises(DBAPIError) as caught:
+        store.fetch(select(missing.c.a).where(missing.c.a == bindparam("a")), {"a": 1})
+    if engine.dialect.name == "sqlite":
+        assert isinstance(caught.value, OperationalError)
+    for _ in range(3):  # every pooled connection still answers
+        assert [r[0] for r in store.fetch(_VERSIONS, {"hid": "gz-001", "rid": store.keys.index("gz-001", "R1")})] \
+            == [1, 2]

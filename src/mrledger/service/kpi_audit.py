@@ -219,7 +219,7 @@ class DecisionAudit:
         last_id = 0
         while leaves := store.opened_pending(stream, last_id, self.chunk):
             last_id = leaves[-1].record_version_id
-            rows = index.indexed_pending(stream, leaves[0].record_version_id, last_id)
+            rows = index.indexed_pending(stream, [leaf.record_version_id for leaf in leaves])
             _check_records(stream, leaves, rows, self.found)
             self._count(s, leaves, rows, batches=0, confirmed=0, unanchored=len(leaves))
         strays = index.strays(stream)

@@ -45,7 +45,6 @@ from mrledger.store.models import (
     Decision,
     Encounter,
     Hospital,
-    PendingLeaf,
     RecordVersion,
     Verification,
 )
@@ -305,11 +304,11 @@ class EventIndex(BufferedRows):
                                                            BatchLeaf.seq.between(first_seq, last_seq))
         return self._indexed_where(stream, placed)
 
-    def indexed_pending(self, stream: str, first_id: int, last_id: int) -> list[tuple[int, Facts]]:
-        """The same for the stream's records not sealed yet with ids ``first_id``..``last_id``."""
-        pending = select(PendingLeaf.record_version_id).where(
-            PendingLeaf.hospital_id == stream, PendingLeaf.record_version_id.between(first_id, last_id))
-        return self._indexed_where(stream, pending)
+    def indexed_pending(self, stream: str, record_version_ids: Sequence[int]) -> list[tuple[int, Facts]]:
+        """The same for records the caller read as not sealed yet, by their ids — not through ``pending_leaves``
+        again: a record the sealer sealed between the two reads would otherwise have lost its index rows (and been
+        reported ``unindexed``)."""
+        return self._indexed_where(stream, list(record_version_ids))
 
     def strays(self, stream: str, limit: int = _PAGE) -> list[Facts]:
         """Index rows of a stream that point at no record of that stream (at most ``limit``)."""
@@ -323,7 +322,7 @@ class EventIndex(BufferedRows):
                                                   Encounter.record_version_id.not_in(mine)).limit(limit))]
         return out[:limit]
 
-    def _indexed_where(self, stream: str, ids: Select[Any]) -> list[tuple[int, Facts]]:
+    def _indexed_where(self, stream: str, ids: Select[Any] | list[int]) -> list[tuple[int, Facts]]:
         with self._store.read() as s:
             out: list[tuple[int, Facts]] = [(int(d.record_version_id), _decision(d)) for d in s.execute(
                 select(*_DECISION_COLUMNS).where(Decision.stream == stream, Decision.record_version_id.in_(ids)))]

@@ -22,6 +22,8 @@ from threading import Lock
 from typing import Any
 
 from sqlalchemy import CompoundSelect, Connection, Engine, Select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, StatementError
 
 Processor = Callable[[Any], Any] | None
 
@@ -68,20 +70,20 @@ class FastReads:
         if len(values) != len(c.binds):
             raise ValueError(f"parameters {sorted(params)} do not match {sorted(c.binds)}")
         args: Sequence[Any] | Mapping[str, Any] = values if c.order is None else [values[n] for n in c.order]
-        conn = self.engine.raw_connection()
+        dialect = self.engine.dialect
         try:
-            cursor = conn.cursor()
-            try:
-                cursor.execute(c.sql, args)
-                raw = cursor.fetchall()
-            finally:
-                cursor.close()
+            conn = self.engine.raw_connection()
+        except dialect.loaded_dbapi.Error as exc:
+            raise _wrapped(c.sql, args, exc, dialect) from exc
+        try:
+            raw = _fetch(conn.dbapi_connection, c.sql, args, dialect)
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                conn.invalidate(exc.orig)  # a dead connection is not handed to the next request
+            raise
         finally:
             conn.close()  # back to the pool (rolled back there: the SELECT's implicit transaction ends)
-        procs = c.results
-        if not any(procs):
-            return [tuple(r) for r in raw]
-        return [tuple(v if p is None else p(v) for p, v in zip(procs, r, strict=True)) for r in raw]
+        return _converted(raw, c.results)
 
 
 def driver_rows(conn: Connection, stmt: Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
@@ -99,13 +101,34 @@ def driver_rows(conn: Connection, stmt: Select[*tuple[Any, ...]] | CompoundSelec
             values[name] = process(values[name])
     args: Sequence[Any] | Mapping[str, Any] = (values if compiled.positiontup is None
                                                else [values[n] for n in compiled.positiontup])
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    raw = _fetch(conn.connection.dbapi_connection, str(compiled), args, dialect)
+    return _converted(raw, [col.type.dialect_impl(dialect).result_processor(dialect, None)
+                            for col in stmt.selected_columns])
+
+
+def _fetch(dbapi_connection: Any, sql: str, args: Sequence[Any] | Mapping[str, Any],
+           dialect: Dialect) -> list[Any]:
+    """Execute and fetch all; a driver error becomes SQLAlchemy's (``OperationalError`` for a locked, full or
+    unreachable database), which the API answers as a 503 ``store-unavailable`` like any other read's."""
     try:
-        cursor.execute(str(compiled), args)
-        raw = cursor.fetchall()
-    finally:
-        cursor.close()
-    procs = [col.type.dialect_impl(dialect).result_processor(dialect, None) for col in stmt.selected_columns]
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(sql, args)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+    except dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(sql, args, exc, dialect, dbapi_connection) from exc
+
+
+def _wrapped(sql: str, args: Any, exc: Any, dialect: Dialect, dbapi_connection: Any = None) -> StatementError:
+    gone = dbapi_connection is not None and dialect.is_disconnect(exc, dbapi_connection, None)
+    wrapped: StatementError = DBAPIError.instance(sql, args, exc, dialect.loaded_dbapi.Error,
+                                                  connection_invalidated=gone, dialect=dialect)
+    return wrapped
+
+
+def _converted(raw: list[Any], procs: Sequence[Processor]) -> list[tuple[Any, ...]]:
     if not any(procs):
         return [tuple(r) for r in raw]
     return [tuple(v if p is None else p(v) for p, v in zip(procs, r, strict=True)) for r in raw]

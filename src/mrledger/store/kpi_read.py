@@ -12,8 +12,7 @@ or counted meanwhile is counted once.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -43,6 +42,9 @@ from mrledger.store.repository import Store
 
 _DIMS = ("hospital_id", "kind", "categories", "decision", "recognition", "reason")
 _SUMS = ("n", "retrieved", "tests", "amount_minor")
+_UNION_TERMS = 400
+#: Seqs per ``IN (…)`` list: under PostgreSQL's 65,535 parameters and SQLite's default 32,766 variables.
+_IN_CHUNK = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,17 +85,8 @@ def counted(store: Store, slots: Sequence[tuple[datetime, datetime]], hospital_i
     those of ``hospital_id`` (and reported under ``category``) as runs of seqs by anchor status. Counts what is not
     counted yet first. ``anchored_only``: records in confirmed batches only."""
     KpiRollup(store).roll_up()
-    with _snapshot(store) as s:
+    with store.snapshot() as s:
         return _tally(s, slots, hospital_id, category, anchored_only, spans)
-
-
-@contextmanager
-def _snapshot(store: Store) -> Iterator[Session]:
-    """One read transaction that sees one state of the database (SQLite's BEGIN already does)."""
-    with store.read() as s:
-        if s.get_bind().dialect.name == "postgresql":
-            s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        yield s
 
 
 def _tally(s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: str | None, category: str | None,
@@ -138,8 +131,12 @@ def _sums(s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: s
         return out
     # Summed here, not by GROUP BY: SQLite grouped the union's ~27,000 rows of a year's report in 130-190 ms, the
     # rows fetched as plain tuples (``driver_rows``) and added up in a dict take ~100 ms (issue 20, 250,000 events).
+    # At most _UNION_TERMS selects per statement: SQLite refuses a compound SELECT of more than 500 terms, and a
+    # ten-year report in a zone more than 12 h from UTC needs five pieces a month (608 in all).
     acc: dict[tuple[Any, ...], list[int]] = {}
-    for row in driver_rows(s.connection(), union_all(*parts)):
+    rows = (row for i in range(0, len(parts), _UNION_TERMS)
+            for row in driver_rows(s.connection(), union_all(*parts[i:i + _UNION_TERMS])))
+    for row in rows:
         k = row[:7]
         found = acc.get(k)
         if found is None:
@@ -164,13 +161,14 @@ def _open(s: Session, hospital_id: str | None) -> list[_Placed]:
     by_stream: dict[str, list[int]] = defaultdict(list)
     for h, seq in sorted(status):
         by_stream[h].append(seq)
-    for h, seqs in by_stream.items():  # stream = ? AND seq IN (…): by the (stream, seq) index, never a scan
-        q = select(KpiCount).where(KpiCount.stream == h, KpiCount.seq.in_(seqs))
-        if hospital_id is not None:
-            q = q.where(KpiCount.hospital_id == hospital_id)
-        out += [_Placed(Key(*(getattr(c, d) for d in _DIMS)), c.bucket, c.stream, c.seq,
-                        status[(c.stream, c.seq)] or SEALED, Sums(c.n, c.retrieved, c.tests, c.amount_minor))
-                for c in s.scalars(q)]
+    for h, all_seqs in by_stream.items():  # stream = ? AND seq IN (…): by the (stream, seq) index, never a scan
+        for i in range(0, len(all_seqs), _IN_CHUNK):  # days of anchoring backlog are many batches
+            q = select(KpiCount).where(KpiCount.stream == h, KpiCount.seq.in_(all_seqs[i:i + _IN_CHUNK]))
+            if hospital_id is not None:
+                q = q.where(KpiCount.hospital_id == hospital_id)
+            out += [_Placed(Key(*(getattr(c, d) for d in _DIMS)), c.bucket, c.stream, c.seq,
+                            status[(c.stream, c.seq)] or SEALED, Sums(c.n, c.retrieved, c.tests, c.amount_minor))
+                    for c in s.scalars(q)]
     return out
 
 

@@ -113,7 +113,7 @@ class KpiRollup:
         indexed records now, and (None, what differs) when the day and month sums of the stream's hospitals or its
         runs of batches are not those of its counted batches' indexed records: the KPI audit's proof that reports
         summed from the rollup are the index's figures."""
-        with self._store.read() as s:
+        with self._store.snapshot() as s:  # a batch counted meanwhile is in every table read, or in none
             seqs = list(s.scalars(select(KpiRolled.seq).where(KpiRolled.stream == stream).order_by(KpiRolled.seq)))
             stored: dict[int, dict[tuple[Key, datetime], tuple[int, int, int, int]]] = defaultdict(dict)
             for c in s.scalars(select(KpiCount).where(KpiCount.stream == stream)):
