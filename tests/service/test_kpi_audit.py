@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from mrledger.ledger import verify_receipt
 from mrledger.service.decisions import new_id, result_ref
+from mrledger.store import kpi_rollup
 from mrledger.store.decisions import VerificationRow
 from mrledger.store.events import ItemRef
 from tests.harness import Api
@@ -142,6 +143,19 @@ def test_records_sealed_while_the_audit_reads_them_are_not_unindexed(api: Api, m
     monkeypatch.setattr(store, "opened_pending", then_sealed)
     answer = audit(api)
     assert answer["ok"] is True, answer["problems"]
+
+
+def test_the_rollup_check_reads_batches_in_chunks(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``batch_facts`` asks a bounded number of batches per statement (a city stream has tens of thousands, past
+    PostgreSQL's parameter limit): with one batch per statement the check still sees every batch."""
+    monkeypatch.setattr(kpi_rollup, "_PAIRS", 1)
+    for eid in ("E1", "E2", "E3"):
+        encounter(api, eid)
+        api.ledger.store.seal("qd-002.events", 100)
+    assert kpi_rollup.KpiRollup(api.ledger.store).roll_up() == 3  # as the sealer counts them
+    assert audit(api)["ok"] is True
+    sql(api, "UPDATE kpi_rollup SET n = n + 1 WHERE id = (SELECT max(id) FROM kpi_rollup)")
+    assert "rollup-mismatch" in {p["kind"] for p in audit(api)["problems"]}
 
 
 def test_an_altered_encounter_is_detected(api: Api) -> None:

@@ -34,6 +34,8 @@ from mrledger.store.repository import Store
 
 BUCKET = timedelta(minutes=15)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: (stream, seq) pairs per ``IN (…)`` of ``batch_facts``: 10,000 parameters, under every database's limit.
+_PAIRS = 5_000
 #: Batches counted per transaction when catching up (bounded transactions; the sealer keeps up one by one).
 _CHUNK = 64
 
@@ -199,18 +201,19 @@ def _sums(facts: Sequence[DecisionFacts | EncounterFacts]) -> dict[tuple[Key, da
 
 def batch_facts(s: Session, batches: Sequence[tuple[str, int]]) -> dict[tuple[str, int], list[
         DecisionFacts | EncounterFacts]]:
-    """The indexed decisions and encounters of these batches, by batch."""
+    """The indexed decisions and encounters of these batches, by batch. Asked ``_PAIRS`` batches at a time: a
+    stream's every counted batch (the audit's rollup check) is tens of thousands at city size, two parameters
+    each, past PostgreSQL's 65,535 parameters of one statement."""
     out: dict[tuple[str, int], list[DecisionFacts | EncounterFacts]] = defaultdict(list)
-    if not batches:
-        return out
-    where = tuple_(BatchLeaf.hospital_id, BatchLeaf.seq).in_(list(batches))
-    for d, h, q in s.execute(select(Decision, BatchLeaf.hospital_id, BatchLeaf.seq)
-                             .join(BatchLeaf, BatchLeaf.record_version_id == Decision.record_version_id).where(where)):
-        out[(h, q)].append(_decision(d))
-    for e, h, q in s.execute(select(Encounter, BatchLeaf.hospital_id, BatchLeaf.seq)
-                             .join(BatchLeaf, BatchLeaf.record_version_id == Encounter.record_version_id)
-                             .where(where)):
-        out[(h, q)].append(_encounter(e))
+    pairs = list(batches)
+    for i in range(0, len(pairs), _PAIRS):
+        where = tuple_(BatchLeaf.hospital_id, BatchLeaf.seq).in_(pairs[i:i + _PAIRS])
+        for d, h, q in s.execute(select(Decision, BatchLeaf.hospital_id, BatchLeaf.seq).join(
+                BatchLeaf, BatchLeaf.record_version_id == Decision.record_version_id).where(where)):
+            out[(h, q)].append(_decision(d))
+        for e, h, q in s.execute(select(Encounter, BatchLeaf.hospital_id, BatchLeaf.seq).join(
+                BatchLeaf, BatchLeaf.record_version_id == Encounter.record_version_id).where(where)):
+            out[(h, q)].append(_encounter(e))
     return out
 
 
