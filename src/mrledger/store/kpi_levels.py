@@ -164,7 +164,11 @@ def add(s: Session, batches: Sequence[tuple[str, int, list[dict[str, Any]]]]) ->
 def rebuild(s: Session, streams: Iterable[str] | None = None, chunk: int = 20_000) -> tuple[int, int]:
     """Write ``kpi_sums`` and ``kpi_runs`` from ``kpi_rollup`` (every counted batch), for a database counted before
     migration 0015 or a bulk load: what :func:`add` would have written batch by batch. Deletes what was there.
-    Reads one stream at a time in seq order; (sum rows, run rows) written."""
+    Reads one stream at a time in seq order; (sum rows, run rows) written.
+
+    Migration 0015 calls this with the ORM models of today: a later migration that changes ``kpi_rollup``,
+    ``kpi_sums`` or ``kpi_runs`` must first freeze a copy of this function (on ``sa.table`` definitions of the
+    0015 columns) into 0015, or upgrades from 0014 break."""
     s.execute(delete(KpiSum))
     s.execute(delete(KpiRun))
     names = list(streams) if streams is not None else list(s.scalars(select(KpiCount.stream).distinct()))
