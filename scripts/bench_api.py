@@ -103,7 +103,7 @@ class Server:
     """``mrledger serve`` on a temp data dir and a free loopback port."""
 
     def __init__(self, data_dir: Path, batch_interval: float, sign: bool = True, rate: float = 500,
-                 registry_version: int = 2) -> None:
+                 registry_version: int = 2, api_processes: int = 1) -> None:
         self.data_dir, self.port = data_dir, free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MRL_")}
         self.env.update(MRL_DATA_DIR=str(data_dir), MRL_PORT=str(self.port), MRL_HOST="127.0.0.1",
@@ -112,7 +112,7 @@ class Server:
                         # limit a node sets for anonymous callers (MRL_VERIFY_RATE_LIMIT): the limit is raised
                         # above the offered rate, not switched off, so its cost is part of what is measured.
                         MRL_VERIFY_RATE_LIMIT=str(2 * rate), MRL_VERIFY_BURST=str(max(1, int(rate))),
-                        MRL_REGISTRY_VERSION=str(registry_version))
+                        MRL_REGISTRY_VERSION=str(registry_version), MRL_API_PROCESSES=str(api_processes))
         self.api = f"http://127.0.0.1:{self.port}/v1"
         self.log = data_dir.parent / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -461,12 +461,15 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir")
     ap.add_argument("--registry-version", type=int, choices=(1, 2), default=2,
                     help="the registry serve deploys (A/B of v1's (root, size) and v2's one word per batch)")
+    ap.add_argument("--api-processes", type=int, default=1,
+                    help="MRL_API_PROCESSES of the node (the floor stays one process: compare floor_ratio at 1)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="mrl-bench-api-"))
     server = Server(tmp / "data", args.batch_interval, sign=not args.unsigned,
-                    rate=max(args.rate, args.saturation_rate), registry_version=args.registry_version)
+                    rate=max(args.rate, args.saturation_rate), registry_version=args.registry_version,
+                    api_processes=args.api_processes)
     result: dict[str, Any] = {}
     try:
         server.start()
@@ -541,7 +544,7 @@ def main() -> None:
             "sample_shallow": sum(head - b + 1 < FINAL_DEPTH for b in blocks) if head else None,
             "mined_after_anchoring": args.mine,
             **{k: v for k, v in signing.items() if k not in ("sign_batch_ms", "verify_signature_us")},
-            "cores": os.cpu_count(), "registry_version": args.registry_version,
+            "cores": os.cpu_count(), "registry_version": args.registry_version, "api_processes": args.api_processes,
             # --runs: the p99 of every run at --rate (the figures above are the median run's).
             "runs": args.runs,
             "verify_p99_ms_min": round(p99s[0], 2),
