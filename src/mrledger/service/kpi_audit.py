@@ -277,12 +277,5 @@ def audit(ledger: Services, hospital_id: str | None = None, *, limit: int | None
     return run.result()
 
 
-def audit_stream(ledger: Services, stream: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Check one event stream; (summary, problems)."""
-    run = DecisionAudit(ledger)
-    summary = run.stream(stream)
-    return summary, run.found.kept
-
-
 __all__ = ["CHUNK_RECORDS", "MAX_SYNC_RECORDS", "AuditTooLargeError", "DecisionAudit", "Findings", "audit",
-           "audit_stream", "is_hospital", "records_of", "streams_of"]
+           "is_hospital", "records_of", "streams_of"]

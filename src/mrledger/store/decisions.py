@@ -69,17 +69,6 @@ class VerificationRow:
     items: tuple[ItemRef, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class StoredLeaf:
-    """A record of an event stream as the store places it: its leaf and, once sealed, its batch position.
-    (The record itself is read through ``Store.receipt`` / ``Store.record``, whatever the store keeps it as.)"""
-
-    record_version_id: int
-    leaf_hash: bytes
-    seq: int | None
-    leaf_index: int | None
-
-
 def _items_json(items: Sequence[ItemRef]) -> str:
     return canonicalize([i.to_obj() for i in items]).decode("utf-8")
 
@@ -254,31 +243,6 @@ class EventIndex(BufferedRows):
             return list(s.scalars(select(Hospital.id).where(Hospital.id.endswith(STREAM_SUFFIX))
                                   .order_by(Hospital.id)))
 
-    def stream_leaves(self, stream: str) -> list[StoredLeaf]:
-        """Every record of a stream with its leaf and place, read afresh (not through the store's tree cache)."""
-        q = (select(RecordVersion.id, RecordVersion.leaf_hash, BatchLeaf.seq, BatchLeaf.leaf_index)
-             .outerjoin(BatchLeaf, BatchLeaf.record_version_id == RecordVersion.id)
-             .where(RecordVersion.hospital_id == stream).order_by(RecordVersion.id))
-        with self._store.read() as s:
-            return [StoredLeaf(int(i), bytes(leaf), seq, index) for i, leaf, seq, index in s.execute(q)]
-
-    def batch_roots(self, stream: str) -> dict[int, tuple[bytes, int, str | None]]:
-        """seq -> (root, size, anchor status) of every batch of a stream, as the database holds them."""
-        q = (select(Batch.seq, Batch.root, Batch.size, Anchor.status)
-             .outerjoin(Anchor, and_(Anchor.hospital_id == Batch.hospital_id, Anchor.seq == Batch.seq))
-             .where(Batch.hospital_id == stream))
-        with self._store.read() as s:
-            return {seq: (root, size, status) for seq, root, size, status in s.execute(q)}
-
-    def indexed(self, stream: str) -> tuple[dict[int, DecisionFacts], dict[int, EncounterFacts]]:
-        """The index rows of a stream by record version id."""
-        with self._store.read() as s:
-            decisions = {d.record_version_id: _decision(d)
-                         for d in s.execute(select(*_DECISION_COLUMNS).where(Decision.stream == stream))}
-            encounters = {e.record_version_id: _encounter(e)
-                          for e in s.execute(select(*_ENCOUNTER_COLUMNS).where(Encounter.stream == stream))}
-        return decisions, encounters
-
     # -- reading for the audit job, a bounded piece at a time (service/kpi_audit.py) ----------------------------
 
     def stream_records(self, stream: str) -> int:
@@ -331,4 +295,4 @@ class EventIndex(BufferedRows):
         return out
 
 
-__all__ = ["AuditBatch", "EventIndex", "Facts", "StoredLeaf", "VerificationRow"]
+__all__ = ["AuditBatch", "EventIndex", "Facts", "VerificationRow"]

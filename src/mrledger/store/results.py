@@ -32,16 +32,6 @@ class VersionInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class OpenedVersion:
-    """A stored version, decrypted: what an audit re-hashes without building a receipt per record."""
-
-    record_version_id: int
-    leaf_hash: bytes
-    record: ResultRecord
-    salt: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class OpenedLeaf:
     """A record version with its place, as an audit re-hashes it: the stored canonical bytes (RFC 8785, exactly
     what the leaf commits) and salt, decrypted but not parsed; both None when the row does not decrypt (its
@@ -115,22 +105,6 @@ class Results(Vault):
         return [ResultRecord.from_json(self._decrypt(RECORD_JSON, record_context(hospital_id, rid, version, leaf),
                                                      record_enc).decode("utf-8"))
                 for rid, version, leaf, record_enc in rows]
-
-    def opened_versions(self, hospital_id: str, version: int = 1) -> dict[bytes, OpenedVersion]:
-        """Every record of ``version`` a hospital (or event stream) holds, decrypted with its salt, by the keyed
-        hash of its result id (``result_key``). One statement for the whole history: the KPI audit checks
-        millions of event records, and a ``receipt`` per record (four statements, a proof each) made it
-        minutes per hundred thousand."""
-        q = (select(RecordVersion.id, RecordVersion.result_hmac, RecordVersion.leaf_hash, RecordVersion.record_enc,
-                    RecordVersion.salt_enc)
-             .where(RecordVersion.hospital_id == hospital_id, RecordVersion.version == version))
-        with self.read() as s:
-            rows = s.execute(q).all()
-        out = {}
-        for rv_id, rid, leaf, record_enc, salt_enc in rows:
-            record_json, salt = self._open_version(hospital_id, rid, version, leaf, record_enc, salt_enc)
-            out[bytes(rid)] = OpenedVersion(int(rv_id), bytes(leaf), ResultRecord.from_json(record_json), salt)
-        return out
 
     def opened_in_batches(self, hospital_id: str, first_seq: int, last_seq: int) -> list[OpenedLeaf]:
         """The leaves of batches ``first_seq``..``last_seq`` of a hospital (or event stream) in order, each with
