@@ -55,8 +55,8 @@ class FastReads:
         for name, param in compiled.binds.items():
             if param.expanding or param.value is not None or param.callable is not None:
                 raise ValueError(f"fast reads take plain named parameters only, not {name!r}")
-            binds[name] = param.type.dialect_impl(dialect).bind_processor(dialect)
-        results = tuple(col.type.dialect_impl(dialect).result_processor(dialect, None) for col in stmt.selected_columns)
+            binds[name] = _bind_processor(param.type, dialect)
+        results = _result_processors(stmt, dialect)
         order = tuple(compiled.positiontup) if compiled.positiontup is not None else None
         entry = _Compiled(str(compiled), order, binds, results)
         with self._lock:
@@ -96,14 +96,25 @@ def driver_rows(conn: Connection, stmt: Select[*tuple[Any, ...]] | CompoundSelec
     compiled = stmt.compile(dialect=dialect)
     values = compiled.construct_params()
     for param, name in compiled.bind_names.items():
-        process = param.type.dialect_impl(dialect).bind_processor(dialect)
+        process = _bind_processor(param.type, dialect)
         if process is not None:
             values[name] = process(values[name])
     args: Sequence[Any] | Mapping[str, Any] = (values if compiled.positiontup is None
                                                else [values[n] for n in compiled.positiontup])
     raw = _fetch(conn.connection.dbapi_connection, str(compiled), args, dialect)
-    return _converted(raw, [col.type.dialect_impl(dialect).result_processor(dialect, None)
-                            for col in stmt.selected_columns])
+    return _converted(raw, _result_processors(stmt, dialect))
+
+
+def _bind_processor(type_: Any, dialect: Dialect) -> Processor:
+    """What SQLAlchemy runs a bound value of ``type_`` through for this dialect (TypeDecorators included)."""
+    process: Processor = type_.dialect_impl(dialect).bind_processor(dialect)
+    return process
+
+
+def _result_processors(stmt: Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]],
+                       dialect: Dialect) -> tuple[Processor, ...]:
+    """What SQLAlchemy runs each selected column's values through for this dialect."""
+    return tuple(col.type.dialect_impl(dialect).result_processor(dialect, None) for col in stmt.selected_columns)
 
 
 def _fetch(dbapi_connection: Any, sql: str, args: Sequence[Any] | Mapping[str, Any],

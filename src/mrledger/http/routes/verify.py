@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
 from mrledger.anchoring.chain import CacheMiss, cache_only, fresh, with_facts
-from mrledger.http.deps import PrincipalDep, ServicesDep, authorize, get_principal
+from mrledger.http.deps import PrincipalDep, ServicesDep, authorize, get_principal, get_services
 from mrledger.http.problems import Problem, invalid_body
 from mrledger.http.ratelimit import RateLimiter, client_key, retry_after
 from mrledger.http.schemas import (
@@ -27,7 +27,6 @@ from mrledger.http.schemas import (
 )
 from mrledger.ledger import parse_json
 from mrledger.ledger.formats import FormatError
-from mrledger.service.ledger import Services
 from mrledger.service.verification import NotAReceiptError, Outcome
 from mrledger.store.access import ANONYMOUS, Principal
 
@@ -125,7 +124,7 @@ async def verify(request: Request) -> Any:
     that order (the limit is spent before the body is read). Resolving them as four ``Depends`` cost a quarter
     of a receipt verification's CPU in FastAPI's dependency solver (cProfile of the ASGI app, issue 20) — the
     hottest anonymous route of the node pays it on every request."""
-    ledger: Services = request.app.state.ledger
+    ledger = await get_services(request)
     principal = await get_principal(request, ledger)
     await anonymous_limit(request, principal)
     obj = parse_json(await request.body())
