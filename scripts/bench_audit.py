@@ -26,14 +26,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_kpis import fill
-from bench_store import open_database
+from bench_kpis import fill, fresh_store
 
 from mrledger.service.audit_jobs import AuditJobs
 from mrledger.service.kpi_audit import CHUNK_RECORDS, DecisionAudit, streams_of
 from mrledger.service.ledger import build_services
-from mrledger.store import Store, migrate
-from mrledger.store.crypto import MasterKey
 
 CITY = 2_500_000
 
@@ -59,11 +56,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    engine, label, cleanup = open_database(a.db, prefix="mrl-bench-audit-")
+    store, hospitals, label, cleanup = fresh_store(a.db, "mrl-bench-audit-", a.hospitals)
     try:
-        migrate(engine)
-        store = Store(engine, master_key=MasterKey.generate())
-        hospitals = [f"qd-{k:03d}" for k in range(1, a.hospitals + 1)]
         filled = fill(store, hospitals, a.events, a.chunk, a.batch)
         ledger = build_services(store)
         jobs = AuditJobs(chunk=a.audit_chunk)

@@ -179,6 +179,20 @@ def fill_bulk(store: Store, hospitals: list[str], events: int, batch: int, keep_
             "rebuilt": [sums, runs]}
 
 
+def fresh_store(db: str | None, prefix: str, hospitals: int) -> tuple[Store, list[str], str, Callable[[], None] | None]:
+    """A migrated, empty store on a fresh database (``bench_store.open_database``: SQLite in a temp dir, or a new
+    PostgreSQL schema), the ids of ``hospitals`` hospitals, the database's label and its cleanup."""
+    engine, label, cleanup = open_database(db, prefix=prefix)
+    try:
+        migrate(engine)
+    except BaseException:
+        if cleanup is not None:
+            cleanup()
+        raise
+    return (Store(engine, master_key=MasterKey.generate()), [f"qd-{k:03d}" for k in range(1, hospitals + 1)], label,
+            cleanup)
+
+
 def read_rows(store: Store, lo: datetime, hi: datetime) -> int:
     """The floor of any report that reads its period record by record: only reading them."""
     with store.read() as s:
@@ -213,11 +227,8 @@ def main() -> None:
     ap.add_argument("--bulk", action="store_true", help="write the rows a report reads directly (docstring)")
     ap.add_argument("--open", type=int, default=5, help="--bulk: batches per stream left unanchored")
     a = ap.parse_args()
-    engine, label, cleanup = open_database(a.db, prefix="mrl-bench-kpis-")
+    store, hospitals, label, cleanup = fresh_store(a.db, "mrl-bench-kpis-", a.hospitals)
     try:
-        migrate(engine)
-        store = Store(engine, master_key=MasterKey.generate())
-        hospitals = [f"qd-{k:03d}" for k in range(1, a.hospitals + 1)]
         filled = (fill_bulk(store, hospitals, a.events, a.batch, a.open) if a.bulk
                   else fill(store, hospitals, a.events, a.chunk, a.batch))
         node = SimpleNamespace(store=store, catalogue=default_catalogue())
