@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mrledger.ledger.status import CONFIRMED, PENDING
 from mrledger.service.ledger import Services
-from mrledger.store.events import events_stream, split_codes
-from mrledger.store.kpi_levels import merge_runs
+from mrledger.store.events import events_stream
+from mrledger.store.kpi_levels import merge_runs, run_categories
 from mrledger.store.kpi_read import Run, counted
 from mrledger.store.kpi_rollup import Counted, Key, Sums
 
@@ -209,7 +209,7 @@ def _slice(slices: dict[str, _Slice], name: str) -> _Slice:
 
 def _categories(key: Key, category: str | None) -> tuple[str, ...] | None:
     """The categories a count is reported under; None when the category filter excludes it."""
-    cats = split_codes(key.categories) if key.kind == "e" else ((key.categories,) if key.categories else ())
+    cats = run_categories(key.kind, key.categories)[1:]  # the categories kpi_runs files it under, less ``*``
     if category is None:
         return cats
     if key.kind == "e":
