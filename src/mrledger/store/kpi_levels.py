@@ -148,8 +148,7 @@ def add(s: Session, batches: Sequence[tuple[str, int, list[dict[str, Any]]]]) ->
         stmt = ins.on_conflict_do_update(
             index_elements=["level", "bucket", *_DIMS],
             set_={c: getattr(KpiSum, c) + getattr(ins.excluded, c) for c in _SUMS})
-        s.execute(stmt, [{"level": k[0], "bucket": k[1], **dict(zip(_DIMS, k[2:], strict=True)),
-                          **dict(zip(_SUMS, v, strict=True))} for k, v in sorted(sums.items())])
+        s.execute(stmt, [_sum_row(k, v) for k, v in sorted(sums.items())])
     todo = sorted((level, bucket, stream, cat, seq) for stream, seq, rows in batches
                   for level, bucket, cat in run_keys(rows))
     for level, bucket, stream, cat, seq in todo:
@@ -200,11 +199,16 @@ def rebuild(s: Session, streams: Iterable[str] | None = None, chunk: int = 20_00
         if done:
             s.execute(insert(KpiRun), done)
             n_runs += len(done)
-    items = [{"level": k[0], "bucket": k[1], **dict(zip(_DIMS, k[2:], strict=True)),
-              **dict(zip(_SUMS, v, strict=True))} for k, v in sums.items()]
+    items = [_sum_row(k, v) for k, v in sums.items()]
     for i in range(0, len(items), chunk):
         s.execute(insert(KpiSum), items[i:i + chunk])
     return len(items), n_runs
+
+
+def _sum_row(key: tuple[Any, ...], values: list[int]) -> dict[str, Any]:
+    """A ``kpi_sums`` row from a ``level_sums`` entry."""
+    return {"level": key[0], "bucket": key[1], **dict(zip(_DIMS, key[2:], strict=True)),
+            **dict(zip(_SUMS, values, strict=True))}
 
 
 def _run(key: tuple[str, datetime, str], stream: str, run: list[int]) -> dict[str, Any]:
