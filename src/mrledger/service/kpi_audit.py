@@ -40,6 +40,7 @@ from mrledger.ledger.errors import MrLedgerError
 from mrledger.ledger.leaf import commit_canonical
 from mrledger.ledger.status import CONFIRMED
 from mrledger.service.kpi_audit_chain import chain_problems
+from mrledger.service.kpi_audit_chain import problem as _problem
 from mrledger.service.ledger import Services
 from mrledger.store.decisions import AuditBatch, Facts
 from mrledger.store.events import DecisionFacts, events_stream, is_event_stream
@@ -74,10 +75,6 @@ class Findings:
         self.by_kind[problem["kind"]] += 1
         if self.keep is None or len(self.kept) < self.keep:
             self.kept.append(problem)
-
-
-def _problem(kind: str, stream: str, detail: str, **extra: Any) -> dict[str, Any]:
-    return {"kind": kind, "stream": stream, "detail": detail, **extra}
 
 
 def _fields(rebuilt: ResultRecord, stored: ResultRecord) -> list[str]:

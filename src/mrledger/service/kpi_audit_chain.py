@@ -37,6 +37,11 @@ class _StreamBatch(NamedTuple):
     size: int
 
 
+def problem(kind: str, stream: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """One problem the KPI audit reports (``AuditProblem`` in the API)."""
+    return {"kind": kind, "stream": stream, "detail": detail, **extra}
+
+
 def _windows(blocks: Sequence[int], width: int) -> list[tuple[int, int]]:
     """Block ranges of at most ``width`` blocks covering ``blocks`` (sorted), no range without one of them."""
     out: list[tuple[int, int]] = []
@@ -91,13 +96,13 @@ def chain_problems(chain: ChainContext, stream: str, batches: Sequence[AuditBatc
     for b in sorted((b for g in groups.values() for b in g), key=lambda b: b.seq):
         holding = held[b.seq]
         if holding.entry is None:
-            problems.append({"kind": "not-on-chain", "stream": stream, "seq": b.seq,
-                             "detail": f"batch {b.seq} is {b.status} here but not in the registry"})
+            problems.append(problem("not-on-chain", stream, f"batch {b.seq} is {b.status} here but not in the "
+                                                            "registry", seq=b.seq))
         elif not holding.holds:
-            problems.append({"kind": "chain-mismatch", "stream": stream, "seq": b.seq,
-                             "detail": f"the registry holds {holding.what} for batch {b.seq}, the database root "
-                                       f"{b.root.hex()} size {b.size}"})
+            problems.append(problem("chain-mismatch", stream, f"the registry holds {holding.what} for batch {b.seq}, "
+                                                              f"the database root {b.root.hex()} size {b.size}",
+                                    seq=b.seq))
     return problems
 
 
-__all__ = ["chain_problems"]
+__all__ = ["chain_problems", "problem"]
