@@ -7,12 +7,17 @@ a handful at the tip of each stream), so the open batches' own rows are subtract
 ``anchored_only``, added back under their anchor status: the figures and ``sources`` stay exact without a row per
 batch. Everything is read in one snapshot (SQLite's transaction; REPEATABLE READ on PostgreSQL), so a batch sealed
 or counted meanwhile is counted once.
+
+What the counted batches sum to in a slot, and which of them hold a span's records, depend only on the rows of
+the UTC months their pieces touch: they are kept per process (``mrledger.store.kpi_cache``) and used again while
+those months' revisions, read in the same snapshot, are unchanged. A year's report then re-reads the month being
+counted into, not the year; the open batches and the records not counted yet are read every time.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +29,7 @@ from mrledger.ledger.status import CONFIRMED, PENDING, SEALED
 from mrledger.store.decisions import _decision, _encounter
 from mrledger.store.events import DecisionFacts, EncounterFacts, events_stream
 from mrledger.store.fastread import driver_rows
+from mrledger.store.kpi_cache import Revs, cache_of, months, read_revs
 from mrledger.store.kpi_levels import ALL, QUARTER, cover, merge_runs, pieces, run_categories
 from mrledger.store.kpi_rollup import Counted, Key, KpiRollup, Sums, batch_facts, key_sums
 from mrledger.store.models import (
@@ -57,11 +63,30 @@ class Run:
     status: str
 
 
+#: A slot's counted sums: (hospital_id, kind, categories, decision, recognition, reason) -> (n, retrieved, tests,
+#: amount_minor), keys whose n is 0 left out.
+Dims = tuple[str, str, str, str, str, str]
+Amounts = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class SlotSums:
+    """What every counted batch holds in one slot, whatever its anchor status. ``token`` names exactly these sums
+    (the slot, the hospital filter and the revisions of the months they were summed from): two with equal tokens
+    hold equal sums, so what is computed from them may be kept under the token."""
+
+    token: Hashable
+    sums: Mapping[Dims, Amounts]
+
+
 @dataclass
 class Tally:
-    """A report's counts (per key, slot and anchor status) and, per span asked for, the batches holding them."""
+    """A report's counts: per slot the counted batches' sums (as confirmed), ``adjust`` the counts that correct
+    them (open batches' rows taken out as confirmed and put back under their status, unless ``anchored_only``;
+    records not counted yet) and, per span asked for, the batches holding them."""
 
-    counts: list[Counted] = field(default_factory=list)
+    slots: list[SlotSums] = field(default_factory=list)
+    adjust: list[Counted] = field(default_factory=list)
     batches: list[list[Run]] = field(default_factory=list)
 
 
@@ -86,37 +111,59 @@ def counted(store: Store, slots: Sequence[tuple[datetime, datetime]], hospital_i
     counted yet first. ``anchored_only``: records in confirmed batches only."""
     KpiRollup(store).roll_up()
     with store.snapshot() as s:
-        return _tally(s, slots, hospital_id, category, anchored_only, spans)
+        return _tally(store, s, slots, hospital_id, category, anchored_only, spans)
 
 
-def _tally(s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: str | None, category: str | None,
-           anchored_only: bool, spans: Sequence[tuple[datetime, datetime]]) -> Tally:
-    net = _sums(s, slots, hospital_id)
+def _tally(store: Store, s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: str | None,
+           category: str | None, anchored_only: bool, spans: Sequence[tuple[datetime, datetime]]) -> Tally:
+    cache = cache_of(store)
+    plans = [pieces(lo, hi) for lo, hi in slots]
+    touched = [months((a, b) for _, a, b, _ in plan) for plan in plans]
+    revs = read_revs(s, [m for ms in touched for m in ms] + months(spans))
+    out = Tally()
+    missing: dict[int, tuple[Hashable, Revs]] = {}
+    key: Hashable
+    for i, ((lo, hi), ms) in enumerate(zip(slots, touched, strict=True)):
+        key, at = ("sums", lo, hi, hospital_id), tuple((m, revs.get(m)) for m in ms)
+        kept = cache.get(key, at)
+        if kept is None:
+            missing[i] = (key, at)
+        out.slots.append(SlotSums((key, at), kept or {}))  # type: ignore[arg-type]
+    if missing:
+        fresh = _sums(s, {i: plans[i] for i in missing}, hospital_id)
+        for i, (key, at) in missing.items():
+            found = fresh.get(i, {})
+            cache.put(key, at, found, len(found) + 1)
+            out.slots[i] = SlotSums((key, at), found)
     opened = _open(s, hospital_id)
     for p in opened:  # in the sums, but not confirmed: taken out, and put back below under their status
         sl = _slot_of(p.when, slots)
         if sl is not None:
-            acc = net.setdefault((p.key, sl), Sums())
-            acc.add(Sums(-p.sums.n, -p.sums.retrieved, -p.sums.tests, -p.sums.amount_minor))
+            out.adjust.append(Counted(p.key, sl, CONFIRMED, Sums(-p.sums.n, -p.sums.retrieved, -p.sums.tests,
+                                                                  -p.sums.amount_minor)))
     loose = _uncounted(s, hospital_id, anchored_only)
     extra = loose if anchored_only else opened + loose
-    out = Tally([Counted(k, sl, CONFIRMED, v) for (k, sl), v in net.items() if v.n])
     for p in extra:
         sl = _slot_of(p.when, slots)
         if sl is not None:
-            out.counts.append(Counted(p.key, sl, p.status, p.sums))
+            out.adjust.append(Counted(p.key, sl, p.status, p.sums))
     for lo, hi in spans:
-        out.batches.append(_runs(s, lo, hi, hospital_id, category, opened, extra))
+        key, at = ("runs", lo, hi, hospital_id, category), tuple((m, revs.get(m)) for m in months([(lo, hi)]))
+        runs: Any = cache.get(key, at)
+        if runs is None:
+            runs = _counted_runs(s, lo, hi, hospital_id, category)
+            cache.put(key, at, runs, sum(len(r) for r in runs.values()) + 1)
+        out.batches.append(_runs(runs, lo, hi, category, opened, extra))
     return out
 
 
-def _sums(s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: str | None) -> dict[
-        tuple[Key, int], Sums]:
-    """Per key and slot, the counts of every counted batch: each slot as months and days of ``kpi_sums`` and the
+def _sums(s: Session, plans: Mapping[int, list[tuple[str, datetime, datetime, int]]],
+          hospital_id: str | None) -> dict[int, dict[Dims, Amounts]]:
+    """Per slot and key, the counts of every counted batch: each slot's plan of months and days of ``kpi_sums`` and
     quarter-hours of ``kpi_rollup`` at its edges, added or subtracted (``kpi_levels.pieces``)."""
     parts = []
-    for i, (lo, hi) in enumerate(slots):
-        for level, a, b, sign in pieces(lo, hi):
+    for i, plan in plans.items():
+        for level, a, b, sign in plan:
             t: Any = KpiCount if level == QUARTER else KpiSum
             q = select(literal(i, Integer).label("slot"), *(getattr(t, d) for d in _DIMS),
                        *((getattr(t, c) if sign > 0 else -getattr(t, c)).label(c) for c in _SUMS)
@@ -126,7 +173,7 @@ def _sums(s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: s
             if hospital_id is not None:
                 q = q.where(t.hospital_id == hospital_id)
             parts.append(q)
-    out: dict[tuple[Key, int], Sums] = {}
+    out: dict[int, dict[Dims, Amounts]] = {}
     if not parts:
         return out
     # Summed here, not by GROUP BY: SQLite grouped the union's ~27,000 rows of a year's report in 130-190 ms, the
@@ -146,9 +193,9 @@ def _sums(s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: s
             found[1] += row[8]
             found[2] += row[9]
             found[3] += row[10]
-    for (slot, h, kind, cats, decision, recognition, reason), (n, retrieved, tests, amount) in acc.items():
-        out[(Key(h, kind, cats, decision, recognition, reason), int(slot))] = Sums(int(n), int(retrieved), int(tests),
-                                                                                   int(amount))
+    for (slot, *dims), (n, retrieved, tests, amount) in acc.items():
+        if n:
+            out.setdefault(int(slot), {})[tuple(dims)] = (int(n), int(retrieved), int(tests), int(amount))
     return out
 
 
@@ -181,8 +228,11 @@ def _uncounted(s: Session, hospital_id: str | None, anchored_only: bool) -> list
             select(Decision).join(PendingLeaf, pending == Decision.record_version_id))]
         placed += [(_encounter(e), e.stream, None, PENDING) for e in s.scalars(
             select(Encounter).join(PendingLeaf, pending == Encounter.record_version_id))]
+    # Ordered by kpi_todo's key so that SQLite, which has no statistics, reads the few todo rows and looks their
+    # batches up; unordered it scanned every batch (300-500 ms a report at 2.5 M batches, cProfile).
     todo = [(h, q) for h, q in s.execute(select(KpiTodo.stream, KpiTodo.seq).join(
-        Batch, and_(Batch.hospital_id == KpiTodo.stream, Batch.seq == KpiTodo.seq)))]
+        Batch, and_(Batch.hospital_id == KpiTodo.stream, Batch.seq == KpiTodo.seq))
+        .order_by(KpiTodo.stream, KpiTodo.seq))]
     if todo:
         status = dict(((h, q), st) for h, q, st in s.execute(
             select(Anchor.hospital_id, Anchor.seq, Anchor.status)
@@ -199,11 +249,11 @@ def _uncounted(s: Session, hospital_id: str | None, anchored_only: bool) -> list
     return out
 
 
-def _runs(s: Session, lo: datetime, hi: datetime, hospital_id: str | None, category: str | None,
-          opened: Sequence[_Placed], extra: Sequence[_Placed]) -> list[Run]:
-    """The batches holding the records of [lo, hi) (of ``hospital_id``, reported under ``category``): counted
-    ones from the day and month runs and the quarter-hours' rollup rows (``kpi_levels.cover``), confirmed unless
-    open; open and uncounted ones with their status."""
+def _counted_runs(s: Session, lo: datetime, hi: datetime, hospital_id: str | None,
+                  category: str | None) -> dict[str, list[tuple[int, int]]]:
+    """Per stream, the counted batches holding records of [lo, hi) (of ``hospital_id``, reported under
+    ``category``) as the fewest runs of seqs: the day and month runs and the quarter-hours' rollup rows
+    (``kpi_levels.cover``), whatever their anchor status."""
     stream = events_stream(hospital_id) if hospital_id is not None else None
     counted: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for level, a, b in cover(lo, hi):
@@ -222,6 +272,13 @@ def _runs(s: Session, lo: datetime, hi: datetime, hospital_id: str | None, categ
             q = q.where(KpiRun.stream == stream)
         for st, first, last in s.execute(q):
             counted[st].append((first, last))
+    return {st: merge_runs(runs) for st, runs in counted.items()}
+
+
+def _runs(counted: Mapping[str, list[tuple[int, int]]], lo: datetime, hi: datetime, category: str | None,
+          opened: Sequence[_Placed], extra: Sequence[_Placed]) -> list[Run]:
+    """The batches holding the records of [lo, hi): the counted ones, confirmed unless open; open and uncounted
+    ones with their status."""
 
     def mine(p: _Placed) -> bool:
         return lo <= p.when < hi and (category is None or category in run_categories(p.key.kind,
@@ -231,7 +288,7 @@ def _runs(s: Session, lo: datetime, hi: datetime, hospital_id: str | None, categ
     by_status: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
     for st, runs in counted.items():
         gone = sorted(q for h, q in not_confirmed if h == st and q is not None)
-        by_status[(st, CONFIRMED)] += _without(merge_runs(runs), gone)
+        by_status[(st, CONFIRMED)] += _without(runs, gone)
     for p in extra:
         if p.seq is not None and mine(p):
             by_status[(p.stream, p.status)].append((p.seq, p.seq))
@@ -260,4 +317,4 @@ def _slot_of(when: datetime, slots: Sequence[tuple[datetime, datetime]]) -> int 
     return None
 
 
-__all__ = ["Run", "Tally", "counted"]
+__all__ = ["Amounts", "Dims", "Run", "SlotSums", "Tally", "counted"]

@@ -503,6 +503,17 @@ class KpiRun(Base):
     last_seq: Mapped[int] = mapped_column(BigInteger)
 
 
+class KpiRev(Base):
+    """A revision of one UTC month (``YYYY-MM``) of the KPI counts, changed by triggers in the transaction of every
+    write to ``kpi_rollup``, ``kpi_sums`` or ``kpi_runs`` in that month (migration 0016): what a process checks
+    before it uses a month's sums it summed before (``mrledger.store.kpi_cache``)."""
+
+    __tablename__ = "kpi_revs"
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    rev: Mapped[int] = mapped_column(BigInteger)
+
+
 class KpiTodo(Base):
     """A sealed event batch not counted yet. Written by a trigger on ``batches`` (migration 0015), deleted when the
     batch is counted: finding what to count does not scan every batch."""
