@@ -75,6 +75,9 @@ from mrledger.ledger import BatchHead, BatchSignature, TrustStore, verify_batch_
 from mrledger.store import Store  # noqa: E402
 from mrledger.store.anchors import Outbox  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from httpload import TRANSPORT_ERRORS, Conn  # noqa: E402
+
 _MRLEDGER = Path(sys.executable).with_name("mrledger")
 COMMAND = [str(_MRLEDGER)] if _MRLEDGER.is_file() else [sys.executable, "-m", "mrledger.cli"]
 
@@ -176,45 +179,6 @@ class Profiler:
 # -------------------------------------------------------------------------------- load generator (own process)
 
 
-class _Conn:
-    """One keep-alive HTTP/1.1 connection speaking just what the benchmark needs (POST, Content-Length
-    bodies). Why not httpx: its async client spent ~1 ms of CPU per request — at 300/s the generator used a
-    whole core and became the bottleneck it was meant to measure (the server was at 56 %). This costs a
-    few tens of µs per request, so nearly all of the machine goes to the server."""
-
-    def __init__(self, host: str, port: int, path: str) -> None:
-        self.host, self.port = host, port
-        self.head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-                     "Content-Length: ").encode()
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, body: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        self.writer.write(b"".join((self.head, str(len(body)).encode(), b"\r\n\r\n", body)))
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length, close = 0, False
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection" and value.strip().lower() == b"close":
-                close = True
-        data = await self.reader.readexactly(length)
-        if close:
-            self.close()
-        return status, data
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
-
-
 def _loadgen(api: str, bodies: list[bytes], rate: float, seconds: float, connections: int,
              out: Any) -> None:
     """Open-loop verification load, in its own process; sends back (latencies ms, errors, verdicts, span)."""
@@ -224,8 +188,6 @@ def _loadgen(api: str, bodies: list[bytes], rate: float, seconds: float, connect
         uvloop.install()
     except ImportError:
         pass
-    url = httpx.URL(api)
-    host, port = url.host, url.port or 80
     # No collector pauses in the generator: this spawned process imports the whole benchmark (SQLAlchemy,
     # web3, ...), and a full collection of that heap stalled it for ~60 ms at the same request count in
     # every run — in the measured latencies, while the server saw no request slower than 8 ms. The run
@@ -240,25 +202,24 @@ def _loadgen(api: str, bodies: list[bytes], rate: float, seconds: float, connect
         verdicts: Counter[str] = Counter()
         errors = 0
         last = 0.0
-        conns = [_Conn(host, port, url.path + "/verify") for _ in range(connections)]
+        conns = [Conn(api) for _ in range(connections)]
         for conn, body in zip(conns, bodies, strict=False):  # connect before the clock starts
-            await conn.post(body)
+            await conn.post("/verify", content=body)
         loop = asyncio.get_running_loop()
         t0 = loop.time() + 0.2
         # Due requests wait in this queue for one of ``connections`` senders (one connection each).
         due_queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
 
-        async def sender(conn: _Conn) -> None:
+        async def sender(conn: Conn) -> None:
             nonlocal errors, last
             while (item := await due_queue.get()) is not None:
                 i, due = item
                 try:
-                    status, data = await conn.post(bodies[i % len(bodies)])
-                    ok = status == 200
+                    answer = await conn.post("/verify", content=bodies[i % len(bodies)])
+                    ok = answer.status_code == 200
                     if ok:
-                        verdicts[json.loads(data)["verdict"]] += 1
-                except (OSError, asyncio.IncompleteReadError, ValueError):
-                    conn.close()
+                        verdicts[answer.json()["verdict"]] += 1
+                except TRANSPORT_ERRORS:
                     ok = False
                 done = loop.time()
                 last = max(last, done)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+from scripts import httpload
 
 RECOGNISE = 0.96
 UNRETRIEVED = 0.03
@@ -74,14 +74,14 @@ def choose(answer: dict[str, Any], u: float) -> dict[str, Any]:
     return {"decision": "reordered", **({"reason": reason} if reason else {})}
 
 
-async def decide(client: httpx.AsyncClient, tally: KpiTally, answer: dict[str, Any], token: str, u: float,
+async def decide(client: httpload.Conn, tally: KpiTally, answer: dict[str, Any], token: str, u: float,
                  hospital: int, prices: dict[str, int]) -> bool:
     """Record the doctor's decision; count it as sent when the node took it (201, or 200 for a retry)."""
     body = {"verification_id": answer["verification_id"], **choose(answer, u)}
     for _ in range(3):
         try:
             r = await client.post("/decisions", json=body, headers={"authorization": f"Bearer {token}"})
-        except httpx.HTTPError as exc:
+        except httpload.TRANSPORT_ERRORS as exc:
             problem = f"{type(exc).__name__}: {exc}"
             continue
         if r.status_code in (200, 201):
@@ -118,14 +118,14 @@ def encounters(answer: dict[str, Any], index: int, seed: int, u: float,
     return out
 
 
-async def report(client: httpx.AsyncClient, tally: KpiTally, hospital_id: str, hospital: int, token: str,
+async def report(client: httpload.Conn, tally: KpiTally, hospital_id: str, hospital: int, token: str,
                  items: list[dict[str, Any]]) -> None:
     """One encounter report of a hospital (idempotent: a retry of a report that arrived is all duplicates)."""
     for _ in range(3):
         try:
             r = await client.post("/encounters", json={"hospital_id": hospital_id, "encounters": items},
                                   headers={"authorization": f"Bearer {token}"})
-        except httpx.HTTPError as exc:
+        except httpload.TRANSPORT_ERRORS as exc:
             problem = f"{type(exc).__name__}: {exc}"
             continue
         if r.status_code == 202:

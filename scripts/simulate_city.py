@@ -105,7 +105,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts import sim_kpis  # noqa: E402
+from scripts import httpload, sim_kpis  # noqa: E402
 from scripts.bench_api import Server  # noqa: E402
 
 CHUNK = 1000  # records per submission request (the API's maximum) and verifications per seeded chunk
@@ -561,62 +561,63 @@ def _verify_worker(wid: int, workers: int, api: str, pool_path: str, doctor_toke
 
     async def run() -> None:
         nonlocal done
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         work: asyncio.Queue[tuple[int, bool, int, int, float, float] | None] = asyncio.Queue(maxsize=concurrency * 4)
         reports: dict[int, list[dict[str, Any]]] = {}  # encounters waiting to be reported, per doctor's hospital
-        async with httpx.AsyncClient(base_url=api, limits=limits, timeout=60) as client:
-            async def sender() -> None:
-                nonlocal done
-                while (item := await work.get()) is not None:
-                    index, record_form, doctor, number, u, v = item
-                    entry = entries[index]
-                    headers = {"content-type": "application/json"}
-                    if record_form:
-                        headers["authorization"] = f"Bearer {doctor_tokens[doctor]}"
-                    body = entry.record_body if record_form else entry.receipt_body
-                    answer = None
-                    for attempt in range(3):
-                        t0 = time.perf_counter()
-                        try:
-                            r = await client.post("/verify", content=body, headers=headers)
-                        except httpx.HTTPError as exc:
-                            problem = f"{type(exc).__name__}: {exc}"
-                        else:
-                            if r.status_code == 200:
-                                tally.latency.add((time.perf_counter() - t0) * 1000)
-                                answer = r.json()
-                                break
-                            problem = f"{r.status_code} {r.text[:200]}"
-                        await asyncio.sleep(0.2 * (attempt + 1))
-                    done += 1
-                    if answer is None:
-                        tally.errors += 1
-                        if len(tally.error_examples) < 5:
-                            tally.error_examples.append(problem)
-                        continue
-                    _count(tally, entry, "record" if record_form else "receipt", answer)
-                    if kpi is not None:
-                        await sim_kpis.decide(client, tally.kpi, answer, doctor_tokens[doctor], u, doctor, kpi[2])
-                        waiting = reports.setdefault(doctor, [])
-                        waiting += sim_kpis.encounters(answer, number, seed, v, entry.patient)
-                        if len(waiting) >= sim_kpis.FLUSH:
-                            batch, reports[doctor] = waiting, []
-                            await sim_kpis.report(client, tally.kpi, kpi[0][doctor], doctor, kpi[1][doctor], batch)
-
-            senders = [asyncio.create_task(sender()) for _ in range(concurrency)]
-            for chunk in range(wid, math.ceil(count / CHUNK), workers):
-                # The doctors' decisions draw from their own generator: the verification schedule stays as it was.
-                decide = random.Random(f"{seed}:decide:{chunk}")
-                for k, item in enumerate(_schedule(seed, chunk, count, len(entries), len(doctor_tokens), record_share,
-                                                   issuer)):
-                    await work.put((*item, chunk * CHUNK + k, decide.random(), decide.random()))
-            for _ in senders:
-                await work.put(None)
-            await asyncio.gather(*senders)
-            if kpi is not None:
-                for doctor, batch in sorted(reports.items()):
-                    if batch:
+        conns = [httpload.Conn(api) for _ in range(concurrency)]  # one keep-alive connection per sender
+        async def sender(client: httpload.Conn) -> None:
+            nonlocal done
+            while (item := await work.get()) is not None:
+                index, record_form, doctor, number, u, v = item
+                entry = entries[index]
+                headers = {"content-type": "application/json"}
+                if record_form:
+                    headers["authorization"] = f"Bearer {doctor_tokens[doctor]}"
+                body = entry.record_body if record_form else entry.receipt_body
+                answer = None
+                for attempt in range(3):
+                    t0 = time.perf_counter()
+                    try:
+                        r = await client.post("/verify", content=body, headers=headers)
+                    except httpload.TRANSPORT_ERRORS as exc:
+                        problem = f"{type(exc).__name__}: {exc}"
+                    else:
+                        if r.status_code == 200:
+                            tally.latency.add((time.perf_counter() - t0) * 1000)
+                            answer = r.json()
+                            break
+                        problem = f"{r.status_code} {r.text[:200]}"
+                    await asyncio.sleep(0.2 * (attempt + 1))
+                done += 1
+                if answer is None:
+                    tally.errors += 1
+                    if len(tally.error_examples) < 5:
+                        tally.error_examples.append(problem)
+                    continue
+                _count(tally, entry, "record" if record_form else "receipt", answer)
+                if kpi is not None:
+                    await sim_kpis.decide(client, tally.kpi, answer, doctor_tokens[doctor], u, doctor, kpi[2])
+                    waiting = reports.setdefault(doctor, [])
+                    waiting += sim_kpis.encounters(answer, number, seed, v, entry.patient)
+                    if len(waiting) >= sim_kpis.FLUSH:
+                        batch, reports[doctor] = waiting, []
                         await sim_kpis.report(client, tally.kpi, kpi[0][doctor], doctor, kpi[1][doctor], batch)
+
+        senders = [asyncio.create_task(sender(c)) for c in conns]
+        for chunk in range(wid, math.ceil(count / CHUNK), workers):
+            # The doctors' decisions draw from their own generator: the verification schedule stays as it was.
+            decide = random.Random(f"{seed}:decide:{chunk}")
+            for k, item in enumerate(_schedule(seed, chunk, count, len(entries), len(doctor_tokens), record_share,
+                                               issuer)):
+                await work.put((*item, chunk * CHUNK + k, decide.random(), decide.random()))
+        for _ in senders:
+            await work.put(None)
+        await asyncio.gather(*senders)
+        if kpi is not None:
+            for doctor, batch in sorted(reports.items()):
+                if batch:
+                    await sim_kpis.report(conns[0], tally.kpi, kpi[0][doctor], doctor, kpi[1][doctor], batch)
+        for c in conns:
+            c.close()
 
     stop = threading.Event()
 
@@ -668,8 +669,11 @@ def _count(tally: Tally, entry: _Entry, form: str, answer: dict[str, Any]) -> No
 
 
 def _progress(console: Console) -> Progress:
+    # Redrawn twice a second, not rich's ten: the bars share the cores with the node under test (the parent drew
+    # at 15 % of a core during the verifications).
     return Progress(TextColumn("[bold]{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+                    refresh_per_second=2)
 
 
 class City:
