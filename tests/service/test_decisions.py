@@ -372,3 +372,40 @@ def test_a_verification_buffered_by_another_api_process_is_found(api: Api) -> No
     finally:
         other.close()
         api.ledger.events.close()
+
+
+def test_a_decision_commits_its_unwritten_verification_with_it(api: Api) -> None:
+    """A doctor decides before the buffer has written the verification: the decision's one transaction writes it
+    (the index row refers to it), and the buffer's own write of the same row later is skipped, not an error."""
+    events = api.ledger.events
+    events.start_buffering(interval=3600)  # the buffer will not write on its own during the test
+    try:
+        vid = verification(api)
+        assert count(api, Verification) == 0
+        r = decide(api, {"verification_id": vid, "decision": "recognised"})
+        assert r.status_code == 201, r.text
+        assert (count(api, Verification), count(api, Decision), stream_records(api)) == (1, 1, 1)
+        events.flush()  # the buffered copy of the same verification
+        assert count(api, Verification) == 1
+        again = decide(api, {"verification_id": vid, "decision": "recognised"})
+        assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    finally:
+        events.close()
+    assert count(api, Verification) == 1
+
+
+def test_a_decision_whose_index_fails_commits_nothing(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record and its index row are one transaction: a failure indexing leaves no record in the stream (and
+    the retried request records the decision whole)."""
+    vid = verification(api)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the index write failed")
+
+    monkeypatch.setattr(api.ledger.events, "add_decision", broken)
+    with pytest.raises(RuntimeError, match="index write failed"):
+        decide(api, {"verification_id": vid, "decision": "recognised"})
+    assert (count(api, Decision), stream_records(api)) == (0, 0)
+    monkeypatch.undo()
+    r = decide(api, {"verification_id": vid, "decision": "recognised"})
+    assert r.status_code == 201 and (count(api, Decision), stream_records(api)) == (1, 1)

@@ -217,27 +217,29 @@ class DecisionService:
             raise DecisionRefused(403, "not-your-verification", "Verification made by another doctor",
                                   "a verification made with a doctor token is decided with that token")
         detail = self._check(v, decision, reason, detail)
-        existing = self.index.decision(verification_id)
-        if existing is not None:
-            return self._again(existing, hospital, decision, reason, detail)
         facts = DecisionFacts(
             v.id, hospital, who.token_id, v.at, self.clock(), v.hospital_id, v.result_ref, v.version, v.verdict,
             v.recognition or "reorder", v.reasons, v.category, self._priced(v.items), self.catalogue.currency,
             decision, reason, detail)
         self._ensure_stream(hospital)
         try:
-            accepted = self.intake.submit(facts.stream, [facts.record()])[0]
+            # One transaction: the record, its index row and the verification it names (store/decisions.py).
+            accepted = self.intake.submit(facts.stream, [facts.record()], within=self.index.indexing(facts))[0]
         except ConflictError:
-            # Recorded before: by a concurrent request, or by one that died between committing the record and
-            # indexing it (store/decisions.py) — then the committed record is the decision, and is indexed now.
-            existing = self.index.decision(verification_id)
-            if existing is None:
-                existing = DecisionFacts.from_record(self.store.record(facts.stream, facts.result_key, 1))
-                self.index.index_decision(existing, self.store.versions(facts.stream,
-                                                                               facts.result_key)[0].leaf_hash)
-            return self._again(existing, hospital, decision, reason, detail)
-        self.index.index_decision(facts, accepted.leaf_hash)
+            # Recorded before — a retry, a concurrent request, or one that committed the record without its index
+            # (store/decisions.py): the committed record is the decision, indexed now if it is not.
+            return self._again(self._recorded(facts), hospital, decision, reason, detail)
+        if accepted.status == "duplicate":  # the same record again: decided in this very instant before
+            return self._again(self._recorded(facts), hospital, decision, reason, detail)
         return Recorded(facts, accepted.leaf_hash, accepted.status)
+
+    def _recorded(self, facts: DecisionFacts) -> DecisionFacts:
+        """The decision recorded for ``facts``' verification, indexed if it was not."""
+        existing = self.index.decision(facts.verification_id)
+        if existing is None:
+            existing = DecisionFacts.from_record(self.store.record(facts.stream, facts.result_key, 1))
+            self.index.index_decision(existing, self.store.versions(facts.stream, facts.result_key)[0].leaf_hash)
+        return existing
 
     def _check(self, v: VerificationRow, decision: DecisionName, reason: str | None,
                detail: str | None) -> str | None:

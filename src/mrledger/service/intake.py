@@ -40,7 +40,7 @@ from mrledger.ledger.formats.hl7v2 import legacy_result_id
 from mrledger.ledger.ids import check_ids
 from mrledger.ledger.records import Status
 from mrledger.service.fhir_match import aliases, same_content
-from mrledger.store import Accepted, Store
+from mrledger.store import Accepted, Store, Within
 from mrledger.store.changes import identity_differs
 from mrledger.store.errors import ConflictError, IdentityChangeError, LineageError, NotFoundError
 
@@ -269,11 +269,12 @@ class IntakeService:
         return self._chain is not None and self._chain.register_hospital(hospital_id, name, submitters)
 
     def submit(self, hospital_id: str, records: Sequence[ResultRecord],
-               aliases: Mapping[str, Sequence[str]] | None = None) -> list[Accepted]:
-        """Every intake path (JSON, FHIR, HL7 v2, DICOM fingerprints, events) ends here: new ids must be visible."""
+               aliases: Mapping[str, Sequence[str]] | None = None, within: Within | None = None) -> list[Accepted]:
+        """Every intake path (JSON, FHIR, HL7 v2, DICOM fingerprints, events) ends here: new ids must be visible.
+        ``within``: see ``Store.submit``."""
         for i, record in enumerate(records):
             check_ids(record, f"records[{i}]" if len(records) > 1 else "")
-        return self.store.submit(hospital_id, records, aliases)
+        return self.store.submit(hospital_id, records, aliases, within)
 
     def submit_planned(self, hospital_id: str, candidates: Sequence[ResultRecord],
                        legacy: Callable[[str], str] | None = None) -> list[IntakeOutcome]:

@@ -17,7 +17,7 @@ from mrledger.store.errors import (
     SubmissionError,
     UnknownHospitalError,
 )
-from mrledger.store.repository import MAX_SUBMISSION, Accepted, Store, VersionInfo
+from mrledger.store.repository import MAX_SUBMISSION, Accepted, Store, VersionInfo, Within
 
 __all__ = [
     "MAX_SUBMISSION",
@@ -35,6 +35,7 @@ __all__ = [
     "SubmissionError",
     "UnknownHospitalError",
     "VersionInfo",
+    "Within",
     "make_engine",
     "migrate",
 ]

@@ -93,8 +93,11 @@ class BufferedRows:
     background thread — and so the verifications it shares the interpreter lock with — less than an ORM
     bulk insert."""
 
-    def __init__(self, unit: Unit, table: Table, columns: Sequence[str], name: str) -> None:
-        self._unit_of_work, self._insert = unit, DriverInsert.values(table, columns)  # a write transaction
+    def __init__(self, unit: Unit, table: Table, columns: Sequence[str], name: str, *,
+                 skip_existing: bool = False) -> None:
+        # ``unit`` opens a write transaction; ``skip_existing``: rows another writer may have written first.
+        self._unit_of_work = unit
+        self._insert = DriverInsert.values(table, columns, skip_existing=skip_existing)
         self._buffer = BufferedWriter(self._write_rows, name)
 
     def _write_rows(self, rows: list[Row]) -> None:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Column, Connection, Insert, Select, Table, bindparam, delete, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -31,15 +32,20 @@ IN_CHUNK = 500
 class DriverInsert:
     """One INSERT (or INSERT … SELECT) with bind parameters ``names``; rows are tuples in that order."""
 
-    def __init__(self, statement: Insert, names: Sequence[str], table: Table | None = None) -> None:
+    def __init__(self, statement: Insert, names: Sequence[str], table: Table | None = None, *,
+                 skip_existing: bool = False) -> None:
         self.statement, self.names, self.table = statement, tuple(names), table
+        self.skip_existing = skip_existing
         self._compiled: dict[str, tuple[str, tuple[int, ...] | None]] = {}
 
     @classmethod
-    def values(cls, table: Table, columns: Sequence[str]) -> DriverInsert:
-        """A plain multi-row INSERT of ``columns`` of ``table`` (bind names = column names)."""
+    def values(cls, table: Table, columns: Sequence[str], *, skip_existing: bool = False) -> DriverInsert:
+        """A plain multi-row INSERT of ``columns`` of ``table`` (bind names = column names). ``skip_existing``:
+        a row whose key is already there is skipped (``ON CONFLICT DO NOTHING``), for rows that two writers may
+        both write, identically (a verification: its buffer, and the decision that names it)."""
         # inline(): no RETURNING of the generated key (PostgreSQL's compiler adds one otherwise); nobody reads it.
-        return cls(insert(table).values({c: bindparam(c) for c in columns}).inline(), columns, table)
+        return cls(insert(table).values({c: bindparam(c) for c in columns}).inline(), columns, table,
+                   skip_existing=skip_existing)
 
     def run_values(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Rows of Python values by column name (a ``values`` insert), each value through its column type's
@@ -58,7 +64,11 @@ class DriverInsert:
         kind = f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
         found = self._compiled.get(kind)
         if found is None:
-            compiled = self.statement.compile(dialect=dialect)
+            statement = self.statement
+            if self.skip_existing:
+                assert self.table is not None, "skip_existing needs a DriverInsert.values statement"
+                statement = _skipping(self.table, self.names, dialect)
+            compiled = statement.compile(dialect=dialect)
             assert isinstance(compiled, SQLCompiler)
             order = (tuple(self.names.index(name) for name in compiled.positiontup or ())
                      if compiled.positional else None)
@@ -77,6 +87,19 @@ class DriverInsert:
         else:
             params = [tuple(row[i] for i in order) for row in rows]
         conn.exec_driver_sql(sql, params)
+
+
+def _skipping(table: Table, columns: Sequence[str], dialect: Dialect) -> Insert:
+    """The INSERT of ``columns`` with ``ON CONFLICT DO NOTHING``, in ``dialect``'s own INSERT construct (the
+    clause is not in SQLAlchemy's generic one)."""
+    own: Any
+    if dialect.name == "postgresql":
+        own = postgresql.insert(table)
+    elif dialect.name == "sqlite":
+        own = sqlite.insert(table)
+    else:
+        raise NotImplementedError(f"skip_existing on {dialect.name}")
+    return cast(Insert, own.values({c: bindparam(c) for c in columns}).inline().on_conflict_do_nothing())
 
 
 def processed(column: Column[Any] | Any, value: Any, dialect: Dialect) -> Any:

@@ -2,23 +2,29 @@
 
 Verifications are written like the access log: directly, or under ``mrledger serve`` from a buffer flushed
 every 100 ms (one committed insert per verification would cost what it cost the access log, a third of a
-verification under load). ``verification()`` flushes first, so a decision right after its verification finds
-it; a crash can lose the last 100 ms of them (a decision naming one then gets a 404 and the doctor verifies
-again).
+verification under load). The process also keeps its latest verifications in memory, so a decision right after
+its verification finds it without a read; a crash can lose the last 100 ms of them (a decision naming one then
+gets a 404 and the doctor verifies again).
 
-A decision or an encounter is first submitted to its hospital's event stream (``Store.submit``: one
-transaction) and then indexed here (a second one). Should the process die in between, the record is in the
-stream but not in the index: the audit check reports it (``unindexed``) and the retried request, which
-resolves to the same record, indexes it. The index rows hold every committed field (``mrledger.store.events``).
+A decision is indexed in the transaction that commits its record to the hospital's event stream
+(``Store.submit``'s ``within``), with the verification it names: one commit per decision. Before issue 20 they
+were three (the buffer's flush, the record, the index), and a city replay's request threads spent most of their
+time waiting on them (py-spy). An encounter report is submitted (one transaction) and then indexed (a second
+one). Should the process die in between, the record is in the stream but not in the index: the audit check
+reports it (``unindexed``) and the retried request, which resolves to the same record, indexes it. A decision
+committed that way by an earlier version is indexed the same way. The index rows hold every committed field
+(``mrledger.store.events``).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Row, Select, Table, and_, func, insert, select
@@ -48,7 +54,7 @@ from mrledger.store.models import (
     RecordVersion,
     Verification,
 )
-from mrledger.store.repository import Store
+from mrledger.store.repository import Accepted, Store, Within
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,39 +119,69 @@ def _encounter(e: Encounter | Row[Any]) -> EncounterFacts:
                           split_codes(e.categories))
 
 
+#: How long a verification is served from the memory of the process that answered it (``EventIndex._fresh``).
+RECENT = timedelta(minutes=10)
+
 #: The verification index's columns, in the order rows are handed to the driver.
 _COLUMNS = ("id", "at", "token_id", "role", "hospital_id", "result_ref", "version", "verdict", "recognition",
             "reasons", "category", "items")
 
 
+def _verification_row(v: VerificationRow) -> dict[str, object]:
+    return {"id": v.id, "at": v.at, "token_id": v.token_id, "role": v.role, "hospital_id": v.hospital_id,
+            "result_ref": v.result_ref, "version": v.version, "verdict": v.verdict, "recognition": v.recognition,
+            "reasons": join_codes(v.reasons), "category": v.category, "items": _items_json(v.items)}
+
+
 class EventIndex(BufferedRows):
     """The tables of decisions, encounters and the verifications they refer to. Thread-safe."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, recent: int = 20_000) -> None:
         self._store = store
-        super().__init__(store.unit_of_work, cast(Table, Verification.__table__), _COLUMNS, "verifications")
+        # Skipping existing rows: a decision writes the verification it names in its own transaction
+        # (``add_decision``), and this buffer may write the same row before or after it.
+        super().__init__(store.unit_of_work, cast(Table, Verification.__table__), _COLUMNS, "verifications",
+                         skip_existing=True)
+        #: This process's latest verifications by id (oldest evicted first): a doctor decides seconds after
+        #: verifying, and the decision then needs no read — and no write of the buffer — before its own
+        #: transaction.
+        self._recent: OrderedDict[str, VerificationRow] = OrderedDict()
+        self._recent_max = recent
+        self._recent_lock = threading.Lock()
 
     # -- verifications --------------------------------------------------------------------------------
 
     def remember(self, v: VerificationRow) -> None:
-        row: dict[str, object] = {
-            "id": v.id, "at": v.at, "token_id": v.token_id, "role": v.role, "hospital_id": v.hospital_id,
-            "result_ref": v.result_ref, "version": v.version, "verdict": v.verdict, "recognition": v.recognition,
-            "reasons": join_codes(v.reasons), "category": v.category, "items": _items_json(v.items)}
-        self._buffer.put(row)
+        with self._recent_lock:
+            self._recent[v.id] = v
+            if len(self._recent) > self._recent_max:
+                self._recent.popitem(last=False)
+        self._buffer.put(_verification_row(v))
 
     def verification(self, verification_id: str) -> VerificationRow | None:
-        """The verification ``verification_id`` names, this process's buffered ones included. Not found while
-        buffering: looked for once more after two write intervals, because the verification may have been
-        answered by another API process of the node (``MRL_API_PROCESSES``) or another node of the region,
-        whose buffer writes it within its interval — a doctor deciding at once through another process must
-        not be told the verification does not exist. Only an unknown id waits (a token holder's mistake)."""
-        self.flush()
+        """The verification ``verification_id`` names: one of this process's latest ones from memory (written by
+        its buffer or not yet), else from the database. Not found there while buffering: looked for once more
+        after two write intervals, because the verification may have been answered by another API process of
+        the node (``MRL_API_PROCESSES``) or another node of the region, whose buffer writes it within its
+        interval — a doctor deciding at once through another process must not be told the verification does
+        not exist. Only an unknown id waits (a token holder's mistake)."""
+        found = self._fresh(verification_id)
+        if found is not None:
+            return found
+        self.flush()  # one of this process's, older or answered under another clock: written before it is read
         found = self._verification(verification_id)
         wait = self._buffer.interval
         if found is None and wait is not None:
             time.sleep(2 * wait)
             found = self._verification(verification_id)
+        return found
+
+    def _fresh(self, verification_id: str) -> VerificationRow | None:
+        """One of this process's latest verifications, if it was answered less than ``RECENT`` ago: far inside
+        the shortest retention (a day), so what memory returns the retention job cannot have deleted."""
+        found = self._recent.get(verification_id)
+        if found is None or found.at < datetime.now(UTC) - RECENT:
+            return None
         return found
 
     def _verification(self, verification_id: str) -> VerificationRow | None:
@@ -155,7 +191,6 @@ class EventIndex(BufferedRows):
                 return None
             return VerificationRow(v.id, v.at, v.token_id, v.role, v.hospital_id, v.result_ref, v.version, v.verdict,
                                    v.recognition, split_codes(v.reasons), v.category, _items(v.items))
-
 
     # -- the index --------------------------------------------------------------------------------------
 
@@ -175,18 +210,36 @@ class EventIndex(BufferedRows):
         return found
 
     def index_decision(self, d: DecisionFacts, leaf_hash: bytes) -> None:
-        """Index a decision whose record ``Store.submit`` accepted with ``leaf_hash`` (idempotent)."""
+        """Index, in a transaction of its own, a decision whose record ``Store.submit`` accepted with
+        ``leaf_hash`` (idempotent): for a record committed by a request that died before indexing it."""
         with self._store.unit_of_work() as s:
-            if s.get(Decision, d.verification_id) is not None:
-                return
-            rv = self._record_versions(s, d.stream, [leaf_hash])[leaf_hash]
-            s.add(Decision(
-                verification_id=d.verification_id, hospital_id=d.hospital_id, stream=d.stream, record_version_id=rv,
-                token_id=d.token_id, verified_at=d.verified_at, decided_at=d.decided_at,
-                result_hospital_id=d.result_hospital_id, result_ref=d.result_ref, result_version=d.result_version,
-                verdict=d.verdict, recognition=d.recognition, rule_reasons=join_codes(d.rule_reasons),
-                category=d.category, items=_items_json(d.items), currency=d.currency, decision=d.decision,
-                reason=d.reason, detail=d.detail))
+            if s.get(Decision, d.verification_id) is None:
+                self.add_decision(s, d, leaf_hash)
+
+    def indexing(self, d: DecisionFacts) -> Within:
+        """What ``Store.submit`` runs in the transaction committing ``d``'s record (its ``within``): the index row,
+        and the verification it names if this process remembered it lately (it may not be written yet)."""
+        def within(s: Session, accepted: list[Accepted]) -> None:
+            if accepted[0].status == "accepted":
+                self.add_decision(s, d, accepted[0].leaf_hash, self._fresh(d.verification_id))
+        return within
+
+    def add_decision(self, s: Session, d: DecisionFacts, leaf_hash: bytes, verification: VerificationRow | None = None
+                     ) -> None:
+        """Index decision ``d`` in ``s``, the transaction that commits its record (``Store.submit``'s ``within``),
+        writing first the ``verification`` it names when given (the row this process may not have written yet:
+        the index row refers to it; written again by the buffer, it is skipped). The decision must be new: its
+        record, keyed by the verification, was accepted in ``s``."""
+        if verification is not None:
+            self._insert.run_values(s.connection(), [_verification_row(verification)])
+        rv = self._record_versions(s, d.stream, [leaf_hash])[leaf_hash]
+        s.add(Decision(
+            verification_id=d.verification_id, hospital_id=d.hospital_id, stream=d.stream, record_version_id=rv,
+            token_id=d.token_id, verified_at=d.verified_at, decided_at=d.decided_at,
+            result_hospital_id=d.result_hospital_id, result_ref=d.result_ref, result_version=d.result_version,
+            verdict=d.verdict, recognition=d.recognition, rule_reasons=join_codes(d.rule_reasons),
+            category=d.category, items=_items_json(d.items), currency=d.currency, decision=d.decision,
+            reason=d.reason, detail=d.detail))
 
     def index_encounters(self, encounters: Sequence[tuple[EncounterFacts, bytes]]) -> None:
         """Index encounters whose records ``Store.submit`` accepted, each with its leaf hash (idempotent:

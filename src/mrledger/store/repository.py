@@ -25,7 +25,7 @@ from mrledger.store.receipts import Receipts
 from mrledger.store.results import Results, VersionInfo
 from mrledger.store.salts import SaltPool
 from mrledger.store.statusmaps import MapCache, backfill_status_keys
-from mrledger.store.submission import MAX_SUBMISSION, Accepted, SaltSource, Submission
+from mrledger.store.submission import MAX_SUBMISSION, Accepted, SaltSource, Submission, Within
 from mrledger.store.vault import Clock, utcnow
 
 log = logging.getLogger("mrledger.store")
@@ -81,4 +81,4 @@ class Store(Hospitals, Submission, Results, Receipts):
         return store
 
 
-__all__ = ["MAX_SUBMISSION", "Accepted", "Clock", "SaltSource", "Store", "VersionInfo", "utcnow"]
+__all__ = ["MAX_SUBMISSION", "Accepted", "Clock", "SaltSource", "Store", "VersionInfo", "Within", "utcnow"]

@@ -51,6 +51,9 @@ class Accepted:
     status: Literal["accepted", "duplicate"]
 
 
+#: Work done in a submission's own transaction after its rows are inserted (``Submission.submit``).
+Within = Callable[[Session, list[Accepted]], None]
+
 
 #: Core tables for the bulk inserts of a submission (the ORM's per-row bookkeeping is not needed there).
 _RECORD_VERSIONS = cast(Table, RecordVersion.__table__)
@@ -72,12 +75,14 @@ class Submission(Vault):
     _salts: SaltSource
 
     def submit(self, hospital_id: str, records: Sequence[ResultRecord],
-               aliases: Mapping[str, Sequence[str]] | None = None) -> list[Accepted]:
+               aliases: Mapping[str, Sequence[str]] | None = None, within: Within | None = None) -> list[Accepted]:
         """Accept records of one hospital, all or nothing.
 
         Idempotent per (hospital, result_id, version): the same content again returns the leaf it got
         the first time (same salt, so the same receipt); other content raises ConflictError and writes
         nothing. A version > 1 must supersede a version that is held here or in the same submission.
+        ``within(session, accepted)`` runs in the same transaction after the rows are inserted, so what it
+        writes (an event's index row) commits with the records or not at all.
         """
         if not records:
             raise SubmissionError("a submission needs at least one record")
@@ -87,14 +92,14 @@ class Submission(Vault):
         if foreign:
             raise SubmissionError(f"records of another hospital in a submission for {hospital_id!r}: {foreign[:3]}")
         try:
-            return self._submit(hospital_id, records, aliases or {})
+            return self._submit(hospital_id, records, aliases or {}, within)
         except IntegrityError:
             # A concurrent submission inserted one of our keys between our read and our insert. Retry
             # once: the rows are now visible and resolve to duplicate or conflict.
-            return self._submit(hospital_id, records, aliases or {})
+            return self._submit(hospital_id, records, aliases or {}, within)
 
     def _submit(self, hospital_id: str, records: Sequence[ResultRecord],
-                aliases: Mapping[str, Sequence[str]]) -> list[Accepted]:
+                aliases: Mapping[str, Sequence[str]], within: Within | None) -> list[Accepted]:
         digests = [content_digest(r) for r in records]
         wanted: dict[tuple[str, int], bytes] = {}
         for r, d in zip(records, digests, strict=True):
@@ -157,6 +162,8 @@ class Submission(Vault):
                 _INSERT_PENDING.run(conn, [(hospital_id, row[0], row[1]) for row in rows])
             if aliases:
                 self._add_aliases(s, hospital_id, aliases, hmacs)
+            if within is not None:
+                within(s, out)
             return out
 
     def _add_aliases(self, s: Session, hospital_id: str, aliases: Mapping[str, Sequence[str]],
