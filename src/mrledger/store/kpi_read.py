@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, and_, literal, select, tuple_, union_all
-from sqlalchemy.orm import Session
+from sqlalchemy import Integer, and_, literal, literal_column, select, tuple_, union_all
+from sqlalchemy.orm import Session, aliased
 
 from mrledger.ledger.status import CONFIRMED, PENDING, SEALED
 from mrledger.store.decisions import _decision, _encounter
@@ -49,8 +49,9 @@ from mrledger.store.repository import Store
 _DIMS = ("hospital_id", "kind", "categories", "decision", "recognition", "reason")
 _SUMS = ("n", "retrieved", "tests", "amount_minor")
 _UNION_TERMS = 400
-#: Seqs per ``IN (…)`` list: under PostgreSQL's 65,535 parameters and SQLite's default 32,766 variables.
-_IN_CHUNK = 10_000
+#: LIMIT 1 written into the SQL, not bound: a generic plan (psycopg prepares a statement run 5 times) costs a bound
+#: LIMIT as a tenth of the table, and might scan.
+_ONE = literal_column("1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,31 +206,46 @@ def _sums(s: Session, plans: Mapping[int, list[tuple[str, datetime, datetime, in
 
 
 def _open(s: Session, hospital_id: str | None) -> list[_Placed]:
-    """The rollup rows of counted batches whose anchor is not confirmed (``kpi_open``), with that status."""
-    status = {(h, q): st for h, q, st in s.execute(
-        select(KpiOpen.stream, KpiOpen.seq, Anchor.status)
-        .outerjoin(Anchor, and_(Anchor.hospital_id == KpiOpen.stream, Anchor.seq == KpiOpen.seq)))}
-    by_stream: dict[str, list[int]] = defaultdict(list)
-    for h, seq in sorted(status):
-        by_stream[h].append(seq)
-    # stream = ? AND seq IN (…) per stream (by the (stream, seq) index, never a scan), the streams' selects in one
-    # UNION ALL of columns: one statement per stream, as ORM objects, was 50-110 ms of every report (68 streams
-    # with 5 open batches each, cProfile) — once the closed months came from the cache, most of what was left.
-    parts = []
-    cols = [KpiCount.stream, KpiCount.seq, KpiCount.bucket, *(getattr(KpiCount, c) for c in (*_DIMS, *_SUMS))]
-    for h, all_seqs in by_stream.items():
-        for i in range(0, len(all_seqs), _IN_CHUNK):  # days of anchoring backlog are many batches
-            q = select(*cols).where(KpiCount.stream == h, KpiCount.seq.in_(all_seqs[i:i + _IN_CHUNK]))
-            if hospital_id is not None:
-                q = q.where(KpiCount.hospital_id == hospital_id)
-            parts.append(q)
+    """The rollup rows of counted batches whose anchor is not confirmed (``kpi_open``), with that status: one
+    statement whose every step is an index probe, whatever the planner's statistics say (``_open_rows``)."""
     out: list[_Placed] = []
-    for i in range(0, len(parts), _UNION_TERMS):
-        chunk = parts[i:i + _UNION_TERMS]
-        for stream, seq, bucket, *rest in s.execute(union_all(*chunk) if len(chunk) > 1 else chunk[0]):
-            out.append(_Placed(Key(*rest[:6]), bucket, stream, seq, status[(stream, seq)] or SEALED,
-                               Sums(*rest[6:])))
+    for stream, seq, status, bucket, *rest in s.execute(_open_rows(hospital_id)):
+        out.append(_Placed(Key(*rest[:6]), bucket, stream, seq, status or SEALED, Sums(*rest[6:])))
     return out
+
+
+def _open_rows(hospital_id: str | None) -> Any:
+    """``kpi_open``'s keys walked in primary-key order, one ``ORDER BY stream, seq LIMIT 1`` probe past the last
+    key found per step (a recursive CTE), then each key's rollup rows and anchor looked up by their (stream, seq)
+    indexes.
+
+    Why not a plain SELECT of ``kpi_open``: on PostgreSQL its heap keeps the pages of every batch ever open (2.5 M
+    inserted and deleted by the triggers at 2.5 M batches: 124 MB for 340 live rows; VACUUM frees them but cannot
+    shrink the table past its live rows at the end), and the planner, costing by pages, scans them all: 58-128 ms
+    of every report, against 0.8 ms for the index. Before ANALYZE it hash-joined ``kpi_open`` to all 2.5 M anchors
+    (1.3 s). The rollup rows were one ``stream = ? AND seq IN (…)`` select per stream in a UNION ALL, which
+    PostgreSQL ran as a parallel append: 3 ms of work, 13-50 ms starting workers (EXPLAIN ANALYZE, issue 20). A
+    LIMIT 1 probe in key order is an index probe under any statistics, and the join from the CTE's few rows is a
+    nested loop over the indexes; no parameters, so no chunking. Two probes a key (one per column: SQLite has no
+    LATERAL, and PostgreSQL refuses the recursive name inside a subquery), ~10 µs each: a backlog of 100,000 open
+    batches costs ~2 s here, and more in building its rows."""
+    k = aliased(KpiOpen)
+    first = select(KpiOpen.stream, KpiOpen.seq).order_by(KpiOpen.stream, KpiOpen.seq).limit(_ONE).subquery()
+    walk = select(first.c.stream, first.c.seq).cte("open_keys", recursive=True)
+
+    def after(col: Any) -> Any:
+        return (select(col).where(tuple_(k.stream, k.seq) > tuple_(walk.c.stream, walk.c.seq))
+                .order_by(k.stream, k.seq).limit(_ONE).scalar_subquery())
+
+    walk = walk.union_all(select(after(k.stream), after(k.seq)).where(walk.c.stream.is_not(None)))
+    q = (select(walk.c.stream, walk.c.seq, Anchor.status, KpiCount.bucket,
+                *(getattr(KpiCount, c) for c in (*_DIMS, *_SUMS)))
+         .select_from(walk)
+         .join(KpiCount, and_(KpiCount.stream == walk.c.stream, KpiCount.seq == walk.c.seq))
+         .outerjoin(Anchor, and_(Anchor.hospital_id == walk.c.stream, Anchor.seq == walk.c.seq)))
+    if hospital_id is not None:
+        q = q.where(KpiCount.hospital_id == hospital_id)
+    return q
 
 
 def _uncounted(s: Session, hospital_id: str | None, anchored_only: bool) -> list[_Placed]:
