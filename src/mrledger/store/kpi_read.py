@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, and_, literal, literal_column, select, tuple_, union_all
+from sqlalchemy import ColumnClause, Integer, and_, literal, literal_column, select, tuple_, union_all
 from sqlalchemy.orm import Session, aliased
 
 from mrledger.ledger.status import CONFIRMED, PENDING, SEALED
@@ -51,7 +51,7 @@ _SUMS = ("n", "retrieved", "tests", "amount_minor")
 _UNION_TERMS = 400
 #: LIMIT 1 written into the SQL, not bound: a generic plan (psycopg prepares a statement run 5 times) costs a bound
 #: LIMIT as a tenth of the table, and might scan.
-_ONE = literal_column("1")
+_ONE: ColumnClause[Any] = literal_column("1")
 
 
 @dataclass(frozen=True, slots=True)
