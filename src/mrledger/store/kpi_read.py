@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnClause, Integer, and_, literal, literal_column, select, tuple_, union_all
+from sqlalchemy import ColumnClause, Integer, and_, literal, literal_column, select, text, tuple_, union_all
 from sqlalchemy.orm import Session, aliased
 
 from mrledger.ledger.status import CONFIRMED, PENDING, SEALED
@@ -112,7 +112,17 @@ def counted(store: Store, slots: Sequence[tuple[datetime, datetime]], hospital_i
     counted yet first. ``anchored_only``: records in confirmed batches only."""
     KpiRollup(store).roll_up()
     with store.snapshot() as s:
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(_NO_JIT)
         return _tally(store, s, slots, hospital_id, category, anchored_only, spans)
+
+
+#: For the report's transaction only (``set_config(…, true)`` is SET LOCAL), in the statement that begins it. Its
+#: statements are index range scans whose rows all come back to Python; a cold year's sums (~75,000 rows) are
+#: costed past ``jit_above_cost`` and were compiled by LLVM for 310 ms of its 520 ms, and run as a parallel append
+#: whose two workers start in tens of ms on a busy machine and add nothing to rows the leader must fetch anyway
+#: (EXPLAIN ANALYZE at 2.5 M events, PostgreSQL 15 defaults; issue 20).
+_NO_JIT = text("SELECT set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)")
 
 
 def _tally(store: Store, s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: str | None,
@@ -184,6 +194,8 @@ def _sums(s: Session, plans: Mapping[int, list[tuple[str, datetime, datetime, in
         return out
     # Summed here, not by GROUP BY: SQLite grouped the union's ~27,000 rows of a year's report in 130-190 ms, the
     # rows fetched as plain tuples (``driver_rows``) and added up in a dict take ~100 ms (issue 20, 250,000 events).
+    # PostgreSQL's HashAggregate of a cold year's ~75,000 rows into ~22,000 took 470 ms (it spills past the default
+    # work_mem), the sum here 200-370 ms in all (2.5 M events).
     # At most _UNION_TERMS selects per statement: SQLite refuses a compound SELECT of more than 500 terms, and a
     # ten-year report in a zone more than 12 h from UTC needs five pieces a month (608 in all).
     acc: dict[tuple[Any, ...], list[int]] = {}
