@@ -45,6 +45,10 @@ Definitions of the printed numbers (``--json``):
 * ``verify_p99_ms``: 99th percentile of request latency (send to full response, closed loop, 1 % buckets).
   ``verify_rate_per_s``: verifications per second of the verification phase. ``wall_s``: the whole run,
   server start to shutdown. ``ingest_per_s``: versions accepted per second of the two submission passes.
+  ``decide_p50_ms``/``decide_p99_ms``: the same for the decision that follows each verification (with
+  ``--decisions``); a loop's time per verification is about the two together, so with ``concurrency`` (processes
+  x connections) loops the rate is about concurrency / (verify + decide latency). ``api_processes``: the node's
+  ``MRL_API_PROCESSES`` (``--api-processes``, default one per core: the production layout, docs/scaling.md).
 * ``kpis`` (docs/kpis.md; doctors' behaviour in scripts/sim_kpis.py): ``retrieval_rate`` = retrieved /
   encounters the doctors' hospitals reported; ``recognition_rate`` = recognised / decisions on results the
   programme recognised (post-retrieval recognition rate); ``tests_avoided``: catalogue items of recognised
@@ -481,6 +485,8 @@ class Tally:
     errors: int = 0
     error_examples: list[str] = field(default_factory=list)
     latency: Histogram = field(default_factory=Histogram)
+    #: Each decision's round trip (``POST /v1/decisions``), retries included: in the loop's time per verification.
+    decide_latency: Histogram = field(default_factory=Histogram)
     #: Decisions recorded and encounters reported after the verifications (scripts/sim_kpis.py).
     kpi: sim_kpis.KpiTally = field(default_factory=sim_kpis.KpiTally)
 
@@ -498,6 +504,7 @@ class Tally:
         self.errors += other.errors
         self.error_examples = (self.error_examples + other.error_examples)[:5]
         self.latency.counts.update(other.latency.counts)
+        self.decide_latency.counts.update(other.decide_latency.counts)
         self.kpi.merge(other.kpi)
 
 
@@ -595,7 +602,9 @@ def _verify_worker(wid: int, workers: int, api: str, pool_path: str, doctor_toke
                     continue
                 _count(tally, entry, "record" if record_form else "receipt", answer)
                 if kpi is not None:
+                    t0 = time.perf_counter()
                     await sim_kpis.decide(client, tally.kpi, answer, doctor_tokens[doctor], u, doctor, kpi[2])
+                    tally.decide_latency.add((time.perf_counter() - t0) * 1000)
                     waiting = reports.setdefault(doctor, [])
                     waiting += sim_kpis.encounters(answer, number, seed, v, entry.patient)
                     if len(waiting) >= sim_kpis.FLUSH:
@@ -994,7 +1003,9 @@ def _drop_schema(url: str, schema: str) -> None:
 def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="mrl-city-"))
-    server = Server(tmp / "data", args.batch_interval)
+    server = Server(tmp / "data", args.batch_interval, api_processes=args.api_processes)
+    if args.api_threads is not None:
+        server.env["MRL_API_THREADS"] = str(args.api_threads)
     # The simulated doctors of a whole city verify receipts anonymously from this one address, closed loop:
     # the per-address limit of anonymous verification is switched off here, not in the node's defaults.
     server.env["MRL_VERIFY_RATE_LIMIT"] = "0"
@@ -1056,7 +1067,9 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "recognition_rate": round(recognised / authentic, 4) if authentic else None,
         "reorders_avoided": tally.items_recognised, "verify_p99_ms": tally.latency.quantile(0.99),
         "wall_s": round(time.perf_counter() - start, 1),
-        "verify_p50_ms": tally.latency.quantile(0.50), "verify_rate_per_s":
+        "verify_p50_ms": tally.latency.quantile(0.50),
+        "decide_p50_ms": tally.decide_latency.quantile(0.50), "decide_p99_ms": tally.decide_latency.quantile(0.99),
+        "verify_rate_per_s":
             round(verified / city.phases["verify"], 1) if city.phases["verify"] else None,
         "ingest_per_s": round(results / city.phases["ingest"], 1),
         "result_ids": total, "fates": dict(sorted(city.fates.items())),
@@ -1073,6 +1086,7 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "errors": tally.errors, "error_examples": tally.error_examples,
         "phases_s": {k: round(v, 1) for k, v in city.phases.items()},
         "database": "postgresql" if args.db else "sqlite", "seed": args.seed, "cores": os.cpu_count(),
+        "api_processes": args.api_processes, "concurrency": args.workers * args.concurrency,
         "serve_exit": code,
     }
 
@@ -1108,6 +1122,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8, help="connections per verification process")
     ap.add_argument("--ingest-clients", type=int, default=4)
     ap.add_argument("--batch-interval", type=float, default=1.0)
+    ap.add_argument("--api-processes", type=int, default=os.cpu_count() or 1,
+                    help="MRL_API_PROCESSES of the node: one per core, the production layout (docs/scaling.md)")
+    ap.add_argument("--api-threads", type=int, default=None, help="MRL_API_THREADS of the node (default: its own)")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir")
     ap.add_argument("--decisions", action=argparse.BooleanOptionalAction, default=True,
                     help="doctors record a decision and hospitals report the encounter after each verification "
