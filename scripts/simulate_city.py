@@ -49,6 +49,10 @@ Definitions of the printed numbers (``--json``):
   ``--decisions``); a loop's time per verification is about the two together, so with ``concurrency`` (processes
   x connections) loops the rate is about concurrency / (verify + decide latency). ``api_processes``: the node's
   ``MRL_API_PROCESSES`` (``--api-processes``, default one per core: the production layout, docs/scaling.md).
+* ``machine_busy``: the share of the machine's CPU (all cores, every process) busy during the verification
+  phase; ``cpu_ms_per_verification``: those busy CPU-ms per verification (with its decision and encounter share:
+  node, PostgreSQL, anvil and the generator together); ``cpu_bound_rate_per_s`` = cores / that: the rate at which
+  this machine's CPU would be the limit. A run on a shared machine counts its neighbours too.
 * ``kpis`` (docs/kpis.md; doctors' behaviour in scripts/sim_kpis.py): ``retrieval_rate`` = retrieved /
   encounters the doctors' hospitals reported; ``recognition_rate`` = recognised / decisions on results the
   programme recognised (post-retrieval recognition rate); ``tests_avoided``: catalogue items of recognised
@@ -957,6 +961,7 @@ class City:
         self._warm_up(path)
         tally = Tally()
         finished = 0
+        self.cpu_before = _machine_cpu()
         with _progress(self.console) as bar:
             task = bar.add_task("doctors verify", total=self.args.verifications)
             for p in procs:
@@ -974,9 +979,26 @@ class City:
                     finished += 1
                     tally.merge(msg[3])
             bar.update(task, completed=self.args.verifications)
+        self.cpu_after = _machine_cpu()
         for p in procs:
             p.join()
         return tally
+
+
+def _machine_cpu() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (Linux ``/proc/stat``), or None.
+
+    Why the whole machine: the node is several processes (API, sealer and anchoring, anvil) and PostgreSQL's
+    backends, and the generator runs beside them; what one verification with its decision costs all of them
+    together is what bounds the rate on these cores (``cpu_ms_per_verification``)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / hz, sum(fields[:8]) / hz
 
 
 def _pg_schema(url: str) -> tuple[str, str]:
@@ -1055,6 +1077,13 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     if code not in (0, None):
         console.print(f"[yellow]serve exited with {code}")
     verified = sum(tally.verdicts.values())
+    cpu: dict[str, Any] = {}
+    before, after = getattr(city, "cpu_before", None), getattr(city, "cpu_after", None)
+    if before is not None and after is not None and verified and after[1] > before[1]:
+        busy = after[0] - before[0]
+        per = busy / verified * 1000
+        cpu = {"machine_busy": round(busy / (after[1] - before[1]), 3), "cpu_ms_per_verification": round(per, 2),
+               "cpu_bound_rate_per_s": round((os.cpu_count() or 1) * 1000 / per, 1)}
     authentic, recognised = tally.verdicts["authentic"], tally.decisions["recognise"]
     results = sum(city.submitted.values())
     scenarios = {name: {"verifications": c["verifications"]["n"], "verdicts": dict(sorted(c["verdicts"].items())),
@@ -1071,7 +1100,7 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "decide_p50_ms": tally.decide_latency.quantile(0.50), "decide_p99_ms": tally.decide_latency.quantile(0.99),
         "verify_rate_per_s":
             round(verified / city.phases["verify"], 1) if city.phases["verify"] else None,
-        "ingest_per_s": round(results / city.phases["ingest"], 1),
+        "ingest_per_s": round(results / city.phases["ingest"], 1), **cpu,
         "result_ids": total, "fates": dict(sorted(city.fates.items())),
         "categories": {c: city.categories[c] for c in CATEGORIES},
         "eligibility": {"grants": sum(len(h.eligible) for h in city.hospitals),
