@@ -75,9 +75,10 @@ class DriverInsert:
             found = self._compiled[kind] = (compiled.string, order)
         return found
 
-    def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Run for ``rows``; the rows inserted, as the driver counts them (-1 where it does not)."""
         if not rows:
-            return
+            return 0
         sql, order = self._sql(conn.dialect)
         params: Sequence[Any]
         if order is None:
@@ -86,7 +87,7 @@ class DriverInsert:
             params = rows
         else:
             params = [tuple(row[i] for i in order) for row in rows]
-        conn.exec_driver_sql(sql, params)
+        return int(conn.exec_driver_sql(sql, params).rowcount)
 
 
 def _skipping(table: Table, columns: Sequence[str], dialect: Dialect) -> Insert:
