@@ -18,7 +18,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "simulate_city.py"
 ARGS = ["--hospitals", "4", "--results-per-hospital", "30", "--verifications", "200", "--pool", "120",
         "--seed", "7", "--amend-rate", "0.1", "--revoke-rate", "0.1", "--expire-rate", "0.2", "--json"]
 #: Timings and the node's exit status: everything else must be identical for the same seed.
-TIMING = {"verify_p99_ms", "verify_p50_ms", "wall_s", "verify_rate_per_s", "ingest_per_s", "phases_s",
+TIMING = {"verify_p99_ms", "verify_p50_ms", "decide_p50_ms", "decide_p99_ms", "wall_s", "verify_rate_per_s",
+          "ingest_per_s", "phases_s", "machine_busy", "cpu_ms_per_verification", "cpu_bound_rate_per_s",
           "unexpected_examples", "error_examples"}
 
 
