@@ -2,7 +2,7 @@
 
 Revision ID: 0016
 Revises: 0015
-Create Date: 2027-01-12
+Create Date: 2026-12-04
 
 Issue 20, a year's KPI report in under 200 ms at 2.5 M events: the counted sums of a closed month do not change
 unless a late batch is counted into it, so a process may keep what it summed for a month and read it again only
