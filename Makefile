@@ -19,8 +19,10 @@ $(PYSTAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $@
 
+# Three tries: a registry connection reset (ECONNRESET, seen in CI) is not a broken lockfile. The third failure fails.
 $(NODESTAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	@for try in 1 2 3; do npm ci --no-audit --no-fund --loglevel=error && exit 0; \
+	  echo "setup: npm ci failed (try $$try of 3)" >&2; [ $$try = 3 ] || sleep 10; done; exit 1
 	@touch $@
 
 # The browser tests (tests/http/web/) drive Debian's Chromium; Playwright's own browser download is never used.
