@@ -409,3 +409,14 @@ def test_a_decision_whose_index_fails_commits_nothing(api: Api, monkeypatch: pyt
     monkeypatch.undo()
     r = decide(api, {"verification_id": vid, "decision": "recognised"})
     assert r.status_code == 201 and (count(api, Decision), stream_records(api)) == (1, 1)
+
+
+def test_an_anonymous_verification_decided_for_one_hospital_is_not_decided_again_for_another(api: Api) -> None:
+    """A receipt verified anonymously may be decided by any affiliated doctor, once: a doctor of another hospital
+    gets 409 and nothing is written to her hospital's stream (its record would be a second decision)."""
+    vid = verification(api)  # no token: anonymous
+    first = decide(api, {"verification_id": vid, "decision": "recognised"}, hospital="qd-002")
+    assert first.status_code == 201, first.text
+    other = decide(api, {"verification_id": vid, "decision": "recognised"}, hospital="gz-001")
+    assert other.status_code == 409 and other.json()["type"].endswith("already-decided"), other.text
+    assert (count(api, Decision), stream_records(api, "qd-002"), stream_records(api, "gz-001")) == (1, 1, 0)

@@ -33,19 +33,23 @@ class DriverInsert:
     """One INSERT (or INSERT … SELECT) with bind parameters ``names``; rows are tuples in that order."""
 
     def __init__(self, statement: Insert, names: Sequence[str], table: Table | None = None, *,
-                 skip_existing: bool = False) -> None:
-        self.statement, self.names, self.table = statement, tuple(names), table
-        self.skip_existing = skip_existing
+                 skipping: Callable[[Any], Insert] | None = None) -> None:
+        """``skipping``: builds ``statement`` from a dialect's own ``insert`` function; given, a row whose key is
+        already there is skipped (``ON CONFLICT DO NOTHING``, not in SQLAlchemy's generic INSERT) and ``run``
+        counts only the rows inserted."""
+        self.statement, self.names, self.table, self.skipping = statement, tuple(names), table, skipping
         self._compiled: dict[str, tuple[str, tuple[int, ...] | None]] = {}
 
     @classmethod
     def values(cls, table: Table, columns: Sequence[str], *, skip_existing: bool = False) -> DriverInsert:
         """A plain multi-row INSERT of ``columns`` of ``table`` (bind names = column names). ``skip_existing``:
-        a row whose key is already there is skipped (``ON CONFLICT DO NOTHING``), for rows that two writers may
-        both write, identically (a verification: its buffer, and the decision that names it)."""
-        # inline(): no RETURNING of the generated key (PostgreSQL's compiler adds one otherwise); nobody reads it.
-        return cls(insert(table).values({c: bindparam(c) for c in columns}).inline(), columns, table,
-                   skip_existing=skip_existing)
+        a row whose key is already there is skipped, for rows that two writers may both write, identically (a
+        verification: its buffer, and the decision that names it)."""
+        def build(own_insert: Any) -> Insert:
+            # inline(): no RETURNING of the generated key (PostgreSQL's compiler adds one otherwise).
+            return cast(Insert, own_insert(table).values({c: bindparam(c) for c in columns}).inline())
+
+        return cls(build(insert), columns, table, skipping=build if skip_existing else None)
 
     def run_values(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Rows of Python values by column name (a ``values`` insert), each value through its column type's
@@ -64,10 +68,7 @@ class DriverInsert:
         kind = f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
         found = self._compiled.get(kind)
         if found is None:
-            statement = self.statement
-            if self.skip_existing:
-                assert self.table is not None, "skip_existing needs a DriverInsert.values statement"
-                statement = _skipping(self.table, self.names, dialect)
+            statement = self.statement if self.skipping is None else _skipping(self.skipping, dialect)
             compiled = statement.compile(dialect=dialect)
             assert isinstance(compiled, SQLCompiler)
             order = (tuple(self.names.index(name) for name in compiled.positiontup or ())
@@ -90,17 +91,16 @@ class DriverInsert:
         return int(conn.exec_driver_sql(sql, params).rowcount)
 
 
-def _skipping(table: Table, columns: Sequence[str], dialect: Dialect) -> Insert:
-    """The INSERT of ``columns`` with ``ON CONFLICT DO NOTHING``, in ``dialect``'s own INSERT construct (the
-    clause is not in SQLAlchemy's generic one)."""
-    own: Any
+def _skipping(build: Callable[[Any], Insert], dialect: Dialect) -> Insert:
+    """The statement ``build`` makes with ``dialect``'s own INSERT construct, with ``ON CONFLICT DO NOTHING``."""
     if dialect.name == "postgresql":
-        own = postgresql.insert(table)
+        own: Any = postgresql.insert
     elif dialect.name == "sqlite":
-        own = sqlite.insert(table)
+        own = sqlite.insert
     else:
-        raise NotImplementedError(f"skip_existing on {dialect.name}")
-    return cast(Insert, own.values({c: bindparam(c) for c in columns}).inline().on_conflict_do_nothing())
+        raise NotImplementedError(f"skipping existing rows on {dialect.name}")
+    statement: Any = build(own)  # the dialect's own Insert, which has the clause
+    return cast(Insert, statement.on_conflict_do_nothing())
 
 
 def processed(column: Column[Any] | Any, value: Any, dialect: Dialect) -> Any:

@@ -27,14 +27,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, Select, Table, and_, bindparam, func, insert, select
+from sqlalchemy import Insert, Row, Select, Table, and_, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mrledger.ledger import canonicalize
 from mrledger.store.buffer import BufferedRows
 from mrledger.store.bulk import DriverInsert, delete_in_chunks, processed
-from mrledger.store.errors import NotFoundError
+from mrledger.store.errors import ConflictError, NotFoundError
 from mrledger.store.events import (
     STREAM_SUFFIX,
     DecisionFacts,
@@ -125,13 +125,19 @@ _DECISIONS = cast(Table, Decision.__table__)
 _DECISION_FIELDS = tuple(c.name for c in _DECISIONS.columns if c.name != "record_version_id")
 _DECISION_BINDS: dict[str, Any] = {**{n: _DECISIONS.c[n] for n in _DECISION_FIELDS},
                                    "leaf": RecordVersion.__table__.c.leaf_hash}
-_INSERT_DECISION = DriverInsert(
-    insert(_DECISIONS).from_select(
+
+
+def _decision_insert(own_insert: Any) -> Insert:
+    return cast(Insert, own_insert(_DECISIONS).from_select(
         [*_DECISION_FIELDS, "record_version_id"],
         select(*(bindparam(n, type_=_DECISIONS.c[n].type) for n in _DECISION_FIELDS), RecordVersion.id).where(
             RecordVersion.hospital_id == bindparam("stream", type_=_DECISIONS.c.stream.type),
-            RecordVersion.leaf_hash == bindparam("leaf", type_=RecordVersion.__table__.c.leaf_hash.type))),
-    (*_DECISION_FIELDS, "leaf"))
+            RecordVersion.leaf_hash == bindparam("leaf", type_=RecordVersion.__table__.c.leaf_hash.type))))
+
+
+#: Skipping a verification decided before (by a doctor of another hospital, in another stream): ``add_decision``
+#: then refuses, and the record it came with is not committed.
+_INSERT_DECISION = DriverInsert(_decision_insert(insert), (*_DECISION_FIELDS, "leaf"), skipping=_decision_insert)
 
 #: How long a verification is served from the memory of the process that answered it (``EventIndex._fresh``).
 RECENT = timedelta(minutes=10)
@@ -257,6 +263,12 @@ class EventIndex(BufferedRows):
                "leaf": leaf_hash}
         if _INSERT_DECISION.run(conn, [tuple(processed(_DECISION_BINDS[n], row[n], conn.dialect)
                                              for n in _INSERT_DECISION.names)]) != 1:
+            if s.get(Decision, d.verification_id) is not None:
+                # An anonymous verification any doctor may decide, decided first for another hospital: its
+                # record (in this doctor's stream) is rolled back with this transaction, and the caller answers
+                # from the decision that stands.
+                raise ConflictError(f"verification {d.verification_id} is decided in another stream",
+                                    [(d.stream, d.result_key, 1)])
             raise NotFoundError(f"stream {d.stream!r} holds no record with leaf {leaf_hash.hex()}")
 
     def index_encounters(self, encounters: Sequence[tuple[EncounterFacts, bytes]]) -> None:
