@@ -32,13 +32,13 @@ IN_CHUNK = 500
 class DriverInsert:
     """One INSERT (or INSERT … SELECT) with bind parameters ``names``; rows are tuples in that order."""
 
-    def __init__(self, statement: Insert, names: Sequence[str], table: Table | None = None, *,
+    def __init__(self, statement: Insert, names: Sequence[str], *,
                  skipping: Callable[[Any], Insert] | None = None) -> None:
         """``skipping``: builds ``statement`` from a dialect's own ``insert`` function; given, a row whose key is
         already there is skipped (``ON CONFLICT DO NOTHING``, not in SQLAlchemy's generic INSERT) and ``run``
         counts only the rows inserted."""
-        self.statement, self.names, self.table, self.skipping = statement, tuple(names), table, skipping
-        self._compiled: dict[str, tuple[str, tuple[int, ...] | None]] = {}
+        self.statement, self.names, self.skipping = statement, tuple(names), skipping
+        self._compiled: dict[str, tuple[str, tuple[int, ...] | None, list[Any]]] = {}
 
     @classmethod
     def values(cls, table: Table, columns: Sequence[str], *, skip_existing: bool = False) -> DriverInsert:
@@ -49,22 +49,21 @@ class DriverInsert:
             # inline(): no RETURNING of the generated key (PostgreSQL's compiler adds one otherwise).
             return cast(Insert, own_insert(table).values({c: bindparam(c) for c in columns}).inline())
 
-        return cls(build(insert), columns, table, skipping=build if skip_existing else None)
+        return cls(build(insert), columns, skipping=build if skip_existing else None)
 
-    def run_values(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Rows of Python values by column name (a ``values`` insert), each value through its column type's
-        bind processor — what SQLAlchemy does for such rows, without its per-row machinery."""
-        assert self.table is not None, "run_values needs a DriverInsert.values statement"
-        process = [self.table.c[name].type._cached_bind_processor(conn.dialect) for name in self.names]
+    def run_values(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Rows of Python values by bind name, each value through its type's bind processor (the column's, for a
+        ``values`` insert; the bind parameter's own in an INSERT … SELECT) — what SQLAlchemy does for such rows,
+        without its per-row machinery. The rows inserted, as ``run`` counts them."""
+        process = self._sql(conn.dialect)[2]
         if any(len(row) != len(self.names) for row in rows):  # a column this statement does not name
             raise ValueError(f"rows must hold exactly the columns {self.names}")
-        self.run(conn, [tuple(row[name] if p is None else p(row[name]) for name, p in zip(self.names, process,
-                                                                                          strict=True))
-                        for row in rows])
+        return self.run(conn, [tuple(row[name] if p is None else p(row[name])
+                                     for name, p in zip(self.names, process, strict=True)) for row in rows])
 
-    def _sql(self, dialect: Dialect) -> tuple[str, tuple[int, ...] | None]:
-        """The SQL text and, for positional paramstyles, where each placeholder's value sits in a row
-        (None for named paramstyles, which take dicts)."""
+    def _sql(self, dialect: Dialect) -> tuple[str, tuple[int, ...] | None, list[Any]]:
+        """The SQL text; for positional paramstyles, where each placeholder's value sits in a row (None for named
+        paramstyles, which take dicts); and each bind's processor, in ``names`` order."""
         kind = f"{dialect.name}+{dialect.driver}:{dialect.paramstyle}"
         found = self._compiled.get(kind)
         if found is None:
@@ -73,14 +72,15 @@ class DriverInsert:
             assert isinstance(compiled, SQLCompiler)
             order = (tuple(self.names.index(name) for name in compiled.positiontup or ())
                      if compiled.positional else None)
-            found = self._compiled[kind] = (compiled.string, order)
+            process = [compiled.binds[name].type._cached_bind_processor(dialect) for name in self.names]
+            found = self._compiled[kind] = (compiled.string, order, process)
         return found
 
     def run(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
         """Run for ``rows``; the rows inserted, as the driver counts them (-1 where it does not)."""
         if not rows:
             return 0
-        sql, order = self._sql(conn.dialect)
+        sql, order, _ = self._sql(conn.dialect)
         params: Sequence[Any]
         if order is None:
             params = [dict(zip(self.names, row, strict=True)) for row in rows]

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from mrledger.ledger import canonicalize
 from mrledger.store.buffer import BufferedRows
-from mrledger.store.bulk import DriverInsert, delete_in_chunks, processed
+from mrledger.store.bulk import DriverInsert, delete_in_chunks
 from mrledger.store.errors import ConflictError, NotFoundError
 from mrledger.store.events import (
     STREAM_SUFFIX,
@@ -123,8 +123,6 @@ _DECISIONS = cast(Table, Decision.__table__)
 #: The decision's row, its ``record_version_id`` looked up by the record's leaf in the same statement: the ORM's
 #: insert after a SELECT of the id was a round trip more and a fifth of a decision's CPU in the API (py-spy).
 _DECISION_FIELDS = tuple(c.name for c in _DECISIONS.columns if c.name != "record_version_id")
-_DECISION_BINDS: dict[str, Any] = {**{n: _DECISIONS.c[n] for n in _DECISION_FIELDS},
-                                   "leaf": RecordVersion.__table__.c.leaf_hash}
 
 
 def _decision_insert(own_insert: Any) -> Insert:
@@ -261,8 +259,7 @@ class EventIndex(BufferedRows):
                "rule_reasons": join_codes(d.rule_reasons), "category": d.category, "items": _items_json(d.items),
                "currency": d.currency, "decision": d.decision, "reason": d.reason, "detail": d.detail,
                "leaf": leaf_hash}
-        if _INSERT_DECISION.run(conn, [tuple(processed(_DECISION_BINDS[n], row[n], conn.dialect)
-                                             for n in _INSERT_DECISION.names)]) != 1:
+        if _INSERT_DECISION.run_values(conn, [row]) != 1:
             if s.get(Decision, d.verification_id) is not None:
                 # An anonymous verification any doctor may decide, decided first for another hospital: its
                 # record (in this doctor's stream) is rolled back with this transaction, and the caller answers
