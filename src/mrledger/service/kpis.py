@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mrledger.ledger.status import CONFIRMED, PENDING
-from mrledger.service.kpi_figures import UNSPECIFIED, Figures, Part, filed_under, fold, growth, rate
+from mrledger.service.kpi_figures import UNSPECIFIED, Figures, Part, entry, filed_under, fold, growth, rate
 from mrledger.service.ledger import Services
 from mrledger.store.events import events_stream
 from mrledger.store.kpi_cache import cache_of
@@ -120,12 +120,6 @@ class _Sources:
                             for r in runs]}
 
 
-def _slice(slices: dict[str, _Slice], name: str) -> _Slice:
-    found = slices.get(name)
-    if found is None:
-        found = slices[name] = _Slice()
-    return found
-
 def _part(ledger: Services, sums: SlotSums, category: str | None) -> Part:
     """The slot's sums folded (``kpi_figures.fold``), kept in the store's KPI cache under the sums' token: equal
     tokens are equal sums (``kpi_read.SlotSums``), so a kept fold is never stale; one of an old token is never
@@ -138,12 +132,6 @@ def _part(ledger: Services, sums: SlotSums, category: str | None) -> Part:
     part = fold(sums, category)
     cache.put(key, (), part, len(part.hospitals) + len(part.categories) + 1)
     return part
-
-def _figures(table: dict[Any, Figures], name: Any) -> Figures:
-    found = table.get(name)
-    if found is None:
-        found = table[name] = Figures()
-    return found
 
 
 def report(ledger: Services, p: Period, *, hospital: str | None = None, category: str | None = None,
@@ -171,12 +159,12 @@ def report(ledger: Services, p: Period, *, hospital: str | None = None, category
         (sources if now else previous_sources).add_confirmed(part.total.counted)
         (total.now if now else total.before).merge(part.total)
         for hid, f in part.hospitals.items():
-            s = _slice(hospitals, hid)
+            s = entry(hospitals, hid, _Slice)
             (s.now if now else s.before).merge(f)
             if now:
-                _figures(hospital_months, (hid, months[i - 1][0])).merge(f)
+                entry(hospital_months, (hid, months[i - 1][0]), Figures).merge(f)
         for name, f in part.categories.items():
-            s = _slice(categories, name)
+            s = entry(categories, name, _Slice)
             (s.now if now else s.before).merge(f)
         if now:
             by_month[months[i - 1][0]].merge(part.total)
@@ -187,12 +175,12 @@ def report(ledger: Services, p: Period, *, hospital: str | None = None, category
         now = c.slot > 0
         hid = c.key.hospital_id
         (sources if now else previous_sources).add(c)
-        for s in [total, _slice(hospitals, hid), *(_slice(categories, x) for x in cats)]:
+        for s in [total, entry(hospitals, hid, _Slice), *(entry(categories, x, _Slice) for x in cats)]:
             (s.now if now else s.before).add_counts(c.key, c.sums)
         if now:
             month = months[c.slot - 1][0]
             by_month[month].add_counts(c.key, c.sums)
-            _figures(hospital_months, (hid, month)).add_counts(c.key, c.sums)
+            entry(hospital_months, (hid, month), Figures).add_counts(c.key, c.sums)
     # A slice is in the report when something is counted in it; corrections may have emptied one.
     hospitals = {h: s for h, s in hospitals.items() if s.now.counted or s.before.counted or h == hospital}
     categories = {c: s for c, s in categories.items() if s.now.counted or s.before.counted}
@@ -204,7 +192,7 @@ def report(ledger: Services, p: Period, *, hospital: str | None = None, category
     for r in tally.batches[0]:
         seqs.setdefault(r.stream, []).append((r.first, r.last))
     if hospital is not None:
-        hospitals.setdefault(hospital, _Slice())
+        entry(hospitals, hospital, _Slice)
     by_hospital: list[dict[str, Any]] = [
         {"hospital_id": hid, "stream": events_stream(hid), "current": s.now.obj(reasons),
          "previous": s.before.obj(reasons), "growth": growth(s.now, s.before),
