@@ -704,6 +704,8 @@ class City:
         self.fates: Counter[str] = Counter()
         self.categories: Counter[str] = Counter()
         self.phases: dict[str, float] = {}
+        #: The machine's (busy, total) CPU seconds when the verifications began and ended (``_machine_cpu``).
+        self.cpu: tuple[tuple[float, float] | None, tuple[float, float] | None] = (None, None)
         self.catalogue = Catalogue({}, {})
         self.prices: dict[str, int] = {}
         self.pool_meta: dict[tuple[int, int], dict[str, Any]] = {}
@@ -961,7 +963,7 @@ class City:
         self._warm_up(path)
         tally = Tally()
         finished = 0
-        self.cpu_before = _machine_cpu()
+        before = _machine_cpu()
         with _progress(self.console) as bar:
             task = bar.add_task("doctors verify", total=self.args.verifications)
             for p in procs:
@@ -979,7 +981,7 @@ class City:
                     finished += 1
                     tally.merge(msg[3])
             bar.update(task, completed=self.args.verifications)
-        self.cpu_after = _machine_cpu()
+        self.cpu = (before, _machine_cpu())
         for p in procs:
             p.join()
         return tally
@@ -1078,7 +1080,7 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         console.print(f"[yellow]serve exited with {code}")
     verified = sum(tally.verdicts.values())
     cpu: dict[str, Any] = {}
-    before, after = getattr(city, "cpu_before", None), getattr(city, "cpu_after", None)
+    before, after = city.cpu
     if before is not None and after is not None and verified and after[1] > before[1]:
         busy = after[0] - before[0]
         per = busy / verified * 1000
