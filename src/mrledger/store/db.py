@@ -6,6 +6,7 @@ than its code; ``alembic`` on the command line works too with ``-x url=…``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 from mrledger.store.keyfiles import private_sqlite
 
@@ -27,6 +29,8 @@ SINGLE_READ_OPTION = "mrl_single_read"
 #: threads: under load every overflow connection was closed on return and reopened (with its PRAGMAs) by
 #: the next request — 14 % of the server's time in a verification benchmark.
 SQLITE_POOL = 48
+#: A pooled PostgreSQL connection back in the pool for longer than this is pinged before it is handed out again.
+PING_IDLE_S = 1.0
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -44,7 +48,33 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # while the tables were empty: the duplicate check became a sequential scan and ingest fell from
     # ~7,700 to ~650 records/s over 100k records (scripts/bench_store.py). Plan every statement afresh.
     connect_args = {"prepare_threshold": None, **kwargs.pop("connect_args", {})}
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+    engine = create_engine(url, connect_args=connect_args, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling, but only for a connection that sat in the pool: SQLAlchemy's
+    ``pool_pre_ping`` pings on every checkout, and a decision's request checks out ~9 connections — in a city
+    replay one statement in seven was that ping, each a round trip and a parse on both sides (PostgreSQL's
+    statement log, issue 20). A connection used within the last ``PING_IDLE_S`` cannot have gone stale unseen:
+    a server restart or a dropped link in that second fails its statement, SQLAlchemy sees the disconnect and
+    invalidates the pool, as it would after a pre-ping. Raising ``DisconnectionError`` here is the documented way
+    to make the pool discard the connection and take another (SQLAlchemy, "Disconnect Handling - Pessimistic")."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["mrl_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("mrl_idle_since", None)
+        if since is None or time.monotonic() - since < PING_IDLE_S:
+            return  # just connected, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"a pooled connection is gone: {exc}") from exc
 
 
 def _sqlite_setup(engine: Engine) -> None:

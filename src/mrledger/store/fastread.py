@@ -42,6 +42,7 @@ class FastReads:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._autocommit = engine.dialect.name == "postgresql"
         self._compiled: dict[int, tuple[Select[*tuple[Any, ...]], _Compiled]] = {}
         self._lock = Lock()
 
@@ -76,7 +77,7 @@ class FastReads:
         except dialect.loaded_dbapi.Error as exc:
             raise _wrapped(c.sql, args, exc, dialect) from exc
         try:
-            raw = _fetch(conn.dbapi_connection, c.sql, args, dialect)
+            raw = _fetch(conn.dbapi_connection, c.sql, args, dialect, alone=self._autocommit)
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 conn.invalidate(exc.orig)  # a dead connection is not handed to the next request
@@ -118,16 +119,25 @@ def _result_processors(stmt: Select[*tuple[Any, ...]] | CompoundSelect[*tuple[An
 
 
 def _fetch(dbapi_connection: Any, sql: str, args: Sequence[Any] | Mapping[str, Any],
-           dialect: Dialect) -> list[Any]:
+           dialect: Dialect, *, alone: bool = False) -> list[Any]:
     """Execute and fetch all; a driver error becomes SQLAlchemy's (``OperationalError`` for a locked, full or
-    unreachable database), which the API answers as a 503 ``store-unavailable`` like any other read's."""
+    unreachable database), which the API answers as a 503 ``store-unavailable`` like any other read's.
+
+    ``alone`` (psycopg): the statement runs in autocommit, as its own transaction. psycopg otherwise sends a
+    BEGIN before it and the pool a ROLLBACK after it: three round trips for one question (issue 20)."""
     try:
-        cursor = dbapi_connection.cursor()
+        if alone:
+            dbapi_connection.autocommit = True
         try:
-            cursor.execute(sql, args)
-            return list(cursor.fetchall())
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(sql, args)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
         finally:
-            cursor.close()
+            if alone and not dbapi_connection.closed:
+                dbapi_connection.autocommit = False
     except dialect.loaded_dbapi.Error as exc:
         raise _wrapped(sql, args, exc, dialect, dbapi_connection) from exc
 

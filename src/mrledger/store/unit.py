@@ -57,7 +57,12 @@ class UnitOfWork:
         self.engine = engine
         self._readers = sessionmaker(engine, class_=_ReadSession, expire_on_commit=False)
         self._writers = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
-        self._single = engine.execution_options(**{SINGLE_READ_OPTION: True})
+        # One statement needs no transaction around it: SQLite's implicit one (``SINGLE_READ_OPTION``), on
+        # PostgreSQL autocommit, which spares the BEGIN and the pool's ROLLBACK round trips.
+        single: dict[str, Any] = {SINGLE_READ_OPTION: True}
+        if engine.dialect.name == "postgresql":
+            single["isolation_level"] = "AUTOCOMMIT"
+        self._single = engine.execution_options(**single)
         self._fast = FastReads(engine)
 
     @contextmanager

@@ -1,0 +1,71 @@
+"""PostgreSQL connections: pinged before use only after idling in the pool (``db._ping_when_idle``), and the
+single-statement reads run without a transaction around them — on a real server, whose backends are killed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.exc import OperationalError
+
+from mrledger.store import Store, db, make_engine
+from tests.conftest import PG_URL, TEST_KEY
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg() -> Iterator[Engine]:
+    engine = make_engine(PG_URL, pool_size=1, max_overflow=0)
+    yield engine
+    engine.dispose()
+
+
+def _backend(engine: Engine) -> int:
+    with engine.connect() as c:
+        return int(c.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _kill(pid: int) -> None:
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        assert c.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
+    admin.dispose()
+    time.sleep(0.2)  # the backend is gone once the signal is handled
+
+
+def test_an_idle_connection_killed_in_the_pool_is_replaced_unseen(pg: Engine, monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    monkeypatch.setattr(db, "PING_IDLE_S", 0.1)
+    first = _backend(pg)
+    _kill(first)  # the pool still holds the dead connection, idle for longer than PING_IDLE_S below
+    second = _backend(pg)  # pinged at checkout, found dead, replaced: the caller sees no error
+    assert second != first
+
+
+def test_a_connection_just_used_is_not_pinged(pg: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other side of the trade: within PING_IDLE_S the checkout trusts the connection, so a server that
+    dropped it that moment fails one statement; the pool is then invalidated and the next one works."""
+    monkeypatch.setattr(db, "PING_IDLE_S", 3600.0)
+    first = _backend(pg)
+    _kill(first)
+    with pytest.raises(OperationalError):  # not pinged: the statement meets the dead connection
+        _backend(pg)
+    assert _backend(pg) != first
+
+
+def test_single_statement_reads_open_no_transaction(pg: Engine) -> None:
+    """``Store.fetch`` and ``single_read`` run their statement in autocommit, as its own transaction: its
+    transaction began with it (no BEGIN sent before it), while an ordinary checkout's began earlier, at BEGIN. The
+    connection goes back to the pool in its usual (transactional) mode."""
+    alone = select(func.statement_timestamp() == func.transaction_timestamp())
+    store = Store(pg, master_key=TEST_KEY)
+    assert store.fetch(alone, {}) == [(True,)]
+    with store.single_read() as conn:
+        assert conn.execute(alone).scalar_one() is True
+    with pg.connect() as conn:  # the same (only) pooled connection, handed back as it was
+        assert conn.execute(alone).scalar_one() is False
+        raw = conn.connection.dbapi_connection
+        assert raw is not None and raw.autocommit is False
