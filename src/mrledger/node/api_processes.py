@@ -143,6 +143,7 @@ def _run(spec: ApiSpec, parent: int) -> int:
     from web3 import Web3
 
     from mrledger.anchoring.health import ChainHealth, GuardedHTTPProvider
+    from mrledger.node.heap import tune_gc
     from mrledger.node.pki import configure
     from mrledger.node.wiring import build, chain_context, key_files, load_key, open_node_store, regional_key_for
 
@@ -167,6 +168,7 @@ def _run(spec: ApiSpec, parent: int) -> int:
         sock = bind(settings.host, spec.port, shared=True)
         watch = threading.Thread(target=_watch_parent, args=(server, parent), name="parent-watch", daemon=True)
         watch.start()
+        tune_gc()
         try:
             server.run(sockets=[sock])
         finally:

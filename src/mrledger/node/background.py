@@ -46,6 +46,7 @@ from web3 import Web3
 
 from mrledger.anchoring.chain import ChainContext
 from mrledger.ledger.errors import MrLedgerError
+from mrledger.node.heap import tune_gc
 from mrledger.node.pki import configure
 from mrledger.node.settings import Settings
 from mrledger.node.wiring import anchor_worker, chain_context, key_files, load_key, open_node_store
@@ -360,6 +361,7 @@ def _run(spec: Spec, asked: list[int], pipe: Connection, parent: int) -> int:
             threads = [threading.Thread(target=sealer.run, args=(stop,), name="sealer", daemon=True),
                        threading.Thread(target=worker.run, args=(stop,), kwargs={"interval": WORKER_INTERVAL},
                                         name="anchoring-worker", daemon=True)]
+            tune_gc()
             for t in threads:
                 t.start()
             _set_role(spec, LEADER)
