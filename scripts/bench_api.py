@@ -166,7 +166,7 @@ class Profiler:
         spy = Path(sys.executable).with_name("py-spy")
         self.proc = subprocess.Popen(  # type: ignore[assignment]
             [str(spy), "record", "--pid", str(self.pid), "--rate", "200", "--format", "raw", "--threads",
-             "--nonblocking",
+             "--nonblocking", "--gil",
              "--output", str(self.out_dir / f"{phase}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
@@ -476,7 +476,9 @@ def main() -> None:
         p99s = sorted(pct(r[0], 0.99) for r in runs)
         saturation = floor = None
         if args.saturation_rate:
+            profiler.start("saturate")
             saturation = load(server.api, bodies, args.saturation_rate, args.saturation_seconds, args.connections)
+            profiler.stop()
             floor = floor_load(bodies, args.saturation_rate, args.saturation_seconds, args.connections)
 
         result = {
