@@ -185,3 +185,30 @@ def test_the_audit_finds_day_and_month_sums_or_runs_edited(city: Api) -> None:  
         with city.ledger.store.unit_of_work() as s:
             row = s.scalars(first).one()
             setattr(row, edit, getattr(row, edit) - 1)
+
+
+def test_a_rebuild_writes_the_sums_and_runs_counting_wrote_and_moves_every_revision(city: Api) -> None:  # noqa: F811
+    """``kpi_levels.rebuild`` (a bulk load, migration 0015's backfill; one COPY per table on PostgreSQL) leaves the
+    rows the sealer's counting left, and the revision of every month it rewrote has moved (a KPI cache would
+    otherwise keep sums from before it)."""
+    from mrledger.store import kpi_levels
+    from mrledger.store.models import KpiRev, KpiRun, KpiSum
+
+    store = city.ledger.store
+    _seal_all(city)
+    before = kpis(city, **MAY)
+
+    def rows() -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]], dict[str, int]]:
+        with store.read() as s:
+            return ({tuple(r) for r in s.execute(select(*KpiSum.__table__.columns))},
+                    {tuple(r) for r in s.execute(select(*KpiRun.__table__.columns))},
+                    {m: r for m, r in s.execute(select(KpiRev.month, KpiRev.rev))})
+
+    sums, runs, revs = rows()
+    assert sums and runs
+    with store.unit_of_work() as s:
+        assert kpi_levels.rebuild(s) == (len(sums), len(runs))
+    sums_after, runs_after, revs_after = rows()
+    assert (sums_after, runs_after) == (sums, runs)
+    assert set(revs_after) == set(revs) and all(revs_after[m] != revs[m] for m in revs)
+    assert _figures(kpis(city, **MAY)) == _figures(before)
