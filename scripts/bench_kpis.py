@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_store import open_database
 from sqlalchemy import create_engine, delete, func, insert, select, text
 
+from mrledger.node.heap import tune_gc
 from mrledger.service.kpis import Period, report
 from mrledger.service.recognition import default_catalogue
 from mrledger.store import Store, kpi_levels, make_engine, migrate
@@ -292,6 +293,7 @@ def main() -> None:
         tz = ZoneInfo("Asia/Shanghai")
         year, may = Period(date(2024, 1, 1), date(2024, 12, 31), tz), Period(date(2024, 5, 1), date(2024, 5, 31), tz)
         node: Any = SimpleNamespace(store=store, catalogue=default_catalogue())
+        tune_gc()  # the collector as a node's API process runs it (node/heap.py), not the interpreter's defaults
 
         def cold(fn: Callable[[], Any]) -> Callable[[], Any]:
             def run() -> Any:

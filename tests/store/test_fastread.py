@@ -10,7 +10,7 @@ from sqlalchemy import Column, Engine, Integer, MetaData, Table, bindparam, sele
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mrledger.store import Store
-from mrledger.store.fastread import driver_rows
+from mrledger.store.fastread import compile_select, run_compiled
 from mrledger.store.models import RecordVersion
 from mrledger.store.results import _VERSIONS
 from tests.conftest import TEST_KEY
@@ -52,9 +52,11 @@ def test_datetime_parameters_compare_like_sqlalchemy(engine: Engine) -> None:
         with engine.connect() as conn:
             expected = [tuple(r) for r in conn.execute(stmt, {"at": at})]
         assert store.fetch(stmt, {"at": at}) == expected
-        bound = select(RecordVersion.version, RecordVersion.accepted_at).where(RecordVersion.accepted_at <= at)
-        with engine.connect() as conn:  # values bound in the statement, inside the caller's transaction
-            assert driver_rows(conn, bound) == [tuple(r) for r in conn.execute(bound)]
+        both = select(RecordVersion.version, RecordVersion.accepted_at).where(
+            RecordVersion.accepted_at <= bindparam("at"))
+        with engine.connect() as conn:  # compiled once, run inside the caller's transaction
+            compiled = compile_select(both, conn.dialect)
+            assert run_compiled(conn, compiled, {"at": at}) == [tuple(r) for r in conn.execute(both, {"at": at})]
 
 
 def test_refuses_what_it_does_not_take(engine: Engine) -> None:

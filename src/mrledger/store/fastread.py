@@ -29,7 +29,7 @@ Processor = Callable[[Any], Any] | None
 
 
 @dataclass(frozen=True, slots=True)
-class _Compiled:
+class Compiled:
     sql: str
     #: Bind names in the order of the SQL's positional markers (qmark: SQLite), or None (named: psycopg).
     order: tuple[str, ...] | None
@@ -43,23 +43,14 @@ class FastReads:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._autocommit = engine.dialect.name == "postgresql"
-        self._compiled: dict[int, tuple[Select[*tuple[Any, ...]], _Compiled]] = {}
+        self._compiled: dict[int, tuple[Select[*tuple[Any, ...]], Compiled]] = {}
         self._lock = Lock()
 
-    def _compile(self, stmt: Select[*tuple[Any, ...]]) -> _Compiled:
+    def _compile(self, stmt: Select[*tuple[Any, ...]]) -> Compiled:
         hit = self._compiled.get(id(stmt))
         if hit is not None and hit[0] is stmt:
             return hit[1]
-        dialect = self.engine.dialect
-        compiled = stmt.compile(dialect=dialect)
-        binds: dict[str, Processor] = {}
-        for name, param in compiled.binds.items():
-            if param.expanding or param.value is not None or param.callable is not None:
-                raise ValueError(f"fast reads take plain named parameters only, not {name!r}")
-            binds[name] = _bind_processor(param.type, dialect)
-        results = _result_processors(stmt, dialect)
-        order = tuple(compiled.positiontup) if compiled.positiontup is not None else None
-        entry = _Compiled(str(compiled), order, binds, results)
+        entry = compile_select(stmt, self.engine.dialect)
         with self._lock:
             self._compiled[id(stmt)] = (stmt, entry)  # keeps stmt alive: its id cannot be reused
         return entry
@@ -67,10 +58,7 @@ class FastReads:
     def rows(self, stmt: Select[*tuple[Any, ...]], params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Every row of ``stmt`` with ``params`` (all of its bind names), converted as SQLAlchemy would."""
         c = self._compile(stmt)
-        values = {name: value if (p := c.binds[name]) is None else p(value) for name, value in params.items()}
-        if len(values) != len(c.binds):
-            raise ValueError(f"parameters {sorted(params)} do not match {sorted(c.binds)}")
-        args: Sequence[Any] | Mapping[str, Any] = values if c.order is None else [values[n] for n in c.order]
+        args = _args(c, params)
         dialect = self.engine.dialect
         try:
             conn = self.engine.raw_connection()
@@ -87,23 +75,32 @@ class FastReads:
         return _converted(raw, c.results)
 
 
-def driver_rows(conn: Connection, stmt: Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
-                ) -> list[tuple[Any, ...]]:
-    """The rows of ``stmt`` (values bound in it) on ``conn``'s DB-API connection — inside its transaction, so in
-    the caller's snapshot — as plain tuples through the column types' processors. For a large, one-off SELECT:
-    a year's KPI report reads ~22,000 grouped rows, and building SQLAlchemy ``Row`` objects for them was 7 µs a
-    row, three quarters of the statement's time (issue 20)."""
-    dialect = conn.dialect
+def compile_select(stmt: Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]], dialect: Dialect) -> Compiled:
+    """``stmt`` (plain named bind parameters only) compiled for ``dialect``, with its bind and result processors:
+    what ``run_compiled`` and ``FastReads`` run again and again without SQLAlchemy compiling it."""
     compiled = stmt.compile(dialect=dialect)
-    values = compiled.construct_params()
-    for param, name in compiled.bind_names.items():
-        process = _bind_processor(param.type, dialect)
-        if process is not None:
-            values[name] = process(values[name])
-    args: Sequence[Any] | Mapping[str, Any] = (values if compiled.positiontup is None
-                                               else [values[n] for n in compiled.positiontup])
-    raw = _fetch(conn.connection.dbapi_connection, str(compiled), args, dialect)
-    return _converted(raw, _result_processors(stmt, dialect))
+    binds: dict[str, Processor] = {}
+    for name, param in compiled.binds.items():
+        if param.expanding or param.value is not None or param.callable is not None:
+            raise ValueError(f"fast reads take plain named parameters only, not {name!r}")
+        binds[name] = _bind_processor(param.type, dialect)
+    order = tuple(compiled.positiontup) if compiled.positiontup is not None else None
+    return Compiled(str(compiled), order, binds, _result_processors(stmt, dialect))
+
+
+def run_compiled(conn: Connection, c: Compiled, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """The rows of a ``compile_select`` statement with ``params`` (all of its bind names) on ``conn``'s DB-API
+    connection, inside its transaction (so in the caller's snapshot), converted as SQLAlchemy would."""
+    raw = _fetch(conn.connection.dbapi_connection, c.sql, _args(c, params), conn.dialect)
+    return _converted(raw, c.results)
+
+
+def _args(c: Compiled, params: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+    """``params`` through their bind processors, in the driver's parameter style."""
+    values = {name: value if (p := c.binds[name]) is None else p(value) for name, value in params.items()}
+    if len(values) != len(c.binds):
+        raise ValueError(f"parameters {sorted(params)} do not match {sorted(c.binds)}")
+    return values if c.order is None else [values[n] for n in c.order]
 
 
 def _bind_processor(type_: Any, dialect: Dialect) -> Processor:
@@ -155,4 +152,4 @@ def _converted(raw: list[Any], procs: Sequence[Processor]) -> list[tuple[Any, ..
     return [tuple(v if p is None else p(v) for p, v in zip(procs, r, strict=True)) for r in raw]
 
 
-__all__ = ["FastReads", "driver_rows"]
+__all__ = ["Compiled", "FastReads", "compile_select", "run_compiled"]

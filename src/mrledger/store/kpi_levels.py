@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, select, update
@@ -103,9 +104,11 @@ def cover(lo: datetime, hi: datetime) -> list[tuple[str, datetime, datetime]]:
     return out
 
 
+@lru_cache(maxsize=4096)
 def run_categories(kind: str, categories: str) -> tuple[str, ...]:
     """The ``kpi_runs`` categories a count is found under: every record under ``*``, a decision under its
-    category, an encounter under each of its categories (the report's category filter, docs/kpis.md §5)."""
+    category, an encounter under each of its categories (the report's category filter, docs/kpis.md §5).
+    Memoised: a cold year's report asks it for each of ~22,000 keys, which share a few hundred category lists."""
     cats = split_codes(categories) if kind == "e" else ((categories,) if categories else ())
     return (ALL, *cats)
 

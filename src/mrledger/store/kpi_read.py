@@ -22,13 +22,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnClause, Integer, and_, literal, literal_column, select, text, tuple_, union_all
+from sqlalchemy import (
+    BigInteger,
+    ColumnClause,
+    Integer,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+    text,
+    tuple_,
+    union_all,
+)
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, aliased
 
 from mrledger.ledger.status import CONFIRMED, PENDING, SEALED
 from mrledger.store.decisions import _decision, _encounter
 from mrledger.store.events import DecisionFacts, EncounterFacts, events_stream
-from mrledger.store.fastread import driver_rows
+from mrledger.store.fastread import Compiled, compile_select, run_compiled
 from mrledger.store.kpi_cache import Revs, cache_of, months, read_revs
 from mrledger.store.kpi_levels import ALL, QUARTER, cover, merge_runs, pieces, run_categories
 from mrledger.store.kpi_rollup import Counted, Key, KpiRollup, Sums, batch_facts, key_sums
@@ -121,8 +135,10 @@ def counted(store: Store, slots: Sequence[tuple[datetime, datetime]], hospital_i
 #: statements are index range scans whose rows all come back to Python; a cold year's sums (~75,000 rows) are
 #: costed past ``jit_above_cost`` and were compiled by LLVM for 310 ms of its 520 ms, and run as a parallel append
 #: whose two workers start in tens of ms on a busy machine and add nothing to rows the leader must fetch anyway
-#: (EXPLAIN ANALYZE at 2.5 M events, PostgreSQL 15 defaults; issue 20).
-_NO_JIT = text("SELECT set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)")
+#: (EXPLAIN ANALYZE at 2.5 M events, PostgreSQL 15 defaults; issue 20). ``work_mem``: room for ``_sums``'s GROUP BY
+#: of those rows in memory (the default 4 MB spilled it to disk: 470 ms).
+_NO_JIT = text("SELECT set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true), "
+               "set_config('work_mem', '32MB', true)")
 
 
 def _tally(store: Store, s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: str | None,
@@ -177,44 +193,91 @@ def _sums(s: Session, plans: Mapping[int, list[tuple[str, datetime, datetime, in
           hospital_id: str | None) -> dict[int, dict[Dims, Amounts]]:
     """Per slot and key, the counts of every counted batch: each slot's plan of months and days of ``kpi_sums`` and
     quarter-hours of ``kpi_rollup`` at its edges, added or subtracted (``kpi_levels.pieces``)."""
-    parts = []
-    for i, plan in plans.items():
-        for level, a, b, sign in plan:
-            t: Any = KpiCount if level == QUARTER else KpiSum
-            q = select(literal(i, Integer).label("slot"), *(getattr(t, d) for d in _DIMS),
-                       *((getattr(t, c) if sign > 0 else -getattr(t, c)).label(c) for c in _SUMS)
-                       ).where(t.bucket >= a, t.bucket < b)
-            if level != QUARTER:
-                q = q.where(t.level == level)
-            if hospital_id is not None:
-                q = q.where(t.hospital_id == hospital_id)
-            parts.append(q)
+    pieces = [(i, level, a, b, sign) for i, plan in plans.items() for level, a, b, sign in plan]
+    conn = s.connection()
     out: dict[int, dict[Dims, Amounts]] = {}
-    if not parts:
+    if conn.dialect.name == "postgresql" and len(pieces) <= _UNION_TERMS:  # one statement sums them all
+        shape = tuple((i, level, sign) for i, level, _, _, sign in pieces)
+        sql = _sums_sql(conn.dialect, shape, hospital_id is not None)
+        for slot, *rest in run_compiled(conn, sql, _sums_params(pieces, hospital_id)):
+            if rest[6]:
+                out.setdefault(slot, {})[tuple(rest[:6])] = tuple(rest[6:])
         return out
-    # Summed here, not by GROUP BY: SQLite grouped the union's ~27,000 rows of a year's report in 130-190 ms, the
-    # rows fetched as plain tuples (``driver_rows``) and added up in a dict take ~100 ms (issue 20, 250,000 events).
-    # PostgreSQL's HashAggregate of a cold year's ~75,000 rows into ~22,000 took 470 ms (it spills past the default
-    # work_mem), the sum here 200-370 ms in all (2.5 M events).
+    acc: dict[tuple[Any, ...], list[int]] = {}
     # At most _UNION_TERMS selects per statement: SQLite refuses a compound SELECT of more than 500 terms, and a
     # ten-year report in a zone more than 12 h from UTC needs five pieces a month (608 in all).
-    acc: dict[tuple[Any, ...], list[int]] = {}
-    rows = (row for i in range(0, len(parts), _UNION_TERMS)
-            for row in driver_rows(s.connection(), union_all(*parts[i:i + _UNION_TERMS])))
-    for row in rows:
-        k = row[:7]
-        found = acc.get(k)
-        if found is None:
-            acc[k] = [row[7], row[8], row[9], row[10]]
-        else:
-            found[0] += row[7]
-            found[1] += row[8]
-            found[2] += row[9]
-            found[3] += row[10]
+    for k in range(0, len(pieces), _UNION_TERMS):
+        chunk = pieces[k:k + _UNION_TERMS]
+        shape = tuple((i, level, sign) for i, level, _, _, sign in chunk)
+        for row in run_compiled(conn, _sums_sql(conn.dialect, shape, hospital_id is not None),
+                                _sums_params(chunk, hospital_id)):
+            key = row[:7]
+            found = acc.get(key)
+            if found is None:
+                acc[key] = [row[7], row[8], row[9], row[10]]
+            else:
+                found[0] += row[7]
+                found[1] += row[8]
+                found[2] += row[9]
+                found[3] += row[10]
     for (slot, *dims), (n, retrieved, tests, amount) in acc.items():
         if n:
             out.setdefault(int(slot), {})[tuple(dims)] = (int(n), int(retrieved), int(tests), int(amount))
     return out
+
+
+def _sums_params(pieces: Sequence[tuple[int, str, datetime, datetime, int]], hospital_id: str | None
+                 ) -> dict[str, Any]:
+    """The bind parameters of ``_sums_sql``'s statement for these pieces."""
+    params: dict[str, Any] = {f"a{n}": a for n, (_, _, a, _, _) in enumerate(pieces)}
+    params.update({f"b{n}": b for n, (_, _, _, b, _) in enumerate(pieces)})
+    if hospital_id is not None:
+        params["hid"] = hospital_id
+    return params
+
+
+#: ``_sums_sql``'s statements by shape; a shape is a period's slots and zone, so a handful are ever asked for.
+_SUMS_SQL: dict[tuple[Any, ...], Compiled] = {}
+_SUMS_SQL_KEPT = 256
+
+
+def _sums_sql(dialect: Dialect, shape: tuple[tuple[int, str, int], ...], by_hospital: bool) -> Compiled:
+    """The statement of ``_sums`` for pieces of this ``shape`` ((slot, level, sign) each; their bounds are bind
+    parameters ``a<n>``, ``b<n>``, the hospital ``hid``), compiled once: SQLAlchemy took 27 ms to compile a year's
+    40-piece union, a tenth of a cold report.
+
+    On PostgreSQL the rows are summed per slot and key by the statement (GROUP BY, in memory under the report's
+    ``work_mem``, ``_NO_JIT``): a cold year at 2.5 M events is ~74,000 rows in ~22,000 keys, and fetching and
+    adding the 52,000 rows more in Python cost more than the aggregate (issue 20). SQLite groups them slower than
+    Python adds them (130-190 ms for a year's union at 250,000 events against ~100 ms), so there they are summed
+    here, as each chunk's rows are on PostgreSQL too."""
+    key = (dialect.name, shape, by_hospital)
+    hit = _SUMS_SQL.get(key)
+    if hit is not None:
+        return hit
+    parts = []
+    for n, (i, level, sign) in enumerate(shape):
+        t: Any = KpiCount if level == QUARTER else KpiSum
+        q = select(literal_column(str(int(i)), Integer).label("slot"), *(getattr(t, d) for d in _DIMS),
+                   *((getattr(t, c) if sign > 0 else -getattr(t, c)).label(c) for c in _SUMS)
+                   ).where(t.bucket >= bindparam(f"a{n}", type_=t.bucket.type),
+                           t.bucket < bindparam(f"b{n}", type_=t.bucket.type))
+        if level != QUARTER:
+            q = q.where(t.level == literal_column(f"'{level}'"))
+        if by_hospital:
+            q = q.where(t.hospital_id == bindparam("hid", type_=t.hospital_id.type))
+        parts.append(q)
+    stmt: Any = union_all(*parts)
+    if dialect.name == "postgresql":
+        u = stmt.subquery()
+        dims = [u.c[d] for d in _DIMS]
+        stmt = select(u.c.slot, *dims, *(cast(func.sum(u.c[c]), BigInteger).label(c) for c in _SUMS)).group_by(
+            u.c.slot, *dims)
+    compiled = compile_select(stmt, dialect)
+    if len(_SUMS_SQL) >= _SUMS_SQL_KEPT:
+        _SUMS_SQL.clear()
+    _SUMS_SQL[key] = compiled
+    return compiled
 
 
 def _open(s: Session, hospital_id: str | None) -> list[_Placed]:
