@@ -8,8 +8,8 @@ cursor (issue 20: cProfile of the ASGI app under a thread-time clock, receipts v
 were a quarter of a verification's CPU.
 
 So a statement is compiled once per dialect with SQLAlchemy (same SQL, same quoting, same parameter style) and its
-bind and result processors are kept; each call checks a connection out of the engine's pool (pre-ping, pool limits
-and reset-on-return as for any other checkout), runs the SQL on the DB-API cursor and converts the rows with the
+bind and result processors are kept; each call checks a connection out of the engine's pool (its ping after idling, pool
+limits and reset-on-return as for any other checkout), runs the SQL on the DB-API cursor and converts the rows with the
 column types' own processors — a ``DateTime`` comes back as the ``datetime`` SQLAlchemy would have made. Only plain
 SELECTs with named bind parameters are taken (no expanding ``IN``, no literal binds): anything else raises.
 """
@@ -30,6 +30,8 @@ Processor = Callable[[Any], Any] | None
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
+    """One SELECT compiled for one dialect: its SQL, and what its binds and result columns go through."""
+
     sql: str
     #: Bind names in the order of the SQL's positional markers (qmark: SQLite), or None (named: psycopg).
     order: tuple[str, ...] | None
