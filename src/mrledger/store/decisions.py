@@ -107,14 +107,14 @@ _DECISION_COLUMNS = tuple(Decision.__table__.columns)
 _ENCOUNTER_COLUMNS = tuple(Encounter.__table__.columns)
 
 
-def _decision(d: Decision | Row[Any]) -> DecisionFacts:
+def _decision(d: Decision | Row[*tuple[Any, ...]]) -> DecisionFacts:
     return DecisionFacts(d.verification_id, d.hospital_id, d.token_id, d.verified_at, d.decided_at,
                          d.result_hospital_id, d.result_ref, d.result_version, d.verdict, d.recognition,
                          split_codes(d.rule_reasons), d.category, _items(d.items), d.currency, d.decision, d.reason,
                          d.detail)
 
 
-def _encounter(e: Encounter | Row[Any]) -> EncounterFacts:
+def _encounter(e: Encounter | Row[*tuple[Any, ...]]) -> EncounterFacts:
     return EncounterFacts(e.hospital_id, e.encounter_ref, e.seen_at, e.patient_hash, e.retrieved,
                           split_codes(e.categories))
 
