@@ -27,16 +27,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mrledger.store import kpi_levels
-from mrledger.store.decisions import _decision, _encounter
+from mrledger.store.decisions import _DECISION_COLUMNS, _ENCOUNTER_COLUMNS, _decision, _encounter
 from mrledger.store.events import STREAM_SUFFIX, DecisionFacts, EncounterFacts, join_codes
 from mrledger.store.models import Batch, BatchLeaf, Decision, Encounter, KpiCount, KpiRolled, KpiRun, KpiSum, KpiTodo
 from mrledger.store.repository import Store
 
-# Rows selected as columns, not as ORM entities: the sealer counts every event batch it seals, and the KPI audit
-# reads a stream's every record and rollup row; building an instance per row was a fifth of the audit job's time
-# (cProfile of scripts/bench_audit.py: 189,872 instances for 60,000 records, issue 20).
-_DECISIONS = cast(Table, Decision.__table__)
-_ENCOUNTERS = cast(Table, Encounter.__table__)
+# Rows selected as columns, not as ORM entities (decisions and encounters as store/decisions.py selects them): the
+# sealer counts every event batch it seals, and the KPI audit reads a stream's every record and rollup row; building
+# an instance per row was a fifth of the audit job's time (cProfile of scripts/bench_audit.py: 189,872 instances
+# for 60,000 records, issue 20).
 _ROLLUP = cast(Table, KpiCount.__table__)
 _RUNS = cast(Table, KpiRun.__table__)
 
@@ -217,14 +216,13 @@ def batch_facts(s: Session, batches: Sequence[tuple[str, int]]) -> dict[tuple[st
     at = (BatchLeaf.hospital_id.label("batch_stream"), BatchLeaf.seq.label("batch_seq"))
     for i in range(0, len(pairs), _PAIRS):
         where = tuple_(BatchLeaf.hospital_id, BatchLeaf.seq).in_(pairs[i:i + _PAIRS])
-        for d in s.execute(select(*_DECISIONS.columns, *at).join(
+        for d in s.execute(select(*_DECISION_COLUMNS, *at).join(
                 BatchLeaf, BatchLeaf.record_version_id == Decision.record_version_id).where(where)):
             out[(d.batch_stream, d.batch_seq)].append(_decision(d))
-        for e in s.execute(select(*_ENCOUNTERS.columns, *at).join(
+        for e in s.execute(select(*_ENCOUNTER_COLUMNS, *at).join(
                 BatchLeaf, BatchLeaf.record_version_id == Encounter.record_version_id).where(where)):
             out[(e.batch_stream, e.batch_seq)].append(_encounter(e))
     return out
-
 
 
 __all__ = ["BUCKET", "Counted", "Key", "KpiRollup", "Sums", "batch_facts", "bucket_of", "key_sums"]
