@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, cast
 
-from sqlalchemy import Column, Connection, Insert, Select, Table, bindparam, delete, insert
+from sqlalchemy import Column, Connection, Insert, Select, Table, Update, bindparam, delete, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
@@ -30,9 +30,10 @@ IN_CHUNK = 500
 
 
 class DriverInsert:
-    """One INSERT (or INSERT … SELECT) with bind parameters ``names``; rows are tuples in that order."""
+    """One INSERT (or INSERT … SELECT, or an UPDATE: ``run`` then counts the rows it changed) with bind parameters
+    ``names``; rows are tuples in that order."""
 
-    def __init__(self, statement: Insert, names: Sequence[str], *,
+    def __init__(self, statement: Insert | Update, names: Sequence[str], *,
                  skipping: Callable[[Any], Insert] | None = None) -> None:
         """``skipping``: builds ``statement`` from a dialect's own ``insert`` function; given, a row whose key is
         already there is skipped (``ON CONFLICT DO NOTHING``, not in SQLAlchemy's generic INSERT) and ``run``

@@ -90,6 +90,21 @@ def compile_select(stmt: Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, .
     return Compiled(str(compiled), order, binds, _result_processors(stmt, dialect))
 
 
+class Prepared:
+    """A SELECT compiled once per dialect and run in the caller's transaction (``run_compiled``): for statements of
+    a write path that would otherwise be built and looked up in SQLAlchemy's cache on every call."""
+
+    def __init__(self, stmt: Select[*tuple[Any, ...]]) -> None:
+        self.stmt = stmt
+        self._by_dialect: dict[str, Compiled] = {}
+
+    def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        c = self._by_dialect.get(conn.dialect.name)
+        if c is None:
+            c = self._by_dialect[conn.dialect.name] = compile_select(self.stmt, conn.dialect)
+        return run_compiled(conn, c, params)
+
+
 def run_compiled(conn: Connection, c: Compiled, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """The rows of a ``compile_select`` statement with ``params`` (all of its bind names) on ``conn``'s DB-API
     connection, inside its transaction (so in the caller's snapshot), converted as SQLAlchemy would."""
@@ -154,4 +169,4 @@ def _converted(raw: list[Any], procs: Sequence[Processor]) -> list[tuple[Any, ..
     return [tuple(v if p is None else p(v) for p, v in zip(procs, r, strict=True)) for r in raw]
 
 
-__all__ = ["Compiled", "FastReads", "compile_select", "run_compiled"]
+__all__ = ["Compiled", "FastReads", "Prepared", "compile_select", "run_compiled"]

@@ -22,12 +22,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from mrledger.store.bulk import DriverInsert
 from mrledger.store.events import split_codes
 from mrledger.store.models import KpiCount, KpiRun, KpiSum
 
@@ -143,24 +144,41 @@ def add(s: Session, batches: Sequence[tuple[str, int, list[dict[str, Any]]]]) ->
     Sums are added by an upsert (``n = n + excluded.n``), so concurrent counters of other batches add, never
     overwrite; a run is extended by ``UPDATE … WHERE last_seq = seq - 1`` (re-checked on the row's newest version
     on PostgreSQL), or a new run begins (adjacent runs left by counting out of order are merged when read). Rows
-    are written in one order (sums, then runs, each sorted) so that two counters cannot deadlock."""
+    are written in one order (sums, then runs, each sorted) so that two counters cannot deadlock.
+
+    The statements are compiled once and run on the driver (``store.bulk``): the sealer counts every event batch it
+    seals, and the ORM's per-call statement building and its ``synchronize_session`` evaluation of each run's UPDATE
+    were a quarter of the sealer's CPU in a city replay (py-spy, issue 20)."""
     sums = level_sums(r for _, _, rows in batches for r in rows)
+    conn = s.connection()
     if sums:
-        dialect = s.get_bind().dialect.name
-        ins = postgresql.insert(KpiSum) if dialect == "postgresql" else sqlite.insert(KpiSum)
-        stmt = ins.on_conflict_do_update(
-            index_elements=["level", "bucket", *_DIMS],
-            set_={c: getattr(KpiSum, c) + getattr(ins.excluded, c) for c in _SUMS})
-        s.execute(stmt, [_sum_row(k, v) for k, v in sorted(sums.items())])
+        _UPSERT_SUMS[conn.dialect.name].run_values(conn, [_sum_row(k, v) for k, v in sorted(sums.items())])
     todo = sorted((level, bucket, stream, cat, seq) for stream, seq, rows in batches
                   for level, bucket, cat in run_keys(rows))
     for level, bucket, stream, cat, seq in todo:
-        where = and_(KpiRun.level == level, KpiRun.bucket == bucket, KpiRun.stream == stream,
-                     KpiRun.category == cat, KpiRun.last_seq == seq - 1)
-        done = s.execute(update(KpiRun).where(where).values(last_seq=seq))
-        if getattr(done, "rowcount", 0) == 0:
-            s.execute(insert(KpiRun).values(level=level, bucket=bucket, stream=stream, category=cat, first_seq=seq,
-                                            last_seq=seq))
+        run = {"level": level, "bucket": bucket, "stream": stream, "category": cat}
+        if _EXTEND_RUN.run_values(conn, [{**run, "previous": seq - 1, "seq": seq}]) == 0:
+            _INSERT_RUN.run_values(conn, [{**run, "first_seq": seq, "last_seq": seq}])
+
+
+_SUM_TABLE, _RUN_TABLE = cast(Table, KpiSum.__table__), cast(Table, KpiRun.__table__)
+_SUM_COLUMNS = ("level", "bucket", *_DIMS, *_SUMS)
+_RUN_KEY = ("level", "bucket", "stream", "category")
+
+
+def _upsert_sums(own_insert: Any) -> Any:
+    ins = own_insert(_SUM_TABLE).values({c: bindparam(c) for c in _SUM_COLUMNS})
+    return ins.on_conflict_do_update(index_elements=["level", "bucket", *_DIMS],
+                                     set_={c: _SUM_TABLE.c[c] + ins.excluded[c] for c in _SUMS})
+
+
+#: Per dialect: ``ON CONFLICT … DO UPDATE`` is each dialect's own construct.
+_UPSERT_SUMS = {name: DriverInsert(_upsert_sums(own), _SUM_COLUMNS)
+                for name, own in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))}
+_EXTEND_RUN = DriverInsert(update(_RUN_TABLE).where(
+    *(_RUN_TABLE.c[c] == bindparam(c) for c in _RUN_KEY), _RUN_TABLE.c.last_seq == bindparam("previous"))
+    .values(last_seq=bindparam("seq")), (*_RUN_KEY, "previous", "seq"))
+_INSERT_RUN = DriverInsert.values(_RUN_TABLE, (*_RUN_KEY, "first_seq", "last_seq"))
 
 
 def rebuild(s: Session, streams: Iterable[str] | None = None, chunk: int = 20_000) -> tuple[int, int]:

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, insert, select, tuple_
+from sqlalchemy import Table, and_, delete, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mrledger.store import kpi_levels
+from mrledger.store.bulk import DriverInsert
 from mrledger.store.decisions import _DECISION_COLUMNS, _ENCOUNTER_COLUMNS, _decision, _encounter
 from mrledger.store.events import STREAM_SUFFIX, DecisionFacts, EncounterFacts, join_codes
 from mrledger.store.models import Batch, BatchLeaf, Decision, Encounter, KpiCount, KpiRolled, KpiRun, KpiSum, KpiTodo
@@ -38,6 +39,12 @@ from mrledger.store.repository import Store
 # for 60,000 records, issue 20).
 _ROLLUP = cast(Table, KpiCount.__table__)
 _RUNS = cast(Table, KpiRun.__table__)
+
+#: The counter's inserts, compiled once and run on the driver (``store.bulk``, as ``kpi_levels.add``'s statements).
+_INSERT_ROLLED = DriverInsert.values(cast(Table, KpiRolled.__table__), ("stream", "seq"))
+_INSERT_ROLLUP = DriverInsert.values(_ROLLUP, ("stream", "seq", "hospital_id", "bucket", "kind", "categories",
+                                               "decision", "recognition", "reason", "n", "retrieved", "tests",
+                                               "amount_minor"))
 
 BUCKET = timedelta(minutes=15)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -173,9 +180,10 @@ class KpiRollup:
         rows = [r for _, _, batch in per_batch for r in batch]
         try:
             with self._store.unit_of_work() as s:
-                s.execute(insert(KpiRolled), [{"stream": h, "seq": q} for h, q in complete])
+                conn = s.connection()
+                _INSERT_ROLLED.run(conn, complete)
                 if rows:
-                    s.execute(insert(KpiCount), rows)
+                    _INSERT_ROLLUP.run_values(conn, rows)
                 s.execute(delete(KpiTodo).where(tuple_(KpiTodo.stream, KpiTodo.seq).in_(complete)))
                 kpi_levels.add(s, per_batch)
         except IntegrityError:  # another process counted some of them first: the rest one by one

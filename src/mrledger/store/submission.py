@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +28,7 @@ from mrledger.store.errors import (
     SubmissionError,
     UnknownHospitalError,
 )
+from mrledger.store.fastread import Prepared
 from mrledger.store.models import Hospital, PendingLeaf, RecordVersion, ResultAlias
 from mrledger.store.results import version_row
 from mrledger.store.statusmaps import first_version_key
@@ -67,6 +68,16 @@ _INSERT_PENDING = DriverInsert(insert(_PENDING_LEAVES).from_select(
     select(RecordVersion.id, RecordVersion.hospital_id, RecordVersion.accepted_at).where(
         RecordVersion.hospital_id == bindparam("h"), RecordVersion.result_hmac == bindparam("m"),
         RecordVersion.version == bindparam("v"))), ("h", "m", "v"))
+
+
+#: Compiled once for the write path (``fastread.Prepared``): built and cache-keyed by SQLAlchemy on every call, the
+#: hospital's lookup (``Session.get``) and the held versions' SELECT were half of a decision's ``submit`` in a city
+#: replay's API processes (py-spy, issue 20), where every decision is a one-record submission.
+_HOSPITAL = Prepared(select(Hospital.id).where(Hospital.id == bindparam("h")))
+_EXISTING_COLUMNS = (RecordVersion.result_hmac, RecordVersion.version, RecordVersion.content_digest,
+                     RecordVersion.leaf_hash, RecordVersion.status_key)
+_EXISTING_ONE = Prepared(select(*_EXISTING_COLUMNS).where(RecordVersion.hospital_id == bindparam("h"),
+                                                          RecordVersion.result_hmac == bindparam("m")))
 
 
 class Submission(Vault):
@@ -111,7 +122,7 @@ class Submission(Vault):
         # Keyed hashes once per result id (a correction and its original share one).
         hmacs = {rid: keys.index(hospital_id, rid) for rid in {r.result_id for r in records}}
         with self.unit_of_work() as s:
-            if s.get(Hospital, hospital_id) is None:
+            if not _HOSPITAL.rows(s.connection(), {"h": hospital_id}):
                 raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
             held_keys: dict[str, bytes | None] = {}
             existing = self._existing(s, hospital_id, hmacs, held_keys)
@@ -200,14 +211,16 @@ class Submission(Vault):
         found: dict[tuple[str, int], _Known] = {}
         by_hmac = {h: rid for rid, h in hmacs.items()}
         keys = sorted(by_hmac)
-        for i in range(0, len(keys), IN_CHUNK):
-            q = select(RecordVersion.result_hmac, RecordVersion.version, RecordVersion.content_digest,
-                       RecordVersion.leaf_hash, RecordVersion.status_key).where(
-                RecordVersion.hospital_id == hospital_id, RecordVersion.result_hmac.in_(keys[i:i + IN_CHUNK]))
-            for h, v, d, leaf, key in s.execute(q):
-                found[(by_hmac[h], v)] = (d, leaf)
-                if map_keys is not None and map_keys.get(by_hmac[h]) is None:
-                    map_keys[by_hmac[h]] = key
+        if len(keys) == 1:  # a decision, or one result: the statement compiled once (``_EXISTING_ONE``)
+            rows: Any = _EXISTING_ONE.rows(s.connection(), {"h": hospital_id, "m": keys[0]})
+        else:
+            rows = (row for i in range(0, len(keys), IN_CHUNK) for row in s.execute(
+                select(*_EXISTING_COLUMNS).where(RecordVersion.hospital_id == hospital_id,
+                                                 RecordVersion.result_hmac.in_(keys[i:i + IN_CHUNK]))))
+        for h, v, d, leaf, key in rows:
+            found[(by_hmac[h], v)] = (d, leaf)
+            if map_keys is not None and map_keys.get(by_hmac[h]) is None:
+                map_keys[by_hmac[h]] = key
         return found
 
     @staticmethod
