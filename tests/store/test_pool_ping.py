@@ -69,3 +69,35 @@ def test_single_statement_reads_open_no_transaction(pg: Engine) -> None:
         assert conn.execute(alone).scalar_one() is False
         raw = conn.connection.dbapi_connection
         assert raw is not None and raw.autocommit is False
+
+
+def test_an_api_process_worth_of_threads_reuses_its_connections() -> None:
+    """As many threads as an API process has in flight (``api_threads`` handlers, as many verification threads,
+    the loop's reads and the flushers) keep the same backends: with QueuePool's default of 5 each connection
+    past the fifth was closed when returned and the next request forked a new backend (a third of a city
+    replay's CPU, issue 20). Counted by the backend pids the threads were served by."""
+    import threading
+
+    engine = make_engine(PG_URL)
+    seen: set[int] = set()
+    lock, start = threading.Lock(), threading.Barrier(12)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(30):
+            with engine.connect() as c:
+                pid = int(c.execute(text("SELECT pg_backend_pid()")).scalar_one())
+                c.execute(text("SELECT pg_sleep(0.002)"))
+            with lock:
+                seen.add(pid)
+
+    try:
+        threads = [threading.Thread(target=work) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        engine.dispose()
+    assert len(seen) <= db.PG_POOL + db.PG_OVERFLOW
+    assert len(seen) <= 12  # never more backends than threads: none was closed and opened again

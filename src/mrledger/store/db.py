@@ -29,6 +29,14 @@ SINGLE_READ_OPTION = "mrl_single_read"
 #: threads: under load every overflow connection was closed on return and reopened (with its PRAGMAs) by
 #: the next request — 14 % of the server's time in a verification benchmark.
 SQLITE_POOL = 48
+#: PostgreSQL connections kept open per engine (one per process). QueuePool's default of 5 is below what an API
+#: process has in flight (its handler and verification threads, the event loop's reads, the log flushers): an
+#: overflow connection is closed when it is returned and the next request opens another, and each new connection
+#: is a backend forked, authenticated and warming its catalogue caches — in a city replay on PostgreSQL, ~20
+#: backends a second, about a third of the machine's CPU, spent where no process of the node shows it (issue 20).
+#: Sized so that a node of four processes (three with MRL_API_PROCESSES=2) stays under PostgreSQL's default
+#: max_connections of 100 even with every overflow connection open.
+PG_POOL, PG_OVERFLOW = 16, 8
 #: A pooled PostgreSQL connection back in the pool for longer than this is pinged before it is handed out again.
 PING_IDLE_S = 1.0
 
@@ -48,6 +56,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # while the tables were empty: the duplicate check became a sequential scan and ingest fell from
     # ~7,700 to ~650 records/s over 100k records (scripts/bench_store.py). Plan every statement afresh.
     connect_args = {"prepare_threshold": None, **kwargs.pop("connect_args", {})}
+    kwargs.setdefault("pool_size", PG_POOL)
+    kwargs.setdefault("max_overflow", PG_OVERFLOW)
     engine = create_engine(url, connect_args=connect_args, **kwargs)
     _ping_when_idle(engine)
     return engine
