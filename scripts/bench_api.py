@@ -106,7 +106,7 @@ class Server:
     """``mrledger serve`` on a temp data dir and a free loopback port."""
 
     def __init__(self, data_dir: Path, batch_interval: float, sign: bool = True, rate: float = 500,
-                 registry_version: int = 2, api_processes: int = 1) -> None:
+                 registry_version: int = 2, api_processes: int = 1, anchor_every: float | None = None) -> None:
         self.data_dir, self.port = data_dir, free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MRL_")}
         self.env.update(MRL_DATA_DIR=str(data_dir), MRL_PORT=str(self.port), MRL_HOST="127.0.0.1",
@@ -116,6 +116,8 @@ class Server:
                         # above the offered rate, not switched off, so its cost is part of what is measured.
                         MRL_VERIFY_RATE_LIMIT=str(2 * rate), MRL_VERIFY_BURST=str(max(1, int(rate))),
                         MRL_REGISTRY_VERSION=str(registry_version), MRL_API_PROCESSES=str(api_processes))
+        if anchor_every is not None:
+            self.env["MRL_ANCHOR_EVERY"] = str(anchor_every)
         self.api = f"http://127.0.0.1:{self.port}/v1"
         self.log = data_dir.parent / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None

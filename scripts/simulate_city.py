@@ -113,6 +113,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from mrledger.node.settings import Settings  # noqa: E402
 from scripts import httpload, sim_kpis  # noqa: E402
 from scripts.bench_api import Server  # noqa: E402
 
@@ -1027,7 +1028,7 @@ def _drop_schema(url: str, schema: str) -> None:
 def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="mrl-city-"))
-    server = Server(tmp / "data", args.batch_interval, api_processes=args.api_processes)
+    server = Server(tmp / "data", args.batch_interval, api_processes=args.api_processes, anchor_every=args.anchor_every)
     if args.api_threads is not None:
         server.env["MRL_API_THREADS"] = str(args.api_threads)
     # The simulated doctors of a whole city verify receipts anonymously from this one address, closed loop:
@@ -1152,7 +1153,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="verification processes")
     ap.add_argument("--concurrency", type=int, default=8, help="connections per verification process")
     ap.add_argument("--ingest-clients", type=int, default=4)
-    ap.add_argument("--batch-interval", type=float, default=1.0)
+    ap.add_argument("--batch-interval", type=float, default=Settings.model_fields["batch_interval"].default,
+                    help="MRL_BATCH_INTERVAL of the node (default: the node's own)")
+    ap.add_argument("--anchor-every", type=float, default=None,
+                    help="MRL_ANCHOR_EVERY of the node (default: the node's own)")
     ap.add_argument("--api-processes", type=int, default=os.cpu_count() or 1,
                     help="MRL_API_PROCESSES of the node: one per core, the production layout (docs/scaling.md)")
     ap.add_argument("--api-threads", type=int, default=None, help="MRL_API_THREADS of the node (default: its own)")

@@ -239,3 +239,28 @@ def test_one_worker_per_key(env: Env) -> None:
         pass
     with exclusive(env.store.engine, name):  # released again
         pass
+
+
+def test_a_cadence_holds_a_few_batches_for_the_next_transaction(env: Env) -> None:
+    """``send_every`` (MRL_ANCHOR_EVERY): after a transaction, batches sealed within the cadence wait for the next
+    one, which carries them all — unless ``max_items`` are due, which go at once."""
+    clock = [1000.0]
+    worker = env.worker(send_every=5.0, max_items=6)
+    worker.monotonic = lambda: clock[0]
+    submit(env, 5)
+    env.seal_all()
+    assert worker.step().sent == 3  # nothing sent before: the first goes at once
+    drive(worker, env, 3)
+    submit(env, 5, start=5)
+    env.seal_all()
+    clock[0] += 4.0
+    assert [worker.step().sent for _ in range(3)] == [0, 0, 0]  # within the cadence: held
+    clock[0] += 1.0
+    assert worker.step().sent == 3  # the cadence has passed: one transaction carries all three
+    drive(worker, env, 3)
+    submit(env, 30, start=10)
+    env.seal_all()  # three batches a hospital: nine due, more than max_items
+    assert worker.step().sent == 6  # at once, though within the cadence
+    clock[0] += 5.0
+    drive(worker, env, 6)
+    env.assert_exactly_once_and_confirmed()

@@ -26,9 +26,11 @@ never logs or stores them.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -59,6 +61,12 @@ CRASH_AFTER_BROADCAST = "crash-after-broadcast"
 class WorkerConfig:
     confirmations: int = 1
     max_items: int = 32
+    #: Seconds between two anchoring transactions while fewer than ``max_items`` batches are due (0: each step sends
+    #: what is due). Every transaction costs gas and several JSON-RPC round trips of the worker's CPU, whatever it
+    #: carries: sent as soon as anything was due, a city replay's 32 event streams, sealed every 5 s, went out as ~2
+    #: transactions a second of ~3 batches each, and the worker took a quarter of a core (py-spy, issue 20). A
+    #: cadence near the chain's block time costs a batch at most this much more time to its anchor.
+    send_every: float = 0.0
     replace_after: timedelta = timedelta(seconds=30)
     fee_bump: float = 1.125  # geth and anvil require >= 10 % more for a replacement
     #: Seconds between reconciliation rounds (``mrledger.anchoring.reconcile``); a sign of trouble runs one at once.
@@ -122,6 +130,8 @@ class AnchorWorker:
                                      confirmations=self.config.confirmations, now=clock,
                                      registry=lambda: self.registry)
         self._head: int | None = None
+        self._last_send = -math.inf
+        self.monotonic: Callable[[], float] = time.monotonic  # of ``send_every``; a test's own clock
 
     @property
     def registry(self) -> RegistryAdapter:
@@ -359,6 +369,8 @@ class AnchorWorker:
         due = self.outbox.sealed(self.config.max_items, self.hospitals)
         if not due:
             return
+        if len(due) < self.config.max_items and self.monotonic() - self._last_send < self.config.send_every:
+            return  # the next transaction carries these and whatever is sealed meanwhile
         keys = {h.hospital_id: hospital_key(h.hospital_id) for h in due}
         last = reg.read_many(self.w3, self.contract, hospitals=list(keys.values())).last_seq  # one round trip
         expected: dict[str, int] = {}
@@ -388,6 +400,7 @@ class AnchorWorker:
                 self.reconciler.request(f"registry refused: {exc.name}")
             raise
         self.outbox.record_submission(new, [(h.hospital_id, h.seq) for h in items], self._clock())
+        self._last_send = self.monotonic()
         self._broadcast(new.raw_tx)
         if self._fault == CRASH_AFTER_BROADCAST:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port the API listens on (0: any free port).")
     submitter_key_file: Path | None = Field(None, description="Private key of the anchoring account (file, 0600).")
     admin_key_file: Path | None = Field(None, description="Private key of the registry admin (file, 0600).")
+    anchor_every: float = Field(2.0, ge=0, le=3600, description="Seconds between two anchoring transactions while "
+                                "fewer than 32 batches are due (0: send what is due at once). Each transaction "
+                                "costs gas and the worker's CPU whatever it carries; near the chain's block time, "
+                                "a batch waits at most this much longer for its anchor.")
     replace_after: float = Field(30.0, gt=0, description="Seconds before a stuck transaction is re-sent with a "
                                                          "higher fee.")
     rpc_timeout: float = Field(5.0, gt=0, le=120, description="Seconds any call to the chain node may take. A node "

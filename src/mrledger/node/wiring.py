@@ -197,7 +197,8 @@ def anchor_worker(settings: Settings, store: Store, rpc_url: str, contract: str,
                   confirmations: int) -> AnchorWorker:
     """The anchoring worker, on a web3 client of its own (its thread must not share the sealer's)."""
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": settings.rpc_timeout}))
-    config = WorkerConfig(confirmations=confirmations, replace_after=timedelta(seconds=settings.replace_after))
+    config = WorkerConfig(confirmations=confirmations, replace_after=timedelta(seconds=settings.replace_after),
+                          send_every=settings.anchor_every)
     recorded = Outbox(store).deployment()
     # A v2 registry is searched by its logs (anchoring/registries.py): from its deployment, when recorded.
     start = recorded.deployed_block if recorded and recorded.contract.lower() == contract.lower() else 0
