@@ -124,7 +124,7 @@ def fill(store: Store, hospitals: list[str], events: int, chunk: int, batch: int
             placed = list(zip(facts, (a.leaf_hash for a in accepted), strict=True))
             # Decisions in bulk (the node indexes one per request; here only the rows matter).
             with store.unit_of_work() as s:
-                ids = EventIndex._record_versions(s, events_stream(h), [leaf for _, leaf in placed])
+                ids = index._record_versions(s, events_stream(h), [(f.result_key, leaf) for f, leaf in placed])
                 s.execute(insert(Decision), [
                     {"verification_id": f.verification_id, "hospital_id": f.hospital_id, "stream": f.stream,
                      "record_version_id": ids[leaf], "token_id": None, "verified_at": f.verified_at,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Insert, Row, Select, Table, and_, bindparam, func, insert, select
+from sqlalchemy import Insert, Row, Select, Table, and_, bindparam, func, insert, literal_column, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -120,9 +120,13 @@ def _encounter(e: Encounter | Row[*tuple[Any, ...]]) -> EncounterFacts:
 
 
 _DECISIONS = cast(Table, Decision.__table__)
-#: The decision's row, its ``record_version_id`` looked up by the record's leaf in the same statement: the ORM's
-#: insert after a SELECT of the id was a round trip more and a fifth of a decision's CPU in the API (py-spy).
+#: The decision's row, its ``record_version_id`` looked up in the same statement: the ORM's insert after a SELECT
+#: of the id was a round trip more and a fifth of a decision's CPU in the API (py-spy). Looked up by the record's
+#: unique key (stream, keyed result id, version 1) and checked against its leaf: ``record_versions`` has no index on
+#: the leaf, so a lookup by (stream, leaf) read every record of the stream — a stream holds every decision and
+#: encounter of its hospital, so each decision cost more than the one before it (EXPLAIN, issue 20).
 _DECISION_FIELDS = tuple(c.name for c in _DECISIONS.columns if c.name != "record_version_id")
+_VERSIONS = cast(Table, RecordVersion.__table__)
 
 
 def _decision_insert(own_insert: Any) -> Insert:
@@ -130,12 +134,15 @@ def _decision_insert(own_insert: Any) -> Insert:
         [*_DECISION_FIELDS, "record_version_id"],
         select(*(bindparam(n, type_=_DECISIONS.c[n].type) for n in _DECISION_FIELDS), RecordVersion.id).where(
             RecordVersion.hospital_id == bindparam("stream", type_=_DECISIONS.c.stream.type),
-            RecordVersion.leaf_hash == bindparam("leaf", type_=RecordVersion.__table__.c.leaf_hash.type))))
+            RecordVersion.result_hmac == bindparam("result_hmac", type_=_VERSIONS.c.result_hmac.type),
+            RecordVersion.version == literal_column("1"),  # literal: the driver's rows carry no bind for it
+            RecordVersion.leaf_hash == bindparam("leaf", type_=_VERSIONS.c.leaf_hash.type))))
 
 
 #: Skipping a verification decided before (by a doctor of another hospital, in another stream): ``add_decision``
 #: then refuses, and the record it came with is not committed.
-_INSERT_DECISION = DriverInsert(_decision_insert(insert), (*_DECISION_FIELDS, "leaf"), skipping=_decision_insert)
+_INSERT_DECISION = DriverInsert(_decision_insert(insert), (*_DECISION_FIELDS, "result_hmac", "leaf"),
+                                skipping=_decision_insert)
 
 #: How long a verification is served from the memory of the process that answered it (``EventIndex._fresh``).
 RECENT = timedelta(minutes=10)
@@ -258,7 +265,7 @@ class EventIndex(BufferedRows):
                "result_version": d.result_version, "verdict": d.verdict, "recognition": d.recognition,
                "rule_reasons": join_codes(d.rule_reasons), "category": d.category, "items": _items_json(d.items),
                "currency": d.currency, "decision": d.decision, "reason": d.reason, "detail": d.detail,
-               "leaf": leaf_hash}
+               "result_hmac": self._store.keys.index(d.stream, d.result_key), "leaf": leaf_hash}
         if _INSERT_DECISION.run_values(conn, [row]) != 1:
             if s.get(Decision, d.verification_id) is not None:
                 # An anonymous verification any doctor may decide, decided first for another hospital: its
@@ -286,22 +293,31 @@ class EventIndex(BufferedRows):
             return
         stream = events_stream(hospital_id)
         with self._store.unit_of_work() as s:
-            ids = self._record_versions(s, stream, [leaf for _, leaf in todo])
+            ids = self._record_versions(s, stream, [(e.result_key, leaf) for e, leaf in todo])
             s.execute(insert(Encounter), [
                 {"hospital_id": e.hospital_id, "encounter_ref": e.encounter_ref, "stream": stream,
                  "record_version_id": ids[leaf], "seen_at": e.seen_at, "patient_hash": e.patient_hash,
                  "retrieved": e.retrieved, "categories": join_codes(e.categories)} for e, leaf in todo])
 
-    @staticmethod
-    def _record_versions(s: Session, stream: str, leaves: Sequence[bytes]) -> dict[bytes, int]:
-        """Record version ids by leaf hash (salted, so unique): the store's lookup columns for result ids
-        may change (encryption at rest), the leaf and the row id stay."""
+    def _record_versions(self, s: Session, stream: str, records: Sequence[tuple[str, bytes]]) -> dict[bytes, int]:
+        """Record version ids by leaf hash of version 1 of ``records`` (result id, leaf) in ``stream``: looked up by
+        their keyed result ids (the unique key's index; ``_decision_insert`` says why not by leaf) and matched by
+        leaf. A record not found so (its keyed id made under a key rotated since) is looked up by its leaf: the
+        leaf and the row id never change."""
         found: dict[bytes, int] = {}
-        for i in range(0, len(leaves), 500):
+        keys = self._store.keys
+        hmacs = sorted({keys.index(stream, rid) for rid, _ in records})
+        for i in range(0, len(hmacs), 500):
             q = select(RecordVersion.leaf_hash, RecordVersion.id).where(
-                RecordVersion.hospital_id == stream, RecordVersion.leaf_hash.in_(leaves[i:i + 500]))
+                RecordVersion.hospital_id == stream, RecordVersion.result_hmac.in_(hmacs[i:i + 500]),
+                RecordVersion.version == 1)
             found.update((bytes(leaf), int(rv)) for leaf, rv in s.execute(q))
-        missing = [leaf for leaf in leaves if leaf not in found]
+        rest = [leaf for _, leaf in records if leaf not in found]
+        for i in range(0, len(rest), 500):
+            q = select(RecordVersion.leaf_hash, RecordVersion.id).where(
+                RecordVersion.hospital_id == stream, RecordVersion.leaf_hash.in_(rest[i:i + 500]))
+            found.update((bytes(leaf), int(rv)) for leaf, rv in s.execute(q))
+        missing = [leaf for _, leaf in records if leaf not in found]
         if missing:
             raise NotFoundError(f"stream {stream!r} holds no record with leaf {missing[0].hex()}")
         return found
