@@ -52,15 +52,29 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
         _sqlite_setup(engine)
         return engine
-    # psycopg 3 prepares a statement after 5 runs and PostgreSQL then switches to a generic plan chosen
-    # while the tables were empty: the duplicate check became a sequential scan and ingest fell from
-    # ~7,700 to ~650 records/s over 100k records (scripts/bench_store.py). Plan every statement afresh.
-    connect_args = {"prepare_threshold": None, **kwargs.pop("connect_args", {})}
+    # psycopg 3 prepares a statement after 5 runs (``prepare_threshold``), which saves PostgreSQL parsing and
+    # analysing it again: a city replay's ~20 statements per verification were a third of PostgreSQL's CPU in
+    # parse and analysis (issue 20). But a prepared statement's plan becomes generic after five runs, chosen
+    # while the tables were empty: the duplicate check became a sequential scan and ingest fell from ~7,700 to
+    # ~650 records/s over 100k records (scripts/bench_store.py). So every connection plans each execution with
+    # its parameters (``plan_cache_mode = force_custom_plan``, ``_custom_plans``): prepared, never generic.
+    connect_args = dict(kwargs.pop("connect_args", {}))
     kwargs.setdefault("pool_size", PG_POOL)
     kwargs.setdefault("max_overflow", PG_OVERFLOW)
     engine = create_engine(url, connect_args=connect_args, **kwargs)
     _ping_when_idle(engine)
+    _custom_plans(engine)
     return engine
+
+
+def _custom_plans(engine: Engine) -> None:
+    """Every new connection plans each execution of a prepared statement with its own parameters (see
+    ``make_engine``). Set per session, once, when the pool opens the connection."""
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cur:
+            cur.execute("SET plan_cache_mode = force_custom_plan")
+        dbapi_connection.commit()
 
 
 def _ping_when_idle(engine: Engine) -> None:
