@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -274,6 +275,7 @@ def test_sealer_with_the_dev_pki_signs_every_hospital(api: Api, tmp_path: Path, 
     sealer = Sealer(api.ledger.store, _Chain(), settings, pki.signing)  # type: ignore[arg-type]
     for hospital in ("gz-001", "qd-002"):
         assert submit(api, record(1, hospital), hospital).status_code == 202
+    time.sleep(0.01)  # older than the 1 ms batch interval (a fast submit otherwise leaves the last one unsealed)
     sealer.step()  # no key yet for either hospital: the dev CA issues them on demand
     assert api.ledger.store.pending_count() == 0
     for hospital in ("gz-001", "qd-002"):
@@ -287,6 +289,7 @@ def test_sealer_with_the_dev_pki_signs_every_hospital(api: Api, tmp_path: Path, 
     for p in (tmp_path / "data" / "pki" / "hospitals" / "qd-002").iterdir():
         p.unlink()
     assert submit(api, record(2), "gz-001").status_code == 202
+    time.sleep(0.01)
     Sealer(api.ledger.store, _Chain(), settings, prod).step()  # type: ignore[arg-type]
     assert api.ledger.store.pending_count("qd-002") == 1 and api.ledger.store.pending_count("gz-001") == 0
     assert "cannot sign qd-002's batch" in caplog.text
