@@ -85,14 +85,23 @@ class Node:
     def log(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.data_dir.parent.glob("serve-*.log")))
 
-    def start(self) -> dict[str, Any]:
+    def start(self, tries: int = 3) -> dict[str, Any]:
+        """Start serve and wait until it is ready. The port was free when the test chose it; a process of a
+        parallel test (an anvil, an outgoing connection's ephemeral port) may take it first: serve then exits
+        with "Address already in use", and the node starts again on another free port (``tries`` times)."""
         self.runs += 1
-        out = open(self.data_dir.parent / f"serve-{self.runs}.log", "wb")  # noqa: SIM115 - closed in cleanup()
+        log = self.data_dir.parent / f"serve-{self.runs}.log"
+        out = open(log, "wb")  # noqa: SIM115 - closed in cleanup()
         self._outs.append(out)
         self.proc = subprocess.Popen([*self.prefix, *COMMAND, "serve"], env=self.env, cwd=self.data_dir.parent,
                                      stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None and tries > 1 and "Address already in use" in log.read_text("utf-8",
+                                                                                                    "replace"):
+                self.port = free_port()
+                self.env["MRL_PORT"], self.api = str(self.port), f"http://127.0.0.1:{self.port}/v1"
+                return self.start(tries - 1)
             assert self.proc.poll() is None, f"serve exited with {self.proc.returncode}:\n{self.log}"
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status_code == 200:
@@ -292,6 +301,19 @@ def test_serve_stops_when_its_sealer_process_dies(node: Node) -> None:
     assert node.proc.wait(timeout=30) == 1
     assert "the sealer/anchoring process stopped unexpectedly" in node.log
     assert not _alive(info["anvil_pid"])
+
+
+def test_a_port_taken_before_serve_binds_it_is_traded_for_another(node: Node) -> None:
+    """The helper's own guard (``Node.start``): the port chosen for the test is taken by someone else first."""
+    import socket
+
+    taken = node.port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        node.start()
+        assert node.port != taken and "Address already in use" in node.log
+    assert node.stop() == 0
 
 
 def test_second_serve_on_the_same_data_dir_is_refused(node: Node) -> None:
