@@ -67,7 +67,7 @@ from mrledger.store import Store, kpi_levels, make_engine, migrate
 from mrledger.store.crypto import MasterKey
 from mrledger.store.decisions import EventIndex, _decision, _encounter, _items_json
 from mrledger.store.events import DecisionFacts, EncounterFacts, ItemRef, events_stream
-from mrledger.store.fastread import compile_select, run_compiled
+from mrledger.store.fastread import Prepared
 from mrledger.store.kpi_cache import cache_of
 from mrledger.store.kpi_rollup import KpiRollup, _rows, _sums
 from mrledger.store.models import (
@@ -270,18 +270,16 @@ def analyze(store: Store) -> float | None:
 
 def month_rows(store: Store, lo: datetime, hi: datetime) -> int:
     """The floor of a cold report over the month level: fetching ``[lo, hi)``'s month sums as stored, on the
-    DB-API cursor as the report fetches its sums (``fastread.run_compiled``), nothing summed or folded (a report
-    reads these, its quarter-hour edges and day corrections, then adds and folds them)."""
-    stmt = select(KpiSum.bucket, *(getattr(KpiSum, c) for c in _LEVEL_COLUMNS)).where(
-        KpiSum.level == bindparam("level"), KpiSum.bucket >= bindparam("lo"), KpiSum.bucket < bindparam("hi"))
+    DB-API cursor as the report fetches its sums (compiled once: ``fastread.Prepared``), nothing summed or folded
+    (a report reads these, its quarter-hour edges and day corrections, then adds and folds them)."""
     with store.read() as s:
-        conn = s.connection()
-        params = {"level": kpi_levels.MONTH, "lo": lo, "hi": hi}
-        return len(run_compiled(conn, compile_select(stmt, conn.dialect), params))
+        return len(_MONTH_ROWS.rows(s.connection(), {"level": kpi_levels.MONTH, "lo": lo, "hi": hi}))
 
 
-_LEVEL_COLUMNS = ("hospital_id", "kind", "categories", "decision", "recognition", "reason", "n", "retrieved", "tests",
-                  "amount_minor")
+_MONTH_ROWS = Prepared(select(KpiSum.bucket, *(getattr(KpiSum, c) for c in (
+    "hospital_id", "kind", "categories", "decision", "recognition", "reason", "n", "retrieved", "tests",
+    "amount_minor"))).where(KpiSum.level == bindparam("level"), KpiSum.bucket >= bindparam("lo"),
+                            KpiSum.bucket < bindparam("hi")))
 
 
 def timed(fn: Callable[[], Any], runs: int) -> tuple[list[float], Any]:

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from mrledger.ledger import canonicalize
 from mrledger.store.buffer import BufferedRows
-from mrledger.store.bulk import DriverInsert, delete_in_chunks
+from mrledger.store.bulk import IN_CHUNK, DriverInsert, delete_in_chunks
 from mrledger.store.errors import ConflictError, NotFoundError
 from mrledger.store.events import (
     STREAM_SUFFIX,
@@ -305,18 +305,17 @@ class EventIndex(BufferedRows):
         leaf. A record not found so (its keyed id made under a key rotated since) is looked up by its leaf: the
         leaf and the row id never change."""
         found: dict[bytes, int] = {}
+
+        def look_up(column: Any, values: Sequence[bytes], *where: Any) -> None:
+            for i in range(0, len(values), IN_CHUNK):
+                q = select(RecordVersion.leaf_hash, RecordVersion.id).where(
+                    RecordVersion.hospital_id == stream, column.in_(values[i:i + IN_CHUNK]), *where)
+                found.update((bytes(leaf), int(rv)) for leaf, rv in s.execute(q))
+
         keys = self._store.keys
-        hmacs = sorted({keys.index(stream, rid) for rid, _ in records})
-        for i in range(0, len(hmacs), 500):
-            q = select(RecordVersion.leaf_hash, RecordVersion.id).where(
-                RecordVersion.hospital_id == stream, RecordVersion.result_hmac.in_(hmacs[i:i + 500]),
+        look_up(RecordVersion.result_hmac, sorted({keys.index(stream, rid) for rid, _ in records}),
                 RecordVersion.version == 1)
-            found.update((bytes(leaf), int(rv)) for leaf, rv in s.execute(q))
-        rest = [leaf for _, leaf in records if leaf not in found]
-        for i in range(0, len(rest), 500):
-            q = select(RecordVersion.leaf_hash, RecordVersion.id).where(
-                RecordVersion.hospital_id == stream, RecordVersion.leaf_hash.in_(rest[i:i + 500]))
-            found.update((bytes(leaf), int(rv)) for leaf, rv in s.execute(q))
+        look_up(RecordVersion.leaf_hash, [leaf for _, leaf in records if leaf not in found])
         missing = [leaf for _, leaf in records if leaf not in found]
         if missing:
             raise NotFoundError(f"stream {stream!r} holds no record with leaf {missing[0].hex()}")

@@ -42,9 +42,7 @@ _RUNS = cast(Table, KpiRun.__table__)
 
 #: The counter's inserts, compiled once and run on the driver (``store.bulk``, as ``kpi_levels.add``'s statements).
 _INSERT_ROLLED = DriverInsert.values(cast(Table, KpiRolled.__table__), ("stream", "seq"))
-_INSERT_ROLLUP = DriverInsert.values(_ROLLUP, ("stream", "seq", "hospital_id", "bucket", "kind", "categories",
-                                               "decision", "recognition", "reason", "n", "retrieved", "tests",
-                                               "amount_minor"))
+_INSERT_ROLLUP = DriverInsert.values(_ROLLUP, tuple(c.name for c in _ROLLUP.columns if c.name != "id"))  # _rows
 
 BUCKET = timedelta(minutes=15)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
