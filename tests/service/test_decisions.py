@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from mrledger.service.decisions import (
     RegionalKeyError,
@@ -374,24 +374,42 @@ def test_a_verification_buffered_by_another_api_process_is_found(api: Api) -> No
         api.ledger.events.close()
 
 
+def verification_inserts(api: Api) -> list[int]:
+    """The rows of every INSERT into ``verifications`` sent from now on (a list that grows)."""
+    sent: list[int] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO VERIFICATIONS"):
+            sent.append(len(parameters) if executemany else 1)
+
+    event.listen(api.ledger.store.engine, "before_cursor_execute", seen)
+    return sent
+
+
 def test_a_decision_commits_its_unwritten_verification_with_it(api: Api) -> None:
     """A doctor decides before the buffer has written the verification: the decision's one transaction writes it
-    (the index row refers to it), and the buffer's own write of the same row later is skipped, not an error."""
+    (the index row refers to it), and the buffer leaves that row out of its own write (not written twice: the
+    two transactions would wait on each other's row lock)."""
     events = api.ledger.events
     events.start_buffering(interval=3600)  # the buffer will not write on its own during the test
     try:
         vid = verification(api)
+        verification(api)  # another one, not decided
         assert count(api, Verification) == 0
+        sent = verification_inserts(api)
         r = decide(api, {"verification_id": vid, "decision": "recognised"})
         assert r.status_code == 201, r.text
         assert (count(api, Verification), count(api, Decision), stream_records(api)) == (1, 1, 1)
-        events.flush()  # the buffered copy of the same verification
-        assert count(api, Verification) == 1
+        assert sent == [1]
+        events.flush()  # the buffered copies: the decided one is left out, the other written
+        assert sent == [1, 1] and count(api, Verification) == 2
+        events.flush()
+        assert sent == [1, 1]
         again = decide(api, {"verification_id": vid, "decision": "recognised"})
         assert again.status_code == 200 and again.json()["status"] == "duplicate"
     finally:
         events.close()
-    assert count(api, Verification) == 1
+    assert count(api, Verification) == 2
 
 
 def test_a_decision_whose_index_fails_commits_nothing(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -409,6 +427,31 @@ def test_a_decision_whose_index_fails_commits_nothing(api: Api, monkeypatch: pyt
     monkeypatch.undo()
     r = decide(api, {"verification_id": vid, "decision": "recognised"})
     assert r.status_code == 201 and (count(api, Decision), stream_records(api)) == (1, 1)
+
+
+def test_a_failed_decision_leaves_its_verification_to_the_buffer(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision's transaction claimed the verification from the buffer, the buffer wrote in the meantime
+    (leaving it out), then the transaction failed: the verification is queued again and written, not lost."""
+    events = api.ledger.events
+    events.start_buffering(interval=3600)
+    try:
+        vid = verification(api)
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            events.flush()  # the buffer writes while the decision's transaction is open
+            raise RuntimeError("the index write failed")
+
+        monkeypatch.setattr(events, "add_decision", broken)
+        with pytest.raises(RuntimeError, match="index write failed"):
+            decide(api, {"verification_id": vid, "decision": "recognised"})
+        assert count(api, Verification) == 0
+        events.flush()
+        assert count(api, Verification) == 1
+        monkeypatch.undo()
+        r = decide(api, {"verification_id": vid, "decision": "recognised"})
+        assert r.status_code == 201 and (count(api, Verification), count(api, Decision)) == (1, 1)
+    finally:
+        events.close()
 
 
 def test_an_anonymous_verification_decided_for_one_hospital_is_not_decided_again_for_another(api: Api) -> None:

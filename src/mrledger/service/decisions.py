@@ -32,7 +32,7 @@ from mrledger.ledger.errors import MrLedgerError
 from mrledger.service.intake import IntakeService
 from mrledger.service.recognition import Catalogue
 from mrledger.service.verification import DECIDABLE, Outcome
-from mrledger.store import ConflictError, Store
+from mrledger.store import Accepted, ConflictError, Store
 from mrledger.store.access import Principal
 from mrledger.store.decisions import EventIndex, VerificationRow
 from mrledger.store.events import DecisionFacts, EncounterFacts, ItemRef, events_stream, stream_name
@@ -223,8 +223,7 @@ class DecisionService:
             decision, reason, detail)
         self._ensure_stream(hospital)
         try:
-            # One transaction: the record, its index row and the verification it names (store/decisions.py).
-            accepted = self.intake.submit(facts.stream, [facts.record()], within=self.index.indexing(facts))[0]
+            accepted = self._commit(facts)
         except ConflictError:
             # Recorded before — a retry, a concurrent request, or one that committed the record without its index
             # (store/decisions.py): the committed record is the decision, indexed now if it is not.
@@ -232,6 +231,14 @@ class DecisionService:
         if accepted.status == "duplicate":  # the same record again: decided in this very instant before
             return self._again(self._recorded(facts), hospital, decision, reason, detail)
         return Recorded(facts, accepted.leaf_hash, accepted.status)
+
+    def _commit(self, facts: DecisionFacts) -> Accepted:
+        """One transaction: the record, its index row and the verification it names (store/decisions.py)."""
+        try:
+            return self.intake.submit(facts.stream, [facts.record()], within=self.index.indexing(facts))[0]
+        except BaseException:
+            self.index.release(facts.verification_id)  # rolled back: the buffer writes the verification after all
+            raise
 
     def _recorded(self, facts: DecisionFacts) -> DecisionFacts:
         """The decision recorded for ``facts``' verification, indexed if it was not."""

@@ -173,6 +173,11 @@ class EventIndex(BufferedRows):
         self._recent: OrderedDict[str, VerificationRow] = OrderedDict()
         self._recent_max = recent
         self._recent_lock = threading.Lock()
+        #: Verifications a decision's transaction is writing or wrote (``indexing``), which the buffer's next write
+        #: leaves out: written twice, the buffer's transaction waited on the decision's uncommitted row, or the
+        #: decision on the buffer's (lock waits sampled under load, docs/scaling.md). Emptied by every write, so it
+        #: holds one interval's decisions at most; ``release`` puts back the row of a decision that failed.
+        self._claimed: set[str] = set()
 
     # -- verifications --------------------------------------------------------------------------------
 
@@ -200,6 +205,22 @@ class EventIndex(BufferedRows):
             time.sleep(2 * wait)
             found = self._verification(verification_id)
         return found
+
+    def _write_rows(self, rows: list[dict[str, object]]) -> None:
+        with self._recent_lock:
+            claimed, self._claimed = self._claimed, set()
+        todo = [row for row in rows if row["id"] not in claimed] if claimed else rows
+        if todo:
+            super()._write_rows(todo)
+
+    def release(self, verification_id: str) -> None:
+        """After a decision whose transaction failed: the verification it claimed from the buffer (``indexing``)
+        is queued again, since a write since the claim may have left it out. Queued twice, it is skipped."""
+        found = self._fresh(verification_id)
+        if found is not None:
+            with self._recent_lock:
+                self._claimed.discard(verification_id)
+            self._buffer.put(_verification_row(found))
 
     def _fresh(self, verification_id: str) -> VerificationRow | None:
         """One of this process's latest verifications, if it was answered less than ``RECENT`` ago: far inside
@@ -243,10 +264,15 @@ class EventIndex(BufferedRows):
 
     def indexing(self, d: DecisionFacts) -> Within:
         """What ``Store.submit`` runs in the transaction committing ``d``'s record (its ``within``): the index row,
-        and the verification it names if this process remembered it lately (it may not be written yet)."""
+        and the verification it names if this process remembered it lately (it may not be written yet). The
+        caller calls ``release`` if that transaction fails."""
         def within(s: Session, accepted: list[Accepted]) -> None:
             if accepted[0].status == "accepted":
-                self.add_decision(s, d, accepted[0].leaf_hash, self._fresh(d.verification_id))
+                fresh = self._fresh(d.verification_id)
+                if fresh is not None and self._buffer.interval is not None:
+                    with self._recent_lock:  # the buffer leaves it to this transaction (``release`` if it fails)
+                        self._claimed.add(fresh.id)
+                self.add_decision(s, d, accepted[0].leaf_hash, fresh)
         return within
 
     def add_decision(self, s: Session, d: DecisionFacts, leaf_hash: bytes, verification: VerificationRow | None = None
