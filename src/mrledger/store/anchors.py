@@ -20,12 +20,14 @@ from sqlalchemy.orm import Session
 
 from mrledger.ledger import BatchHead, HubPosition
 from mrledger.ledger.status import CONFIRMED, INCLUDED, ON_CHAIN, PENDING, SEALED, SUBMITTED, AnchorStatus, BatchStatus
-from mrledger.store.models import Anchor, AnchorAlarm, AnchorTx, Batch, Deployment
+from mrledger.store.models import Anchor, AnchorAlarm, AnchorTodo, AnchorTx, Batch, Deployment
 from mrledger.store.repository import Store
 
 TX_PENDING, TX_MINED, TX_REPLACED, TX_LOST = "pending", "mined", "replaced", "lost"
 #: A mined anchoring transaction that the chain no longer holds (found by reconciliation, not by a step).
 TX_REORGED = "reorged"
+#: An anchor not confirmed yet: few rows, found by ``anchors``' status index (``IN``, not ``<>``, so it is used).
+_OPEN = Anchor.status.in_((SUBMITTED, INCLUDED))
 #: Alarm kinds: anchors the chain lost (re-sent), anchors it holds in another block than recorded (re-read).
 ANCHORS_LOST, ANCHORS_MOVED = "anchors-lost", "anchors-moved"
 
@@ -186,21 +188,22 @@ class Outbox:
     # -- reading ------------------------------------------------------------------------------------
 
     def sealed(self, limit: int, hospitals: Collection[str] | None = None) -> list[BatchHead]:
-        """Batches with no anchoring state yet, in (hospital, seq) order — the order the chain needs."""
+        """Batches with no anchoring state yet, in (hospital, seq) order — the order the chain needs. Read from
+        ``anchor_todo`` (migration 0017), which holds just those: the worker asks several times a second, and an
+        anti-join of every batch against every anchor grew with the ledger's age."""
         with self._store.read() as s:
-            q = (select(Batch).outerjoin(Anchor, (Anchor.hospital_id == Batch.hospital_id) & (Anchor.seq == Batch.seq))
-                 .where(Anchor.hospital_id.is_(None)).order_by(Batch.hospital_id, Batch.seq).limit(limit))
+            q = (select(Batch).join(AnchorTodo, (AnchorTodo.hospital_id == Batch.hospital_id)
+                                    & (AnchorTodo.seq == Batch.seq))
+                 .order_by(AnchorTodo.hospital_id, AnchorTodo.seq).limit(limit))
             if hospitals is not None:
-                q = q.where(Batch.hospital_id.in_(list(hospitals)))
+                q = q.where(AnchorTodo.hospital_id.in_(list(hospitals)))
             return [BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at) for b in s.scalars(q)]
 
     def unconfirmed(self) -> int:
         """Batches whose anchor is not confirmed yet (sealed, submitted or included): 0 means settled."""
         with self._store.read() as s:
-            q = (select(func.count()).select_from(Batch)
-                 .outerjoin(Anchor, (Anchor.hospital_id == Batch.hospital_id) & (Anchor.seq == Batch.seq))
-                 .where((Anchor.status.is_(None)) | (Anchor.status != CONFIRMED)))
-            return int(s.scalar(q) or 0)
+            todo = s.scalar(select(func.count()).select_from(AnchorTodo)) or 0
+            return int(todo) + int(s.scalar(select(func.count()).select_from(Anchor).where(_OPEN)) or 0)
 
     def states(self, status: str) -> list[AnchorState]:
         with self._store.read() as s:
@@ -236,13 +239,16 @@ class Outbox:
             return [_state(a, b) for a, b in s.execute(q).all()]
 
     def oldest_unconfirmed(self) -> datetime | None:
-        """When the oldest batch whose anchor is not confirmed was sealed (None: all confirmed)."""
+        """When the oldest batch whose anchor is not confirmed was sealed (None: all confirmed): from the few
+        batches not anchored (``anchor_todo``) and not confirmed (by the status index), never every batch — the
+        health check and the metrics ask it."""
         with self._store.read() as s:
-            q = (select(func.min(Batch.sealed_at)).select_from(Batch)
-                 .outerjoin(Anchor, (Anchor.hospital_id == Batch.hospital_id) & (Anchor.seq == Batch.seq))
-                 .where((Anchor.status.is_(None)) | (Anchor.status != CONFIRMED)))
-            value = s.scalar(q)
-            return _aware(value)
+            sealed = s.scalar(select(func.min(Batch.sealed_at)).join(
+                AnchorTodo, (AnchorTodo.hospital_id == Batch.hospital_id) & (AnchorTodo.seq == Batch.seq)))
+            sent = s.scalar(select(func.min(Batch.sealed_at)).join(
+                Anchor, (Anchor.hospital_id == Batch.hospital_id) & (Anchor.seq == Batch.seq)).where(_OPEN))
+            found = [v for v in (_aware(sealed), _aware(sent)) if v is not None]
+            return min(found) if found else None
 
     def alarms(self, *, open_only: bool = True, limit: int = 100) -> list[AlarmInfo]:
         """Alarms, newest first (only the open ones by default)."""

@@ -514,6 +514,17 @@ class KpiRev(Base):
     rev: Mapped[int] = mapped_column(BigInteger)
 
 
+class AnchorTodo(Base):
+    """A sealed batch with no anchoring state (no ``anchors`` row): the anchoring worker's queue. Kept by triggers
+    on ``batches`` and ``anchors`` (migration 0017) whoever writes them, so finding what to send does not read
+    every batch the ledger ever sealed."""
+
+    __tablename__ = "anchor_todo"
+
+    hospital_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+
+
 class KpiTodo(Base):
     """A sealed event batch not counted yet. Written by a trigger on ``batches`` (migration 0015), deleted when the
     batch is counted: finding what to count does not scan every batch."""
