@@ -7,15 +7,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from mrledger.store import Store
 from mrledger.store.anchors import Found, NewTx, Outbox
 from mrledger.store.db import alembic_config
-from tests.store.test_repository import clock, rec, store  # noqa: F401 - fixtures
+from tests.conftest import TEST_KEY
+from tests.store.test_repository import Clock, rec
 
 NOW = datetime(2026, 12, 5, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(engine: Engine) -> Store:
+    s = Store(engine, clock=Clock(), master_key=TEST_KEY)
+    s.register_hospital("gz-001", "Guangzhou First People's Hospital")
+    s.register_hospital("qd-002", "Qingdao Municipal Hospital")
+    return s
 
 
 def _rows(store: Store, sql: str) -> list[tuple[object, ...]]:
