@@ -1,7 +1,10 @@
-"""The anchoring worker's queue (``anchor_todo``, migration 0017) is exactly the batches with no ``anchors`` row,
-whoever writes (sealing, submission, a released transaction, anchors the chain lost), on both databases; and the
-outbox's reads from it answer what the anti-join over every batch answered before (issue 20: that anti-join grew
-with the ledger's age and the worker asks it several times a second)."""
+"""The anchoring reads asked every few seconds do not grow with the ledger's age (issue 20, migration 0017).
+
+The worker's queue (``anchor_todo``) is exactly the batches with no ``anchors`` row, whoever writes (sealing,
+submission, a released transaction, anchors the chain lost), on both databases, and the outbox's reads from it
+answer what the anti-join over every batch answered before. Reconciliation's two reads (each hospital's top anchor
+on chain, the anchors mined above a block) answer what they answered, and PostgreSQL's planner runs them from the
+top of an index, not over every anchor."""
 
 from __future__ import annotations
 
@@ -9,11 +12,12 @@ from datetime import UTC, datetime
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 
 from mrledger.store import Store
-from mrledger.store.anchors import Found, NewTx, Outbox
+from mrledger.store.anchors import Found, NewTx, Outbox, tops_query
 from mrledger.store.db import alembic_config
+from mrledger.store.models import Anchor
 from tests.conftest import TEST_KEY
 from tests.store.test_repository import Clock, rec
 
@@ -112,3 +116,51 @@ def test_the_migration_queues_the_batches_already_sealed(store: Store) -> None:
     seal(store, "qd-002", 100, 2)  # sealed while no trigger kept the queue
     command.upgrade(cfg, "head")
     assert check(store, outbox) == [("gz-001", 2), ("gz-001", 3), ("qd-002", 1), ("qd-002", 2)]
+
+
+def test_reconciliation_reads_each_hospitals_top_and_the_anchors_above_a_block(store: Store) -> None:
+    outbox = Outbox(store)
+    seal(store, "gz-001", 0, 3)
+    seal(store, "qd-002", 100, 2)
+    outbox.record_submission(tx(0), [("gz-001", 1), ("gz-001", 2), ("qd-002", 1)], NOW)
+    outbox.record_submission(tx(1), [("gz-001", 3)], NOW)  # submitted, not on chain: not a top
+    for q, h, block in ((1, "gz-001", 10), (2, "gz-001", 11), (1, "qd-002", 12)):
+        outbox.mark_included(h, q, chain_id=31337, contract=tx(0).contract, tx_hash=tx(0).tx_hash,
+                             block_number=block, block_hash="0x" + f"{block:064x}", now=NOW)
+    outbox.mark_confirmed("gz-001", 1, NOW)
+    assert [(a.head.hospital_id, a.head.seq, a.status) for a in outbox.anchored_tops()] == [
+        ("gz-001", 2, "included"), ("qd-002", 1, "included")]
+    assert [(a.head.hospital_id, a.head.seq) for a in outbox.anchored_tops(["qd-002"])] == [("qd-002", 1)]
+    assert [(a.head.hospital_id, a.head.seq, a.block_number) for a in outbox.anchored_above(10)] == [
+        ("gz-001", 2, 11), ("qd-002", 1, 12)]
+    assert [(a.head.seq, a.block_number) for a in outbox.anchored_above(10, ["gz-001"])] == [(2, 11)]
+    assert outbox.anchored_above(12) == []
+
+
+@pytest.mark.postgres
+def test_reconciliation_reads_start_from_an_index_on_postgresql(store: Store) -> None:
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("the planner asked is PostgreSQL's (SQLite is the embedded single node)")
+    with store.engine.begin() as c:  # 20,000 confirmed anchors of one hospital, then the statistics
+        c.execute(text("INSERT INTO batches (hospital_id, seq, size, root, sealed_at) SELECT 'gz-001', n, 1, "
+                       "decode(repeat('00', 32), 'hex'), now() FROM generate_series(1, 20000) n"))
+        c.execute(text("INSERT INTO anchors (hospital_id, seq, status, block_number, updated_at) SELECT 'gz-001', n, "
+                       "'confirmed', n, now() FROM generate_series(1, 20000) n"))
+        c.execute(text("ANALYZE batches; ANALYZE anchors"))
+    above = select_above(store)
+    with store.engine.connect() as c:
+        tops = "\n".join(r[0] for r in c.execute(text("EXPLAIN " + literal(store, tops_query()))))
+        mined = "\n".join(r[0] for r in c.execute(text("EXPLAIN " + above)))
+    assert "Index Scan Backward using pk_anchors" in tops and "Aggregate" not in tops, tops  # not a GROUP BY
+    assert "ix_anchors_block_number" in mined, mined
+    assert [a.head.seq for a in Outbox(store).anchored_above(19_998)] == [19_999, 20_000]
+
+
+def literal(store: Store, statement: object) -> str:
+    return str(statement.compile(dialect=store.engine.dialect,  # type: ignore[attr-defined]
+                                 compile_kwargs={"literal_binds": True}))
+
+
+def select_above(store: Store) -> str:
+    return literal(store, select(Anchor.seq).where(Anchor.block_number > 19_998,
+                                                   Anchor.status.in_(("included", "confirmed"))))

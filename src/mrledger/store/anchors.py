@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from mrledger.ledger import BatchHead, HubPosition
 from mrledger.ledger.status import CONFIRMED, INCLUDED, ON_CHAIN, PENDING, SEALED, SUBMITTED, AnchorStatus, BatchStatus
-from mrledger.store.models import Anchor, AnchorAlarm, AnchorTodo, AnchorTx, Batch, Deployment
+from mrledger.store.models import Anchor, AnchorAlarm, AnchorTodo, AnchorTx, Batch, Deployment, Hospital
 from mrledger.store.repository import Store
 
 TX_PENDING, TX_MINED, TX_REPLACED, TX_LOST = "pending", "mined", "replaced", "lost"
@@ -125,6 +125,21 @@ def _tx(row: AnchorTx) -> TxInfo:
                   row.max_priority_fee_per_gas, row.status, row.created_at)
 
 
+def tops_query(hospitals: Collection[str] | None = None) -> Select[Anchor, Batch]:
+    """``Outbox.anchored_tops``' statement: each hospital's highest anchor on chain, found from the top of its
+    primary key (a backward scan that stops at the first included or confirmed anchor) rather than by grouping
+    every anchor the ledger ever recorded, which reconciliation did every 10 s (issue 20)."""
+    top = (select(func.max(Anchor.seq)).where(Anchor.hospital_id == Hospital.id, Anchor.status.in_(ON_CHAIN))
+           .correlate(Hospital).scalar_subquery())
+    tops = select(Hospital.id.label("h"), top.label("q"))
+    if hospitals is not None:
+        tops = tops.where(Hospital.id.in_(list(hospitals)))
+    t = tops.subquery()
+    return (select(Anchor, Batch).join(t, (Anchor.hospital_id == t.c.h) & (Anchor.seq == t.c.q))
+            .join(Batch, (Batch.hospital_id == Anchor.hospital_id) & (Batch.seq == Anchor.seq))
+            .order_by(Anchor.hospital_id))
+
+
 def _state(a: Anchor, b: Batch) -> AnchorState:
     head = BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at)
     return AnchorState(head, cast(BatchStatus, a.status), a.tx_id, a.tx_hash, a.block_number, a.block_hash,
@@ -214,25 +229,17 @@ class Outbox:
 
     def anchored_tops(self, hospitals: Collection[str] | None = None) -> list[AnchorState]:
         """Per hospital, the highest batch the chain should hold (``included`` or ``confirmed``): what
-        reconciliation compares with the registry's ``lastSeq``."""
+        reconciliation compares with the registry's ``lastSeq`` every round (``tops_query``)."""
         with self._store.read() as s:
-            top = (select(Anchor.hospital_id.label("h"), func.max(Anchor.seq).label("q"))
-                   .where(Anchor.status.in_(ON_CHAIN)).group_by(Anchor.hospital_id))
-            if hospitals is not None:
-                top = top.where(Anchor.hospital_id.in_(list(hospitals)))
-            t = top.subquery()
-            rows = s.execute(select(Anchor, Batch)
-                             .join(t, (Anchor.hospital_id == t.c.h) & (Anchor.seq == t.c.q))
-                             .join(Batch, (Batch.hospital_id == Anchor.hospital_id) & (Batch.seq == Anchor.seq))
-                             .order_by(Anchor.hospital_id)).all()
-            return [_state(a, b) for a, b in rows]
+            return [_state(a, b) for a, b in s.execute(tops_query(hospitals)).all()]
 
     def anchored_above(self, block: int, hospitals: Collection[str] | None = None) -> list[AnchorState]:
-        """Anchors recorded on chain (``included`` / ``confirmed``) in blocks above ``block``."""
+        """Anchors recorded on chain (``included`` / ``confirmed``) in blocks above ``block``: found by the
+        block index (migration 0017), as reconciliation asks every round for the few mined since the last."""
         with self._store.read() as s:
             q = (select(Anchor, Batch)
                  .join(Batch, (Batch.hospital_id == Anchor.hospital_id) & (Batch.seq == Anchor.seq))
-                 .where(Anchor.status.in_(ON_CHAIN), Anchor.block_number > block)
+                 .where(Anchor.block_number > block, Anchor.status.in_(ON_CHAIN))
                  .order_by(Anchor.hospital_id, Anchor.seq))
             if hospitals is not None:
                 q = q.where(Anchor.hospital_id.in_(list(hospitals)))

@@ -177,6 +177,7 @@ class Anchor(Base):
     __table_args__ = (
         ForeignKeyConstraint(["hospital_id", "seq"], ["batches.hospital_id", "batches.seq"]),
         Index(None, "status"),
+        Index(None, "block_number"),  # reconciliation: the anchors mined since its last round (migration 0017)
     )
 
     hospital_id: Mapped[str] = mapped_column(String(64), primary_key=True)
