@@ -4,7 +4,7 @@ Apart from ``mrledger.service.verification`` (which computes outcomes) so each s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -103,5 +103,11 @@ class Outcome:
         }
 
 
+def failed(base: Outcome, verdict: VerdictName, checks: list[Check], name: str, detail: str) -> Outcome:
+    """``base`` with ``verdict``, the failed check ``name`` appended to ``checks`` (which it extends)."""
+    checks.append(Check(name, False, detail))
+    return replace(base, verdict=verdict, checks=tuple(checks), failed_check=name)
+
+
 __all__ = ["DECIDABLE", "NOT_CHECKED", "ChainUnavailableError", "NotAReceiptError", "Outcome", "Superseded",
-           "VerdictName"]
+           "VerdictName", "failed"]

@@ -37,21 +37,19 @@ from mrledger.ledger import (
     verify_receipt,
 )
 from mrledger.ledger.errors import MrLedgerError
-from mrledger.ledger.formats import FormatError
-from mrledger.ledger.formats.fhir import project
 from mrledger.ledger.records import format_time
 from mrledger.ledger.signing import MAX_SEALING_DELAY, SigningTimeError, check_signing_time
 from mrledger.ledger.status import CONFIRMED
-from mrledger.service import fhir_match, intake
 from mrledger.service.outcome import (
     DECIDABLE,
     ChainUnavailableError,
     NotAReceiptError,
     Outcome,
     Superseded,
-    VerdictName,
+    failed,
 )
 from mrledger.service.recognition import Catalogue, Later, decide, default_catalogue
+from mrledger.service.verify_fhir import FhirVerifier
 from mrledger.service.witnesses import WitnessPolicy
 from mrledger.store import NotFoundError, Store, VersionInfo
 from mrledger.store.anchors import Outbox, batch_status, version_status
@@ -95,6 +93,7 @@ class Verifier:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
+        self._fhir = FhirVerifier(self.store, self._by_record, self._conclude)
         self.outbox = Outbox(self.store)
         self.eligibility = Eligibility(self.store)
         # Not memoised here: ChainContext caches blocks once they are final (safe against reorgs).
@@ -140,7 +139,7 @@ class Verifier:
         if offline.status == "invalid":
             return replace(base, verdict="tampered", checks=tuple(checks), failed_check=offline.failed)
         if r.anchor is None:
-            return self._fail(base, "pending", checks, "anchor-confirmed",
+            return failed(base, "pending", checks, "anchor-confirmed",
                               "the batch was not anchored when this receipt was issued; ask the hospital for "
                               "the receipt again once its anchor is confirmed")
         anchor = r.anchor
@@ -153,7 +152,7 @@ class Verifier:
             # Anyone can deploy a look-alike registry and anchor a forged batch there; only the ledger's own
             # registry vouches for its hospitals — or the v1 registry it succeeded in place, which the current one
             # names on chain (receipts issued before the upgrade keep verifying: docs/anchoring.md, "Registry v2").
-            return self._fail(base, "unknown", checks, "contract",
+            return failed(base, "unknown", checks, "contract",
                               f"anchored in {anchor.contract}, not in this ledger's registry {chain.contract}")
         # The node's cached chain view; the proof is checked locally against the root the chain holds.
         on_chain = self._ask(lambda: verify_on_chain(r, chain.w3, reader=chain.reader, onchain_proof=False,
@@ -211,7 +210,7 @@ class Verifier:
             why = "the chain no longer holds this batch's anchor; this node will anchor it again"
         else:
             why = f"this batch's anchor is {batch_status(state)}, not on chain yet"
-        return self._fail(replace(base, block_number=None, tx_hash=None, established=True), "pending", checks,
+        return failed(replace(base, block_number=None, tx_hash=None, established=True), "pending", checks,
                           "anchor-confirmed", f"{why}; the record and its inclusion proof are genuine — verify "
                           "again later")
 
@@ -236,19 +235,19 @@ class Verifier:
         versions = self._versions(hospital_id, result_id)
         info = next((v for v in versions if v.version == wanted), None)
         if info is None:
-            return self._fail(base, "unknown", checks, "lookup", "this ledger holds no such result version")
+            return failed(base, "unknown", checks, "lookup", "this ledger holds no such result version")
         checks.append(Check("lookup", True))
         receipt = self.store.receipt(hospital_id, result_id, wanted) if info.batch_seq is not None else None
         stored = receipt.record if receipt is not None else self.store.record(hospital_id, result_id, wanted)
         if held.canonical_bytes() != stored.canonical_bytes():
-            return self._fail(base, "tampered", checks, "content",
+            return failed(base, "tampered", checks, "content",
                               "the record differs from the one the hospital committed to")
         checks.append(Check("content", True))
         superseded_by, revoked_by = self._later(hospital_id, result_id, wanted, versions)
         base = replace(base, hospital_name=self.hospital_name(hospital_id), superseded_by=superseded_by,
                        revoked_by=revoked_by, established=True)
         if receipt is None:
-            return self._fail(base, "pending", checks, "anchor-confirmed", "not yet sealed into a batch")
+            return failed(base, "pending", checks, "anchor-confirmed", "not yet sealed into a batch")
         # The signature is checked here too: the hospital vouches for the batch the database holds, so a
         # rewritten batch row (or a signature copied from another batch) is caught without the chain.
         offline = self._offline(receipt)
@@ -264,7 +263,7 @@ class Verifier:
             alarm = self.outbox.lost_anchor(hospital_id, receipt.batch.seq)
             why = f"; the chain lost its earlier anchor and this node is anchoring it again ({alarm.detail})" \
                 if alarm is not None else ""
-            return self._fail(base, "pending", checks, "anchor-confirmed", f"batch anchor is {status}{why}")
+            return failed(base, "pending", checks, "anchor-confirmed", f"batch anchor is {status}{why}")
         anchor = receipt.anchor
         found = self._chain_for(base, checks, anchor)
         if isinstance(found, Outcome):
@@ -277,10 +276,10 @@ class Verifier:
             gone = self._anchor_gone(base, checks, chain, batch, anchor.map_root)
             if gone is not None:
                 return gone
-            return self._fail(base, "tampered", checks, "anchor-root",
+            return failed(base, "tampered", checks, "anchor-root",
                               f"the registry holds no batch {batch.seq} for {hospital_id}")
         if not holding.holds:
-            return self._fail(base, "tampered", checks, "anchor-root",
+            return failed(base, "tampered", checks, "anchor-root",
                               f"the registry holds {holding.what}, the ledger root {batch.root.hex()} size "
                               f"{batch.size}")
         checks.append(Check("anchor-root", True))
@@ -292,147 +291,9 @@ class Verifier:
     # -- by FHIR resource ---------------------------------------------------------------------------
 
     def by_fhir(self, hospital_id: str, resource: Any, tz: tzinfo | None = None) -> Outcome:
-        """Verdict on a FHIR resource a doctor holds (what the other hospital sent, not our record).
-
-        Mapped exactly as intake maps it (``intake.fhir_records``, same projection, same ``tz`` rule) and
-        matched against every held version of its result id as intake matches a resend
-        (``intake.same_version``: equal instants however spelt, date-only times in any zone), so an outdated
-        copy answers authentic + ``superseded_by``, never tampered. The matched version is then checked like a
-        held record. The same result grouped differently is found too (``_regrouped``): a report held alone
-        whose Observations were committed inside it, a report held with Observations it was committed without,
-        an Observation held alone that was committed inside its report. Result id held but nothing matches →
-        tampered (``content``); the match cannot be decided (Observations the ledger never received) →
-        ``cannot-match``; not held → unknown. A Bundle must yield exactly one result: "authentic" for the first
-        of several would be read as vouching for the others. Raises FormatError (→ 422) when the resource
-        cannot be mapped."""
-        try:
-            records = intake.fhir_records(hospital_id, resource, tz, include=intake.EVERY_CATEGORY)
-        except FormatError:
-            # An Observation that is no result on its own (a panel member without a time of its own) may still
-            # be one its hospital committed inside a report.
-            inside = self._inside_report(hospital_id, resource)
-            if inside is None:
-                raise
-            return inside
-        if len(records) != 1:
-            ids = ", ".join(r.result_id for r in records[:10]) + (", …" if len(records) > 10 else "")
-            raise FormatError(f"the Bundle holds {len(records)} results ({ids}); send one result to verify "
-                              "(the DiagnosticReport, or one Observation or ImagingStudy)", where="Bundle")
-        candidate = records[0]
-        rid = candidate.result_id
-        mapped = Check("fhir", True, f"mapped as intake does: result {rid}, status {candidate.status}")
-        held = intake.held_versions(self.store, hospital_id, [rid]).get(rid, [])
-        same = intake.same_version(candidate, held)
-        if same is not None:
-            return self._held_match(hospital_id, same, [mapped])
-        # ``record`` is the mapped candidate (provisional version, never shown) for the recognition decision,
-        # which says "reorder" for anything not authentic.
-        base = Outcome("unknown", (), hospital_id=hospital_id, result_id=rid, record=candidate)
-        regrouped = self._regrouped(hospital_id, candidate, held, mapped, tz, base)
-        if regrouped is not None:
-            return regrouped
-        if not held:
-            outcome = self._fail(base, "unknown", [mapped], "lookup", "this ledger holds no such result")
-        else:  # "does not match", and no more: not which versions this ledger holds
-            outcome = self._fail(base, "tampered", [mapped, Check("lookup", True)], "content",
-                                 "the resource differs from every version the hospital committed")
-        return self._conclude(outcome)
-
-    def _held_match(self, hospital_id: str, record: ResultRecord, checks: list[Check]) -> Outcome:
-        """The verdict on a held version found to say what the doctor holds: checked like a held record."""
-        outcome = self._by_record(hospital_id, record.result_id, record.version, record.to_obj())
-        return self._conclude(replace(outcome, checks=(*checks, *(c for c in outcome.checks if c.name != "record"))))
-
-    def _regrouped(self, hospital_id: str, candidate: ResultRecord, held: list[ResultRecord], mapped: Check,
-                   tz: tzinfo | None, base: Outcome) -> Outcome | None:
-        """The same result grouped otherwise than at submission (issue 16, point 5a), or None."""
-        if candidate.content.type != "fhir-resource":
-            return None
-        resource = candidate.content.resource
-        report = next((v for v in reversed(held) if fhir_match.same_report(candidate, v)), None)
-        if report is not None:
-            return self._report_regrouped(hospital_id, candidate, report, mapped, tz, base)
-        if held or candidate.content.resource_type != "Observation":
-            return None
-        return self._inside_report(hospital_id, resource, mapped, base)
-
-    def _inside_report(self, hospital_id: str, resource: Any, mapped: Check | None = None,
-                       base: Outcome | None = None) -> Outcome | None:
-        """An Observation held alone that its hospital committed inside a report (``result_aliases``, written
-        at intake): authentic as that report's version when a folded Observation with one of its ids says the
-        same; tampered when one with its id says something else; None when no report holds it."""
-        if not isinstance(resource, dict) or resource.get("resourceType") != "Observation":
-            return None
-        try:
-            projection = project(resource)
-        except FormatError:
-            return None
-        mapped = mapped or Check("fhir", True, "mapped as intake does: an Observation that is no result of its own")
-        changed: ResultRecord | None = None
-        for name in fhir_match.observation_ids(projection):
-            for target in self.store.alias_targets(hospital_id, name):
-                for version in reversed(intake.held_versions(self.store, hospital_id, [target]).get(target, [])):
-                    named, same = fhir_match.find_inside(projection, version)
-                    if same:
-                        return self._held_match(hospital_id, version, [mapped, Check(
-                            "grouping", True, f"the Observation is committed inside report {version.result_id} "
-                                              f"version {version.version}")])
-                    changed = changed or (version if named else None)
-        if changed is None:
-            return None
-        # "Does not match", and no more: not which report holds an Observation of that id.
-        base = base or Outcome("unknown", (), hospital_id=hospital_id, record=changed)
-        return self._conclude(self._fail(base, "tampered", [mapped, Check("lookup", True)], "content",
-                                         "an Observation with this id was committed with other content"))
-
-    def _report_regrouped(self, hospital_id: str, candidate: ResultRecord, report: ResultRecord, mapped: Check,
-                          tz: tzinfo | None, base: Outcome) -> Outcome:
-        """A report whose own content matches held ``report``; its Observations are grouped differently."""
-        mine = fhir_match.folded_observations(candidate.content.resource)  # type: ignore[union-attr]
-        theirs = fhir_match.folded_observations(report.content.resource)  # type: ignore[union-attr]
-        where = f"report {report.result_id} version {report.version}"
-        if not mine:
-            return self._held_match(hospital_id, report, [mapped, Check(
-                "grouping", True, f"the report matches {where}; its {len(theirs)} Observation(s) are committed "
-                                  "inside it and are not part of what you hold")])
-        unvouched: list[str] = []
-        for observation in mine:
-            name = (fhir_match.observation_ids(observation) or ["an Observation without id"])[0]
-            named, same = fhir_match.find_inside(observation, report)
-            if same:
-                continue
-            if named:
-                return self._conclude(self._fail(base, "tampered", [mapped, Check("lookup", True)], "content",
-                                                 f"{name} differs from the one committed inside {where}"))
-            verdict = self._observation_alone(hospital_id, observation, tz)
-            if verdict == "differs":
-                return self._conclude(self._fail(base, "tampered", [mapped, Check("lookup", True)], "content",
-                                                 f"{name} differs from the result of that id this hospital "
-                                                 "committed"))
-            if verdict == "absent":
-                unvouched.append(name)
-        if unvouched:
-            listed = ", ".join(unvouched[:5]) + (", …" if len(unvouched) > 5 else "")
-            return self._conclude(self._fail(
-                replace(base, result_id=report.result_id, version=report.version), "cannot-match",
-                [mapped, Check("lookup", True)], "grouping",
-                f"the report matches {where}, but {len(unvouched)} of the Observations you hold ({listed}) were "
-                "committed neither with it nor as results of their own: their values cannot be checked here"))
-        return self._held_match(hospital_id, report, [mapped, Check(
-            "grouping", True, f"the report matches {where}; each of its {len(mine)} Observation(s) matches what "
-                              "the hospital committed")])
-
-    def _observation_alone(self, hospital_id: str, observation: dict[str, Any], tz: tzinfo | None) -> str:
-        """An Observation the doctor holds beside a report: ``same`` (committed as a result of its own, same
-        content), ``differs``, or ``absent`` (not held, or not mappable alone)."""
-        try:
-            (record,) = intake.fhir_records(hospital_id, observation, tz, include=intake.EVERY_CATEGORY)
-        except (FormatError, ValueError):
-            return "absent"
-        held = intake.held_versions(self.store, hospital_id, [record.result_id]).get(record.result_id, [])
-        if not held:
-            return "absent"
-        return "same" if intake.same_version(record, held) is not None else "differs"
+        """Verdict on a FHIR resource a doctor holds (``verify_fhir.FhirVerifier``). Raises FormatError (→ 422)
+        when the resource cannot be mapped."""
+        return self._fhir.verify(hospital_id, resource, tz)
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -554,10 +415,10 @@ class Verifier:
                        block_number=anchor.block_number)
         chain = self.chain
         if chain is None:
-            return self._fail(base, "unknown", checks, "chain", "this node has no chain configured to check the "
+            return failed(base, "unknown", checks, "chain", "this node has no chain configured to check the "
                                                                 "anchor against")
         if anchor.chain_id != chain.chain_id:
-            return self._fail(base, "unknown", checks, "chain-id",
+            return failed(base, "unknown", checks, "chain-id",
                               f"anchored on chain {anchor.chain_id}; this node checks chain {chain.chain_id}")
         return base, chain
 
@@ -576,7 +437,7 @@ class Verifier:
             confirmations = max(confirmations, self._ask(lambda: chain.head(max_age=0)) - block + 1)
             base = replace(base, confirmations=confirmations)
         if confirmations < self.confirmations:
-            return self._fail(base, "pending", checks, "anchor-confirmed",
+            return failed(base, "pending", checks, "anchor-confirmed",
                               f"{confirmations} of {self.confirmations} confirmation(s)")
         checks.append(Check("anchor-confirmed", True, f"{confirmations} confirmation(s)"))
         # Cached by number: safe because the block is at least `confirmations` deep.
@@ -598,11 +459,6 @@ class Verifier:
                            failed_check="signature-time", signature=SignatureResult("signature-time", sig.alg))
         return replace(outcome, checks=(*outcome.checks, Check("signature-time", True,
                                                                "sealed_at fits the anchoring block's time")))
-
-    @staticmethod
-    def _fail(base: Outcome, verdict: VerdictName, checks: list[Check], name: str, detail: str) -> Outcome:
-        checks.append(Check(name, False, detail))
-        return replace(base, verdict=verdict, checks=tuple(checks), failed_check=name)
 
     def _load_block(self, number: int) -> _Block:
         assert self.chain is not None
