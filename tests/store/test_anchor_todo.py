@@ -15,7 +15,8 @@ from alembic import command
 from sqlalchemy import Engine, select, text
 
 from mrledger.store import Store
-from mrledger.store.anchors import Found, NewTx, Outbox, tops_query
+from mrledger.store.anchor_rows import Found, NewTx
+from mrledger.store.anchors import Outbox, tops_query
 from mrledger.store.db import alembic_config
 from mrledger.store.models import Anchor
 from tests.conftest import TEST_KEY

@@ -19,7 +19,8 @@ from mrledger.anchoring.errors import AnchoringError
 from mrledger.ledger import hospital_key
 from mrledger.ledger.status import INCLUDED, SUBMITTED
 from mrledger.store import Store
-from mrledger.store.anchors import DeploymentInfo, Outbox
+from mrledger.store.anchor_rows import DeploymentInfo
+from mrledger.store.anchors import Outbox
 
 
 def deploy_and_record(store: Store, w3: Web3, admin: LocalAccount, *, version: int = 1,

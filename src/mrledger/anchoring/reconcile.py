@@ -39,7 +39,8 @@ from mrledger.anchoring import contract as reg
 from mrledger.anchoring.errors import AnchorConflict
 from mrledger.anchoring.registries import RegistryAdapter
 from mrledger.ledger import hospital_key
-from mrledger.store.anchors import AlarmInfo, AnchorState, Outbox
+from mrledger.store.anchor_rows import AlarmInfo, AnchorState
+from mrledger.store.anchors import Outbox
 
 log = logging.getLogger("mrledger.anchoring")
 

@@ -47,7 +47,8 @@ from mrledger.anchoring.registries import RegistryAdapter, adapter_for
 from mrledger.ledger import BatchHead, hospital_key
 from mrledger.ledger.status import CONFIRMED, INCLUDED, SUBMITTED
 from mrledger.store import Store
-from mrledger.store.anchors import AnchorState, Found, NewTx, Outbox, TxInfo
+from mrledger.store.anchor_rows import AnchorState, Found, NewTx, TxInfo
+from mrledger.store.anchors import Outbox
 
 log = logging.getLogger("mrledger.anchoring")
 

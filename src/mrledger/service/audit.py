@@ -26,7 +26,8 @@ from mrledger.ledger import hospital_key
 from mrledger.ledger.status import ON_CHAIN, BatchStatus
 from mrledger.service.outcome import ChainUnavailableError
 from mrledger.store import Store, UnknownHospitalError
-from mrledger.store.anchors import Outbox, batch_status
+from mrledger.store.anchor_rows import batch_status
+from mrledger.store.anchors import Outbox
 
 
 class ChainNotConfiguredError(AnchoringError):

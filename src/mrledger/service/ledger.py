@@ -28,7 +28,8 @@ from mrledger.service.verification import Outcome, Verifier
 from mrledger.service.witnesses import WitnessPolicy
 from mrledger.store import NotFoundError, Store, VersionInfo
 from mrledger.store.access import Access, Principal
-from mrledger.store.anchors import AnchorState, Outbox, batch_status
+from mrledger.store.anchor_rows import AnchorState, batch_status
+from mrledger.store.anchors import Outbox
 from mrledger.store.decisions import EventIndex
 from mrledger.store.receipts import anchor_section
 

@@ -37,7 +37,7 @@ class Superseded:
     status: str
     issued: str
     #: Where that later version stands — its batch and, once anchored, the anchor — so a doctor sees
-    #: whether the correction itself is on chain yet (``mrledger.store.anchors.AnchorStatus``).
+    #: whether the correction itself is on chain yet (``mrledger.ledger.status.AnchorStatus``).
     batch_seq: int | None = None
     anchor_status: AnchorStatus | None = None
     block_number: int | None = None

@@ -52,7 +52,8 @@ from mrledger.service.recognition import Catalogue, Later, decide, default_catal
 from mrledger.service.verify_fhir import FhirVerifier
 from mrledger.service.witnesses import WitnessPolicy
 from mrledger.store import NotFoundError, Store, VersionInfo
-from mrledger.store.anchors import Outbox, batch_status, version_status
+from mrledger.store.anchor_rows import batch_status, version_status
+from mrledger.store.anchors import Outbox
 from mrledger.store.eligibility import Eligibility
 
 T = TypeVar("T")

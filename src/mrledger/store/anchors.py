@@ -11,15 +11,25 @@ an anchor the chain itself lost (a reorg deeper than the confirmations, a chain 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import cast
+from datetime import datetime
 
 from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from mrledger.ledger import BatchHead, HubPosition
-from mrledger.ledger.status import CONFIRMED, INCLUDED, ON_CHAIN, PENDING, SEALED, SUBMITTED, AnchorStatus, BatchStatus
+from mrledger.ledger.status import CONFIRMED, INCLUDED, ON_CHAIN, SUBMITTED
+from mrledger.store.anchor_rows import (
+    AlarmInfo,
+    AnchorState,
+    DeploymentInfo,
+    Found,
+    NewTx,
+    TxInfo,
+    alarm_info,
+    anchor_state,
+    aware,
+    tx_info,
+)
 from mrledger.store.models import Anchor, AnchorAlarm, AnchorTodo, AnchorTx, Batch, Deployment, Hospital
 from mrledger.store.repository import Store
 
@@ -30,99 +40,6 @@ TX_REORGED = "reorged"
 _OPEN = Anchor.status.in_((SUBMITTED, INCLUDED))
 #: Alarm kinds: anchors the chain lost (re-sent), anchors it holds in another block than recorded (re-read).
 ANCHORS_LOST, ANCHORS_MOVED = "anchors-lost", "anchors-moved"
-
-
-def batch_status(state: AnchorState | None) -> BatchStatus:
-    """A batch's status from its outbox row: none means ``sealed`` (nothing sent yet)."""
-    return SEALED if state is None else state.status
-
-
-def version_status(batch_seq: int | None, state: AnchorState | None) -> AnchorStatus:
-    """A result version's status: ``pending`` until it is sealed into a batch, then its batch's."""
-    return PENDING if batch_seq is None else batch_status(state)
-
-
-@dataclass(frozen=True, slots=True)
-class NewTx:
-    chain_id: int
-    contract: str
-    signer: str
-    nonce: int
-    tx_hash: str
-    raw_tx: bytes
-    max_fee_per_gas: int
-    max_priority_fee_per_gas: int
-
-
-@dataclass(frozen=True, slots=True)
-class TxInfo:
-    id: int
-    signer: str
-    nonce: int
-    tx_hash: str
-    raw_tx: bytes
-    max_fee_per_gas: int
-    max_priority_fee_per_gas: int
-    status: str
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class AnchorState:
-    head: BatchHead
-    status: BatchStatus  # never ``sealed``: a sealed batch has no anchors row
-    tx_id: int | None
-    tx_hash: str | None
-    block_number: int | None
-    block_hash: str | None
-    chain_id: int | None
-    contract: str | None
-    submitted_at: datetime | None
-    confirmed_at: datetime | None
-    #: Null or 1: v1 registry; 2: v2 (hub columns set when the batch was anchored in a hub).
-    registry_version: int | None = None
-    hub_id: int | None = None
-    hub_index: int | None = None
-    hub_path: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Found:
-    """Where the chain holds a batch's anchor."""
-
-    hospital_id: str
-    seq: int
-    tx_hash: str
-    block_number: int
-    block_hash: str
-    #: A v2 registry's hub holding the batch's commitment (None: stored alone, or a v1 registry).
-    hub: HubPosition | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmInfo:
-    id: int
-    kind: str
-    hospital_id: str
-    first_seq: int
-    last_seq: int
-    detail: str
-    raised_at: datetime
-    resolved_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeploymentInfo:
-    chain_id: int
-    contract: str
-    deployed_block: int
-    admin: str
-    registry_version: int = 1
-
-
-def _tx(row: AnchorTx) -> TxInfo:
-    return TxInfo(row.id, row.signer, row.nonce, row.tx_hash, row.raw_tx, row.max_fee_per_gas,
-                  row.max_priority_fee_per_gas, row.status, row.created_at)
 
 
 def tops_query(hospitals: Collection[str] | None = None) -> Select[Anchor, Batch]:
@@ -138,25 +55,6 @@ def tops_query(hospitals: Collection[str] | None = None) -> Select[Anchor, Batch
     return (select(Anchor, Batch).join(t, (Anchor.hospital_id == t.c.h) & (Anchor.seq == t.c.q))
             .join(Batch, (Batch.hospital_id == Anchor.hospital_id) & (Batch.seq == Anchor.seq))
             .order_by(Anchor.hospital_id))
-
-
-def _state(a: Anchor, b: Batch) -> AnchorState:
-    head = BatchHead(b.hospital_id, b.seq, b.size, b.root, b.sealed_at)
-    return AnchorState(head, cast(BatchStatus, a.status), a.tx_id, a.tx_hash, a.block_number, a.block_hash,
-                       a.chain_id, a.contract, a.submitted_at, a.confirmed_at, a.registry_version, a.hub_id,
-                       a.hub_index, a.hub_path)
-
-
-def _alarm(a: AnchorAlarm) -> AlarmInfo:
-    return AlarmInfo(a.id, a.kind, a.hospital_id, a.first_seq, a.last_seq, a.detail, a.raised_at, a.resolved_at)
-
-
-def _aware(value: datetime | str | None) -> datetime | None:
-    """An aggregate over a UTC column comes back untyped (naive, or a string on SQLite)."""
-    if value is None:
-        return None
-    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _insert_tx(s: Session, tx: NewTx, now: datetime) -> AnchorTx:
@@ -225,13 +123,13 @@ class Outbox:
             rows = s.execute(select(Anchor, Batch).join(Batch, (Batch.hospital_id == Anchor.hospital_id)
                                                          & (Batch.seq == Anchor.seq))
                              .where(Anchor.status == status).order_by(Anchor.hospital_id, Anchor.seq)).all()
-            return [_state(a, b) for a, b in rows]
+            return [anchor_state(a, b) for a, b in rows]
 
     def anchored_tops(self, hospitals: Collection[str] | None = None) -> list[AnchorState]:
         """Per hospital, the highest batch the chain should hold (``included`` or ``confirmed``): what
         reconciliation compares with the registry's ``lastSeq`` every round (``tops_query``)."""
         with self._store.read() as s:
-            return [_state(a, b) for a, b in s.execute(tops_query(hospitals)).all()]
+            return [anchor_state(a, b) for a, b in s.execute(tops_query(hospitals)).all()]
 
     def anchored_above(self, block: int, hospitals: Collection[str] | None = None) -> list[AnchorState]:
         """Anchors recorded on chain (``included`` / ``confirmed``) in blocks above ``block``: found by the
@@ -243,7 +141,7 @@ class Outbox:
                  .order_by(Anchor.hospital_id, Anchor.seq))
             if hospitals is not None:
                 q = q.where(Anchor.hospital_id.in_(list(hospitals)))
-            return [_state(a, b) for a, b in s.execute(q).all()]
+            return [anchor_state(a, b) for a, b in s.execute(q).all()]
 
     def oldest_unconfirmed(self) -> datetime | None:
         """When the oldest batch whose anchor is not confirmed was sealed (None: all confirmed): from the few
@@ -254,7 +152,7 @@ class Outbox:
                 AnchorTodo, (AnchorTodo.hospital_id == Batch.hospital_id) & (AnchorTodo.seq == Batch.seq)))
             sent = s.scalar(select(func.min(Batch.sealed_at)).join(
                 Anchor, (Anchor.hospital_id == Batch.hospital_id) & (Anchor.seq == Batch.seq)).where(_OPEN))
-            found = [v for v in (_aware(sealed), _aware(sent)) if v is not None]
+            found = [v for v in (aware(sealed), aware(sent)) if v is not None]
             return min(found) if found else None
 
     def alarms(self, *, open_only: bool = True, limit: int = 100) -> list[AlarmInfo]:
@@ -263,7 +161,7 @@ class Outbox:
             q = select(AnchorAlarm).order_by(AnchorAlarm.id.desc()).limit(limit)
             if open_only:
                 q = q.where(AnchorAlarm.resolved_at.is_(None))
-            return [_alarm(a) for a in s.scalars(q)]
+            return [alarm_info(a) for a in s.scalars(q)]
 
     def alarm_counts(self) -> tuple[int, int]:
         """(open alarms, alarms ever raised)."""
@@ -281,14 +179,14 @@ class Outbox:
                                                    AnchorAlarm.first_seq <= seq, AnchorAlarm.last_seq >= seq,
                                                    AnchorAlarm.resolved_at.is_(None))
                          .order_by(AnchorAlarm.id.desc()).limit(1))
-            return None if a is None else _alarm(a)
+            return None if a is None else alarm_info(a)
 
     def state(self, hospital_id: str, seq: int) -> AnchorState | None:
         with self._store.read() as s:
             row = s.execute(select(Anchor, Batch).join(Batch, (Batch.hospital_id == Anchor.hospital_id)
                                                         & (Batch.seq == Anchor.seq))
                             .where(Anchor.hospital_id == hospital_id, Anchor.seq == seq)).first()
-            return None if row is None else _state(row[0], row[1])
+            return None if row is None else anchor_state(row[0], row[1])
 
     def latest_confirmed(self, hospital_id: str) -> AnchorState | None:
         """The hospital's highest batch whose anchor is confirmed: what a status answer is given as of."""
@@ -297,19 +195,19 @@ class Outbox:
                                                         & (Batch.seq == Anchor.seq))
                             .where(Anchor.hospital_id == hospital_id, Anchor.status == CONFIRMED)
                             .order_by(Anchor.seq.desc()).limit(1)).first()
-            return None if row is None else _state(row[0], row[1])
+            return None if row is None else anchor_state(row[0], row[1])
 
     def txs(self, signer: str, status: str = TX_PENDING) -> list[TxInfo]:
         with self._store.read() as s:
             q = select(AnchorTx).where(AnchorTx.signer == signer, AnchorTx.status == status).order_by(
                 AnchorTx.nonce, AnchorTx.id)
-            return [_tx(t) for t in s.scalars(q)]
+            return [tx_info(t) for t in s.scalars(q)]
 
     def tx(self, tx_id: int) -> TxInfo:
         with self._store.read() as s:
             row = s.get(AnchorTx, tx_id)
             assert row is not None
-            return _tx(row)
+            return tx_info(row)
 
     def batches_of_tx(self, tx_id: int) -> list[tuple[str, int]]:
         with self._store.read() as s:
@@ -453,7 +351,7 @@ class Outbox:
                     Anchor.status == CONFIRMED))
                 if int(confirmed or 0) == a.last_seq - a.first_seq + 1:
                     a.resolved_at = now
-                    closed.append(_alarm(a))
+                    closed.append(alarm_info(a))
         return closed
 
     def set_tx_status(self, tx_id: int, status: str) -> None:

@@ -19,7 +19,7 @@ from mrledger.store.statusmaps import first_row
 
 
 class AnchorFacts(Protocol):
-    """What the store knows of a batch's anchor: an ``anchors`` row, or ``store.anchors.AnchorState``."""
+    """What the store knows of a batch's anchor: an ``anchors`` row, or ``store.anchor_rows.AnchorState``."""
 
     @property
     def chain_id(self) -> int | None: ...

@@ -24,7 +24,7 @@ from mrledger.service.audit import chain_consistency
 from mrledger.service.ledger import Services
 from mrledger.store import UnknownHospitalError
 from mrledger.store.access import Principal
-from mrledger.store.anchors import AnchorState
+from mrledger.store.anchor_rows import AnchorState
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 
