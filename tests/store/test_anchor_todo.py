@@ -15,7 +15,7 @@ from alembic import command
 from sqlalchemy import Engine, select, text
 
 from mrledger.store import Store
-from mrledger.store.anchor_rows import Found, NewTx
+from mrledger.store.anchor_rows import Found, NewTx, aware
 from mrledger.store.anchors import Outbox, tops_query
 from mrledger.store.db import alembic_config
 from mrledger.store.models import Anchor
@@ -61,7 +61,7 @@ def check(store: Store, outbox: Outbox) -> list[tuple[str, int]]:
     assert [(h.hospital_id, h.seq) for h in outbox.sealed(100)] == expected
     n, oldest = unconfirmed(store)
     assert outbox.unconfirmed() == n
-    assert (outbox.oldest_unconfirmed() is None) == (oldest is None)
+    assert outbox.oldest_unconfirmed() == aware(oldest)  # type: ignore[arg-type]
     return [(str(h), int(q)) for h, q in expected]  # type: ignore[call-overload]
 
 

@@ -114,9 +114,10 @@ class Outbox:
 
     def unconfirmed(self) -> int:
         """Batches whose anchor is not confirmed yet (sealed, submitted or included): 0 means settled."""
-        with self._store.read() as s:
-            todo = s.scalar(select(func.count()).select_from(AnchorTodo)) or 0
-            return int(todo) + int(s.scalar(select(func.count()).select_from(Anchor).where(_OPEN)) or 0)
+        todo = select(func.count()).select_from(AnchorTodo).scalar_subquery()
+        sent = select(func.count()).select_from(Anchor).where(_OPEN).scalar_subquery()
+        with self._store.read() as s:  # one statement, one snapshot: a batch moving between the two is counted
+            return int(s.scalar(select(todo + sent)) or 0)
 
     def states(self, status: str) -> list[AnchorState]:
         with self._store.read() as s:
@@ -147,12 +148,13 @@ class Outbox:
         """When the oldest batch whose anchor is not confirmed was sealed (None: all confirmed): from the few
         batches not anchored (``anchor_todo``) and not confirmed (by the status index), never every batch — the
         health check and the metrics ask it."""
-        with self._store.read() as s:
-            sealed = s.scalar(select(func.min(Batch.sealed_at)).join(
-                AnchorTodo, (AnchorTodo.hospital_id == Batch.hospital_id) & (AnchorTodo.seq == Batch.seq)))
-            sent = s.scalar(select(func.min(Batch.sealed_at)).join(
-                Anchor, (Anchor.hospital_id == Batch.hospital_id) & (Anchor.seq == Batch.seq)).where(_OPEN))
-            found = [v for v in (aware(sealed), aware(sent)) if v is not None]
+        sealed = select(func.min(Batch.sealed_at)).join(
+            AnchorTodo, (AnchorTodo.hospital_id == Batch.hospital_id) & (AnchorTodo.seq == Batch.seq))
+        sent = select(func.min(Batch.sealed_at)).join(
+            Anchor, (Anchor.hospital_id == Batch.hospital_id) & (Anchor.seq == Batch.seq)).where(_OPEN)
+        with self._store.read() as s:  # one statement, one snapshot (as ``unconfirmed``)
+            row = s.execute(select(sealed.scalar_subquery(), sent.scalar_subquery())).one()
+            found = [v for v in (aware(row[0]), aware(row[1])) if v is not None]
             return min(found) if found else None
 
     def alarms(self, *, open_only: bool = True, limit: int = 100) -> list[AlarmInfo]:
