@@ -70,9 +70,14 @@ def version_row(conn: Connection | Session, hospital_id: str, rid: bytes, result
     params = {"hid": hospital_id, "rid": rid, "v": version}
     row = conn.execute(_VERSION_ROW if version is not None else _LATEST_ROW, params).first()
     if row is None:
-        what = f"version {version} of " if version is not None else ""
-        raise NotFoundError(f"no {what}result {result_id!r} at hospital {hospital_id!r}")
+        raise NotFoundError(missing_version(hospital_id, result_id, version))
     return row
+
+
+def missing_version(hospital_id: str, result_id: str, version: int | None) -> str:
+    """What a lookup of a version that is not stored says (the latest, when ``version`` is None)."""
+    what = f"version {version} of " if version is not None else ""
+    return f"no {what}result {result_id!r} at hospital {hospital_id!r}"
 
 
 class Results(Vault):
