@@ -57,6 +57,15 @@ def tops_query(hospitals: Collection[str] | None = None) -> Select[Anchor, Batch
             .order_by(Anchor.hospital_id))
 
 
+def above_query(block: int, hospitals: Collection[str] | None = None) -> Select[Anchor, Batch]:
+    """``Outbox.anchored_above``' statement: anchors on chain in blocks above ``block``, by the block index."""
+    q = (select(Anchor, Batch)
+         .join(Batch, (Batch.hospital_id == Anchor.hospital_id) & (Batch.seq == Anchor.seq))
+         .where(Anchor.block_number > block, Anchor.status.in_(ON_CHAIN))
+         .order_by(Anchor.hospital_id, Anchor.seq))
+    return q if hospitals is None else q.where(Anchor.hospital_id.in_(list(hospitals)))
+
+
 def _insert_tx(s: Session, tx: NewTx, now: datetime) -> AnchorTx:
     """The row of a transaction about to be broadcast. Signatures are deterministic (RFC 6979), so after the
     chain went back (a reorg, older state) the same batches at the same nonce and fees sign to the very same
@@ -136,13 +145,7 @@ class Outbox:
         """Anchors recorded on chain (``included`` / ``confirmed``) in blocks above ``block``: found by the
         block index (migration 0017), as reconciliation asks every round for the few mined since the last."""
         with self._store.read() as s:
-            q = (select(Anchor, Batch)
-                 .join(Batch, (Batch.hospital_id == Anchor.hospital_id) & (Batch.seq == Anchor.seq))
-                 .where(Anchor.block_number > block, Anchor.status.in_(ON_CHAIN))
-                 .order_by(Anchor.hospital_id, Anchor.seq))
-            if hospitals is not None:
-                q = q.where(Anchor.hospital_id.in_(list(hospitals)))
-            return [anchor_state(a, b) for a, b in s.execute(q).all()]
+            return [anchor_state(a, b) for a, b in s.execute(above_query(block, hospitals)).all()]
 
     def oldest_unconfirmed(self) -> datetime | None:
         """When the oldest batch whose anchor is not confirmed was sealed (None: all confirmed): from the few
