@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from mrledger.store import NotFoundError, Store, SubmissionError, UnknownHospitalError
 from mrledger.store.eligibility import Eligibility
+from tests.conftest import TEST_KEY
 from tests.store.test_repository import T0, clock, store  # noqa: F401  (fixtures)
 
 BIO, CT = "clinical-biochemistry", "ct"
@@ -80,3 +82,39 @@ def test_refusals(elig: Eligibility) -> None:
     with pytest.raises(SubmissionError, match="future"):
         elig.grant("gz-001", BIO, "EQA", T0, valid_until=T0)
     assert elig.grants("gz-001", history=True) == []  # nothing was written
+
+
+def test_the_verifier_reads_grants_once_per_ttl_and_sees_this_process_s_writes_at_once(store: Store) -> None:  # noqa: F811
+    """The verifier asks on every verification (issue 20): the grants are read once per ``ttl``; a grant or a
+    revocation through any ``Eligibility`` over the same store is seen by the next question, not a ttl later."""
+    verifier, admin = Eligibility(store, ttl=3600), Eligibility(store)
+    admin.grant("gz-001", BIO, "EQA", T0)
+    fast_reads: list[object] = []
+    original = store.fetch
+
+    def counting(stmt: Any, params: Any) -> Any:
+        fast_reads.append(params)
+        return original(stmt, params)
+
+    store.fetch = counting  # type: ignore[method-assign]
+    for _ in range(10):
+        assert verifier.categories("gz-001", T0) == {BIO}
+    assert len(fast_reads) == 1
+    admin.grant("gz-001", CT, "EQA-CT", T0 + US)
+    assert verifier.categories("gz-001", T0 + US) == {BIO, CT}  # seen at once
+    admin.revoke("gz-001", BIO, T0 + 2 * US)
+    assert verifier.categories("gz-001", T0 + 2 * US) == {CT}
+    assert verifier.categories("gz-001", T0) == {BIO}  # the cached rows answer for any time: history included
+    assert len(fast_reads) == 3
+
+
+def test_another_process_s_grant_is_seen_within_the_ttl(store: Store) -> None:  # noqa: F811
+    """Another process (here: another store over the same database) is not heard: its grant reaches this
+    process's verifier when the cached rows are ``ttl`` old."""
+    other = Eligibility(Store(store.engine, master_key=TEST_KEY))
+    stale, fresh = Eligibility(store, ttl=3600), Eligibility(store, ttl=0.0)
+    assert stale.categories("gz-001", T0) == frozenset()
+    other.grant("gz-001", BIO, "EQA", T0)
+    assert stale.categories("gz-001", T0) == frozenset()  # the documented staleness, bounded by ttl
+    assert fresh.categories("gz-001", T0) == {BIO}  # past the ttl: read again
+    assert stale.categories("gz-001", T0) == {BIO}  # the shared cache holds the fresh read now

@@ -10,10 +10,12 @@ eligible at any moment (``is_eligible(..., at)``). Time is passed in (``now``), 
 from __future__ import annotations
 
 import re
+import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from mrledger.store.errors import NotFoundError, SubmissionError, UnknownHospitalError
@@ -45,17 +47,27 @@ def _grant(row: HospitalEligibility) -> Grant:
 
 
 _E = HospitalEligibility
-#: Built once: composing the statement per call cost more than running it.
-_CATEGORIES = select(_E.category, _E.granted_at, _E.valid_until, _E.revoked_at).where(
-    _E.hospital_id == bindparam("hid"), _E.granted_at <= bindparam("at"),
-    or_(_E.revoked_at.is_(None), _E.revoked_at > bindparam("at")))
+#: Built once: composing the statement per call cost more than running it. Every grant of the hospital, past
+#: ones included (a handful per category over years): the cached rows answer for any ``at`` (``Grant.active``).
+_GRANTS = select(_E.category, _E.granted_at, _E.valid_until, _E.revoked_at).where(_E.hospital_id == bindparam("hid"))
+
+#: How long a process answers from the grants it read (seconds). A grant or revocation made in this process is
+#: seen at once (it clears the cache); one made by another process of the node or another node is seen within
+#: this time. Why a cache: the verifier asks on every verification, and the read was 5 % of an API process's
+#: CPU in a city replay (py-spy, issue 20) for rows the authority changes a few times a year.
+GRANTS_TTL = 1.0
+Rows = tuple[tuple[str, datetime, datetime | None, datetime | None], ...]
+#: Per store (the grants of one database), shared by every ``Eligibility`` over it: the routes that grant and
+#: revoke make their own instance, and the verifier's must see what they wrote.
+_CACHES: weakref.WeakKeyDictionary[Store, dict[str, tuple[float, Rows]]] = weakref.WeakKeyDictionary()
 
 
 class Eligibility:
     """Grants, revocations and the question the verifier asks on every verification."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, store: Store, *, ttl: float = GRANTS_TTL) -> None:
+        self._store, self._ttl = store, ttl
+        self._cache = _CACHES.setdefault(store, {})
 
     def grant(self, hospital_id: str, category: str, reference: str, now: datetime,
               valid_until: datetime | None = None) -> Grant:
@@ -77,7 +89,9 @@ class Eligibility:
                                       granted_at=now, valid_until=valid_until)
             s.add(row)
             s.flush()
-            return _grant(row)
+            granted = _grant(row)
+        self._cache.pop(hospital_id, None)  # after the commit: a read in between would cache the old rows
+        return granted
 
     def revoke(self, hospital_id: str, category: str, now: datetime) -> Grant:
         """End the open grant at ``now``; NotFoundError when there is none (revoking twice is a mistake to
@@ -89,7 +103,9 @@ class Eligibility:
                 raise NotFoundError(f"{hospital_id!r} holds no eligibility for {category!r}")
             for row in rows:
                 row.revoked_at = now
-            return _grant(rows[-1])
+            revoked = _grant(rows[-1])
+        self._cache.pop(hospital_id, None)
+        return revoked
 
     def grants(self, hospital_id: str, *, history: bool = False) -> list[Grant]:
         """Open grants (including expired ones: ``valid_until`` shows it), or every row with ``history``;
@@ -104,10 +120,14 @@ class Eligibility:
             return [_grant(r) for r in s.scalars(q)]
 
     def categories(self, hospital_id: str, at: datetime) -> frozenset[str]:
-        """Every category ``hospital_id`` is eligible for at ``at``: one statement on the DB-API cursor, because
-        it is asked on every verification (``Store.fetch``)."""
-        rows = self._store.fetch(_CATEGORIES, {"hid": hospital_id, "at": at})
-        return frozenset(c for c, g, v, r in rows if Grant(hospital_id, c, "", g, v, r).active(at))
+        """Every category ``hospital_id`` is eligible for at ``at``, from its grants as read at most ``ttl``
+        seconds ago (``GRANTS_TTL``): one statement on the DB-API cursor when they are older (``Store.fetch``)."""
+        now = time.monotonic()
+        hit = self._cache.get(hospital_id)
+        if hit is None or now - hit[0] >= self._ttl:
+            rows: Rows = tuple(self._store.fetch(_GRANTS, {"hid": hospital_id}))
+            hit = self._cache[hospital_id] = (now, rows)
+        return frozenset(c for c, g, v, r in hit[1] if Grant(hospital_id, c, "", g, v, r).active(at))
 
     def is_eligible(self, hospital_id: str, category: str, at: datetime) -> bool:
         return category in self.categories(hospital_id, at)
