@@ -5,13 +5,15 @@ synchronous ``GET /v1/audit/decisions`` refuses ledgers over its limit instead o
 
 from __future__ import annotations
 
+import fcntl
 import json
+import struct
 import threading
 from typing import Any
 
 import pytest
 
-from mrledger.service import kpi_audit
+from mrledger.service import audit_jobs, kpi_audit
 from mrledger.service.audit_jobs import AuditJobs
 from tests.harness import Api
 from tests.service.test_kpi_audit import doctor, encounter, recognised, sql
@@ -186,3 +188,44 @@ def test_a_job_checks_the_registry_and_finds_a_rewritten_batch(engine: Any, vers
         after = finished(api, start(api)["id"])
         assert sorted((p["kind"], p["seq"]) for p in after["problems"]) == [("chain-mismatch", 2),
                                                                             ("root-mismatch", 2)]
+
+
+def test_a_poll_at_the_moment_of_a_start_does_not_refuse_it(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asking whether a job runs (every poll of a job's state does) must not take the job lock, even for a moment:
+    a start at that moment was refused with a 409 naming a job that had ended. Any lock call of the polling
+    thread that takes the lock is held open here until the start has been tried."""
+    ledger_of(api, decisions=1, encounters=1)
+    jobs = jobs_of(api)
+    finished(api, start(api)["id"])  # a job has run and ended: ``current`` names it
+    holding, release = threading.Event(), threading.Event()
+    poller: list[threading.Thread] = []
+    real_flock, real_fcntl = fcntl.flock, fcntl.fcntl
+
+    def pause_if_taken(taken: bool) -> None:
+        if taken and threading.current_thread() in poller:
+            holding.set()
+            release.wait(10)
+
+    def flock(fd: Any, op: int) -> None:
+        real_flock(fd, op)
+        pause_if_taken(op & fcntl.LOCK_EX != 0)
+
+    def fcntl_(fd: Any, cmd: int, arg: Any = 0) -> Any:
+        out = real_fcntl(fd, cmd, arg)
+        pause_if_taken(cmd == fcntl.F_OFD_SETLK and struct.unpack("h", arg[:2])[0] == fcntl.F_WRLCK)
+        return out
+
+    monkeypatch.setattr(audit_jobs.fcntl, "flock", flock)
+    monkeypatch.setattr(audit_jobs.fcntl, "fcntl", fcntl_)
+    held: list[bool] = []
+    poller.append(threading.Thread(target=lambda: held.append(jobs._held())))
+    poller[0].start()
+    holding.wait(1)  # set only by a poll that took the lock
+    try:
+        second = api.client.post("/v1/audit/decisions/jobs", headers=api.auth("auditor"))
+    finally:
+        release.set()
+        poller[0].join(10)
+    assert second.status_code == 202, second.text
+    assert held == [False]  # the poll answered: no job was running when it asked
+    assert finished(api, second.json()["id"])["ok"] is True

@@ -9,10 +9,15 @@ the problems — to a small JSON file after every range.
 Why files, not a table: every API process of a node (``MRL_API_PROCESSES``) must answer a poll about a job
 another one runs, and the job need not outlive the node. They share the node's data directory (``mrledger
 serve``: ``<data dir>/audit-jobs/``), so the state is one file per job, replaced atomically, and "one job at a
-time per node" is an exclusive ``flock`` on ``job.lock`` that the running job holds: a second start while it is
-held is refused (409, naming the running job). The kernel releases the lock when the process dies, so a job
-whose file still says ``running`` while nobody holds the lock was lost to a restart: it is reported ``lost`` and
-the caller starts another. Nothing else survives a restart, by design.
+time per node" is an exclusive lock on ``job.lock`` that the running job holds: a second start while it is held
+is refused (409, naming the running job). The kernel releases the lock when the process dies, so a job whose
+file still says ``running`` while nobody holds the lock was lost to a restart: it is reported ``lost`` and the
+caller starts another. Nothing else survives a restart, by design.
+
+The lock is an open-file-description lock (Linux ``F_OFD_SETLK``), not ``flock``: its holder is the open file, as
+with ``flock``, but ``F_OFD_GETLK`` asks whether someone holds it without taking it. With ``flock`` the only way to
+ask was to take the lock and let it go, and a start that came at that moment — one poll of any job's state, from
+any process of the node — was refused with a 409 naming a job that had ended.
 
 Bounded: at most ``MAX_JOB_PROBLEMS`` problems are kept (all are counted, by kind); the last ``KEEP_JOBS`` job
 files are kept.
@@ -20,11 +25,13 @@ files are kept.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import os
 import re
+import struct
 import tempfile
 import threading
 import time
@@ -46,6 +53,26 @@ KEEP_JOBS = 20
 #: The state file is rewritten at most this often while a job runs (and always when a stream or the job ends).
 WRITE_EVERY_S = 0.5
 _ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+#: ``struct flock`` of 64-bit Linux (l_type, l_whence, l_start, l_len, l_pid), padded to its 32 bytes.
+_FLOCK = "hhqqi4x"
+
+
+def _ofd(handle: IO[bytes], command: int, kind: int) -> int:
+    """One ``fcntl`` lock command on the whole file; the lock type the kernel hands back (F_OFD_GETLK)."""
+    out = fcntl.fcntl(handle.fileno(), command, struct.pack(_FLOCK, kind, os.SEEK_SET, 0, 0, 0))
+    kind_back: int = struct.unpack(_FLOCK, out)[0]
+    return kind_back
+
+
+def _try_lock(handle: IO[bytes]) -> bool:
+    """Take the job lock if nobody holds it (never waits)."""
+    try:
+        _ofd(handle, fcntl.F_OFD_SETLK, fcntl.F_WRLCK)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
 
 
 class AuditJobRunning(Exception):
@@ -86,11 +113,9 @@ class AuditJobs:
         """Start a job (its first state); AuditJobRunning while one runs on this node. ``on_end`` gets the
         final state (the route access-logs the verdict with it)."""
         handle = open(self._lock_path, "a+b")  # noqa: SIM115 - held by the job's thread until it ends
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(handle):
             handle.close()
-            raise AuditJobRunning(self._current()) from None
+            raise AuditJobRunning(self._current())
         try:
             job_id = new_id(datetime.now(UTC))
             state: dict[str, Any] = {
@@ -142,7 +167,7 @@ class AuditJobs:
             try:
                 self._write(state)
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)  # after the final state: a free lock means nothing runs
+                _ofd(handle, fcntl.F_OFD_SETLK, fcntl.F_UNLCK)  # after the final state: free means nothing runs
                 handle.close()
                 self._threads.pop(state["id"], None)
         try:
@@ -175,13 +200,9 @@ class AuditJobs:
             thread.join(timeout)
 
     def _held(self) -> bool:
+        """Whether a job holds the lock, asked without taking it (so a start at the same moment is not refused)."""
         with open(self._lock_path, "a+b") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
+            return _ofd(handle, fcntl.F_OFD_GETLK, fcntl.F_WRLCK) != fcntl.F_UNLCK
 
     def _current(self) -> str | None:
         try:
