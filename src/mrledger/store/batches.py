@@ -50,8 +50,11 @@ class Batches(Vault):
         if max_size < 1:
             raise ValueError("max_size must be >= 1")
         with self.unit_of_work() as s:
-            # Serialise sealers of one hospital (PostgreSQL row lock; SQLite has one writer anyway).
-            if s.scalar(select(Hospital.id).where(Hospital.id == hospital_id).with_for_update()) is None:
+            # Serialise sealers of one hospital (PostgreSQL row lock; SQLite has one writer anyway): FOR NO KEY
+            # UPDATE, not FOR UPDATE, which also blocks the FOR KEY SHARE of every foreign-key check — each
+            # submission, decision and encounter of the hospital waited for the whole seal (issue 20).
+            if s.scalar(select(Hospital.id).where(Hospital.id == hospital_id)
+                        .with_for_update(key_share=True)) is None:
                 raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
             pending = s.execute(
                 select(PendingLeaf.record_version_id, RecordVersion.leaf_hash, RecordVersion.status_key,

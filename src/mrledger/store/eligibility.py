@@ -135,8 +135,8 @@ class Eligibility:
     @staticmethod
     def _lock_hospital(s: Session, hospital_id: str) -> None:
         # Serialise writers of one hospital's grants (PostgreSQL row lock; SQLite has one writer anyway), so
-        # two concurrent grants cannot both leave an open row.
-        if s.scalar(select(Hospital.id).where(Hospital.id == hospital_id).with_for_update()) is None:
+        # two concurrent grants cannot both leave an open row. NO KEY UPDATE: see Batches.seal.
+        if s.scalar(select(Hospital.id).where(Hospital.id == hospital_id).with_for_update(key_share=True)) is None:
             raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
 
     @staticmethod
