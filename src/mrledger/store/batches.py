@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 from mrledger.ledger import BatchHead, BatchSignature, MerkleTree, build_batch, canonicalize, parse_json
 from mrledger.ledger.statusmap import MapRow, MissingStatusKeyError, StatusProof, map_changes, record_entries
 from mrledger.store.bulk import IN_CHUNK, DriverInsert
-from mrledger.store.errors import NotFoundError, StoreError, UnknownHospitalError
-from mrledger.store.models import Batch, BatchLeaf, Hospital, PendingLeaf, RecordVersion
+from mrledger.store.errors import NotFoundError, StoreError
+from mrledger.store.hospitals import lock_hospital
+from mrledger.store.models import Batch, BatchLeaf, PendingLeaf, RecordVersion
 from mrledger.store.statusmaps import MapCache, map_rows
 from mrledger.store.vault import Vault
 
@@ -50,12 +51,7 @@ class Batches(Vault):
         if max_size < 1:
             raise ValueError("max_size must be >= 1")
         with self.unit_of_work() as s:
-            # Serialise sealers of one hospital (PostgreSQL row lock; SQLite has one writer anyway): FOR NO KEY
-            # UPDATE, not FOR UPDATE, which also blocks the FOR KEY SHARE of every foreign-key check — each
-            # submission, decision and encounter of the hospital waited for the whole seal (issue 20).
-            if s.scalar(select(Hospital.id).where(Hospital.id == hospital_id)
-                        .with_for_update(key_share=True)) is None:
-                raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
+            lock_hospital(s, hospital_id)  # sealers of one hospital take turns
             pending = s.execute(
                 select(PendingLeaf.record_version_id, RecordVersion.leaf_hash, RecordVersion.status_key,
                        RecordVersion.version, RecordVersion.status)

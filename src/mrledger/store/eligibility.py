@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from mrledger.store.errors import NotFoundError, SubmissionError, UnknownHospitalError
+from mrledger.store.hospitals import lock_hospital
 from mrledger.store.models import Hospital, HospitalEligibility
 from mrledger.store.repository import Store
 
@@ -82,7 +83,7 @@ class Eligibility:
         # Handed back in UTC, as they read back from the database.
         now, valid_until = now.astimezone(UTC), None if valid_until is None else valid_until.astimezone(UTC)
         with self._store.unit_of_work() as s:
-            self._lock_hospital(s, hospital_id)
+            lock_hospital(s, hospital_id)  # two concurrent grants cannot both leave an open row
             for row in self._open(s, hospital_id, category):
                 row.revoked_at = now
             row = HospitalEligibility(hospital_id=hospital_id, category=category, reference=reference,
@@ -97,7 +98,7 @@ class Eligibility:
         """End the open grant at ``now``; NotFoundError when there is none (revoking twice is a mistake to
         report, not to hide)."""
         with self._store.unit_of_work() as s:
-            self._lock_hospital(s, hospital_id)
+            lock_hospital(s, hospital_id)
             rows = self._open(s, hospital_id, category)
             if not rows:
                 raise NotFoundError(f"{hospital_id!r} holds no eligibility for {category!r}")
@@ -131,13 +132,6 @@ class Eligibility:
 
     def is_eligible(self, hospital_id: str, category: str, at: datetime) -> bool:
         return category in self.categories(hospital_id, at)
-
-    @staticmethod
-    def _lock_hospital(s: Session, hospital_id: str) -> None:
-        # Serialise writers of one hospital's grants (PostgreSQL row lock; SQLite has one writer anyway), so
-        # two concurrent grants cannot both leave an open row. NO KEY UPDATE: see Batches.seal.
-        if s.scalar(select(Hospital.id).where(Hospital.id == hospital_id).with_for_update(key_share=True)) is None:
-            raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
 
     @staticmethod
     def _open(s: Session, hospital_id: str, category: str) -> list[HospitalEligibility]:

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from mrledger.ledger.records import HOSPITAL_ID_PATTERN
-from mrledger.store.errors import ConflictError, SubmissionError
+from mrledger.store.errors import ConflictError, SubmissionError, UnknownHospitalError
 from mrledger.store.models import Hospital
 from mrledger.store.vault import Vault
 
@@ -59,3 +60,11 @@ class Hospitals(Vault):
 def _split(submitters: str) -> tuple[str, ...]:
     return tuple(a for a in submitters.split(",") if a)
 
+
+def lock_hospital(s: Session, hospital_id: str) -> None:
+    """Take the hospital's row lock for the rest of ``s``'s transaction (PostgreSQL; SQLite has one writer anyway):
+    the writers of one hospital's batches, or of its grants, take turns on it. ``FOR NO KEY UPDATE``, not ``FOR
+    UPDATE``, which also blocks the ``FOR KEY SHARE`` of every foreign-key check: each submission, decision and
+    encounter of the hospital waited for a whole seal (issue 20). UnknownHospitalError if there is no such row."""
+    if s.scalar(select(Hospital.id).where(Hospital.id == hospital_id).with_for_update(key_share=True)) is None:
+        raise UnknownHospitalError(f"unknown hospital {hospital_id!r}")
