@@ -40,6 +40,8 @@ TX_REORGED = "reorged"
 _OPEN = Anchor.status.in_((SUBMITTED, INCLUDED))
 #: Alarm kinds: anchors the chain lost (re-sent), anchors it holds in another block than recorded (re-read).
 ANCHORS_LOST, ANCHORS_MOVED = "anchors-lost", "anchors-moved"
+#: An anchor with its batch: what every ``AnchorState`` is built from (``anchor_rows.anchor_state``).
+_SAME_BATCH = (Batch.hospital_id == Anchor.hospital_id) & (Batch.seq == Anchor.seq)
 
 
 def tops_query(hospitals: Collection[str] | None = None) -> Select[Anchor, Batch]:
@@ -53,14 +55,12 @@ def tops_query(hospitals: Collection[str] | None = None) -> Select[Anchor, Batch
         tops = tops.where(Hospital.id.in_(list(hospitals)))
     t = tops.subquery()
     return (select(Anchor, Batch).join(t, (Anchor.hospital_id == t.c.h) & (Anchor.seq == t.c.q))
-            .join(Batch, (Batch.hospital_id == Anchor.hospital_id) & (Batch.seq == Anchor.seq))
-            .order_by(Anchor.hospital_id))
+            .join(Batch, _SAME_BATCH).order_by(Anchor.hospital_id))
 
 
 def above_query(block: int, hospitals: Collection[str] | None = None) -> Select[Anchor, Batch]:
     """``Outbox.anchored_above``' statement: anchors on chain in blocks above ``block``, by the block index."""
-    q = (select(Anchor, Batch)
-         .join(Batch, (Batch.hospital_id == Anchor.hospital_id) & (Batch.seq == Anchor.seq))
+    q = (select(Anchor, Batch).join(Batch, _SAME_BATCH)
          .where(Anchor.block_number > block, Anchor.status.in_(ON_CHAIN))
          .order_by(Anchor.hospital_id, Anchor.seq))
     return q if hospitals is None else q.where(Anchor.hospital_id.in_(list(hospitals)))
@@ -130,8 +130,7 @@ class Outbox:
 
     def states(self, status: str) -> list[AnchorState]:
         with self._store.read() as s:
-            rows = s.execute(select(Anchor, Batch).join(Batch, (Batch.hospital_id == Anchor.hospital_id)
-                                                         & (Batch.seq == Anchor.seq))
+            rows = s.execute(select(Anchor, Batch).join(Batch, _SAME_BATCH)
                              .where(Anchor.status == status).order_by(Anchor.hospital_id, Anchor.seq)).all()
             return [anchor_state(a, b) for a, b in rows]
 
@@ -153,8 +152,7 @@ class Outbox:
         health check and the metrics ask it."""
         sealed = select(func.min(Batch.sealed_at)).join(
             AnchorTodo, (AnchorTodo.hospital_id == Batch.hospital_id) & (AnchorTodo.seq == Batch.seq))
-        sent = select(func.min(Batch.sealed_at)).join(
-            Anchor, (Anchor.hospital_id == Batch.hospital_id) & (Anchor.seq == Batch.seq)).where(_OPEN)
+        sent = select(func.min(Batch.sealed_at)).join(Anchor, _SAME_BATCH).where(_OPEN)
         with self._store.read() as s:  # one statement, one snapshot (as ``unconfirmed``)
             row = s.execute(select(sealed.scalar_subquery(), sent.scalar_subquery())).one()
             found = [v for v in (aware(row[0]), aware(row[1])) if v is not None]
@@ -188,16 +186,14 @@ class Outbox:
 
     def state(self, hospital_id: str, seq: int) -> AnchorState | None:
         with self._store.read() as s:
-            row = s.execute(select(Anchor, Batch).join(Batch, (Batch.hospital_id == Anchor.hospital_id)
-                                                        & (Batch.seq == Anchor.seq))
+            row = s.execute(select(Anchor, Batch).join(Batch, _SAME_BATCH)
                             .where(Anchor.hospital_id == hospital_id, Anchor.seq == seq)).first()
             return None if row is None else anchor_state(row[0], row[1])
 
     def latest_confirmed(self, hospital_id: str) -> AnchorState | None:
         """The hospital's highest batch whose anchor is confirmed: what a status answer is given as of."""
         with self._store.read() as s:
-            row = s.execute(select(Anchor, Batch).join(Batch, (Batch.hospital_id == Anchor.hospital_id)
-                                                        & (Batch.seq == Anchor.seq))
+            row = s.execute(select(Anchor, Batch).join(Batch, _SAME_BATCH)
                             .where(Anchor.hospital_id == hospital_id, Anchor.status == CONFIRMED)
                             .order_by(Anchor.seq.desc()).limit(1)).first()
             return None if row is None else anchor_state(row[0], row[1])
