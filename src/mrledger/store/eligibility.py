@@ -57,10 +57,9 @@ _GRANTS = select(_E.category, _E.granted_at, _E.valid_until, _E.revoked_at).wher
 #: this time. Why a cache: the verifier asks on every verification, and the read was 5 % of an API process's
 #: CPU in a city replay (py-spy, issue 20) for rows the authority changes a few times a year.
 GRANTS_TTL = 1.0
-Rows = tuple[tuple[str, datetime, datetime | None, datetime | None], ...]
 #: Per store (the grants of one database), shared by every ``Eligibility`` over it: the routes that grant and
-#: revoke make their own instance, and the verifier's must see what they wrote.
-_CACHES: weakref.WeakKeyDictionary[Store, dict[str, tuple[float, Rows]]] = weakref.WeakKeyDictionary()
+#: revoke make their own instance, and the verifier's must see what they wrote. (read at, the hospital's grants)
+_CACHES: weakref.WeakKeyDictionary[Store, dict[str, tuple[float, tuple[Grant, ...]]]] = weakref.WeakKeyDictionary()
 
 
 class Eligibility:
@@ -126,9 +125,10 @@ class Eligibility:
         now = time.monotonic()
         hit = self._cache.get(hospital_id)
         if hit is None or now - hit[0] >= self._ttl:
-            rows: Rows = tuple(self._store.fetch(_GRANTS, {"hid": hospital_id}))
-            hit = self._cache[hospital_id] = (now, rows)
-        return frozenset(c for c, g, v, r in hit[1] if Grant(hospital_id, c, "", g, v, r).active(at))
+            grants = tuple(Grant(hospital_id, c, "", g, v, r)
+                           for c, g, v, r in self._store.fetch(_GRANTS, {"hid": hospital_id}))
+            hit = self._cache[hospital_id] = (now, grants)
+        return frozenset(g.category for g in hit[1] if g.active(at))
 
     def is_eligible(self, hospital_id: str, category: str, at: datetime) -> bool:
         return category in self.categories(hospital_id, at)
