@@ -45,7 +45,7 @@ from mrledger.store.events import DecisionFacts, EncounterFacts, events_stream
 from mrledger.store.fastread import Compiled, compile_select, run_compiled
 from mrledger.store.kpi_cache import Revs, cache_of, months, read_revs
 from mrledger.store.kpi_levels import ALL, QUARTER, cover, merge_runs, pieces, run_categories
-from mrledger.store.kpi_rollup import Counted, Key, KpiRollup, Sums, batch_facts, key_sums, todo_query
+from mrledger.store.kpi_rollup import Counted, Key, KpiRollup, Sums, batch_facts, key_sums, todo_batches
 from mrledger.store.models import (
     Anchor,
     Decision,
@@ -332,7 +332,7 @@ def _uncounted(s: Session, hospital_id: str | None, anchored_only: bool) -> list
             select(Encounter).join(PendingLeaf, pending == Encounter.record_version_id))]
     # The few todo rows, each batch looked up by its key (kpi_rollup.todo_query): as a join, SQLite (ordered
     # otherwise) and PostgreSQL without statistics scanned every batch (300-500 ms a report at 2.5 M batches).
-    todo = [(h, q) for h, q, n in s.execute(todo_query()) if n is not None]
+    todo = [(h, q) for h, q, _ in todo_batches(s)]
     if todo:
         status = dict(((h, q), st) for h, q, st in s.execute(
             select(Anchor.hospital_id, Anchor.seq, Anchor.status)

@@ -114,6 +114,11 @@ def todo_query() -> Select[str, int, int | None]:
     return select(KpiTodo.stream, KpiTodo.seq, size).order_by(KpiTodo.stream, KpiTodo.seq)
 
 
+def todo_batches(s: Session) -> list[tuple[str, int, int]]:
+    """(stream, seq, size) of every batch sealed and not counted yet, in key order (``todo_query``)."""
+    return [(h, q, n) for h, q, n in s.execute(todo_query()) if n is not None]
+
+
 class KpiRollup:
     """The rollup tables (migrations 0011, 0015) over a store. Thread-safe (each call is its own unit of work)."""
 
@@ -125,7 +130,7 @@ class KpiRollup:
     def roll_up(self) -> int:
         """Count every sealed event batch not counted yet whose records are all indexed; the number counted."""
         with self._store.read() as s:
-            todo = [(h, q, n) for h, q, n in s.execute(todo_query()) if n is not None]
+            todo = todo_batches(s)
         done = 0
         for i in range(0, len(todo), _CHUNK):
             done += self._roll(todo[i:i + _CHUNK])
