@@ -57,6 +57,7 @@ from mrledger.store.decisions import EventIndex
 from mrledger.store.events import is_event_stream
 from mrledger.store.kpi_rollup import KpiRollup
 from mrledger.store.locks import Lease, LockHeld, exclusive
+from mrledger.store.upkeep import UPKEEP_EVERY, vacuum_churned
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -106,6 +107,7 @@ class Sealer:
         self.retention = timedelta(days=settings.verification_retention_days)
         self.access_retention = timedelta(days=settings.access_log_retention_days)
         self._last_prune = -PRUNE_EVERY
+        self._last_upkeep = time.monotonic()  # the first check after UPKEEP_EVERY: nothing has churned at start
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -139,6 +141,9 @@ class Sealer:
         if time.monotonic() - self._last_prune >= PRUNE_EVERY:
             self._last_prune = time.monotonic()
             self.prune(datetime.now(UTC))
+        if time.monotonic() - self._last_upkeep >= UPKEEP_EVERY:
+            self._last_upkeep = time.monotonic()
+            vacuum_churned(self.store.engine)  # the queues this leader churns (store/upkeep.py)
         if time.monotonic() - self._last_reconcile >= 1.0:
             self._last_reconcile = time.monotonic()
             self.reconcile_hospitals()

@@ -1,0 +1,56 @@
+"""Vacuuming the tables the node itself churns, on PostgreSQL, when autovacuum has not.
+
+Why the node does this at all: its queues (``pending_leaves``, ``anchor_todo``, ``kpi_todo``, ``kpi_open``) take a
+row and delete it for every result, batch or event it moves along, and a few small tables (``anchors``' states, the
+KPI sums and revisions) are updated all day. PostgreSQL frees the dead rows only when the table is vacuumed. A
+server whose autovacuum is off, or lags behind (this machine's PostgreSQL runs with ``autovacuum = off``), keeps
+every row ever deleted: in a city replay ``pending_leaves`` held ~1,500 live rows in an 88 MB heap after 336,000
+verifications, and the sealer's two reads of it (``due_hospitals``, the batch's leaves) slowed with every leaf
+ever written (3.8 ms and 6.2 ms a call, growing; ``pg_stat_statements``, issue 20).
+
+What it does: every ``UPKEEP_EVERY`` seconds the leader's sealer asks the statistics which of ``CHURNED`` have more
+dead rows than autovacuum's own rule allows (``50 + 0.2 × live rows``, PostgreSQL's default threshold and scale
+factor) and vacuums those, with ``ANALYZE`` (the queues' statistics then say they are small). ``SKIP_LOCKED``: a
+table autovacuum is working on is left to it. With a healthy autovacuum the rule is rarely met and this costs one
+read of the statistics; the big tables (records, verifications, decisions) are never touched: they are only
+inserted into, and their upkeep is the operator's (docs/scaling.md §6). SQLite reuses a deleted row's page
+without help: nothing to do there.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Engine, bindparam, text
+
+log = logging.getLogger("mrledger.store.upkeep")
+
+#: Tables whose rows the node deletes or updates as part of its work (see the module's docstring).
+CHURNED = ("pending_leaves", "anchor_todo", "kpi_todo", "kpi_open", "anchors", "anchor_txs", "kpi_sums", "kpi_runs",
+           "kpi_revs")
+#: Seconds between the leader's checks.
+UPKEEP_EVERY = 30.0
+#: Autovacuum's default rule: vacuum once dead rows exceed ``THRESHOLD + SCALE × live rows``.
+THRESHOLD, SCALE = 50, 0.2
+
+_DUE = text(
+    "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname IN :names "
+    "AND n_dead_tup > :threshold + :scale * n_live_tup ORDER BY relname"
+).bindparams(bindparam("names", expanding=True))
+
+
+def vacuum_churned(engine: Engine) -> list[str]:
+    """Vacuum (and analyse) those of ``CHURNED`` past autovacuum's rule; return their names. A no-op on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return []
+    # VACUUM cannot run inside a transaction block: a connection of its own, in autocommit.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        due = [r[0] for r in conn.execute(_DUE, {"names": list(CHURNED), "threshold": THRESHOLD, "scale": SCALE})]
+        if due:
+            quoted = ", ".join(conn.dialect.identifier_preparer.quote(name) for name in due)
+            conn.exec_driver_sql(f"VACUUM (ANALYZE, SKIP_LOCKED) {quoted}")
+            log.debug("vacuumed %s", ", ".join(due))
+    return due
+
+
+__all__ = ["CHURNED", "UPKEEP_EVERY", "vacuum_churned"]
