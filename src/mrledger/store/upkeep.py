@@ -12,9 +12,9 @@ What it does: every ``UPKEEP_EVERY`` seconds the leader's sealer asks the statis
 dead rows than autovacuum's own rule allows (``50 + 0.2 × live rows``, PostgreSQL's default threshold and scale
 factor) and vacuums those, with ``ANALYZE`` (the queues' statistics then say they are small). ``SKIP_LOCKED``: a
 table autovacuum is working on is left to it. With a healthy autovacuum the rule is rarely met and this costs one
-read of the statistics; the big tables (records, verifications, decisions) are never touched: they are only
-inserted into, and their upkeep is the operator's (docs/scaling.md §6). SQLite reuses a deleted row's page
-without help: nothing to do there.
+read of the statistics; the big tables (records, verifications, decisions, the access log) are never touched:
+they are only inserted into (and pruned past their retention), and their upkeep is the operator's
+(docs/scaling.md §6). SQLite reuses a deleted row's page without help: nothing to do there.
 """
 
 from __future__ import annotations
