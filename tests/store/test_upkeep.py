@@ -4,6 +4,7 @@ pending rows are dead rows until a vacuum, and a server with autovacuum off (thi
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from sqlalchemy import Engine, text
 
@@ -12,8 +13,10 @@ from mrledger.store.upkeep import vacuum_churned
 from tests.conftest import TEST_KEY
 from tests.store.test_repository import Clock, rec
 
+Stats = tuple[int, int, int]  # live, dead, vacuums
 
-def _stats(engine: Engine, table: str) -> tuple[int, int, int]:
+
+def _stats(engine: Engine, table: str) -> Stats:
     """(live, dead, vacuums) of ``table`` in the test's schema, as PostgreSQL's statistics say."""
     with engine.connect() as c:
         row = c.execute(text("SELECT n_live_tup, n_dead_tup, vacuum_count FROM pg_stat_user_tables "
@@ -21,12 +24,12 @@ def _stats(engine: Engine, table: str) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
-def _until(engine: Engine, table: str, ok: object, timeout: float = 20.0) -> tuple[int, int, int]:
+def _until(engine: Engine, table: str, ok: Callable[[int, int, int], bool], timeout: float = 20.0) -> Stats:
     """The statistics once ``ok`` holds: a backend reports what it did when it is next idle (within ~10 s)."""
     deadline = time.monotonic() + timeout
     while True:
         got = _stats(engine, table)
-        if ok(*got) or time.monotonic() > deadline:  # type: ignore[operator]
+        if ok(*got) or time.monotonic() > deadline:
             return got
         time.sleep(0.2)
 
