@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mrledger.http import metrics, problems, web
+from mrledger.http.fastlane import FastLane, always
 from mrledger.http.ratelimit import RateLimiter
 from mrledger.http.routes import audit, health, hospitals, published, receipt_qr, results, verify
 from mrledger.http.routes import audit_jobs as audit_job_routes
@@ -124,7 +125,7 @@ def _json_media(scope: Scope) -> bool:
 
 def create_app(ledger: Services, *, threads: int | None = None, body_timeout: float = BODY_TIMEOUT_SECONDS,
                metrics_token: str | None = None, verify_limit: RateLimiter | None = None,
-               audit_jobs: AuditJobs | None = None) -> FastAPI:
+               audit_jobs: AuditJobs | None = None, fast_lane: bool = True) -> FastAPI:
     """``threads``: size of the pool that runs the (synchronous) request handlers; None keeps AnyIO's 40.
     ``mrledger serve`` passes ``MRL_API_THREADS`` (default 4): the handlers are CPU-bound under one
     interpreter lock, and 40 threads contending for it lost a quarter of the verification throughput.
@@ -132,7 +133,8 @@ def create_app(ledger: Services, *, threads: int | None = None, body_timeout: fl
     ``verify_limit``: the per-address limit of anonymous verification (http/ratelimit.py); ``mrledger serve``
     passes ``MRL_VERIFY_RATE_LIMIT``/``MRL_VERIFY_BURST``, None (library use, tests) limits nothing.
     ``audit_jobs``: where KPI audit jobs keep their state (``mrledger serve``: ``<data dir>/audit-jobs``, shared by
-    its API processes); None: a private temporary directory, seen by this app only."""
+    its API processes); None: a private temporary directory, seen by this app only. ``fast_lane``: False serves
+    the hot routes through FastAPI's router too (tests/http/test_fastlane.py compares the two)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -148,6 +150,11 @@ def create_app(ledger: Services, *, threads: int | None = None, body_timeout: fl
     app.state.audit_jobs = audit_jobs if audit_jobs is not None else AuditJobs()
     problems.install(app)
 
+    # Innermost of ours: the two routes every doctor's look takes, past FastAPI's router (http/fastlane.py).
+    if fast_lane:
+        app.add_middleware(FastLane, lanes={
+            ("POST", "/v1/verify"): (verify.verify, always),
+            ("POST", "/v1/decisions"): (decision_routes.record_decision_lane, decision_routes.declares_json)})
     app.add_middleware(BodyLimit, timeout=body_timeout)
     app.add_middleware(results.ResultIdPath)  # result ids with '/', '%', '?', … (http/routes/results.py)
     # The hottest routes first: the router tries routes in order, and FastAPI's nested routers (0.16x) make each

@@ -5,13 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Response, status
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from fastapi import APIRouter, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
-from mrledger.http.deps import PrincipalDep, ServicesDep, authorize
+from mrledger.http.deps import PrincipalDep, ServicesDep, authorize, get_principal, get_services
 from mrledger.http.problems import Problem
 from mrledger.http.schemas import HospitalId, problems
-from mrledger.http.strict_json import StrictJsonRoute
+from mrledger.http.strict_json import StrictJsonRoute, decodes_as_json
+from mrledger.ledger import parse_json
 from mrledger.service.decisions import MAX_DETAIL, MAX_ENCOUNTERS, DecisionRefused, EncounterIn
 from mrledger.store.events import DecisionFacts
 
@@ -164,6 +168,35 @@ def record_decision(body: DecisionIn, ledger: ServicesDep, principal: PrincipalD
     code = status.HTTP_200_OK if done.status == "duplicate" else status.HTTP_201_CREATED
     return Response(decision_out(done.facts, done.leaf_hash, done.status).model_dump_json(), status_code=code,
                     media_type="application/json")
+
+
+
+def declares_json(scope: Scope) -> bool:
+    """The fast lane (mrledger.http.fastlane) takes a decision whose body is declared JSON; any other
+    Content-Type (or none: FastAPI's strict content type then validates the raw bytes) is FastAPI's to answer."""
+    value = next((v for k, v in scope["headers"] if k == b"content-type"), None)
+    return value is not None and decodes_as_json(value.decode("latin-1"))
+
+
+async def record_decision_lane(request: Request) -> Response:
+    """``POST /v1/decisions`` on the fast lane: what FastAPI's handler did for ``record_decision``, in its order,
+    without its dependency solver (a decision follows every verification of a city replay, issue 20). The body
+    decoded strictly (a 400 ``malformed`` before anything else, as ``StrictJsonRoute``), then the caller (401),
+    then the body validated against ``DecisionIn`` with its errors located under ``body`` as FastAPI locates
+    them (422), then the handler on a worker thread. tests/http/test_fastlane.py holds the two paths together."""
+    raw = await request.body()
+    obj = parse_json(raw) if raw else None
+    ledger = await get_services(request)
+    principal = await get_principal(request, ledger)
+    if not raw:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+    try:
+        body = DecisionIn.model_validate(obj, from_attributes=True)  # as FastAPI validates a body
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
+                                      for e in exc.errors(include_url=False)]) from exc
+    response: Response = await run_in_threadpool(record_decision, body, ledger, principal)
+    return response
 
 
 # -- encounters -----------------------------------------------------------------------------------------
