@@ -4,8 +4,10 @@ Usage:  python scripts/bench_status.py [--results 50000] [--batch 1000] [--runs 
 
 Printed (one JSON line with --json):
 * ``map``: per map size (10k, 100k, 300k entries), building it from scratch (what a node does once per hospital
-  after a start, and a proof for an old batch), one proof (median of 1,000), applying one 500-change batch, and
-  the proof's size in bytes;
+  after a start, and a proof for an old batch), one proof (median of 1,000), applying one 500-change batch, the
+  proof's size in bytes, and ``bytes_per_entry``: what the built map holds in memory per entry (``tracemalloc``,
+  keys and values included, in a separate build: tracing slows the timed one);
+  ``--maps-only`` prints this part alone (seconds, not minutes);
 * ``seal``: sealing ``--results`` results of one hospital in batches of ``--batch``, with the map (the node as it
   is) against the same seal with the map switched off (the floor, run in the same script, alternated): seconds
   min / median / max over ``--runs`` and the ratio of the medians;
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import shutil
 import statistics
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -59,8 +63,26 @@ def bench_map(sizes: list[int]) -> list[dict[str, Any]]:
         m.apply(changes)
         apply = time.perf_counter() - t
         out.append({"entries": n, "build_s": round(build, 3), "prove_us": round(statistics.median(times) * 1e6, 1),
-                    "apply_500_ms": round(apply * 1e3, 2), "proof_bytes": len(proof.to_bytes())})
+                    "apply_500_ms": round(apply * 1e3, 2), "proof_bytes": len(proof.to_bytes()),
+                    "bytes_per_entry": round(map_memory(n) / n)})
     return out
+
+
+def map_memory(n: int) -> int:
+    """Bytes a map of ``n`` random entries holds once built, its input gone (what a node's cache keeps)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        entries = {os.urandom(32): StatusValue(1, "current", os.urandom(32)) for _ in range(n)}
+        m = StatusMap(entries)
+        m.prove(next(iter(entries)))
+        del entries
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(m) == n
+    return held
 
 
 @contextlib.contextmanager
@@ -113,8 +135,12 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--db", default=None, help="database URL (default: a temporary SQLite file)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--maps-only", action="store_true", help="only the in-memory map figures")
     a = p.parse_args()
     maps = bench_map([10_000, 100_000, 300_000])
+    if a.maps_only:
+        print(json.dumps({"map": maps}) if a.json else maps)
+        return
     with_map, floor = [], []
     for _ in range(a.runs):  # alternated, so a noisy minute hits both
         with_map.append(seal_once(a.db, a.results, a.batch, True)[0])

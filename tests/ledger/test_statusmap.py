@@ -193,6 +193,32 @@ def test_matches_the_naive_reference_after_every_batch(batches: list[list[tuple[
             assert answer.kind == "absent"
 
 
+
+def test_large_map_with_a_partial_node_cache_matches_the_reference() -> None:
+    """Only subtrees of ``CACHE_MIN`` keys or more keep their hash (the memory trade, ledger/statusmap.py): over
+    1,540 keys in 12 batches — new keys, new versions, withdrawals, and 40 keys sharing a 250-bit prefix (deep
+    paths inside one small subtree) — every root equals the naive reference and a map built at once, every
+    probed proof verifies, and the cache holds far fewer nodes than the map has entries."""
+    deep = [bytes(31) + bytes([i]) for i in range(40)]
+    keys = [h(f"r{i}") for i in range(1500)] + deep
+    m, reference = StatusMap(), {}
+    for b in range(12):
+        changes: dict[bytes, StatusValue] = {}
+        for key in keys[b * 130:(b + 1) * 130]:
+            changes[key] = val(1, label=key.hex())
+        for key in keys[: b * 130: 17]:  # later versions of keys sealed in earlier batches
+            prev = reference[key]
+            changes[key] = val(prev.version + 1, "withdrawn" if b % 3 == 0 else "current", key.hex())
+        reference.update(changes)
+        assert m.apply(changes) == naive_root(reference), b
+    assert len(m) == len(keys) and m.root == StatusMap(reference).root
+    for key in [*keys[::50], *deep[::7], h("absent-1"), bytes(31) + b"\xff"]:
+        answer = verify_status_proof(m.root, key, StatusProof.from_bytes(m.prove(key).to_bytes()))
+        expected = reference.get(key)
+        assert (answer.kind, answer.version) == ((expected.status, expected.version) if expected else ("absent", None))
+    assert 0 < len(m._nodes) < len(m) // 2  # every subtree of two keys or more would be ~len(m) nodes
+
+
 # ------------------------------------------------------------------ conformance vectors (scripts/gen_vectors.py)
 
 _DIR = Path(__file__).resolve().parents[1] / "vectors" / "statusmap"

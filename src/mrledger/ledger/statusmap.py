@@ -252,16 +252,25 @@ def verify_status_proof(root: bytes, key: bytes, proof: StatusProof | bytes) -> 
     return StatusAnswer(value.status, value.version, value.leaf_hash, detail=f"version {value.version}")
 
 
+#: Interior hashes are cached only for subtrees of at least this many keys; a smaller subtree is hashed again
+#: when a proof or a seal needs it (fewer than ``2 * CACHE_MIN`` hashes, ~20 µs). Why: a cached node for every
+#: subtree of two keys or more was ~390 of the ~630 bytes a result held in memory (tracemalloc of a 100,000-entry
+#: map, docs/scaling.md §6 item 7), and a leader keeps every hospital's and event stream's map (issue 20: its
+#: sealer grew to 1.9 GB in a 1.16 M replay). ``scripts/bench_status.py --memory`` measures the trade.
+CACHE_MIN = 8
+
+
 class StatusMap:
-    """One hospital's map, in memory. Keys are kept sorted (as integers) so any subtree is a slice found by
-    bisection; interior hashes of subtrees with two keys or more are cached by (depth, prefix) and dropped
-    along the paths a batch touches, so an update costs O(changes · log n) hashes."""
+    """One hospital's map, in memory. Keys are kept sorted (as 32-byte strings, whose order is that of the
+    big-endian integers) so any subtree is a slice found by bisection; values are kept as their 37-byte
+    encoding. Interior hashes of subtrees with ``CACHE_MIN`` keys or more are cached by (depth, prefix) and
+    dropped along the paths a batch touches, so an update costs O(changes · (log n + CACHE_MIN)) hashes."""
 
     __slots__ = ("_keys", "_nodes", "_root", "_values")
 
     def __init__(self, entries: Mapping[bytes, StatusValue] | None = None) -> None:
-        self._values: dict[bytes, StatusValue] = {}
-        self._keys: list[int] = []
+        self._values: dict[bytes, bytes] = {}
+        self._keys: list[bytes] = []
         self._nodes: dict[tuple[int, int], bytes] = {}
         self._root = EMPTY
         if entries:
@@ -275,7 +284,8 @@ class StatusMap:
         return self._root
 
     def get(self, key: bytes) -> StatusValue | None:
-        return self._values.get(key)
+        raw = self._values.get(key)
+        return None if raw is None else StatusValue.from_bytes(raw)
 
     def apply(self, changes: Mapping[bytes, StatusValue]) -> bytes:
         """Apply one batch of changes and return the new root. All or nothing: a change that does not raise
@@ -286,16 +296,17 @@ class StatusMap:
             if not isinstance(value, StatusValue):
                 raise EncodingError("status map values must be StatusValue")
             old = self._values.get(key)
-            if old is not None and value.version <= old.version:
-                raise EncodingError(f"status version {value.version} does not supersede {old.version}")
-        new_keys: list[int] = []
+            if old is not None and value.version <= int.from_bytes(old[:4], "big"):
+                raise EncodingError(f"status version {value.version} does not supersede "
+                                    f"{int.from_bytes(old[:4], 'big')}")
+        new_keys: list[bytes] = []
         dropped: set[tuple[int, int]] = set()
         for key, value in changes.items():
-            k = int.from_bytes(key, "big")
+            key = bytes(key)  # a bytes subclass would compare and hash as itself, not as the key
             if key not in self._values:
-                new_keys.append(k)
-            self._values[key] = value
-            self._invalidate(k, dropped)
+                new_keys.append(key)
+            self._values[key] = value.to_bytes()
+            self._invalidate(int.from_bytes(key, "big"), dropped)
         if new_keys:
             self._keys = sorted(self._keys + new_keys)
         self._root = self._hash(0, len(self._keys), 0, 0)
@@ -303,8 +314,9 @@ class StatusMap:
 
     def _invalidate(self, k: int, dropped: set[tuple[int, int]]) -> None:
         """Drop the cached interior nodes on k's path. Before this batch they formed an unbroken chain from
-        the root down (a subtree of >= 2 keys has a parent of >= 2 keys), so the walk stops at the first depth
-        that was neither cached nor already dropped by an earlier change of this batch."""
+        the root down (a cached subtree's parent holds at least as many keys, so it is cached too), so the walk
+        stops at the first depth that was neither cached nor already dropped by an earlier change of this
+        batch."""
         nodes = self._nodes
         for depth in range(KEY_BITS + 1):
             node = (depth, k >> (KEY_BITS - depth))
@@ -319,17 +331,22 @@ class StatusMap:
         if n == 0:
             return EMPTY
         if n == 1:
-            key = self._keys[lo].to_bytes(32, "big")
-            return map_leaf_hash(key, self._values[key])
+            key = self._keys[lo]
+            return _sha256(LEAF_PREFIX + key + self._values[key]).digest()
         node = (depth, prefix)
         cached = self._nodes.get(node)
         if cached is not None:
             return cached
-        mid = bisect_left(self._keys, ((prefix << 1) | 1) << (KEY_BITS - depth - 1), lo, hi)
+        mid = self._split(lo, hi, depth, prefix)
         left = self._hash(lo, mid, depth + 1, prefix << 1)
         h = map_node_hash(left, self._hash(mid, hi, depth + 1, (prefix << 1) | 1))
-        self._nodes[node] = h
+        if n >= CACHE_MIN:
+            self._nodes[node] = h
         return h
+
+    def _split(self, lo: int, hi: int, depth: int, prefix: int) -> int:
+        """Where the right half (bit ``depth`` set) of the subtree's keys starts."""
+        return bisect_left(self._keys, (((prefix << 1) | 1) << (KEY_BITS - depth - 1)).to_bytes(32, "big"), lo, hi)
 
     def prove(self, key: bytes) -> StatusProof:
         """The proof for ``key``: membership if present, otherwise non-membership (an empty subtree or another
@@ -342,7 +359,7 @@ class StatusMap:
         for depth in range(KEY_BITS + 1):
             if hi - lo <= 1:
                 break
-            mid = bisect_left(self._keys, ((prefix << 1) | 1) << (KEY_BITS - depth - 1), lo, hi)
+            mid = self._split(lo, hi, depth, prefix)
             bit = (k >> (KEY_BITS - 1 - depth)) & 1
             if bit:
                 sibling = self._hash(lo, mid, depth + 1, prefix << 1)
@@ -353,8 +370,8 @@ class StatusMap:
             siblings.append(None if sibling == EMPTY else sibling)
         leaf = None
         if hi - lo == 1:
-            other = self._keys[lo].to_bytes(32, "big")
-            leaf = (other, self._values[other])
+            other = self._keys[lo]
+            leaf = (other, StatusValue.from_bytes(self._values[other]))
         return StatusProof(tuple(siblings), leaf)
 
 
