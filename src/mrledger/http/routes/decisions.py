@@ -170,7 +170,6 @@ def record_decision(body: DecisionIn, ledger: ServicesDep, principal: PrincipalD
                     media_type="application/json")
 
 
-
 def declares_json(scope: Scope) -> bool:
     """The fast lane (mrledger.http.fastlane) takes a decision whose body is declared JSON; any other
     Content-Type (or none: FastAPI's strict content type then validates the raw bytes) is FastAPI's to answer."""
