@@ -253,10 +253,12 @@ def verify_status_proof(root: bytes, key: bytes, proof: StatusProof | bytes) -> 
 
 
 #: Interior hashes are cached only for subtrees of at least this many keys; a smaller subtree is hashed again
-#: when a proof or a seal needs it (fewer than ``2 * CACHE_MIN`` hashes, ~20 µs). Why: a cached node for every
+#: when a proof or a seal needs it (fewer than ``2 * CACHE_MIN`` hashes). Why: a cached node for every
 #: subtree of two keys or more was ~390 of the ~630 bytes a result held in memory (tracemalloc of a 100,000-entry
 #: map, docs/scaling.md §6 item 7), and a leader keeps every hospital's and event stream's map (issue 20: its
-#: sealer grew to 1.9 GB in a 1.16 M replay). ``scripts/bench_status.py --memory`` measures the trade.
+#: sealer grew to 1.9 GB in a 1.16 M replay). ``scripts/bench_status.py --maps-only`` measures the trade: at
+#: 100,000 entries 579 → 232 bytes an entry, a proof ~30 → ~60 µs, a 500-change batch ~30 → ~40 ms (8 over 4
+#: and 16: 4 kept ~280 bytes, 16 doubled the batch's time).
 CACHE_MIN = 8
 
 
