@@ -22,7 +22,7 @@ from mrledger.http.routes import decisions as decision_routes
 from mrledger.http.routes import intake as intake_routes
 from mrledger.http.routes import kpis as kpi_routes
 from mrledger.http.routes import tokens as token_routes
-from mrledger.http.strict_json import decodes_as_json
+from mrledger.http.strict_json import content_type, decodes_as_json
 from mrledger.ledger.canonical import check_depth
 from mrledger.ledger.errors import EncodingError
 from mrledger.node.settings import BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES
@@ -87,7 +87,7 @@ class BodyLimit:
                                f"the whole body must arrive within {self.timeout:g} seconds")
             return
         body = b"".join(chunks)
-        if body and _json_media(scope):
+        if body and decodes_as_json(content_type(scope)):
             try:
                 check_depth(body)
             except EncodingError as exc:
@@ -116,11 +116,6 @@ class BodyLimit:
             return {"type": "http.disconnect"}
 
         await response(scope, nothing, send)
-
-
-def _json_media(scope: Scope) -> bool:
-    value = next((v for k, v in scope["headers"] if k == b"content-type"), None)
-    return decodes_as_json(None if value is None else value.decode("latin-1"))
 
 
 def create_app(ledger: Services, *, threads: int | None = None, body_timeout: float = BODY_TIMEOUT_SECONDS,

@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from starlette.types import Scope
 
 from mrledger.ledger.canonical import parse_json
 
@@ -40,6 +41,13 @@ class StrictJsonRoute(APIRoute):
             return await handler(strict_request)
 
         return strict
+
+
+def content_type(scope: Scope) -> str | None:
+    """The request's Content-Type header from the ASGI scope, for the pure-ASGI layers that run before a
+    ``Request`` exists (the body limit's depth guard, the fast lane's admission)."""
+    value = next((v for k, v in scope["headers"] if k == b"content-type"), None)
+    return None if value is None else value.decode("latin-1")
 
 
 def decodes_as_json(value: str | None) -> bool:

@@ -14,7 +14,7 @@ from starlette.types import Scope
 from mrledger.http.deps import PrincipalDep, ServicesDep, authorize, get_principal, get_services
 from mrledger.http.problems import Problem
 from mrledger.http.schemas import HospitalId, problems
-from mrledger.http.strict_json import StrictJsonRoute, decodes_as_json
+from mrledger.http.strict_json import StrictJsonRoute, content_type, decodes_as_json
 from mrledger.ledger import parse_json
 from mrledger.service.decisions import MAX_DETAIL, MAX_ENCOUNTERS, DecisionRefused, EncounterIn
 from mrledger.store.events import DecisionFacts
@@ -173,8 +173,8 @@ def record_decision(body: DecisionIn, ledger: ServicesDep, principal: PrincipalD
 def declares_json(scope: Scope) -> bool:
     """The fast lane (mrledger.http.fastlane) takes a decision whose body is declared JSON; any other
     Content-Type (or none: FastAPI's strict content type then validates the raw bytes) is FastAPI's to answer."""
-    value = next((v for k, v in scope["headers"] if k == b"content-type"), None)
-    return value is not None and decodes_as_json(value.decode("latin-1"))
+    value = content_type(scope)
+    return value is not None and decodes_as_json(value)
 
 
 async def record_decision_lane(request: Request) -> Response:
