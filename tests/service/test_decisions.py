@@ -374,8 +374,10 @@ def test_a_verification_buffered_by_another_api_process_is_found(api: Api) -> No
         api.ledger.events.close()
 
 
-def verification_inserts(api: Api) -> list[int]:
-    """The rows of every INSERT into ``verifications`` sent from now on (a list that grows)."""
+def verification_inserts(api: Api, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The rows of every INSERT into ``verifications`` sent from now on (a list that grows): through SQLAlchemy, or
+    inside a decision's one statement on PostgreSQL (store/decision_write.py, on the DB-API cursor), counted when
+    that statement wrote its rows."""
     sent: list[int] = []
 
     def seen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
@@ -383,10 +385,20 @@ def verification_inserts(api: Api) -> list[int]:
             sent.append(len(parameters) if executemany else 1)
 
     event.listen(api.ledger.store.engine, "before_cursor_execute", seen)
+    store = api.ledger.store
+    write_alone = store.write_alone
+
+    def alone(sql: str, args: Any) -> list[Any]:
+        rows = write_alone(sql, args)
+        if rows and "INSERT INTO verifications" in sql:
+            sent.append(1)
+        return rows
+
+    monkeypatch.setattr(store, "write_alone", alone)
     return sent
 
 
-def test_a_decision_commits_its_unwritten_verification_with_it(api: Api) -> None:
+def test_a_decision_commits_its_unwritten_verification_with_it(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """A doctor decides before the buffer has written the verification: the decision's one transaction writes it
     (the index row refers to it), and the buffer leaves that row out of its own write (not written twice: the
     two transactions would wait on each other's row lock)."""
@@ -396,7 +408,7 @@ def test_a_decision_commits_its_unwritten_verification_with_it(api: Api) -> None
         vid = verification(api)
         verification(api)  # another one, not decided
         assert count(api, Verification) == 0
-        sent = verification_inserts(api)
+        sent = verification_inserts(api, monkeypatch)
         r = decide(api, {"verification_id": vid, "decision": "recognised"})
         assert r.status_code == 201, r.text
         assert (count(api, Verification), count(api, Decision), stream_records(api)) == (1, 1, 1)
@@ -420,6 +432,8 @@ def test_a_decision_whose_index_fails_commits_nothing(api: Api, monkeypatch: pyt
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("the index write failed")
 
+    # Store.submit's transaction; PostgreSQL's one statement: tests/store/test_decision_write.py.
+    monkeypatch.setattr(api.ledger.events, "_one_statement", False)
     monkeypatch.setattr(api.ledger.events, "add_decision", broken)
     with pytest.raises(RuntimeError, match="index write failed"):
         decide(api, {"verification_id": vid, "decision": "recognised"})
@@ -441,6 +455,7 @@ def test_a_failed_decision_leaves_its_verification_to_the_buffer(api: Api, monke
             events.flush()  # the buffer writes while the decision's transaction is open
             raise RuntimeError("the index write failed")
 
+        monkeypatch.setattr(events, "_one_statement", False)  # as above
         monkeypatch.setattr(events, "add_decision", broken)
         with pytest.raises(RuntimeError, match="index write failed"):
             decide(api, {"verification_id": vid, "decision": "recognised"})

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from mrledger.ledger.errors import MrLedgerError
+from mrledger.ledger.ids import check_ids
 from mrledger.service.intake import IntakeService
 from mrledger.service.recognition import Catalogue
 from mrledger.service.verification import DECIDABLE, Outcome
@@ -233,9 +234,15 @@ class DecisionService:
         return Recorded(facts, accepted.leaf_hash, accepted.status)
 
     def _commit(self, facts: DecisionFacts) -> Accepted:
-        """One transaction: the record, its index row and the verification it names (store/decisions.py)."""
+        """One transaction: the record, its index row and the verification it names (store/decisions.py) — on
+        PostgreSQL one statement when the record is new (store/decision_write.py), which is every first time."""
+        record = facts.record()
         try:
-            return self.intake.submit(facts.stream, [facts.record()], within=self.index.indexing(facts))[0]
+            check_ids(record)
+            accepted = self.index.write_new(facts, record)
+            if accepted is not None:
+                return accepted
+            return self.intake.submit(facts.stream, [record], within=self.index.indexing(facts))[0]
         except BaseException:
             self.index.release(facts.verification_id)  # rolled back: the buffer writes the verification after all
             raise

@@ -31,9 +31,10 @@ from sqlalchemy import Insert, Row, Select, Table, and_, bindparam, func, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mrledger.ledger import canonicalize
+from mrledger.ledger import ResultRecord, canonicalize
 from mrledger.store.buffer import BufferedRows
 from mrledger.store.bulk import IN_CHUNK, DriverInsert, delete_in_chunks
+from mrledger.store.decision_write import DECISION_FIELDS, RECORD, VERIFICATION, decision_alone
 from mrledger.store.errors import ConflictError, NotFoundError
 from mrledger.store.events import (
     STREAM_SUFFIX,
@@ -125,7 +126,7 @@ _DECISIONS = cast(Table, Decision.__table__)
 #: unique key (stream, keyed result id, version 1) and checked against its leaf: ``record_versions`` has no index on
 #: the leaf, so a lookup by (stream, leaf) read every record of the stream — a stream holds every decision and
 #: encounter of its hospital, so each decision cost more than the one before it (EXPLAIN, issue 20).
-_DECISION_FIELDS = tuple(c.name for c in _DECISIONS.columns if c.name != "record_version_id")
+_DECISION_FIELDS = DECISION_FIELDS
 _VERSIONS = cast(Table, RecordVersion.__table__)
 
 
@@ -150,6 +151,16 @@ RECENT = timedelta(minutes=10)
 #: The verification index's columns, in the order rows are handed to the driver.
 _COLUMNS = ("id", "at", "token_id", "role", "hospital_id", "result_ref", "version", "verdict", "recognition",
             "reasons", "category", "items")
+
+
+def _decision_row(d: DecisionFacts) -> dict[str, object]:
+    """A decision's index row but the record's id, by column."""
+    return {"verification_id": d.verification_id, "hospital_id": d.hospital_id, "stream": d.stream,
+            "token_id": d.token_id, "verified_at": d.verified_at, "decided_at": d.decided_at,
+            "result_hospital_id": d.result_hospital_id, "result_ref": d.result_ref,
+            "result_version": d.result_version, "verdict": d.verdict, "recognition": d.recognition,
+            "rule_reasons": join_codes(d.rule_reasons), "category": d.category, "items": _items_json(d.items),
+            "currency": d.currency, "decision": d.decision, "reason": d.reason, "detail": d.detail}
 
 
 def _verification_row(v: VerificationRow) -> dict[str, object]:
@@ -178,6 +189,9 @@ class EventIndex(BufferedRows):
         #: decision on the buffer's (lock waits sampled under load, docs/scaling.md). Emptied by every write, so it
         #: holds one interval's decisions at most; ``release`` puts back the row of a decision that failed.
         self._claimed: set[str] = set()
+        #: A decision in one statement (``write_new``), with and without its verification: PostgreSQL only.
+        self._one_statement = store.engine.dialect.name == "postgresql"
+        self._alone = {False: decision_alone(None), True: decision_alone(_COLUMNS)}
 
     # -- verifications --------------------------------------------------------------------------------
 
@@ -255,6 +269,32 @@ class EventIndex(BufferedRows):
                 found.update((e.encounter_ref, _encounter(e)) for e in s.scalars(q))
         return found
 
+    def write_new(self, d: DecisionFacts, record: ResultRecord) -> Accepted | None:
+        """Commit ``d`` as a new decision in one statement (store/decision_write.py) — its record ``record``, the
+        record's pending leaf, its index row and the verification it names if this process answered it lately —
+        and return the record's acceptance; or write nothing and return None, for ``Store.submit`` with
+        ``indexing`` to decide: on SQLite, when the record's key is held, or when a constraint refused the
+        statement. The caller calls ``release`` if it raises."""
+        if not self._one_statement:
+            return None
+        row, leaf = self._store.first_version(d.stream, record)
+        values = {**{RECORD + k: v for k, v in row.items()}, **_decision_row(d)}
+        fresh = self._fresh(d.verification_id)
+        if fresh is not None:
+            if self._buffer.interval is not None:
+                with self._recent_lock:  # the buffer leaves it to this statement (``indexing`` says why)
+                    self._claimed.add(fresh.id)
+            values.update({VERIFICATION + k: v for k, v in _verification_row(fresh).items()})
+        statement = self._alone[fresh is not None]
+        try:
+            written = self._store.write_alone(*statement.bound(self._store.engine.dialect, values))
+        except IntegrityError:
+            written = []
+        if not written:  # nothing written: the verification goes back to the buffer, unless the fallback claims it
+            self.release(d.verification_id)
+            return None
+        return Accepted(d.stream, record.result_id, record.version, leaf, "accepted")
+
     def index_decision(self, d: DecisionFacts, leaf_hash: bytes) -> None:
         """Index, in a transaction of its own, a decision whose record ``Store.submit`` accepted with
         ``leaf_hash`` (idempotent): for a record committed by a request that died before indexing it."""
@@ -285,13 +325,7 @@ class EventIndex(BufferedRows):
         conn = s.connection()
         if verification is not None:
             self._insert.run_values(conn, [_verification_row(verification)])
-        row = {"verification_id": d.verification_id, "hospital_id": d.hospital_id, "stream": d.stream,
-               "token_id": d.token_id, "verified_at": d.verified_at, "decided_at": d.decided_at,
-               "result_hospital_id": d.result_hospital_id, "result_ref": d.result_ref,
-               "result_version": d.result_version, "verdict": d.verdict, "recognition": d.recognition,
-               "rule_reasons": join_codes(d.rule_reasons), "category": d.category, "items": _items_json(d.items),
-               "currency": d.currency, "decision": d.decision, "reason": d.reason, "detail": d.detail,
-               "result_hmac": self._store.keys.index(d.stream, d.result_key), "leaf": leaf_hash}
+        row = {**_decision_row(d), "result_hmac": self._store.keys.index(d.stream, d.result_key), "leaf": leaf_hash}
         if _INSERT_DECISION.run_values(conn, [row]) != 1:
             if s.get(Decision, d.verification_id) is not None:
                 # An anonymous verification any doctor may decide, decided first for another hospital: its

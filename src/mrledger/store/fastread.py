@@ -60,21 +60,30 @@ class FastReads:
     def rows(self, stmt: Select[*tuple[Any, ...]], params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Every row of ``stmt`` with ``params`` (all of its bind names), converted as SQLAlchemy would."""
         c = self._compile(stmt)
-        args = _args(c, params)
+        return _converted(self._run(c.sql, _args(c, params), alone=self._autocommit), c.results)
+
+    def write_alone(self, sql: str, args: Mapping[str, Any]) -> list[Any]:
+        """The rows of one writing statement (driver SQL and arguments: ``DriverInsert.bound``) run as its own
+        transaction: PostgreSQL's autocommit, so it commits when it succeeds and writes nothing when it fails,
+        in one round trip. PostgreSQL only: SQLite's driver would leave it in a transaction the pool rolls back."""
+        if not self._autocommit:
+            raise NotImplementedError(f"a write in autocommit on {self.engine.dialect.name}")
+        return self._run(sql, args, alone=True)
+
+    def _run(self, sql: str, args: Sequence[Any] | Mapping[str, Any], *, alone: bool) -> list[Any]:
         dialect = self.engine.dialect
         try:
             conn = self.engine.raw_connection()
         except dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(c.sql, args, exc, dialect) from exc
+            raise _wrapped(sql, args, exc, dialect) from exc
         try:
-            raw = _fetch(conn.dbapi_connection, c.sql, args, dialect, alone=self._autocommit)
+            return _fetch(conn.dbapi_connection, sql, args, dialect, alone=alone)
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 conn.invalidate(exc.orig)  # a dead connection is not handed to the next request
             raise
         finally:
             conn.close()  # back to the pool (rolled back there: the SELECT's implicit transaction ends)
-        return _converted(raw, c.results)
 
 
 def compile_select(stmt: Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]], dialect: Dialect) -> Compiled:

@@ -59,9 +59,10 @@ Within = Callable[[Session, list[Accepted]], None]
 #: Core tables for the bulk inserts of a submission (the ORM's per-row bookkeeping is not needed there).
 _RECORD_VERSIONS = cast(Table, RecordVersion.__table__)
 _PENDING_LEAVES = cast(Table, PendingLeaf.__table__)
-_INSERT_VERSIONS = DriverInsert.values(_RECORD_VERSIONS, (
-    "hospital_id", "result_hmac", "version", "status", "supersedes", "record_enc", "content_digest", "salt_enc",
-    "leaf_hash", "status_key", "accepted_at"))
+#: The columns a new version's row names, in ``_INSERT_VERSIONS``' order.
+VERSION_COLUMNS = ("hospital_id", "result_hmac", "version", "status", "supersedes", "record_enc", "content_digest",
+                   "salt_enc", "leaf_hash", "status_key", "accepted_at")
+_INSERT_VERSIONS = DriverInsert.values(_RECORD_VERSIONS, VERSION_COLUMNS)
 #: A new version's pending row, its id looked up by the unique (hospital, result, version) in the same statement.
 _INSERT_PENDING = DriverInsert(insert(_PENDING_LEAVES).from_select(
     ["record_version_id", "hospital_id", "accepted_at"],
@@ -149,15 +150,10 @@ class Submission(Vault):
                 if known is not None:
                     out.append(Accepted(hospital_id, r.result_id, r.version, known, "duplicate"))
                     continue
-                salt = self._salts(SALT_BYTES)
-                leaf = commit(r, salt)
+                new, leaf, salt = self._new_version(hospital_id, r, d, hmacs[r.result_id])
                 first_salts.setdefault(r.result_id, salt)
                 new_leaves[key] = leaf
-                result_hmac = hmacs[r.result_id]
-                record_enc, salt_enc = keys.encrypt_version(record_context(hospital_id, result_hmac, r.version, leaf),
-                                                            r.to_json().encode("utf-8"), salt)
-                rows.append((result_hmac, r.version, r.status, r.supersedes, record_enc, d, salt_enc, leaf,
-                             r.result_id))
+                rows.append((*new, r.result_id))
                 out.append(Accepted(hospital_id, r.result_id, r.version, leaf, "accepted"))
             for rid, salt in first_salts.items():
                 # A result new to this ledger is keyed by the salt of its first stored version (the first row
@@ -176,6 +172,28 @@ class Submission(Vault):
             if within is not None:
                 within(s, out)
             return out
+
+    def _new_version(self, hospital_id: str, r: ResultRecord, digest: bytes, result_hmac: bytes
+                     ) -> tuple[tuple[object, ...], bytes, bytes]:
+        """A new version's row up to its leaf (``_INSERT_VERSIONS``' columns after the hospital, before the status-map
+        key), its leaf and its salt: a fresh salt, the leaf committing to it, record and salt encrypted under the
+        version's context."""
+        salt = self._salts(SALT_BYTES)
+        leaf = commit(r, salt)
+        record_enc, salt_enc = self.keys.encrypt_version(record_context(hospital_id, result_hmac, r.version, leaf),
+                                                         r.to_json().encode("utf-8"), salt)
+        return (result_hmac, r.version, r.status, r.supersedes, record_enc, digest, salt_enc, leaf), leaf, salt
+
+    def first_version(self, hospital_id: str, record: ResultRecord) -> tuple[dict[str, object], bytes]:
+        """The ``record_versions`` row ``submit`` would insert for ``record`` as the first version of a result new to
+        this ledger, by column (Python values), and its leaf: for the one write path that inserts it itself, a
+        decision in one statement (store/decision_write.py), which must make exactly this row."""
+        if record.version != 1 or record.supersedes is not None:
+            raise SubmissionError(f"{record.key} is not a first version")
+        row, leaf, salt = self._new_version(hospital_id, record, content_digest(record),
+                                            self.keys.index(hospital_id, record.result_id))
+        values = (hospital_id, *row, status_key(hospital_id, record.result_id, salt), self._clock())
+        return dict(zip(VERSION_COLUMNS, values, strict=True)), leaf
 
     def _add_aliases(self, s: Session, hospital_id: str, aliases: Mapping[str, Sequence[str]],
                      hmacs: Mapping[str, bytes]) -> None:

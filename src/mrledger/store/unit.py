@@ -101,5 +101,10 @@ class UnitOfWork:
         a tenth of ``single_read``'s CPU for the lookups every verification makes (store/fastread.py)."""
         return self._fast.rows(stmt, params)
 
+    def write_alone(self, sql: str, args: Mapping[str, Any]) -> list[Any]:
+        """The rows of one writing statement in driver SQL, run as its own transaction (PostgreSQL only:
+        ``FastReads.write_alone``)."""
+        return self._fast.write_alone(sql, args)
+
 
 __all__ = ["ReadOnlyError", "Unit", "UnitOfWork"]
