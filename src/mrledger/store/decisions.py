@@ -9,11 +9,12 @@ gets a 404 and the doctor verifies again).
 A decision is indexed in the transaction that commits its record to the hospital's event stream
 (``Store.submit``'s ``within``), with the verification it names: one commit per decision. Before issue 20 they
 were three (the buffer's flush, the record, the index), and a city replay's request threads spent most of their
-time waiting on them (py-spy). An encounter report is submitted (one transaction) and then indexed (a second
-one). Should the process die in between, the record is in the stream but not in the index: the audit check
-reports it (``unindexed``) and the retried request, which resolves to the same record, indexes it. A decision
-committed that way by an earlier version is indexed the same way. The index rows hold every committed field
-(``mrledger.store.events``).
+time waiting on them (py-spy). On PostgreSQL a new decision is one statement, its own transaction (``write_new``,
+store/decision_write.py); ``Store.submit`` with ``indexing`` takes every other case. An encounter report is
+submitted (one transaction) and then indexed (a second one). Should the process die in between, the record is in
+the stream but not in the index: the audit check reports it (``unindexed``) and the retried request, which
+resolves to the same record, indexes it. A decision committed that way by an earlier version is indexed the same
+way. The index rows hold every committed field (``mrledger.store.events``).
 """
 
 from __future__ import annotations
