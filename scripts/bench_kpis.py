@@ -65,7 +65,8 @@ from mrledger.service.kpis import Period, report
 from mrledger.service.recognition import default_catalogue
 from mrledger.store import Store, kpi_levels, make_engine, migrate
 from mrledger.store.crypto import MasterKey
-from mrledger.store.decisions import EventIndex, _decision, _encounter, _items_json
+from mrledger.store.decisions import EventIndex, _items_json
+from mrledger.store.event_audit import decision_facts, encounter_facts
 from mrledger.store.events import DecisionFacts, EncounterFacts, ItemRef, events_stream
 from mrledger.store.fastread import Prepared
 from mrledger.store.kpi_cache import cache_of
@@ -249,9 +250,9 @@ def count_one(store: Store, hospital: str, at: datetime) -> None:
 def read_rows(store: Store, lo: datetime, hi: datetime) -> int:
     """The floor of any report that reads its period record by record: only reading them."""
     with store.read() as s:
-        return (len([_decision(d) for d in s.scalars(select(Decision).where(Decision.decided_at >= lo,
+        return (len([decision_facts(d) for d in s.scalars(select(Decision).where(Decision.decided_at >= lo,
                                                                           Decision.decided_at < hi))])
-                + len([_encounter(e) for e in s.scalars(select(Encounter).where(Encounter.seen_at >= lo,
+                + len([encounter_facts(e) for e in s.scalars(select(Encounter).where(Encounter.seen_at >= lo,
                                                                              Encounter.seen_at < hi))]))
 
 

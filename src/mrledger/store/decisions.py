@@ -19,7 +19,6 @@ way. The index rows hold every committed field (``mrledger.store.events``).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Insert, Row, Select, Table, and_, bindparam, func, insert, literal_column, select
+from sqlalchemy import Insert, Table, bindparam, insert, literal_column, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,8 +36,8 @@ from mrledger.store.buffer import BufferedRows
 from mrledger.store.bulk import IN_CHUNK, DriverInsert, delete_in_chunks
 from mrledger.store.decision_write import DECISION_FIELDS, RECORD, VERIFICATION, decision_alone
 from mrledger.store.errors import ConflictError, NotFoundError
+from mrledger.store.event_audit import AuditBatch, EventAudit, Facts, decision_facts, encounter_facts, items_of
 from mrledger.store.events import (
-    STREAM_SUFFIX,
     DecisionFacts,
     EncounterFacts,
     ItemRef,
@@ -47,12 +46,8 @@ from mrledger.store.events import (
     split_codes,
 )
 from mrledger.store.models import (
-    Anchor,
-    Batch,
-    BatchLeaf,
     Decision,
     Encounter,
-    Hospital,
     RecordVersion,
     Verification,
 )
@@ -79,46 +74,6 @@ class VerificationRow:
 
 def _items_json(items: Sequence[ItemRef]) -> str:
     return canonicalize([i.to_obj() for i in items]).decode("utf-8")
-
-
-def _items(text: str) -> tuple[ItemRef, ...]:
-    return tuple(ItemRef.from_obj(o) for o in json.loads(text))
-
-
-#: An index row as the facts its record commits.
-Facts = DecisionFacts | EncounterFacts
-
-
-@dataclass(frozen=True, slots=True)
-class AuditBatch:
-    """A batch of an event stream as the audit checks it: its head, its status-map root and where its anchor
-    says it is (registry, block; None before it is anchored)."""
-
-    seq: int
-    size: int
-    root: bytes
-    map_root: bytes | None
-    status: str | None
-    contract: str | None
-    block_number: int | None
-
-
-#: Index rows read per statement by the audit (``EventIndex.strays``).
-_PAGE = 1000
-_DECISION_COLUMNS = tuple(Decision.__table__.columns)
-_ENCOUNTER_COLUMNS = tuple(Encounter.__table__.columns)
-
-
-def _decision(d: Decision | Row[*tuple[Any, ...]]) -> DecisionFacts:
-    return DecisionFacts(d.verification_id, d.hospital_id, d.token_id, d.verified_at, d.decided_at,
-                         d.result_hospital_id, d.result_ref, d.result_version, d.verdict, d.recognition,
-                         split_codes(d.rule_reasons), d.category, _items(d.items), d.currency, d.decision, d.reason,
-                         d.detail)
-
-
-def _encounter(e: Encounter | Row[*tuple[Any, ...]]) -> EncounterFacts:
-    return EncounterFacts(e.hospital_id, e.encounter_ref, e.seen_at, e.patient_hash, e.retrieved,
-                          split_codes(e.categories))
 
 
 _DECISIONS = cast(Table, Decision.__table__)
@@ -170,7 +125,7 @@ def _verification_row(v: VerificationRow) -> dict[str, object]:
             "reasons": join_codes(v.reasons), "category": v.category, "items": _items_json(v.items)}
 
 
-class EventIndex(BufferedRows):
+class EventIndex(BufferedRows, EventAudit):
     """The tables of decisions, encounters and the verifications they refer to. Thread-safe."""
 
     def __init__(self, store: Store, recent: int = 20_000) -> None:
@@ -251,14 +206,14 @@ class EventIndex(BufferedRows):
             if v is None:
                 return None
             return VerificationRow(v.id, v.at, v.token_id, v.role, v.hospital_id, v.result_ref, v.version, v.verdict,
-                                   v.recognition, split_codes(v.reasons), v.category, _items(v.items))
+                                   v.recognition, split_codes(v.reasons), v.category, items_of(v.items))
 
     # -- the index --------------------------------------------------------------------------------------
 
     def decision(self, verification_id: str) -> DecisionFacts | None:
         with self._store.read() as s:
             d = s.get(Decision, verification_id)
-            return None if d is None else _decision(d)
+            return None if d is None else decision_facts(d)
 
     def encounters(self, hospital_id: str, encounter_refs: Iterable[str]) -> dict[str, EncounterFacts]:
         ids = sorted(set(encounter_refs))
@@ -267,7 +222,7 @@ class EventIndex(BufferedRows):
             for i in range(0, len(ids), 500):
                 q = select(Encounter).where(Encounter.hospital_id == hospital_id,
                                             Encounter.encounter_ref.in_(ids[i:i + 500]))
-                found.update((e.encounter_ref, _encounter(e)) for e in s.scalars(q))
+                found.update((e.encounter_ref, encounter_facts(e)) for e in s.scalars(q))
         return found
 
     def write_new(self, d: DecisionFacts, record: ResultRecord) -> Accepted | None:
@@ -390,65 +345,6 @@ class EventIndex(BufferedRows):
         return delete_in_chunks(self._store.unit_of_work, select(Verification.id).outerjoin(
             Decision, Decision.verification_id == Verification.id).where(
             Verification.at < before, Decision.verification_id.is_(None)), Verification.id, chunk)
-
-    # -- reading for the audit ------------------------------------------------------------------------
-
-    def streams(self) -> list[str]:
-        """Every event stream registered in this database."""
-        with self._store.read() as s:
-            return list(s.scalars(select(Hospital.id).where(Hospital.id.endswith(STREAM_SUFFIX))
-                                  .order_by(Hospital.id)))
-
-    # -- reading for the audit job, a bounded piece at a time (service/kpi_audit.py) ----------------------------
-
-    def stream_records(self, stream: str) -> int:
-        """How many records a stream holds (sealed or not): the audit's progress denominator."""
-        with self._store.read() as s:
-            return int(s.scalar(select(func.count()).select_from(RecordVersion)
-                                .where(RecordVersion.hospital_id == stream)) or 0)
-
-    def audit_batches(self, stream: str, after_seq: int, limit: int) -> list[AuditBatch]:
-        """Up to ``limit`` batches of a stream after ``after_seq``, in order, with their anchors."""
-        q = (select(Batch.seq, Batch.size, Batch.root, Batch.map_root, Anchor.status, Anchor.contract,
-                    Anchor.block_number)
-             .outerjoin(Anchor, and_(Anchor.hospital_id == Batch.hospital_id, Anchor.seq == Batch.seq))
-             .where(Batch.hospital_id == stream, Batch.seq > after_seq).order_by(Batch.seq).limit(limit))
-        with self._store.read() as s:
-            return [AuditBatch(int(seq), int(size), bytes(root), None if mr is None else bytes(mr), status, contract,
-                               block) for seq, size, root, mr, status, contract, block in s.execute(q)]
-
-    def indexed_in_batches(self, stream: str, first_seq: int, last_seq: int) -> list[tuple[int, Facts]]:
-        """(record version id, facts) of the index rows of a stream pointing at a record of its batches
-        ``first_seq``..``last_seq``: one statement per table, whatever the number of rows."""
-        placed = select(BatchLeaf.record_version_id).where(BatchLeaf.hospital_id == stream,
-                                                           BatchLeaf.seq.between(first_seq, last_seq))
-        return self._indexed_where(stream, placed)
-
-    def indexed_pending(self, stream: str, record_version_ids: Sequence[int]) -> list[tuple[int, Facts]]:
-        """The same for records the caller read as not sealed yet, by their ids — not through ``pending_leaves``
-        again: a record the sealer sealed between the two reads would otherwise have lost its index rows (and been
-        reported ``unindexed``)."""
-        return self._indexed_where(stream, list(record_version_ids))
-
-    def strays(self, stream: str, limit: int = _PAGE) -> list[Facts]:
-        """Index rows of a stream that point at no record of that stream (at most ``limit``)."""
-        mine = select(RecordVersion.id).where(RecordVersion.hospital_id == stream)
-        with self._store.read() as s:
-            out: list[Facts] = [_decision(d) for d in s.execute(
-                select(*_DECISION_COLUMNS).where(Decision.stream == stream, Decision.record_version_id.not_in(mine))
-                .limit(limit))]
-            out += [_encounter(e) for e in s.execute(
-                select(*_ENCOUNTER_COLUMNS).where(Encounter.stream == stream,
-                                                  Encounter.record_version_id.not_in(mine)).limit(limit))]
-        return out[:limit]
-
-    def _indexed_where(self, stream: str, ids: Select[Any] | list[int]) -> list[tuple[int, Facts]]:
-        with self._store.read() as s:
-            out: list[tuple[int, Facts]] = [(int(d.record_version_id), _decision(d)) for d in s.execute(
-                select(*_DECISION_COLUMNS).where(Decision.stream == stream, Decision.record_version_id.in_(ids)))]
-            out += [(int(e.record_version_id), _encounter(e)) for e in s.execute(
-                select(*_ENCOUNTER_COLUMNS).where(Encounter.stream == stream, Encounter.record_version_id.in_(ids)))]
-        return out
 
 
 __all__ = ["AuditBatch", "EventIndex", "Facts", "VerificationRow"]

@@ -40,7 +40,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, aliased
 
 from mrledger.ledger.status import CONFIRMED, PENDING, SEALED
-from mrledger.store.decisions import _decision, _encounter
+from mrledger.store.event_audit import decision_facts, encounter_facts
 from mrledger.store.events import DecisionFacts, EncounterFacts, events_stream
 from mrledger.store.fastread import Compiled, compile_select, run_compiled
 from mrledger.store.kpi_cache import Revs, cache_of, months, read_revs
@@ -326,9 +326,9 @@ def _uncounted(s: Session, hospital_id: str | None, anchored_only: bool) -> list
     placed: list[tuple[DecisionFacts | EncounterFacts, str, int | None, str]] = []
     if not anchored_only:  # pending records have no anchor at all
         pending = PendingLeaf.record_version_id
-        placed += [(_decision(d), d.stream, None, PENDING) for d in s.scalars(
+        placed += [(decision_facts(d), d.stream, None, PENDING) for d in s.scalars(
             select(Decision).join(PendingLeaf, pending == Decision.record_version_id))]
-        placed += [(_encounter(e), e.stream, None, PENDING) for e in s.scalars(
+        placed += [(encounter_facts(e), e.stream, None, PENDING) for e in s.scalars(
             select(Encounter).join(PendingLeaf, pending == Encounter.record_version_id))]
     # The few todo rows, each batch looked up by its key (kpi_rollup.todo_query): as a join, SQLite (ordered
     # otherwise) and PostgreSQL without statistics scanned every batch (300-500 ms a report at 2.5 M batches).

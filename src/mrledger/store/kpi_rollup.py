@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from mrledger.store import kpi_levels
 from mrledger.store.bulk import DriverInsert
-from mrledger.store.decisions import _DECISION_COLUMNS, _ENCOUNTER_COLUMNS, _decision, _encounter
+from mrledger.store.event_audit import DECISION_COLUMNS, ENCOUNTER_COLUMNS, decision_facts, encounter_facts
 from mrledger.store.events import STREAM_SUFFIX, DecisionFacts, EncounterFacts, join_codes
 from mrledger.store.models import Batch, BatchLeaf, Decision, Encounter, KpiCount, KpiRolled, KpiRun, KpiSum, KpiTodo
 from mrledger.store.repository import Store
@@ -236,12 +236,12 @@ def batch_facts(s: Session, batches: Sequence[tuple[str, int]]) -> dict[tuple[st
     at = (BatchLeaf.hospital_id.label("batch_stream"), BatchLeaf.seq.label("batch_seq"))
     for i in range(0, len(pairs), _PAIRS):
         where = tuple_(BatchLeaf.hospital_id, BatchLeaf.seq).in_(pairs[i:i + _PAIRS])
-        for d in s.execute(select(*_DECISION_COLUMNS, *at).join(
+        for d in s.execute(select(*DECISION_COLUMNS, *at).join(
                 BatchLeaf, BatchLeaf.record_version_id == Decision.record_version_id).where(where)):
-            out[(d.batch_stream, d.batch_seq)].append(_decision(d))
-        for e in s.execute(select(*_ENCOUNTER_COLUMNS, *at).join(
+            out[(d.batch_stream, d.batch_seq)].append(decision_facts(d))
+        for e in s.execute(select(*ENCOUNTER_COLUMNS, *at).join(
                 BatchLeaf, BatchLeaf.record_version_id == Encounter.record_version_id).where(where)):
-            out[(e.batch_stream, e.batch_seq)].append(_encounter(e))
+            out[(e.batch_stream, e.batch_seq)].append(encounter_facts(e))
     return out
 
 
