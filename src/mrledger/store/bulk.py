@@ -56,22 +56,22 @@ class DriverInsert:
         """Rows of Python values by bind name, each value through its type's bind processor (the column's, for a
         ``values`` insert; the bind parameter's own in an INSERT … SELECT) — what SQLAlchemy does for such rows,
         without its per-row machinery. The rows inserted, as ``run`` counts them."""
-        return self.run(conn, [self._processed(conn.dialect, row) for row in rows])
+        process = self._sql(conn.dialect)[2]
+        return self.run(conn, [self._processed(process, row) for row in rows])
 
     def bound(self, dialect: Dialect, row: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         """The driver's SQL and arguments for one row of Python values by bind name (as ``run_values`` processes
         them), for a caller that runs it on the DB-API connection itself (``FastReads.write_alone``). Named
         paramstyles only (psycopg)."""
-        sql, order, _ = self._sql(dialect)
+        sql, order, process = self._sql(dialect)
         if order is not None:
             raise NotImplementedError(f"bound arguments in the {dialect.paramstyle} paramstyle")
-        return sql, dict(zip(self.names, self._processed(dialect, row), strict=True))
+        return sql, dict(zip(self.names, self._processed(process, row), strict=True))
 
-    def _processed(self, dialect: Dialect, row: Mapping[str, Any]) -> tuple[Any, ...]:
+    def _processed(self, process: Sequence[Any], row: Mapping[str, Any]) -> tuple[Any, ...]:
         if len(row) != len(self.names):  # a column this statement does not name
             raise ValueError(f"rows must hold exactly the columns {self.names}")
-        return tuple(row[name] if p is None else p(row[name])
-                     for name, p in zip(self.names, self._sql(dialect)[2], strict=True))
+        return tuple(row[name] if p is None else p(row[name]) for name, p in zip(self.names, process, strict=True))
 
     def _sql(self, dialect: Dialect) -> tuple[str, tuple[int, ...] | None, list[Any]]:
         """The SQL text; for positional paramstyles, where each placeholder's value sits in a row (None for named

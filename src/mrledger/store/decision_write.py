@@ -5,7 +5,8 @@ Why: every decision is a one-record submission to its hospital's event stream wi
 ``Store.submit`` (with ``EventIndex.indexing`` as its ``within``) that was eight round trips — BEGIN, the hospital,
 the held versions of the record's key, the record, its pending leaf, the verification, the index row, COMMIT —
 each costing the API process ~60 µs of psycopg's Python and PostgreSQL a statement of its own. A 5,000-verification
-city replay's statement log counted ~16 statements a verification, half of them the decision's (issue 20).
+city replay's statement log counted roughly twenty statement executions a verification, eight of them the
+decision's (issue 20).
 
 The common case — a record new to its stream, whose key is the verification's id — needs no read first: one INSERT
 whose WITH clauses insert the record (``ON CONFLICT DO NOTHING`` on its unique key, returning its id), its pending

@@ -77,19 +77,18 @@ def _items_json(items: Sequence[ItemRef]) -> str:
 
 
 _DECISIONS = cast(Table, Decision.__table__)
-#: The decision's row, its ``record_version_id`` looked up in the same statement: the ORM's insert after a SELECT
-#: of the id was a round trip more and a fifth of a decision's CPU in the API (py-spy). Looked up by the record's
-#: unique key (stream, keyed result id, version 1) and checked against its leaf: ``record_versions`` has no index on
-#: the leaf, so a lookup by (stream, leaf) read every record of the stream — a stream holds every decision and
-#: encounter of its hospital, so each decision cost more than the one before it (EXPLAIN, issue 20).
-_DECISION_FIELDS = DECISION_FIELDS
 _VERSIONS = cast(Table, RecordVersion.__table__)
 
 
+# The decision's row, its ``record_version_id`` looked up in the same statement: the ORM's insert after a SELECT
+# of the id was a round trip more and a fifth of a decision's CPU in the API (py-spy). Looked up by the record's
+# unique key (stream, keyed result id, version 1) and checked against its leaf: ``record_versions`` has no index on
+# the leaf, so a lookup by (stream, leaf) read every record of the stream — a stream holds every decision and
+# encounter of its hospital, so each decision cost more than the one before it (EXPLAIN, issue 20).
 def _decision_insert(own_insert: Any) -> Insert:
     return cast(Insert, own_insert(_DECISIONS).from_select(
-        [*_DECISION_FIELDS, "record_version_id"],
-        select(*(bindparam(n, type_=_DECISIONS.c[n].type) for n in _DECISION_FIELDS), RecordVersion.id).where(
+        [*DECISION_FIELDS, "record_version_id"],
+        select(*(bindparam(n, type_=_DECISIONS.c[n].type) for n in DECISION_FIELDS), RecordVersion.id).where(
             RecordVersion.hospital_id == bindparam("stream", type_=_DECISIONS.c.stream.type),
             RecordVersion.result_hmac == bindparam("result_hmac", type_=_VERSIONS.c.result_hmac.type),
             RecordVersion.version == literal_column("1"),  # literal: the driver's rows carry no bind for it
@@ -98,7 +97,7 @@ def _decision_insert(own_insert: Any) -> Insert:
 
 #: Skipping a verification decided before (by a doctor of another hospital, in another stream): ``add_decision``
 #: then refuses, and the record it came with is not committed.
-_INSERT_DECISION = DriverInsert(_decision_insert(insert), (*_DECISION_FIELDS, "result_hmac", "leaf"),
+_INSERT_DECISION = DriverInsert(_decision_insert(insert), (*DECISION_FIELDS, "result_hmac", "leaf"),
                                 skipping=_decision_insert)
 
 #: How long a verification is served from the memory of the process that answered it (``EventIndex._fresh``).
@@ -192,6 +191,15 @@ class EventIndex(BufferedRows, EventAudit):
                 self._claimed.discard(verification_id)
             self._buffer.put(_verification_row(found))
 
+    def _claim(self, verification_id: str) -> VerificationRow | None:
+        """The verification a decision's write is about to commit, if this process answered it lately: the buffer
+        then leaves it to that write (``_write_rows``), whose caller calls ``release`` if it fails."""
+        fresh = self._fresh(verification_id)
+        if fresh is not None and self._buffer.interval is not None:
+            with self._recent_lock:
+                self._claimed.add(fresh.id)
+        return fresh
+
     def _fresh(self, verification_id: str) -> VerificationRow | None:
         """One of this process's latest verifications, if it was answered less than ``RECENT`` ago: far inside
         the shortest retention (a day), so what memory returns the retention job cannot have deleted."""
@@ -235,11 +243,8 @@ class EventIndex(BufferedRows, EventAudit):
             return None
         row, leaf = self._store.first_version(d.stream, record)
         values = {**{RECORD + k: v for k, v in row.items()}, **_decision_row(d)}
-        fresh = self._fresh(d.verification_id)
+        fresh = self._claim(d.verification_id)
         if fresh is not None:
-            if self._buffer.interval is not None:
-                with self._recent_lock:  # the buffer leaves it to this statement (``indexing`` says why)
-                    self._claimed.add(fresh.id)
             values.update({VERIFICATION + k: v for k, v in _verification_row(fresh).items()})
         statement = self._alone[fresh is not None]
         try:
@@ -264,11 +269,7 @@ class EventIndex(BufferedRows, EventAudit):
         caller calls ``release`` if that transaction fails."""
         def within(s: Session, accepted: list[Accepted]) -> None:
             if accepted[0].status == "accepted":
-                fresh = self._fresh(d.verification_id)
-                if fresh is not None and self._buffer.interval is not None:
-                    with self._recent_lock:  # the buffer leaves it to this transaction (``release`` if it fails)
-                        self._claimed.add(fresh.id)
-                self.add_decision(s, d, accepted[0].leaf_hash, fresh)
+                self.add_decision(s, d, accepted[0].leaf_hash, self._claim(d.verification_id))
         return within
 
     def add_decision(self, s: Session, d: DecisionFacts, leaf_hash: bytes, verification: VerificationRow | None = None
