@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import Column, Engine, Integer, LargeBinary, MetaData, String, Table, bindparam, insert, select
+from sqlalchemy import Column, Engine, Integer, LargeBinary, MetaData, String, Table, bindparam, event, insert, select
+from sqlalchemy.exc import DBAPIError
 
 from mrledger.store.bulk import DriverInsert, processed
 from mrledger.store.models import PendingLeaf, RecordVersion, UTCDateTime
@@ -69,5 +71,65 @@ def test_run_values_processes_each_value_and_refuses_unnamed_columns(engine: Eng
         with engine.connect() as conn:
             rows = conn.execute(select(T).order_by(T.c.a)).all()
         assert [tuple(r) for r in rows] == [(1, "one", b"\x01", WHEN), (2, "two", None, WHEN)]
+    finally:
+        META.drop_all(engine)
+
+
+AWKWARD = ["", "NULL", "null", 'a"b', "a,b", "{x}", "b\\s", "t\tb", "中文", " lead", "trail ", None]
+
+
+def test_many_rows_take_one_statement_and_land_as_row_by_row(engine: Engine) -> None:
+    """PostgreSQL takes a many-row INSERT as one statement of arrays (``unnest``); what lands is what one INSERT per
+    row lands, for the values an array literal could garble: empty strings and the string NULL (not SQL NULL),
+    quotes, commas, braces, backslashes, tabs, non-ASCII text, NUL bytes, and NULL in every column."""
+    META.create_all(engine)
+    sent: list[tuple[str, bool]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if "bulk_t" in statement:
+            sent.append((statement, executemany))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        statement = DriverInsert.values(T, ("a", "b", "c", "at"))
+        rows = [(i, b, bytes([0, i, 255]) if i % 3 else None, WHEN if i % 4 else None) for i, b in enumerate(AWKWARD)]
+        with engine.begin() as conn:
+            stamp = processed(T.c.at, WHEN, conn.dialect)
+            rows = [(a, b, c, stamp if at else None) for a, b, c, at in rows]
+            assert statement.run(conn, rows) == len(rows)
+            for a, b, c, at in rows:  # the same values again, one statement each, under other keys
+                statement.run(conn, [(a + 100, b, c, at)])
+        pg = engine.dialect.name == "postgresql"
+        assert len(sent) == 1 + len(rows) and ("unnest" in sent[0][0]) == pg and sent[0][1] == (not pg)
+        with engine.connect() as conn:
+            got = [tuple(r) for r in conn.execute(select(T).order_by(T.c.a))]
+        assert got[:len(rows)] == [(a - 100, b, c, at) for a, b, c, at in got[len(rows):]]
+        assert [b for _, b, _, _ in got[:len(rows)]] == AWKWARD
+        assert sum(at is None for _, _, _, at in got) == 2 * sum(i % 4 == 0 for i in range(len(AWKWARD)))
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+        META.drop_all(engine)
+
+
+def test_many_rows_skip_what_is_there_and_count_what_was_inserted(engine: Engine) -> None:
+    """``skip_existing`` in one statement: a key already in the table and a key twice in the same rows are each
+    inserted once, and the count is of the rows inserted, as one INSERT per row counts them."""
+    META.create_all(engine)
+    try:
+        statement = DriverInsert.values(T, ("a", "b", "c", "at"), skip_existing=True)
+        with engine.begin() as conn:
+            assert statement.run(conn, [(1, "one", None, None), (2, "two", None, None)]) == 2
+            assert statement.run(conn, [(2, "again", None, None), (3, "three", None, None),
+                                        (3, "twice", None, None), (4, "four", None, None)]) == 2
+            if engine.dialect.name == "postgresql":  # a row of another width, found before anything is sent
+                with pytest.raises(ValueError):
+                    DriverInsert.values(T, ("a", "b")).run(conn, [(5, "x"), (6, "y", "extra")])
+        if engine.dialect.name == "postgresql":  # a value too long for its column is refused, not cut short
+            for rows in ([(7, "123456789")], [(7, "12345678"), (8, "123456789")]):
+                with pytest.raises(DBAPIError, match="too long"), engine.begin() as conn:
+                    DriverInsert.values(T, ("a", "b")).run(conn, rows)
+        with engine.connect() as conn:
+            got = [tuple(r) for r in conn.execute(select(T.c.a, T.c.b).order_by(T.c.a))]
+        assert got == [(1, "one"), (2, "two"), (3, "three"), (4, "four")]
     finally:
         META.drop_all(engine)

@@ -10,6 +10,13 @@ So the statement is compiled once per dialect, and ``run`` passes rows straight 
 ``executemany``. The price is that callers must pass values the driver takes unprocessed — ``str``,
 ``int``, ``bytes``, ``None`` — and run anything else through ``processed`` themselves (once, where a
 value is the same in every row). Column defaults are not applied: name every column the row needs.
+
+On PostgreSQL a statement with a ``many`` form takes all its rows in one execution instead: one array per
+column, ``unnest``-ed into the INSERT's SELECT. Why: ``executemany`` is one INSERT per row (psycopg pipelines
+them, but the server parses, plans and executes each), and in a city replay those per-row INSERTs — the sealer's
+batch leaves, an encounter report's records, pending leaves and index rows, the buffered verifications and access
+log — were the largest part of PostgreSQL's busy samples (``pg_stat_activity`` sampled, issue 20). The statement's
+text is the same for any number of rows, so psycopg prepares it once per connection.
 """
 
 from __future__ import annotations
@@ -18,7 +25,20 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, cast
 
-from sqlalchemy import Column, Connection, Insert, Select, Table, Update, bindparam, delete, insert
+from sqlalchemy import (
+    Column,
+    Connection,
+    Insert,
+    Select,
+    String,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
@@ -34,12 +54,15 @@ class DriverInsert:
     ``names``; rows are tuples in that order."""
 
     def __init__(self, statement: Insert | Update, names: Sequence[str], *,
-                 skipping: Callable[[Any], Insert] | None = None) -> None:
+                 skipping: Callable[[Any], Insert] | None = None, many: Insert | None = None) -> None:
         """``skipping``: builds ``statement`` from a dialect's own ``insert`` function; given, a row whose key is
         already there is skipped (``ON CONFLICT DO NOTHING``, not in SQLAlchemy's generic INSERT) and ``run``
-        counts only the rows inserted."""
-        self.statement, self.names, self.skipping = statement, tuple(names), skipping
+        counts only the rows inserted. ``many``: the same INSERT for PostgreSQL taking every row at once, each bind
+        name an array (``unnest``, see the module's docstring); ``ON CONFLICT DO NOTHING`` is added to it when
+        ``skipping`` is given."""
+        self.statement, self.names, self.skipping, self.many = statement, tuple(names), skipping, many
         self._compiled: dict[str, tuple[str, tuple[int, ...] | None, list[Any]]] = {}
+        self._many_sql: str | None = None
 
     @classmethod
     def values(cls, table: Table, columns: Sequence[str], *, skip_existing: bool = False) -> DriverInsert:
@@ -50,7 +73,9 @@ class DriverInsert:
             # inline(): no RETURNING of the generated key (PostgreSQL's compiler adds one otherwise).
             return cast(Insert, own_insert(table).values({c: bindparam(c) for c in columns}).inline())
 
-        return cls(build(insert), columns, skipping=build if skip_existing else None)
+        rows = arrays(table, columns)
+        many = postgresql.insert(table).from_select(list(columns), select(*(rows.c[c] for c in columns)))
+        return cls(build(insert), columns, skipping=build if skip_existing else None, many=many)
 
     def run_values(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
         """Rows of Python values by bind name, each value through its type's bind processor (the column's, for a
@@ -92,6 +117,9 @@ class DriverInsert:
         """Run for ``rows``; the rows inserted, as the driver counts them (-1 where it does not)."""
         if not rows:
             return 0
+        if self.many is not None and len(rows) > 1 and conn.dialect.name == "postgresql":
+            columns = zip(self.names, zip(*rows, strict=True), strict=True)  # a row of another width raises
+            return int(conn.exec_driver_sql(self._many(conn.dialect), {n: list(c) for n, c in columns}).rowcount)
         sql, order, _ = self._sql(conn.dialect)
         params: Sequence[Any]
         if order is None:
@@ -101,6 +129,31 @@ class DriverInsert:
         else:
             params = [tuple(row[i] for i in order) for row in rows]
         return int(conn.exec_driver_sql(sql, params).rowcount)
+
+
+    def _many(self, dialect: Dialect) -> str:
+        if self._many_sql is None:
+            assert self.many is not None
+            statement: Any = self.many
+            if self.skipping is not None:
+                statement = statement.on_conflict_do_nothing()
+            self._many_sql = statement.compile(dialect=dialect).string
+        return self._many_sql
+
+
+def arrays(table: Table, names: Sequence[str], columns: Sequence[str] | None = None) -> Any:
+    """``unnest`` of one array bind parameter per name, as a table with those names for columns; the array of
+    name i holds values of ``table``'s column ``columns[i]`` (default: the column of that name). For a ``many``
+    statement (``DriverInsert``): PostgreSQL only."""
+    types = [_unbounded(table.c[c].type) for c in (columns or names)]
+    return func.unnest(*(bindparam(n, type_=postgresql.ARRAY(t)) for n, t in zip(names, types, strict=True))
+                       ).table_valued(*names).render_derived()
+
+
+def _unbounded(kind: Any) -> Any:
+    """A string column's type without its length: an explicit cast to ``VARCHAR(n)[]`` would cut a longer value
+    short without a word, where assigning it to the column refuses it, as one INSERT per row does."""
+    return String() if type(kind) is String and kind.length is not None else kind
 
 
 def _skipping(build: Callable[[Any], Insert], dialect: Dialect) -> Insert:

@@ -11,14 +11,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import Table, and_, bindparam, insert, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mrledger.ledger import ResultRecord, commit, content_digest
 from mrledger.ledger.leaf import SALT_BYTES
 from mrledger.ledger.statusmap import status_key
-from mrledger.store.bulk import IN_CHUNK, DriverInsert, processed
+from mrledger.store.bulk import IN_CHUNK, DriverInsert, arrays, processed
 from mrledger.store.changes import IDENTITY_WORDS, describe, identity_detail, identity_differs
 from mrledger.store.crypto import RECORD_JSON, record_context
 from mrledger.store.errors import (
@@ -63,12 +64,17 @@ _PENDING_LEAVES = cast(Table, PendingLeaf.__table__)
 VERSION_COLUMNS = ("hospital_id", "result_hmac", "version", "status", "supersedes", "record_enc", "content_digest",
                    "salt_enc", "leaf_hash", "status_key", "accepted_at")
 _INSERT_VERSIONS = DriverInsert.values(_RECORD_VERSIONS, VERSION_COLUMNS)
-#: A new version's pending row, its id looked up by the unique (hospital, result, version) in the same statement.
-_INSERT_PENDING = DriverInsert(insert(_PENDING_LEAVES).from_select(
-    ["record_version_id", "hospital_id", "accepted_at"],
-    select(RecordVersion.id, RecordVersion.hospital_id, RecordVersion.accepted_at).where(
-        RecordVersion.hospital_id == bindparam("h"), RecordVersion.result_hmac == bindparam("m"),
-        RecordVersion.version == bindparam("v"))), ("h", "m", "v"))
+#: A new version's pending row, its id looked up by the unique (hospital, result, version) in the same statement;
+#: on PostgreSQL every row of a submission in one statement, joined to the keys' arrays on that unique key.
+_PENDING_COLUMNS = ["record_version_id", "hospital_id", "accepted_at"]
+_PENDING_SOURCE = select(RecordVersion.id, RecordVersion.hospital_id, RecordVersion.accepted_at)
+_PENDING_KEYS = arrays(_RECORD_VERSIONS, ("h", "m", "v"), ("hospital_id", "result_hmac", "version"))
+_INSERT_PENDING = DriverInsert(insert(_PENDING_LEAVES).from_select(_PENDING_COLUMNS, _PENDING_SOURCE.where(
+    RecordVersion.hospital_id == bindparam("h"), RecordVersion.result_hmac == bindparam("m"),
+    RecordVersion.version == bindparam("v"))), ("h", "m", "v"),
+    many=postgresql.insert(_PENDING_LEAVES).from_select(_PENDING_COLUMNS, _PENDING_SOURCE.join(_PENDING_KEYS, and_(
+        RecordVersion.hospital_id == _PENDING_KEYS.c.h, RecordVersion.result_hmac == _PENDING_KEYS.c.m,
+        RecordVersion.version == _PENDING_KEYS.c.v))))
 
 
 #: Compiled once for the write path (``fastread.Prepared``): built and cache-keyed by SQLAlchemy on every call, the
