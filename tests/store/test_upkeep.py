@@ -9,7 +9,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine, text
 
 from mrledger.store import Store
-from mrledger.store.upkeep import vacuum_churned
+from mrledger.store.upkeep import analyze_stale, vacuum_churned
 from tests.conftest import TEST_KEY
 from tests.store.test_repository import Clock, rec
 
@@ -56,3 +56,33 @@ def test_the_queues_are_vacuumed_once_past_autovacuums_rule(engine: Engine) -> N
     store.seal("gz-001", 1000)
     assert _until(engine, "pending_leaves", lambda live, dead, n: dead >= 20)[1] == 20
     assert "pending_leaves" not in vacuum_churned(engine)
+
+
+def test_grown_tables_are_analysed_once_past_autovacuums_analyze_rule(engine: Engine) -> None:
+    """Every table but the queues gets statistics by autovacuum's analyze rule (store/upkeep.py: without them a
+    report's lookup scanned its whole stream), and the check again finds nothing stale; the queues are the
+    vacuum's (``VACUUM (ANALYZE)``), never listed here."""
+    store = Store(engine, master_key=TEST_KEY, clock=Clock())
+    store.register_hospital("gz-001", "Guangzhou First People's Hospital")
+    store.submit("gz-001", [rec(i) for i in range(300)])
+    if engine.dialect.name != "postgresql":
+        assert analyze_stale(engine) == []
+        return
+
+    def analyses() -> int:
+        with engine.connect() as c:
+            return int(c.execute(text("SELECT analyze_count FROM pg_stat_user_tables "
+                                      "WHERE schemaname = current_schema() AND relname = 'record_versions'")).one()[0])
+
+    _until(engine, "record_versions", lambda live, dead, n: live >= 300)
+    before = analyses()
+    done = analyze_stale(engine)
+    assert "record_versions" in done and "pending_leaves" not in done
+    deadline = time.monotonic() + 20
+    while analyses() == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert analyses() == before + 1
+    assert "record_versions" not in analyze_stale(engine)  # analysed: nothing changed since
+    store.submit("gz-001", [rec(1000 + i) for i in range(20)])  # 20 < 80: still fresh enough
+    _until(engine, "record_versions", lambda live, dead, n: live >= 320)
+    assert "record_versions" not in analyze_stale(engine)

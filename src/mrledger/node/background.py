@@ -57,7 +57,7 @@ from mrledger.store.decisions import EventIndex
 from mrledger.store.events import is_event_stream
 from mrledger.store.kpi_rollup import KpiRollup
 from mrledger.store.locks import Lease, LockHeld, exclusive
-from mrledger.store.upkeep import UPKEEP_EVERY, vacuum_churned
+from mrledger.store.upkeep import UPKEEP_EVERY, upkeep
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -143,7 +143,7 @@ class Sealer:
             self.prune(datetime.now(UTC))
         if time.monotonic() - self._last_upkeep >= UPKEEP_EVERY:
             self._last_upkeep = time.monotonic()
-            vacuum_churned(self.store.engine)  # the queues this leader churns (store/upkeep.py)
+            upkeep(self.store.engine)  # the queues this leader churns, the tables' statistics (store/upkeep.py)
         if time.monotonic() - self._last_reconcile >= 1.0:
             self._last_reconcile = time.monotonic()
             self.reconcile_hospitals()
