@@ -28,7 +28,7 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from mrledger.store.bulk import DriverInsert
+from mrledger.store.bulk import DriverInsert, arrays
 from mrledger.store.events import split_codes
 from mrledger.store.models import KpiCount, KpiRun, KpiSum
 
@@ -166,15 +166,23 @@ _SUM_COLUMNS = ("level", "bucket", *_DIMS, *_SUMS)
 _RUN_KEY = ("level", "bucket", "stream", "category")
 
 
-def _upsert_sums(own_insert: Any) -> Any:
-    ins = own_insert(_SUM_TABLE).values({c: bindparam(c) for c in _SUM_COLUMNS})
+def _upsert_sums(own_insert: Any, many: bool = False) -> Any:
+    """The sums' upsert; ``many``: PostgreSQL's form taking every row at once (mrledger.store.bulk) — one statement
+    and one firing of its revision trigger (migration 0016) instead of one per row. The rows' keys are distinct
+    (``level_sums`` keys them), as ``ON CONFLICT DO UPDATE`` in one statement requires."""
+    if many:
+        rows = arrays(_SUM_TABLE, _SUM_COLUMNS)
+        ins = own_insert(_SUM_TABLE).from_select(list(_SUM_COLUMNS), select(*(rows.c[c] for c in _SUM_COLUMNS)))
+    else:
+        ins = own_insert(_SUM_TABLE).values({c: bindparam(c) for c in _SUM_COLUMNS})
     return ins.on_conflict_do_update(index_elements=["level", "bucket", *_DIMS],
                                      set_={c: _SUM_TABLE.c[c] + ins.excluded[c] for c in _SUMS})
 
 
 #: Per dialect: ``ON CONFLICT … DO UPDATE`` is each dialect's own construct.
-_UPSERT_SUMS = {name: DriverInsert(_upsert_sums(own), _SUM_COLUMNS)
-                for name, own in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))}
+_UPSERT_SUMS = {"postgresql": DriverInsert(_upsert_sums(postgresql.insert), _SUM_COLUMNS,
+                                          many=_upsert_sums(postgresql.insert, many=True)),
+                "sqlite": DriverInsert(_upsert_sums(sqlite.insert), _SUM_COLUMNS)}
 _EXTEND_RUN = DriverInsert(update(_RUN_TABLE).where(
     *(_RUN_TABLE.c[c] == bindparam(c) for c in _RUN_KEY), _RUN_TABLE.c.last_seq == bindparam("previous"))
     .values(last_seq=bindparam("seq")), (*_RUN_KEY, "previous", "seq"))
