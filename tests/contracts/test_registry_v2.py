@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from registry_chain import Chain, h32, hkey
@@ -181,3 +182,36 @@ def test_gas_single_anchor_and_hub_of_100(anvil_chain: Chain) -> None:
     items = [v2.HubItem(k, 3 if i == 0 else 1, h32(f"h{i}")) for i, k in enumerate(keys)]
     tx, _ = v2.anchor_hub(c.w3, address, c.submitter, items)
     assert tx.gas_used / len(items) <= HUB_PER_BATCH_BUDGET, tx.gas_used
+
+
+def test_locate_reads_the_newest_blocks_first_and_still_finds_an_old_batch(chain: Chain,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``locate`` searches the logs newest first in windows growing eightfold: a batch anchored lately costs one
+    small log read (not every log of its hospital in 10,000 blocks), one anchored long before is still found, and
+    one never anchored is answered from ``lastSeq`` without a log read."""
+    c = chain
+    address, (key,) = deploy(c, "v2-locate")
+    monkeypatch.setattr(v2, "FIRST_LOG_WINDOW", 2)
+    v2.anchor(c.w3, address, c.submitter, key, 1, h32("c1"))
+    for _ in range(40):
+        c.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    v2.anchor(c.w3, address, c.submitter, key, 2, h32("c2"))
+    asked: list[tuple[int, int]] = []
+    get_logs = c.w3.eth.get_logs
+
+    def spy(params: Any) -> Any:
+        asked.append(tuple(int(params[k], 16) if isinstance(params[k], str) else int(params[k])
+                           for k in ("fromBlock", "toBlock")))  # type: ignore[arg-type]
+        return get_logs(params)
+
+    monkeypatch.setattr(c.w3.eth, "get_logs", spy)
+    head = int(c.w3.eth.block_number)
+    recent = v2.locate(c.w3, address, key, 2)
+    assert recent is not None and recent.commitment == h32("c2")
+    assert asked == [(head - 1, head)]
+    asked.clear()
+    old = v2.locate(c.w3, address, key, 1)
+    assert old is not None and old.commitment == h32("c1") and old.anchored_block < head - 40
+    assert asked[:3] == [(head - 1, head), (head - 17, head - 2), (max(0, head - 145), head - 18)]
+    asked.clear()
+    assert v2.locate(c.w3, address, key, 3) is None and asked == []
