@@ -130,7 +130,6 @@ class DriverInsert:
             params = [tuple(row[i] for i in order) for row in rows]
         return int(conn.exec_driver_sql(sql, params).rowcount)
 
-
     def _many(self, dialect: Dialect) -> str:
         if self._many_sql is None:
             assert self.many is not None

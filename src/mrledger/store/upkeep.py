@@ -12,8 +12,8 @@ What it does: every ``UPKEEP_EVERY`` seconds the leader's sealer asks the statis
 dead rows than autovacuum's own rule allows (``50 + 0.2 × live rows``, PostgreSQL's default threshold and scale
 factor) and vacuums those, with ``ANALYZE`` (the queues' statistics then say they are small). ``SKIP_LOCKED``: a
 table autovacuum is working on is left to it. With a healthy autovacuum the rule is rarely met and this costs one
-read of the statistics; the big tables (records, verifications, decisions, the access log) are never touched:
-they are only inserted into (and pruned past their retention), and their upkeep is the operator's
+read of the statistics; the big tables (records, verifications, decisions, the access log) are never vacuumed
+here: they are only inserted into (and pruned past their retention), and their vacuum is the operator's
 (docs/scaling.md §6). SQLite reuses a deleted row's page without help: nothing to do there.
 
 Every other table is *analysed* (``ANALYZE``: a sample of its rows for the planner's statistics, no vacuum) by
