@@ -36,7 +36,15 @@ from mrledger.store.buffer import BufferedRows
 from mrledger.store.bulk import IN_CHUNK, DriverInsert, delete_in_chunks
 from mrledger.store.decision_write import DECISION_FIELDS, RECORD, VERIFICATION, decision_alone
 from mrledger.store.errors import ConflictError, NotFoundError
-from mrledger.store.event_audit import AuditBatch, EventAudit, Facts, decision_facts, encounter_facts, items_of
+from mrledger.store.event_audit import (
+    ENCOUNTER_COLUMNS,
+    AuditBatch,
+    EventAudit,
+    Facts,
+    decision_facts,
+    encounter_facts,
+    items_of,
+)
 from mrledger.store.events import (
     DecisionFacts,
     EncounterFacts,
@@ -101,9 +109,7 @@ _INSERT_DECISION = DriverInsert(_decision_insert(insert), (*DECISION_FIELDS, "re
                                 skipping=_decision_insert)
 
 #: A report's encounters in one statement on PostgreSQL (mrledger.store.bulk), up to 1,000 of them.
-_INSERT_ENCOUNTERS = DriverInsert.values(cast(Table, Encounter.__table__), (
-    "hospital_id", "encounter_ref", "stream", "record_version_id", "seen_at", "patient_hash", "retrieved",
-    "categories"))
+_INSERT_ENCOUNTERS = DriverInsert.values(cast(Table, Encounter.__table__), tuple(c.name for c in ENCOUNTER_COLUMNS))
 
 #: How long a verification is served from the memory of the process that answered it (``EventIndex._fresh``).
 RECENT = timedelta(minutes=10)
