@@ -16,13 +16,17 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
+from web3 import HTTPProvider, Web3
+from web3.types import RPCEndpoint, RPCResponse
 
 from mrledger.anchoring import contract as reg
 from mrledger.anchoring import contract_v2 as reg2
 from mrledger.anchoring.verify import verify_on_chain
+from mrledger.anchoring.worker import AnchorWorker, WorkerConfig
 from mrledger.ledger import hospital_key, verify_receipt
 from mrledger.ledger.status import SUBMITTED
 from mrledger.store.anchors import Outbox
@@ -119,6 +123,44 @@ def test_root_already_on_chain_is_recorded_not_resent(env: Env) -> None:
     worker = env.worker()
     report = worker.step()
     assert report.included == 1 and report.sent == 2  # the other two hospitals
+    drive(worker, env, 3)
+    env.assert_exactly_once_and_confirmed()
+
+
+class ReceiptLag(HTTPProvider):
+    """The real node, whose receipts can be held back (``lag``), as a node under load answers for a moment after
+    it mined a transaction; counts the registry's log reads."""
+
+    lag = False
+    log_reads = 0
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        if method == "eth_getLogs":
+            self.log_reads += 1
+        if self.lag and method == "eth_getTransactionReceipt":
+            return {"jsonrpc": "2.0", "id": 0, "result": None}
+        return super().make_request(method, params)
+
+
+def test_a_mined_transaction_whose_receipt_lags_is_waited_for_not_searched_for(env_any: Env) -> None:
+    """Issue 20: late in a city replay the sealer spent a third of its time reading the registry's logs for
+    batches its transaction's receipt named one step later. A transaction the node knows is left to its receipt;
+    only one the node does not know (a replacement or a resend mined in its place) is looked up."""
+    env = env_any
+    submit(env, 2)
+    env.seal_all()
+    provider = ReceiptLag(env.node.rpc_url)
+    worker = AnchorWorker(env.store, Web3(provider), env.contract, env.hub, WorkerConfig(confirmations=1))
+    assert worker.step().sent == 3  # and mined at once (automine)
+    provider.lag = True
+    report = worker.step()
+    assert (report.included, report.sent, report.rebroadcast, report.released) == (0, 0, 0, 0)
+    assert provider.log_reads == 0
+    outbox = Outbox(env.store)
+    assert {outbox.state(h, 1).status for h in HOSPITALS} == {SUBMITTED}  # type: ignore[union-attr]
+    provider.lag = False
+    assert worker.step().included == 3  # from the receipt
+    assert provider.log_reads == 0
     drive(worker, env, 3)
     env.assert_exactly_once_and_confirmed()
 

@@ -227,33 +227,48 @@ class AnchorWorker:
         self.outbox.mark_included_many(found, chain_id=self.chain_id, contract=self.contract, now=self._clock(),
                                        registry_version=self.registry.version)
 
-    def _from_receipt(self, tx_hash: str) -> tuple[Any, int, str] | None:
-        """A mined transaction's receipt (block number, block hash), read in one round trip; None if it is not
-        mined (or reverted)."""
+    def _receipt(self, tx_hash: str) -> Any | None:
+        """A transaction's receipt (status 1 or 0), read in one round trip; None if the node has none."""
         try:
-            receipt = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            return self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
         except TransactionNotFound:
             return None
-        if receipt is None or receipt["status"] != 1:
+
+    def _seen(self, tx_hash: str) -> Any | None:
+        """The transaction as the node knows it (pending: no block number yet), or None if it does not."""
+        try:
+            return self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
             return None
-        return receipt, int(receipt["blockNumber"]), _hex(receipt["blockHash"])
 
     def _track_submitted(self, report: StepReport) -> None:
         """submitted → included, a transaction at a time: its receipt says which batches it anchored and where
         (one round trip for all of them, one database transaction to record them). A batch the receipt does not
         name — another transaction of ours was mined instead (a replacement, a crash) — is looked up in the
-        registry one by one."""
+        registry one by one; a transaction with no receipt yet that the node knows is left to ``_nurse``."""
         found: list[Found] = []
         unresolved: set[int] = set()
         groups: dict[str | None, list[AnchorState]] = {}
         for st in self.outbox.states(SUBMITTED):
             groups.setdefault(st.tx_hash, []).append(st)
+        seen: dict[int, Any] = {}  # of the transactions left to ``_nurse``: read here, not again there
         for tx_hash, states in groups.items():
-            mined = self._from_receipt(tx_hash) if tx_hash else None
+            receipt = self._receipt(tx_hash) if tx_hash else None
+            if receipt is None and tx_hash and states[0].tx_id is not None \
+                    and (known := self._seen(tx_hash)) is not None:
+                # Pending, or mined a moment ago and its receipt not indexed yet: its batches are not looked up
+                # in the registry. That lookup is for a transaction the node does not know (a replacement or a
+                # resend mined in its place): taken here, it raced the node's indexing of the receipt and read
+                # the registry's logs for a batch the receipt names a step later (issue 20: 37 % of the sealer's
+                # samples late in a city replay, when anvil's mining lags the worker's next step).
+                seen[states[0].tx_id] = known
+                unresolved.update(st.tx_id for st in states if st.tx_id is not None)
+                continue
+            mined = receipt if receipt is not None and receipt["status"] == 1 else None
             rest = states
             if mined is not None:
-                receipt, number, block_hash = mined
-                anchored = self.registry.mined(receipt, [st.head for st in states])
+                number, block_hash = int(mined["blockNumber"]), _hex(mined["blockHash"])
+                anchored = self.registry.mined(mined, [st.head for st in states])
                 rest = []
                 for st in states:
                     hit = anchored.get((st.head.hospital_id, st.head.seq))
@@ -279,14 +294,11 @@ class AnchorWorker:
             self._include(found)
             report.included += len(found)
         for tx in sorted((self.outbox.tx(i) for i in unresolved), key=lambda t: (t.nonce, t.id)):
-            self._nurse(tx, report)
+            self._nurse(tx, report, seen[tx.id] if tx.id in seen else self._seen(tx.tx_hash))
 
-    def _nurse(self, tx: TxInfo, report: StepReport) -> None:
-        """A transaction whose batches are not on chain yet: rebroadcast, replace, or release it."""
-        try:
-            seen = self.w3.eth.get_transaction(tx.tx_hash)  # type: ignore[arg-type]
-        except TransactionNotFound:
-            seen = None
+    def _nurse(self, tx: TxInfo, report: StepReport, seen: Any | None) -> None:
+        """A transaction whose batches are not on chain yet (``seen``: the node's view of it, None if it has
+        none): rebroadcast, replace, or release it."""
         if (seen is None or seen.get("blockNumber") is None) \
                 and self.w3.eth.get_transaction_count(self.account.address, "latest") < tx.nonce:
             # A nonce gap: the chain no longer holds transactions of ours below this one (it went back: a
@@ -310,8 +322,8 @@ class AnchorWorker:
             report.rebroadcast += 1
             return
         if seen.get("blockNumber") is not None:
-            receipt = self.w3.eth.get_transaction_receipt(tx.tx_hash)  # type: ignore[arg-type]
-            if receipt["status"] == 0:
+            receipt = self._receipt(tx.tx_hash)  # None: mined, its receipt not indexed yet (next step)
+            if receipt is not None and receipt["status"] == 0:
                 batches = self.outbox.release(tx.id)
                 log.warning("anchoring transaction %s reverted; %d batch(es) will be sent again", tx.tx_hash,
                             len(batches))
