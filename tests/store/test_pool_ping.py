@@ -3,11 +3,15 @@ single-statement reads run without a transaction around them — on a real serve
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import Engine, create_engine, func, literal_column, select, text
 from sqlalchemy.exc import OperationalError
 
 from mrledger.store import Store, db, make_engine
@@ -119,3 +123,84 @@ def test_prepared_statements_are_planned_with_their_own_parameters() -> None:
             assert prepared and all(generic == 0 and custom >= 1 for generic, custom in prepared), prepared
     finally:
         engine.dispose()
+
+
+PID = select(func.pg_backend_pid())
+
+
+def _alive(pid: int, expected: bool) -> bool:
+    """Whether backend ``pid`` is still there, once it is as ``expected`` or 5 s have passed (a backend leaves
+    ``pg_stat_activity`` a moment after its client closed the connection)."""
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            with admin.connect() as c:
+                alive = bool(c.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"),
+                                       {"p": pid}).scalar_one())
+            if alive == expected or time.monotonic() > deadline:
+                return alive
+            time.sleep(0.05)
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[ThreadPoolExecutor]:
+    """One thread that runs event loops (``_on_a_loop``): the test's own thread may already hold a running loop
+    another test left behind."""
+    with ThreadPoolExecutor(1) as thread:
+        yield thread
+
+
+def _on_a_loop(thread: ThreadPoolExecutor, fetch: Callable[[], Any]) -> Any:
+    """``fetch()`` called from a coroutine on an event loop in ``thread``, as an API process reads."""
+    async def read() -> Any:
+        return fetch()
+    return thread.submit(asyncio.run, read()).result()
+
+
+def _pids(thread: ThreadPoolExecutor, store: Store, n: int = 1) -> list[int]:
+    """The backend pids of ``n`` reads made on an event loop."""
+    return _on_a_loop(thread, lambda: [int(store.fetch(PID, {})[0][0]) for _ in range(n)])  # type: ignore[no-any-return]
+
+
+def test_reads_on_an_event_loop_keep_one_connection_beside_the_pool(pg: Engine,
+                                                                     loop_thread: ThreadPoolExecutor) -> None:
+    """A token's or a receipt's read on the loop runs on the loop thread's own connection, in autocommit: no
+    checkout, no switch of autocommit around it (issue 20). Made by the pool (its connect events ran) but
+    detached from it: the pool still has its one connection for everything else."""
+    store = Store(pg, master_key=TEST_KEY)
+    pids = _pids(loop_thread, store, 20)
+    assert len(set(pids)) == 1
+    alone_and_plans = select(func.statement_timestamp() == func.transaction_timestamp(),
+                             func.current_setting(literal_column("'plan_cache_mode'")))
+    assert _on_a_loop(loop_thread, lambda: store.fetch(alone_and_plans, {})) == [(True, "force_custom_plan")]
+    assert _pids(loop_thread, store) == pids[:1]  # kept across loops of the same thread
+    assert pg.pool.checkedout() == 0
+    assert _backend(pg) != pids[0]  # the pool's own connection (pool_size=1, no overflow) is another
+
+
+def test_a_loop_connection_found_gone_is_replaced_unseen(pg: Engine, loop_thread: ThreadPoolExecutor) -> None:
+    """A read is idempotent: the loop's connection killed under it (a server restart, a dropped link), the read
+    is made once more on a new connection, where the pool would have pinged a connection that had idled."""
+    store = Store(pg, master_key=TEST_KEY)
+    (first,) = _pids(loop_thread, store)
+    _kill(first)
+    (second,) = _pids(loop_thread, store)
+    assert second != first
+    assert _pids(loop_thread, store) == [second]
+
+
+def test_loop_connections_close_with_their_thread_and_with_the_engine(pg: Engine,
+                                                                      loop_thread: ThreadPoolExecutor) -> None:
+    store = Store(pg, master_key=TEST_KEY)
+    with ThreadPoolExecutor(1) as short_lived:
+        (gone,) = _pids(short_lived, store)
+    del short_lived  # its thread, ended, is then unreferenced
+    gc.collect()
+    assert not _alive(gone, expected=False)  # its thread ended: closed
+    (kept,) = _pids(loop_thread, store)
+    assert _alive(kept, expected=True)
+    pg.dispose()
+    assert not _alive(kept, expected=False)  # the engine disposed: closed
