@@ -8,7 +8,7 @@ import gc
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import Engine, create_engine, func, literal_column, select, text
@@ -126,6 +126,7 @@ def test_prepared_statements_are_planned_with_their_own_parameters() -> None:
 
 
 PID = select(func.pg_backend_pid())
+T = TypeVar("T")
 
 
 def _alive(pid: int, expected: bool) -> bool:
@@ -153,16 +154,16 @@ def loop_thread() -> Iterator[ThreadPoolExecutor]:
         yield thread
 
 
-def _on_a_loop(thread: ThreadPoolExecutor, fetch: Callable[[], Any]) -> Any:
+def _on_a_loop(thread: ThreadPoolExecutor, fetch: Callable[[], T]) -> T:
     """``fetch()`` called from a coroutine on an event loop in ``thread``, as an API process reads."""
-    async def read() -> Any:
+    async def read() -> T:
         return fetch()
     return thread.submit(asyncio.run, read()).result()
 
 
 def _pids(thread: ThreadPoolExecutor, store: Store, n: int = 1) -> list[int]:
     """The backend pids of ``n`` reads made on an event loop."""
-    return _on_a_loop(thread, lambda: [int(store.fetch(PID, {})[0][0]) for _ in range(n)])  # type: ignore[no-any-return]
+    return _on_a_loop(thread, lambda: [int(store.fetch(PID, {})[0][0]) for _ in range(n)])
 
 
 def test_reads_on_an_event_loop_keep_one_connection_beside_the_pool(pg: Engine,

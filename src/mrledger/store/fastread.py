@@ -105,21 +105,25 @@ class FastReads:
         waits for each), so one connection serves it. A read is idempotent: when the connection is found gone
         (a server restart, a dropped link: what the pool's ping after idling would have caught), it is read
         once more on a new one."""
-        dialect = self.engine.dialect
-        for retry in (False, True):
-            conn = self._loop.conn
-            if conn is None or conn.closed:
-                conn = self._open_loop_connection()
-            try:
-                return _fetch(conn, sql, args, dialect)
-            except DBAPIError as exc:
-                if not exc.connection_invalidated:
-                    raise
+        try:
+            return self._fetch_on_loop(sql, args)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            return self._fetch_on_loop(sql, args)
+
+    def _fetch_on_loop(self, sql: str, args: Sequence[Any] | Mapping[str, Any]) -> list[Any]:
+        """One try on the thread's connection (opened if it has none); a connection found gone is dropped."""
+        conn = self._loop.conn
+        if conn is None or conn.closed:
+            conn = self._open_loop_connection()
+        try:
+            return _fetch(conn, sql, args, self.engine.dialect)
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
                 self._loop.conn = None
                 _close_quietly(conn)
-                if retry:
-                    raise
-        raise AssertionError("unreachable")
+            raise
 
     def _open_loop_connection(self) -> Any:
         """A connection of the pool's making (its connect events run: ``plan_cache_mode``), detached from it so
