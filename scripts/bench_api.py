@@ -36,7 +36,9 @@ What is measured, precisely:
 * ``saturation_rps`` / ``floor_rps`` / ``floor_ratio``: ``--saturation-rate`` (2,500/s) is offered for
   ``--saturation-seconds`` to the node, then, in the same minutes and with the same generator and bodies, to
   ``scripts/bench_floor.py`` — a bare FastAPI app served the same way that only parses the JSON and walks the
-  audit path. Completed answers per second of each, and the node's share of the floor.
+  audit path. Completed answers per second of each, and the node's share of the floor. ``--floor-ladder``
+  then loads the floor with each check a verification cannot skip added in turn (``floor_ladder``: the leaf
+  recomputed from the record, the result's versions read, the verification written; bench_floor.py says how).
 
 The machine's cores are shared by the server, its anvil and the load generator: on a 2-core box the
 generator's ~0.2 ms of CPU per request is taken from the server. ``cores`` is reported alongside.
@@ -261,12 +263,14 @@ def load(api: str, bodies: list[bytes], rate: float, seconds: float, connections
     return answer
 
 
-def floor_load(bodies: list[bytes], rate: float, seconds: float, connections: int
-               ) -> tuple[list[float], int, dict[str, int], float, int]:
-    """The same run against ``scripts/bench_floor.py`` (JSON parse + audit path only), started now, in the same
-    minutes as the node's run, so that the machine's noise hits both."""
+def floor_load(bodies: list[bytes], rate: float, seconds: float, connections: int, level: int = 0,
+               results: Path | None = None) -> tuple[list[float], int, dict[str, int], float, int]:
+    """The same run against ``scripts/bench_floor.py`` (level 0: JSON parse + audit path only; a higher
+    ``level`` adds the checks a verification cannot skip, its table preloaded from ``results``), started now, in
+    the same minutes as the node's run, so that the machine's noise hits both."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "bench_floor.py"), str(port)])
+    extra = [str(level), str(results)] if level else []
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "bench_floor.py"), str(port), *extra])
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -295,6 +299,25 @@ def _saturation_figures(node: tuple[list[float], int, dict[str, int], float, int
             "floor_ratio": round(node_rps / floor_rps, 3) if floor_rps else None,
             "saturation_errors": node[1], "floor_errors": floor[1],
             "saturation_verdicts": node[2], "floor_verdicts": floor[2]}
+
+
+def floor_ladder(receipts: list[dict[str, Any]], bodies: list[bytes], level0: float, rate: float, seconds: float,
+                 connections: int, directory: Path) -> dict[str, Any]:
+    """Each level of ``bench_floor.LEVELS`` above 0 loaded like level 0 (``floor_rps``, measured just before):
+    completed answers per second, and each level's share of level 0 — the most ``floor_ratio`` could be for an
+    implementation that does that level's checks and nothing more."""
+    results = directory / "floor-results.json"
+    results.write_text(json.dumps([{"hospital_id": r["record"]["hospital_id"], "result_id": r["record"]["result_id"],
+                                    "version": r["record"]["version"], "leaf": r["leaf"]["hash"]} for r in receipts]))
+    from bench_floor import LEVELS  # scripts/ is this script's directory: on sys.path
+
+    ladder = [{"level": LEVELS[0], "rps": round(level0, 1), "ratio": 1.0}]
+    for level in range(1, len(LEVELS)):
+        run = floor_load(bodies, rate, seconds, connections, level, results)
+        rps = len(run[0]) / run[3] if run[3] > 0 else 0.0
+        ladder.append({"level": LEVELS[level], "rps": round(rps, 1),
+                       "ratio": round(rps / level0, 3) if level0 else None, "errors": run[1]})
+    return {"floor_ladder": ladder}
 
 
 # -------------------------------------------------------------------------------- phases
@@ -414,6 +437,9 @@ def main() -> None:
                          "the floor served all of 2,500/s) "
                          "(scripts/bench_floor.py); 0 skips both")
     ap.add_argument("--saturation-seconds", type=float, default=10)
+    ap.add_argument("--floor-ladder", action="store_true",
+                    help="after the floor, load each level of scripts/bench_floor.py (leaf recomputed, one read, one "
+                         "write) the same way: floor_ladder, the ceiling each check puts on floor_ratio")
     ap.add_argument("--batch-interval", type=float, default=1.0)
     ap.add_argument("--mine", type=int, default=0,
                     help="mine this many empty blocks after anchoring (a real chain keeps producing blocks; the "
@@ -519,6 +545,9 @@ def main() -> None:
         }
         if saturation is not None and floor is not None:
             result.update(_saturation_figures(saturation, floor, args.saturation_rate))
+            if args.floor_ladder:
+                result.update(floor_ladder(receipts, bodies, result["floor_rps"], args.saturation_rate,
+                                           args.saturation_seconds, args.connections, tmp))
     finally:
         code = server.stop()
         result["serve_exit"] = code
