@@ -310,7 +310,7 @@ class StatusMap:
             self._values[key] = value.to_bytes()
             self._invalidate(int.from_bytes(key, "big"), dropped)
         if new_keys:
-            self._keys = sorted(self._keys + new_keys)
+            self._keys = _merged(self._keys, new_keys)
         self._root = self._hash(0, len(self._keys), 0, 0)
         return self._root
 
@@ -375,6 +375,23 @@ class StatusMap:
             other = self._keys[lo]
             leaf = (other, StatusValue.from_bytes(self._values[other]))
         return StatusProof(tuple(siblings), leaf)
+
+
+def _merged(keys: list[bytes], new: list[bytes]) -> list[bytes]:
+    """``sorted(keys + new)`` for sorted ``keys`` and ``new`` keys none of which is in ``keys``: each new key's
+    place found by bisection, the runs between copied whole. Why: ``sorted`` compared every key of the map again
+    on every batch, O(n) comparisons of objects spread over the heap — 10 % of the sealer's samples at 445,000
+    verifications of the 1.16 M city replay (py-spy, stop 37), growing with the map. Measured on 29,000 keys
+    plus 50 new ones after touching 256 MB: 1.42 ms sorted, 0.49 ms here (0.85 ms inserting in place)."""
+    out: list[bytes] = []
+    lo = 0
+    for key in sorted(new):
+        i = bisect_left(keys, key, lo)
+        out += keys[lo:i]
+        out.append(key)
+        lo = i
+    out += keys[lo:]
+    return out
 
 
 #: (key, version, record status, leaf hash) of one committed record version: a map change as the store and a
