@@ -151,15 +151,16 @@ class KpiRollup:
             runs: dict[tuple[str, datetime, str], list[tuple[int, int]]] = defaultdict(list)
             for r in s.execute(select(*_RUNS.columns).where(KpiRun.stream == stream)):
                 runs[(r.level, r.bucket, r.category)].append((r.first_seq, r.last_seq))
-            derived_rows = {seq: _rows(_sums(facts.get((stream, seq), ()))) for seq in seqs}
+            # Each batch's sums once: compared with its stored rows below and summed into the levels and runs.
+            derived_sums = {seq: _sums(facts.get((stream, seq), ())) for seq in seqs}
+            derived_rows = {seq: _rows(sums) for seq, sums in derived_sums.items()}
             hospitals = {r["hospital_id"] for rows in derived_rows.values() for r in rows}
             hospitals.add(stream.removesuffix(STREAM_SUFFIX))  # a row of its hospital that no record made
             level_stored = {(r.level, r.bucket, r.hospital_id, r.kind, r.categories, r.decision, r.recognition,
                              r.reason): [r.n, r.retrieved, r.tests, r.amount_minor]
                             for r in s.scalars(select(KpiSum).where(KpiSum.hospital_id.in_(hospitals)))}
         out: list[tuple[int | None, str]] = []
-        for seq in seqs:
-            sums = _sums(facts.get((stream, seq), ()))
+        for seq, sums in derived_sums.items():
             derived = {k: (v.n, v.retrieved, v.tests, v.amount_minor) for k, v in sums.items()}
             if derived != stored.get(seq, {}):
                 changed = len(set(derived.items()) ^ set(stored.get(seq, {}).items()))
