@@ -288,13 +288,15 @@ def floor_load(bodies: list[bytes], rate: float, seconds: float, connections: in
         proc.wait(timeout=30)
 
 
+def _rps(run: tuple[list[float], int, dict[str, int], float, int]) -> float:
+    """Completed responses per second of one ``load`` run."""
+    return len(run[0]) / run[3] if run[3] > 0 else 0.0
+
+
 def _saturation_figures(node: tuple[list[float], int, dict[str, int], float, int],
                         floor: tuple[list[float], int, dict[str, int], float, int], offered: float) -> dict[str, Any]:
     """Completed responses per second when far more is offered than either server can take."""
-    def rps(run: tuple[list[float], int, dict[str, int], float, int]) -> float:
-        return len(run[0]) / run[3] if run[3] > 0 else 0.0
-
-    node_rps, floor_rps = rps(node), rps(floor)
+    node_rps, floor_rps = _rps(node), _rps(floor)
     return {"saturation_offered": offered, "saturation_rps": round(node_rps, 1), "floor_rps": round(floor_rps, 1),
             "floor_ratio": round(node_rps / floor_rps, 3) if floor_rps else None,
             "saturation_errors": node[1], "floor_errors": floor[1],
@@ -314,7 +316,7 @@ def floor_ladder(receipts: list[dict[str, Any]], bodies: list[bytes], level0: fl
     ladder = [{"level": LEVELS[0], "rps": round(level0, 1), "ratio": 1.0}]
     for level in range(1, len(LEVELS)):
         run = floor_load(bodies, rate, seconds, connections, level, results)
-        rps = len(run[0]) / run[3] if run[3] > 0 else 0.0
+        rps = _rps(run)
         ladder.append({"level": LEVELS[level], "rps": round(rps, 1),
                        "ratio": round(rps / level0, 3) if level0 else None, "errors": run[1]})
     return {"floor_ladder": ladder}

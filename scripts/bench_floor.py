@@ -83,7 +83,10 @@ def open_table(results: list[dict[str, Any]], directory: Path) -> sqlite3.Connec
 
 
 def create_floor_app(level: int = 0, db: sqlite3.Connection | None = None) -> FastAPI:
-    """The one-route app at ``level`` (``LEVELS``); its answer says whether the receipt holds up."""
+    """The one-route app at ``level`` (``LEVELS``); its answer says whether the receipt holds up. Levels 2 and 3
+    need ``db`` (``open_table``): without it they would measure level 1 under their own name."""
+    if level >= 2 and db is None:
+        raise ValueError(f"level {level} ({LEVELS[level]}) reads and writes a table: pass open_table's connection")
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     pending: list[tuple[str, str, bytes, int, str]] = []
 

@@ -48,3 +48,8 @@ def test_the_read_finds_the_results_versions_and_the_write_keeps_every_verificat
     # Written a batch at a time: the first WRITE_BATCH are in, the one after waits for its batch.
     assert db.execute("SELECT count(*), min(verdict), max(verdict) FROM verifications").fetchone() \
         == (WRITE_BATCH, "authentic", "authentic")
+
+
+def test_a_level_that_reads_refuses_to_start_without_its_table() -> None:
+    with pytest.raises(ValueError, match="open_table"):
+        create_floor_app(2)
