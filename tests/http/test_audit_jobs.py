@@ -15,8 +15,10 @@ import pytest
 
 from mrledger.service import audit_jobs, kpi_audit
 from mrledger.service.audit_jobs import AuditJobs
+from mrledger.service.decisions import new_id, result_ref
+from mrledger.store.decisions import VerificationRow
 from tests.harness import Api
-from tests.service.test_kpi_audit import doctor, encounter, recognised, sql
+from tests.service.test_kpi_audit import GLUCOSE, doctor, encounter, recognised, sql
 
 
 def ledger_of(api: Api, decisions: int = 3, encounters: int = 4, sealed: bool = True) -> int:
@@ -229,3 +231,78 @@ def test_a_poll_at_the_moment_of_a_start_does_not_refuse_it(api: Api, monkeypatc
     assert second.status_code == 202, second.text
     assert held == [False]  # the poll answered: no job was running when it asked
     assert finished(api, second.json()["id"])["ok"] is True
+
+
+class _Threads:
+    """A ``Splitter`` in this process: each stream's part built on a thread of its own, handed back in the reverse
+    of the order asked (processes finish in any order). What node/audit_pool.py does with processes."""
+
+    processes = 2
+
+    def __init__(self, api: Api) -> None:
+        self.api, self.asked = api, list[tuple[str, ...]]()
+
+    def parts(self, streams: Any, chunk: int, keep: int) -> Any:
+        self.asked.append(tuple(streams))
+        parts: dict[str, dict[str, Any]] = {}
+
+        def one(stream: str) -> None:
+            parts[stream] = kpi_audit.DecisionAudit(self.api.ledger, chunk=chunk, keep=keep).part(stream)
+
+        threads = [threading.Thread(target=one, args=(s,)) for s in streams]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for stream in reversed(streams):
+            yield json.loads(json.dumps(parts[stream]))  # plain data, as it crosses a pipe
+
+
+def two_streams(api: Api) -> str:
+    """Decisions in two event streams (a doctor of qd-002 and one of gz-001) and qd-002's encounters; the
+    verification id of gz-001's decision."""
+    ledger_of(api, decisions=2, encounters=2)
+    now = api.ledger.clock()
+    vid = new_id(now)
+    api.ledger.events.remember(VerificationRow(vid, now, None, None, "qd-002",
+                                               result_ref(api.ledger.regional_key, "qd-002", "R9"), 1, "authentic",
+                                               "recognise", (), "clinical-biochemistry", (GLUCOSE,)))
+    r = api.client.post("/v1/decisions", json={"verification_id": vid, "decision": "recognised"},
+                        headers=doctor(api, "gz-001"))
+    assert r.status_code == 201, r.text
+    return vid
+
+
+def test_a_job_over_its_split_size_merges_the_streams_checked_elsewhere(api: Api) -> None:
+    splitter = _Threads(api)
+    vid = two_streams(api)
+    use_jobs(api, AuditJobs(chunk=2, split=splitter, split_records=5))
+    body = finished(api, start(api)["id"])
+    assert splitter.asked == [("gz-001.events", "qd-002.events")] and body["processes"] == 2
+    sync = api.client.get("/v1/audit/decisions", headers=api.auth("auditor")).json()
+    # The same answer as one process checking the streams in order: summaries in the listed order, counts summed.
+    assert body["ok"] is True and body["streams"] == sync["streams"]
+    assert [s["stream"] for s in body["streams"]] == ["gz-001.events", "qd-002.events"]
+    assert body["checked_records"] == sync["checked_records"] == 5 == body["progress"]["records_checked"]
+    assert body["progress"]["streams_done"] == 2 and body["progress"]["batches_checked"] == 2
+    # A job under the size stays in its thread.
+    assert finished(api, start(api, hospital="qd-002")["id"])["processes"] == 1 and len(splitter.asked) == 1
+    # Problems found elsewhere are the job's: counted, kept and by kind.
+    sql(api, "UPDATE decisions SET decision = 'reordered', reason = 'emergency' WHERE verification_id = :v", v=vid)
+    sql(api, "UPDATE encounters SET retrieved = :f WHERE encounter_ref = (SELECT min(encounter_ref) FROM encounters)",
+        f=False)
+    tampered = finished(api, start(api)["id"])
+    assert tampered["ok"] is False and tampered["problem_count"] == 2 and tampered["problems_by_kind"] == {"altered": 2}
+    assert {p["stream"] for p in tampered["problems"]} == {"gz-001.events", "qd-002.events"}
+    assert any(p.get("verification_id") == vid for p in tampered["problems"])
+
+
+def test_merged_findings_count_everything_and_keep_the_first() -> None:
+    found = kpi_audit.Findings(keep=3)
+    found.add({"kind": "altered"})
+    found.merge([{"kind": "unindexed", "n": i} for i in range(4)], 7, {"unindexed": 5, "altered": 2})
+    assert found.count == 8 and found.by_kind == {"altered": 3, "unindexed": 5}
+    assert found.kept == [{"kind": "altered"}, {"kind": "unindexed", "n": 0}, {"kind": "unindexed", "n": 1}]
+    every = kpi_audit.Findings()
+    every.merge([{"kind": "x"}] * 2, 2, {"x": 2})
+    assert every.count == 2 and len(every.kept) == 2

@@ -26,11 +26,11 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from typing import TYPE_CHECKING, Any
 
 from mrledger.node.settings import Settings
+from mrledger.node.spawned import LOG_FORMAT, ApiSpec, spec_services
 
 if TYPE_CHECKING:
     import uvicorn
@@ -38,19 +38,6 @@ if TYPE_CHECKING:
     from mrledger.service.ledger import Services
 
 log = logging.getLogger("mrledger.serve")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
-
-
-@dataclass(frozen=True)
-class ApiSpec:
-    """What an extra API process needs, pickled to it: the settings (with the chain's ``rpc_url`` set) and what
-    the first process found out (the registry, the chain id, the confirmations and the port it bound)."""
-
-    settings: Settings
-    contract: str
-    chain_id: int
-    confirmations: int
-    port: int
 
 
 def bind(host: str, port: int, *, shared: bool = False) -> socket.socket:
@@ -69,20 +56,24 @@ def bind(host: str, port: int, *, shared: bool = False) -> socket.socket:
     return sock
 
 
-def api_server(settings: Settings, ledger: Services, port: int) -> uvicorn.Server:
-    """The HTTP server of one API process, configured alike in the first process and the extra ones."""
+def api_server(settings: Settings, ledger: Services, spec: ApiSpec) -> uvicorn.Server:
+    """The HTTP server of one API process, configured alike in the first process and the extra ones. ``spec``: the
+    port, and how to spawn a process with this node's services (an audit job's processes)."""
     import uvicorn
 
     from mrledger.http.app import create_app
     from mrledger.http.protocol import BoundedHttpToolsProtocol
     from mrledger.http.ratelimit import RateLimiter
+    from mrledger.node.audit_pool import AuditPool
     from mrledger.service.audit_jobs import AuditJobs
 
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    processes = settings.audit_processes or os.cpu_count() or 1
+    jobs = AuditJobs(settings.data_dir / "audit-jobs", split=AuditPool(spec, processes) if processes > 1 else None,
+                     split_records=settings.audit_split_records)
     app = create_app(ledger, threads=settings.api_threads, metrics_token=metrics_token,
-                     verify_limit=RateLimiter(settings.verify_rate_limit, settings.verify_burst),
-                     audit_jobs=AuditJobs(settings.data_dir / "audit-jobs"))
-    return uvicorn.Server(uvicorn.Config(app, host=settings.host, port=port, http=BoundedHttpToolsProtocol,
+                     verify_limit=RateLimiter(settings.verify_rate_limit, settings.verify_burst), audit_jobs=jobs)
+    return uvicorn.Server(uvicorn.Config(app, host=settings.host, port=spec.port, http=BoundedHttpToolsProtocol,
                                          lifespan="on", access_log=False, log_level="info", log_config=None))
 
 
@@ -140,30 +131,18 @@ def _child(spec: ApiSpec, parent: int) -> None:
 
 
 def _run(spec: ApiSpec, parent: int) -> int:
-    from web3 import Web3
-
-    from mrledger.anchoring.health import ChainHealth, GuardedHTTPProvider
     from mrledger.node.heap import tune_gc
-    from mrledger.node.pki import configure
-    from mrledger.node.wiring import build, chain_context, key_files, load_key, open_node_store, regional_key_for
 
     settings = spec.settings
-    assert settings.rpc_url is not None  # serve sets the managed chain's
-    health = ChainHealth(settings.rpc_url).start()
     try:
-        _, submitter_key = key_files(settings)
-        submitter = load_key(submitter_key, create=False)
-        w3 = Web3(GuardedHTTPProvider(settings.rpc_url, health, timeout=settings.rpc_timeout))
-        store = open_node_store(settings)
-        # No admin key: registration on chain is the sealer's (the region's leader's) job, not this process's.
-        chain = chain_context(settings, w3, settings.rpc_url, spec.contract, spec.chain_id, submitter=submitter,
-                              admin=None, confirmations=spec.confirmations, health=health)
-        pki = configure(settings, seal=False)
-        ledger = build(settings, store, chain, pki, confirmations=spec.confirmations,
-                       regional_key=regional_key_for(settings))
+        ledger, health = spec_services(spec)
+    except Exception:
+        log.exception("an API process cannot run")
+        return 1
+    try:
         ledger.access.start_buffering()
         ledger.events.start_buffering()
-        server = api_server(settings, ledger, spec.port)
+        server = api_server(settings, ledger, spec)
         signal.signal(signal.SIGTERM, lambda _s, _f: setattr(server, "should_exit", True))
         sock = bind(settings.host, spec.port, shared=True)
         watch = threading.Thread(target=_watch_parent, args=(server, parent), name="parent-watch", daemon=True)

@@ -42,11 +42,12 @@ from mrledger.anchoring.depth import default_confirmations
 from mrledger.anchoring.health import ChainHealth, GuardedHTTPProvider
 from mrledger.anchoring.node import AnvilError, AnvilNode
 from mrledger.ledger.errors import MrLedgerError
-from mrledger.node.api_processes import ApiProcesses, ApiSpec, api_server, bind, close_logged
+from mrledger.node.api_processes import ApiProcesses, api_server, bind, close_logged
 from mrledger.node.background import LEADER_LOCK, ROLE_NAMES, Background, Spec, shared_role, shared_sign_stats
 from mrledger.node.heap import tune_gc
 from mrledger.node.pki import configure
 from mrledger.node.settings import Settings
+from mrledger.node.spawned import ApiSpec
 from mrledger.node.wiring import (
     ServeError,
     build,
@@ -339,7 +340,10 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             except OSError as exc:
                 raise ServeError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from exc
             port = sock.getsockname()[1]
-            server = api_server(settings, ledger, port)
+            # What a process spawned with this node's services needs: the extra API processes, an audit's processes.
+            spec = ApiSpec(settings.model_copy(update={"rpc_url": rpc_url}), contract, chain.chain_id, confirmations,
+                           port)
+            server = api_server(settings, ledger, spec)
             threads.append(threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True))
             tune_gc()
             for t in threads:
@@ -355,8 +359,7 @@ def serve(settings: Settings, echo: Callable[[str], None] = print) -> int:
             except RuntimeError as exc:
                 raise ServeError(str(exc)) from exc
             if settings.api_processes > 1:
-                extra = ApiProcesses(ApiSpec(settings.model_copy(update={"rpc_url": rpc_url}), contract,
-                                             chain.chain_id, confirmations, port), settings.api_processes)
+                extra = ApiProcesses(spec, settings.api_processes)
                 extra.start()
             base = _http_url(settings.host, port)
             info: dict[str, Any] = {"pid": os.getpid(), "api": base + "/v1", "rpc_url": rpc_url,

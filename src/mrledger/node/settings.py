@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     api_processes: int = Field(1, ge=1, le=64, description="API processes on the one port (SO_REUSEPORT; "
                                "node/api_processes.py). Verification is CPU-bound under one interpreter lock, so "
                                "one process serves one core: set it to the cores the API may use (docs/scaling.md).")
+    audit_processes: int = Field(0, ge=0, le=64, description="Processes a large KPI audit job spreads its event "
+                                 "streams over (node/audit_pool.py), started for the job with their own database and "
+                                 "chain connections; 0: one per core; 1: only the job's own thread.")
+    audit_split_records: int = Field(100_000, ge=0, description="Records from which an audit job uses those "
+                                     "processes; a smaller one runs in its thread (starting them costs seconds).")
     worker: bool = Field(True, description="Run the sealer and the anchoring worker (in a child process of "
                                            "serve); false for an API-only node beside one that does.")
     verification_retention_days: int = Field(90, ge=0, le=36600, description="Days a verification without a "

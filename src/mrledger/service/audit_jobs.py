@@ -19,6 +19,13 @@ with ``flock``, but ``F_OFD_GETLK`` asks whether someone holds it without taking
 ask was to take the lock and let it go, and a start that came at that moment — one poll of any job's state, from
 any process of the node — was refused with a 409 naming a job that had ended.
 
+**Spread over processes** (``Splitter``, given by the node: node/audit_pool.py). The check is CPU-bound Python
+(decryption, hashing, rebuilding records, the rollup sums), so one job ran on one core however many the node had:
+at the end of the 1.16 M replay (issue 20) it checked 2.35 million records for ~6 minutes in one API process
+while the other cores idled. A job of at least ``split_records`` records hands its event streams to a splitter —
+each stream is checked whole by one process, streams are independent — and merges the parts as they come back
+(progress then moves a stream at a time). Smaller jobs stay in the thread: starting processes costs seconds.
+
 Bounded: at most ``MAX_JOB_PROBLEMS`` problems are kept (all are counted, by kind); the last ``KEEP_JOBS`` job
 files are kept.
 """
@@ -35,10 +42,10 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from mrledger.service.decisions import new_id
 from mrledger.service.kpi_audit import CHUNK_RECORDS, DecisionAudit, records_of, streams_of
@@ -52,6 +59,8 @@ MAX_JOB_PROBLEMS = 1_000
 KEEP_JOBS = 20
 #: The state file is rewritten at most this often while a job runs (and always when a stream or the job ends).
 WRITE_EVERY_S = 0.5
+#: Records from which a job with a splitter spreads its streams over processes (``MRL_AUDIT_SPLIT_RECORDS``).
+SPLIT_RECORDS = 100_000
 _ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 #: ``struct flock`` of 64-bit Linux (l_type, l_whence, l_start, l_len, l_pid), padded to its 32 bytes.
 _FLOCK = "hhqqi4x"
@@ -75,6 +84,15 @@ def _try_lock(handle: IO[bytes]) -> bool:
     return True
 
 
+class Splitter(Protocol):
+    """Checks event streams elsewhere (``DecisionAudit.part`` for each, in other processes): ``processes`` at
+    most at once; the parts are yielded as they are done, in any order."""
+
+    processes: int
+
+    def parts(self, streams: Sequence[str], chunk: int, keep: int) -> Iterator[dict[str, Any]]: ...
+
+
 class AuditJobRunning(Exception):
     """A job is running on this node already (``job_id``: which, None if its file cannot be read)."""
 
@@ -96,13 +114,16 @@ class AuditJobs:
     """The audit jobs of one node, in ``directory`` (None: a private temporary one, for library use and tests:
     then only this process sees them). Thread-safe; every process of a node may hold one over the same directory.
     ``chunk``: records per range (``kpi_audit.CHUNK_RECORDS``). ``after_write``: called with the state after each
-    write (tests watch a job's progress with it)."""
+    write (tests watch a job's progress with it). ``split``: where a job of at least ``split_records`` records
+    checks its streams (None: always in the job's thread)."""
 
     def __init__(self, directory: Path | None = None, *, chunk: int = CHUNK_RECORDS,
-                 after_write: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 after_write: Callable[[dict[str, Any]], None] | None = None, split: Splitter | None = None,
+                 split_records: int = SPLIT_RECORDS) -> None:
         self.directory = directory if directory is not None else Path(tempfile.mkdtemp(prefix="mrl-audit-jobs-"))
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.chunk, self.after_write = chunk, after_write
+        self.split, self.split_records = split, split_records
         self._lock_path = self.directory / "job.lock"
         self._threads: dict[str, threading.Thread] = {}
 
@@ -122,7 +143,8 @@ class AuditJobs:
                 "id": job_id, "state": "running", "hospital": hospital_id, "started_at": _now(), "updated_at": _now(),
                 "finished_at": None, "progress": {"records_total": None, "records_checked": 0, "streams_total": None,
                                                   "streams_done": 0, "batches_checked": 0},
-                "ok": None, "checked_records": 0, "streams": [], "problem_count": 0, "problems_by_kind": {},
+                "processes": 1, "ok": None, "checked_records": 0, "streams": [], "problem_count": 0,
+                "problems_by_kind": {},
                 "problems": [], "problems_truncated": False, "error": None}
             self._write(state)
             (self.directory / "current").write_text(job_id)
@@ -156,7 +178,16 @@ class AuditJobs:
             progress["streams_total"], progress["records_total"] = len(streams), records_of(ledger, streams)
             self._write(state)
             run = DecisionAudit(ledger, chunk=self.chunk, keep=MAX_JOB_PROBLEMS, progress=report)
-            run.run(streams)
+            split = self.split
+            if split is not None and len(streams) > 1 and progress["records_total"] >= self.split_records:
+                state["processes"] = min(split.processes, len(streams))
+                self._write(state)
+                for part in split.parts(streams, self.chunk, MAX_JOB_PROBLEMS):
+                    run.absorb(part)
+                order = {stream: i for i, stream in enumerate(streams)}  # as listed, however they came back
+                run.streams.sort(key=lambda s: order[s["stream"]])
+            else:
+                run.run(streams)
             report(run)
             state.update(state="done", ok=run.found.count == 0, checked_records=run.records_checked)
         except Exception as exc:  # the job's end is its verdict: the caller reads it and starts another
@@ -226,4 +257,4 @@ class AuditJobs:
             old.unlink(missing_ok=True)
 
 
-__all__ = ["KEEP_JOBS", "MAX_JOB_PROBLEMS", "AuditJobRunning", "AuditJobs"]
+__all__ = ["KEEP_JOBS", "MAX_JOB_PROBLEMS", "SPLIT_RECORDS", "AuditJobRunning", "AuditJobs", "Splitter"]

@@ -76,6 +76,14 @@ class Findings:
         if self.keep is None or len(self.kept) < self.keep:
             self.kept.append(problem)
 
+    def merge(self, kept: Sequence[dict[str, Any]], count: int, by_kind: dict[str, int]) -> None:
+        """Add what another ``Findings`` found (an audit process's part): all of it counted, its kept problems
+        kept while there is room."""
+        self.count += count
+        self.by_kind.update(by_kind)
+        room = len(kept) if self.keep is None else max(0, self.keep - len(self.kept))
+        self.kept.extend(kept[:room])
+
 
 def _fields(rebuilt: ResultRecord, stored: ResultRecord) -> list[str]:
     """Which committed fields differ between the record rebuilt from a KPI row and the stored one."""
@@ -187,6 +195,21 @@ class DecisionAudit:
         for stream in streams:
             self.streams.append(self.stream(stream))
             self.progress(self)
+
+    def part(self, stream: str) -> dict[str, Any]:
+        """One stream checked, as a part another run can ``absorb``: what an audit process sends back (plain
+        data: it crosses a pipe)."""
+        summary = self.stream(stream)
+        return {"summary": summary, "kept": self.found.kept, "count": self.found.count,
+                "by_kind": dict(self.found.by_kind), "records": self.records_checked, "batches": self.batches_checked}
+
+    def absorb(self, part: dict[str, Any]) -> None:
+        """A stream another process checked (``part``), counted in this run as if checked here."""
+        self.streams.append(part["summary"])
+        self.found.merge(part["kept"], part["count"], part["by_kind"])
+        self.records_checked += part["records"]
+        self.batches_checked += part["batches"]
+        self.progress(self)
 
     def stream(self, stream: str) -> dict[str, Any]:
         """Check one event stream; its summary."""

@@ -13,7 +13,7 @@ from mrledger.http.deps import PrincipalDep, ServicesDep, authorize
 from mrledger.http.problems import Problem
 from mrledger.http.routes.kpis import ROLES, AuditProblem, HospitalQuery, StreamSummary
 from mrledger.http.schemas import PARAM_422, problems
-from mrledger.service.audit_jobs import MAX_JOB_PROBLEMS, AuditJobRunning, AuditJobs
+from mrledger.service.audit_jobs import MAX_JOB_PROBLEMS, SPLIT_RECORDS, AuditJobRunning, AuditJobs
 from mrledger.service.kpi_audit import CHUNK_RECORDS, is_hospital
 
 router = APIRouter(prefix="/v1", tags=["kpis"])
@@ -37,6 +37,8 @@ class AuditJob(BaseModel):
     updated_at: str
     finished_at: str | None
     progress: AuditProgress
+    processes: int = Field(1, description="Processes checking the job's streams (`MRL_AUDIT_PROCESSES`, from "
+                                          "`MRL_AUDIT_SPLIT_RECORDS` records; 1: this API process's thread).")
     ok: bool | None = Field(description="When done: no problem found (the KPI tables hold exactly the committed "
                                         "records); null before.")
     checked_records: int
@@ -56,7 +58,10 @@ Starts the check of `GET /v1/audit/decisions` (every decision's and encounter's 
 record, batch root and registry entry) as a job, for ledgers of any size: 202 with `Location:
 /v1/audit/decisions/jobs/{{id}}`, which reports progress (records checked of the total, streams done) and, when
 done, the summary and the problems. The job reads the ledger {CHUNK_RECORDS:,} records at a time, each range in
-short transactions, in a background thread of this API process; its memory does not grow with the ledger.
+short transactions, in a background thread of this API process; its memory does not grow with the ledger. A job
+of at least `MRL_AUDIT_SPLIT_RECORDS` records (default {SPLIT_RECORDS:,}) spreads its event streams over
+`MRL_AUDIT_PROCESSES` processes started for it (default: one per core; `processes` says how many), each stream
+checked whole by one of them; progress then moves a stream at a time.
 
 **One job at a time per node**: while one runs, this answers 409 `audit-job-running` with its `job_id` and its
 URL in `Location` — poll that one. A restart loses a running job (it then reads `lost`): start another. Job
