@@ -525,10 +525,10 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             city.phases["kpis"] = time.perf_counter() - t
     finally:
         code = server.stop()
-        if schema is not None and args.db:
+        if schema is not None and args.db and not args.keep:
             _drop_schema(args.db, schema)
-        if args.keep:
-            console.print(f"kept {tmp}")
+        if args.keep:  # the node can be started again on both: MRL_DATA_DIR=<tmp>/data, MRL_DATABASE_URL=<url>
+            console.print(f"kept {tmp}" + (f" and the schema {schema} ({db_url})" if schema is not None else ""))
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     if code not in (0, None):
@@ -614,7 +614,7 @@ def main() -> None:
     ap.add_argument("--api-processes", type=int, default=os.cpu_count() or 1,
                     help="MRL_API_PROCESSES of the node: one per core, the production layout (docs/scaling.md)")
     ap.add_argument("--api-threads", type=int, default=None, help="MRL_API_THREADS of the node (default: its own)")
-    ap.add_argument("--keep", action="store_true", help="keep the temp data dir")
+    ap.add_argument("--keep", action="store_true", help="keep the temp data dir (and the PostgreSQL schema)")
     ap.add_argument("--decisions", action=argparse.BooleanOptionalAction, default=True,
                     help="doctors record a decision and hospitals report the encounter after each verification "
                          "(scripts/sim_kpis.py); the JSON gets kpis, kpi_counts and decision_audit")

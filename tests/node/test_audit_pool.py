@@ -5,6 +5,7 @@ found by it; its processes are gone once it has ended."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -15,6 +16,9 @@ import httpx
 import pytest
 
 from mrledger.anchoring.node import free_port
+from mrledger.node.audit_pool import AuditPool, AuditProcessError
+from mrledger.node.settings import Settings
+from mrledger.node.spawned import ApiSpec
 from tests.node.test_serve import HOSPITALS, Node, _submit, _wait_receipts, record
 from tests.node.test_serve_faults import _descendants, _tokens
 
@@ -88,3 +92,25 @@ def test_a_job_spread_over_processes_answers_as_one_process_does(node: Node) -> 
         assert problem["fields"] == ["data.reason"]
     assert node.stop() == 0, node.log
     assert info["pid"] == node.proc.pid
+
+
+def test_an_audit_process_that_cannot_start_fails_the_job_with_its_reason(tmp_path: Path) -> None:
+    """No node here: a spec whose key files do not exist. Each process reports why it could not build its services;
+    the splitter raises that instead of waiting for parts that will never come, and leaves no process behind."""
+    spec = ApiSpec(Settings(data_dir=tmp_path, rpc_url="http://127.0.0.1:9"), "0x" + "11" * 20, 31337, 1, 0)
+    with pytest.raises(AuditProcessError, match=r"an audit process failed: ServeError: key file .* does not exist"):
+        list(AuditPool(spec, 2).parts(["a.events", "b.events"], 10, 10))
+    assert not _workers(os.getpid())
+
+
+def _workers(pid: int) -> set[int]:
+    """Descendants that are spawned workers, not multiprocessing's resource tracker (one per process, for good)."""
+    found = set()
+    for p in _descendants(pid):
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        if "spawn_main" in cmd and "resource_tracker" not in cmd:
+            found.add(p)
+    return found

@@ -68,7 +68,8 @@ def api_server(settings: Settings, ledger: Services, spec: ApiSpec) -> uvicorn.S
     from mrledger.service.audit_jobs import AuditJobs
 
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    processes = settings.audit_processes or os.cpu_count() or 1
+    # As many as the cores the operator gave the API: an audit must not take cores the node was not given.
+    processes = settings.audit_processes or settings.api_processes
     jobs = AuditJobs(settings.data_dir / "audit-jobs", split=AuditPool(spec, processes) if processes > 1 else None,
                      split_records=settings.audit_split_records)
     app = create_app(ledger, threads=settings.api_threads, metrics_token=metrics_token,

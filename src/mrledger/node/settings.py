@@ -71,7 +71,8 @@ class Settings(BaseSettings):
                                "one process serves one core: set it to the cores the API may use (docs/scaling.md).")
     audit_processes: int = Field(0, ge=0, le=64, description="Processes a large KPI audit job spreads its event "
                                  "streams over (node/audit_pool.py), started for the job with their own database and "
-                                 "chain connections; 0: one per core; 1: only the job's own thread.")
+                                 "chain connections, at a lower CPU priority than the API; 0: as many as "
+                                 "MRL_API_PROCESSES; 1: only the job's own thread.")
     audit_split_records: int = Field(100_000, ge=0, description="Records from which an audit job uses those "
                                      "processes; a smaller one runs in its thread (starting them costs seconds).")
     worker: bool = Field(True, description="Run the sealer and the anchoring worker (in a child process of "
