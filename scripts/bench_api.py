@@ -104,6 +104,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the benchmark as Ctrl-C does: through its ``finally`` blocks, which stop the node it started (and
+    drop its schema). Without this, a benchmark stopped with ``kill`` left its ``mrledger serve``, anvil and sealer
+    running under the next measurement."""
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(128 + signal.SIGTERM))
+
+
 class Server:
     """``mrledger serve`` on a temp data dir and a free loopback port."""
 
@@ -186,6 +193,10 @@ class Profiler:
 def _loadgen(api: str, bodies: list[bytes], rate: float, seconds: float, connections: int,
              out: Any) -> None:
     """Open-loop verification load, in its own process; sends back (latencies ms, errors, verdicts, span)."""
+    from mrledger.node.background import die_with_parent
+
+    if not die_with_parent(os.getppid()):  # killed with the benchmark, however it ends
+        return
     try:
         import uvloop
 
@@ -456,6 +467,7 @@ def main() -> None:
                     help="MRL_API_PROCESSES of the node (the floor stays one process: compare floor_ratio at 1)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    stop_on_sigterm()
 
     tmp = Path(tempfile.mkdtemp(prefix="mrl-bench-api-"))
     server = Server(tmp / "data", args.batch_interval, sign=not args.unsigned,

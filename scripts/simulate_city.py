@@ -116,7 +116,7 @@ if str(ROOT) not in sys.path:
 
 from mrledger.node.settings import Settings  # noqa: E402
 from scripts import sim_kpis  # noqa: E402
-from scripts.bench_api import Server  # noqa: E402
+from scripts.bench_api import Server, stop_on_sigterm  # noqa: E402
 from scripts.city_data import (  # noqa: E402
     CATEGORIES,
     CHUNK,
@@ -619,6 +619,7 @@ def main() -> None:
                     help="doctors record a decision and hospitals report the encounter after each verification "
                          "(scripts/sim_kpis.py); the JSON gets kpis, kpi_counts and decision_audit")
     args = ap.parse_args()
+    stop_on_sigterm()
     if args.hospitals < 2:
         ap.error("--hospitals must be at least 2 (doctors verify other hospitals' results)")
     if min(args.results_per_hospital, args.verifications, args.pool) < 1:
