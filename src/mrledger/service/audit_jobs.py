@@ -144,8 +144,7 @@ class AuditJobs:
                 "finished_at": None, "progress": {"records_total": None, "records_checked": 0, "streams_total": None,
                                                   "streams_done": 0, "batches_checked": 0},
                 "processes": 1, "ok": None, "checked_records": 0, "streams": [], "problem_count": 0,
-                "problems_by_kind": {},
-                "problems": [], "problems_truncated": False, "error": None}
+                "problems_by_kind": {}, "problems": [], "problems_truncated": False, "error": None}
             self._write(state)
             (self.directory / "current").write_text(job_id)
             self._prune()

@@ -39,9 +39,7 @@ from mrledger.store.repository import Store
 # for 60,000 records, issue 20).
 _ROLLUP = cast(Table, KpiCount.__table__)
 _RUNS = cast(Table, KpiRun.__table__)
-#: ``kpi_sums``: the level, bucket and dimensions (the rollup check's key), then the four sums.
-_SUMS_COLUMNS = (KpiSum.level, KpiSum.bucket, KpiSum.hospital_id, KpiSum.kind, KpiSum.categories, KpiSum.decision,
-                 KpiSum.recognition, KpiSum.reason, KpiSum.n, KpiSum.retrieved, KpiSum.tests, KpiSum.amount_minor)
+_SUMS = cast(Table, KpiSum.__table__)
 
 #: The counter's inserts, compiled once and run on the driver (``store.bulk``, as ``kpi_levels.add``'s statements).
 _INSERT_ROLLED = DriverInsert.values(cast(Table, KpiRolled.__table__), ("stream", "seq"))
@@ -161,8 +159,9 @@ class KpiRollup:
             hospitals.add(stream.removesuffix(STREAM_SUFFIX))  # a row of its hospital that no record made
             # Columns, not ORM objects: a stream's hospitals hold thousands of day and month rows, and building an
             # entity per row (identity map included) was a quarter of this check (bench_audit --profile).
-            level_stored = {tuple(r[:8]): list(r[8:])
-                            for r in s.execute(select(*_SUMS_COLUMNS).where(KpiSum.hospital_id.in_(hospitals)))}
+            level_stored = {(r.level, r.bucket, r.hospital_id, r.kind, r.categories, r.decision, r.recognition,
+                             r.reason): [r.n, r.retrieved, r.tests, r.amount_minor]
+                            for r in s.execute(select(*_SUMS.columns).where(KpiSum.hospital_id.in_(hospitals)))}
         out: list[tuple[int | None, str]] = []
         for seq, sums in derived_sums.items():
             derived = {k: (v.n, v.retrieved, v.tests, v.amount_minor) for k, v in sums.items()}

@@ -61,8 +61,7 @@ done, the summary and the problems. The job reads the ledger {CHUNK_RECORDS:,} r
 short transactions, in a background thread of this API process; its memory does not grow with the ledger. A job
 of at least `MRL_AUDIT_SPLIT_RECORDS` records (default {SPLIT_RECORDS:,}) spreads its event streams over
 `MRL_AUDIT_PROCESSES` processes started for it (default: as many as `MRL_API_PROCESSES`; `processes` says how
-many), each stream
-checked whole by one of them; progress then moves a stream at a time.
+many), each stream checked whole by one of them; progress then moves a stream at a time.
 
 **One job at a time per node**: while one runs, this answers 409 `audit-job-running` with its `job_id` and its
 URL in `Location` — poll that one. A restart loses a running job (it then reads `lost`): start another. Job
