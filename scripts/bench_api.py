@@ -39,6 +39,10 @@ What is measured, precisely:
   audit path. Completed answers per second of each, and the node's share of the floor. ``--floor-ladder``
   then loads the floor with each check a verification cannot skip added in turn (``floor_ladder``: the leaf
   recomputed from the record, the result's versions read, the verification written; bench_floor.py says how).
+* ``core_speed``: how fast the cores were during the runs at ``--rate`` (``verify``), the node's saturation
+  (``node``) and the floor's (``floor``): a fixed loop's CPU ms once a second (scripts/core_speed.py; more ms is a
+  slower core). This machine's cores change speed within a minute with other tenants' load, which steal time
+  does not show: a ``floor_ratio`` whose two phases' ``probe_ms_median`` differ compares the neighbours too.
 
 The machine's cores are shared by the server, its anvil and the load generator: on a 2-core box the
 generator's ~0.2 ms of CPU per request is taken from the server. ``cores`` is reported alongside.
@@ -78,6 +82,7 @@ from mrledger.store import Store  # noqa: E402
 from mrledger.store.anchors import Outbox  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from core_speed import SpeedProbe  # noqa: E402
 from httpload import TRANSPORT_ERRORS, Conn  # noqa: E402
 
 _MRLEDGER = Path(sys.executable).with_name("mrledger")
@@ -511,6 +516,10 @@ def main() -> None:
         signing = {"signed": False} if args.unsigned else signing_figures(server, receipts)
         bodies = [json.dumps({"receipt": r}, separators=(",", ":")).encode() for r in receipts]
 
+        # How fast the cores were during each measured phase (scripts/core_speed.py): the node's saturation and
+        # the floor's are taken a minute apart, and this machine's cores change speed within a minute.
+        probe = SpeedProbe(every=1.0).start()
+        probe.mark("verify")
         profiler.start("verify")
         runs = [load(server.api, bodies, args.rate, args.seconds, args.connections) for _ in range(args.runs)]
         profiler.stop()
@@ -518,10 +527,13 @@ def main() -> None:
         p99s = sorted(pct(r[0], 0.99) for r in runs)
         saturation = floor = None
         if args.saturation_rate:
+            probe.mark("node")
             profiler.start("saturate")
             saturation = load(server.api, bodies, args.saturation_rate, args.saturation_seconds, args.connections)
             profiler.stop()
+            probe.mark("floor")
             floor = floor_load(bodies, args.saturation_rate, args.saturation_seconds, args.connections)
+        probe.mark("end")
 
         result = {
             "rate": args.rate,
@@ -556,6 +568,7 @@ def main() -> None:
             "verify_p99_ms_median": round(statistics.median(p99s), 2),
             "verify_p99_ms_max": round(p99s[-1], 2),
             "verify_p99_ms_runs": [round(p, 2) for p in (pct(r[0], 0.99) for r in runs)],
+            "core_speed": {phase: probe.summary(phase) for phase in ("verify", "node", "floor") if probe.phase(phase)},
         }
         if saturation is not None and floor is not None:
             result.update(_saturation_figures(saturation, floor, args.saturation_rate))

@@ -53,6 +53,12 @@ Definitions of the printed numbers (``--json``):
   phase; ``cpu_ms_per_verification``: those busy CPU-ms per verification (with its decision and encounter share:
   node, PostgreSQL, anvil and the generator together); ``cpu_bound_rate_per_s`` = cores / that: the rate at which
   this machine's CPU would be the limit. A run on a shared machine counts its neighbours too.
+* ``core_speed``: how fast the cores were (scripts/core_speed.py: a fixed loop's CPU ms every 5 s; more ms is a
+  slower core — other tenants on the same physical cores, which steal time does not show). ``verify``: over the
+  verification phase, with the verification rate in the 5-second windows whose cores were fast
+  (``fast_rate_per_s``), in the others (``slow_rate_per_s``) and Pearson's r between a window's rate and its
+  cores' speed (``rate_speed_r``); ``run``: the probe over the whole run. Compare two runs' rates only with their
+  ``core_speed`` beside them.
 * ``kpis`` (docs/kpis.md; doctors' behaviour in scripts/sim_kpis.py): ``retrieval_rate`` = retrieved /
   encounters the doctors' hospitals reported; ``recognition_rate`` = recognised / decisions on results the
   programme recognised (post-retrieval recognition rate); ``tests_avoided``: catalogue items of recognised
@@ -130,6 +136,7 @@ from scripts.city_data import (  # noqa: E402
     plan_city,
 )
 from scripts.city_load import Tally, verify_worker  # noqa: E402
+from scripts.core_speed import SpeedProbe  # noqa: E402
 
 # -------------------------------------------------------------------------------- the run
 
@@ -157,6 +164,8 @@ class City:
         self.fates: Counter[str] = Counter()
         self.categories: Counter[str] = Counter()
         self.phases: dict[str, float] = {}
+        #: Verifications answered so far (read by the speed probe's thread: windows of rate against core speed).
+        self.answered = 0
         #: The machine's (busy, total) CPU seconds when the verifications began and ended (``_machine_cpu``).
         self.cpu: tuple[tuple[float, float] | None, tuple[float, float] | None] = (None, None)
         self.catalogue = Catalogue({}, {})
@@ -430,6 +439,7 @@ class City:
                     continue
                 if msg[0] == "progress":
                     bar.advance(task, msg[2])
+                    self.answered += msg[2]
                 else:
                     finished += 1
                     tally.merge(msg[3])
@@ -479,6 +489,10 @@ def _drop_schema(url: str, schema: str) -> None:
 
 def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     start = time.perf_counter()
+    city: City | None = None
+    # How fast the cores were, beside how many verifications were answered (scripts/core_speed.py): on this
+    # shared machine a rate is a figure about the neighbours too unless the run says so.
+    probe = SpeedProbe(count=lambda: city.answered if city is not None else 0).start()
     tmp = Path(tempfile.mkdtemp(prefix="mrl-city-"))
     server = Server(tmp / "data", args.batch_interval, api_processes=args.api_processes, anchor_every=args.anchor_every)
     if args.api_threads is not None:
@@ -514,7 +528,9 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         pool = city.fetch_pool(tmp / "pool.jsonl")
         city.phases["receipts"] = time.perf_counter() - t
         t = time.perf_counter()
+        probe.mark("verify")
         tally = city.verify(tmp / "pool.jsonl")
+        probe.mark("after")
         city.phases["verify"] = time.perf_counter() - t
         kpis: dict[str, Any] | None = None
         if args.decisions:
@@ -524,6 +540,7 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             kpis = city.check_kpis(tally.kpi, timeout=300 + 2 * args.verifications / 1000)
             city.phases["kpis"] = time.perf_counter() - t
     finally:
+        probe.stop()
         code = server.stop()
         if schema is not None and args.db and not args.keep:
             _drop_schema(args.db, schema)
@@ -573,6 +590,7 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "phases_s": {k: round(v, 1) for k, v in city.phases.items()},
         "database": "postgresql" if args.db else "sqlite", "seed": args.seed, "cores": os.cpu_count(),
         "api_processes": args.api_processes, "concurrency": args.workers * args.concurrency,
+        "core_speed": {"verify": probe.summary("verify"), "run": probe.summary()},
         "serve_exit": code,
     }
 

@@ -20,7 +20,7 @@ ARGS = ["--hospitals", "4", "--results-per-hospital", "30", "--verifications", "
 #: Timings and the node's exit status: everything else must be identical for the same seed.
 TIMING = {"verify_p99_ms", "verify_p50_ms", "decide_p50_ms", "decide_p99_ms", "wall_s", "verify_rate_per_s",
           "ingest_per_s", "phases_s", "machine_busy", "cpu_ms_per_verification", "cpu_bound_rate_per_s",
-          "unexpected_examples", "error_examples"}
+          "unexpected_examples", "error_examples", "core_speed"}
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,12 @@ def test_decisions_are_recorded_and_the_kpis_match_the_api(runs: list[dict[str, 
     assert c["anchored_records"] == c["decisions"] + c["encounters"]
     assert r["decision_audit"] == {"ok": True, "records": c["decisions"] + c["encounters"], "problems": 0,
                                    "chain_checked": True}
+
+
+def test_the_run_says_how_fast_its_cores_were(runs: list[dict[str, Any]]) -> None:
+    """scripts/core_speed.py sampled during the verifications: the probe's spread, and its windows' rates add up
+    to about the phase's rate (the windows cover the phase but its first and last seconds)."""
+    speed = runs[0]["core_speed"]
+    verify, run = speed["verify"], speed["run"]
+    assert run["samples"] >= verify["samples"] >= 1
+    assert 0 < run["probe_ms_min"] <= verify["probe_ms_min"] <= verify["probe_ms_median"] <= verify["probe_ms_max"]
