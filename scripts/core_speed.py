@@ -1,12 +1,13 @@
-"""How fast the cores were while a benchmark ran: a fixed pure-Python loop, timed in its own CPU time every few
-seconds, beside the benchmark's own counter.
+"""How fast the cores were while a benchmark ran: a fixed pure-Python loop, timed in its own CPU time every second,
+beside the benchmark's own counter.
 
 Why: this machine's two cores are shared with other tenants' work on the same physical cores, and that does not
-show as steal time. During a 300,000-verification city replay (stop 39) the loop's CPU time swung between 9.5 and
-15 ms within a minute, and the replay's decisions per 10 s between 429 and 202 in step with it, with the
-processes' shares of the cores unchanged and steal under 1 %. Stop 38's unexplained slowdown (large replays at
-~8 ms of CPU a verification, 20,000-verification ones the same evening at ~6.4 ms) is what that looks like when
-the windows compared are minutes apart. A figure is then a figure about the neighbours as much as about the node,
+show as steal time. During a 300,000-verification city replay on a freshly started PostgreSQL (stop 39), a
+200,000-pass loop's CPU time swung between 9.5 and 15 ms within a minute, and the replay's decisions per 10 s
+between 429 and 202 in step with it, with the processes' shares of the cores unchanged and steal under 1 %: 345.6/s
+in the windows whose loop took <= 10.5 ms, 224.2/s where it took > 12.5 ms. Stop 38's unexplained slowdown (large
+replays at ~8 ms of CPU a verification, 20,000-verification ones the same evening at ~6.4 ms) is what that looks
+like when the runs compared are minutes apart. A figure is then a figure about the neighbours as much as about the node,
 unless the run says how fast its cores were while it was taken: ``SpeedProbe.summary``.
 
 The loop's CPU time (``time.thread_time``) does not count waiting for a core or for the GIL, only how long the
@@ -18,18 +19,20 @@ as fast as the run's fastest (``fast_windows``), beside the rate over the whole 
 
 from __future__ import annotations
 
-import itertools
 import statistics
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-#: The loop's size: ~10 ms of one of this machine's cores when they are fast, so every sample is well above the
-#: clock's resolution and the probe costs ~0.2 % of a core at one sample every 5 s.
-LOOPS = 200_000
+#: The loop's size: ~2.5 ms of one of this machine's cores when they are fast, well above the clock's resolution;
+#: at a sample a second the probe costs ~0.25 % of a core.
+LOOPS = 50_000
+#: Samples per window: a window's probe is the median of its samples, so one sample that caught a core at an
+#: odd moment does not make the window fast or slow (one sample per 5 s windows correlated poorly, stop 39).
+WINDOW = 10
 #: A window counts as "fast" when its probe is within this factor of the phase's fast probe: the tenth
-#: percentile of its samples (not the single fastest, which one lucky sample would set).
+#: percentile of its windows' probes (not the single fastest, which one lucky window would set).
 FAST = 1.10
 
 
@@ -44,11 +47,11 @@ def probe_ms(loops: int = LOOPS) -> float:
 
 class SpeedProbe:
     """Samples ``probe_ms`` every ``every`` seconds on a daemon thread; with ``count`` (a callable returning the
-    benchmark's running total, e.g. verifications answered) each sample also records the total, so that
-    consecutive samples make windows of (rate, probe). ``mark`` names the start of a phase."""
+    benchmark's running total, e.g. verifications answered) each sample also records the total, so that every
+    ``window`` consecutive samples make a window of (rate, probe). ``mark`` names the start of a phase."""
 
-    def __init__(self, every: float = 5.0, count: Callable[[], int] | None = None) -> None:
-        self.every, self.count = every, count
+    def __init__(self, every: float = 1.0, count: Callable[[], int] | None = None, window: int = WINDOW) -> None:
+        self.every, self.count, self.window = every, count, window
         self.samples: list[tuple[float, float, int]] = []  # (monotonic time, probe ms, count)
         self.marks: dict[str, int] = {}
         self._stop = threading.Event()
@@ -93,11 +96,15 @@ class SpeedProbe:
         ms = [s[1] for s in samples]
         out: dict[str, Any] = {"samples": len(ms), "probe_ms_min": round(min(ms), 2),
                                "probe_ms_median": round(statistics.median(ms), 2), "probe_ms_max": round(max(ms), 2)}
-        if name is None or self.count is None or len(samples) < 3:
+        # (seconds, counted, probe): from one window's first sample to the next one's; its probe is the median of
+        # its samples.
+        starts = range(0, len(samples) - self.window, self.window)
+        windows = [(samples[i + self.window][0] - samples[i][0], samples[i + self.window][2] - samples[i][2],
+                    statistics.median(s[1] for s in samples[i:i + self.window])) for i in starts]
+        if name is None or self.count is None or len(windows) < 2:
             return out
-        # (seconds, counted, probe): each window's probe is the mean of the samples at its two ends.
-        windows = [(b[0] - a[0], b[2] - a[2], (a[1] + b[1]) / 2) for a, b in itertools.pairwise(samples)]
-        reference = statistics.quantiles(ms, n=10)[0] if len(ms) >= 10 else min(ms)
+        probes = [w[2] for w in windows]
+        reference = statistics.quantiles(probes, n=10)[0] if len(probes) >= 10 else min(probes)
         fast = [w[2] <= reference * FAST for w in windows]
         rates, speeds = [w[1] / w[0] for w in windows], [1 / w[2] for w in windows]
         out.update({

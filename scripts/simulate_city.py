@@ -53,9 +53,9 @@ Definitions of the printed numbers (``--json``):
   phase; ``cpu_ms_per_verification``: those busy CPU-ms per verification (with its decision and encounter share:
   node, PostgreSQL, anvil and the generator together); ``cpu_bound_rate_per_s`` = cores / that: the rate at which
   this machine's CPU would be the limit. A run on a shared machine counts its neighbours too.
-* ``core_speed``: how fast the cores were (scripts/core_speed.py: a fixed loop's CPU ms every 5 s; more ms is a
-  slower core — other tenants on the same physical cores, which steal time does not show). ``verify``: over the
-  verification phase, with the verification rate in the 5-second windows whose cores were fast
+* ``core_speed``: how fast the cores were (scripts/core_speed.py: a fixed loop's CPU ms every second; more ms is
+  a slower core — other tenants on the same physical cores, which steal time does not show). ``verify``: over the
+  verification phase, with the verification rate in the 10-second windows whose cores were fast
   (``fast_rate_per_s``), in the others (``slow_rate_per_s``) and Pearson's r between a window's rate and its
   cores' speed (``rate_speed_r``); ``run``: the probe over the whole run. Compare two runs' rates only with their
   ``core_speed`` beside them.

@@ -10,35 +10,48 @@ import pytest
 from scripts.core_speed import SpeedProbe, probe_ms
 
 
-def _probe(samples: list[tuple[float, float, int]]) -> SpeedProbe:
-    probe = SpeedProbe(count=lambda: 0)
+def _probe(samples: list[tuple[float, float, int]], window: int = 2) -> SpeedProbe:
+    probe = SpeedProbe(count=lambda: 0, window=window)
     probe.mark("run")
     probe.samples = samples
     return probe
 
 
-def test_fast_and_slow_windows_are_told_apart() -> None:
-    # 10 s windows: fast cores (10 ms) count 3,000 a window, slow ones (15 ms) 2,000.
-    ms = [10, 10, 10, 15, 15, 15, 10, 10, 15, 15, 15, 10]
-    samples, total = [], 0
+def _samples(ms: list[float], per_window: int, fast: int = 3000, slow: int = 2000) -> list[tuple[float, float, int]]:
+    """One sample a second; each window of ``per_window`` samples counts ``fast`` a second when its cores were
+    fast (10 ms), ``slow`` when they were slow."""
+    out, total = [], 0
     for i, m in enumerate(ms):
-        if i:
-            total += 3000 if (m + ms[i - 1]) / 2 == 10 else 2000 if (m + ms[i - 1]) / 2 == 15 else 2500
-        samples.append((10.0 * i, float(m), total))
-    out = _probe(samples).summary("run")
-    assert out["samples"] == 12 and out["windows"] == 11
-    assert (out["probe_ms_min"], out["probe_ms_median"], out["probe_ms_max"]) == (10, 12.5, 15)
-    assert out["fast_probe_ms"] == 10 and out["fast_windows"] == 3  # the windows between two 10 ms samples
-    assert out["fast_rate_per_s"] == 300.0
-    assert out["rate_per_s"] == pytest.approx(total / 110, abs=0.1)
-    assert out["slow_rate_per_s"] == pytest.approx((total - 9000) / 80, abs=0.1)
-    assert out["rate_speed_r"] == pytest.approx(1.0, abs=0.05)  # these rates follow the cores exactly
+        if i and i % per_window == 0:
+            total += per_window * (fast if ms[i - 1] == 10 else slow)
+        out.append((float(i), m, total))
+    return out
+
+
+def test_fast_and_slow_windows_are_told_apart() -> None:
+    # 2-sample windows: fast, fast, slow, fast, slow, slow, then the sample that closes the last window.
+    ms = [10, 10, 10, 10, 15, 15, 10, 10, 15, 15, 15, 15, 10]
+    out = _probe(_samples(ms, 2)).summary("run")
+    assert out["samples"] == 13 and out["windows"] == 6
+    assert (out["probe_ms_min"], out["probe_ms_median"], out["probe_ms_max"]) == (10, 10, 15)
+    assert out["fast_probe_ms"] == 10 and out["fast_windows"] == 3
+    assert out["fast_rate_per_s"] == 3000.0 and out["slow_rate_per_s"] == 2000.0
+    assert out["rate_per_s"] == 2500.0
+    assert out["rate_speed_r"] == pytest.approx(1.0)  # these rates follow the cores exactly
+
+
+def test_a_window_is_as_fast_as_the_median_of_its_samples() -> None:
+    """One odd sample does not make a window slow: its probe is the median of its three samples."""
+    ms = [10, 10, 30, 10, 10, 10, 15, 15, 15, 10]  # windows of 3: fast (one odd sample), fast, slow
+    out = _probe(_samples(ms, 3), window=3).summary("run")
+    assert out["windows"] == 3 and out["fast_windows"] == 2
+    assert out["probe_ms_max"] == 30
 
 
 def test_a_rate_that_ignores_the_cores_has_no_correlation() -> None:
-    samples = [(10.0 * i, 10.0 + (i % 2) * 5, 2500 * i) for i in range(20)]  # same count in every window
+    samples = [(float(i), 10.0 + (i // 2 % 2) * 5, 250 * i) for i in range(21)]  # the same count every second
     out = _probe(samples).summary("run")
-    assert out["rate_per_s"] == 250.0
+    assert out["rate_per_s"] == 250.0 and out["fast_windows"] == 5
     assert out["rate_speed_r"] is None  # every window's rate is the same: no correlation to compute
 
 
