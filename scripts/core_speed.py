@@ -67,6 +67,7 @@ class SpeedProbe:
 
     def mark(self, phase: str) -> None:
         """The samples from now on belong to ``phase`` (until the next mark)."""
+        self.marks.pop(phase, None)  # marked again: it now ends where the marks made after this one begin
         self.marks[phase] = len(self.samples)
 
     def _run(self) -> None:
@@ -77,16 +78,18 @@ class SpeedProbe:
                 return
 
     def phase(self, name: str) -> list[tuple[float, float, int]]:
-        """The samples taken during ``name`` (from its mark to the next one's)."""
-        start = self.marks.get(name)
-        if start is None:
+        """The samples taken during ``name``: from its mark to the mark made after it (two marks made between the
+        same two samples leave the first phase empty)."""
+        names = list(self.marks)
+        if name not in names:
             return []
-        later = [i for i in self.marks.values() if i > start]
-        return self.samples[start:min(later, default=len(self.samples))]
+        after = names.index(name) + 1
+        end = self.marks[names[after]] if after < len(names) else len(self.samples)
+        return self.samples[self.marks[name]:end]
 
     def summary(self, name: str | None = None) -> dict[str, Any]:
         """The probe's spread over the phase ``name`` (every sample without one). For a phase, with a counter,
-        the rate in the windows between consecutive samples as well: over all of them, over the fast ones (probe
+        the rate in its windows of ``window`` samples as well: over all of them, over the fast ones (probe
         within ``FAST`` of the phase's fast probe) — the rate the benchmark kept while its cores were as fast as
         they got — and over the others; and how closely the windows' rates followed the cores' speed (Pearson's
         r between a window's rate and 1 / its probe)."""

@@ -64,6 +64,11 @@ def test_phases_split_the_samples() -> None:
     assert probe.summary()["samples"] == 5 and "rate_per_s" not in probe.summary()
     assert probe.summary("b")["probe_ms_median"] == 21.0
     assert probe.summary("never") == {"samples": 0}
+    probe.mark("c")
+    probe.mark("d")  # no sample between the two marks: c is empty, d runs to the end
+    probe.samples.append((5.0, 30.0, 0))
+    assert probe.phase("c") == [] and [s[1] for s in probe.phase("d")] == [30.0]
+    assert [s[1] for s in probe.phase("b")] == [20.0, 21.0, 22.0]
 
 
 def test_a_real_probe_samples_until_stopped() -> None:
