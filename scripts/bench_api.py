@@ -41,8 +41,9 @@ What is measured, precisely:
   recomputed from the record, the result's versions read, the verification written; bench_floor.py says how).
 * ``core_speed``: how fast the cores were during the runs at ``--rate`` (``verify``), the node's saturation
   (``node``) and the floor's (``floor``): a fixed loop's CPU ms once a second (scripts/core_speed.py; more ms is a
-  slower core). This machine's cores change speed within a minute with other tenants' load, which steal time
-  does not show: a ``floor_ratio`` whose two phases' ``probe_ms_median`` differ compares the neighbours too.
+  slower core); each ladder level's median is on its row (``probe_ms_median``). This machine's cores change
+  speed within a minute with other tenants' load, which steal time does not show: a ``floor_ratio`` whose two
+  phases' ``probe_ms_median`` differ compares the neighbours too.
 
 The machine's cores are shared by the server, its anvil and the load generator: on a 2-core box the
 generator's ~0.2 ms of CPU per request is taken from the server. ``cores`` is reported alongside.
@@ -320,7 +321,7 @@ def _saturation_figures(node: tuple[list[float], int, dict[str, int], float, int
 
 
 def floor_ladder(receipts: list[dict[str, Any]], bodies: list[bytes], level0: float, rate: float, seconds: float,
-                 connections: int, directory: Path) -> dict[str, Any]:
+                 connections: int, directory: Path, probe: SpeedProbe | None = None) -> dict[str, Any]:
     """Each level of ``bench_floor.LEVELS`` above 0 loaded like level 0 (``floor_rps``, measured just before):
     completed answers per second, and each level's share of level 0 — the most ``floor_ratio`` could be for an
     implementation that does that level's checks and nothing more."""
@@ -331,10 +332,15 @@ def floor_ladder(receipts: list[dict[str, Any]], bodies: list[bytes], level0: fl
 
     ladder = [{"level": LEVELS[0], "rps": round(level0, 1), "ratio": 1.0}]
     for level in range(1, len(LEVELS)):
+        if probe is not None:
+            probe.mark(LEVELS[level])
         run = floor_load(bodies, rate, seconds, connections, level, results)
         rps = _rps(run)
         ladder.append({"level": LEVELS[level], "rps": round(rps, 1),
                        "ratio": round(rps / level0, 3) if level0 else None, "errors": run[1]})
+        if probe is not None:  # each level's cores: its ratio to level 0 compares them too
+            probe.mark("end")
+            ladder[-1]["probe_ms_median"] = probe.summary(LEVELS[level]).get("probe_ms_median")
     return {"floor_ladder": ladder}
 
 
@@ -574,7 +580,8 @@ def main() -> None:
             result.update(_saturation_figures(saturation, floor, args.saturation_rate))
             if args.floor_ladder:
                 result.update(floor_ladder(receipts, bodies, result["floor_rps"], args.saturation_rate,
-                                           args.saturation_seconds, args.connections, tmp))
+                                           args.saturation_seconds, args.connections, tmp, probe))
+        probe.stop()
     finally:
         code = server.stop()
         result["serve_exit"] = code

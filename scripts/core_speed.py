@@ -25,8 +25,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-#: The loop's size: ~2.5 ms of one of this machine's cores when they are fast, well above the clock's resolution;
-#: at a sample a second the probe costs ~0.25 % of a core.
+#: The loop's size: ~1.7 ms of one of this machine's cores when they are fast (1.6-1.9 ms medians on quiet
+#: minutes, 3-4 ms on busy ones; stop 39), well above the clock's resolution; at a sample a second the probe
+#: costs under 0.4 % of a core.
 LOOPS = 50_000
 #: Samples per window: a window's probe is the median of its samples, so one sample that caught a core at an
 #: odd moment does not make the window fast or slow (one sample per 5 s windows correlated poorly, stop 39).
