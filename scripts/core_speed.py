@@ -100,12 +100,14 @@ class SpeedProbe:
         ms = [s[1] for s in samples]
         out: dict[str, Any] = {"samples": len(ms), "probe_ms_min": round(min(ms), 2),
                                "probe_ms_median": round(statistics.median(ms), 2), "probe_ms_max": round(max(ms), 2)}
+        if name is None or self.count is None:
+            return out
         # (seconds, counted, probe): from one window's first sample to the next one's; its probe is the median of
         # its samples.
         starts = range(0, len(samples) - self.window, self.window)
         windows = [(samples[i + self.window][0] - samples[i][0], samples[i + self.window][2] - samples[i][2],
                     statistics.median(s[1] for s in samples[i:i + self.window])) for i in starts]
-        if name is None or self.count is None or len(windows) < 2:
+        if len(windows) < 2:
             return out
         probes = [w[2] for w in windows]
         reference = statistics.quantiles(probes, n=10)[0] if len(probes) >= 10 else min(probes)
