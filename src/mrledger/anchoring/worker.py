@@ -88,11 +88,26 @@ class StepReport:
     lost: int = 0
     moved: int = 0
     waiting: list[str] = field(default_factory=list)
+    #: A transaction of ours is out, or a batch is included and not yet confirmed: the chain must be watched.
+    in_flight: bool = False
+    #: Seconds until the sealed batches found may be sent (``send_every``); None: no sealed batch was found.
+    send_in: float | None = None
 
     @property
     def busy(self) -> bool:
         return any((self.sent, self.included, self.confirmed, self.reorged, self.rebroadcast, self.replaced,
                     self.released, self.lost, self.moved))
+
+    def pause(self, interval: float, idle: float) -> tuple[float, bool]:
+        """After a step that changed nothing: seconds to the next step, and whether a newly sealed batch may end
+        the wait. ``interval`` while the chain is to be watched or batches are waiting on the registry; with sealed
+        batches waiting for ``send_every``, until they are due (at most ``idle``; a batch sealed meanwhile joins
+        them, so it does not wake the worker); with nothing sealed, ``idle`` — or until a batch is sealed."""
+        if self.in_flight or self.waiting:
+            return interval, False
+        if self.send_in is None:
+            return idle, True
+        return min(idle, max(interval, self.send_in)), False
 
 
 def _hex(value: bytes | str) -> str:
@@ -175,27 +190,45 @@ class AnchorWorker:
             self.reconciler.request(f"head went back from {self._head} to {head}")
         self._head = head
 
-    def run(self, stop: threading.Event, interval: float = 0.5, max_backoff: float = 10.0) -> None:
+    def run(self, stop: threading.Event, interval: float = 0.5, max_backoff: float = 10.0, *,
+            idle: float | None = None, wake: threading.Event | None = None) -> None:
         """Step until ``stop`` is set. A node outage is waited out with backoff: nothing is lost, since
-        every state lives in the database and the chain."""
+        every state lives in the database and the chain.
+
+        ``idle`` and ``wake`` (``mrledger serve``: its sealer sets ``wake`` whenever it seals a batch): with nothing
+        in flight, the next step comes when the sealed batches are due (``send_every``), or with nothing sealed when
+        ``wake`` is set — at most ``idle`` seconds later, not ``interval`` (``StepReport.pause``). Why: at
+        ``interval`` (0.2 s) an idle node's worker made five steps a second, each a head read and four outbox
+        queries — 5 % of a core on a node with nothing to do — and in a city replay, whose anchors go out every
+        ``send_every`` (2 s), about ten idle steps for every busy one (issue 20). A batch sealed on an idle node
+        wakes the worker at once; one sealed while others wait for ``send_every`` goes with them when they are due
+        (also when the round has reached ``max_items`` meanwhile, which ``interval`` would have sent up to
+        ``send_every`` sooner: within the cadence ``WorkerConfig.send_every`` allows). What only a step notices with
+        nothing in flight (the head going back, reconciliation's round) is noticed within ``idle``. ``stop`` must also set ``wake`` (as serve does) to end
+        a wait on it at once."""
         backoff = interval
         while not stop.is_set():
+            if wake is not None:
+                wake.clear()  # a batch sealed from here on ends the wait below; one sealed before, this step sends
+            pause, wakeable = interval, False
             try:
                 report = self.step()
                 backoff = interval
                 if report.busy:
                     log.info("anchoring step: %s", report)
                     continue
+                if idle is not None and wake is not None:
+                    pause, wakeable = report.pause(interval, idle)
             except ContractRevert as exc:
                 log.warning("registry refused anchoring: %s", exc)
-                backoff = min(max_backoff, backoff * 2)
+                pause = backoff = min(max_backoff, backoff * 2)
             except AnchorConflict:
                 log.exception("ledger and chain disagree; anchoring stopped for an operator to look")
                 raise
             except Exception as exc:  # node down, timeouts, database busy: retry later
                 log.warning("anchoring step failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff)
-                backoff = min(max_backoff, backoff * 2)
-            stop.wait(backoff)
+                pause = backoff = min(max_backoff, backoff * 2)
+            (wake if wakeable and wake is not None else stop).wait(pause)  # a backoff is not cut short by a seal
 
     # -- submitted → included -----------------------------------------------------------------------
 
@@ -251,6 +284,7 @@ class AnchorWorker:
         groups: dict[str | None, list[AnchorState]] = {}
         for st in self.outbox.states(SUBMITTED):
             groups.setdefault(st.tx_hash, []).append(st)
+        report.in_flight |= bool(groups)
         seen: dict[int, Any] = {}  # of the transactions left to ``_nurse``: read here, not again there
         for tx_hash, states in groups.items():
             receipt = self._receipt(tx_hash) if tx_hash else None
@@ -355,6 +389,7 @@ class AnchorWorker:
         states = self.outbox.states(INCLUDED)
         if not states:
             return
+        report.in_flight = True
         head = int(self.w3.eth.block_number)
         hashes: dict[int, str | None] = {}  # one read per block, however many batches it holds
         confirmed: list[tuple[str, int]] = []
@@ -377,12 +412,16 @@ class AnchorWorker:
 
     def _send_due(self, report: StepReport) -> None:
         if self.outbox.txs(self.account.address):
+            report.in_flight = True
             return  # one transaction in flight per key; the next step carries whatever is due then
         items: list[BatchHead] = []
         due = self.outbox.sealed(self.config.max_items, self.hospitals)
         if not due:
             return
-        if len(due) < self.config.max_items and self.monotonic() - self._last_send < self.config.send_every:
+        report.send_in = 0.0
+        since = self.monotonic() - self._last_send
+        if len(due) < self.config.max_items and since < self.config.send_every:
+            report.send_in = self.config.send_every - since
             return  # the next transaction carries these and whatever is sealed meanwhile
         keys = {h.hospital_id: hospital_key(h.hospital_id) for h in due}
         last = reg.read_many(self.w3, self.contract, hospitals=list(keys.values())).last_seq  # one round trip

@@ -66,6 +66,9 @@ log = logging.getLogger("mrledger.serve")
 
 SEAL_EVERY = 0.2  # seconds between sealer passes
 WORKER_INTERVAL = 0.2
+#: Seconds between the anchoring worker's steps while nothing is in flight and nothing sealed is due; a sealed batch
+#: ends the wait at once (AnchorWorker.run says why).
+WORKER_IDLE = 2.0
 RETRY_REGISTER = 30.0  # seconds before a failed on-chain registration is tried again
 SIGN_WARN_EVERY = 60.0  # seconds between repeated warnings that a hospital's batches cannot be signed
 #: Seconds between deletions of verifications past their retention (MRL_VERIFICATION_RETENTION_DAYS).
@@ -108,6 +111,8 @@ class Sealer:
         self.access_retention = timedelta(days=settings.access_log_retention_days)
         self._last_prune = -PRUNE_EVERY
         self._last_upkeep = time.monotonic()  # the first check after UPKEEP_EVERY: nothing has churned at start
+        #: Set whenever a batch is sealed: the anchoring worker waits on it while it has nothing in flight.
+        self.sealed = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -135,6 +140,7 @@ class Sealer:
             if head is not None:
                 log.info("sealed %s batch %d (%d results%s)", hospital, head.seq, head.size,
                          ", signed" if self.sign else "")
+                self.sealed.set()
                 rollup |= is_event_stream(hospital)
         if rollup:  # count the new event batches for the KPIs now, not in the next report's request
             self.rollup.roll_up()
@@ -364,8 +370,9 @@ def _run(spec: Spec, asked: list[int], pipe: Connection, parent: int) -> int:
             worker = anchor_worker(settings, store, settings.rpc_url, spec.contract, submitter, spec.confirmations)
             stop = threading.Event()
             threads = [threading.Thread(target=sealer.run, args=(stop,), name="sealer", daemon=True),
-                       threading.Thread(target=worker.run, args=(stop,), kwargs={"interval": WORKER_INTERVAL},
-                                        name="anchoring-worker", daemon=True)]
+                       threading.Thread(target=worker.run, args=(stop,), name="anchoring-worker", daemon=True,
+                                        kwargs={"interval": WORKER_INTERVAL, "idle": WORKER_IDLE,
+                                                "wake": sealer.sealed})]
             tune_gc()
             for t in threads:
                 t.start()
@@ -391,6 +398,7 @@ def _run(spec: Spec, asked: list[int], pipe: Connection, parent: int) -> int:
                             return 1
             finally:
                 stop.set()
+                sealer.sealed.set()  # ends the worker's idle wait (AnchorWorker.run)
                 for t in threads:
                     t.join(timeout=15)
         return 0
