@@ -204,8 +204,9 @@ class AnchorWorker:
         wakes the worker at once; one sealed while others wait for ``send_every`` goes with them when they are due
         (also when the round has reached ``max_items`` meanwhile, which ``interval`` would have sent up to
         ``send_every`` sooner: within the cadence ``WorkerConfig.send_every`` allows). What only a step notices with
-        nothing in flight (the head going back, reconciliation's round) is noticed within ``idle``. ``stop`` must also set ``wake`` (as serve does) to end
-        a wait on it at once."""
+        nothing in flight (the head going back, reconciliation's round) is noticed within ``idle``. ``stop`` must
+        also set ``wake`` (as serve does) to end a wait on it at once. Measured: an idle node's sealer process
+        0.042-0.046 -> 0.015-0.017 cores; under a city replay no change (docs/scaling.md §1, stop 40)."""
         backoff = interval
         while not stop.is_set():
             if wake is not None:
