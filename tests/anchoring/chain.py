@@ -79,6 +79,12 @@ class Env:
         for _ in range(n):
             self.node.rpc("evm_mine")
 
+    def settled(self) -> bool:
+        """Mine a block (confirmations need blocks after an anchor), then: is nothing left unconfirmed? For
+        ``wait_until`` while a worker runs in another thread."""
+        self.mine()
+        return Outbox(self.store).unconfirmed() == 0
+
     def checkpoint(self) -> None:
         checkpoint(self.node)
 

@@ -183,11 +183,7 @@ def test_node_outage_is_waited_out(env: Env) -> None:
     time.sleep(1.0)  # the worker retries against the dead node meanwhile
     env.node.start()  # same port, same state file
     try:
-        def settled() -> bool:
-            env.mine()  # confirmations need blocks after the anchor
-            return Outbox(env.store).unconfirmed() == 0
-
-        wait_until(settled, timeout=180)  # the restarted node and the backlog, on a loaded 2-core CI machine
+        wait_until(env.settled, timeout=180)  # the restarted node and the backlog, on a loaded 2-core CI machine
     finally:
         stop.set()
         runner.join(timeout=30)

@@ -16,7 +16,6 @@ import pytest
 from mrledger.anchoring.worker import AnchorWorker, StepReport
 from mrledger.node.background import Sealer
 from mrledger.node.settings import Settings
-from mrledger.store.anchors import Outbox
 from tests.anchoring.chain import Env, submit, wait_until
 
 pytestmark = pytest.mark.anvil
@@ -78,12 +77,7 @@ def test_an_idle_worker_steps_rarely_and_a_sealed_batch_wakes_it(env: Env) -> No
         assert env.seal_all() == 3
         sealed = time.monotonic()
         wake.set()  # what the sealer does after each batch
-        outbox = Outbox(env.store)
-
-        def confirmed() -> bool:
-            env.mine()
-            return outbox.unconfirmed() == 0 and not env.store.pending_count()
-        wait_until(confirmed, timeout=30, tick=0.05)
+        wait_until(lambda: env.settled() and not env.store.pending_count(), timeout=30, tick=0.05)
         # Anchored and confirmed well inside IDLE: the seal ended the wait, nobody waited for the next round.
         assert time.monotonic() - sealed < IDLE
         assert any(t >= sealed for t in steps.times)
@@ -123,12 +117,7 @@ def test_sealed_batches_wait_for_send_every_and_go_when_due(env: Env) -> None:
         # While the second round waited for its due time the worker did not spin: a few steps, not gap / INTERVAL.
         waiting = [t for t in steps.times if t < worker._last_send - 0.1]
         assert len(waiting) < 10
-    outbox = Outbox(env.store)
-
-    def confirmed() -> bool:
-        env.mine()
-        return outbox.unconfirmed() == 0
-    wait_until(confirmed, timeout=30)
+    wait_until(env.settled, timeout=30)
     env.assert_exactly_once_and_confirmed()
 
 

@@ -10,14 +10,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from web3 import Web3
 
 from mrledger.anchoring import contract as reg
 from mrledger.anchoring.node import free_port
 from mrledger.ledger import hospital_key
-from tests.node.test_serve import Node, _alive, _submit, _wait_receipts, record
+from tests.node.test_serve import Node, _alive, _submit, _wait_receipts, http_client, record
 from tests.node.test_serve_faults import _descendants, _tokens, _wait_gone
 
 pytestmark = pytest.mark.anvil
@@ -43,14 +42,14 @@ def test_two_api_processes_share_the_port_and_both_serve(node: Node) -> None:
     pids = info["api_pids"]
     assert len(pids) == 2 and pids[0] == info["pid"] and all(_alive(p) for p in pids)
     assert set(pids[1:]) <= _descendants(node.proc.pid)
-    with httpx.Client(timeout=30) as client:
+    with http_client() as client:
         tokens = _tokens(node, client)
         accepted = {"gz-001": _submit(client, node, tokens, "gz-001", [record("gz-001", i) for i in range(5)])}
         receipts = list(_wait_receipts(client, node, tokens, accepted).values())
     before = {p: _cpu_ticks(p) for p in pids}
     # A new connection per request: the kernel spreads connections, not requests, over the processes.
     for i in range(300):
-        with httpx.Client(timeout=30) as fresh:
+        with http_client() as fresh:
             r = fresh.post(f"{node.api}/verify", json={"receipt": receipts[i % len(receipts)]},
                            headers={"Authorization": f"Bearer {tokens['gz-001']}"})
         assert r.status_code == 200 and r.json()["verdict"] == "authentic", r.text
@@ -88,7 +87,7 @@ def test_only_the_leader_registers_hospitals_on_chain(node: Node) -> None:
     admin = (node.seen / "admin-token").read_text().strip()
     extra = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
     w3 = Web3(Web3.HTTPProvider(info["rpc_url"]))
-    with httpx.Client(timeout=30) as client:
+    with http_client() as client:
         r = client.post(f"{node.api}/hospitals", json={"id": "sz-003", "name": "Shenzhen"},
                         headers={"Authorization": f"Bearer {admin}"})
         assert r.status_code == 201 and r.json()["on_chain_registered"] is False, r.text

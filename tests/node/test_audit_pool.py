@@ -19,7 +19,7 @@ from mrledger.anchoring.node import free_port
 from mrledger.node.audit_pool import AuditPool, AuditProcessError
 from mrledger.node.settings import Settings
 from mrledger.node.spawned import ApiSpec
-from tests.node.test_serve import HOSPITALS, Node, _submit, _wait_receipts, record
+from tests.node.test_serve import HOSPITALS, Node, _submit, _wait_receipts, http_client, record
 from tests.node.test_serve_faults import _descendants, _tokens
 
 pytestmark = pytest.mark.anvil
@@ -52,7 +52,7 @@ def test_a_job_spread_over_processes_answers_as_one_process_does(node: Node) -> 
     admin = {"Authorization": f"Bearer {(node.seen / 'admin-token').read_text().strip()}"}
     # No kept-alive connections: the CLI calls between requests take seconds on a loaded machine, about uvicorn's
     # 5 s keep-alive, and a request sent on a pooled connection as the server closed it got no answer (CI, stop 40).
-    with httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+    with http_client() as client:
         tokens = _tokens(node, client)
         accepted = {"gz-001": _submit(client, node, tokens, "gz-001", [record("gz-001", i) for i in range(3)])}
         receipts = list(_wait_receipts(client, node, tokens, accepted).values())

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from mrledger.anchoring.node import free_port
 from mrledger.cli.main import app as cli
 from tests.conftest import db_url
-from tests.node.test_serve import COMMAND, Node, record
+from tests.node.test_serve import COMMAND, Node, http_client, record
 
 pytestmark = pytest.mark.anvil
 HOSPITALS = {"gz-001": "Guangzhou First People's Hospital", "qd-002": "Qingdao Municipal Hospital",
@@ -62,7 +62,7 @@ def test_thousand_results_three_hospitals_end_to_end(engine: Engine, tmp_path: P
     try:
         info = node.start()
         admin = {"Authorization": f"Bearer {(node.data_dir / 'admin-token').read_text().strip()}"}
-        with httpx.Client(timeout=30) as client:
+        with http_client() as client:
             for hid, name in HOSPITALS.items():
                 r = client.post(f"{node.api}/hospitals", json={"id": hid, "name": name}, headers=admin)
                 assert r.status_code == 201, r.text

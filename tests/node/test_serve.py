@@ -65,6 +65,13 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def http_client(**kwargs: Any) -> httpx.Client:
+    """An HTTP client for a test that talks to a node between CLI calls, with no connection kept alive: a CLI call
+    can take about uvicorn's 5 s keep-alive on a loaded machine, and a request sent on a pooled connection just as
+    the server closes it gets no answer ("Server disconnected without sending a response", stop 40's CI)."""
+    return httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0), **kwargs)
+
+
 class Node:
     """One `mrledger serve` child process on ``data_dir``; ``env`` also serves the CLI calls. ``prefix`` runs
     serve and the CLI through another command (``nsenter`` into a mount namespace); ``seen``: where this test
@@ -190,7 +197,7 @@ def test_serve_end_to_end_and_crash_recovery(node: Node, tmp_path: Path) -> None
     assert admin_token.startswith("mrl_")
     assert f"{node.api}" in node.log and "/docs" in node.log and str(data / "admin-token") in node.log
 
-    with httpx.Client(timeout=30) as client:
+    with http_client() as client:
         for hid, name in HOSPITALS.items():
             r = client.post(f"{node.api}/hospitals", json={"id": hid, "name": name},
                             headers={"Authorization": f"Bearer {admin_token}"})
@@ -336,7 +343,7 @@ def test_the_regional_key_survives_a_restart_so_an_encounter_stays_a_duplicate(n
     encounter = {"hospital_id": "qd-002", "encounters": [{
         "encounter_id": "ENC-2024-000451", "patient": {"system": "urn:cn:resident-id", "value": "SYNTHETIC-7"},
         "seen_at": "2024-05-02T08:55:00+08:00", "retrieved": True}]}
-    with httpx.Client(timeout=30) as client:
+    with http_client() as client:
         r = client.post(f"{node.api}/hospitals", json={"id": "qd-002", "name": HOSPITALS["qd-002"]},
                         headers={"Authorization": f"Bearer {admin}"})
         assert r.status_code == 201, r.text

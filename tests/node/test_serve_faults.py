@@ -23,7 +23,7 @@ from web3 import Web3
 from mrledger.anchoring import contract as reg
 from mrledger.anchoring.node import free_port
 from mrledger.ledger import hospital_key
-from tests.node.test_serve import HOSPITALS, Node, _alive, _submit, _wait_receipts, anchored_events, record
+from tests.node.test_serve import HOSPITALS, Node, _alive, _submit, _wait_receipts, anchored_events, http_client, record
 
 pytestmark = pytest.mark.anvil
 
@@ -90,7 +90,7 @@ def test_every_child_of_serve_dies_with_it(node: Node) -> None:
 
 def test_a_kill_during_start_up_leaves_no_orphan_and_no_second_writer(node: Node) -> None:
     info = node.start()
-    with httpx.Client(timeout=30) as client:
+    with http_client() as client:
         tokens = _tokens(node, client)
         accepted = {h: _submit(client, node, tokens, h, [record(h, i) for i in range(3)]) for h in HOSPITALS}
         _wait_receipts(client, node, tokens, accepted)
@@ -124,7 +124,7 @@ def test_a_frozen_chain_node_never_freezes_the_api(node: Node) -> None:
     patience, not benchmarks: each call would hang far longer without the fix."""
     info = node.start()
     base = f"http://127.0.0.1:{node.port}"
-    with httpx.Client(timeout=30) as client:
+    with http_client() as client:
         tokens = _tokens(node, client)
         accepted = {"gz-001": _submit(client, node, tokens, "gz-001", [record("gz-001", i) for i in range(3)])}
         receipt = _wait_receipts(client, node, tokens, accepted)["gz-001", "LAB-00000"]
@@ -157,7 +157,7 @@ def test_a_frozen_chain_node_never_freezes_the_api(node: Node) -> None:
     while httpx.get(f"{base}/readyz", timeout=3).status_code != 200:
         assert time.monotonic() < deadline, node.log
         time.sleep(0.2)
-    with httpx.Client(timeout=30) as client:
+    with http_client() as client:
         accepted["gz-001"].append("LAB-00050")
         _wait_receipts(client, node, tokens, accepted)
         assert client.post(f"{node.api}/verify", json={"receipt": receipt}).json()["verdict"] == "authentic"
@@ -169,7 +169,7 @@ def test_a_managed_chain_that_dies_is_started_again_and_healed(node: Node) -> No
     chain has gone back, and the worker re-anchors what it lost."""
     node.env["MRL_CONFIRMATIONS"] = "1"
     info = node.start()
-    with httpx.Client(timeout=30) as client:
+    with http_client() as client:
         tokens = _tokens(node, client)
         accepted = {h: _submit(client, node, tokens, h, [record(h, i) for i in range(2)]) for h in HOSPITALS}
         _wait_receipts(client, node, tokens, accepted)
@@ -253,7 +253,7 @@ def test_a_full_disk_answers_503_and_never_loses_the_chain(tmp_path: Path) -> No
     node.env["MRL_CONFIRMATIONS"] = "1"
     try:
         node.start()
-        with httpx.Client(timeout=30) as client:
+        with http_client() as client:
             tokens = _tokens(node, client)
             accepted = {h: _submit(client, node, tokens, h, [record(h, i) for i in range(3)]) for h in HOSPITALS}
             _wait_receipts(client, node, tokens, accepted)

@@ -8,11 +8,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.http.test_input_limits import _send_head_until_answered, _stream_until_answered
-from tests.node.test_serve import Node, _alive, node  # noqa: F401  (the fixture)
+from tests.node.test_serve import Node, _alive, http_client, node  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.anvil
 
@@ -31,7 +30,7 @@ def test_a_real_serve_survives_deep_json_and_chunked_floods(node: Node) -> None:
     node.start()
     assert node.proc is not None
     pid = node.proc.pid
-    with httpx.Client(base_url=f"http://127.0.0.1:{node.port}", timeout=30) as client:
+    with http_client(base_url=f"http://127.0.0.1:{node.port}") as client:
         for path in ("/v1/verify", "/v1/decisions"):
             for body in (b"[" * 80_000, b'{"a":' * 80_000):
                 r = client.post(path, content=body, headers={"Content-Type": "application/json"})

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 from eth_account import Account
 from web3 import Web3
@@ -19,7 +18,7 @@ from mrledger.anchoring import contract as reg
 from mrledger.anchoring.hardhat_node import HardhatNode
 from mrledger.anchoring.node import free_port
 from mrledger.ledger import hospital_key
-from tests.node.test_serve import Node, _submit, _wait_receipts, record
+from tests.node.test_serve import Node, _submit, _wait_receipts, http_client, record
 
 pytestmark = pytest.mark.hardhat
 
@@ -45,7 +44,7 @@ def test_serve_on_hardhat_anchors_and_the_receipt_verifies_on_chain(tmp_path: Pa
         assert (info["rpc_url"], info["contract"], info["chain_id"]) == (chain.rpc_url, contract, 31337)
         assert info["anvil_pid"] is None and not (node.data_dir / "anvil.pid").exists()  # no managed chain
         admin_token = (node.data_dir / "admin-token").read_text().strip()
-        with httpx.Client(timeout=30) as client:
+        with http_client() as client:
             r = client.post(f"{node.api}/hospitals", json={"id": "gz-001", "name": "Guangzhou First"},
                             headers={"Authorization": f"Bearer {admin_token}"})
             assert r.status_code == 201, r.text

@@ -9,12 +9,11 @@ import json
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from web3 import Web3
 
 from mrledger.anchoring import contract_v2 as reg2
-from tests.node.test_serve import Node, _submit, _wait_receipts, node, record  # noqa: F401 - fixture
+from tests.node.test_serve import Node, _submit, _wait_receipts, http_client, node, record  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.anvil
 
@@ -26,7 +25,7 @@ def test_serve_on_a_v2_registry_anchors_in_hubs_and_binds_the_status(node: Node,
     assert reg2.registry_version(w3, info["contract"]) == 2
     admin_token = (node.data_dir / "admin-token").read_text().strip()
     tokens = {}
-    with httpx.Client(timeout=30) as client:
+    with http_client() as client:
         for h in ("gz-001", "qd-002"):
             r = client.post(f"{node.api}/hospitals", json={"id": h, "name": h},
                             headers={"Authorization": f"Bearer {admin_token}"})

@@ -23,7 +23,7 @@ from mrledger.anchoring import contract_v2 as reg2
 from mrledger.anchoring.node import AnvilNode, free_port
 from mrledger.ledger import hospital_key
 from tests.conftest import TEST_MASTER_KEY, _pg_schema_engine
-from tests.node.test_serve import HOSPITALS, Node, _submit, _wait_receipts, anchored_events, record
+from tests.node.test_serve import HOSPITALS, Node, _submit, _wait_receipts, anchored_events, http_client, record
 from tests.node.test_serve_faults import _tokens
 
 pytestmark = [pytest.mark.anvil, pytest.mark.postgres]
@@ -58,7 +58,7 @@ def test_a_second_node_follows_and_verifies_with_the_regions_trust(tmp_path: Pat
         other = second.start()
         assert "runs as a follower" in second.log and "verifying with it" in second.log, second.log
         assert (_role(first), _role(second)) == ("leader", "follower")
-        with httpx.Client(timeout=30) as client:
+        with http_client() as client:
             tokens = _tokens(first, client)
             # Submitted through the follower, sealed and anchored by the leader, verified by both.
             accepted = {h: _submit(client, second, tokens, h, [record(h, i) for i in range(4)]) for h in HOSPITALS}
@@ -107,7 +107,7 @@ def test_a_follower_with_the_keys_takes_over_when_the_leader_stops(tmp_path: Pat
                        MRL_SIGNING_KEYS_DIR=str(pki / "hospitals"))
         second.start()
         assert _role(second) == "follower"
-        with httpx.Client(timeout=30) as client:
+        with http_client() as client:
             tokens = _tokens(first, client)
             accepted = {h: _submit(client, second, tokens, h, [record(h, i) for i in range(2)]) for h in HOSPITALS}
             _wait_receipts(client, second, tokens, accepted)
