@@ -303,12 +303,12 @@ class City:
             r = self.client.get(f"/audit/hospitals/{hid}/batches", params={"after_seq": after, "limit": 1000},
                                 headers={"Authorization": f"Bearer {self.auditor}"}).raise_for_status().json()
             for b in r["batches"]:
-                if b["anchor_status"] == "confirmed":
-                    anchored += int(b["size"])
-                    if prefix:
-                        self._prefix[hid] = (int(b["seq"]), self._prefix.get(hid, (0, 0))[1] + int(b["size"]))
-                else:
+                if b["anchor_status"] != "confirmed":
                     prefix = False
+                    continue
+                anchored += int(b["size"])
+                if prefix:  # every batch so far confirmed: the count is the prefix's
+                    self._prefix[hid] = (int(b["seq"]), anchored)
             if r["next_after_seq"] is None:
                 return anchored
             after = r["next_after_seq"]

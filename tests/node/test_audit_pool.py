@@ -50,8 +50,6 @@ def test_a_job_spread_over_processes_answers_as_one_process_does(node: Node) -> 
     info = node.start()
     assert node.proc is not None
     admin = {"Authorization": f"Bearer {(node.seen / 'admin-token').read_text().strip()}"}
-    # No kept-alive connections: the CLI calls between requests take seconds on a loaded machine, about uvicorn's
-    # 5 s keep-alive, and a request sent on a pooled connection as the server closed it got no answer (CI, stop 40).
     with http_client() as client:
         tokens = _tokens(node, client)
         accepted = {"gz-001": _submit(client, node, tokens, "gz-001", [record("gz-001", i) for i in range(3)])}
