@@ -152,10 +152,38 @@ def test_the_rollup_check_reads_batches_in_chunks(api: Api, monkeypatch: pytest.
     for eid in ("E1", "E2", "E3"):
         encounter(api, eid)
         api.ledger.store.seal("qd-002.events", 100)
-    assert kpi_rollup.KpiRollup(api.ledger.store).roll_up() == 3  # as the sealer counts them
+    rollup = kpi_rollup.KpiRollup(api.ledger.store)
+    assert rollup.roll_up() == 3  # as the sealer counts them
     assert audit(api)["ok"] is True
+    assert rollup.check("qd-002.events") == []  # every batch read by the check itself, one per statement
     sql(api, "UPDATE kpi_rollup SET n = n + 1 WHERE id = (SELECT max(id) FROM kpi_rollup)")
     assert "rollup-mismatch" in {p["kind"] for p in audit(api)["problems"]}
+    assert [seq for seq, _ in rollup.check("qd-002.events")] == [3]
+
+
+@pytest.mark.parametrize("altered", [False, True])
+def test_a_batch_counted_after_the_audit_read_its_rows_is_checked_too(api: Api, monkeypatch: pytest.MonkeyPatch,
+                                                                     altered: bool) -> None:
+    """The audit hands the rollup check each batch's sums from the index rows it read range by range (not read a
+    second time); a batch sealed and counted after those reads is read by the check itself, and checked."""
+    store = api.ledger.store
+    encounter(api, "E1")
+    store.seal("qd-002.events", 100)
+    assert kpi_rollup.KpiRollup(store).roll_up() == 1
+    encounter(api, "E2")
+    read = store.opened_pending
+
+    def then_sealed_and_counted(*args: Any, **kwargs: Any) -> Any:
+        leaves = read(*args, **kwargs)
+        if store.seal("qd-002.events", 100) is not None:  # the sealer, after the audit's ranges of batches
+            assert kpi_rollup.KpiRollup(store).roll_up() == 1
+            if altered:
+                sql(api, "UPDATE kpi_rollup SET n = n + 1 WHERE seq = 2")
+        return leaves
+
+    monkeypatch.setattr(store, "opened_pending", then_sealed_and_counted)
+    problems = [(p["kind"], p["seq"]) for p in audit(api)["problems"]]
+    assert problems == ([("rollup-mismatch", 2)] if altered else [])
 
 
 def test_an_altered_encounter_is_detected(api: Api) -> None:

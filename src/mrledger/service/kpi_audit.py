@@ -12,7 +12,8 @@ streams' records, batches and anchors. This check ties the two together, per str
    after the fact — the fields that differ are named);
 4. every record of the stream has its index row (``unindexed``: dropped from the KPIs) and every index row a
    record of its stream (``not-in-stream``: added to the KPIs);
-5. every counted batch's rollup rows are the counts of its index rows now (``rollup-mismatch``).
+5. every counted batch's rollup rows are the counts of its index rows now (``rollup-mismatch``), summed from the
+   rows read for step 3 (only a batch counted after those reads is read again).
 
 So an auditor holding only the chain can prove that no decision or encounter was added, changed or dropped
 after it was anchored. Records not yet in a confirmed batch are checked against the database only and
@@ -44,7 +45,7 @@ from mrledger.service.kpi_audit_chain import problem as _problem
 from mrledger.service.ledger import Services
 from mrledger.store.decisions import AuditBatch, Facts
 from mrledger.store.events import DecisionFacts, events_stream, is_event_stream
-from mrledger.store.kpi_rollup import KpiRollup
+from mrledger.store.kpi_rollup import BatchSums, KpiRollup, batch_sums
 from mrledger.store.results import OpenedLeaf
 
 #: Records held in memory at once: a range of whole batches (a larger batch alone).
@@ -165,6 +166,19 @@ def _check_records(stream: str, leaves: Sequence[OpenedLeaf], rows: Sequence[tup
                                leaf_hash=r.leaf_hash.hex(), seq=r.seq))
 
 
+def _batch_sums(batches: Sequence[AuditBatch], leaves: Sequence[OpenedLeaf],
+                rows: Sequence[tuple[int, Facts]]) -> dict[int, BatchSums]:
+    """Each batch's rollup from its index rows (``rows``: of the records ``leaves`` places in ``batches``), as
+    ``KpiRollup.check`` would read them again."""
+    seq_of = {leaf.record_version_id: leaf.seq for leaf in leaves}
+    facts: dict[int, list[Facts]] = {b.seq: [] for b in batches}
+    for rvid, f in rows:
+        seq = seq_of.get(rvid)
+        if seq in facts:
+            facts[seq].append(f)
+    return {seq: batch_sums(fs) for seq, fs in facts.items()}
+
+
 def _check_roots(stream: str, batches: Sequence[AuditBatch], leaves: Sequence[OpenedLeaf], found: Findings) -> None:
     """Step 1 in the database: each batch's leaves (in order) give its stored root and size."""
     by_seq: dict[int, list[tuple[int, bytes]]] = {}
@@ -217,6 +231,7 @@ class DecisionAudit:
         s = {"stream": stream, "records": 0, "decisions": 0, "encounters": 0, "batches": 0, "confirmed_batches": 0,
              "unanchored_records": 0, "chain_checked": chain is not None}
         after = -1
+        sums: dict[int, BatchSums] = {}  # each batch's rollup as its rows read here say: for the rollup check
         while page := index.audit_batches(stream, after, _BATCH_PAGE):
             take: list[AuditBatch] = []
             size = 0
@@ -233,6 +248,7 @@ class DecisionAudit:
                 for p in chain_problems(chain, stream, take):
                     self.found.add(p)
             _check_records(stream, leaves, rows, self.found)
+            sums.update(_batch_sums(take, leaves, rows))
             confirmed = {b.seq for b in take if b.status == CONFIRMED}
             self._count(s, leaves, rows, batches=len(take), confirmed=len(confirmed),
                         unanchored=sum(r.seq not in confirmed for r in leaves))
@@ -246,7 +262,7 @@ class DecisionAudit:
         for facts in strays:
             _check_row(stream, facts, None, self.found)
         self._count(s, [], [(0, f) for f in strays], batches=0, confirmed=0, unanchored=0)
-        for seq, detail in KpiRollup(store).check(stream):
+        for seq, detail in KpiRollup(store).check(stream, sums):
             self.found.add(_problem("rollup-mismatch", stream, detail, seq=seq))
         return s
 
