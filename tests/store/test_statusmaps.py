@@ -9,8 +9,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, update
 
-from mrledger.ledger.statusmap import UNKEYABLE, StatusMap, StatusValue, status_key, verify_status_proof
-from mrledger.store import Store, StoreError
+from mrledger.ledger.statusmap import (
+    UNKEYABLE,
+    StatusMap,
+    StatusValue,
+    map_changes,
+    record_entries,
+    status_key,
+    verify_status_proof,
+)
+from mrledger.store import Store, StoreError, statusmaps
 from mrledger.store.models import Batch, RecordVersion
 from mrledger.store.statusmaps import backfill_status_keys
 from tests.conftest import TEST_KEY
@@ -144,3 +152,45 @@ def test_a_legacy_row_that_cannot_be_opened_stays_out_of_the_map(store: Store, e
         assert conn.execute(Batch.__table__.select()).first() is not None
     assert keys[0] == UNKEYABLE and keys[1] != UNKEYABLE
     assert reopened.map_root(H, seq) == expected_map(store, {"R1": 1}).root
+
+
+def test_a_sealer_of_many_hospitals_advances_each_map_without_rebuilding_it(store: Store,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A city's sealer seals hundreds of hospitals and event streams in turn: each map is held and advanced by
+    the new batch's rows alone (the maps were bounded to 64, and the 65th hospital evicted the first, so every
+    seal of a round rebuilt a map from all of that hospital's rows). Under a budget too small for them all,
+    maps are dropped and rebuilt, and the roots stay those of a cold sealer."""
+    hospitals = [H, *(f"h-{i:03d}" for i in range(80))]
+    for hid in hospitals[1:]:
+        store.register_hospital(hid, hid)
+    reads: list[tuple[str, int, int]] = []
+    rows_of = statusmaps.map_rows
+
+    def counted(conn: Any, hospital_id: str, after: int, upto: int) -> Any:
+        reads.append((hospital_id, after, upto))
+        return rows_of(conn, hospital_id, after, upto)
+
+    monkeypatch.setattr(statusmaps, "map_rows", counted)
+    roots: dict[tuple[str, int], bytes | None] = {}
+    for n in range(3):
+        for hid in hospitals:
+            store.submit(hid, [rec(n, hospital=hid)])
+            head = store.seal(hid, 10)
+            assert head is not None
+            roots[(hid, head.seq)] = store.map_root(hid, head.seq)
+    assert reads == []  # every map advanced in memory: none was read back
+    small = Store(store.engine, master_key=TEST_KEY)
+    small._maps = statusmaps.MapCache(max_entries=5)
+    for n in (3, 4):
+        for hid in hospitals:
+            small.submit(hid, [rec(n, hospital=hid)])
+            head = small.seal(hid, 10)
+            assert head is not None
+            roots[(hid, head.seq)] = small.map_root(hid, head.seq)
+    assert len(reads) == 2 * len(hospitals)  # every map dropped before its hospital's turn came again
+    cold = Store(store.engine, master_key=TEST_KEY)
+    for (hid, seq), root in roots.items():
+        with cold.single_read() as conn:
+            rebuilt = StatusMap()
+            rebuilt.apply(map_changes(rebuilt, record_entries(statusmaps.map_rows(conn, hid, 0, seq))))
+        assert root == rebuilt.root is not None

@@ -64,14 +64,23 @@ class _Entry:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+#: Entries (results) the cached maps of one store hold together before the least recently used maps are dropped:
+#: ~230 bytes an entry (``statusmap.CACHE_MIN``), so ~1.4 GB at most. Why a budget of entries and not of maps: the
+#: sealer advances one map per hospital and one per event stream on every batch, and a map it no longer holds is
+#: rebuilt from every row of that hospital before the next batch can be sealed. The earlier bound, 64 maps, was
+#: the 64 streams of the 32-hospital replay exactly; Guangzhou's 270 institutions (540 streams) would have
+#: rebuilt a map on every seal.
+MAX_CACHED_ENTRIES = 6_000_000
+
+
 class MapCache:
     """In-memory maps by (hospital, purpose), each with its batch seq and its own lock; least recently used
-    ones are dropped beyond ``size`` (a map of 100,000 results holds a few tens of MB)."""
+    ones are dropped while the maps hold more than ``max_entries`` entries together (``MAX_CACHED_ENTRIES``)."""
 
-    def __init__(self, size: int = 64) -> None:
+    def __init__(self, max_entries: int = MAX_CACHED_ENTRIES) -> None:
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._lock = threading.Lock()
-        self._size = size
+        self._max_entries = max_entries
 
     @contextmanager
     def at(self, conn: Connection | Session, hospital_id: str, purpose: str, seq: int) -> Iterator[_Entry]:
@@ -81,8 +90,9 @@ class MapCache:
         with self._lock:
             entry = self._entries.pop((hospital_id, purpose), None) or _Entry()
             self._entries[(hospital_id, purpose)] = entry
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+            held = sum(len(e.map) for e in self._entries.values())  # a few hundred maps: cheap beside a seal
+            while held > self._max_entries and len(self._entries) > 1:  # never the one asked for (the newest)
+                held -= len(self._entries.popitem(last=False)[1].map)
         with entry.lock:
             try:
                 if entry.seq > seq:
