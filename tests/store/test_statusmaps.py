@@ -179,8 +179,8 @@ def test_a_sealer_of_many_hospitals_advances_each_map_without_rebuilding_it(stor
             assert head is not None
             roots[(hid, head.seq)] = store.map_root(hid, head.seq)
     assert reads == []  # every map advanced in memory: none was read back
+    monkeypatch.setattr(statusmaps, "MAX_CACHED_ENTRIES", 5)
     small = Store(store.engine, master_key=TEST_KEY)
-    small._maps = statusmaps.MapCache(max_entries=5)
     for n in (3, 4):
         for hid in hospitals:
             small.submit(hid, [rec(n, hospital=hid)])

@@ -77,10 +77,10 @@ class MapCache:
     """In-memory maps by (hospital, purpose), each with its batch seq and its own lock; least recently used
     ones are dropped while the maps hold more than ``max_entries`` entries together (``MAX_CACHED_ENTRIES``)."""
 
-    def __init__(self, max_entries: int = MAX_CACHED_ENTRIES) -> None:
+    def __init__(self, max_entries: int | None = None) -> None:
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._lock = threading.Lock()
-        self._max_entries = max_entries
+        self._max_entries = MAX_CACHED_ENTRIES if max_entries is None else max_entries
 
     @contextmanager
     def at(self, conn: Connection | Session, hospital_id: str, purpose: str, seq: int) -> Iterator[_Entry]:
