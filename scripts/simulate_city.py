@@ -519,8 +519,12 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     if args.db:
         schema, db_url = _pg_schema(args.db)
         server.env["MRL_DATABASE_URL"] = db_url
-        # A node on PostgreSQL must be given the region's key (docs/kpis.md §4): a fresh one for this run.
-        server.env["MRL_REGIONAL_KEY"] = uuid.uuid4().hex * 2
+        # A node on PostgreSQL must be given the region's key (docs/kpis.md §4): a fresh one for this run, in a
+        # file beside the data dir (so a node can be started again on what --keep keeps).
+        regional = tmp / "regional-key"
+        regional.write_text(uuid.uuid4().hex * 2)
+        regional.chmod(0o600)
+        server.env["MRL_REGIONAL_KEY_FILE"] = str(regional)
     try:
         t = time.perf_counter()
         with console.status("starting mrledger serve (API, sealer, worker, anvil)"):
@@ -558,7 +562,8 @@ def simulate(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         code = server.stop()
         if schema is not None and args.db and not args.keep:
             _drop_schema(args.db, schema)
-        if args.keep:  # the node can be started again on both: MRL_DATA_DIR=<tmp>/data, MRL_DATABASE_URL=<url>
+        if args.keep:  # the node can be started again on both: MRL_DATA_DIR=<tmp>/data, MRL_DATABASE_URL=<url>,
+            # MRL_REGIONAL_KEY_FILE=<tmp>/regional-key
             console.print(f"kept {tmp}" + (f" and the schema {schema} ({db_url})" if schema is not None else ""))
         else:
             shutil.rmtree(tmp, ignore_errors=True)
