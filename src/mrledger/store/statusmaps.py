@@ -68,8 +68,8 @@ class _Entry:
 #: ~230 bytes an entry (``statusmap.CACHE_MIN``), so ~1.4 GB at most. Why a budget of entries and not of maps: the
 #: sealer advances one map per hospital and one per event stream on every batch, and a map it no longer holds is
 #: rebuilt from every row of that hospital before the next batch can be sealed. The earlier bound, 64 maps, was
-#: the 64 streams of the 32-hospital replay exactly; Guangzhou's 270 institutions (540 streams) would have
-#: rebuilt a map on every seal.
+#: exactly the 32-hospital replay's (32 hospitals, 32 event streams); Guangzhou's 270 institutions (540 maps)
+#: would have rebuilt a map on every seal.
 MAX_CACHED_ENTRIES = 6_000_000
 
 
