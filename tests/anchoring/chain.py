@@ -15,6 +15,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import Engine
 from web3 import Web3
+from web3.exceptions import TransactionNotFound
 
 from mrledger.anchoring import contract as reg
 from mrledger.anchoring import contract_v2 as reg2
@@ -22,7 +23,7 @@ from mrledger.anchoring.hardhat_node import HardhatNode
 from mrledger.anchoring.node import AnvilNode, free_port
 from mrledger.anchoring.worker import AnchorWorker, StepReport, WorkerConfig
 from mrledger.ledger import hospital_key
-from mrledger.ledger.status import CONFIRMED
+from mrledger.ledger.status import CONFIRMED, SUBMITTED
 from mrledger.store import Store
 from mrledger.store.anchors import Outbox
 from tests.conftest import EVM_CLIENTS, TEST_KEY
@@ -90,6 +91,20 @@ class Env:
 
     def reorg(self, depth: int, txs: Sequence[tuple[str, int]] = ()) -> None:
         reorg(self.node, depth, txs)
+
+    def wait_mined(self, timeout: float = 30) -> None:
+        """Wait until the node has a receipt for every transaction the outbox holds as submitted. Why: anvil
+        answers ``eth_sendRawTransaction`` before its automine has indexed the receipt (measured: 80 of 300
+        receipts absent when read at once), so a test that asserts what the *next* step finds must not race it."""
+        hashes = {st.tx_hash for st in Outbox(self.store).states(SUBMITTED) if st.tx_hash}
+
+        def mined(tx_hash: str) -> bool:
+            try:
+                return self.w3.eth.get_transaction_receipt(tx_hash) is not None  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return False
+
+        wait_until(lambda: all(mined(h) for h in hashes), timeout)
 
     def seal_all(self, max_size: int = 10) -> int:
         n = 0

@@ -159,6 +159,7 @@ def test_a_mined_transaction_whose_receipt_lags_is_waited_for_not_searched_for(e
     outbox = Outbox(env.store)
     assert {outbox.state(h, 1).status for h in HOSPITALS} == {SUBMITTED}  # type: ignore[union-attr]
     provider.lag = False
+    env.wait_mined()
     assert worker.step().included == 3  # from the receipt
     assert provider.log_reads == 0
     drive(worker, env, 3)
@@ -194,7 +195,8 @@ def test_reorg_of_an_included_batch_is_detected_and_reanchored(env: Env) -> None
     submit(env, 4)
     env.seal_all()
     worker = env.worker(confirmations=4)
-    worker.step()  # sent and mined (automine)
+    assert worker.step().sent == 3  # and mined (automine)
+    env.wait_mined()
     report = worker.step()
     assert report.included == 3
     included = {h: Outbox(env.store).state(h, 1) for h in HOSPITALS}

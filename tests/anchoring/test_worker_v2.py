@@ -122,7 +122,8 @@ def test_reorg_of_a_hub_is_detected_and_reanchored(env2: Env) -> None:
     submit(env, 4)
     env.seal_all()
     worker = env.worker(confirmations=4)
-    worker.step()
+    assert worker.step().sent == 3
+    env.wait_mined()
     assert worker.step().included == 3
     old = Outbox(env.store).state("gz-001", 1)
     assert old is not None and old.hub_id == 1
