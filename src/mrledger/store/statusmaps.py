@@ -75,12 +75,11 @@ MAX_CACHED_ENTRIES = 6_000_000
 
 class MapCache:
     """In-memory maps by (hospital, purpose), each with its batch seq and its own lock; least recently used
-    ones are dropped while the maps hold more than ``max_entries`` entries together (``MAX_CACHED_ENTRIES``)."""
+    ones are dropped while the maps hold more than ``MAX_CACHED_ENTRIES`` entries together."""
 
-    def __init__(self, max_entries: int | None = None) -> None:
+    def __init__(self) -> None:
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._lock = threading.Lock()
-        self._max_entries = MAX_CACHED_ENTRIES if max_entries is None else max_entries
 
     @contextmanager
     def at(self, conn: Connection | Session, hospital_id: str, purpose: str, seq: int) -> Iterator[_Entry]:
@@ -91,7 +90,7 @@ class MapCache:
             entry = self._entries.pop((hospital_id, purpose), None) or _Entry()
             self._entries[(hospital_id, purpose)] = entry
             held = sum(len(e.map) for e in self._entries.values())  # a few hundred maps: cheap beside a seal
-            while held > self._max_entries and len(self._entries) > 1:  # never the one asked for (the newest)
+            while held > MAX_CACHED_ENTRIES and len(self._entries) > 1:  # never the one asked for (the newest)
                 held -= len(self._entries.popitem(last=False)[1].map)
         with entry.lock:
             try:
