@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, text, update
 
 from mrledger.store import ReadOnlyError, Store
 from mrledger.store.models import Hospital
@@ -49,3 +49,20 @@ def test_a_single_read_answers_one_statement(engine: Engine) -> None:
     store.register_hospital("h1", "One")
     with store.single_read() as conn:
         assert conn.execute(select(Hospital.name).where(Hospital.id == "h1")).scalar_one() == "One"
+
+
+def test_a_serial_read_starts_no_parallel_workers_and_only_for_itself(engine: Engine) -> None:
+    """``serial_read`` (the KPI audit's ranges): on PostgreSQL its transaction plans without parallel workers
+    or JIT, and the connection it returns to the pool plans as before (SET LOCAL). On SQLite a plain read."""
+    store = Store(engine)
+    store.register_hospital("h1", "One")
+    settings = "SELECT current_setting('max_parallel_workers_per_gather'), current_setting('jit')"
+    with store.serial_read() as s:
+        assert _count(store) == 1 and s.scalar(select(func.count()).select_from(Hospital)) == 1
+        if engine.dialect.name == "postgresql":
+            assert tuple(s.execute(text(settings)).one()) == ("0", "off")
+            with pytest.raises(ReadOnlyError):
+                s.execute(delete(Hospital))
+    if engine.dialect.name == "postgresql":
+        with store.read() as s:
+            assert s.execute(text(settings)).one()[0] != "0"  # the server's default, not the audit's

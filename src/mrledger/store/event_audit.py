@@ -104,7 +104,7 @@ class EventAudit:
     def strays(self, stream: str, limit: int = _PAGE) -> list[Facts]:
         """Index rows of a stream that point at no record of that stream (at most ``limit``)."""
         mine = select(RecordVersion.id).where(RecordVersion.hospital_id == stream)
-        with self._store.read() as s:
+        with self._store.serial_read() as s:
             out: list[Facts] = [decision_facts(d) for d in s.execute(
                 select(*DECISION_COLUMNS).where(Decision.stream == stream, Decision.record_version_id.not_in(mine))
                 .limit(limit))]
@@ -114,7 +114,7 @@ class EventAudit:
         return out[:limit]
 
     def _indexed_where(self, stream: str, ids: Select[Any] | list[int]) -> list[tuple[int, Facts]]:
-        with self._store.read() as s:
+        with self._store.serial_read() as s:
             out: list[tuple[int, Facts]] = [(int(d.record_version_id), decision_facts(d)) for d in s.execute(
                 select(*DECISION_COLUMNS).where(Decision.stream == stream, Decision.record_version_id.in_(ids)))]
             out += [(int(e.record_version_id), encounter_facts(e)) for e in s.execute(

@@ -119,7 +119,7 @@ class Results(Vault):
              .join(RecordVersion, RecordVersion.id == BatchLeaf.record_version_id)
              .where(BatchLeaf.hospital_id == hospital_id, BatchLeaf.seq.between(first_seq, last_seq))
              .order_by(BatchLeaf.seq, BatchLeaf.leaf_index))
-        with self.read() as s:
+        with self.serial_read() as s:
             rows = s.execute(q).all()
         return [self._opened(hospital_id, *row) for row in rows]
 
@@ -129,7 +129,7 @@ class Results(Vault):
         q = (select(*_OPENED).join(PendingLeaf, PendingLeaf.record_version_id == RecordVersion.id)
              .where(PendingLeaf.hospital_id == hospital_id, PendingLeaf.record_version_id > after_id)
              .order_by(PendingLeaf.record_version_id).limit(limit))
-        with self.read() as s:
+        with self.serial_read() as s:
             rows = s.execute(q).all()
         return [self._opened(hospital_id, None, None, *row) for row in rows]
 

@@ -10,6 +10,8 @@ These are that API, typed, with the contract each one keeps:
 - ``read()``: a read-only transaction, for several statements that must see one state of the database. It
   refuses to write (``ReadOnlyError``): a write there would otherwise commit on PostgreSQL and deadlock-retry
   on SQLite, depending on the backend.
+- ``serial_read()``: ``read()`` for bounded ranges fetched whole into Python (the KPI audit's): on PostgreSQL
+  its statements start no parallel workers.
 - ``single_read()``: a plain connection for one statement, the hot path of verification (see its docstring).
 - ``fetch(stmt, params)``: the hottest of those statements, run on the DB-API cursor (store/fastread.py says why).
 """
@@ -20,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, event
+from sqlalchemy import Connection, Engine, Select, event, text
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 
 from mrledger.store.db import SINGLE_READ_OPTION, WRITE_OPTION
@@ -30,6 +32,10 @@ from mrledger.store.fastread import FastReads
 #: What the key tools (store/keystore.py) and the buffered writers (store/buffer.py) take: a factory of
 #: transactions, e.g. ``store.unit_of_work`` or ``store.read``.
 Unit = Callable[[], AbstractContextManager[Session]]
+
+
+#: For one transaction (``set_config(…, true)`` is SET LOCAL): its statements run in this backend alone.
+SERIAL = text("SELECT set_config('max_parallel_workers_per_gather', '0', true), set_config('jit', 'off', true)")
 
 
 class _ReadSession(Session):
@@ -76,6 +82,21 @@ class UnitOfWork:
         """A read-only transaction: several statements, one consistent view; writing raises ReadOnlyError."""
         with self._readers() as session, session.begin():
             yield session
+
+    @contextmanager
+    def serial_read(self) -> Iterator[Session]:
+        """``read()`` whose statements each fetch a bounded range of rows by index, all of them into Python (the
+        KPI audit's ranges of batches): on PostgreSQL without parallel workers and JIT for this transaction.
+        Why: the planner gave each of the audit's three reads per range (~5,000 index probes) two parallel
+        workers at city size — six worker processes started and stopped per range, thousands per audit, for
+        rows the leader must fetch anyway (pg_stat_activity at 2.35 M records: ``IPC:ExecuteGather``,
+        ``BgWorkerShutdown``; the machine fully busy while the audit's own processes used half of it). Without
+        them the audit job over a 300,000 replay's 609,127 records took 28.8 s against 33.4 s (medians of ten and
+        nine jobs, alternated; docs/scaling.md)."""
+        with self.read() as s:
+            if s.get_bind().dialect.name == "postgresql":
+                s.execute(SERIAL)
+            yield s
 
     @contextmanager
     def snapshot(self) -> Iterator[Session]:
