@@ -15,7 +15,6 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import Engine
 from web3 import Web3
-from web3.exceptions import TransactionNotFound
 
 from mrledger.anchoring import contract as reg
 from mrledger.anchoring import contract_v2 as reg2
@@ -96,15 +95,8 @@ class Env:
         """Wait until the node has a receipt for every transaction the outbox holds as submitted. Why: anvil
         answers ``eth_sendRawTransaction`` before its automine has indexed the receipt (measured: 80 of 300
         receipts absent when read at once), so a test that asserts what the *next* step finds must not race it."""
-        hashes = {st.tx_hash for st in Outbox(self.store).states(SUBMITTED) if st.tx_hash}
-
-        def mined(tx_hash: str) -> bool:
-            try:
-                return self.w3.eth.get_transaction_receipt(tx_hash) is not None  # type: ignore[arg-type]
-            except TransactionNotFound:
-                return False
-
-        wait_until(lambda: all(mined(h) for h in hashes), timeout)
+        for tx_hash in {st.tx_hash for st in Outbox(self.store).states(SUBMITTED) if st.tx_hash}:
+            self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)  # type: ignore[arg-type]
 
     def seal_all(self, max_size: int = 10) -> int:
         n = 0
