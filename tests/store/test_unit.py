@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 
 from mrledger.store import ReadOnlyError, Store
+from mrledger.store.kpi_read import _NO_JIT
 from mrledger.store.models import Hospital
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
@@ -66,3 +67,18 @@ def test_a_serial_read_starts_no_parallel_workers_and_only_for_itself(engine: En
     if engine.dialect.name == "postgresql":
         with store.read() as s:
             assert s.execute(text(settings)).one()[0] != "0"  # the server's default, not the audit's
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)  # SET LOCAL settings are PostgreSQL's
+def test_the_kpi_reports_settings_hold_for_its_transaction_only(engine: Engine) -> None:
+    """The KPI report's one statement (store/kpi_read.py, built by ``set_local`` from ``SERIAL_SETTINGS`` plus
+    its ``work_mem``) sets all three for its snapshot, and the pooled connection keeps none of them after."""
+    store = Store(engine)
+    settings = text("SELECT current_setting('max_parallel_workers_per_gather'), current_setting('jit'), "
+                    "current_setting('work_mem')")
+    with store.snapshot() as s:
+        s.execute(_NO_JIT)
+        assert tuple(s.execute(settings).one()) == ("0", "off", "32MB")
+    with store.read() as s:
+        assert tuple(s.execute(settings).one()) != ("0", "off", "32MB")

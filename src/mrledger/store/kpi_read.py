@@ -32,7 +32,6 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
-    text,
     tuple_,
     union_all,
 )
@@ -57,6 +56,7 @@ from mrledger.store.models import (
     PendingLeaf,
 )
 from mrledger.store.repository import Store
+from mrledger.store.unit import SERIAL_SETTINGS, set_local
 
 _DIMS = ("hospital_id", "kind", "categories", "decision", "recognition", "reason")
 _SUMS = ("n", "retrieved", "tests", "amount_minor")
@@ -135,8 +135,7 @@ def counted(store: Store, slots: Sequence[tuple[datetime, datetime]], hospital_i
 #: whose two workers start in tens of ms on a busy machine and add nothing to rows the leader must fetch anyway
 #: (EXPLAIN ANALYZE at 2.5 M events, PostgreSQL 15 defaults; issue 20). ``work_mem``: room for ``_sums``'s GROUP BY
 #: of those rows in memory (the default 4 MB spilled it to disk: 470 ms).
-_NO_JIT = text("SELECT set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true), "
-               "set_config('work_mem', '32MB', true)")
+_NO_JIT = set_local({**SERIAL_SETTINGS, "work_mem": "32MB"})
 
 
 def _tally(store: Store, s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: str | None,

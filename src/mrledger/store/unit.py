@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, event, text
+from sqlalchemy import Connection, Engine, Select, TextClause, event, text
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 
 from mrledger.store.db import SINGLE_READ_OPTION, WRITE_OPTION
@@ -34,8 +34,15 @@ from mrledger.store.fastread import FastReads
 Unit = Callable[[], AbstractContextManager[Session]]
 
 
-#: For one transaction (``set_config(…, true)`` is SET LOCAL): its statements run in this backend alone.
-SERIAL = text("SELECT set_config('max_parallel_workers_per_gather', '0', true), set_config('jit', 'off', true)")
+def set_local(settings: Mapping[str, str]) -> TextClause:
+    """One statement that sets each of ``settings`` (constants of this package, never input) for the current
+    transaction only: ``set_config(…, true)`` is SET LOCAL, and one SELECT is one round trip for all of them."""
+    return text("SELECT " + ", ".join(f"set_config('{name}', '{value}', true)" for name, value in settings.items()))
+
+
+#: A transaction whose statements run in this backend alone: no parallel workers, no JIT compilation.
+SERIAL_SETTINGS = {"max_parallel_workers_per_gather": "0", "jit": "off"}
+SERIAL = set_local(SERIAL_SETTINGS)
 
 
 class _ReadSession(Session):
