@@ -233,3 +233,25 @@ def test_one_hospital_and_who_may_audit(api: Api) -> None:
     for role in ("doctor", "hospital:qd-002"):
         assert api.client.get("/v1/audit/decisions", headers=api.auth(role)).status_code == 403
     assert api.client.get("/v1/audit/decisions").status_code == 401
+
+
+def test_the_batches_index_rows_read_on_the_cursor_are_the_orms_facts(api: Api) -> None:
+    """``EventAudit.indexed_in_batches`` reads on the DB-API cursor (store/event_audit.py, ``_placed``): the facts
+    it makes — datetimes, booleans, token ids, items and codes — equal those of the same rows read through
+    SQLAlchemy (``_indexed_where``, the pending records' path), on both databases; only the batches asked for."""
+    vids = [recognised(api) for _ in range(3)]
+    encounter(api, "E1")
+    encounter(api, "E2")
+    store, index = api.ledger.store, api.ledger.events
+    first = store.seal("qd-002.events", 100)
+    recognised(api)
+    encounter(api, "E3")
+    store.seal("qd-002.events", 100)
+    with store.read() as s:
+        ids = [int(i) for i in s.execute(text(
+            "SELECT record_version_id FROM batch_leaves WHERE hospital_id = 'qd-002.events' AND seq = :seq"),
+            {"seq": first.seq}).scalars()]
+    fast = index.indexed_in_batches("qd-002.events", first.seq, first.seq)
+    assert len(fast) == 5 and sorted(fast, key=repr) == sorted(index._indexed_where("qd-002.events", ids), key=repr)
+    assert {f.verification_id for _, f in fast if hasattr(f, "verification_id")} == set(vids)
+    assert len(index.indexed_in_batches("qd-002.events", first.seq, first.seq + 1)) == 7
