@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, delete, func, insert, select, text, update
 
 from mrledger.store import ReadOnlyError, Store
-from mrledger.store.kpi_read import _NO_JIT
+from mrledger.store.kpi_read import REPORT_SETTINGS
 from mrledger.store.models import Hospital
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
@@ -78,7 +78,7 @@ def test_the_kpi_reports_settings_hold_for_its_transaction_only(engine: Engine) 
     settings = text("SELECT current_setting('max_parallel_workers_per_gather'), current_setting('jit'), "
                     "current_setting('work_mem')")
     with store.snapshot() as s:
-        s.execute(_NO_JIT)
+        s.execute(REPORT_SETTINGS)
         assert tuple(s.execute(settings).one()) == ("0", "off", "32MB")
     with store.read() as s:
         assert tuple(s.execute(settings).one()) != ("0", "off", "32MB")

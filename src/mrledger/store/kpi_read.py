@@ -125,7 +125,7 @@ def counted(store: Store, slots: Sequence[tuple[datetime, datetime]], hospital_i
     KpiRollup(store).roll_up()
     with store.snapshot() as s:
         if s.get_bind().dialect.name == "postgresql":
-            s.execute(_NO_JIT)
+            s.execute(REPORT_SETTINGS)
         return _tally(store, s, slots, hospital_id, category, anchored_only, spans)
 
 
@@ -135,7 +135,7 @@ def counted(store: Store, slots: Sequence[tuple[datetime, datetime]], hospital_i
 #: whose two workers start in tens of ms on a busy machine and add nothing to rows the leader must fetch anyway
 #: (EXPLAIN ANALYZE at 2.5 M events, PostgreSQL 15 defaults; issue 20). ``work_mem``: room for ``_sums``'s GROUP BY
 #: of those rows in memory (the default 4 MB spilled it to disk: 470 ms).
-_NO_JIT = set_local({**SERIAL_SETTINGS, "work_mem": "32MB"})
+REPORT_SETTINGS = set_local({**SERIAL_SETTINGS, "work_mem": "32MB"})
 
 
 def _tally(store: Store, s: Session, slots: Sequence[tuple[datetime, datetime]], hospital_id: str | None,
@@ -244,7 +244,7 @@ def _sums_sql(dialect: Dialect, shape: tuple[tuple[int, str, int], ...], by_hosp
     40-piece union, a tenth of a cold report.
 
     On PostgreSQL the rows are summed per slot and key by the statement (GROUP BY, in memory under the report's
-    ``work_mem``, ``_NO_JIT``): a cold year at 2.5 M events is ~74,000 rows in ~22,000 keys, and fetching and
+    ``work_mem``, ``REPORT_SETTINGS``): a cold year at 2.5 M events is ~74,000 rows in ~22,000 keys, and fetching and
     adding the 52,000 rows more in Python cost more than the aggregate (issue 20). SQLite groups them slower than
     Python adds them (130-190 ms for a year's union at 250,000 events against ~100 ms), so there they are summed
     here, as each chunk's rows are on PostgreSQL too."""
