@@ -238,7 +238,7 @@ def test_one_hospital_and_who_may_audit(api: Api) -> None:
 def test_the_batches_index_rows_read_on_the_cursor_are_the_orms_facts(api: Api) -> None:
     """``EventAudit.indexed_in_batches`` reads on the DB-API cursor (store/event_audit.py, ``_placed``): the facts
     it makes — datetimes, booleans, token ids, items and codes — equal those of the same rows read through
-    SQLAlchemy (``_indexed_where``, the pending records' path), on both databases; only the batches asked for."""
+    SQLAlchemy (``indexed_pending``, by the same records' ids), on both databases; only the batches asked for."""
     vids = [recognised(api) for _ in range(3)]
     encounter(api, "E1")
     encounter(api, "E2")
@@ -252,7 +252,7 @@ def test_the_batches_index_rows_read_on_the_cursor_are_the_orms_facts(api: Api) 
             "SELECT record_version_id FROM batch_leaves WHERE hospital_id = 'qd-002.events' AND seq = :seq"),
             {"seq": first.seq}).scalars()]
     fast = index.indexed_in_batches("qd-002.events", first.seq, first.seq)
-    orm = index._indexed_where("qd-002.events", ids)
+    orm = index.indexed_pending("qd-002.events", ids)
     assert len(fast) == 5 and sorted(map(repr, fast)) == sorted(map(repr, orm))  # repr: True is not 1, types too
     assert {f.verification_id for _, f in fast if hasattr(f, "verification_id")} == set(vids)
     assert len(index.indexed_in_batches("qd-002.events", first.seq, first.seq + 1)) == 7

@@ -133,7 +133,13 @@ class EventAudit:
         """The same for records the caller read as not sealed yet, by their ids — not through ``pending_leaves``
         again: a record the sealer sealed between the two reads would otherwise have lost its index rows (and been
         reported ``unindexed``)."""
-        return self._indexed_where(stream, list(record_version_ids))
+        ids = list(record_version_ids)
+        with self._store.serial_read() as s:
+            out: list[tuple[int, Facts]] = [(int(d.record_version_id), decision_facts(d)) for d in s.execute(
+                select(*DECISION_COLUMNS).where(Decision.stream == stream, Decision.record_version_id.in_(ids)))]
+            out += [(int(e.record_version_id), encounter_facts(e)) for e in s.execute(
+                select(*ENCOUNTER_COLUMNS).where(Encounter.stream == stream, Encounter.record_version_id.in_(ids)))]
+        return out
 
     def strays(self, stream: str, limit: int = _PAGE) -> list[Facts]:
         """Index rows of a stream that point at no record of that stream (at most ``limit``)."""
@@ -146,14 +152,6 @@ class EventAudit:
                 select(*ENCOUNTER_COLUMNS).where(Encounter.stream == stream,
                                                   Encounter.record_version_id.not_in(mine)).limit(limit))]
         return out[:limit]
-
-    def _indexed_where(self, stream: str, ids: list[int]) -> list[tuple[int, Facts]]:
-        with self._store.serial_read() as s:
-            out: list[tuple[int, Facts]] = [(int(d.record_version_id), decision_facts(d)) for d in s.execute(
-                select(*DECISION_COLUMNS).where(Decision.stream == stream, Decision.record_version_id.in_(ids)))]
-            out += [(int(e.record_version_id), encounter_facts(e)) for e in s.execute(
-                select(*ENCOUNTER_COLUMNS).where(Encounter.stream == stream, Encounter.record_version_id.in_(ids)))]
-        return out
 
 
 __all__ = ["DECISION_COLUMNS", "ENCOUNTER_COLUMNS", "AuditBatch", "EventAudit", "Facts", "decision_facts",
