@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, func, literal_column, select, text
 from sqlalchemy.exc import OperationalError
 
-from mrledger.store import Store, db, make_engine
+from mrledger.store import Store, db, keyed, make_engine
 from tests.conftest import PG_URL, TEST_KEY
 
 pytestmark = pytest.mark.postgres
@@ -170,13 +170,15 @@ def test_reads_on_an_event_loop_keep_one_connection_beside_the_pool(pg: Engine,
                                                                      loop_thread: ThreadPoolExecutor) -> None:
     """A token's or a receipt's read on the loop runs on the loop thread's own connection, in autocommit: no
     checkout, no switch of autocommit around it (issue 20). Made by the pool (its connect events ran) but
-    detached from it: the pool still has its one connection for everything else."""
+    detached from it: the pool still has its one connection for everything else. A keyed connection
+    (store/keyed.py): its planner plans each statement once, without scans of whole tables."""
     store = Store(pg, master_key=TEST_KEY)
     pids = _pids(loop_thread, store, 20)
     assert len(set(pids)) == 1
     alone_and_plans = select(func.statement_timestamp() == func.transaction_timestamp(),
-                             func.current_setting(literal_column("'plan_cache_mode'")))
-    assert _on_a_loop(loop_thread, lambda: store.fetch(alone_and_plans, {})) == [(True, "force_custom_plan")]
+                             *(func.current_setting(literal_column(f"'{name}'")) for name in keyed.KEYED_SETTINGS))
+    assert _on_a_loop(loop_thread, lambda: store.fetch(alone_and_plans, {})) == [
+        (True, *keyed.KEYED_SETTINGS.values())]
     assert _pids(loop_thread, store) == pids[:1]  # kept across loops of the same thread
     assert pg.pool.checkedout() == 0
     assert _backend(pg) != pids[0]  # the pool's own connection (pool_size=1, no overflow) is another

@@ -35,8 +35,9 @@ SQLITE_POOL = 48
 #: is a backend forked, authenticated and warming its catalogue caches — in a city replay on PostgreSQL, ~20
 #: backends a second, about a third of the machine's CPU, spent where no process of the node shows it (issue 20).
 #: Sized so that a node of four processes (three with MRL_API_PROCESSES=2) stays under PostgreSQL's default
-#: max_connections of 100 even with every overflow connection open.
-PG_POOL, PG_OVERFLOW = 16, 8
+#: max_connections of 100 even with every overflow connection open: 16 + 4 overflow, 4 keyed connections for worker
+#: threads and one per event loop (store/keyed.py) make 25 a process.
+PG_POOL, PG_OVERFLOW = 16, 4
 #: A pooled PostgreSQL connection back in the pool for longer than this is pinged before it is handed out again.
 PING_IDLE_S = 1.0
 

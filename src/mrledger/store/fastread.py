@@ -17,7 +17,6 @@ SELECTs with named bind parameters are taken (no expanding ``IN``, no literal bi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +27,8 @@ from typing import Any
 from sqlalchemy import CompoundSelect, Connection, Engine, Select, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
+
+from mrledger.store.keyed import KeyedConnections, close_quietly, make_keyed
 
 Processor = Callable[[Any], Any] | None
 
@@ -53,6 +54,8 @@ class FastReads:
         self._lock = Lock()
         self._loop = _LoopConnection()
         self._opened: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: Worker threads' keyed connections (store/keyed.py), PostgreSQL only.
+        self._keyed = KeyedConnections(self._open_keyed, engine.dialect) if self._autocommit else None
         if self._autocommit:
             event.listen(engine, "engine_disposed", self._close_loop_connections)
 
@@ -81,6 +84,10 @@ class FastReads:
         return self._run(sql, args, alone=True)
 
     def _run(self, sql: str, args: Sequence[Any] | Mapping[str, Any], *, alone: bool) -> list[Any]:
+        if self._keyed is not None:
+            with self._keyed.connection() as keyed:
+                if keyed is not None:  # a keyed connection is in autocommit: the statement is its own transaction
+                    return _fetch(keyed, sql, args, self.engine.dialect)
         dialect = self.engine.dialect
         try:
             conn = self.engine.raw_connection()
@@ -122,41 +129,46 @@ class FastReads:
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 self._loop.conn = None
-                _close_quietly(conn)
+                close_quietly(conn)
             raise
 
     def _open_loop_connection(self) -> Any:
-        """A connection of the pool's making (its connect events run: ``plan_cache_mode``), detached from it so
-        the pool's size is unchanged; closed when its thread ends or the engine is disposed."""
+        """The loop thread's keyed connection (store/keyed.py), closed when its thread ends or the engine is
+        disposed."""
+        conn = self._open_keyed()
+        self._loop.conn = conn
+        with self._lock:
+            self._opened.add(conn)
+        weakref.finalize(threading.current_thread(), close_quietly, conn)
+        return conn
+
+    def _open_keyed(self) -> Any:
+        """A keyed connection (store/keyed.py) of the pool's making (its connect events run), detached from it so
+        the pool's size is unchanged."""
         try:
             fairy = self.engine.raw_connection()
         except self.engine.dialect.loaded_dbapi.Error as exc:
             raise _wrapped("connect", (), exc, self.engine.dialect) from exc
         fairy.detach()
-        conn: Any = fairy.dbapi_connection
-        conn.autocommit = True
-        self._loop.conn = conn
-        with self._lock:
-            self._opened.add(conn)
-        weakref.finalize(threading.current_thread(), _close_quietly, conn)
-        return conn
+        try:
+            return make_keyed(fairy.dbapi_connection)
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            close_quietly(fairy.dbapi_connection)
+            raise _wrapped("keyed settings", (), exc, self.engine.dialect) from exc
 
     def _close_loop_connections(self, _engine: Engine) -> None:
         with self._lock:
             opened = list(self._opened)
         for conn in opened:
-            _close_quietly(conn)
+            close_quietly(conn)
+        if self._keyed is not None:
+            self._keyed.close_all()
 
 
 class _LoopConnection(threading.local):
     """The DB-API connection of one thread's event loop (``FastReads._run_on_loop``)."""
 
     conn: Any = None
-
-
-def _close_quietly(conn: Any) -> None:
-    with contextlib.suppress(Exception):  # closing a connection that is already gone
-        conn.close()
 
 
 def compile_select(stmt: Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]], dialect: Dialect) -> Compiled:
