@@ -12,6 +12,10 @@ bind and result processors are kept; each call checks a connection out of the en
 limits and reset-on-return as for any other checkout), runs the SQL on the DB-API cursor and converts the rows with the
 column types' own processors — a ``DateTime`` comes back as the ``datetime`` SQLAlchemy would have made. Only plain
 SELECTs with named bind parameters are taken (no expanding ``IN``, no literal binds): anything else raises.
+
+On PostgreSQL a call runs on a keyed connection instead (store/keyed.py: the event loop's own, or one of a few kept
+for worker threads, the pool's only when those are busy), where each statement is planned once: every statement
+run here must therefore be one by key (an equality on a unique key, nested loops into the next table by its key).
 """
 
 from __future__ import annotations
