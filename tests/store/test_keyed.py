@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from mrledger.store import db
+from mrledger.store import keyed as keyed_module
 from mrledger.store.fastread import FastReads
 from mrledger.store.keyed import KEYED_SETTINGS, KeyedConnections, make_keyed
 from tests.conftest import PG_URL
@@ -165,7 +165,7 @@ def test_at_most_the_limit_then_none(keyed: KeyedConnections) -> None:
 
 
 def test_one_killed_while_idle_is_replaced_unseen(keyed: KeyedConnections, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(db, "PING_IDLE_S", 0.0)  # every idle connection is pinged before it is lent
+    monkeypatch.setattr(keyed_module, "PING_IDLE_S", 0.0)  # every idle connection is pinged before it is lent
     with keyed.connection() as conn:
         first = _pid(conn)
     _kill(first)
@@ -186,7 +186,7 @@ def test_one_killed_in_use_is_dropped_and_a_refused_statement_keeps_it(engine: E
     with keyed.connection() as conn:
         assert _pid(conn) == first
     _kill(first)
-    assert db.PING_IDLE_S > 0.2  # used a moment ago, so not pinged: the statement meets the dead connection
+    assert keyed_module.PING_IDLE_S > 0.2  # used a moment ago, so not pinged: the statement meets the dead connection
     with pytest.raises(Exception):  # noqa: B017 - the driver's disconnect, wrapped by SQLAlchemy
         fast._run("SELECT 1", {}, alone=True)
     assert fast._run("SELECT 1", {}, alone=True) == [(1,)]

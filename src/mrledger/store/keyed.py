@@ -37,7 +37,7 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
-from mrledger.store import db
+from mrledger.store.db import PING_IDLE_S
 
 #: What a keyed connection's planner is told (see the module's docstring), for the whole session.
 KEYED_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off", "enable_hashjoin": "off",
@@ -57,7 +57,7 @@ def make_keyed(dbapi_connection: Any) -> Any:
 
 class KeyedConnections:
     """At most ``limit`` keyed connections of one engine for worker threads (``open_keyed`` makes one), kept
-    between statements (last used first). Thread-safe. A connection idle for ``db.PING_IDLE_S`` or more is
+    between statements (last used first). Thread-safe. A connection idle for ``PING_IDLE_S`` (store/db.py) or more is
     pinged before it is used, as the pool pings its own; one found gone, or that a statement found gone, is
     closed and another made."""
 
@@ -104,7 +104,7 @@ class KeyedConnections:
                     with self._lock:
                         self._count -= 1
                     raise
-            elif time.monotonic() - since >= db.PING_IDLE_S and not self._alive(conn):
+            elif time.monotonic() - since >= PING_IDLE_S and not self._alive(conn):
                 self._drop(conn)
                 continue
             with self._lock:
