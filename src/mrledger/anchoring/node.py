@@ -320,7 +320,11 @@ class AnvilNode(DevChainProcess):
             os.ftruncate(self._lock_fd, 0)
             os.pwrite(self._lock_fd, f"{pid}\n".encode(), 0)
         if self.pid_file is not None:  # before it is trusted: a kill during start-up must not hide it
-            self.pid_file.write_text(pid + "\n")
+            # Written whole or not at all (a rename): an empty file, from a kill between its creation and its
+            # write, read as no pid — the next serve would not stop this anvil (tests/node/test_serve_faults.py).
+            partial = self.pid_file.with_name(f".{self.pid_file.name}.{os.getpid()}")
+            partial.write_text(pid + "\n")
+            os.replace(partial, self.pid_file)
         self._port = port
         self._wait_ready()
         config = json.loads(self._config_path.read_text())
