@@ -17,7 +17,10 @@ made here the planner may not scan a table or hash or merge two (``enable_seqsca
 read has the index they probe). What is left is index probes joined by nested loops, the plan for any
 parameters at any table size, so it is made once per connection and statement (``force_generic_plan``, once
 psycopg prepares the statement: from its sixth execution on the connection). A statement that is not by key does not
-belong on these connections: its plan would be a disabled scan, paid on every call.
+belong on these connections: its plan would be a disabled scan, paid on every call. tests/store/test_keyed.py
+explains every statement captured from real requests with the tables tiny and analysed, where a generic plan alone
+scans them. Measured (20,000-verification replays alternated with the parent, three pairs): the machine's CPU a
+verification 5.64 → 5.13 ms (medians), the rate 332.8 → 362.2/s (docs/scaling.md).
 
 Which connections: the event loop's own (``FastReads``, one per loop thread) and, for the same statements run
 on worker threads (a decision, a held record's verification), at most ``KEYED_MAX`` per engine kept here, made
