@@ -3,8 +3,10 @@ file, stops cleanly — and, with a state file, brings the same chain back after
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -82,6 +84,32 @@ def test_restart_method_keeps_chain(tmp_path: Path) -> None:
         node.rpc("evm_mine")
         node.restart()
         assert int(node.rpc("eth_blockNumber"), 16) == 2
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def test_no_temporary_file_outlives_the_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every serve, test and benchmark used to leave a directory in /tmp holding anvil's config. The config is
+    read once and removed; the directory (and a default log in it) goes when the node stops, after a restart
+    too, and when a node that never ran is collected."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    node = AnvilNode(accounts=2)  # its log in its own directory
+    with node:
+        assert len(node.private_keys) == 2
+        assert [f.name for f in _files(tmp)] == ["anvil.log"]
+        node.restart()
+        assert len(node.private_keys) == 2 and node.rpc("eth_chainId")
+        assert [f.name for f in _files(tmp)] == ["anvil.log"]
+    assert list(tmp.iterdir()) == []
+    idle = AnvilNode()
+    assert len(list(tmp.iterdir())) == 1
+    del idle
+    gc.collect()
+    assert list(tmp.iterdir()) == []
 
 
 def test_missing_binary_tells_to_run_npm_ci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

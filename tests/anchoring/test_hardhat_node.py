@@ -4,6 +4,7 @@ chain tests need to run on both clients; docs/anchoring.md, "EVM clients")."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,3 +98,17 @@ def test_stop_and_a_missing_install(tmp_path: Path) -> None:
     assert not node.is_running
     with pytest.raises(HardhatError, match="not running"):
         _ = node.rpc_url
+
+
+def test_a_temporary_directory_only_for_a_default_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node given its log makes no directory in /tmp (each used to leave an empty one); one with a default
+    log makes one, and its stop removes it."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    HardhatNode(log_path=tmp_path / "hardhat.log").stop()
+    assert list(tmp.iterdir()) == []
+    node = HardhatNode()
+    assert node.log_path.parent.parent == tmp
+    node.stop()
+    assert list(tmp.iterdir()) == []

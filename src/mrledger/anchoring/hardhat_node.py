@@ -91,8 +91,11 @@ class HardhatNode(DevChainProcess):
         self.startup_timeout = startup_timeout  # a cold Node.js start on a busy 2-core machine takes seconds
         self.config = config
         self.repo_root = repo_root
-        self._workdir = Path(tempfile.mkdtemp(prefix="mrledger-hardhat-"))
-        self.log_path = Path(log_path) if log_path is not None else self._workdir / "hardhat.log"
+        if log_path is None:  # a directory of its own only for a default log (removed with it by ``stop``)
+            self._workdir = Path(tempfile.mkdtemp(prefix="mrledger-hardhat-"))
+            self.log_path = self._workdir / "hardhat.log"
+        else:
+            self.log_path = Path(log_path)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._port: int | None = None
@@ -153,7 +156,8 @@ class HardhatNode(DevChainProcess):
             time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, SIGKILL if it does not exit in time. The chain is gone afterwards (it lived in memory)."""
+        """SIGTERM, SIGKILL if it does not exit in time. The chain is gone afterwards (it lived in memory), and
+        the node's temporary directory with its default log."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -167,6 +171,7 @@ class HardhatNode(DevChainProcess):
             self._log = None
         self._port = None
         self._checkpoints.clear()
+        self._remove_workdir()
 
     def rpc(self, method: str, *params: Any) -> Any:
         """Raw JSON-RPC, for the node's own methods (evm_snapshot, hardhat_mine, evm_setAutomine, ...)."""

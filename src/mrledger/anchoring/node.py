@@ -31,6 +31,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -110,6 +111,8 @@ class DevChainProcess:
     _port: int | None
     _private_keys: list[str]
     _addresses: list[str]
+    #: The node's own temporary directory (its default log; anvil's config while it starts), or None.
+    _workdir: Path | None = None
 
     def start(self) -> Self:
         raise NotImplementedError
@@ -135,6 +138,14 @@ class DevChainProcess:
         proc = getattr(self, "_proc", None)
         if proc is not None and proc.poll() is None:
             proc.kill()
+        self._remove_workdir()
+
+    def _remove_workdir(self) -> None:
+        """Remove the node's temporary directory, the default log with it (a caller who wants the log after
+        ``stop`` names it: ``log_path``). Every serve, test and benchmark used to leave one behind in /tmp."""
+        workdir = getattr(self, "_workdir", None)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def exited(self) -> int | None:
         """The exit code if the process ended on its own (None while it runs or after ``stop``)."""
@@ -300,6 +311,8 @@ class AnvilNode(DevChainProcess):
             os.close(fd)
 
     def _spawn(self, binary: Path, port: int) -> None:
+        assert self._workdir is not None
+        self._workdir.mkdir(mode=0o700, exist_ok=True)  # again after a stop removed it (``restart``)
         self._config_path.unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
@@ -328,6 +341,7 @@ class AnvilNode(DevChainProcess):
         self._port = port
         self._wait_ready()
         config = json.loads(self._config_path.read_text())
+        self._config_path.unlink()  # read once: nothing in it is needed after start-up
         self._private_keys = list(config["private_keys"])
         self._addresses = [to_checksum_address(a) for a in config["available_accounts"]]
 
@@ -349,8 +363,10 @@ class AnvilNode(DevChainProcess):
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (anvil dumps its state then exits), SIGKILL only if it does not exit in time; then the dump
-        replaces the state file if it is complete, and the writer lock is released."""
+        replaces the state file if it is complete, and the writer lock is released. The node's temporary
+        directory goes too (its default log with it)."""
         self._terminate(timeout)
+        self._remove_workdir()
 
     def _terminate(self, timeout: float = 10.0, *, release: bool = True) -> None:
         proc, self._proc = self._proc, None
