@@ -111,6 +111,45 @@ def test_fetch_of_a_v2_receipt_caches_only_final_facts(chain2: Chain) -> None:  
         assert verify_on_chain(receipt, chain2.w3, reader=reader, onchain_proof=False).status == "valid"
 
 
+def test_a_burst_for_one_shallow_anchor_shares_one_read_and_the_next_request_reads_again(chain: Chain) -> None:  # noqa: F811
+    """Requests arriving while the same shallow facts are being read share that read: one round trip to the
+    node for a burst, not one each. A request after it landed reads again, so a reorg is still seen by the
+    next verification, and a failed read fails every request that shared it and is not kept."""
+    [receipt, *_] = chain.anchor()
+    reader = CachedReader(chain.w3, final_depth=DEPTH, chain_id=chain.w3.eth.chain_id)
+    need = reader.missing(receipt)
+    assert need is not None
+    reader.head()
+
+    async def burst(n: int) -> list[dict[tuple[Any, ...], Any]]:
+        return list(await asyncio.gather(*(reader.fetch(need) for _ in range(n))))
+
+    facts = asyncio.run(burst(20))
+    assert reader.reads == 1 and not reader._inflight
+    assert all(f == facts[0] for f in facts) and len({id(f) for f in facts}) == 20  # each request its own
+    assert len(reader._batches) == len(reader._blocks) == 0  # shallow: kept by no cache
+    with averify.cache_only(), averify.fresh(facts[7]):
+        assert verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).status == "valid"
+    chain.reorg(1)  # the anchoring block replaced by an empty one
+    [after, again] = asyncio.run(burst(2))
+    assert reader.reads == 2 and after == again
+    with averify.cache_only(), averify.fresh(after):
+        assert verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).failed == "anchor-root"
+
+    async def failing() -> tuple[list[Any], list[int]]:
+        handle, seen = _one_shot_server([b"not json"])
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)  # type: ignore[arg-type]
+        reader.rpc = AsyncRpc.for_url(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
+        try:
+            return list(await asyncio.gather(*(reader.fetch(need) for _ in range(5)), return_exceptions=True)), seen
+        finally:
+            server.close()
+
+    errors, seen = asyncio.run(failing())
+    assert reader.reads == 3 and not reader._inflight and len(seen) == 1
+    assert len(errors) == 5 and all(isinstance(e, RpcError) for e in errors)
+
+
 def _one_shot_server(answers: list[bytes]) -> tuple[asyncio.AbstractServer, list[int]]:
     """Not a node: answers each connection's first request with the next of ``answers``, then hangs up
     (as a node does when a kept-alive connection idles out); counts the connections."""

@@ -10,6 +10,7 @@ the whole node shares (chain.py builds on it: ``ChainContext``, ``registry_holds
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import logging
@@ -228,6 +229,10 @@ class CachedReader:
         self.flushes = 0
         #: The latest background head refresh started by a ``cache_only`` caller (tests join it).
         self.refresher: threading.Thread | None = None
+        #: Reads from the node in flight on an event loop, by (loop, need): ``fetch`` shares them.
+        self._inflight: dict[tuple[asyncio.AbstractEventLoop, Need], asyncio.Task[dict[tuple[Any, ...], Any]]] = {}
+        #: Reads ``fetch`` sent to the node (a request that joined one in flight does not count).
+        self.reads = 0
 
     def chain_id(self) -> int:
         if self._chain_id is None:
@@ -409,12 +414,42 @@ class CachedReader:
     async def fetch(self, need: Need) -> dict[tuple[Any, ...], Any]:
         """Read ``need`` from the node on the event loop (one round trip), for ``fresh``. Facts that are final
         by the cached head go into the caches as ``batch``/``block`` would put them; the others serve this
-        request only, so a shallow anchor is still read from the node for every verification."""
+        request only, so a shallow anchor is still read from the node for every verification that arrives
+        after the last read of it was sent.
+
+        Requests that arrive while a read of the same facts is in flight share it (single flight): its answer
+        was read after they arrived or at most one round trip before, the freshness a read of their own would
+        have given them. Why: until an anchor is ``final_depth`` deep (two to three minutes on a 12-second
+        chain) every verification of its receipts cost a round trip to the chain's endpoint — a burst of them
+        (a hospital checking its fresh receipts, anybody replaying one anonymously) was a round trip each,
+        against a metered, rate-limited RPC endpoint in production, and the node's own CPU for each (issue 20:
+        ``scripts/bench_api.py`` on shallow anchors saturated at ~410/s against ~900/s on final ones)."""
         rpc = self.rpc
         if rpc is None:
             raise CacheMiss("no event-loop client for this endpoint")
         if self.health is not None and not self.health.up:
             raise CacheMiss("the node does not answer")  # the thread path then refuses at once (ChainDown)
+        loop = asyncio.get_running_loop()
+        slot = (loop, need)
+        task = self._inflight.get(slot)
+        if task is None:
+            self.reads += 1
+            task = loop.create_task(self._read(rpc, need))
+            self._inflight[slot] = task
+            task.add_done_callback(lambda done: self._landed(slot, done))
+        # Shielded: a request that goes away (its client hung up) does not cancel the others' read.
+        return dict(await asyncio.shield(task))
+
+    def _landed(self, slot: tuple[asyncio.AbstractEventLoop, Need],
+                task: asyncio.Task[dict[tuple[Any, ...], Any]]) -> None:
+        """A read ended: later requests send their own. Its error is marked seen (every waiter may be gone)."""
+        if self._inflight.get(slot) is task:
+            del self._inflight[slot]
+        if not task.cancelled():
+            task.exception()
+
+    async def _read(self, rpc: AsyncRpc, need: Need) -> dict[tuple[Any, ...], Any]:
+        """``fetch``'s one round trip, and what of it is final kept in the caches."""
         key = (need.contract.lower(), bytes(need.hospital_key), need.seq)
         facts: dict[tuple[Any, ...], Any]
         if need.commitment is not None:
