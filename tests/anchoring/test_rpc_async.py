@@ -125,14 +125,14 @@ def test_a_burst_for_one_shallow_anchor_shares_one_read_and_the_next_request_rea
         return list(await asyncio.gather(*(reader.fetch(need) for _ in range(n))))
 
     facts = asyncio.run(burst(20))
-    assert reader.reads == 1 and not reader._inflight
+    assert reader.loop_flights.sent == 1 and len(reader.loop_flights) == 0
     assert all(f == facts[0] for f in facts) and len({id(f) for f in facts}) == 20  # each request its own
     assert len(reader._batches) == len(reader._blocks) == 0  # shallow: kept by no cache
     with averify.cache_only(), averify.fresh(facts[7]):
         assert verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).status == "valid"
     chain.reorg(1)  # the anchoring block replaced by an empty one
     [after, again] = asyncio.run(burst(2))
-    assert reader.reads == 2 and after == again
+    assert reader.loop_flights.sent == 2 and after == again
     with averify.cache_only(), averify.fresh(after):
         assert verify_on_chain(receipt, chain.w3, reader=reader, onchain_proof=False).failed == "anchor-root"
 
@@ -146,7 +146,7 @@ def test_a_burst_for_one_shallow_anchor_shares_one_read_and_the_next_request_rea
             server.close()
 
     errors, seen = asyncio.run(failing())
-    assert reader.reads == 3 and not reader._inflight and len(seen) == 1
+    assert reader.loop_flights.sent == 3 and len(reader.loop_flights) == 0 and len(seen) == 1
     assert len(errors) == 5 and all(isinstance(e, RpcError) for e in errors)
 
 

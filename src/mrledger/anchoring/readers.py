@@ -10,7 +10,6 @@ the whole node shares (chain.py builds on it: ``ChainContext``, ``registry_holds
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import logging
@@ -28,6 +27,7 @@ from web3.exceptions import BlockNotFound
 
 from mrledger.anchoring import contract as reg
 from mrledger.anchoring import contract_v2 as reg2
+from mrledger.anchoring._flight import LoopFlights, ThreadFlights
 from mrledger.anchoring._lru import Lru
 from mrledger.anchoring.contract import BatchRecord
 from mrledger.anchoring.contract_v2 import CommitRecord
@@ -229,10 +229,10 @@ class CachedReader:
         self.flushes = 0
         #: The latest background head refresh started by a ``cache_only`` caller (tests join it).
         self.refresher: threading.Thread | None = None
-        #: Reads from the node in flight on an event loop, by (loop, need): ``fetch`` shares them.
-        self._inflight: dict[tuple[asyncio.AbstractEventLoop, Need], asyncio.Task[dict[tuple[Any, ...], Any]]] = {}
-        #: Reads ``fetch`` sent to the node (a request that joined one in flight does not count).
-        self.reads = 0
+        #: Reads from the node that callers asking for the same facts meanwhile share (anchoring/_flight.py):
+        #: worker threads' (``block``, ``batch``, ``commit``) and the event loop's (``fetch``).
+        self.flights = ThreadFlights()
+        self.loop_flights = LoopFlights()
 
     def chain_id(self) -> int:
         if self._chain_id is None:
@@ -330,7 +330,7 @@ class CachedReader:
         elif _CACHE_ONLY.get():
             raise CacheMiss(f"block {number} is not cached")
         else:
-            found = _fetch_block(self.w3, number)
+            found = self.flights.read(("block", number), lambda: _fetch_block(self.w3, number))
         if found is not None and self._final(number):
             self._blocks.put(number, found)
         return found
@@ -363,13 +363,13 @@ class CachedReader:
         """A v2 registry's entry: prefetched on the event loop (``fetch``) or found by its logs
         (``contract_v2.locate``, two or three round trips); cached once final, as ``batch`` is."""
         return self._entry("commit", self._commits, contract, hospital_key, seq,
-                           lambda: reg2.locate(self.w3, contract, hospital_key, seq, near=near))
+                           lambda: reg2.locate(self.w3, contract, hospital_key, seq, near=near), near)
 
     def _entry(self, kind: str, cache: Lru[tuple[str, bytes, int], E], contract: str, hospital_key: bytes, seq: int,
-               read: Callable[[], E | None]) -> E | None:
+               read: Callable[[], E | None], near: int | None = None) -> E | None:
         """A registry entry (``batch`` or ``commit``): from the cache, this request's facts, or the node (never in
-        ``cache_only``). Cached with its anchoring block once final, so that the tripwire watches every block a
-        cached entry rests on."""
+        ``cache_only``; shared with the threads asking the same meanwhile). Cached with its anchoring block once
+        final, so that the tripwire watches every block a cached entry rests on."""
         key = (contract.lower(), bytes(hospital_key), seq)
         found = cache.get(key)
         if found is not None:
@@ -380,7 +380,7 @@ class CachedReader:
         elif _CACHE_ONLY.get():
             raise CacheMiss(f"batch {seq} is not cached")
         else:
-            found = read()
+            found = self.flights.read((kind, key, near), read)
         if found is not None and self._final(found.anchored_block) and self.block(found.anchored_block):
             cache.put(key, found)
         return found
@@ -414,39 +414,14 @@ class CachedReader:
     async def fetch(self, need: Need) -> dict[tuple[Any, ...], Any]:
         """Read ``need`` from the node on the event loop (one round trip), for ``fresh``. Facts that are final
         by the cached head go into the caches as ``batch``/``block`` would put them; the others serve this
-        request only, so a shallow anchor is still read from the node for every verification that arrives
-        after the last read of it was sent.
-
-        Requests that arrive while a read of the same facts is in flight share it (single flight): its answer
-        was read after they arrived or at most one round trip before, the freshness a read of their own would
-        have given them. Why: until an anchor is ``final_depth`` deep (two to three minutes on a 12-second
-        chain) every verification of its receipts cost a round trip to the chain's endpoint — a burst of them
-        (a hospital checking its fresh receipts, anybody replaying one anonymously) was a round trip each,
-        against a metered, rate-limited RPC endpoint in production, and the node's own CPU for each (issue 20:
-        ``scripts/bench_api.py`` on shallow anchors saturated at ~410/s against ~900/s on final ones)."""
+        request only, so a shallow anchor is read from the node again for every verification that arrives after
+        the last read of it (requests arriving during one share it: anchoring/_flight.py)."""
         rpc = self.rpc
         if rpc is None:
             raise CacheMiss("no event-loop client for this endpoint")
         if self.health is not None and not self.health.up:
             raise CacheMiss("the node does not answer")  # the thread path then refuses at once (ChainDown)
-        loop = asyncio.get_running_loop()
-        slot = (loop, need)
-        task = self._inflight.get(slot)
-        if task is None:
-            self.reads += 1
-            task = loop.create_task(self._read(rpc, need))
-            self._inflight[slot] = task
-            task.add_done_callback(lambda done: self._landed(slot, done))
-        # Shielded: a request that goes away (its client hung up) does not cancel the others' read.
-        return dict(await asyncio.shield(task))
-
-    def _landed(self, slot: tuple[asyncio.AbstractEventLoop, Need],
-                task: asyncio.Task[dict[tuple[Any, ...], Any]]) -> None:
-        """A read ended: later requests send their own. Its error is marked seen (every waiter may be gone)."""
-        if self._inflight.get(slot) is task:
-            del self._inflight[slot]
-        if not task.cancelled():
-            task.exception()
+        return dict(await self.loop_flights.read(need, lambda: self._read(rpc, need)))
 
     async def _read(self, rpc: AsyncRpc, need: Need) -> dict[tuple[Any, ...], Any]:
         """``fetch``'s one round trip, and what of it is final kept in the caches."""
