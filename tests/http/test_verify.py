@@ -203,10 +203,13 @@ def test_a_shallow_receipt_is_read_from_the_node_on_the_loop_and_a_reorg_is_seen
         return await real_fetch(need)
 
     monkeypatch.setattr(reader, "fetch", counting)
+    before = _chain_reads(api)
     for _ in range(3):
         out = verify(api, {"receipt": receipt})
         assert out["verdict"] == "authentic" and out["confirmations"] >= 1, out
     assert len(fetched) == 3 and len(reader._batches) == 0  # asked each time, nothing shallow cached
+    # /metrics tells the operator (who may pay the RPC endpoint per call): three reads sent, none shared.
+    assert _chain_reads(api) == (before[0] + 3, before[1])
     raw = api.node.rpc("eth_getRawTransactionByHash", receipt["anchor"]["tx_hash"])
     api.node.rpc("anvil_reorg", 1, [[raw, 0]])  # the same anchor, mined again at the same height
     again = verify(api, {"receipt": receipt})  # the registry still holds the root: genuine, in another block
@@ -216,6 +219,14 @@ def test_a_shallow_receipt_is_read_from_the_node_on_the_loop_and_a_reorg_is_seen
     api.node.rpc("anvil_reorg", 1, [])  # now the anchor is gone altogether: genuine bytes, no anchor (yet)
     gone = verify(api, {"receipt": receipt})
     assert gone["verdict"] == "pending" and gone["failed_check"] == "anchor-confirmed", gone
+
+
+def _chain_reads(api: Api) -> tuple[float, float]:
+    """This process's ``mrledger_chain_verification_reads_total`` and ``…_shared_total`` from /metrics."""
+    values = dict(line.rsplit(" ", 1) for line in api.client.get("/metrics").text.splitlines()
+                  if line.startswith("mrledger_chain_verification_reads"))
+    return (float(values["mrledger_chain_verification_reads_total"]),
+            float(values["mrledger_chain_verification_reads_shared_total"]))
 
 
 @pytest.mark.anvil

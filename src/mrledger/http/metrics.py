@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.routing import Match
@@ -110,7 +110,10 @@ class LedgerCollector(Collector):
     def _chain(self) -> Iterable[Metric]:
         """From the probe thread's last answer (anchoring/health.py): never waits on the node."""
         chain = getattr(self._ledger, "chain", None)  # a ledger not fully built (registration describes it)
-        health = chain.health if chain is not None else None
+        if chain is None:
+            return
+        yield from _chain_reads(getattr(chain, "reader", None))
+        health = chain.health
         if health is None:
             return
         snap = health.snapshot()
@@ -205,6 +208,24 @@ def _template(scope: Scope) -> str:
         if match is Match.FULL:  # FastAPI >= 0.16x nests included routers; the child scope names the route
             return str(getattr(child.get("route", candidate), "path", UNMATCHED))
     return UNMATCHED
+
+
+def _chain_reads(reader: object) -> Iterable[Metric]:
+    """What verifications on this process asked the chain's node for (anchoring/_flight.py), and how many were
+    answered by a read already in flight instead. Per process, like the latency histogram: an operator paying
+    a metered RPC endpoint sees its verification traffic here (anchors not yet final are read per request)."""
+    flights = [f for f in (getattr(reader, "flights", None), getattr(reader, "loop_flights", None)) if f is not None]
+    if not flights:
+        return
+    sent = CounterMetricFamily("mrledger_chain_verification_reads", "Chain reads that verifications on this API "
+                               "process sent to the node (facts not cached: an anchor not yet final, or not "
+                               "read since the start)")
+    sent.add_metric([], sum(f.sent for f in flights))
+    shared = CounterMetricFamily("mrledger_chain_verification_reads_shared", "Verifications on this API process "
+                                 "answered by the same read already in flight instead of one of their own")
+    shared.add_metric([], sum(f.joined for f in flights))
+    yield sent
+    yield shared
 
 
 def install(app: FastAPI, ledger: Services, token: str | None = None) -> None:
