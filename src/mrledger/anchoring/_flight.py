@@ -48,17 +48,20 @@ class ThreadFlights:
         if shared is not None:
             result: T = shared.result()
             return result
+        # The entry goes before the answer is handed over: a caller that asks after the read ended reads again.
         try:
             value = fn()
         except BaseException as exc:
+            self._drop(key)
             mine.set_exception(exc)
             raise
-        else:
-            mine.set_result(value)
-            return value
-        finally:
-            with self._lock:
-                del self._inflight[key]
+        self._drop(key)
+        mine.set_result(value)
+        return value
+
+    def _drop(self, key: Hashable) -> None:
+        with self._lock:
+            del self._inflight[key]
 
 
 class LoopFlights:
@@ -83,7 +86,10 @@ class LoopFlights:
             self.sent += 1
 
             async def run() -> T:
-                return await make()
+                try:
+                    return await make()
+                finally:  # gone before the answer is handed over: a caller after the read ended reads again
+                    self._inflight.pop(slot, None)
 
             task = loop.create_task(run())
             self._inflight[slot] = task
@@ -94,7 +100,8 @@ class LoopFlights:
         return result
 
     def _landed(self, slot: tuple[asyncio.AbstractEventLoop, Hashable], task: asyncio.Task[Any]) -> None:
-        """A read ended: later callers send their own. Its error is marked seen (every caller may be gone)."""
+        """A read's error is marked retrieved (every caller that shared it may be gone); its entry goes if ``run``
+        never ran to remove it (cancelled before it started: a loop shutting down)."""
         if self._inflight.get(slot) is task:
             del self._inflight[slot]
         if not task.cancelled():
