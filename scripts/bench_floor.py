@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -134,6 +135,9 @@ def main() -> None:
 
     port = int(sys.argv[1])
     level = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    # uvicorn re-raises the SIGTERM it stopped on once it has shut down; with the default action that killed the
+    # process before the temporary directory below was removed (every bench_api run left one in /tmp).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with tempfile.TemporaryDirectory(prefix="mrl-floor-") as tmp:
         db = None
         if level >= 2:

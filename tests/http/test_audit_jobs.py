@@ -6,8 +6,10 @@ synchronous ``GET /v1/audit/decisions`` refuses ledgers over its limit instead o
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import struct
+import tempfile
 import threading
 from typing import Any
 
@@ -306,3 +308,24 @@ def test_merged_findings_count_everything_and_keep_the_first() -> None:
     every = kpi_audit.Findings()
     every.merge([{"kind": "x"}] * 2, 2, {"x": 2})
     assert every.count == 2 and len(every.kept) == 2
+
+
+def test_a_private_jobs_directory_is_made_on_first_use_and_removed_with_its_jobs(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every app built without a node's directory made one in /tmp and left it there (the test suite left ~900).
+    A private one is now made when a job needs it and removed when its ``AuditJobs`` goes; a node's own
+    directory is never removed."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    jobs = AuditJobs()
+    assert list(tmp.iterdir()) == []
+    assert jobs.get("0" * 26) is None  # a poll for a job: the directory is used
+    assert jobs.directory.parent == tmp and jobs.directory.is_dir()
+    del jobs
+    gc.collect()
+    assert list(tmp.iterdir()) == []
+    node = tmp_path / "data" / "audit-jobs"
+    assert AuditJobs(node).get("0" * 26) is None
+    gc.collect()
+    assert node.is_dir()

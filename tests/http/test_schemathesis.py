@@ -9,7 +9,9 @@ database, PostgreSQL is covered by the other API tests).
 
 from __future__ import annotations
 
+import atexit
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,9 @@ def _bootstrap_app() -> FastAPI:
     """The app whose OpenAPI drives generation, built at import (``@schema.parametrize`` needs the
     schema then). Each test swaps in its own fresh ledger via ``app.state.ledger``, which is all the routes
     read, so no database is shared between tests."""
-    engine = make_engine(f"sqlite:///{Path(tempfile.mkdtemp(prefix='mrl-schema-')) / 'bootstrap.db'}")
+    directory = Path(tempfile.mkdtemp(prefix="mrl-schema-"))
+    atexit.register(shutil.rmtree, directory, True)  # it lives as long as the test process, and no longer
+    engine = make_engine(f"sqlite:///{directory / 'bootstrap.db'}")
     migrate(engine)
     return create_app(build_services(Store(engine, master_key=TEST_KEY)))
 

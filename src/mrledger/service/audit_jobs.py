@@ -38,10 +38,12 @@ import json
 import logging
 import os
 import re
+import shutil
 import struct
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,12 +122,30 @@ class AuditJobs:
     def __init__(self, directory: Path | None = None, *, chunk: int = CHUNK_RECORDS,
                  after_write: Callable[[dict[str, Any]], None] | None = None, split: Splitter | None = None,
                  split_records: int = SPLIT_RECORDS) -> None:
-        self.directory = directory if directory is not None else Path(tempfile.mkdtemp(prefix="mrl-audit-jobs-"))
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._given = directory
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._private: Path | None = None
+        self._made = threading.Lock()
         self.chunk, self.after_write = chunk, after_write
         self.split, self.split_records = split, split_records
-        self._lock_path = self.directory / "job.lock"
         self._threads: dict[str, threading.Thread] = {}
+
+    @property
+    def directory(self) -> Path:
+        """The jobs' directory. A private one is made on first use and removed with this object (or at exit):
+        every app built without a node's directory (the tests build hundreds) left an empty one in /tmp."""
+        if self._given is not None:
+            return self._given
+        with self._made:
+            if self._private is None:
+                self._private = Path(tempfile.mkdtemp(prefix="mrl-audit-jobs-"))
+                weakref.finalize(self, shutil.rmtree, self._private, True)
+            return self._private
+
+    @property
+    def _lock_path(self) -> Path:
+        return self.directory / "job.lock"
 
     # -- starting ---------------------------------------------------------------------------------------------
 
