@@ -143,9 +143,8 @@ class DevChainProcess:
     def _remove_workdir(self) -> None:
         """Remove the node's temporary directory, the default log with it (a caller who wants the log after
         ``stop`` names it: ``log_path``). Every serve, test and benchmark used to leave one behind in /tmp."""
-        workdir = getattr(self, "_workdir", None)
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
+        if self._workdir is not None:  # the class's None when __init__ did not get that far
+            shutil.rmtree(self._workdir, ignore_errors=True)
 
     def exited(self) -> int | None:
         """The exit code if the process ended on its own (None while it runs or after ``stop``)."""

@@ -23,6 +23,7 @@ import hmac
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -112,7 +113,7 @@ class LedgerCollector(Collector):
         chain = getattr(self._ledger, "chain", None)  # a ledger not fully built (registration describes it)
         if chain is None:
             return
-        yield from _chain_reads(getattr(chain, "reader", None))
+        yield from _chain_reads(chain.reader)
         health = chain.health
         if health is None:
             return
@@ -210,13 +211,12 @@ def _template(scope: Scope) -> str:
     return UNMATCHED
 
 
-def _chain_reads(reader: object) -> Iterable[Metric]:
+def _chain_reads(reader: Any) -> Iterable[Metric]:
     """What verifications on this process asked the chain's node for (anchoring/_flight.py), and how many were
     answered by a read already in flight instead. Per process, like the latency histogram: an operator paying
-    a metered RPC endpoint sees its verification traffic here (anchors not yet final are read per request)."""
-    flights = [f for f in (getattr(reader, "flights", None), getattr(reader, "loop_flights", None)) if f is not None]
-    if not flights:
-        return
+    a metered RPC endpoint sees its verification traffic here (anchors not yet final are read per request).
+    ``reader``: the chain's ``CachedReader`` (an import from anchoring/ here would cross the layers)."""
+    flights = (reader.flights, reader.loop_flights)
     sent = CounterMetricFamily("mrledger_chain_verification_reads", "Chain reads that verifications on this API "
                                "process sent to the node (facts not cached: an anchor not yet final, or not "
                                "read since the start)")
